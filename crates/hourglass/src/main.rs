@@ -1,0 +1,208 @@
+//! The `hourglass` command: parses the command line and hands each subcommand to the crate that
+//! owns it. No logic of its own beyond printing what was started and mapping errors to exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use hourglass_sim::{Scenario, Server, ServerConfig, scenario::UpstreamSpec};
+
+/// Exit status of a command that is not built yet (the same as a usage error).
+const EXIT_NOT_BUILT: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "hourglass",
+    version,
+    about = "Make calls to AI model APIs survive timeouts: a gateway, a toolkit and a simulator",
+    after_help = "Logs go to stderr; set HOURGLASS_LOG (e.g. `debug` or `hourglass_sim=debug`) for more."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: an OpenAI-compatible proxy with per-phase timeouts, retries and failover
+    /// (not built yet)
+    Serve(NotBuilt),
+    /// Health-check endpoints and profile their latency (not built yet)
+    Probe(NotBuilt),
+    /// Show where the time of a call goes: DNS, TCP, TLS, first byte, first token (not built yet)
+    Diagnose(NotBuilt),
+    /// Explain a timeout or connection error message: its cause and the fix (not built yet)
+    Explain(NotBuilt),
+    /// Derive timeout and retry settings from measured latencies (not built yet)
+    Tune(NotBuilt),
+    /// Run a fault-injecting simulator of an OpenAI-compatible API server
+    Sim(SimArgs),
+}
+
+/// Arguments of a command that is not built yet: accepted and ignored.
+#[derive(Args)]
+struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Faults per request: send header `x-sim-fault`, e.g. `stall;after_chunks=3;for=30s`.\n\
+                        See docs/sim.md for every fault kind, the scenario file and the built-in models."
+)]
+struct SimArgs {
+    /// Address to listen on (one simulated upstream named `sim`, serving every built-in model)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8700",
+        conflicts_with = "scenario"
+    )]
+    listen: SocketAddr,
+    /// Scenario file (TOML): several upstreams with their own models, latencies and fault mixes
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Multiply every simulated latency by F (e.g. 0.01 runs a 90 s reasoning call in 0.9 s);
+    /// durations written in fault headers are taken literally
+    #[arg(long, value_name = "F", value_parser = parse_time_scale, allow_negative_numbers = true)]
+    time_scale: Option<f64>,
+    /// Seed of every random draw, for reproducible runs
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+}
+
+fn parse_time_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(factor) if factor.is_finite() && factor > 0.0 => Ok(factor),
+        _ => Err(format!(
+            "`{text}` is not a factor above 0; write e.g. 1, 0.1 or 0.01"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(_) => not_built("serve", "the gateway core"),
+        Command::Probe(_) => not_built("probe", "the toolkit"),
+        Command::Diagnose(_) => not_built("diagnose", "the toolkit"),
+        Command::Explain(_) => not_built("explain", "the toolkit"),
+        Command::Tune(_) => not_built("tune", "the toolkit"),
+        Command::Sim(args) => run(sim(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("hourglass: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_built(command: &str, arrives_with: &str) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "hourglass {command} is not built yet; it arrives with {arrives_with}. \
+         `hourglass sim` works today (see README.md)."
+    );
+    Ok(ExitCode::from(EXIT_NOT_BUILT))
+}
+
+fn init_logging() {
+    let filter = std::env::var("HOURGLASS_LOG")
+        .ok()
+        .and_then(|text| text.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
+        .init();
+}
+
+fn run(
+    job: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(job)
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let mut scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario {
+            seed: 0,
+            time_scale: 1.0,
+            upstreams: vec![UpstreamSpec {
+                listen: args.listen,
+                config: ServerConfig::default(),
+            }],
+        },
+    };
+    let seed = args.seed.unwrap_or(scenario.seed);
+    scenario = scenario.with_seed(seed);
+    if let Some(time_scale) = args.time_scale {
+        scenario = scenario.with_time_scale(time_scale);
+    }
+    let servers: Vec<Server> = scenario.start().await?;
+    for server in &servers {
+        let config = server.config();
+        let mut notes = vec![format!("{} models", config.models.len())];
+        if !config.fault_mix.is_empty() {
+            let share: f64 = config.fault_mix.iter().map(|f| f.probability).sum();
+            notes.push(format!("faults on {:.1}% of requests", share * 100.0));
+        }
+        if config.blackhole {
+            notes.push("blackholed: connects time out".to_owned());
+        }
+        println!(
+            "hourglass sim: upstream `{}` listening on {} ({})",
+            server.name(),
+            server.base_url(),
+            notes.join(", ")
+        );
+    }
+    println!(
+        "hourglass sim: seed {}, time scale {}; try\n  curl {}/chat/completions -H 'content-type: application/json' \
+         -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
+        scenario.seed,
+        scenario.time_scale,
+        servers[0].base_url()
+    );
+    shutdown_signal().await;
+    println!("hourglass sim: stopping");
+    drop(servers);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

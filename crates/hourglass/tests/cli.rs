@@ -1,0 +1,210 @@
+//! The `hourglass` command line: its help, the commands not built yet, and `hourglass sim`
+//! started as a user starts it.
+
+#![allow(clippy::unwrap_used)] // test helpers may panic on what a test does not expect
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn hourglass(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// A running `hourglass sim`, killed (by its own PID) when dropped.
+struct Sim {
+    child: Child,
+    lines: Vec<String>,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sim(args: &[&str], banner_lines: usize) -> Sim {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .arg("sim")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut lines = Vec::new();
+    for _ in 0..banner_lines {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("the banner is printed");
+        lines.push(line);
+    }
+    Sim { child, lines }
+}
+
+/// The `host:port` of the first `http://…/v1` address in the banner.
+fn address(sim: &Sim, line: usize) -> String {
+    let text = &sim.lines[line];
+    let start = text.find("http://").expect("an address in the banner") + 7;
+    let end = text[start..].find("/v1").expect("a base URL") + start;
+    text[start..end].to_owned()
+}
+
+fn http(addr: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("the simulator accepts connections");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn post(addr: &str, body: &str, fault: Option<&str>) -> String {
+    let fault = fault
+        .map(|f| format!("x-sim-fault: {f}\r\n"))
+        .unwrap_or_default();
+    http(
+        addr,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{fault}\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = hourglass(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for command in ["serve", "probe", "diagnose", "explain", "tune", "sim"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(command)),
+            "{command} in\n{help}"
+        );
+    }
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_exit_2() {
+    for command in ["serve", "probe", "diagnose", "explain", "tune"] {
+        let out = hourglass(&[command, "--anything", "x"]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("hourglass {command} is not built yet")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused_with_the_reason() {
+    let out = hourglass(&["sim", "--time-scale", "-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--time-scale")
+    );
+    let out = hourglass(&["sim", "--listen", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = hourglass(&["sim", "--listen", "127.0.0.1:0", "--scenario", "x.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--listen and --scenario exclude each other"
+    );
+}
+
+#[test]
+fn a_bad_scenario_exits_1_naming_the_file_and_key() {
+    let dir = std::env::temp_dir().join(format!("hourglass-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[[upstream]]\nname = \"east\"\n[[upstream.fault]]\nfault = \"stall;after=3\"\nprobability = 0.1\n").unwrap();
+    let out = hourglass(&["sim", "--scenario", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("bad.toml: upstream[0].fault[0].fault: unknown key `after`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sim_serves_completions_streams_and_faults_by_header() {
+    let sim = start_sim(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--seed",
+            "3",
+            "--time-scale",
+            "0.01",
+        ],
+        2,
+    );
+    assert!(
+        sim.lines[1].contains("seed 3, time scale 0.01"),
+        "{}",
+        sim.lines[1]
+    );
+    let addr = address(&sim, 0);
+
+    let whole = post(&addr, r#"{"model":"gpt-4o-mini","messages":[]}"#, None);
+    assert!(whole.starts_with("HTTP/1.1 200"), "{whole}");
+    assert!(whole.contains("\"object\":\"chat.completion\""));
+
+    let stream = post(
+        &addr,
+        r#"{"model":"gpt-4o-mini","messages":[],"stream":true}"#,
+        None,
+    );
+    assert!(
+        stream.contains("text/event-stream") && stream.contains("data: [DONE]"),
+        "{stream}"
+    );
+
+    let limited = post(
+        &addr,
+        r#"{"model":"gpt-4o-mini","messages":[]}"#,
+        Some("rate_limit;retry_after=3"),
+    );
+    assert!(
+        limited.starts_with("HTTP/1.1 429") && limited.contains("retry-after: 3"),
+        "{limited}"
+    );
+}
+
+#[test]
+fn sim_starts_every_upstream_of_a_scenario() {
+    let dir = std::env::temp_dir().join(format!("hourglass-cli-scenario-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("two.toml");
+    std::fs::write(&path, "[[upstream]]\nname = \"east\"\n[[upstream]]\nname = \"west\"\nmodels = [\"sim-instant\"]\n").unwrap();
+    let sim = start_sim(&["--scenario", path.to_str().unwrap()], 3);
+    assert!(
+        sim.lines[0].contains("`east`") && sim.lines[1].contains("`west`"),
+        "{:?}",
+        sim.lines
+    );
+    let west = address(&sim, 1);
+    let models = http(
+        &west,
+        "GET /v1/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(
+        models.contains("sim-instant") && !models.contains("gpt-4o-mini"),
+        "{models}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,341 @@
+//! One response decided in advance: request + model + faults + seeded randomness become a timed
+//! script — how long before the headers, then a sequence of waits, data frames and perhaps a cut.
+//!
+//! Streams are scripted lazily (a reasoning model's thousands of tokens are rendered one at a
+//! time as they fall due), so ten thousand slow streams cost little memory.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::content;
+use crate::fault::FaultSet;
+use crate::model::{Draw, ModelProfile};
+use crate::render::{self, Answer, Usage};
+use crate::request::{Endpoint, Parsed};
+
+/// Upper bound on output tokens per choice, whatever a latency model draws.
+const MAX_OUTPUT_TOKENS: u32 = 100_000;
+
+/// One step of a response body.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Step {
+    /// Send nothing for this long.
+    Wait(Duration),
+    /// Send these bytes.
+    Data(Bytes),
+    /// Close the connection abruptly: the body ends incomplete.
+    Cut,
+}
+
+/// The steps of a body: fixed in advance, or rendered as a stream plays.
+pub(crate) enum Steps {
+    /// A short, fully known body (non-streaming answers and errors).
+    Fixed(VecDeque<Step>),
+    /// A stream rendered step by step.
+    Stream(Box<StreamScript>),
+}
+
+/// A response decided in advance.
+pub(crate) struct Plan {
+    /// Delay before the response headers for generating the answer (a `delay_headers` fault is
+    /// served before planning and comes on top).
+    pub head_delay: Duration,
+    /// `text/event-stream` or `application/json`.
+    pub streaming: bool,
+    /// Declared body length for non-streaming bodies (kept whole even when the body is cut).
+    pub content_length: Option<u64>,
+    /// The body.
+    pub body: Steps,
+}
+
+/// The lazily rendered script of a stream.
+pub(crate) struct StreamScript {
+    answer: Answer,
+    rng: fastrand::Rng,
+    draw: Draw,
+    slow_gap: Option<Duration>,
+    keepalive: Option<Duration>,
+    stall: Option<(u32, Duration)>,
+    cut: Option<u32>,
+    malformed: Option<u32>,
+    next_token: u32,
+    event_seq: u32,
+    stage: Stage,
+    queue: VecDeque<Step>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Preamble,
+    Tokens,
+    Finish,
+    Done,
+}
+
+/// Inputs to planning that come from the server rather than the request.
+pub(crate) struct Context<'a> {
+    pub endpoint: Endpoint,
+    pub model: &'a ModelProfile,
+    pub time_scale: f64,
+    /// Seed of this response: fixes ids, tags, latency draws.
+    pub seed: u64,
+    pub prompt_tokens: u32,
+    /// `http://host:port`, for image URLs.
+    pub base_url: &'a str,
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Decides the response to a valid request.
+pub(crate) fn plan(request: &Parsed, faults: &FaultSet, ctx: &Context<'_>) -> Plan {
+    let mut rng = fastrand::Rng::with_seed(ctx.seed);
+    let mut draw = ctx.model.latency.draw(&mut rng, ctx.time_scale);
+    if let Some((after, _)) = faults.first_token {
+        draw.first_token = after;
+    }
+    let created = now_unix();
+
+    match ctx.endpoint {
+        Endpoint::Embeddings | Endpoint::Images => {
+            let body = if ctx.endpoint == Endpoint::Embeddings {
+                let dimensions = request.dimensions.unwrap_or(ctx.model.dimensions);
+                render::embeddings(
+                    &request.model,
+                    &request.inputs,
+                    dimensions,
+                    request.base64,
+                    ctx.prompt_tokens,
+                )
+            } else {
+                render::images(request.n, request.b64_json, ctx.base_url, created)
+            };
+            whole(draw.first_token, body, faults)
+        }
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Responses => {
+            let answer = answer(request, ctx, &mut rng, &draw, created);
+            let slow_gap = faults
+                .slow
+                .map(|rate| Duration::from_secs_f64((1.0 / rate).min(86_400.0)));
+            if request.stream {
+                let script = StreamScript {
+                    answer,
+                    rng,
+                    draw,
+                    slow_gap,
+                    keepalive: faults.first_token.and_then(|(_, keepalive)| keepalive),
+                    stall: faults.stall,
+                    cut: faults.cut,
+                    malformed: faults.malformed,
+                    next_token: 0,
+                    event_seq: 0,
+                    stage: Stage::Preamble,
+                    queue: VecDeque::new(),
+                };
+                Plan {
+                    head_delay: Duration::ZERO,
+                    streaming: true,
+                    content_length: None,
+                    body: Steps::Stream(Box::new(script)),
+                }
+            } else {
+                let mut generation = draw.first_token;
+                for _ in 1..answer.tokens {
+                    generation += slow_gap.unwrap_or_else(|| draw.gap(&mut rng));
+                }
+                whole(generation, answer.whole(), faults)
+            }
+        }
+    }
+}
+
+fn answer(
+    request: &Parsed,
+    ctx: &Context<'_>,
+    rng: &mut fastrand::Rng,
+    draw: &Draw,
+    created: u64,
+) -> Answer {
+    let drawn = draw.output_tokens.min(MAX_OUTPUT_TOKENS);
+    let tokens = request
+        .max_tokens
+        .map_or(drawn, |max| drawn.min(max))
+        .max(1);
+    let finish_reason = if request.tool.is_some() {
+        "tool_calls"
+    } else if tokens < drawn {
+        "length"
+    } else {
+        "stop"
+    };
+    let choices = if ctx.endpoint == Endpoint::Responses {
+        1
+    } else {
+        request.n
+    };
+    let hex = |rng: &mut fastrand::Rng| format!("{:016x}", rng.u64(..));
+    let id = match ctx.endpoint {
+        Endpoint::Chat => format!("chatcmpl-sim{}", hex(rng)),
+        Endpoint::Completions => format!("cmpl-sim{}", hex(rng)),
+        _ => format!("resp_sim{}", hex(rng)),
+    };
+    let item_id = if request.tool.is_some() {
+        format!("fc_sim{}", hex(rng))
+    } else {
+        format!("msg_sim{}", hex(rng))
+    };
+    let tool = request
+        .tool
+        .clone()
+        .map(|tool| (format!("call_sim{}", hex(rng)), tool));
+    let reasoning = if ctx.model.kind == crate::ModelKind::Reasoning {
+        let thinking = draw.first_token.as_secs_f64() / ctx.time_scale;
+        (thinking * ctx.model.latency.tokens_per_s).round() as u32
+    } else {
+        0
+    };
+    Answer {
+        endpoint: ctx.endpoint,
+        id,
+        created,
+        model: request.model.clone(),
+        tags: (0..choices).map(|c| content::tag(ctx.seed, c)).collect(),
+        tokens,
+        finish_reason,
+        tool,
+        include_usage: request.include_usage,
+        usage: Usage {
+            prompt: ctx.prompt_tokens,
+            completion: (tokens + reasoning) * choices,
+            reasoning,
+        },
+        item_id,
+    }
+}
+
+/// A whole (non-streaming) body after `head_delay`, shaped by the body faults: `malformed` sends
+/// broken JSON, `stall` pauses after half the body, `cut` closes after half of it.
+fn whole(head_delay: Duration, body: Bytes, faults: &FaultSet) -> Plan {
+    let declared = body.len() as u64;
+    let half = body.len() / 2;
+    let steps: VecDeque<Step> = if faults.malformed.is_some() {
+        let broken = body.slice(..half);
+        return Plan {
+            head_delay,
+            streaming: false,
+            content_length: Some(broken.len() as u64),
+            body: Steps::Fixed(VecDeque::from([Step::Data(broken)])),
+        };
+    } else if faults.cut.is_some() {
+        VecDeque::from([Step::Data(body.slice(..half)), Step::Cut])
+    } else if let Some((_, stall)) = faults.stall {
+        VecDeque::from([
+            Step::Data(body.slice(..half)),
+            Step::Wait(stall),
+            Step::Data(body.slice(half..)),
+        ])
+    } else {
+        VecDeque::from([Step::Data(body)])
+    };
+    Plan {
+        head_delay,
+        streaming: false,
+        content_length: Some(declared),
+        body: Steps::Fixed(steps),
+    }
+}
+
+impl StreamScript {
+    /// The next step of the stream, or `None` when it has ended.
+    pub(crate) fn next_step(&mut self) -> Option<Step> {
+        loop {
+            if let Some(step) = self.queue.pop_front() {
+                return Some(step);
+            }
+            match self.stage {
+                Stage::Preamble => {
+                    let frames = self.answer.preamble(&mut self.event_seq);
+                    self.queue.extend(frames.into_iter().map(Step::Data));
+                    self.stage = Stage::Tokens;
+                }
+                Stage::Tokens => self.script_token(),
+                Stage::Finish => {
+                    let mut frames = self.answer.finish(&mut self.event_seq);
+                    if self
+                        .malformed
+                        .is_some_and(|after| after >= self.answer.tokens)
+                    {
+                        frames[0] = render::malformed(&frames[0]);
+                    }
+                    self.queue.extend(frames.into_iter().map(Step::Data));
+                    self.stage = Stage::Done;
+                }
+                Stage::Done => return None,
+            }
+        }
+    }
+
+    /// Queues the waits and frames of the next content chunk, or of the end of the content.
+    fn script_token(&mut self) {
+        let seq = self.next_token;
+        let tokens = self.answer.tokens;
+        let at_end = seq == tokens;
+        let due = |after: u32| {
+            if at_end {
+                after >= tokens
+            } else {
+                after == seq
+            }
+        };
+        if !at_end {
+            if seq == 0 {
+                self.wait_first_token();
+            } else {
+                let gap = self
+                    .slow_gap
+                    .unwrap_or_else(|| self.draw.gap(&mut self.rng));
+                self.queue.push_back(Step::Wait(gap));
+            }
+        }
+        if let Some((_, stall)) = self.stall.filter(|(after, _)| due(*after)) {
+            self.queue.push_back(Step::Wait(stall));
+        }
+        if self.cut.is_some_and(due) {
+            self.queue.push_back(Step::Cut);
+            self.stage = Stage::Done;
+            return;
+        }
+        if at_end {
+            self.stage = Stage::Finish;
+            return;
+        }
+        let mut frames = self.answer.content(seq, &mut self.event_seq);
+        if self.malformed == Some(seq) {
+            frames[0] = render::malformed(&frames[0]);
+        }
+        self.queue.extend(frames.into_iter().map(Step::Data));
+        self.next_token += 1;
+    }
+
+    /// The wait before the first content token, with keep-alive comments while it lasts.
+    fn wait_first_token(&mut self) {
+        let mut remaining = self.draw.first_token;
+        if let Some(interval) = self.keepalive {
+            while remaining > interval {
+                self.queue.push_back(Step::Wait(interval));
+                self.queue
+                    .push_back(Step::Data(Bytes::from_static(render::KEEPALIVE)));
+                remaining -= interval;
+            }
+        }
+        self.queue.push_back(Step::Wait(remaining));
+    }
+}
+
+#[cfg(test)]
+mod tests;

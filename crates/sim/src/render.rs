@@ -1,0 +1,635 @@
+//! OpenAI-shaped bodies: whole JSON answers, SSE chunks and events, and errors.
+//!
+//! Shapes follow OpenAI's API closely enough that the official Python and Node SDKs parse them,
+//! including the Responses API's typed events. Streams and whole answers of one [`Answer`] carry
+//! the same ids, text and usage, so a body assembled from a stream can be compared field by field.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::content;
+use crate::request::{Endpoint, ToolChoice};
+
+/// Everything decided about one generated answer before it is sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    pub endpoint: Endpoint,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    /// One tag per choice (see [`content`]).
+    pub tags: Vec<String>,
+    /// Output tokens per choice.
+    pub tokens: u32,
+    /// `stop`, `length` or `tool_calls`.
+    pub finish_reason: &'static str,
+    /// The tool called, and the call's id.
+    pub tool: Option<(String, ToolChoice)>,
+    pub include_usage: bool,
+    pub usage: Usage,
+    /// Responses API: the output item's id.
+    pub item_id: String,
+}
+
+/// Token counts of one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub prompt: u32,
+    pub completion: u32,
+    pub reasoning: u32,
+}
+
+/// An SSE comment that keeps a connection alive; clients must ignore it.
+pub(crate) const KEEPALIVE: &[u8] = b": keep-alive\n\n";
+/// The end of a chat or completions stream.
+pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";
+
+#[derive(Serialize)]
+struct UsageJson {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<Details>,
+}
+
+#[derive(Serialize)]
+struct Details {
+    reasoning_tokens: u32,
+}
+
+impl Usage {
+    fn json(&self) -> UsageJson {
+        UsageJson {
+            prompt_tokens: self.prompt,
+            completion_tokens: self.completion,
+            total_tokens: self.prompt + self.completion,
+            completion_tokens_details: Some(Details {
+                reasoning_tokens: self.reasoning,
+            }),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChatChunk<'a, C: Serialize> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'static str,
+    choices: C,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<UsageJson>>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct TextChoice<'a> {
+    text: &'a str,
+    index: u32,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+fn sse_data<T: Serialize>(value: &T) -> Bytes {
+    let mut out = Vec::with_capacity(320);
+    out.extend_from_slice(b"data: ");
+    serde_json::to_writer(&mut out, value).expect("serializing plain structs cannot fail");
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn sse_event(kind: &str, value: &serde_json::Value) -> Bytes {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    serde_json::to_writer(&mut out, value).expect("serializing a json value cannot fail");
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// A broken copy of an SSE frame: its JSON cut in the middle, the framing kept.
+pub(crate) fn malformed(frame: &Bytes) -> Bytes {
+    let body = frame.strip_suffix(b"\n\n").unwrap_or(frame);
+    let mut out = body[..body.len() / 2].to_vec();
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+impl Answer {
+    /// The text of token `seq` of `choice`, as it appears in the content or tool arguments.
+    fn fragment(&self, choice: u32, seq: u32) -> String {
+        let token = content::token(&self.tags[choice as usize], seq);
+        match &self.tool {
+            None => token,
+            Some((_, tool)) => {
+                let mut out = String::new();
+                if seq == 0 {
+                    out.push_str(&format!("{{\"{}\":\"", tool.argument));
+                }
+                out.push_str(&token);
+                if seq + 1 == self.tokens {
+                    out.push_str("\"}");
+                }
+                out
+            }
+        }
+    }
+
+    /// The whole text (or tool arguments) of `choice`.
+    fn full_text(&self, choice: u32) -> String {
+        (0..self.tokens)
+            .map(|seq| self.fragment(choice, seq))
+            .collect()
+    }
+
+    fn chat_chunk(&self, choice: u32, delta: Delta<'_>, finish: Option<&str>) -> Bytes {
+        sse_data(&ChatChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: "fp_hourglass_sim",
+            choices: [ChunkChoice {
+                index: choice,
+                delta,
+                logprobs: None,
+                finish_reason: finish,
+            }],
+            usage: self.include_usage.then_some(None),
+        })
+    }
+
+    fn text_chunk(&self, choice: u32, text: &str, finish: Option<&str>) -> Bytes {
+        sse_data(&ChatChunk {
+            id: &self.id,
+            object: "text_completion",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: "fp_hourglass_sim",
+            choices: [TextChoice {
+                text,
+                index: choice,
+                logprobs: None,
+                finish_reason: finish,
+            }],
+            usage: self.include_usage.then_some(None),
+        })
+    }
+
+    fn usage_chunk(&self, object: &'static str) -> Bytes {
+        sse_data(&ChatChunk {
+            id: &self.id,
+            object,
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: "fp_hourglass_sim",
+            choices: [(); 0],
+            usage: Some(Some(self.usage.json())),
+        })
+    }
+
+    /// Frames sent right after the headers, before any content (not counted as content chunks).
+    pub(crate) fn preamble(&self, seq: &mut u32) -> Vec<Bytes> {
+        match self.endpoint {
+            Endpoint::Chat => (0..self.tags.len() as u32)
+                .map(|choice| {
+                    let delta = Delta {
+                        role: Some("assistant"),
+                        content: if self.tool.is_some() { None } else { Some("") },
+                        tool_calls: None,
+                    };
+                    self.chat_chunk(choice, delta, None)
+                })
+                .collect(),
+            Endpoint::Responses => {
+                let in_progress = self.response_json("in_progress", false);
+                let mut frames = vec![
+                    self.event(seq, "response.created", json!({"response": in_progress})),
+                    self.event(seq, "response.in_progress", json!({"response": in_progress})),
+                    self.event(
+                        seq,
+                        "response.output_item.added",
+                        json!({"output_index": 0, "item": self.response_item("in_progress", false)}),
+                    ),
+                ];
+                if self.tool.is_none() {
+                    frames.push(self.event(
+                        seq,
+                        "response.content_part.added",
+                        json!({"item_id": self.item_id, "output_index": 0, "content_index": 0,
+                               "part": {"type": "output_text", "text": "", "annotations": []}}),
+                    ));
+                }
+                frames
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Content chunk `seq`: one frame per choice.
+    pub(crate) fn content(&self, seq: u32, event_seq: &mut u32) -> Vec<Bytes> {
+        (0..self.tags.len() as u32)
+            .map(|choice| {
+                let fragment = self.fragment(choice, seq);
+                match self.endpoint {
+                    Endpoint::Chat => {
+                        let delta = match &self.tool {
+                            None => Delta {
+                                content: Some(&fragment),
+                                ..Delta::default()
+                            },
+                            Some((call_id, tool)) => Delta {
+                                tool_calls: Some([ToolCallDelta {
+                                    index: 0,
+                                    id: (seq == 0).then_some(call_id.as_str()),
+                                    kind: (seq == 0).then_some("function"),
+                                    function: FunctionDelta {
+                                        name: (seq == 0).then_some(tool.name.as_str()),
+                                        arguments: &fragment,
+                                    },
+                                }]),
+                                ..Delta::default()
+                            },
+                        };
+                        self.chat_chunk(choice, delta, None)
+                    }
+                    Endpoint::Completions => self.text_chunk(choice, &fragment, None),
+                    _ => {
+                        let kind = if self.tool.is_some() {
+                            "response.function_call_arguments.delta"
+                        } else {
+                            "response.output_text.delta"
+                        };
+                        self.event(
+                            event_seq,
+                            kind,
+                            json!({"item_id": self.item_id, "output_index": 0, "content_index": 0,
+                                   "delta": fragment, "logprobs": []}),
+                        )
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Frames that end a complete stream, after the last content chunk.
+    pub(crate) fn finish(&self, seq: &mut u32) -> Vec<Bytes> {
+        let choices = 0..self.tags.len() as u32;
+        let mut frames: Vec<Bytes> = match self.endpoint {
+            Endpoint::Chat => choices
+                .map(|c| self.chat_chunk(c, Delta::default(), Some(self.finish_reason)))
+                .collect(),
+            Endpoint::Completions => choices
+                .map(|c| self.text_chunk(c, "", Some(self.finish_reason)))
+                .collect(),
+            _ => return self.responses_finish(seq),
+        };
+        if self.include_usage {
+            let object = match self.endpoint {
+                Endpoint::Chat => "chat.completion.chunk",
+                _ => "text_completion",
+            };
+            frames.push(self.usage_chunk(object));
+        }
+        frames.push(Bytes::from_static(DONE));
+        frames
+    }
+
+    fn responses_finish(&self, seq: &mut u32) -> Vec<Bytes> {
+        let text = self.full_text(0);
+        let mut frames = Vec::with_capacity(4);
+        if self.tool.is_some() {
+            frames.push(self.event(
+                seq,
+                "response.function_call_arguments.done",
+                json!({"item_id": self.item_id, "output_index": 0, "arguments": text}),
+            ));
+        } else {
+            frames.push(self.event(
+                seq,
+                "response.output_text.done",
+                json!({"item_id": self.item_id, "output_index": 0, "content_index": 0,
+                       "text": text, "logprobs": []}),
+            ));
+            frames.push(self.event(
+                seq,
+                "response.content_part.done",
+                json!({"item_id": self.item_id, "output_index": 0, "content_index": 0,
+                       "part": {"type": "output_text", "text": text, "annotations": []}}),
+            ));
+        }
+        frames.push(self.event(
+            seq,
+            "response.output_item.done",
+            json!({"output_index": 0, "item": self.response_item("completed", true)}),
+        ));
+        frames.push(self.event(
+            seq,
+            "response.completed",
+            json!({"response": self.response_json("completed", true)}),
+        ));
+        frames
+    }
+
+    fn event(&self, seq: &mut u32, kind: &str, mut value: serde_json::Value) -> Bytes {
+        value["type"] = json!(kind);
+        value["sequence_number"] = json!(*seq);
+        *seq += 1;
+        sse_event(kind, &value)
+    }
+
+    fn response_item(&self, status: &str, complete: bool) -> serde_json::Value {
+        match &self.tool {
+            Some((call_id, tool)) => json!({
+                "type": "function_call", "id": self.item_id, "call_id": call_id,
+                "name": tool.name, "arguments": if complete { self.full_text(0) } else { String::new() },
+                "status": status,
+            }),
+            None => {
+                let content = if complete {
+                    json!([{"type": "output_text", "text": self.full_text(0), "annotations": []}])
+                } else {
+                    json!([])
+                };
+                json!({"type": "message", "id": self.item_id, "status": status,
+                       "role": "assistant", "content": content})
+            }
+        }
+    }
+
+    fn response_json(&self, status: &str, complete: bool) -> serde_json::Value {
+        let output = if complete {
+            json!([self.response_item("completed", true)])
+        } else {
+            json!([])
+        };
+        let usage = complete.then(|| {
+            json!({
+                "input_tokens": self.usage.prompt,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": self.usage.completion,
+                "output_tokens_details": {"reasoning_tokens": self.usage.reasoning},
+                "total_tokens": self.usage.prompt + self.usage.completion,
+            })
+        });
+        json!({
+            "id": self.id, "object": "response", "created_at": self.created, "status": status,
+            "error": null, "incomplete_details": null, "instructions": null,
+            "max_output_tokens": null, "model": self.model, "output": output,
+            "parallel_tool_calls": true, "previous_response_id": null,
+            "reasoning": {"effort": null, "summary": null}, "store": false,
+            "temperature": 1.0, "text": {"format": {"type": "text"}}, "tool_choice": "auto",
+            "tools": [], "top_p": 1.0, "truncation": "disabled", "usage": usage,
+            "metadata": {},
+        })
+    }
+
+    /// The whole answer as one JSON body (a non-streaming response).
+    pub(crate) fn whole(&self) -> Bytes {
+        let choices = 0..self.tags.len() as u32;
+        let value = match self.endpoint {
+            Endpoint::Chat => {
+                let choices: Vec<_> = choices
+                    .map(|c| {
+                        let message = match &self.tool {
+                            None => json!({"role": "assistant", "content": self.full_text(c),
+                                           "refusal": null, "annotations": []}),
+                            Some((call_id, tool)) => json!({
+                                "role": "assistant", "content": null, "refusal": null,
+                                "annotations": [],
+                                "tool_calls": [{"id": call_id, "type": "function",
+                                    "function": {"name": tool.name, "arguments": self.full_text(c)}}],
+                            }),
+                        };
+                        json!({"index": c, "message": message, "logprobs": null,
+                               "finish_reason": self.finish_reason})
+                    })
+                    .collect();
+                json!({"id": self.id, "object": "chat.completion", "created": self.created,
+                       "model": self.model, "system_fingerprint": "fp_hourglass_sim",
+                       "choices": choices, "usage": self.usage.json()})
+            }
+            Endpoint::Completions => {
+                let choices: Vec<_> = choices
+                    .map(|c| {
+                        json!({"text": self.full_text(c), "index": c, "logprobs": null,
+                                     "finish_reason": self.finish_reason})
+                    })
+                    .collect();
+                json!({"id": self.id, "object": "text_completion", "created": self.created,
+                       "model": self.model, "system_fingerprint": "fp_hourglass_sim",
+                       "choices": choices, "usage": self.usage.json()})
+            }
+            _ => self.response_json("completed", true),
+        };
+        Bytes::from(serde_json::to_vec(&value).expect("serializing a json value cannot fail"))
+    }
+}
+
+/// An embeddings response: one deterministic unit vector per input.
+pub(crate) fn embeddings(
+    model: &str,
+    inputs: &[String],
+    dimensions: u32,
+    base64: bool,
+    prompt_tokens: u32,
+) -> Bytes {
+    let data: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let vector = unit_vector(input, dimensions);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                json!(base64_encode(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let value = json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}});
+    Bytes::from(serde_json::to_vec(&value).expect("serializing a json value cannot fail"))
+}
+
+/// The same input always embeds to the same vector, whatever the seed.
+fn unit_vector(input: &str, dimensions: u32) -> Vec<f32> {
+    let hash = input.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut rng = fastrand::Rng::with_seed(hash);
+    let mut vector: Vec<f32> = (0..dimensions).map(|_| rng.f32() * 2.0 - 1.0).collect();
+    let norm = vector
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    vector.iter_mut().for_each(|v| *v /= norm);
+    vector
+}
+
+/// A 1×1 PNG, the picture every simulated image generation returns.
+pub(crate) const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x04, 0x00, 0x00, 0x00, 0xb5, 0x1c, 0x0c,
+    0x02, 0x00, 0x00, 0x00, 0x0b, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0x00, 0x00,
+    0x00, 0x06, 0x00, 0x02, 0x30, 0x81, 0xd0, 0x2f, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44,
+    0xae, 0x42, 0x60, 0x82,
+];
+
+/// An images response of `n` pictures, as base64 data or as URLs served by the simulator.
+pub(crate) fn images(n: u32, b64_json: bool, base_url: &str, created: u64) -> Bytes {
+    let data: Vec<_> = (0..n)
+        .map(|_| {
+            if b64_json {
+                json!({"b64_json": base64_encode(PNG), "revised_prompt": null})
+            } else {
+                json!({"url": format!("{base_url}/sim/image.png"), "revised_prompt": null})
+            }
+        })
+        .collect();
+    let value = json!({"created": created, "data": data});
+    Bytes::from(serde_json::to_vec(&value).expect("serializing a json value cannot fail"))
+}
+
+/// The model list of `GET /v1/models`.
+pub(crate) fn models<'a>(names: impl Iterator<Item = &'a str>) -> Bytes {
+    let data: Vec<_> = names
+        .map(|id| {
+            json!({"id": id, "object": "model", "created": 1_700_000_000u64,
+                         "owned_by": "hourglass-sim"})
+        })
+        .collect();
+    Bytes::from(
+        serde_json::to_vec(&json!({"object": "list", "data": data}))
+            .expect("serializing a json value cannot fail"),
+    )
+}
+
+/// OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`.
+pub(crate) fn error(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    let value = json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    Bytes::from(serde_json::to_vec(&value).expect("serializing a json value cannot fail"))
+}
+
+/// OpenAI's error `type` and `code` for a status, and the reason phrase.
+pub(crate) fn error_kind(status: u16) -> (&'static str, Option<&'static str>) {
+    match status {
+        401 => ("invalid_request_error", Some("invalid_api_key")),
+        403 => ("permission_error", None),
+        404 => ("invalid_request_error", Some("not_found")),
+        408 => ("timeout", Some("request_timeout")),
+        429 => ("requests", Some("rate_limit_exceeded")),
+        400..=499 => ("invalid_request_error", None),
+        _ => ("server_error", None),
+    }
+}
+
+/// An HTML error page like those of nginx and CDNs in front of an API.
+pub(crate) fn html_page(status: u16, reason: &str) -> Bytes {
+    Bytes::from(format!(
+        "<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n<center><h1>{status} \
+         {reason}</h1></center>\r\n<hr><center>hourglass-sim</center>\r\n</body>\r\n</html>\r\n"
+    ))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648), as OpenAI encodes embeddings and images.
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn embeddings_are_unit_length_and_stable_per_input() {
+        let a = unit_vector("hello", 64);
+        assert_eq!(a, unit_vector("hello", 64));
+        assert_ne!(a, unit_vector("world", 64));
+        let norm: f32 = a.iter().map(|v| v * v).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn malformed_keeps_framing_and_breaks_json() {
+        let frame = Bytes::from_static(b"data: {\"a\":1,\"b\":2}\n\n");
+        let broken = malformed(&frame);
+        assert!(broken.starts_with(b"data: {") && broken.ends_with(b"\n\n"));
+        let json = &broken[6..broken.len() - 2];
+        assert!(serde_json::from_slice::<serde_json::Value>(json).is_err());
+    }
+}
