@@ -8,7 +8,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -28,6 +28,8 @@ pub struct SimBody {
     remaining_hint: Option<u64>,
     /// A cut is due: the next poll ends the body with an error.
     cut_due: bool,
+    /// A step read ahead while joining frames that fall due together.
+    held: Option<Step>,
 }
 
 impl SimBody {
@@ -38,6 +40,7 @@ impl SimBody {
             clock: None,
             remaining_hint: content_length,
             cut_due: false,
+            held: None,
         }
     }
 
@@ -51,12 +54,42 @@ impl SimBody {
     }
 
     fn next_step(&mut self) -> Option<Step> {
+        if let Some(step) = self.held.take() {
+            return Some(step);
+        }
         match &mut self.steps {
             Steps::Fixed(queue) => queue.pop_front(),
             Steps::Stream(script) => script.next_step(),
         }
     }
 }
+
+impl SimBody {
+    /// Joins the frames that fall due at the same instant into one, so a burst of chunks costs
+    /// one write (up to 64 KiB); the first step that is not such a frame is held for later.
+    fn join_due_frames(&mut self, first: Bytes) -> Bytes {
+        let mut joined: Option<BytesMut> = None;
+        loop {
+            match self.next_step() {
+                Some(Step::Wait(wait)) if wait.is_zero() => continue,
+                Some(Step::Data(more))
+                    if joined.as_ref().map_or(first.len(), BytesMut::len) < MAX_JOINED =>
+                {
+                    joined
+                        .get_or_insert_with(|| BytesMut::from(&first[..]))
+                        .extend_from_slice(&more);
+                }
+                other => {
+                    self.held = other;
+                    return joined.map_or(first, BytesMut::freeze);
+                }
+            }
+        }
+    }
+}
+
+/// Largest frame made by joining frames that fall due together.
+const MAX_JOINED: usize = 64 * 1024;
 
 impl Body for SimBody {
     type Data = Bytes;
@@ -83,7 +116,8 @@ impl Body for SimBody {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                Some(Step::Data(bytes)) => {
+                Some(Step::Data(first)) => {
+                    let bytes = this.join_due_frames(first);
                     if let Some(hint) = this.remaining_hint.as_mut() {
                         *hint = hint.saturating_sub(bytes.len() as u64);
                     }

@@ -16,6 +16,9 @@ use crate::duration;
 
 /// Chunks a stream-shaping fault lets through when the fault names no `after_chunks`.
 pub const DEFAULT_AFTER_CHUNKS: u32 = 3;
+/// The longest duration a fault may name (a week): longer ones are typos, and bounded values
+/// keep deadline arithmetic far from overflow.
+pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// One fault the simulator can inject.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,18 +277,29 @@ impl<'a> Keys<'a> {
     }
 
     fn duration(&mut self, key: &str) -> Result<Option<Duration>, FaultError> {
-        self.take(key)
-            .map(|value| duration::parse(value).map_err(|e| self.bad(key, value, e.to_string())))
-            .transpose()
+        self.bounded_duration(key, Duration::ZERO)
     }
 
     fn positive_duration(&mut self, key: &str) -> Result<Option<Duration>, FaultError> {
+        self.bounded_duration(key, Duration::from_millis(1))
+    }
+
+    fn bounded_duration(
+        &mut self,
+        key: &str,
+        min: Duration,
+    ) -> Result<Option<Duration>, FaultError> {
         let Some(value) = self.take(key) else {
             return Ok(None);
         };
         match duration::parse(value) {
-            Ok(d) if !d.is_zero() => Ok(Some(d)),
-            Ok(_) => Err(self.bad(key, value, "must be more than zero")),
+            Ok(d) if d < min => Err(self.bad(
+                key,
+                value,
+                format!("must be at least {}", duration::format(min)),
+            )),
+            Ok(d) if d > MAX_FAULT_DURATION => Err(self.bad(key, value, "must be at most 7 days")),
+            Ok(d) => Ok(Some(d)),
             Err(e) => Err(self.bad(key, value, e.to_string())),
         }
     }

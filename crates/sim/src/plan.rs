@@ -69,6 +69,8 @@ pub(crate) struct StreamScript {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Preamble,
+    /// Waiting for the first token, this long still to go (sent in keep-alive slices).
+    FirstToken(Duration),
     Tokens,
     Finish,
     Done,
@@ -261,8 +263,9 @@ impl StreamScript {
                 Stage::Preamble => {
                     let frames = self.answer.preamble(&mut self.event_seq);
                     self.queue.extend(frames.into_iter().map(Step::Data));
-                    self.stage = Stage::Tokens;
+                    self.stage = Stage::FirstToken(self.draw.first_token);
                 }
+                Stage::FirstToken(remaining) => self.wait_first_token(remaining),
                 Stage::Tokens => self.script_token(),
                 Stage::Finish => {
                     let mut frames = self.answer.finish(&mut self.event_seq);
@@ -292,15 +295,11 @@ impl StreamScript {
                 after == seq
             }
         };
-        if !at_end {
-            if seq == 0 {
-                self.wait_first_token();
-            } else {
-                let gap = self
-                    .slow_gap
-                    .unwrap_or_else(|| self.draw.gap(&mut self.rng));
-                self.queue.push_back(Step::Wait(gap));
-            }
+        if !at_end && seq > 0 {
+            let gap = self
+                .slow_gap
+                .unwrap_or_else(|| self.draw.gap(&mut self.rng));
+            self.queue.push_back(Step::Wait(gap));
         }
         if let Some((_, stall)) = self.stall.filter(|(after, _)| due(*after)) {
             self.queue.push_back(Step::Wait(stall));
@@ -322,18 +321,21 @@ impl StreamScript {
         self.next_token += 1;
     }
 
-    /// The wait before the first content token, with keep-alive comments while it lasts.
-    fn wait_first_token(&mut self) {
-        let mut remaining = self.draw.first_token;
-        if let Some(interval) = self.keepalive {
-            while remaining > interval {
+    /// The wait before the first content token, one keep-alive interval at a time (so a long
+    /// wait with short intervals never queues more than one comment).
+    fn wait_first_token(&mut self, remaining: Duration) {
+        match self.keepalive {
+            Some(interval) if remaining > interval => {
                 self.queue.push_back(Step::Wait(interval));
                 self.queue
                     .push_back(Step::Data(Bytes::from_static(render::KEEPALIVE)));
-                remaining -= interval;
+                self.stage = Stage::FirstToken(remaining - interval);
+            }
+            _ => {
+                self.queue.push_back(Step::Wait(remaining));
+                self.stage = Stage::Tokens;
             }
         }
-        self.queue.push_back(Step::Wait(remaining));
     }
 }
 

@@ -425,43 +425,114 @@ impl Answer {
     /// The whole answer as one JSON body (a non-streaming response).
     pub(crate) fn whole(&self) -> Bytes {
         let choices = 0..self.tags.len() as u32;
-        let value = match self.endpoint {
+        let texts: Vec<String> = choices.clone().map(|c| self.full_text(c)).collect();
+        let body = match self.endpoint {
             Endpoint::Chat => {
                 let choices: Vec<_> = choices
                     .map(|c| {
+                        let text = texts[c as usize].as_str();
                         let message = match &self.tool {
-                            None => json!({"role": "assistant", "content": self.full_text(c),
-                                           "refusal": null, "annotations": []}),
-                            Some((call_id, tool)) => json!({
-                                "role": "assistant", "content": null, "refusal": null,
-                                "annotations": [],
-                                "tool_calls": [{"id": call_id, "type": "function",
-                                    "function": {"name": tool.name, "arguments": self.full_text(c)}}],
-                            }),
+                            None => Message {
+                                content: Some(text),
+                                ..Message::default()
+                            },
+                            Some((call_id, tool)) => Message {
+                                tool_calls: Some([ToolCall {
+                                    id: call_id,
+                                    kind: "function",
+                                    function: FunctionCall {
+                                        name: &tool.name,
+                                        arguments: text,
+                                    },
+                                }]),
+                                ..Message::default()
+                            },
                         };
-                        json!({"index": c, "message": message, "logprobs": null,
-                               "finish_reason": self.finish_reason})
+                        WholeChoice {
+                            index: c,
+                            message,
+                            logprobs: None,
+                            finish_reason: self.finish_reason,
+                        }
                     })
                     .collect();
-                json!({"id": self.id, "object": "chat.completion", "created": self.created,
-                       "model": self.model, "system_fingerprint": "fp_hourglass_sim",
-                       "choices": choices, "usage": self.usage.json()})
+                self.whole_json("chat.completion", choices)
             }
             Endpoint::Completions => {
                 let choices: Vec<_> = choices
-                    .map(|c| {
-                        json!({"text": self.full_text(c), "index": c, "logprobs": null,
-                                     "finish_reason": self.finish_reason})
+                    .map(|c| TextChoice {
+                        text: &texts[c as usize],
+                        index: c,
+                        logprobs: None,
+                        finish_reason: Some(self.finish_reason),
                     })
                     .collect();
-                json!({"id": self.id, "object": "text_completion", "created": self.created,
-                       "model": self.model, "system_fingerprint": "fp_hourglass_sim",
-                       "choices": choices, "usage": self.usage.json()})
+                self.whole_json("text_completion", choices)
             }
-            _ => self.response_json("completed", true),
+            _ => serde_json::to_vec(&self.response_json("completed", true)),
         };
-        Bytes::from(serde_json::to_vec(&value).expect("serializing a json value cannot fail"))
+        Bytes::from(body.expect("serializing plain structs cannot fail"))
     }
+
+    fn whole_json<C: Serialize>(
+        &self,
+        object: &'static str,
+        choices: C,
+    ) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(&ChatChunk {
+            id: &self.id,
+            object,
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: "fp_hourglass_sim",
+            choices,
+            usage: Some(Some(self.usage.json())),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct WholeChoice<'a> {
+    index: u32,
+    message: Message<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<()>,
+    annotations: [(); 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
+}
+
+impl Default for Message<'_> {
+    fn default() -> Self {
+        Message {
+            role: "assistant",
+            content: None,
+            refusal: None,
+            annotations: [],
+            tool_calls: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionCall<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 /// An embeddings response: one deterministic unit vector per input.

@@ -156,7 +156,8 @@ fn errors_name_the_bad_value_and_the_fix() {
         ("slow;tokens_per_s=0", "at least 0.001"),
         ("slow;tokens_per_s=NaN", "at least 0.001"),
         ("cut;after_chunks=-1", "whole number"),
-        ("first_token;keepalive=0s", "more than zero"),
+        ("first_token;keepalive=0s", "at least 1ms"),
+        ("stall;for=9000h", "at most 7 days"),
         ("hang;p=1.5", "probability"),
         ("rate_limit;retry_after=99999999", "0 to 86400"),
     ] {
