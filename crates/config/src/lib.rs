@@ -1,5 +1,205 @@
 //! Configuration: TOML read once into validated types, and the per-model timeout and retry policy
-//! built from layered profiles (built-in priors per model family and scenario, then the user's
-//! overrides). Pure: no runtime, no I/O beyond reading text, so it can be fuzzed and tested alone.
-//!
-//! Nothing is built here yet; the gateway issue fills it.
+//! built from layered profiles — built-in priors per model family and scenario, then the file's
+//! `defaults`, `families.<family>`, `scenarios.<scenario>` and `models.<name>` tables. Every error
+//! names its key path and the fix. Pure: no runtime and no I/O beyond reading the file, so it is
+//! tested (and can be fuzzed) alone. See `docs/config.md`.
+
+pub mod duration; // "250ms", "1m 30s"
+mod raw; // the file as written
+mod validate; // raw → Config, errors with key paths
+pub mod policy; // priors, layers, provenance
+mod check; // `hourglass config check`: the effective policy of every model
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use policy::{Family, Policy, Retry, Scenario, Sourced, Timeouts};
+pub use validate::ConfigError;
+
+/// The address the gateway listens on when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from: a file path, or `zero configuration`.
+    pub origin: String,
+    /// The HTTP server's own settings.
+    pub server: ServerSettings,
+    /// The retry budget shared by every call.
+    pub retry_budget: RetryBudget,
+    /// The upstreams, in file order.
+    pub upstreams: Vec<Upstream>,
+    /// The models clients can ask for by name (configured ones and those upstreams list).
+    pub models: Vec<ModelRoute>,
+    /// Layers that make the policy of a model an upstream serves by wildcard.
+    layers: validate::Layers,
+}
+
+/// Settings of the gateway's HTTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Listen address (`server.listen`).
+    pub listen: SocketAddr,
+    /// Largest request body accepted (`server.max_request_body`).
+    pub max_request_body: usize,
+    /// Time a client has to send its request headers (`server.header_read_timeout`).
+    pub header_read_timeout: Duration,
+    /// Time in-flight calls get to finish on shutdown (`server.shutdown_grace`).
+    pub shutdown_grace: Duration,
+    /// How long before a client's own deadline the gateway answers with a timeout error
+    /// (`server.client_deadline_margin`).
+    pub client_deadline_margin: Duration,
+}
+
+/// The retry budget: retries (and hedges) may be at most `ratio` of calls, plus `min_per_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    /// Share of calls that may be retried (`retry_budget.ratio`).
+    pub ratio: f64,
+    /// Retries per second always allowed, so a quiet gateway can still retry (`retry_budget.min_per_s`).
+    pub min_per_s: f64,
+}
+
+/// An API key; its value never appears in `Debug` output, logs or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value, for the one place that sends it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One upstream API.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its name (`upstreams.<name>`), used in errors, headers and metrics.
+    pub name: String,
+    /// Base URL; a client's `/v1/chat/completions` goes to `<base_url>/chat/completions`.
+    pub base_url: http::Uri,
+    /// The key sent as `Authorization: Bearer …`; without one, the client's own header is passed on.
+    pub api_key: Option<Secret>,
+    /// The environment variable the key was read from.
+    pub api_key_env: Option<String>,
+    /// Extra headers sent on every request.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The models it serves.
+    pub models: Served,
+}
+
+/// Which models an upstream serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// Whatever a client asks for (`models = ["*"]`, the default).
+    Any,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+/// One place a model is served: an upstream, and the model name it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// The model name sent upstream (differs from the client's when aliased).
+    pub model: String,
+}
+
+/// A model clients ask for: where it is served and its effective policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRoute {
+    /// The name clients ask for.
+    pub name: String,
+    /// Its family.
+    pub family: Family,
+    /// Its scenario.
+    pub scenario: Scenario,
+    /// Where it is served, in order of preference.
+    pub targets: Vec<Target>,
+    /// Other models tried, in order, when every target failed.
+    pub fallbacks: Vec<String>,
+    /// The effective policy.
+    pub policy: Policy,
+    /// Where each policy value came from.
+    pub sources: Vec<Sourced>,
+    /// Whether a `models.<name>` table configures it.
+    pub configured: bool,
+}
+
+impl Config {
+    /// Reads and validates a configuration file; `env` looks up environment variables.
+    pub fn load(
+        path: &std::path::Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        Config::from_toml(&text, &origin, env)
+    }
+
+    /// Reads and validates configuration text; `origin` names it in errors.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::from_toml(text, origin, env)
+    }
+
+    /// The zero configuration: an `openai` upstream from `OPENAI_API_KEY` / `OPENAI_BASE_URL`
+    /// serving every model, or `None` when neither is set.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+        validate::from_env(env)
+    }
+
+    /// A configuration with one upstream named `name` at `base_url` serving every model, for the
+    /// embedded simulator.
+    pub fn single_upstream(name: &str, base_url: &str) -> Config {
+        validate::single_upstream(name, base_url)
+    }
+
+    /// The route of a model a client asks for: a configured or listed model, else one an
+    /// upstream serves by wildcard; `None` when nothing serves it.
+    pub fn route(&self, model: &str) -> Option<std::borrow::Cow<'_, ModelRoute>> {
+        if let Some(route) = self.models.iter().find(|m| m.name == model) {
+            return Some(std::borrow::Cow::Borrowed(route));
+        }
+        validate::wildcard_route(self, model).map(std::borrow::Cow::Owned)
+    }
+
+    /// The route of a request that names no model (another `/v1/*` path): the first upstream,
+    /// once, with the chat policy.
+    pub fn passthrough_route(&self) -> ModelRoute {
+        validate::passthrough_route(self)
+    }
+
+    /// The upstream of that name.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// The text `hourglass config check` prints: every model's targets and effective policy,
+    /// each value with where it came from.
+    pub fn render_check(&self) -> String {
+        check::render(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

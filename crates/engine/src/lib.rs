@@ -1,6 +1,116 @@
-//! The call path, usable as a library by Rust programs that call AI APIs directly: route, deadlines,
-//! the one attempt loop (retry, failover, hedge), balancing, health, the upstream client timed by
-//! phase, the stream watchdog, events and the error taxonomy. See `docs/timeouts.md` for the phase
-//! model this crate enforces.
+//! The call path, usable as a library by Rust programs that call AI APIs directly: deadlines, the
+//! one attempt loop (retry and failover), the upstream client timed by phase, the stream watchdog
+//! and the error taxonomy. `docs/timeouts.md` defines the phases this crate enforces.
 //!
-//! Nothing is built here yet; the gateway issue fills it.
+//! ```no_run
+//! # async fn run() {
+//! use hourglass_engine::{Engine, CallRequest, Endpoint};
+//! let config = hourglass_config::Config::single_upstream("local", "http://127.0.0.1:8700/v1");
+//! let engine = Engine::new(config, Default::default()).expect("valid upstreams");
+//! let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+//! let request = CallRequest::new(Endpoint::Chat, "/chat/completions", bytes::Bytes::from_static(body))
+//!     .expect("the body names a model");
+//! match engine.call(request).await {
+//!     Ok(response) => println!("{} via {:?}", response.status, response.headers.get("x-hourglass-upstream")),
+//!     Err(error) => eprintln!("{}: {}", error.code, error.message),
+//! }
+//! # }
+//! ```
+
+// Modules in the order a call meets them.
+pub mod request; // what a call asks for: endpoint, body, model, stream, client deadline
+pub mod deadlines; // every clock as an instant: min(phase, attempt, total)
+pub mod retry; // backoff, Retry-After, the retry budget
+mod attempts; // the one loop that owns "try again": retry and failover
+mod attempt; // one attempt: connect, write, first byte, first token, the commit point
+pub mod upstream; // the only user of the HTTP client: pool, dial, timeline
+pub mod stream; // SSE scanning and what counts as content
+mod commit; // after the commit point: the watchdog that pumps a stream to the client
+pub mod error; // failures, retryability, the error the client sees
+mod describe; // the words of a failure: which limit, its value, where it is set
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hourglass_config::Config;
+use http::{HeaderMap, StatusCode};
+use tokio::sync::mpsc;
+
+pub use error::{AttemptRecord, CallError};
+pub use request::CallRequest;
+pub use stream::content::Endpoint;
+pub use upstream::dial::{BoxFuture, BoxIo, Dial, DialFn};
+
+/// The engine: configuration, upstream connections and the retry budget, shared by every call.
+pub struct Engine {
+    config: Arc<Config>,
+    upstreams: upstream::Upstreams,
+    budget: Mutex<retry::RetryBudget>,
+    rng: Mutex<fastrand::Rng>,
+}
+
+/// A successful call's response, committed to the client.
+pub struct Response {
+    /// The upstream's status.
+    pub status: StatusCode,
+    /// The upstream's headers (hop-by-hop ones removed) and `x-hourglass-attempts`,
+    /// `x-hourglass-upstream` and `server-timing`.
+    pub headers: HeaderMap,
+    /// The body: whole, or a stream that ends with an SSE error event if it fails after commit.
+    pub body: ResponseBody,
+    /// Every attempt made, the successful one last.
+    pub trail: Vec<AttemptRecord>,
+}
+
+/// The body of a committed response.
+pub enum ResponseBody {
+    /// A complete body.
+    Full(Bytes),
+    /// Chunks of a stream as they arrive.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Engine {
+    /// An engine for `config`; `dials` replaces the network dialer of the upstreams it names
+    /// (the embedded simulator, tests).
+    pub fn new(
+        config: Config,
+        mut dials: HashMap<String, Arc<dyn Dial>>,
+    ) -> Result<Arc<Engine>, String> {
+        let tls = upstream::dial::tls_config();
+        let mut dialers: Vec<Arc<dyn Dial>> = Vec::with_capacity(config.upstreams.len());
+        for upstream in &config.upstreams {
+            let dial = match dials.remove(&upstream.name) {
+                Some(dial) => dial,
+                None => Arc::new(
+                    upstream::dial::NetworkDial::new(&upstream.base_url, &tls)
+                        .map_err(|e| format!("upstream `{}`: {e}", upstream.name))?,
+                ),
+            };
+            dialers.push(dial);
+        }
+        let now = tokio::time::Instant::now();
+        Ok(Arc::new(Engine {
+            budget: Mutex::new(retry::RetryBudget::new(
+                config.retry_budget.ratio,
+                config.retry_budget.min_per_s,
+                now,
+            )),
+            upstreams: upstream::Upstreams::new(dialers),
+            config: Arc::new(config),
+            rng: Mutex::new(fastrand::Rng::new()),
+        }))
+    }
+
+    /// The configuration it runs.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Makes one call: picks targets, tries them within the deadlines, and returns the committed
+    /// response or the error to send.
+    pub async fn call(self: &Arc<Self>, request: CallRequest) -> Result<Response, CallError> {
+        attempts::run(self, request).await
+    }
+}

@@ -7,7 +7,22 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hourglass_engine::error::FailureKind;
+use hourglass_engine::{BoxFuture, BoxIo, Dial, DialFn, Engine};
+use hourglass_gateway::Gateway;
 use hourglass_sim::{Scenario, Server, ServerConfig, scenario::UpstreamSpec};
+
+/// Prints a line to stdout, ignoring a closed stdout: a server must not die because whoever read
+/// its banner went away (`hourglass serve | head -1`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Exit status of a command that is not built yet (the same as a usage error).
 const EXIT_NOT_BUILT: u8 = 2;
@@ -27,8 +42,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: an OpenAI-compatible proxy with per-phase timeouts, retries and failover
-    /// (not built yet)
-    Serve(NotBuilt),
+    Serve(ServeArgs),
+    /// Check a configuration file and print the effective policy of every model
+    Config(ConfigArgs),
     /// Health-check endpoints and profile their latency (not built yet)
     Probe(NotBuilt),
     /// Show where the time of a call goes: DNS, TCP, TLS, first byte, first token (not built yet)
@@ -39,6 +55,36 @@ enum Command {
     Tune(NotBuilt),
     /// Run a fault-injecting simulator of an OpenAI-compatible API server
     Sim(SimArgs),
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Without --config: an `openai` upstream from OPENAI_API_KEY / OPENAI_BASE_URL, or else the\n\
+                        embedded simulator as upstream `sim`. See docs/config.md and examples/hourglass.toml."
+)]
+struct ServeArgs {
+    /// Configuration file (TOML)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.listen; default 127.0.0.1:8787)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE and print every model's targets and effective timeouts and retries, with
+    /// where each value came from
+    Check {
+        /// Configuration file (TOML)
+        file: PathBuf,
+    },
 }
 
 /// Arguments of a command that is not built yet: accepted and ignored.
@@ -87,7 +133,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(_) => not_built("serve", "the gateway core"),
+        Command::Serve(args) => run(serve(args)),
+        Command::Config(ConfigArgs {
+            command: ConfigCommand::Check { file },
+        }) => config_check(&file),
         Command::Probe(_) => not_built("probe", "the toolkit"),
         Command::Diagnose(_) => not_built("diagnose", "the toolkit"),
         Command::Explain(_) => not_built("explain", "the toolkit"),
@@ -106,7 +155,7 @@ fn main() -> ExitCode {
 fn not_built(command: &str, arrives_with: &str) -> anyhow::Result<ExitCode> {
     eprintln!(
         "hourglass {command} is not built yet; it arrives with {arrives_with}. \
-         `hourglass sim` works today (see README.md)."
+         `hourglass serve` and `hourglass sim` work today (see README.md)."
     );
     Ok(ExitCode::from(EXIT_NOT_BUILT))
 }
@@ -134,6 +183,84 @@ fn run(
         .build()
         .context("cannot start the async runtime")?
         .block_on(job)
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = hourglass_config::Config::load(file, &env_var)?;
+    print!("{}", config.render_check());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut dials: HashMap<String, Arc<dyn Dial>> = HashMap::new();
+    let (mut config, note) = match &args.config {
+        Some(path) => (hourglass_config::Config::load(path, &env_var)?, None),
+        None => match hourglass_config::Config::from_env(&env_var) {
+            Some(config) => (
+                config,
+                Some("no --config: upstream `openai` from OPENAI_API_KEY / OPENAI_BASE_URL"),
+            ),
+            None => {
+                let simulator = Arc::new(Server::in_memory(ServerConfig::default()));
+                let dial = DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+                    let simulator = simulator.clone();
+                    Box::pin(
+                        async move { Ok(Box::new(simulator.connect_in_memory().await) as BoxIo) },
+                    )
+                });
+                dials.insert("sim".to_owned(), Arc::new(dial));
+                (
+                    hourglass_config::Config::single_upstream(
+                        "sim",
+                        "http://sim.in-memory.invalid/v1",
+                    ),
+                    Some(
+                        "no --config and no OPENAI_API_KEY / OPENAI_BASE_URL: serving the embedded simulator as upstream `sim` (docs/sim.md); x-sim-fault headers reach it",
+                    ),
+                )
+            }
+        },
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    let listen = config.server.listen;
+    let settings = config.server.clone();
+    let upstreams: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|u| format!("{} ({})", u.name, u.base_url))
+        .collect();
+    let engine = Engine::new(config, dials).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen / --listen)"))?;
+    let local = listener.local_addr()?;
+    if let Some(note) = note {
+        say!("hourglass serve: {note}");
+    }
+    say!(
+        "hourglass serve: listening on http://{local}/v1; upstreams: {}",
+        upstreams.join(", ")
+    );
+    say!(
+        "hourglass serve: try\n  curl http://{local}/v1/chat/completions -H 'content-type: application/json' \
+         -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+    );
+    let gateway = Arc::new(Gateway { engine, settings });
+    let open = hourglass_gateway::serve(listener, gateway, shutdown_signal()).await;
+    if open > 0 {
+        say!(
+            "hourglass serve: stopped; {open} connections were still open after server.shutdown_grace"
+        );
+    } else {
+        say!("hourglass serve: stopped");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
@@ -164,14 +291,14 @@ async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         if config.blackhole {
             notes.push("blackholed: connects time out".to_owned());
         }
-        println!(
+        say!(
             "hourglass sim: upstream `{}` listening on {} ({})",
             server.name(),
             server.base_url(),
             notes.join(", ")
         );
     }
-    println!(
+    say!(
         "hourglass sim: seed {}, time scale {}; try\n  curl {}/chat/completions -H 'content-type: application/json' \
          -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
         scenario.seed,
@@ -179,7 +306,7 @@ async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
         servers[0].base_url()
     );
     shutdown_signal().await;
-    println!("hourglass sim: stopping");
+    say!("hourglass sim: stopping");
     drop(servers);
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,8 @@ fn hourglass(args: &[&str]) -> Output {
 struct Sim {
     child: Child,
     lines: Vec<String>,
+    /// Kept open: the child goes on printing after its banner.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Sim {
@@ -29,9 +31,15 @@ impl Drop for Sim {
 }
 
 fn start_sim(args: &[&str], banner_lines: usize) -> Sim {
+    start("sim", args, banner_lines)
+}
+
+fn start(command: &str, args: &[&str], banner_lines: usize) -> Sim {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hourglass"))
-        .arg("sim")
+        .arg(command)
         .args(args)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -43,7 +51,11 @@ fn start_sim(args: &[&str], banner_lines: usize) -> Sim {
         stdout.read_line(&mut line).expect("the banner is printed");
         lines.push(line);
     }
-    Sim { child, lines }
+    Sim {
+        child,
+        lines,
+        _stdout: stdout,
+    }
 }
 
 /// The `host:port` of the first `http://…/v1` address in the banner.
@@ -55,14 +67,25 @@ fn address(sim: &Sim, line: usize) -> String {
 }
 
 fn http(addr: &str, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("the simulator accepts connections");
+    let mut stream = TcpStream::connect(addr).expect("the server accepts connections");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
+    // Read to the end, keeping what arrived even if the connection ends in an error.
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buffer[..n]),
+            Err(error) => {
+                response.extend_from_slice(format!("\n[read error: {error}]").as_bytes());
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 fn post(addr: &str, body: &str, fault: Option<&str>) -> String {
@@ -84,7 +107,9 @@ fn help_lists_every_command() {
     let out = hourglass(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for command in ["serve", "probe", "diagnose", "explain", "tune", "sim"] {
+    for command in [
+        "serve", "config", "probe", "diagnose", "explain", "tune", "sim",
+    ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(command)),
             "{command} in\n{help}"
@@ -94,7 +119,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn commands_not_built_yet_say_so_and_exit_2() {
-    for command in ["serve", "probe", "diagnose", "explain", "tune"] {
+    for command in ["probe", "diagnose", "explain", "tune"] {
         let out = hourglass(&[command, "--anything", "x"]);
         assert_eq!(out.status.code(), Some(2), "{command}");
         let stderr = String::from_utf8(out.stderr).unwrap();
@@ -207,4 +232,68 @@ fn sim_starts_every_upstream_of_a_scenario() {
         "{models}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn serve_without_configuration_fronts_the_embedded_simulator() {
+    let serve = start("serve", &["--listen", "127.0.0.1:0"], 2);
+    assert!(
+        serve.lines[0].contains("embedded simulator as upstream `sim`"),
+        "{:?}",
+        serve.lines
+    );
+    let addr = address(&serve, 1);
+    let whole = post(&addr, r#"{"model":"sim-instant","messages":[]}"#, None);
+    assert!(whole.starts_with("HTTP/1.1 200"), "{whole}");
+    assert!(
+        whole.contains("x-hourglass-upstream: sim") && whole.contains("x-hourglass-attempts: 1"),
+        "{whole}"
+    );
+    let failed = post(
+        &addr,
+        r#"{"model":"sim-instant","messages":[]}"#,
+        Some("status;code=503"),
+    );
+    assert!(
+        failed.starts_with("HTTP/1.1 502") && failed.contains("x-should-retry: false"),
+        "{failed}"
+    );
+    assert!(failed.contains("\"code\":\"upstream_status\""), "{failed}");
+}
+
+#[test]
+fn config_check_prints_every_models_policy_and_where_it_came_from() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hourglass.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(["config", "check", example])
+        .env("OPENAI_API_KEY", "sk-cli-test-secret")
+        .env("AZURE_OPENAI_API_KEY", "azure-cli-test-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("model gpt-4o") && text.contains("models.gpt-4o.timeouts.first_token"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("sk-cli-test-secret"),
+        "secrets never printed"
+    );
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(["config", "check", example])
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8(missing.stderr).unwrap();
+    assert!(
+        stderr.contains("upstreams.openai.api_key_env") && stderr.contains("OPENAI_API_KEY"),
+        "{stderr}"
+    );
 }

@@ -15,16 +15,16 @@
 //! This crate depends on no other hourglass crate.
 
 // Modules in the order a request meets them.
-mod body;
-pub mod content; // verifiable generated text
 pub mod duration; // human durations ("250ms", "1m 30s") shared by faults and scenarios
+pub mod scenario; // scenario files: several simulated upstreams, their models and fault mixes
+pub mod server; // the listener, the in-memory transport, connections, reset and blackhole
 pub mod fault; // the `x-sim-fault` grammar and the typed faults
+mod request; // what the simulator reads from a request body
 pub mod model; // simulated models: built-in families and the latency model
 mod plan; // request + model + faults + randomness → the timed script of one response
+pub mod content; // verifiable generated text
 mod render; // OpenAI-shaped JSON bodies and SSE events
-mod request; // what the simulator reads from a request body
-pub mod scenario; // scenario files: several simulated upstreams, their models and fault mixes
-pub mod server; // the listener, the in-memory transport, connections, reset and blackhole // the timed response body that plays a script
+mod body; // the timed response body that plays a script
 
 pub use fault::{Fault, FaultSet};
 pub use model::{LatencyModel, ModelKind, ModelProfile};

@@ -1,0 +1,74 @@
+//! `hourglass config check FILE`: what the gateway will do for every model, and why.
+
+use std::fmt::Write as _;
+
+use crate::{Config, Served};
+
+/// Renders the upstreams, then each model's targets and effective policy with each value's source.
+pub(crate) fn render(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration {}: ok", config.origin);
+    let _ = writeln!(out, "listen {}", config.server.listen);
+    let _ = writeln!(out, "\nupstreams");
+    for upstream in &config.upstreams {
+        let key = match (&upstream.api_key_env, &upstream.api_key) {
+            (Some(var), Some(_)) => format!("key from ${var}"),
+            _ => "no key: the client's Authorization is passed on".to_owned(),
+        };
+        let models = match &upstream.models {
+            Served::Any => "every model".to_owned(),
+            Served::Only(list) => list.join(", "),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {}  ({key}; serves {models})",
+            upstream.name, upstream.base_url
+        );
+    }
+    for model in &config.models {
+        let _ = writeln!(
+            out,
+            "\nmodel {}  (family {}, scenario {}{})",
+            model.name,
+            model.family.name(),
+            model.scenario.name(),
+            if model.configured {
+                ""
+            } else {
+                "; served by the upstreams' model lists"
+            }
+        );
+        let targets: Vec<String> = model
+            .targets
+            .iter()
+            .map(|t| {
+                let upstream = &config.upstreams[t.upstream].name;
+                if t.model == model.name {
+                    upstream.clone()
+                } else {
+                    format!("{upstream} (as {})", t.model)
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "  targets    {}", targets.join(" → "));
+        if !model.fallbacks.is_empty() {
+            let _ = writeln!(out, "  fallbacks  {}", model.fallbacks.join(" → "));
+        }
+        for sourced in &model.sources {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>8}   {}",
+                sourced.key, sourced.value, sourced.source
+            );
+        }
+    }
+    if config.upstreams.iter().any(|u| u.models == Served::Any) {
+        let _ = writeln!(
+            out,
+            "\nother models: sent to the upstreams that serve every model, with the built-in policy of\n\
+             the family their name suggests (o1/o3/*-r1: reasoning, dall-e/gpt-image: image,\n\
+             *embedding*: embedding, else chat) and its default scenario"
+        );
+    }
+    out
+}

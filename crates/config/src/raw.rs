@@ -1,0 +1,101 @@
+//! The configuration file as written: serde structs that refuse unknown keys, read in document
+//! order (the order of upstreams is the default order of targets).
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::policy::{Family, PolicyPatch, Positive, RetryPatch, Scenario, TimeoutsPatch};
+
+/// The whole file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub retry_budget: RawBudget,
+    #[serde(default)]
+    pub upstreams: Ordered<RawUpstream>,
+    #[serde(default)]
+    pub models: Ordered<RawModel>,
+    #[serde(default)]
+    pub defaults: PolicyPatch,
+    #[serde(default)]
+    pub families: HashMap<Family, PolicyPatch>,
+    #[serde(default)]
+    pub scenarios: HashMap<Scenario, PolicyPatch>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Option<String>,
+    pub max_request_body: Option<String>,
+    pub header_read_timeout: Option<Positive>,
+    pub shutdown_grace: Option<Positive>,
+    pub client_deadline_margin: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBudget {
+    pub ratio: Option<f64>,
+    pub min_per_s: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub base_url: String,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub headers: Ordered<String>,
+    pub models: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModel {
+    pub targets: Option<Vec<String>>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    pub family: Option<Family>,
+    pub scenario: Option<Scenario>,
+    #[serde(default)]
+    pub timeouts: TimeoutsPatch,
+    #[serde(default)]
+    pub retry: RetryPatch,
+}
+
+/// A TOML table read as a list of (key, value) in document order.
+pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
+
+impl<V> Default for Ordered<V> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    entries.push((key, value));
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor(std::marker::PhantomData))
+    }
+}

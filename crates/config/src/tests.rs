@@ -1,0 +1,290 @@
+use std::time::Duration;
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "OPENAI_API_KEY" => Some("sk-test-secret".to_owned()),
+        _ => None,
+    }
+}
+
+fn load(text: &str) -> Result<Config, String> {
+    Config::from_toml(text, "test.toml", &env).map_err(|e| e.to_string())
+}
+
+const FULL: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+max_request_body = "8MiB"
+client_deadline_margin = "250ms"
+
+[retry_budget]
+ratio = 0.1
+
+[upstreams.openai]
+base_url = "https://api.openai.com/v1/"
+api_key_env = "OPENAI_API_KEY"
+headers = { "openai-organization" = "org-1" }
+models = ["gpt-4o", "gpt-4o-mini", "o1-mini"]
+
+[upstreams.backup]
+base_url = "http://127.0.0.1:9102/v1"
+
+[models.gpt-4o]
+targets = ["openai", "backup:gpt-4o-2024-08-06"]
+fallbacks = ["gpt-4o-mini"]
+timeouts = { first_token = "8s" }
+retry = { max_attempts = 4 }
+
+[defaults.timeouts]
+connect = "2s"
+
+[families.reasoning.timeouts]
+first_token = "200s"
+
+[scenarios.content.retry]
+backoff_max = "2s"
+"#;
+
+#[test]
+fn a_full_configuration_loads() {
+    let config = load(FULL).unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(config.server.max_request_body, 8 * 1024 * 1024);
+    assert_eq!(
+        config.server.client_deadline_margin,
+        Duration::from_millis(250)
+    );
+    assert_eq!(config.retry_budget.ratio, 0.1);
+    let [openai, backup] = &config.upstreams[..] else {
+        panic!("two upstreams in file order")
+    };
+    assert_eq!(openai.name, "openai");
+    assert_eq!(openai.base_url.to_string(), "https://api.openai.com/v1");
+    assert_eq!(openai.api_key.as_ref().unwrap().expose(), "sk-test-secret");
+    assert_eq!(openai.headers[0].0, "openai-organization");
+    assert_eq!(backup.models, Served::Any);
+
+    let gpt4o = config.route("gpt-4o").unwrap();
+    assert_eq!(
+        gpt4o.targets,
+        [
+            Target {
+                upstream: 0,
+                model: "gpt-4o".into()
+            },
+            Target {
+                upstream: 1,
+                model: "gpt-4o-2024-08-06".into()
+            }
+        ]
+    );
+    assert_eq!(gpt4o.fallbacks, ["gpt-4o-mini"]);
+    assert_eq!(gpt4o.policy.timeouts.first_token, Duration::from_secs(8));
+    assert_eq!(gpt4o.policy.timeouts.connect, Duration::from_secs(2));
+    assert_eq!(gpt4o.policy.retry.max_attempts, 4);
+    assert_eq!(gpt4o.policy.retry.backoff_max, Duration::from_secs(2));
+
+    // Listed by an upstream: routable with the family's policy and the file's layers.
+    let o1 = config.route("o1-mini").unwrap();
+    assert_eq!(
+        (o1.family, o1.scenario),
+        (Family::Reasoning, Scenario::Reasoning)
+    );
+    assert_eq!(o1.policy.timeouts.first_token, Duration::from_secs(200));
+    assert_eq!(
+        o1.targets.len(),
+        2,
+        "openai lists it, backup serves everything"
+    );
+    // Unlisted: only the wildcard upstream.
+    let other = config.route("llama-3-70b").unwrap();
+    assert_eq!(
+        other.targets,
+        [Target {
+            upstream: 1,
+            model: "llama-3-70b".into()
+        }]
+    );
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let config = load(FULL).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("sk-test-secret"), "{debug}");
+    assert!(debug.contains("Secret(***)"));
+    assert!(!config.render_check().contains("sk-test-secret"));
+}
+
+#[test]
+fn config_check_names_where_every_value_came_from() {
+    let text = load(FULL).unwrap().render_check();
+    assert!(
+        text.contains("model gpt-4o  (family chat, scenario content)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("openai → backup (as gpt-4o-2024-08-06)"),
+        "{text}"
+    );
+    let line = |key: &str, model_marker: &str| {
+        let section = &text[text.find(model_marker).unwrap()..];
+        section
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        line("timeouts.first_token", "model gpt-4o ")
+            .contains("models.gpt-4o.timeouts.first_token")
+    );
+    assert!(line("timeouts.connect", "model gpt-4o ").contains("defaults.timeouts.connect"));
+    assert!(line("timeouts.idle", "model gpt-4o ").contains("built-in chat × content"));
+    assert!(
+        line("retry.backoff_max", "model gpt-4o ").contains("scenarios.content.retry.backoff_max")
+    );
+    assert!(
+        line("timeouts.first_token", "model o1-mini")
+            .contains("families.reasoning.timeouts.first_token")
+    );
+    assert!(text.contains("key from $OPENAI_API_KEY"));
+}
+
+#[test]
+fn parse_errors_name_the_line_and_key_path() {
+    let unknown = load("[upstreams.a]\nbase_url = \"http://x\"\nbase_ulr = 1\n").unwrap_err();
+    assert!(
+        unknown.starts_with("test.toml:3:1: upstreams.a.base_ulr: unknown field"),
+        "{unknown}"
+    );
+    let duration = load("[upstreams.a]\nbase_url = \"http://x\"\n[models.m]\ntargets = [\"a\"]\ntimeouts = { idle = \"30\" }\n").unwrap_err();
+    assert!(
+        duration.contains("models.m.timeouts.idle") && duration.contains("unit"),
+        "{duration}"
+    );
+    let zero =
+        load("[defaults.timeouts]\ntotal = \"0s\"\n[upstreams.a]\nbase_url = \"http://x\"\n")
+            .unwrap_err();
+    assert!(
+        zero.contains("defaults.timeouts.total") && zero.contains("more than 0s"),
+        "{zero}"
+    );
+    let family = load("[families.fast]\n[upstreams.a]\nbase_url = \"http://x\"\n").unwrap_err();
+    assert!(
+        family.contains("families") && family.contains("chat"),
+        "{family}"
+    );
+    let growth =
+        load("[defaults.timeouts]\nattempt_growth = 9.0\n[upstreams.a]\nbase_url = \"http://x\"\n")
+            .unwrap_err();
+    assert!(
+        growth.contains("attempt_growth") && growth.contains("1 (no growth) to 4"),
+        "{growth}"
+    );
+}
+
+#[test]
+fn invalid_values_name_the_key_and_the_fix() {
+    let up = "[upstreams.a]\nbase_url = \"http://127.0.0.1:1/v1\"\n";
+    for (text, key, fix) in [
+        (String::new(), "upstreams", "[upstreams.openai]"),
+        (
+            format!("[server]\nlisten = \"localhost\"\n{up}"),
+            "server.listen",
+            "IP:PORT",
+        ),
+        (
+            format!("[server]\nmax_request_body = \"lots\"\n{up}"),
+            "server.max_request_body",
+            "32MiB",
+        ),
+        (
+            format!("[retry_budget]\nratio = 2.0\n{up}"),
+            "retry_budget.ratio",
+            "0 to 1",
+        ),
+        (
+            "[upstreams.a]\nbase_url = \"ftp://x\"\n".to_owned(),
+            "upstreams.a.base_url",
+            "http://",
+        ),
+        (
+            "[upstreams.a]\nbase_url = \"http://x\"\napi_key_env = \"NOPE_KEY\"\n".to_owned(),
+            "upstreams.a.api_key_env",
+            "`NOPE_KEY` is not set",
+        ),
+        (
+            "[upstreams.a]\nbase_url = \"http://x\"\nheaders = { host = \"y\" }\n".to_owned(),
+            "upstreams.a.headers.host",
+            "set by the gateway",
+        ),
+        (
+            format!("{up}[models.m]\ntargets = [\"b\"]\n"),
+            "models.m.targets[0]",
+            "unknown upstream `b`; known: a",
+        ),
+        (
+            "[upstreams.a]\nbase_url = \"http://x\"\nmodels = [\"x\"]\n[models.m]\n".to_owned(),
+            "models.m.targets",
+            "no upstream lists `m`",
+        ),
+        (
+            format!("{up}[models.m]\ntargets = [\"a\"]\nfallbacks = [\"m\"]\n"),
+            "models.m.fallbacks[0]",
+            "itself",
+        ),
+        (
+            format!(
+                "{up}[models.m]\ntargets = [\"a\"]\nretry = {{ backoff_base = \"5s\", backoff_max = \"1s\" }}\n"
+            ),
+            "models.m.retry",
+            "above backoff_max",
+        ),
+    ] {
+        let message = load(&text).unwrap_err();
+        assert!(
+            message.starts_with(&format!("test.toml: {key}: ")),
+            "{text}\n→ {message}"
+        );
+        assert!(message.contains(fix), "{text}\n→ {message}");
+    }
+}
+
+#[test]
+fn zero_configuration_comes_from_the_environment() {
+    assert!(Config::from_env(&|_| None).is_none());
+    let with_key = Config::from_env(&env).unwrap();
+    let openai = &with_key.upstreams[0];
+    assert_eq!(openai.base_url.to_string(), "https://api.openai.com/v1");
+    assert!(openai.api_key.is_some());
+    assert!(with_key.route("anything").is_some());
+    let with_base = Config::from_env(&|name| {
+        (name == "OPENAI_BASE_URL").then(|| "http://127.0.0.1:8700/v1/".to_owned())
+    })
+    .unwrap();
+    assert_eq!(
+        with_base.upstreams[0].base_url.to_string(),
+        "http://127.0.0.1:8700/v1"
+    );
+    assert!(
+        with_base.upstreams[0].api_key.is_none(),
+        "no key: clients' own Authorization is passed on"
+    );
+    let sim = Config::single_upstream("sim", "http://sim.invalid/v1");
+    assert_eq!(sim.route("gpt-4o").unwrap().targets[0].upstream, 0);
+}
+
+#[test]
+fn the_example_configurations_are_valid() {
+    for file in ["hourglass.toml", "failover.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(file);
+        let config = Config::load(&path, &|name| Some(format!("value-of-{name}"))).unwrap();
+        assert!(config.upstreams.len() >= 2, "{file}");
+        assert!(!config.models.is_empty(), "{file}");
+    }
+}

@@ -1,0 +1,571 @@
+//! From the file as written to a [`Config`]: every check in one place, every error with the file,
+//! the key path and the fix.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::policy::{self, Family, Layer, PolicyPatch, Scenario};
+use crate::raw::{RawConfig, RawModel, RawUpstream};
+use crate::{
+    Config, DEFAULT_LISTEN, ModelRoute, RetryBudget, Secret, Served, ServerSettings, Target,
+    Upstream,
+};
+
+/// What was wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{origin}: cannot read the configuration: {message}")]
+    Read {
+        /// The file.
+        origin: String,
+        /// The I/O error.
+        message: String,
+    },
+    /// Malformed TOML, a wrong type or an unknown key.
+    #[error("{origin}:{line}:{column}: {key}: {message}")]
+    Parse {
+        /// The file.
+        origin: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The key path.
+        key: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A well-formed value that cannot be used.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        origin: String,
+        /// The key path, e.g. `models.gpt-4o.targets[1]`.
+        key: String,
+        /// What was wrong and the fix.
+        message: String,
+    },
+}
+
+/// The policy layers between the priors and a model's own table.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layers {
+    defaults: PolicyPatch,
+    families: HashMap<Family, PolicyPatch>,
+    scenarios: HashMap<Scenario, PolicyPatch>,
+}
+
+struct Check<'a> {
+    origin: &'a str,
+}
+
+impl Check<'_> {
+    fn fail<T>(
+        &self,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        })
+    }
+}
+
+pub(crate) fn from_toml(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw = parse(text, origin)?;
+    let check = Check { origin };
+    let server = server(&check, &raw)?;
+    let retry_budget = budget(&check, &raw)?;
+    if raw.upstreams.0.is_empty() {
+        return check.fail("upstreams", "no upstream is configured; add a table such as [upstreams.openai] with base_url = \"https://api.openai.com/v1\"");
+    }
+    let mut upstreams = Vec::with_capacity(raw.upstreams.0.len());
+    for (name, upstream) in raw.upstreams.0 {
+        upstreams.push(upstream_of(&check, name, upstream, env)?);
+    }
+    let layers = Layers {
+        defaults: raw.defaults,
+        families: raw.families,
+        scenarios: raw.scenarios,
+    };
+    let mut config = Config {
+        origin: origin.to_owned(),
+        server,
+        retry_budget,
+        upstreams,
+        models: Vec::new(),
+        layers,
+    };
+    let configured: Vec<String> = raw.models.0.iter().map(|(name, _)| name.clone()).collect();
+    for (name, model) in raw.models.0 {
+        let route = configured_route(&check, &config, &configured, name, model)?;
+        config.models.push(route);
+    }
+    // Models the upstreams list by name are routable and shown by `config check` too.
+    let listed: Vec<String> = config
+        .upstreams
+        .iter()
+        .filter_map(|u| match &u.models {
+            Served::Only(list) => Some(list.clone()),
+            Served::Any => None,
+        })
+        .flatten()
+        .collect();
+    for name in listed {
+        if config.models.iter().all(|m| m.name != name) {
+            let route = implicit_route(&config, &name)
+                .expect("a listed model has the upstream that lists it");
+            config.models.push(route);
+        }
+    }
+    Ok(config)
+}
+
+fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+    let located = |key: String, error: toml::de::Error| {
+        let offset = error.span().map_or(0, |s| s.start).min(text.len());
+        let before = &text[..offset];
+        ConfigError::Parse {
+            origin: origin.to_owned(),
+            line: before.matches('\n').count() + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+            key,
+            message: error.message().trim().to_owned(),
+        }
+    };
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|e| located("(document)".to_owned(), e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        located(key, e.into_inner())
+    })
+}
+
+fn server(check: &Check<'_>, raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
+    let s = &raw.server;
+    let listen = match s.listen.as_deref() {
+        None => DEFAULT_LISTEN
+            .parse()
+            .expect("the default listen address is valid"),
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                return check.fail(
+                    "server.listen",
+                    format!("`{text}` is not an address; write IP:PORT such as 127.0.0.1:8787"),
+                );
+            }
+        },
+    };
+    let max_request_body = match s.max_request_body.as_deref() {
+        None => 32 * 1024 * 1024,
+        Some(text) => match parse_size(text) {
+            Some(size) if size > 0 => size,
+            _ => {
+                return check.fail(
+                    "server.max_request_body",
+                    format!("`{text}` is not a size; write e.g. \"32MiB\" or \"500KB\""),
+                );
+            }
+        },
+    };
+    let margin = match s.client_deadline_margin.as_deref() {
+        None => Duration::from_millis(500),
+        Some(text) => match crate::duration::parse(text) {
+            Ok(d) if d <= Duration::from_secs(60) => d,
+            Ok(_) => return check.fail("server.client_deadline_margin", "must be at most 60s"),
+            Err(e) => return check.fail("server.client_deadline_margin", e),
+        },
+    };
+    Ok(ServerSettings {
+        listen,
+        max_request_body,
+        header_read_timeout: s
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |p| p.0),
+        shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(30), |p| p.0),
+        client_deadline_margin: margin,
+    })
+}
+
+/// Reads "32MiB", "500KB", "1048576" (bytes).
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().ok()?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+fn budget(check: &Check<'_>, raw: &RawConfig) -> Result<RetryBudget, ConfigError> {
+    let ratio = raw.retry_budget.ratio.unwrap_or(0.2);
+    if !(0.0..=1.0).contains(&ratio) {
+        return check.fail(
+            "retry_budget.ratio",
+            format!("is {ratio}; write a share of calls from 0 to 1, e.g. 0.2"),
+        );
+    }
+    let min_per_s = raw.retry_budget.min_per_s.unwrap_or(5.0);
+    if !(0.0..=10_000.0).contains(&min_per_s) {
+        return check.fail(
+            "retry_budget.min_per_s",
+            format!("is {min_per_s}; write retries per second from 0 to 10000"),
+        );
+    }
+    Ok(RetryBudget { ratio, min_per_s })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn upstream_of(
+    check: &Check<'_>,
+    name: String,
+    raw: RawUpstream,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Upstream, ConfigError> {
+    let key = format!("upstreams.{name}");
+    if !valid_name(&name) {
+        return check.fail(
+            &key,
+            "an upstream name is letters, digits, `-`, `_` and `.`",
+        );
+    }
+    let base_url = parse_base_url(&raw.base_url).map_err(|message| ConfigError::Invalid {
+        origin: check.origin.to_owned(),
+        key: format!("{key}.base_url"),
+        message,
+    })?;
+    let api_key = match &raw.api_key_env {
+        None => None,
+        Some(var) => match env(var) {
+            Some(value) if !value.trim().is_empty() => Some(Secret::new(value.trim().to_owned())),
+            _ => return check.fail(format!("{key}.api_key_env"), format!("environment variable `{var}` is not set; export it, or remove api_key_env to pass on each client's own Authorization header")),
+        },
+    };
+    let mut headers = Vec::with_capacity(raw.headers.0.len());
+    for (header, value) in raw.headers.0 {
+        let header_key = format!("{key}.headers.{header}");
+        let Ok(header_name) = http::HeaderName::from_bytes(header.as_bytes()) else {
+            return check.fail(header_key, "is not a valid header name");
+        };
+        if matches!(
+            header_name.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            return check.fail(
+                header_key,
+                "is set by the gateway itself and cannot be configured",
+            );
+        }
+        if header_name == http::header::AUTHORIZATION && api_key.is_some() {
+            return check.fail(
+                header_key,
+                "conflicts with api_key_env, which already sets Authorization",
+            );
+        }
+        let Ok(header_value) = http::HeaderValue::from_str(&value) else {
+            return check.fail(
+                header_key,
+                "the value is not a valid header value (visible ASCII only)",
+            );
+        };
+        headers.push((header_name, header_value));
+    }
+    let models = match raw.models {
+        None => Served::Any,
+        Some(list) if list.iter().any(|m| m == "*") => Served::Any,
+        Some(list) if list.is_empty() => {
+            return check.fail(
+                format!("{key}.models"),
+                "is empty; list the models it serves, or [\"*\"] for every model",
+            );
+        }
+        Some(list) => Served::Only(list),
+    };
+    Ok(Upstream {
+        name,
+        base_url,
+        api_key,
+        api_key_env: raw.api_key_env,
+        headers,
+        models,
+    })
+}
+
+fn parse_base_url(text: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL; write e.g. https://api.openai.com/v1"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("`{text}` must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{text}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{text}` has a query string; a base URL cannot"));
+    }
+    let trimmed = text.trim_end_matches('/');
+    trimmed
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL"))
+}
+
+fn configured_route(
+    check: &Check<'_>,
+    config: &Config,
+    configured: &[String],
+    name: String,
+    raw: RawModel,
+) -> Result<ModelRoute, ConfigError> {
+    let key = format!("models.{name}");
+    let targets = match &raw.targets {
+        None => {
+            let implicit = serving(config, &name);
+            if implicit.is_empty() {
+                return check.fail(format!("{key}.targets"), format!("no upstream lists `{name}` among its models; add targets = [\"UPSTREAM\"] or [\"UPSTREAM:MODEL\"]"));
+            }
+            implicit
+        }
+        Some(list) if list.is_empty() => {
+            return check.fail(
+                format!("{key}.targets"),
+                "is empty; name at least one upstream",
+            );
+        }
+        Some(list) => {
+            let mut targets = Vec::with_capacity(list.len());
+            for (i, target) in list.iter().enumerate() {
+                let (upstream, model) = target
+                    .split_once(':')
+                    .unwrap_or((target.as_str(), name.as_str()));
+                let Some(index) = config.upstreams.iter().position(|u| u.name == upstream) else {
+                    let known: Vec<&str> =
+                        config.upstreams.iter().map(|u| u.name.as_str()).collect();
+                    return check.fail(
+                        format!("{key}.targets[{i}]"),
+                        format!("unknown upstream `{upstream}`; known: {}", known.join(", ")),
+                    );
+                };
+                if model.is_empty() {
+                    return check.fail(
+                        format!("{key}.targets[{i}]"),
+                        "the model after `:` is empty; write UPSTREAM:MODEL",
+                    );
+                }
+                targets.push(Target {
+                    upstream: index,
+                    model: model.to_owned(),
+                });
+            }
+            targets
+        }
+    };
+    for (i, fallback) in raw.fallbacks.iter().enumerate() {
+        if *fallback == name {
+            return check.fail(
+                format!("{key}.fallbacks[{i}]"),
+                "a model cannot fall back to itself",
+            );
+        }
+        if !configured.contains(fallback) && serving(config, fallback).is_empty() {
+            return check.fail(
+                format!("{key}.fallbacks[{i}]"),
+                format!("`{fallback}` is neither a configured model nor served by any upstream"),
+            );
+        }
+    }
+    let family = raw.family.unwrap_or_else(|| Family::infer(&name));
+    let scenario = raw.scenario.unwrap_or_else(|| family.default_scenario());
+    let own = PolicyPatch {
+        timeouts: raw.timeouts,
+        retry: raw.retry,
+    };
+    let (policy, sources) = resolve(&config.layers, family, scenario, Some((&key, &own)));
+    if policy.retry.backoff_base > policy.retry.backoff_max {
+        return check.fail(format!("{key}.retry"), format!("backoff_base ({}) is above backoff_max ({}); raise backoff_max or lower backoff_base", crate::duration::format(policy.retry.backoff_base), crate::duration::format(policy.retry.backoff_max)));
+    }
+    Ok(ModelRoute {
+        name,
+        family,
+        scenario,
+        targets,
+        fallbacks: raw.fallbacks,
+        policy,
+        sources,
+        configured: true,
+    })
+}
+
+/// The upstreams that serve `model` by name or by wildcard, in file order.
+fn serving(config: &Config, model: &str) -> Vec<Target> {
+    config
+        .upstreams
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| match &u.models {
+            Served::Any => true,
+            Served::Only(list) => list.iter().any(|m| m == model),
+        })
+        .map(|(upstream, _)| Target {
+            upstream,
+            model: model.to_owned(),
+        })
+        .collect()
+}
+
+fn implicit_route(config: &Config, model: &str) -> Option<ModelRoute> {
+    let targets = serving(config, model);
+    if targets.is_empty() {
+        return None;
+    }
+    let family = Family::infer(model);
+    let scenario = family.default_scenario();
+    let (policy, sources) = resolve(&config.layers, family, scenario, None);
+    Some(ModelRoute {
+        name: model.to_owned(),
+        family,
+        scenario,
+        targets,
+        fallbacks: Vec::new(),
+        policy,
+        sources,
+        configured: false,
+    })
+}
+
+pub(crate) fn passthrough_route(config: &Config) -> ModelRoute {
+    let (policy, sources) = resolve(&config.layers, Family::Chat, Scenario::Content, None);
+    ModelRoute {
+        name: String::new(),
+        family: Family::Chat,
+        scenario: Scenario::Content,
+        targets: vec![Target {
+            upstream: 0,
+            model: String::new(),
+        }],
+        fallbacks: Vec::new(),
+        policy,
+        sources,
+        configured: false,
+    }
+}
+
+pub(crate) fn wildcard_route(config: &Config, model: &str) -> Option<ModelRoute> {
+    if model.is_empty() || model.len() > 256 {
+        return None;
+    }
+    implicit_route(config, model)
+}
+
+fn resolve(
+    layers: &Layers,
+    family: Family,
+    scenario: Scenario,
+    own: Option<(&str, &PolicyPatch)>,
+) -> (crate::Policy, Vec<crate::Sourced>) {
+    let family_key = format!("families.{}", family.name());
+    let scenario_key = format!("scenarios.{}", scenario.name());
+    let mut stack = vec![Layer {
+        source: "defaults",
+        patch: &layers.defaults,
+    }];
+    if let Some(patch) = layers.families.get(&family) {
+        stack.push(Layer {
+            source: &family_key,
+            patch,
+        });
+    }
+    if let Some(patch) = layers.scenarios.get(&scenario) {
+        stack.push(Layer {
+            source: &scenario_key,
+            patch,
+        });
+    }
+    if let Some((source, patch)) = own {
+        stack.push(Layer { source, patch });
+    }
+    let prior_source = format!("built-in {} × {}", family.name(), scenario.name());
+    policy::resolve(policy::prior(family, scenario), &prior_source, &stack)
+}
+
+fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
+    Config {
+        origin: origin.to_owned(),
+        server: server(&Check { origin }, &RawConfig::default())
+            .expect("the default server settings are valid"),
+        retry_budget: RetryBudget {
+            ratio: 0.2,
+            min_per_s: 5.0,
+        },
+        upstreams,
+        models: Vec::new(),
+        layers: Layers::default(),
+    }
+}
+
+pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+    let key = env("OPENAI_API_KEY").filter(|k| !k.trim().is_empty());
+    let base = env("OPENAI_BASE_URL").filter(|b| !b.trim().is_empty());
+    if key.is_none() && base.is_none() {
+        return None;
+    }
+    let base_url = base
+        .as_deref()
+        .and_then(|b| parse_base_url(b.trim()).ok())
+        .unwrap_or_else(|| http::Uri::from_static("https://api.openai.com/v1"));
+    let upstream = Upstream {
+        name: "openai".to_owned(),
+        base_url,
+        api_key_env: key.as_ref().map(|_| "OPENAI_API_KEY".to_owned()),
+        api_key: key.map(|k| Secret::new(k.trim().to_owned())),
+        headers: Vec::new(),
+        models: Served::Any,
+    };
+    Some(plain_config(
+        "zero configuration (OPENAI_API_KEY / OPENAI_BASE_URL)",
+        vec![upstream],
+    ))
+}
+
+pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {
+    let upstream = Upstream {
+        name: name.to_owned(),
+        base_url: parse_base_url(base_url)
+            .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1/v1")),
+        api_key: None,
+        api_key_env: None,
+        headers: Vec::new(),
+        models: Served::Any,
+    };
+    plain_config(
+        &format!("zero configuration (upstream `{name}`)"),
+        vec![upstream],
+    )
+}

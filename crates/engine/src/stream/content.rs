@@ -1,0 +1,233 @@
+//! Which events are meaningful content. The commit point and the `first_token` and `idle` clocks
+//! only move on content: SSE comments, role-only deltas, empty deltas and lifecycle events are not
+//! content, so a dead upstream hiding behind keep-alives times out like a silent one.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::sse::Event;
+
+/// The API an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`
+    Chat,
+    /// `/v1/completions`
+    Completions,
+    /// `/v1/responses`
+    Responses,
+    /// `/v1/embeddings`
+    Embeddings,
+    /// `/v1/images/generations`
+    Images,
+    /// Any other path, passed through.
+    Other,
+}
+
+/// What one event means for the clocks and the commit point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Not content: a comment, a role-only or empty delta, a lifecycle event.
+    Nothing,
+    /// Meaningful content: text, a tool call, reasoning text, a refusal.
+    Content,
+    /// The end of a complete stream (`[DONE]`, `response.completed`).
+    End,
+    /// The upstream reported an error inside the stream.
+    UpstreamError(String),
+    /// The event's data is not the JSON it should be.
+    Malformed(String),
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: Option<Vec<Choice<'a>>>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    refusal: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function_call: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    audio: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct TypedEvent<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Whether a JSON value carries something: not null, not `""`, not `[]`, not `{}`.
+fn filled(value: Option<&RawValue>) -> bool {
+    value.is_some_and(|v| !matches!(v.get().trim(), "null" | "\"\"" | "[]" | "{}"))
+}
+
+/// Classifies one event of a stream from `endpoint`.
+pub fn classify(endpoint: Endpoint, event: &Event) -> Signal {
+    let Some(data) = event.data.as_deref() else {
+        return Signal::Nothing;
+    };
+    let data = data.trim();
+    if data == "[DONE]" {
+        return Signal::End;
+    }
+    if data.is_empty() {
+        return Signal::Nothing;
+    }
+    match endpoint {
+        Endpoint::Responses => {
+            let typed: TypedEvent<'_> = match serde_json::from_str(data) {
+                Ok(typed) => typed,
+                Err(e) => return Signal::Malformed(format!("a Responses event is not JSON: {e}")),
+            };
+            let kind = typed
+                .kind
+                .as_deref()
+                .or(event.name.as_deref())
+                .unwrap_or_default();
+            match kind {
+                "response.completed" | "response.incomplete" => Signal::End,
+                "response.failed" | "error" => Signal::UpstreamError(truncate(data)),
+                k if k.ends_with(".delta") => Signal::Content,
+                _ => Signal::Nothing,
+            }
+        }
+        _ => {
+            let chunk: Chunk<'_> = match serde_json::from_str(data) {
+                Ok(chunk) => chunk,
+                Err(e) => return Signal::Malformed(format!("a stream chunk is not JSON: {e}")),
+            };
+            if filled(chunk.error) {
+                return Signal::UpstreamError(truncate(data));
+            }
+            let content = chunk.choices.unwrap_or_default().iter().any(|choice| {
+                filled(choice.text)
+                    || choice.delta.as_ref().is_some_and(|d| {
+                        filled(d.content)
+                            || filled(d.reasoning_content)
+                            || filled(d.reasoning)
+                            || filled(d.refusal)
+                            || filled(d.tool_calls)
+                            || filled(d.function_call)
+                            || filled(d.audio)
+                    })
+            });
+            if content {
+                Signal::Content
+            } else {
+                Signal::Nothing
+            }
+        }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    let mut end = text.len().min(512);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(text: &str) -> Event {
+        Event {
+            name: None,
+            data: Some(text.to_owned()),
+        }
+    }
+
+    #[test]
+    fn only_real_content_counts() {
+        let chat = |json: &str| classify(Endpoint::Chat, &data(json));
+        assert_eq!(
+            chat(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#),
+            Signal::Nothing
+        );
+        assert_eq!(
+            chat(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#),
+            Signal::Nothing
+        );
+        assert_eq!(
+            chat(r#"{"choices":[{"index":0,"delta":{}, "finish_reason":"stop"}]}"#),
+            Signal::Nothing
+        );
+        assert_eq!(
+            chat(r#"{"choices":[],"usage":{"total_tokens":3}}"#),
+            Signal::Nothing
+        );
+        assert_eq!(
+            chat(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#),
+            Signal::Content
+        );
+        assert_eq!(
+            chat(r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#),
+            Signal::Content
+        );
+        assert_eq!(
+            chat(r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#),
+            Signal::Content
+        );
+        assert_eq!(
+            classify(Endpoint::Chat, &Event::default()),
+            Signal::Nothing,
+            "a comment"
+        );
+        assert_eq!(chat("[DONE]"), Signal::End);
+        assert!(matches!(
+            chat(r#"{"error":{"message":"overloaded"}}"#),
+            Signal::UpstreamError(_)
+        ));
+        assert!(matches!(
+            chat(r#"{"choices":[{"delta":{"content":"#),
+            Signal::Malformed(_)
+        ));
+        let completion = |json: &str| classify(Endpoint::Completions, &data(json));
+        assert_eq!(completion(r#"{"choices":[{"text":""}]}"#), Signal::Nothing);
+        assert_eq!(completion(r#"{"choices":[{"text":"a"}]}"#), Signal::Content);
+    }
+
+    #[test]
+    fn responses_events_count_by_type() {
+        let event = |kind: &str| {
+            classify(
+                Endpoint::Responses,
+                &data(&format!(r#"{{"type":"{kind}","sequence_number":1}}"#)),
+            )
+        };
+        assert_eq!(event("response.created"), Signal::Nothing);
+        assert_eq!(event("response.output_item.added"), Signal::Nothing);
+        assert_eq!(event("response.output_text.delta"), Signal::Content);
+        assert_eq!(
+            event("response.function_call_arguments.delta"),
+            Signal::Content
+        );
+        assert_eq!(event("response.completed"), Signal::End);
+        assert!(matches!(event("response.failed"), Signal::UpstreamError(_)));
+    }
+}

@@ -1,0 +1,209 @@
+//! Every simulator fault, streaming and not: the outcome, the code, the trail, and when the
+//! deadline fired.
+
+use hourglass_sim::content;
+
+use crate::failover::POLICY;
+use crate::support::*;
+
+/// The fault on `a`; `b` is healthy, so a retryable failure ends on `b`.
+async fn on_a(fault: &str, stream: bool) -> (Outcome, Setup) {
+    let setup = setup(POLICY);
+    let outcome = call(
+        &setup,
+        chat("m", stream, Some(&format!("{fault};upstream=a"))),
+    )
+    .await;
+    (outcome, setup)
+}
+
+async fn fails_over(fault: &str, stream: bool, code: &str, after: std::time::Duration) {
+    let (outcome, _) = on_a(fault, stream).await;
+    let done = outcome.ok();
+    assert_eq!(done.upstream, "b", "{fault} stream={stream}");
+    assert_eq!(
+        outcome.trail(),
+        [("a".to_owned(), code_static(code)), ("b".to_owned(), "ok")],
+        "{fault} stream={stream}"
+    );
+    assert!(
+        outcome.elapsed >= after && outcome.elapsed < after + ms(20),
+        "{fault} stream={stream}: {:?} vs {after:?}",
+        outcome.elapsed
+    );
+    let text = if stream {
+        stream_text(&done.body).0
+    } else {
+        whole_text(&done.body)
+    };
+    assert_eq!(
+        content::check(&text).unwrap().tokens,
+        16,
+        "{fault}: one answer, nothing spliced"
+    );
+}
+
+fn code_static(code: &str) -> &'static str {
+    Box::leak(code.to_owned().into_boxed_str())
+}
+
+#[tokio::test(start_paused = true)]
+async fn blackhole_is_a_connect_timeout() {
+    for stream in [true, false] {
+        let setup = setup(POLICY);
+        setup.sims["a"].set_blackhole(true);
+        let outcome = call(&setup, chat("m", stream, None)).await;
+        assert_eq!(
+            outcome.trail(),
+            [("a".to_owned(), "connect_timeout"), ("b".to_owned(), "ok")]
+        );
+        assert_eq!(outcome.elapsed, 2 * SECOND);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reset_and_status_fail_over_at_once() {
+    for stream in [true, false] {
+        fails_over("reset", stream, "upstream_closed", ms(0)).await;
+        fails_over("status;code=503", stream, "upstream_status", ms(0)).await;
+        fails_over(
+            "status;code=524;body=html",
+            stream,
+            "upstream_status",
+            ms(0),
+        )
+        .await;
+        fails_over("rate_limit", stream, "rate_limited", ms(0)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hang_and_late_headers_are_first_byte_timeouts() {
+    for stream in [true, false] {
+        fails_over("hang", stream, "first_byte_timeout", 3 * SECOND).await;
+        fails_over(
+            "delay_headers;for=10s",
+            stream,
+            "first_byte_timeout",
+            3 * SECOND,
+        )
+        .await;
+    }
+    // Headers a little late but within first_byte: no failover.
+    let (outcome, _) = on_a("delay_headers;for=2s", true).await;
+    assert_eq!(outcome.ok().upstream, "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalives_and_role_chunks_do_not_count_as_a_first_token() {
+    fails_over(
+        "first_token;after=30s;keepalive=1s",
+        true,
+        "first_token_timeout",
+        5 * SECOND,
+    )
+    .await;
+    fails_over(
+        "stall;after_chunks=0;for=60s",
+        true,
+        "first_token_timeout",
+        5 * SECOND,
+    )
+    .await;
+    // Non-streaming: the upstream's headers wait for the whole answer, so first_byte fires.
+    fails_over(
+        "first_token;after=30s",
+        false,
+        "first_byte_timeout",
+        3 * SECOND,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_before_the_first_token_fail_over_invisibly() {
+    fails_over("cut;after_chunks=0", true, "upstream_cut", ms(0)).await;
+    fails_over(
+        "malformed;after_chunks=0",
+        true,
+        "upstream_malformed",
+        ms(0),
+    )
+    .await;
+    fails_over("cut", false, "upstream_cut", ms(0)).await;
+    fails_over("malformed", false, "upstream_malformed", ms(0)).await;
+    fails_over("stall;for=60s", false, "idle_timeout", 4 * SECOND).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_commit_a_cut_ends_the_stream_with_an_error_event_not_done() {
+    let (outcome, setup) = on_a("cut;after_chunks=3", true).await;
+    let done = outcome.ok();
+    assert_eq!(
+        done.upstream, "a",
+        "committed on a: no failover after content reached the client"
+    );
+    let (text, error) = stream_text(&done.body);
+    assert_eq!(content::check(&text).unwrap().tokens, 3);
+    assert!(!done.body.contains("data: [DONE]"), "never a fake [DONE]");
+    let error = error.expect("an SSE error event");
+    assert_eq!(error["code"], "upstream_cut");
+    assert!(error["message"].as_str().unwrap().contains("not retried"));
+    assert_eq!(setup.requests("b"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_commit_a_stall_or_a_drip_ends_at_exactly_the_idle_timeout() {
+    let (outcome, _) = on_a("stall;after_chunks=3;for=60s", true).await;
+    let done = outcome.ok();
+    let (text, error) = stream_text(&done.body);
+    assert_eq!(content::check(&text).unwrap().tokens, 3);
+    assert_eq!(error.unwrap()["code"], "idle_timeout");
+    assert_eq!(done.finished, 4 * SECOND, "idle = 4s after the third token");
+
+    // Non-streaming, a drip means a late answer: the headers wait for all of it.
+    fails_over(
+        "slow;tokens_per_s=0.1",
+        false,
+        "first_byte_timeout",
+        3 * SECOND,
+    )
+    .await;
+
+    let (outcome, _) = on_a("slow;tokens_per_s=0.1", true).await;
+    let done = outcome.ok();
+    let (text, error) = stream_text(&done.body);
+    assert_eq!(
+        content::check(&text).unwrap().tokens,
+        1,
+        "one token, then a 10 s gap"
+    );
+    assert_eq!(error.unwrap()["code"], "idle_timeout");
+    assert_eq!(done.finished, 4 * SECOND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_shorter_than_idle_is_waited_out() {
+    let (outcome, _) = on_a("stall;after_chunks=3;for=3s", true).await;
+    let done = outcome.ok();
+    let (text, error) = stream_text(&done.body);
+    assert!(error.is_none());
+    assert_eq!(content::check(&text).unwrap().tokens, 16);
+    assert!(done.body.ends_with("data: [DONE]\n\n"));
+    assert_eq!(done.finished, 3 * SECOND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_upstream_fails_the_trail_lists_every_attempt() {
+    let setup = setup(POLICY);
+    let outcome = call(&setup, chat("m", true, Some("cut;after_chunks=0"))).await;
+    let error = outcome.err();
+    assert_eq!(error.code, "upstream_cut");
+    assert_eq!(error.status, 502);
+    let upstreams: Vec<_> = error.trail.iter().map(|a| a.upstream.as_str()).collect();
+    assert_eq!(
+        upstreams,
+        ["a", "b", "a"],
+        "failover first, then back to a after a backoff"
+    );
+}

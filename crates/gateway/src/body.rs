@@ -1,0 +1,52 @@
+//! The body of a gateway response: whole bytes, or the chunks of a committed stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::mpsc;
+
+/// A response body.
+pub enum GatewayBody {
+    /// Whole bytes (taken when sent).
+    Full(Option<Bytes>),
+    /// A stream's chunks as the engine pumps them.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl GatewayBody {
+    /// A whole body.
+    pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
+        GatewayBody::Full(Some(bytes.into()))
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut *self {
+            GatewayBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            GatewayBody::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, GatewayBody::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            GatewayBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            GatewayBody::Full(None) => SizeHint::with_exact(0),
+            GatewayBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}

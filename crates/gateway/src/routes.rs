@@ -1,0 +1,187 @@
+//! Which path does what: the OpenAI routes go through the engine, `GET /v1/models` lists the
+//! configured models, other `/v1/*` paths pass through to the first upstream, `/health` answers
+//! for the gateway itself. Every error is OpenAI-shaped.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hourglass_engine::{CallError, CallRequest, Endpoint, ResponseBody, request::read_head};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::body::GatewayBody;
+use crate::deadline;
+use crate::server::Gateway;
+
+pub(crate) async fn handle(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let start = Instant::now();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let endpoint = match (&parts.method, path.trim_end_matches('/')) {
+        (&Method::GET, "/health") => {
+            return Ok(json_response(
+                StatusCode::OK,
+                Bytes::from_static(b"{\"status\":\"ok\"}"),
+            ));
+        }
+        (&Method::GET, "/v1/models") if !gateway.engine.config().models.is_empty() => {
+            return Ok(models(&gateway));
+        }
+        (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
+        (&Method::POST, "/v1/completions") => Endpoint::Completions,
+        (&Method::POST, "/v1/responses") => Endpoint::Responses,
+        (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (&Method::POST, "/v1/images/generations") => Endpoint::Images,
+        (_, p) if p.starts_with("/v1/") => Endpoint::Other,
+        (method, _) => {
+            let error = CallError::before_attempts(
+                "not_found",
+                StatusCode::NOT_FOUND,
+                format!("Invalid URL ({method} {path}); the gateway serves /v1/*"),
+            );
+            return Ok(error_response(&error));
+        }
+    };
+    let bytes = match Limited::new(body, gateway.settings.max_request_body)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            let error = if error.is::<http_body_util::LengthLimitError>() {
+                CallError::before_attempts(
+                    "request_too_large",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the request body is larger than {} bytes (server.max_request_body)",
+                        gateway.settings.max_request_body
+                    ),
+                )
+            } else {
+                CallError::before_attempts(
+                    "bad_request",
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {error}"),
+                )
+            };
+            return Ok(error_response(&error));
+        }
+    };
+    let (model, model_span, stream) = if endpoint == Endpoint::Other {
+        (None, None, false)
+    } else {
+        match read_head(&bytes) {
+            Ok(head) => (head.model, head.model_span, head.stream),
+            Err(bad) => {
+                return Ok(error_response(&CallError::before_attempts(
+                    "bad_request",
+                    StatusCode::BAD_REQUEST,
+                    bad.message,
+                )));
+            }
+        }
+    };
+    let stream = stream
+        && matches!(
+            endpoint,
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Responses
+        );
+    let client_deadline = match deadline::client_timeouts(&parts.headers, stream) {
+        Ok(None) => None,
+        Ok(Some(declared)) => {
+            let margin =
+                deadline::margin(declared.timeout, gateway.settings.client_deadline_margin);
+            Some((start + declared.timeout - margin, declared.source))
+        }
+        Err(message) => {
+            return Ok(error_response(&CallError::before_attempts(
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                message,
+            )));
+        }
+    };
+    let path_and_query = parts.uri.path_and_query().map_or(path, |p| p.as_str());
+    let call = CallRequest {
+        endpoint,
+        method: parts.method.clone(),
+        path: path_and_query
+            .strip_prefix("/v1")
+            .unwrap_or(path_and_query)
+            .to_owned(),
+        headers: parts.headers,
+        body: bytes,
+        model,
+        model_span,
+        stream,
+        client_deadline,
+        start,
+    };
+    Ok(match gateway.engine.call(call).await {
+        Ok(response) => {
+            let mut out = Response::new(match response.body {
+                ResponseBody::Full(bytes) => GatewayBody::full(bytes),
+                ResponseBody::Stream(rx) => GatewayBody::Stream(rx),
+            });
+            *out.status_mut() = response.status;
+            *out.headers_mut() = response.headers;
+            out
+        }
+        Err(error) => {
+            tracing::info!(
+                code = error.code,
+                status = error.status.as_u16(),
+                attempts = error.trail.len(),
+                "call failed: {}",
+                error.message
+            );
+            error_response(&error)
+        }
+    })
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error in OpenAI's shape. `x-should-retry: false` tells the OpenAI SDKs not to retry what the
+/// gateway already retried (or what no retry can fix), so SDK retries do not multiply ours.
+pub(crate) fn error_response(error: &CallError) -> Response<GatewayBody> {
+    let mut response = json_response(error.status, error.to_bytes());
+    let headers = response.headers_mut();
+    headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    headers.insert("x-hourglass-attempts", HeaderValue::from(error.trail.len()));
+    if let Some(after) = error.retry_after {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs_f64().ceil() as u64),
+        );
+    }
+    response
+}
+
+fn models(gateway: &Gateway) -> Response<GatewayBody> {
+    let data: Vec<_> = gateway
+        .engine
+        .config()
+        .models
+        .iter()
+        .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "hourglass"}))
+        .collect();
+    let body = serde_json::to_vec(&json!({"object": "list", "data": data}))
+        .expect("serializing a json value cannot fail");
+    json_response(StatusCode::OK, Bytes::from(body))
+}

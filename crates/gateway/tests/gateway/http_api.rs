@@ -1,0 +1,286 @@
+//! The gateway's HTTP face: routes, headers, errors, client deadlines, limits and shutdown.
+
+use hourglass_sim::content;
+
+use crate::support::*;
+
+/// Model `m` on `a` then `b` with short timeouts for a real clock.
+const POLICY: &str = r#"
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { connect = "500ms", first_byte = "500ms", first_token = "800ms", idle = "500ms", attempt = "3s", total = "10s" }
+retry = { max_attempts = 3, backoff_base = "50ms", backoff_max = "200ms" }
+
+[models.fast]
+targets = ["b:gpt-4o-mini"]
+"#;
+
+fn stream_text(body: &str) -> String {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter_map(|v| {
+            v["choices"]
+                .get(0)
+                .and_then(|c| c["delta"]["content"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_completion_carries_the_attempt_upstream_and_phase_headers() {
+    let gateway = start(POLICY).await;
+    let reply = chat(gateway.addr, "m", false, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("x-hourglass-attempts"), Some("1"));
+    assert_eq!(reply.header("x-hourglass-upstream"), Some("a"));
+    let timing = reply.header("server-timing").unwrap();
+    assert!(
+        timing.contains("connect;dur=") && timing.contains("first_byte;dur="),
+        "{timing}"
+    );
+    content::check(
+        reply.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_passes_through_intact() {
+    let gateway = start(POLICY).await;
+    let reply = chat(gateway.addr, "m", true, &[]).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    assert!(reply.body.ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        content::check(&stream_text(&reply.body)).unwrap().tokens,
+        16
+    );
+    assert!(
+        reply
+            .header("server-timing")
+            .unwrap()
+            .contains("first_token;dur=")
+    );
+}
+
+#[tokio::test]
+async fn with_a_hanging_the_call_succeeds_via_b_after_as_first_byte_timeout() {
+    let gateway = start(POLICY).await;
+    for stream in [true, false] {
+        let reply = chat(
+            gateway.addr,
+            "m",
+            stream,
+            &[("x-sim-fault", "hang;upstream=a")],
+        )
+        .await;
+        assert_eq!(reply.status, 200, "stream={stream}: {}", reply.body);
+        assert_eq!(reply.header("x-hourglass-upstream"), Some("b"));
+        assert_eq!(reply.header("x-hourglass-attempts"), Some("2"));
+        assert!(
+            reply.elapsed >= ms(500) && reply.elapsed < ms(800),
+            "stream={stream}: {:?}",
+            reply.elapsed
+        );
+        let text = if stream {
+            stream_text(&reply.body)
+        } else {
+            reply.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(content::check(&text).unwrap().tokens, 16);
+    }
+}
+
+#[tokio::test]
+async fn exhausted_failures_answer_in_openai_shape_and_forbid_sdk_retries() {
+    let gateway = start(POLICY).await;
+    let reply = chat(
+        gateway.addr,
+        "m",
+        false,
+        &[("x-sim-fault", "status;code=503")],
+    )
+    .await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.header("x-should-retry"), Some("false"));
+    assert_eq!(reply.header("x-hourglass-attempts"), Some("3"));
+    let error = &reply.json()["error"];
+    assert_eq!(error["code"], "upstream_status");
+    assert_eq!(error["type"], "upstream_error");
+    assert_eq!(error["hourglass"]["attempts"].as_array().unwrap().len(), 3);
+    assert!(error["hourglass"]["diagnosis"].as_str().unwrap().len() > 20);
+    assert_eq!(gateway.requests("a") + gateway.requests("b"), 3);
+
+    let limited = chat(
+        gateway.addr,
+        "m",
+        false,
+        &[("x-sim-fault", "rate_limit;retry_after=30")],
+    )
+    .await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("30"));
+    assert_eq!(limited.json()["error"]["code"], "rate_limited");
+}
+
+#[tokio::test]
+async fn the_clients_deadline_is_answered_just_before_it() {
+    let gateway = start(POLICY).await;
+    // 500ms less a tenth: the answer comes at 450ms, before first_token (800ms) would fire.
+    let reply = chat(
+        gateway.addr,
+        "m",
+        true,
+        &[
+            ("x-sim-fault", "first_token;after=30s"),
+            ("x-hourglass-timeout", "500ms"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.json()["error"]["code"], "deadline_exceeded");
+    assert!(
+        reply.elapsed >= ms(450) && reply.elapsed < ms(550),
+        "{:?}",
+        reply.elapsed
+    );
+    // The Node SDK's header, in whole seconds.
+    let sdk = chat(
+        gateway.addr,
+        "m",
+        false,
+        &[("x-sim-fault", "hang"), ("x-stainless-timeout", "1")],
+    )
+    .await;
+    assert_eq!(sdk.status, 504);
+    assert!(
+        sdk.elapsed >= ms(900) && sdk.elapsed < ms(1000),
+        "{:?}",
+        sdk.elapsed
+    );
+    assert!(
+        sdk.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-stainless-timeout")
+    );
+
+    let bad = chat(gateway.addr, "m", false, &[("x-hourglass-timeout", "2500")]).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["code"], "bad_request");
+    assert!(
+        bad.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-hourglass-timeout")
+    );
+}
+
+#[tokio::test]
+async fn aliases_models_and_other_paths_are_routed() {
+    let gateway = start(POLICY).await;
+    let aliased = chat(gateway.addr, "fast", false, &[]).await;
+    assert_eq!(aliased.json()["model"], "gpt-4o-mini");
+    let models = send(gateway.addr, "GET", "/v1/models", &[], "")
+        .await
+        .json();
+    let ids: Vec<_> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["m", "fast"]);
+    // Another /v1 path goes to the first upstream as it is.
+    let passthrough = send(gateway.addr, "GET", "/v1/files", &[], "").await;
+    assert_eq!(passthrough.status, 404);
+    assert!(
+        passthrough.body.contains("Invalid URL (GET /v1/files)"),
+        "{}",
+        passthrough.body
+    );
+    assert_eq!(gateway.requests("a"), 1, "only the passthrough went to a");
+    let outside = send(gateway.addr, "GET", "/admin", &[], "").await;
+    assert_eq!(outside.status, 404);
+    assert_eq!(
+        send(gateway.addr, "GET", "/health", &[], "").await.json()["status"],
+        "ok"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_any_attempt() {
+    let gateway = start(&format!("{POLICY}\n[server]\nmax_request_body = \"1KB\"\n")).await;
+    let large = send(
+        gateway.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        "x".repeat(2000),
+    )
+    .await;
+    assert_eq!(large.status, 413);
+    assert_eq!(large.json()["error"]["code"], "request_too_large");
+    let broken = send(
+        gateway.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        "{\"model\":",
+    )
+    .await;
+    assert_eq!(broken.status, 400);
+    assert!(
+        broken.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let no_model = send(
+        gateway.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        "{\"messages\":[]}",
+    )
+    .await;
+    assert_eq!(no_model.status, 400);
+    assert_eq!(gateway.requests("a") + gateway.requests("b"), 0);
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_inflight_stream_finish() {
+    let gateway = start(POLICY).await;
+    let addr = gateway.addr;
+    let inflight = tokio::spawn(async move {
+        chat(
+            addr,
+            "m",
+            true,
+            &[("x-sim-fault", "stall;after_chunks=2;for=300ms")],
+        )
+        .await
+    });
+    tokio::time::sleep(ms(100)).await;
+    let still_open = gateway.shutdown().await;
+    assert_eq!(still_open, 0);
+    let reply = inflight.await.unwrap();
+    assert!(reply.body.ends_with("data: [DONE]\n\n"), "{}", reply.body);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

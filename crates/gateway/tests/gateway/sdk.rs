@@ -1,0 +1,52 @@
+//! The official Python SDK pointed at the gateway: completions and streams work, and an exhausted
+//! failure raises the SDK's matching error class without the SDK retrying it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::*;
+
+const POLICY: &str = r#"
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
+retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var_os("HOURGLASS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("tests/sdk/python/.venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run `scripts/test` once to install the SDKs",
+        python.display()
+    );
+    let gateway = start(POLICY).await;
+    let script = root.join("tests/sdk/python/gateway_roundtrip.py");
+    let base_url = gateway.base_url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python).arg(script).arg(base_url).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+    // Successful calls: 3 plain, 1 failed over (2 requests). Failing calls, with the SDK's
+    // max_retries=2: 503 on both (2 attempts), 400 (1, not retried), 429 (2). The unknown model
+    // reaches one simulator, which answers 404. Had the SDK retried, the count would be higher.
+    let expected = (3 + 2) + (2 + 1 + 2) + 1;
+    assert_eq!(
+        gateway.requests("a") + gateway.requests("b"),
+        expected,
+        "SDK retries did not multiply the gateway's"
+    );
+}

@@ -1,0 +1,165 @@
+//! A gateway on a free port in front of simulated upstreams on free ports, and a small client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hourglass_config::Config;
+use hourglass_engine::Engine;
+use hourglass_gateway::Gateway;
+use hourglass_sim::{Server, ServerConfig};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// A running gateway; dropping it shuts it down.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub sims: HashMap<String, Server>,
+    stop: Option<oneshot::Sender<()>>,
+    pub done: Option<tokio::task::JoinHandle<usize>>,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn requests(&self, name: &str) -> u64 {
+        self.sims[name].stats().requests
+    }
+
+    /// Starts the graceful shutdown and waits for it.
+    pub async fn shutdown(mut self) -> usize {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Simulators `a` and `b` on free ports, and a gateway configured with them plus `extra`.
+pub async fn start(extra: &str) -> Running {
+    let mut sims = HashMap::new();
+    let mut text = String::new();
+    for name in ["a", "b"] {
+        let config = ServerConfig {
+            name: name.to_owned(),
+            time_scale: 0.01,
+            ..ServerConfig::default()
+        };
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+        text.push_str(&format!(
+            "[upstreams.{name}]\nbase_url = \"{}\"\n",
+            server.base_url()
+        ));
+        sims.insert(name.to_owned(), server);
+    }
+    text.push_str(extra);
+    let config = Config::from_toml(&text, "test.toml", &|_| None).unwrap();
+    let settings = config.server.clone();
+    let engine = Engine::new(config, HashMap::new()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let gateway = Arc::new(Gateway { engine, settings });
+    let done = tokio::spawn(hourglass_gateway::serve(listener, gateway, async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        sims,
+        stop: Some(stop),
+        done: Some(done),
+    }
+}
+
+/// A response as a client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+    pub elapsed: Duration,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let start = Instant::now();
+    let response = sender
+        .send_request(request.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+pub fn chat_body(model: &str, stream: bool) -> String {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}).to_string()
+}
+
+pub async fn chat(addr: SocketAddr, model: &str, stream: bool, headers: &[(&str, &str)]) -> Reply {
+    send(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        headers,
+        chat_body(model, stream),
+    )
+    .await
+}
+
+pub fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
