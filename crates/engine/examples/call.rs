@@ -52,10 +52,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             println!("server-timing: {:?}", response.headers.get("server-timing"));
-            if let ResponseBody::Stream(mut chunks) = response.body {
-                while let Some(chunk) = chunks.recv().await {
-                    print!("{}", String::from_utf8_lossy(&chunk));
-                }
+            if let ResponseBody::Stream(stream) = response.body {
+                let body = http_body_util::BodyExt::collect(stream).await?.to_bytes();
+                print!("{}", String::from_utf8_lossy(&body));
             }
         }
         Err(error) => {

@@ -199,24 +199,31 @@ async fn attempt(
                     Err(_) => continue,
                 },
             };
-            let events = scanner.push(&data).map_err(FailureKind::Malformed)?;
-            held.push(data);
             let mut committed = false;
-            for event in &events {
-                match content::classify(request.endpoint, event) {
-                    Signal::Nothing => {}
-                    Signal::Content => committed = true,
-                    Signal::End => ended = true,
-                    Signal::UpstreamError(message) => {
-                        return Err(FailureKind::Status {
-                            status: 500,
-                            retry_after: None,
-                            body: Bytes::from(message),
-                        });
+            let mut failure = None;
+            scanner
+                .push(&data, |event| {
+                    match content::classify(request.endpoint, event) {
+                        Signal::Nothing => {}
+                        Signal::Content => committed = true,
+                        Signal::End => ended = true,
+                        Signal::UpstreamError(message) => {
+                            failure.get_or_insert(FailureKind::Status {
+                                status: 500,
+                                retry_after: None,
+                                body: Bytes::from(message),
+                            });
+                        }
+                        Signal::Malformed(message) => {
+                            failure.get_or_insert(FailureKind::Malformed(message));
+                        }
                     }
-                    Signal::Malformed(message) => return Err(FailureKind::Malformed(message)),
-                }
+                })
+                .map_err(FailureKind::Malformed)?;
+            if let Some(failure) = failure {
+                return Err(failure);
             }
+            held.push(data);
             if committed || ended {
                 break;
             }
@@ -228,7 +235,7 @@ async fn attempt(
             header_value(&progress.timeline.server_timing()),
         );
         let describer = Describer::new(ctx);
-        let stream = commit::Stream {
+        let stream = commit::Handover {
             engine: engine.clone(),
             connection,
             body,
@@ -243,7 +250,7 @@ async fn attempt(
         return Ok(Response {
             status,
             headers,
-            body: ResponseBody::Stream(commit::spawn(stream)),
+            body: ResponseBody::Stream(Box::new(commit::CommittedStream::new(stream))),
             trail: Vec::new(),
         });
     }

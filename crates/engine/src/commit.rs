@@ -1,15 +1,17 @@
-//! After the commit point: a task pumps the rest of an upstream stream to the client, watching
-//! `idle` (reset only by meaningful content) and `total`. Nothing is retried here. A stall, a cut
-//! or a broken chunk ends the client's stream with an OpenAI-shaped SSE error event — never a
-//! clean close, never a fake `[DONE]`. A stream read to its end returns its connection to the pool.
+//! After the commit point: the rest of an upstream stream, pumped to the client by the client
+//! connection's own task (a `Body` polled by hyper — no extra task, no channel), watching `idle`
+//! (moved only by meaningful content) and `total`. Nothing is retried here. A stall, a cut or a
+//! broken chunk ends the client's stream with an OpenAI-shaped SSE error event — never a clean
+//! close, never a fake `[DONE]`. A stream read to its end returns its connection to the pool.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep};
 
 use crate::Engine;
 use crate::attempt::Target;
@@ -20,104 +22,165 @@ use crate::stream::content::{self, Endpoint, Signal};
 use crate::stream::sse::Scanner;
 use crate::upstream::Connection;
 
-/// Chunks buffered between the pump and a slow client.
-const BUFFERED_CHUNKS: usize = 32;
+/// The body of a committed stream.
+pub struct CommittedStream {
+    engine: Arc<Engine>,
+    /// The connection, returned to the pool once the stream ends cleanly.
+    connection: Option<Connection>,
+    body: Incoming,
+    scanner: Scanner,
+    /// Bytes read before the commit point, sent first.
+    held: Option<Bytes>,
+    deadlines: AttemptDeadlines,
+    endpoint: Endpoint,
+    /// The end of the stream (`[DONE]`) was seen.
+    ended: bool,
+    upstream: Target,
+    describer: Describer,
+    last_content: Instant,
+    /// Fires at `idle` (or `total`) after `last_content`; re-armed lazily when content came since.
+    watchdog: Pin<Box<Sleep>>,
+    finished: bool,
+}
 
-/// A committed stream and everything the pump needs.
-pub(crate) struct Stream {
+/// What the commit point hands over.
+pub(crate) struct Handover {
     pub engine: Arc<Engine>,
     pub connection: Connection,
     pub body: Incoming,
     pub scanner: Scanner,
-    /// Bytes read before the commit point, sent first.
     pub held: Vec<Bytes>,
     pub deadlines: AttemptDeadlines,
     pub endpoint: Endpoint,
-    /// Whether the end of the stream (`[DONE]`) was already seen.
     pub ended: bool,
     pub upstream: Target,
     pub describer: Describer,
 }
 
-/// Starts the pump; the receiver yields the client's chunks.
-pub(crate) fn spawn(stream: Stream) -> mpsc::Receiver<Bytes> {
-    let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
-    tokio::spawn(pump(stream, tx));
-    rx
+impl CommittedStream {
+    pub(crate) fn new(h: Handover) -> CommittedStream {
+        let held: Vec<u8> = h.held.iter().flat_map(|b| b.iter().copied()).collect();
+        let now = Instant::now();
+        CommittedStream {
+            watchdog: Box::pin(tokio::time::sleep_until(h.deadlines.idle_committed(now).at)),
+            engine: h.engine,
+            connection: Some(h.connection),
+            body: h.body,
+            scanner: h.scanner,
+            held: (!held.is_empty()).then(|| Bytes::from(held)),
+            deadlines: h.deadlines,
+            endpoint: h.endpoint,
+            ended: h.ended,
+            upstream: h.upstream,
+            describer: h.describer,
+            last_content: now,
+            finished: false,
+        }
+    }
+
+    /// The SSE error event that ends the client's stream.
+    fn fail(
+        &mut self,
+        kind: FailureKind,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        self.finished = true;
+        let code = kind.code();
+        tracing::debug!(upstream = %self.upstream.name, code, "stream failed after commit");
+        let error = CallError {
+            code,
+            status: error::status_of(&kind),
+            message: format!(
+                "{}; after the response had begun, so it was not retried",
+                self.describer.describe(&kind, &self.upstream.name)
+            ),
+            diagnosis: error::diagnosis(code),
+            trail: Vec::new(),
+            elapsed: self.deadlines.start.elapsed(),
+            retry_after: None,
+            upstream_error: None,
+        };
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(&error.to_bytes());
+        event.extend_from_slice(b"\n\n");
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+    }
+
+    fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        self.finished = true;
+        if let Some(connection) = self.connection.take() {
+            self.engine.upstreams.release(connection);
+        }
+        Poll::Ready(None)
+    }
 }
 
-async fn pump(mut s: Stream, tx: mpsc::Sender<Bytes>) {
-    let mut first = BytesMut::new();
-    for chunk in s.held.drain(..) {
-        first.extend_from_slice(&chunk);
-    }
-    if !first.is_empty() && tx.send(first.freeze()).await.is_err() {
-        return;
-    }
-    let mut last_content = Instant::now();
-    loop {
-        let idle = s.deadlines.idle_committed(last_content);
-        let frame = tokio::select! {
-            frame = s.body.frame() => frame,
-            _ = sleep_until(idle.at) => {
-                fail(&s, &tx, FailureKind::Timeout(idle.limit)).await;
-                return;
-            }
-        };
-        let data = match frame {
-            None if s.ended => {
-                s.engine.upstreams.release(s.connection);
-                return;
-            }
-            None => return fail(&s, &tx, FailureKind::Cut).await,
-            Some(Err(_)) if s.ended => return,
-            Some(Err(_)) => return fail(&s, &tx, FailureKind::Cut).await,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue,
-            },
-        };
-        let events = match s.scanner.push(&data) {
-            Ok(events) => events,
-            Err(message) => return fail(&s, &tx, FailureKind::Malformed(message)).await,
-        };
-        for event in &events {
-            match content::classify(s.endpoint, event) {
-                Signal::Content => last_content = Instant::now(),
-                Signal::End => s.ended = true,
-                // The upstream's own error event goes on to the client as it is.
-                Signal::Nothing | Signal::UpstreamError(_) => {}
-                Signal::Malformed(message) => {
-                    return fail(&s, &tx, FailureKind::Malformed(message)).await;
+impl Body for CommittedStream {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if let Some(held) = this.held.take() {
+            return Poll::Ready(Some(Ok(Frame::data(held))));
+        }
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(None) if this.ended => return this.end(),
+                Poll::Ready(None) => return this.fail(FailureKind::Cut),
+                Poll::Ready(Some(Err(_))) if this.ended => return this.end(),
+                Poll::Ready(Some(Err(_))) => return this.fail(FailureKind::Cut),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let (mut content, mut ended, mut malformed) = (false, false, None);
+                    let endpoint = this.endpoint;
+                    let scanned = this.scanner.push(&data, |event| {
+                        match content::classify(endpoint, event) {
+                            Signal::Content => content = true,
+                            Signal::End => ended = true,
+                            // The upstream's own error event goes on to the client as it is.
+                            Signal::Nothing | Signal::UpstreamError(_) => {}
+                            Signal::Malformed(message) => {
+                                malformed.get_or_insert(message);
+                            }
+                        }
+                    });
+                    if let Some(message) = scanned.err().or(malformed) {
+                        return this.fail(FailureKind::Malformed(message));
+                    }
+                    if content {
+                        this.last_content = Instant::now();
+                    }
+                    this.ended |= ended;
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
+                Poll::Pending => {}
             }
-        }
-        if tx.send(data).await.is_err() {
-            // The client went away; dropping the body closes the upstream connection.
-            return;
+            // Nothing from upstream now: has the watchdog fired, and is it still due?
+            if this.watchdog.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = this.deadlines.idle_committed(this.last_content);
+            if due.at <= Instant::now() {
+                return this.fail(FailureKind::Timeout(due.limit));
+            }
+            // Content came since it was armed: re-arm for the new deadline and poll again.
+            this.watchdog.as_mut().reset(due.at);
         }
     }
-}
 
-/// Ends the client's stream with an SSE error event in OpenAI's shape.
-async fn fail(s: &Stream, tx: &mpsc::Sender<Bytes>, kind: FailureKind) {
-    let code = kind.code();
-    tracing::debug!(upstream = %s.upstream.name, code, "stream failed after commit");
-    let error = CallError {
-        code,
-        status: error::status_of(&kind),
-        message: format!(
-            "{}; after the response had begun, so it was not retried",
-            s.describer.describe(&kind, &s.upstream.name)
-        ),
-        diagnosis: error::diagnosis(code),
-        trail: Vec::new(),
-        elapsed: s.deadlines.start.elapsed(),
-        retry_after: None,
-        upstream_error: None,
-    };
-    let mut event = b"data: ".to_vec();
-    event.extend_from_slice(&error.to_bytes());
-    event.extend_from_slice(b"\n\n");
-    let _ = tx.send(Bytes::from(event)).await;
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
 }

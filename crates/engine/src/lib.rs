@@ -25,7 +25,7 @@ mod attempts; // the one loop that owns "try again": retry and failover
 mod attempt; // one attempt: connect, write, first byte, first token, the commit point
 pub mod upstream; // the only user of the HTTP client: pool, dial, timeline
 pub mod stream; // SSE scanning and what counts as content
-mod commit; // after the commit point: the watchdog that pumps a stream to the client
+pub mod commit; // after the commit point: the body that pumps a stream, with its watchdog
 pub mod error; // failures, retryability, the error the client sees
 mod describe; // the words of a failure: which limit, its value, where it is set
 
@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use hourglass_config::Config;
 use http::{HeaderMap, StatusCode};
-use tokio::sync::mpsc;
 
 pub use error::{AttemptRecord, CallError};
 pub use request::CallRequest;
@@ -67,8 +66,8 @@ pub struct Response {
 pub enum ResponseBody {
     /// A complete body.
     Full(Bytes),
-    /// Chunks of a stream as they arrive.
-    Stream(mpsc::Receiver<Bytes>),
+    /// A committed stream, read on as the client reads it.
+    Stream(Box<commit::CommittedStream>),
 }
 
 impl Engine {

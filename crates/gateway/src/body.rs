@@ -4,15 +4,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use hourglass_engine::commit::CommittedStream;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::mpsc;
 
 /// A response body.
 pub enum GatewayBody {
     /// Whole bytes (taken when sent).
     Full(Option<Bytes>),
-    /// A stream's chunks as the engine pumps them.
-    Stream(mpsc::Receiver<Bytes>),
+    /// A committed stream from the engine.
+    Stream(Box<CommittedStream>),
 }
 
 impl GatewayBody {
@@ -32,9 +32,7 @@ impl Body for GatewayBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut *self {
             GatewayBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            GatewayBody::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|chunk| chunk.map(|b| Ok(Frame::data(b)))),
+            GatewayBody::Stream(stream) => Pin::new(stream.as_mut()).poll_frame(cx),
         }
     }
 

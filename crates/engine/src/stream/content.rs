@@ -41,10 +41,36 @@ pub enum Signal {
 
 #[derive(Deserialize)]
 struct Chunk<'a> {
-    #[serde(borrow, default)]
-    choices: Option<Vec<Choice<'a>>>,
+    #[serde(default)]
+    choices: Option<AnyContent>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
+}
+
+/// Whether any element of `choices` carries content, read without allocating a list.
+struct AnyContent(bool);
+
+impl<'de> Deserialize<'de> for AnyContent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AnyContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<AnyContent, A::Error> {
+                let mut any = false;
+                while let Some(choice) = seq.next_element::<Choice<'de>>()? {
+                    any |= choice.has_content();
+                }
+                Ok(AnyContent(any))
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -79,13 +105,28 @@ struct TypedEvent<'a> {
     kind: Option<std::borrow::Cow<'a, str>>,
 }
 
+impl Choice<'_> {
+    fn has_content(&self) -> bool {
+        filled(self.text)
+            || self.delta.as_ref().is_some_and(|d| {
+                filled(d.content)
+                    || filled(d.reasoning_content)
+                    || filled(d.reasoning)
+                    || filled(d.refusal)
+                    || filled(d.tool_calls)
+                    || filled(d.function_call)
+                    || filled(d.audio)
+            })
+    }
+}
+
 /// Whether a JSON value carries something: not null, not `""`, not `[]`, not `{}`.
 fn filled(value: Option<&RawValue>) -> bool {
     value.is_some_and(|v| !matches!(v.get().trim(), "null" | "\"\"" | "[]" | "{}"))
 }
 
 /// Classifies one event of a stream from `endpoint`.
-pub fn classify(endpoint: Endpoint, event: &Event) -> Signal {
+pub fn classify(endpoint: Endpoint, event: &Event<'_>) -> Signal {
     let Some(data) = event.data.as_deref() else {
         return Signal::Nothing;
     };
@@ -102,11 +143,7 @@ pub fn classify(endpoint: Endpoint, event: &Event) -> Signal {
                 Ok(typed) => typed,
                 Err(e) => return Signal::Malformed(format!("a Responses event is not JSON: {e}")),
             };
-            let kind = typed
-                .kind
-                .as_deref()
-                .or(event.name.as_deref())
-                .unwrap_or_default();
+            let kind = typed.kind.as_deref().or(event.name).unwrap_or_default();
             match kind {
                 "response.completed" | "response.incomplete" => Signal::End,
                 "response.failed" | "error" => Signal::UpstreamError(truncate(data)),
@@ -122,18 +159,7 @@ pub fn classify(endpoint: Endpoint, event: &Event) -> Signal {
             if filled(chunk.error) {
                 return Signal::UpstreamError(truncate(data));
             }
-            let content = chunk.choices.unwrap_or_default().iter().any(|choice| {
-                filled(choice.text)
-                    || choice.delta.as_ref().is_some_and(|d| {
-                        filled(d.content)
-                            || filled(d.reasoning_content)
-                            || filled(d.reasoning)
-                            || filled(d.refusal)
-                            || filled(d.tool_calls)
-                            || filled(d.function_call)
-                            || filled(d.audio)
-                    })
-            });
+            let content = chunk.choices.is_some_and(|c| c.0);
             if content {
                 Signal::Content
             } else {
@@ -155,10 +181,10 @@ fn truncate(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn data(text: &str) -> Event {
+    fn data(text: &str) -> Event<'_> {
         Event {
             name: None,
-            data: Some(text.to_owned()),
+            data: Some(std::borrow::Cow::Borrowed(text)),
         }
     }
 

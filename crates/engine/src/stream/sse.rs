@@ -1,14 +1,17 @@
 //! The one SSE parser of the project: finds event boundaries in a byte stream and hands each
-//! complete event to the caller, without changing or copying the bytes that go on to the client
-//! (only an event split across two reads is kept until its end arrives).
+//! complete event to the caller, without changing the bytes that go on to the client. Events are
+//! borrowed from the bytes read; only an event split across two reads is copied, until its end
+//! arrives. Boundaries are found with `memchr` (this is on every streamed byte's path).
 
-/// One complete SSE event.
+use std::borrow::Cow;
+
+/// One complete SSE event, borrowed from the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Event {
+pub struct Event<'a> {
     /// The `event:` field, if any.
-    pub name: Option<String>,
+    pub name: Option<&'a str>,
     /// The `data:` lines joined with `\n`; `None` when the event had no data (comments only).
-    pub data: Option<String>,
+    pub data: Option<Cow<'a, str>>,
 }
 
 /// Splits a byte stream into SSE events.
@@ -26,49 +29,34 @@ impl Scanner {
         Scanner::default()
     }
 
-    /// Feeds the next bytes; returns the events they complete. Errors when an event grows past
-    /// [`MAX_EVENT`] without ending.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, String> {
-        let mut events = Vec::new();
-        let owned;
+    /// Feeds the next bytes and calls `each` with every event they complete. Errors when an
+    /// event grows past [`MAX_EVENT`] without ending.
+    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&Event<'_>)) -> Result<(), String> {
+        let joined;
         let bytes: &[u8] = if self.partial.is_empty() {
             chunk
         } else {
-            self.partial.extend_from_slice(chunk);
-            owned = std::mem::take(&mut self.partial);
-            &owned
+            let mut partial = std::mem::take(&mut self.partial);
+            partial.extend_from_slice(chunk);
+            joined = partial;
+            &joined
         };
+        let crlf = memchr::memchr(b'\r', bytes).is_some();
         let mut start = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            // An event ends at an empty line: "\n\n", "\r\n\r\n" or "\r\r".
-            let end = match &bytes[i..] {
-                [b'\n', b'\n', ..] => Some(2),
-                [b'\r', b'\n', b'\r', b'\n', ..] => Some(4),
-                [b'\r', b'\r', ..] => Some(2),
-                [b'\n', b'\r', b'\n', ..] => Some(3),
-                _ => None,
-            };
-            match end {
-                Some(len) => {
-                    if let Some(event) = parse(&bytes[start..i]) {
-                        events.push(event);
-                    }
-                    i += len;
-                    start = i;
-                }
-                None => i += 1,
-            }
+        while let Some((end, len)) = boundary(&bytes[start..], crlf) {
+            each(&parse(&bytes[start..start + end], crlf));
+            start += end + len;
         }
         let rest = &bytes[start..];
         if rest.len() > MAX_EVENT {
             return Err(format!(
                 "an SSE event grew past {} MiB without ending",
-                MAX_EVENT / 1024 / 1024
+                MAX_EVENT >> 20
             ));
         }
-        self.partial = rest.to_vec();
-        Ok(events)
+        self.partial.clear();
+        self.partial.extend_from_slice(rest);
+        Ok(())
     }
 
     /// Whether bytes of an unfinished event are waiting.
@@ -77,11 +65,42 @@ impl Scanner {
     }
 }
 
-fn parse(block: &[u8]) -> Option<Event> {
-    let text = String::from_utf8_lossy(block);
+/// The end of the first event in `bytes` and the length of the blank line that ends it.
+fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize)> {
+    if !crlf {
+        return memchr::memmem::find(bytes, b"\n\n").map(|at| (at, 2));
+    }
+    // Rare: "\r\n\r\n", "\r\r", "\n\r\n" as well.
+    let mut i = 0;
+    while let Some(offset) = memchr::memchr2(b'\n', b'\r', &bytes[i..]) {
+        let at = i + offset;
+        let len = match &bytes[at..] {
+            [b'\n', b'\n', ..] | [b'\r', b'\r', ..] => Some(2),
+            [b'\r', b'\n', b'\r', b'\n', ..] => Some(4),
+            [b'\n', b'\r', b'\n', ..] => Some(3),
+            _ => None,
+        };
+        if let Some(len) = len {
+            return Some((at, len));
+        }
+        i = at + 1;
+    }
+    None
+}
+
+fn parse(block: &[u8], crlf: bool) -> Event<'_> {
+    let text = match std::str::from_utf8(block) {
+        Ok(text) => text,
+        // Invalid UTF-8 cannot be valid JSON: hand over what can be read, the classifier refuses it.
+        Err(e) => std::str::from_utf8(&block[..e.valid_up_to()]).unwrap_or_default(),
+    };
     let mut event = Event::default();
-    let mut any = false;
-    for line in text.split(['\n', '\r']) {
+    let lines: &mut dyn Iterator<Item = &str> = if crlf {
+        &mut text.split(['\n', '\r'])
+    } else {
+        &mut text.split('\n')
+    };
+    for line in lines {
         if line.is_empty() || line.starts_with(':') {
             continue;
         }
@@ -91,45 +110,47 @@ fn parse(block: &[u8]) -> Option<Event> {
         };
         match field {
             "data" => {
-                any = true;
-                match &mut event.data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(value);
-                    }
-                    None => event.data = Some(value.to_owned()),
-                }
+                event.data = Some(match event.data.take() {
+                    None => Cow::Borrowed(value),
+                    Some(earlier) => Cow::Owned(format!("{earlier}\n{value}")),
+                })
             }
-            "event" => {
-                any = true;
-                event.name = Some(value.to_owned());
-            }
+            "event" => event.name = Some(value),
             _ => {}
         }
     }
-    if any {
-        Some(event)
-    } else {
-        Some(Event::default())
-    }
+    event
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn events(scanner: &mut Scanner, bytes: &[u8]) -> Vec<(Option<String>, Option<String>)> {
+        let mut out = Vec::new();
+        scanner
+            .push(bytes, |e| {
+                out.push((
+                    e.name.map(str::to_owned),
+                    e.data.as_deref().map(str::to_owned),
+                ))
+            })
+            .unwrap();
+        out
+    }
+
     #[test]
     fn events_split_anywhere_are_reassembled() {
         let stream = b"data: {\"a\":1}\n\n: keep-alive\n\nevent: response.created\ndata: {\"b\":2}\n\ndata: [DONE]\n\n";
         for split in 0..stream.len() {
             let mut scanner = Scanner::new();
-            let mut events = scanner.push(&stream[..split]).unwrap();
-            events.extend(scanner.push(&stream[split..]).unwrap());
-            assert_eq!(events.len(), 4, "split at {split}");
-            assert_eq!(events[0].data.as_deref(), Some("{\"a\":1}"));
-            assert_eq!(events[1], Event::default(), "a comment is an empty event");
-            assert_eq!(events[2].name.as_deref(), Some("response.created"));
-            assert_eq!(events[3].data.as_deref(), Some("[DONE]"));
+            let mut all = events(&mut scanner, &stream[..split]);
+            all.extend(events(&mut scanner, &stream[split..]));
+            assert_eq!(all.len(), 4, "split at {split}");
+            assert_eq!(all[0].1.as_deref(), Some("{\"a\":1}"));
+            assert_eq!(all[1], (None, None), "a comment is an empty event");
+            assert_eq!(all[2].0.as_deref(), Some("response.created"));
+            assert_eq!(all[3].1.as_deref(), Some("[DONE]"));
             assert!(!scanner.has_partial());
         }
     }
@@ -137,12 +158,24 @@ mod tests {
     #[test]
     fn crlf_and_multiline_data_are_understood() {
         let mut scanner = Scanner::new();
-        let events = scanner
-            .push(b"data: a\r\ndata: b\r\n\r\ndata:c\n\n")
-            .unwrap();
-        assert_eq!(events[0].data.as_deref(), Some("a\nb"));
-        assert_eq!(events[1].data.as_deref(), Some("c"));
-        scanner.push(b"data: unfinished").unwrap();
+        let all = events(&mut scanner, b"data: a\r\ndata: b\r\n\r\ndata:c\n\n");
+        assert_eq!(all[0].1.as_deref(), Some("a\nb"));
+        assert_eq!(all[1].1.as_deref(), Some("c"));
+        events(&mut scanner, b"data: unfinished");
         assert!(scanner.has_partial());
+    }
+
+    #[test]
+    fn an_endless_event_is_refused() {
+        let mut scanner = Scanner::new();
+        let chunk = vec![b'x'; 1 << 20];
+        let mut result = Ok(());
+        for _ in 0..17 {
+            result = scanner.push(&chunk, |_| {});
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.unwrap_err().contains("16 MiB"));
     }
 }

@@ -149,12 +149,12 @@ pub async fn call(setup: &Setup, mut request: CallRequest) -> Outcome {
                 .collect();
             let body = match response.body {
                 ResponseBody::Full(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),
-                ResponseBody::Stream(mut rx) => {
-                    let mut text = String::new();
-                    while let Some(chunk) = rx.recv().await {
-                        text.push_str(std::str::from_utf8(&chunk).unwrap());
-                    }
-                    text
+                ResponseBody::Stream(stream) => {
+                    let bytes = http_body_util::BodyExt::collect(stream)
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    String::from_utf8(bytes.to_vec()).unwrap()
                 }
             };
             Ok(Done {
