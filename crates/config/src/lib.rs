@@ -163,8 +163,9 @@ impl Config {
     }
 
     /// The zero configuration: an `openai` upstream from `OPENAI_API_KEY` / `OPENAI_BASE_URL`
-    /// serving every model, or `None` when neither is set.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+    /// serving every model, or `None` when neither is set; an error when `OPENAI_BASE_URL` is
+    /// not a URL.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Config>, ConfigError> {
         validate::from_env(env)
     }
 

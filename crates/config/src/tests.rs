@@ -255,8 +255,8 @@ fn invalid_values_name_the_key_and_the_fix() {
 
 #[test]
 fn zero_configuration_comes_from_the_environment() {
-    assert!(Config::from_env(&|_| None).is_none());
-    let with_key = Config::from_env(&env).unwrap();
+    assert!(Config::from_env(&|_| None).unwrap().is_none());
+    let with_key = Config::from_env(&env).unwrap().unwrap();
     let openai = &with_key.upstreams[0];
     assert_eq!(openai.base_url.to_string(), "https://api.openai.com/v1");
     assert!(openai.api_key.is_some());
@@ -264,7 +264,16 @@ fn zero_configuration_comes_from_the_environment() {
     let with_base = Config::from_env(&|name| {
         (name == "OPENAI_BASE_URL").then(|| "http://127.0.0.1:8700/v1/".to_owned())
     })
+    .unwrap()
     .unwrap();
+    let bad =
+        Config::from_env(&|name| (name == "OPENAI_BASE_URL").then(|| "localhost:8700".to_owned()))
+            .unwrap_err()
+            .to_string();
+    assert!(
+        bad.contains("OPENAI_BASE_URL") && bad.contains("http://"),
+        "{bad}"
+    );
     assert_eq!(
         with_base.upstreams[0].base_url.to_string(),
         "http://127.0.0.1:8700/v1"

@@ -530,16 +530,22 @@ fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
     }
 }
 
-pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
+pub(crate) fn from_env(
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Config>, ConfigError> {
     let key = env("OPENAI_API_KEY").filter(|k| !k.trim().is_empty());
     let base = env("OPENAI_BASE_URL").filter(|b| !b.trim().is_empty());
     if key.is_none() && base.is_none() {
-        return None;
+        return Ok(None);
     }
-    let base_url = base
-        .as_deref()
-        .and_then(|b| parse_base_url(b.trim()).ok())
-        .unwrap_or_else(|| http::Uri::from_static("https://api.openai.com/v1"));
+    let base_url = match base.as_deref() {
+        None => http::Uri::from_static("https://api.openai.com/v1"),
+        Some(text) => parse_base_url(text.trim()).map_err(|message| ConfigError::Invalid {
+            origin: "the environment".to_owned(),
+            key: "OPENAI_BASE_URL".to_owned(),
+            message,
+        })?,
+    };
     let upstream = Upstream {
         name: "openai".to_owned(),
         base_url,
@@ -548,10 +554,10 @@ pub(crate) fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Config> {
         headers: Vec::new(),
         models: Served::Any,
     };
-    Some(plain_config(
+    Ok(Some(plain_config(
         "zero configuration (OPENAI_API_KEY / OPENAI_BASE_URL)",
         vec![upstream],
-    ))
+    )))
 }
 
 pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {

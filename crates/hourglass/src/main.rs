@@ -199,7 +199,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut dials: HashMap<String, Arc<dyn Dial>> = HashMap::new();
     let (mut config, note) = match &args.config {
         Some(path) => (hourglass_config::Config::load(path, &env_var)?, None),
-        None => match hourglass_config::Config::from_env(&env_var) {
+        None => match hourglass_config::Config::from_env(&env_var)? {
             Some(config) => (
                 config,
                 Some("no --config: upstream `openai` from OPENAI_API_KEY / OPENAI_BASE_URL"),

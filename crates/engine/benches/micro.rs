@@ -1,0 +1,112 @@
+//! Micro-benchmarks of the per-call and per-chunk work: the SSE scanner with content
+//! classification, the deadline arithmetic, reading `model`/`stream` from a body, and the retry
+//! budget. Prints nanoseconds per operation; nothing is asserted.
+//!
+//!     cargo bench -p hourglass-engine --bench micro
+
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)] // wall-clock timing is the point here
+#![allow(clippy::unwrap_used)] // a benchmark stops at the first surprise
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use hourglass_engine::deadlines::Deadlines;
+use hourglass_engine::request::read_head;
+use hourglass_engine::retry::RetryBudget;
+use hourglass_engine::stream::content::{Endpoint, Signal, classify};
+use hourglass_engine::stream::sse::Scanner;
+
+fn measure(name: &str, iterations: u64, mut f: impl FnMut()) {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    let per = start.elapsed().as_nanos() as f64 / iterations as f64;
+    println!("{name:<58} {per:>10.1} ns/op");
+}
+
+fn main() {
+    let mut stream = Vec::new();
+    stream.extend_from_slice(br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
+    stream.extend_from_slice(b"\n\n");
+    for i in 0..20 {
+        stream.extend_from_slice(format!(r#"data: {{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}]}}"#).as_bytes());
+        stream.extend_from_slice(b"\n\n");
+    }
+    stream.extend_from_slice(b"data: [DONE]\n\n");
+    measure(
+        "sse: scan + classify a 20-chunk chat stream (22 events)",
+        20_000,
+        || {
+            let mut scanner = Scanner::new();
+            let mut content = 0;
+            scanner
+                .push(black_box(&stream), |event| {
+                    if classify(Endpoint::Chat, event) == Signal::Content {
+                        content += 1;
+                    }
+                })
+                .unwrap();
+            assert_eq!(content, 20);
+        },
+    );
+    measure("sse: scan only, same stream", 20_000, || {
+        let mut scanner = Scanner::new();
+        let mut events = 0;
+        scanner.push(black_box(&stream), |_| events += 1).unwrap();
+        black_box(events);
+    });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let timeouts = hourglass_config::policy::prior(
+            hourglass_config::Family::Chat,
+            hourglass_config::Scenario::Content,
+        )
+        .timeouts;
+        measure(
+            "deadlines: call + attempt + every phase bound",
+            1_000_000,
+            || {
+                let now = tokio::time::Instant::now();
+                let deadlines = Deadlines::new(now, black_box(&timeouts), None);
+                let attempt = deadlines.attempt(1, now);
+                black_box((
+                    attempt.connect(),
+                    attempt.write(now),
+                    attempt.headers(now, true),
+                    attempt.first_token(now),
+                    attempt.idle(now),
+                ));
+            },
+        );
+        let mut budget = RetryBudget::new(0.2, 5.0, tokio::time::Instant::now());
+        measure("retry budget: deposit + try_withdraw", 1_000_000, || {
+            let now = tokio::time::Instant::now();
+            budget.deposit(now);
+            black_box(budget.try_withdraw(now));
+        });
+    });
+
+    let small = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Write a haiku about timeouts."}],"stream":true,"temperature":0.7}"#;
+    measure(
+        "read_head: model + stream of a 130-byte body",
+        1_000_000,
+        || {
+            black_box(read_head(black_box(small)).unwrap());
+        },
+    );
+    let big = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(1 << 20)
+    );
+    measure("read_head: model + stream of a 1 MiB body", 200, || {
+        black_box(read_head(black_box(big.as_bytes())).unwrap());
+    });
+}
