@@ -19,7 +19,7 @@ use crate::error::{AttemptRecord, Failure, FailureKind, Phase};
 use crate::request::CallRequest;
 use crate::stream::content::{self, Signal};
 use crate::stream::sse::Scanner;
-use crate::upstream::{RequestBody, Timeline};
+use crate::upstream::{Connection, RequestBody, Timeline, drive};
 use crate::{Engine, Response, ResponseBody, commit};
 
 /// Largest non-streaming body read into memory before it is sent on.
@@ -99,7 +99,7 @@ async fn attempt(
         request.body_for(&target.model)
     };
     let mut redialed = false;
-    let (connection, response) = loop {
+    let (mut connection, response) = loop {
         progress.phase = Phase::Connect;
         let connect = d.connect();
         let mut connection =
@@ -114,7 +114,8 @@ async fn attempt(
         progress.phase = Phase::Write;
         let (http_request, mut written) = build(request, upstream, body.clone())?;
         let result = {
-            let send = connection.sender.send_request(http_request);
+            let (sender, mut driver) = connection.split();
+            let send = drive(&mut driver, sender.send_request(http_request));
             tokio::pin!(send);
             let write = d.write(connected);
             let early = tokio::select! {
@@ -158,7 +159,7 @@ async fn attempt(
 
     if !status.is_success() {
         let retry_after = crate::retry::retry_after(&parts.headers);
-        let body = read_capped(&mut body, MAX_ERROR_BODY, d.end.at).await;
+        let body = read_capped(&mut connection, &mut body, MAX_ERROR_BODY, d.end.at).await;
         return Err(FailureKind::Status {
             status: status.as_u16(),
             retry_after,
@@ -180,7 +181,12 @@ async fn attempt(
         let mut held: Vec<Bytes> = Vec::new();
         let mut ended = false;
         loop {
-            let frame = match timeout_at(first_token.at, body.frame()).await {
+            let frame = match timeout_at(
+                first_token.at,
+                drive(&mut connection.driver(), body.frame()),
+            )
+            .await
+            {
                 Err(_) => return Err(FailureKind::Timeout(first_token.limit)),
                 Ok(frame) => frame,
             };
@@ -260,7 +266,7 @@ async fn attempt(
     let mut last = Instant::now();
     loop {
         let idle = d.idle(last);
-        let frame = match timeout_at(idle.at, body.frame()).await {
+        let frame = match timeout_at(idle.at, drive(&mut connection.driver(), body.frame())).await {
             Err(_) => return Err(FailureKind::Timeout(idle.limit)),
             Ok(frame) => frame,
         };
@@ -402,10 +408,15 @@ fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-async fn read_capped(body: &mut hyper::body::Incoming, cap: usize, until: Instant) -> Bytes {
+async fn read_capped(
+    connection: &mut Connection,
+    body: &mut hyper::body::Incoming,
+    cap: usize,
+    until: Instant,
+) -> Bytes {
     let mut out = BytesMut::new();
     while out.len() < cap {
-        match timeout_at(until, body.frame()).await {
+        match timeout_at(until, drive(&mut connection.driver(), body.frame())).await {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     out.extend_from_slice(&data[..data.len().min(cap - out.len())]);

@@ -130,6 +130,10 @@ impl Body for CommittedStream {
             return Poll::Ready(Some(Ok(Frame::data(held))));
         }
         loop {
+            // The upstream connection is driven here, by the client's task (see `upstream`).
+            if let Some(connection) = this.connection.as_mut() {
+                let _ = connection.poll_driver(cx);
+            }
             match Pin::new(&mut this.body).poll_frame(cx) {
                 Poll::Ready(None) if this.ended => return this.end(),
                 Poll::Ready(None) => return this.fail(FailureKind::Cut),

@@ -9,7 +9,10 @@
 
 pub mod dial;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -86,17 +89,89 @@ impl Timeline {
     }
 }
 
+/// The future that runs an HTTP/1.1 connection: it reads and writes the socket.
+type Driver = hyper::client::conn::http1::Connection<TokioIo<dial::BoxIo>, RequestBody>;
+
 /// A connection ready for one request.
+///
+/// # Why the caller drives it
+/// hyper's client connection is a future that moves bytes; spawned as its own task, every
+/// request and every chunk would cross two tasks (and often two threads). Here the task that
+/// makes the call polls it while it waits ([`Connection::drive`], [`Connection::poll_driver`]),
+/// so a proxied call stays on one task.
 pub struct Connection {
     /// The HTTP/1.1 sender.
     pub sender: SendRequest<RequestBody>,
+    driver: Pin<Box<Driver>>,
+    /// The driver has finished: the connection is closed.
+    closed: bool,
     /// Whether it came from the pool.
     pub reused: bool,
     upstream: usize,
 }
 
+impl Connection {
+    /// Polls the connection so its socket makes progress; returns `Ready` once it has closed.
+    pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.closed && self.driver.as_mut().poll(cx).is_ready() {
+            self.closed = true;
+        }
+        if self.closed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Whether the connection can take another request now (polled once, without waiting).
+    fn usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_driver(&mut cx).is_pending() && self.sender.is_ready()
+    }
+}
+
+/// Awaits `future` (a request or a body read on `driver`'s connection) while driving the
+/// connection; `driver` and the future borrow disjoint parts of a [`Connection`].
+pub async fn drive<F: Future>(driver: &mut DriverRef<'_>, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if !*driver.closed && driver.driver.as_mut().poll(cx).is_ready() {
+            *driver.closed = true;
+        }
+        future.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The driving half of a [`Connection`], borrowed apart from its sender.
+pub struct DriverRef<'a> {
+    driver: &'a mut Pin<Box<Driver>>,
+    closed: &'a mut bool,
+}
+
+impl Connection {
+    /// Splits the connection into its sender and its driver, to send while driving.
+    pub fn split(&mut self) -> (&mut SendRequest<RequestBody>, DriverRef<'_>) {
+        (
+            &mut self.sender,
+            DriverRef {
+                driver: &mut self.driver,
+                closed: &mut self.closed,
+            },
+        )
+    }
+
+    /// The driver alone, to read a response body while driving.
+    pub fn driver(&mut self) -> DriverRef<'_> {
+        DriverRef {
+            driver: &mut self.driver,
+            closed: &mut self.closed,
+        }
+    }
+}
+
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    connection: Connection,
     since: Instant,
 }
 
@@ -135,32 +210,28 @@ impl Upstreams {
                 .lock()
                 .expect("the pool lock is never poisoned")
                 .pop();
-            let Some(idle) = candidate else { break };
-            if now.duration_since(idle.since) < IDLE_EXPIRY && idle.sender.is_ready() {
-                return Ok(Connection {
-                    sender: idle.sender,
-                    reused: true,
-                    upstream: index,
-                });
+            let Some(mut idle) = candidate else { break };
+            if now.duration_since(idle.since) < IDLE_EXPIRY && idle.connection.usable() {
+                idle.connection.reused = true;
+                return Ok(idle.connection);
             }
         }
         let io = entry.dial.dial().await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         Ok(Connection {
             sender,
+            driver: Box::pin(driver),
+            closed: false,
             reused: false,
             upstream: index,
         })
     }
 
     /// Returns a connection whose response was read to the end, for reuse.
-    pub fn release(&self, connection: Connection) {
-        if !connection.sender.is_ready() {
+    pub fn release(&self, mut connection: Connection) {
+        if !connection.usable() {
             return;
         }
         let mut idle = self.entries[connection.upstream]
@@ -169,7 +240,7 @@ impl Upstreams {
             .expect("the pool lock is never poisoned");
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                sender: connection.sender,
+                connection,
                 since: Instant::now(),
             });
         }
