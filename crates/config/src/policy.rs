@@ -52,6 +52,9 @@ pub struct Policy {
     pub timeouts: Timeouts,
     /// Retries.
     pub retry: Retry,
+    /// Stream from the upstream for non-streaming chat clients, so `first_token` and `idle`
+    /// protect them too (the client still gets one JSON body).
+    pub stream_upstream: bool,
 }
 
 /// A model family: how long the phases of a healthy call take.
@@ -190,6 +193,9 @@ pub fn prior(family: Family, scenario: Scenario) -> Policy {
         Scenario::Reasoning => (secs(360), 2, 1.5, millis(500), secs(8)),
         Scenario::Image => (secs(180), 3, 1.0, millis(500), secs(8)),
     };
+    // Long calls are the ones a silent upstream hurts most: stream them from the upstream.
+    let stream_upstream = matches!(family, Family::Chat | Family::Reasoning)
+        && matches!(scenario, Scenario::Content | Scenario::Reasoning);
     Policy {
         timeouts: Timeouts {
             connect,
@@ -206,6 +212,7 @@ pub fn prior(family: Family, scenario: Scenario) -> Policy {
             backoff_base,
             backoff_max,
         },
+        stream_upstream,
     }
 }
 
@@ -219,6 +226,9 @@ pub struct PolicyPatch {
     /// Retry settings to override.
     #[serde(default)]
     pub retry: RetryPatch,
+    /// Stream from the upstream for non-streaming chat clients.
+    #[serde(default)]
+    pub stream_upstream: Option<bool>,
 }
 
 /// Timeouts to override; every field optional.
@@ -362,6 +372,10 @@ pub fn resolve(prior: Policy, prior_source: &str, layers: &[Layer<'_>]) -> (Poli
             policy.retry.backoff_max = d;
             set("retry.backoff_max");
         }
+        if let Some(on) = layer.patch.stream_upstream {
+            policy.stream_upstream = on;
+            set("stream_upstream");
+        }
     }
     let values = policy.values();
     let sourced = sources
@@ -373,7 +387,7 @@ pub fn resolve(prior: Policy, prior_source: &str, layers: &[Layer<'_>]) -> (Poli
 }
 
 /// Every policy key, in the order `config check` prints them.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "timeouts.connect",
     "timeouts.write",
     "timeouts.first_byte",
@@ -385,11 +399,12 @@ pub const KEYS: [&str; 11] = [
     "retry.max_attempts",
     "retry.backoff_base",
     "retry.backoff_max",
+    "stream_upstream",
 ];
 
 impl Policy {
     /// The values in [`KEYS`] order, written as a file would.
-    pub fn values(&self) -> [String; 11] {
+    pub fn values(&self) -> [String; 12] {
         let t = &self.timeouts;
         let f = crate::duration::format;
         [
@@ -404,6 +419,7 @@ impl Policy {
             self.retry.max_attempts.to_string(),
             f(self.retry.backoff_base),
             f(self.retry.backoff_max),
+            self.stream_upstream.to_string(),
         ]
     }
 }
@@ -479,6 +495,7 @@ mod tests {
                 max_attempts: Some(Attempts(4)),
                 ..Default::default()
             },
+            stream_upstream: Some(false),
         };
         let (policy, sourced) = resolve(
             prior(Family::Chat, Scenario::Content),
@@ -497,6 +514,7 @@ mod tests {
         assert_eq!(policy.timeouts.connect, secs(2));
         assert_eq!(policy.timeouts.first_token, secs(8));
         assert_eq!(policy.retry.max_attempts, 4);
+        assert!(!policy.stream_upstream);
         let source = |key: &str| {
             sourced
                 .iter()
@@ -515,6 +533,7 @@ mod tests {
             "models.gpt-4o.retry.max_attempts"
         );
         assert_eq!(source("timeouts.idle"), "built-in chat × content");
+        assert_eq!(source("stream_upstream"), "models.gpt-4o.stream_upstream");
         assert_eq!(
             sourced
                 .iter()

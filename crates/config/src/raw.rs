@@ -66,6 +66,7 @@ pub(crate) struct RawModel {
     pub timeouts: TimeoutsPatch,
     #[serde(default)]
     pub retry: RetryPatch,
+    pub stream_upstream: Option<bool>,
 }
 
 /// A TOML table read as a list of (key, value) in document order.

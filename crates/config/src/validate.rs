@@ -406,6 +406,7 @@ fn configured_route(
     let own = PolicyPatch {
         timeouts: raw.timeouts,
         retry: raw.retry,
+        stream_upstream: raw.stream_upstream,
     };
     let (policy, sources) = resolve(&config.layers, family, scenario, Some((&key, &own)));
     if policy.retry.backoff_base > policy.retry.backoff_max {

@@ -17,6 +17,7 @@ use crate::deadlines::AttemptDeadlines;
 use crate::describe::Describer;
 use crate::error::{AttemptRecord, Failure, FailureKind, Phase};
 use crate::request::CallRequest;
+use crate::stream::assemble::Assembler;
 use crate::stream::content::{self, Signal};
 use crate::stream::sse::Scanner;
 use crate::upstream::{Connection, RequestBody, Timeline, drive};
@@ -98,6 +99,16 @@ async fn attempt(
     } else {
         request.body_for(&target.model)
     };
+    // A non-streaming chat call is streamed from the upstream when the policy says so, so that
+    // first_token and idle protect it too; the client still gets one JSON body.
+    let assemble = !request.stream
+        && request.endpoint == crate::Endpoint::Chat
+        && ctx.route.policy.stream_upstream;
+    let body = if assemble {
+        Bytes::from(crate::stream::assemble::streaming_body(&body).map_err(FailureKind::Malformed)?)
+    } else {
+        body
+    };
     let mut redialed = false;
     let (mut connection, response) = loop {
         progress.phase = Phase::Connect;
@@ -130,7 +141,7 @@ async fn attempt(
             match early {
                 Some(result) => result,
                 None => {
-                    let head = d.headers(sent, request.stream);
+                    let head = d.headers(sent, request.stream || assemble);
                     match timeout_at(head.at, &mut send).await {
                         Err(_) => return Err(FailureKind::Timeout(head.limit)),
                         Ok(result) => result,
@@ -174,22 +185,26 @@ async fn attempt(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut headers = response_headers(&parts.headers, &target.name);
 
-    if request.stream && event_stream {
+    if (request.stream || assemble) && event_stream {
         progress.phase = Phase::FirstToken;
-        let first_token = d.first_token(progress.timeline.written.unwrap_or(headers_at));
+        let sent = progress.timeline.written.unwrap_or(headers_at);
         let mut scanner = Scanner::new();
         let mut held: Vec<Bytes> = Vec::new();
         let mut ended = false;
+        // A non-streaming client's answer is assembled from the whole stream before anything is
+        // sent, so every failure up to its end can still be retried.
+        let mut assembler = assemble.then(Assembler::new);
+        let mut last_content: Option<Instant> = None;
         loop {
-            let frame = match timeout_at(
-                first_token.at,
-                drive(&mut connection.driver(), body.frame()),
-            )
-            .await
-            {
-                Err(_) => return Err(FailureKind::Timeout(first_token.limit)),
-                Ok(frame) => frame,
+            let wait = match last_content {
+                None => d.first_token(sent),
+                Some(last) => d.idle(last),
             };
+            let frame =
+                match timeout_at(wait.at, drive(&mut connection.driver(), body.frame())).await {
+                    Err(_) => return Err(FailureKind::Timeout(wait.limit)),
+                    Ok(frame) => frame,
+                };
             let data = match frame {
                 None if ended => break,
                 None => return Err(FailureKind::Cut),
@@ -209,7 +224,15 @@ async fn attempt(
             let mut failure = None;
             scanner
                 .push(&data, |event| {
-                    match content::classify(request.endpoint, event) {
+                    let signal = content::classify(request.endpoint, event);
+                    if let (Some(assembler), Signal::Nothing | Signal::Content) =
+                        (assembler.as_mut(), &signal)
+                        && let Some(data) = event.data.as_deref()
+                        && let Err(message) = assembler.push(data)
+                    {
+                        failure.get_or_insert(FailureKind::Malformed(message));
+                    }
+                    match signal {
                         Signal::Nothing => {}
                         Signal::Content => committed = true,
                         Signal::End => ended = true,
@@ -229,12 +252,46 @@ async fn attempt(
             if let Some(failure) = failure {
                 return Err(failure);
             }
-            held.push(data);
-            if committed || ended {
+            if committed {
+                let now = Instant::now();
+                if last_content.is_none() {
+                    progress.timeline.first_token = Some(now);
+                    progress.phase = Phase::Body;
+                }
+                last_content = Some(now);
+            }
+            if !assemble {
+                held.push(data);
+            }
+            if ended || (committed && !assemble) {
                 break;
             }
         }
-        progress.timeline.first_token = Some(Instant::now());
+        if let Some(assembler) = assembler {
+            progress.phase = Phase::Done;
+            engine.upstreams.release(connection);
+            let whole = Bytes::from(
+                serde_json::to_vec(&assembler.finish()).expect("a json value serializes"),
+            );
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                "server-timing",
+                header_value(&progress.timeline.server_timing()),
+            );
+            return Ok(Response {
+                status,
+                headers,
+                body: ResponseBody::Full(whole),
+                trail: Vec::new(),
+            });
+        }
+        progress
+            .timeline
+            .first_token
+            .get_or_insert_with(Instant::now);
         progress.phase = Phase::Body;
         headers.insert(
             "server-timing",

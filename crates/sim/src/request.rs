@@ -3,7 +3,6 @@
 //! the field.
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// The generating and non-generating routes the simulator serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +42,9 @@ pub(crate) struct Parsed {
     pub dimensions: Option<u32>,
     /// Images: return base64 data rather than a URL.
     pub b64_json: bool,
+    /// Tokens of the prompt, estimated as a quarter of the bytes of `messages`, `prompt` or
+    /// `input` (so the same prompt counts the same whatever else the body carries).
+    pub prompt_tokens: u32,
 }
 
 /// Why a request body was refused; rendered as OpenAI's `invalid_request_error`.
@@ -104,8 +106,8 @@ struct Body {
     max_output_tokens: Option<u32>,
     tools: Option<Vec<ToolDef>>,
     tool_choice: Option<serde_json::Value>,
-    messages: Option<IgnoredAny>,
-    prompt: Option<IgnoredAny>,
+    messages: Option<Box<serde_json::value::RawValue>>,
+    prompt: Option<Box<serde_json::value::RawValue>>,
     input: Option<serde_json::Value>,
     encoding_format: Option<String>,
     dimensions: Option<u32>,
@@ -154,6 +156,14 @@ pub(crate) fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Parsed, BadReque
         }
         _ => {}
     }
+    let prompt_bytes = body
+        .messages
+        .as_ref()
+        .map(|m| m.get().len())
+        .or(body.prompt.as_ref().map(|p| p.get().len()))
+        .or(body.input.as_ref().map(|i| i.to_string().len()))
+        .unwrap_or(0);
+    let prompt_tokens = (prompt_bytes as u32 / 4).max(1);
     let n = body.n.unwrap_or(1);
     if !(1..=16).contains(&n) {
         return Err(bad(
@@ -207,6 +217,7 @@ pub(crate) fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Parsed, BadReque
         base64,
         dimensions: body.dimensions,
         b64_json,
+        prompt_tokens,
     })
 }
 

@@ -641,7 +641,7 @@ async fn generate(
         model,
         time_scale: shared.config.time_scale,
         seed,
-        prompt_tokens: (bytes.len() as u32 / 4).max(1),
+        prompt_tokens: parsed.prompt_tokens,
         base_url: &shared.origin,
     };
     let plan = plan::plan(&parsed, faults, &ctx);

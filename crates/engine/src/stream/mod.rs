@@ -3,3 +3,4 @@
 
 pub mod sse; // event boundaries in a byte stream
 pub mod content; // which events are meaningful content
+pub mod assemble; // one chat completion body put together from a stream

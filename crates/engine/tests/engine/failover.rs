@@ -11,6 +11,7 @@ pub const POLICY: &str = r#"
 targets = ["a:sim-instant", "b:sim-instant"]
 timeouts = { connect = "2s", write = "2s", first_byte = "3s", first_token = "5s", idle = "4s", attempt = "10s", attempt_growth = 1.0, total = "60s" }
 retry = { max_attempts = 3, backoff_base = "100ms", backoff_max = "1s" }
+stream_upstream = false
 "#;
 
 #[tokio::test(start_paused = true)]

@@ -6,4 +6,5 @@
 
 mod failover;
 mod faults;
+mod streamed;
 mod support;

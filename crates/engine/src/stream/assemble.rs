@@ -1,0 +1,274 @@
+//! One chat completion body assembled from a chat completion stream, for non-streaming clients
+//! whose call the gateway streamed from the upstream (so `first_token` and `idle` protect it):
+//! content, refusals, tool calls, finish reasons and usage, choice by choice, in the shape of the
+//! upstream's own non-streaming answer.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// Collects the chunks of one chat completion stream.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    id: Option<String>,
+    created: Option<Value>,
+    model: Option<Value>,
+    system_fingerprint: Option<Value>,
+    service_tier: Option<Value>,
+    choices: Vec<Choice>,
+    usage: Option<Value>,
+}
+
+#[derive(Debug, Default)]
+struct Choice {
+    role: Option<String>,
+    content: Option<String>,
+    refusal: Option<String>,
+    tool_calls: Vec<ToolCall>,
+    finish_reason: Option<Value>,
+}
+
+#[derive(Debug, Default)]
+struct ToolCall {
+    id: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct ChunkIn {
+    id: Option<String>,
+    created: Option<Value>,
+    model: Option<Value>,
+    system_fingerprint: Option<Value>,
+    service_tier: Option<Value>,
+    #[serde(default)]
+    choices: Vec<ChoiceIn>,
+    usage: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceIn {
+    #[serde(default)]
+    index: usize,
+    delta: Option<DeltaIn>,
+    finish_reason: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct DeltaIn {
+    role: Option<String>,
+    content: Option<String>,
+    refusal: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCallIn>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallIn {
+    #[serde(default)]
+    index: usize,
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: Option<FunctionIn>,
+}
+
+#[derive(Deserialize)]
+struct FunctionIn {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+/// Most choices and tool calls per choice an assembled answer may have (guards memory).
+const MAX_INDEX: usize = 128;
+
+impl Assembler {
+    /// A new, empty answer.
+    pub fn new() -> Assembler {
+        Assembler::default()
+    }
+
+    /// Adds the JSON data of one chunk (not `[DONE]`).
+    pub fn push(&mut self, data: &str) -> Result<(), String> {
+        let chunk: ChunkIn = serde_json::from_str(data)
+            .map_err(|e| format!("a stream chunk is not a chat chunk: {e}"))?;
+        self.id = self.id.take().or(chunk.id);
+        self.created = self.created.take().or(chunk.created);
+        self.model = self.model.take().or(chunk.model);
+        self.system_fingerprint = self.system_fingerprint.take().or(chunk.system_fingerprint);
+        self.service_tier = self.service_tier.take().or(chunk.service_tier);
+        if chunk.usage.as_ref().is_some_and(|u| !u.is_null()) {
+            self.usage = chunk.usage;
+        }
+        for c in chunk.choices {
+            if c.index >= MAX_INDEX {
+                return Err(format!("choice index {} is out of range", c.index));
+            }
+            if self.choices.len() <= c.index {
+                self.choices.resize_with(c.index + 1, Choice::default);
+            }
+            let choice = &mut self.choices[c.index];
+            if let Some(reason) = c.finish_reason.filter(|r| !r.is_null()) {
+                choice.finish_reason = Some(reason);
+            }
+            let Some(delta) = c.delta else { continue };
+            if delta.role.is_some() {
+                choice.role = delta.role;
+            }
+            if let Some(text) = delta.content {
+                choice
+                    .content
+                    .get_or_insert_with(String::new)
+                    .push_str(&text);
+            }
+            if let Some(text) = delta.refusal {
+                choice
+                    .refusal
+                    .get_or_insert_with(String::new)
+                    .push_str(&text);
+            }
+            for call in delta.tool_calls {
+                if call.index >= MAX_INDEX {
+                    return Err(format!("tool call index {} is out of range", call.index));
+                }
+                if choice.tool_calls.len() <= call.index {
+                    choice
+                        .tool_calls
+                        .resize_with(call.index + 1, ToolCall::default);
+                }
+                let slot = &mut choice.tool_calls[call.index];
+                slot.id = slot.id.take().or(call.id);
+                slot.kind = slot.kind.take().or(call.kind);
+                if let Some(function) = call.function {
+                    slot.name = slot.name.take().or(function.name);
+                    if let Some(arguments) = function.arguments {
+                        slot.arguments.push_str(&arguments);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The non-streaming body: `chat.completion` with every choice's message.
+    pub fn finish(self) -> Value {
+        let choices: Vec<Value> = self
+            .choices
+            .into_iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let mut message = Map::new();
+                message.insert("role".into(), json!(c.role.unwrap_or_else(|| "assistant".into())));
+                message.insert("content".into(), json!(c.content));
+                message.insert("refusal".into(), json!(c.refusal));
+                message.insert("annotations".into(), json!([]));
+                if !c.tool_calls.is_empty() {
+                    let calls: Vec<Value> = c
+                        .tool_calls
+                        .into_iter()
+                        .map(|t| {
+                            json!({"id": t.id, "type": t.kind.unwrap_or_else(|| "function".into()),
+                                   "function": {"name": t.name, "arguments": t.arguments}})
+                        })
+                        .collect();
+                    message.insert("tool_calls".into(), Value::Array(calls));
+                }
+                json!({"index": index, "message": message, "logprobs": null, "finish_reason": c.finish_reason})
+            })
+            .collect();
+        let mut body = Map::new();
+        body.insert("id".into(), json!(self.id));
+        body.insert("object".into(), json!("chat.completion"));
+        body.insert("created".into(), self.created.unwrap_or(Value::Null));
+        body.insert("model".into(), self.model.unwrap_or(Value::Null));
+        if let Some(fingerprint) = self.system_fingerprint {
+            body.insert("system_fingerprint".into(), fingerprint);
+        }
+        if let Some(tier) = self.service_tier {
+            body.insert("service_tier".into(), tier);
+        }
+        body.insert("choices".into(), Value::Array(choices));
+        if let Some(usage) = self.usage {
+            body.insert("usage".into(), usage);
+        }
+        Value::Object(body)
+    }
+}
+
+/// The request body asking for a stream with usage: `stream: true` and
+/// `stream_options.include_usage: true`, everything else kept (values byte for byte).
+pub fn streaming_body(body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut map: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(body)
+            .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
+    let raw = |text: &str| {
+        serde_json::value::RawValue::from_string(text.to_owned()).expect("literal JSON is valid")
+    };
+    map.insert("stream".into(), raw("true"));
+    let mut options: Map<String, Value> = map
+        .get("stream_options")
+        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .unwrap_or_default();
+    options.insert("include_usage".into(), json!(true));
+    map.insert(
+        "stream_options".into(),
+        raw(&Value::Object(options).to_string()),
+    );
+    serde_json::to_vec(&map).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_tool_calls_and_usage_are_put_back_together() {
+        let mut a = Assembler::new();
+        for chunk in [
+            r#"{"id":"c1","created":5,"model":"m","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":""}},{"index":1,"delta":{"role":"assistant"}}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hel"}}]}"#,
+            r#"{"id":"c1","choices":[{"index":1,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":"}}]}}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"lo"}},{"index":1,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]}}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        ] {
+            a.push(chunk).unwrap();
+        }
+        let body = a.finish();
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["id"], "c1");
+        assert_eq!(body["choices"][0]["message"]["content"], "Hello");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert!(body["choices"][1]["message"]["content"].is_null());
+        assert_eq!(
+            body["choices"][1]["message"]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":1}"
+        );
+        assert_eq!(
+            body["choices"][1]["message"]["tool_calls"][0]["id"],
+            "call_1"
+        );
+        assert_eq!(body["usage"]["total_tokens"], 7);
+        assert!(Assembler::new().push("not json").is_err());
+        assert!(
+            Assembler::new()
+                .push(r#"{"choices":[{"index":100000}]}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_request_asks_for_a_stream_with_usage_and_keeps_the_rest() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"stream_options":{"x":1},"temperature":0.25}"#;
+        let out: Value = serde_json::from_slice(&streaming_body(body).unwrap()).unwrap();
+        assert_eq!(out["stream"], true);
+        assert_eq!(
+            out["stream_options"],
+            json!({"x": 1, "include_usage": true})
+        );
+        assert_eq!(out["temperature"], 0.25);
+        assert_eq!(out["messages"][0]["content"], "hi");
+        assert!(streaming_body(b"[1]").is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! Non-streaming clients protected like streaming ones: the call is streamed from the upstream
+//! (`stream_upstream`), watched by `first_token` and `idle`, retried on any failure before its
+//! end, and answered with one JSON body identical to the upstream's own non-streaming answer.
+
+use hourglass_sim::content;
+
+use crate::support::*;
+
+const STREAMED: &str = r#"
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { connect = "2s", first_byte = "60s", first_token = "5s", idle = "4s", attempt = "90s", attempt_growth = 1.0, total = "120s" }
+retry = { max_attempts = 3, backoff_base = "100ms", backoff_max = "1s" }
+stream_upstream = true
+"#;
+
+/// The simulator's own non-streaming answer and the engine's assembled one, for the same seed.
+async fn both(extra: serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    let setup = setup(STREAMED);
+    let mut body = serde_json::json!({"model": "sim-instant", "messages": [{"role": "user", "content": "hi"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let direct = {
+        let io = setup.sims["a"].connect_in_memory().await;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::post("/v1/chat/completions")
+            .header("host", "a")
+            .header("x-sim-seed", "77")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    let mut request = chat("m", false, None);
+    request.body = bytes::Bytes::from(body.to_string().replace("sim-instant", "m"));
+    let (model, span, _) = {
+        let head = hourglass_engine::request::read_head(&request.body).unwrap();
+        (head.model, head.model_span, head.stream)
+    };
+    request.model = model;
+    request.model_span = span;
+    request.headers.insert("x-sim-seed", "77".parse().unwrap());
+    let outcome = call(&setup, request).await;
+    let assembled: serde_json::Value = serde_json::from_str(&outcome.ok().body).unwrap();
+    (direct, assembled)
+}
+
+fn without_created(mut value: serde_json::Value) -> serde_json::Value {
+    value.as_object_mut().unwrap().remove("created");
+    value
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_assembled_answer_equals_the_upstreams_own_field_by_field() {
+    let (direct, assembled) = both(serde_json::json!({})).await;
+    assert_eq!(without_created(assembled), without_created(direct));
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_choices_and_tool_calls_are_assembled_too() {
+    let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let (direct, assembled) = both(serde_json::json!({"n": 3, "tools": tools})).await;
+    assert_eq!(assembled["choices"].as_array().unwrap().len(), 3);
+    assert_eq!(assembled["choices"][2]["finish_reason"], "tool_calls");
+    assert_eq!(without_created(assembled), without_created(direct));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_upstream_is_caught_by_first_token_and_failed_over() {
+    let setup = setup(STREAMED);
+    let outcome = call(
+        &setup,
+        chat(
+            "m",
+            false,
+            Some("first_token;after=60s;keepalive=1s;upstream=a"),
+        ),
+    )
+    .await;
+    let done = outcome.ok();
+    assert_eq!(
+        outcome.trail(),
+        [
+            ("a".to_owned(), "first_token_timeout"),
+            ("b".to_owned(), "ok")
+        ]
+    );
+    assert_eq!(
+        outcome.elapsed,
+        5 * SECOND,
+        "first_token, not the 60 s first_byte"
+    );
+    assert_eq!(content::check(&whole_text(&done.body)).unwrap().tokens, 16);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_in_the_middle_of_the_answer_is_retried_whole() {
+    let setup = setup(STREAMED);
+    let outcome = call(
+        &setup,
+        chat("m", false, Some("stall;after_chunks=8;for=60s;upstream=a")),
+    )
+    .await;
+    let done = outcome.ok();
+    assert_eq!(
+        outcome.trail(),
+        [("a".to_owned(), "idle_timeout"), ("b".to_owned(), "ok")]
+    );
+    assert_eq!(outcome.elapsed, 4 * SECOND);
+    let text = whole_text(&done.body);
+    assert_eq!(
+        content::check(&text).unwrap().tokens,
+        16,
+        "b's answer alone: nothing of a's spliced in"
+    );
+    let cut = call(
+        &setup,
+        chat("m", false, Some("cut;after_chunks=8;upstream=a")),
+    )
+    .await;
+    assert_eq!(
+        cut.trail(),
+        [("a".to_owned(), "upstream_cut"), ("b".to_owned(), "ok")]
+    );
+}
