@@ -284,3 +284,58 @@ async fn shutdown_lets_an_inflight_stream_finish() {
         "no longer accepting"
     );
 }
+
+/// Open connections the simulators hold, polled until they reach `want` or a second passes.
+async fn settle(gateway: &Running, want: u64) -> u64 {
+    let mut open = u64::MAX;
+    for _ in 0..50 {
+        open = gateway
+            .sims
+            .values()
+            .map(|s| s.stats().open_connections)
+            .sum();
+        if open == want {
+            break;
+        }
+        tokio::time::sleep(ms(20)).await;
+    }
+    open
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_the_upstream_call_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = start(POLICY).await;
+    for (stream, fault) in [
+        (true, "first_token;after=30s"),
+        (false, "hang"),
+        (true, "stall;after_chunks=3;for=30s"),
+    ] {
+        let body = chat_body("m", stream);
+        let mut client = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             x-sim-fault: {fault}\r\nx-hourglass-timeout: 20s\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        if fault.starts_with("stall") {
+            // Wait until the stream has begun (committed), then leave in the middle of it.
+            let mut first = [0u8; 64];
+            let _ = client.read(&mut first).await.unwrap();
+        } else {
+            tokio::time::sleep(ms(150)).await;
+        }
+        assert_eq!(
+            settle(&gateway, 1).await,
+            1,
+            "{fault}: the upstream call is in flight"
+        );
+        drop(client);
+        assert_eq!(
+            settle(&gateway, 0).await,
+            0,
+            "{fault}: the upstream connection closes when the client leaves"
+        );
+    }
+}
