@@ -55,6 +55,8 @@ pub struct Policy {
     /// Stream from the upstream for non-streaming chat clients, so `first_token` and `idle`
     /// protect them too (the client still gets one JSON body).
     pub stream_upstream: bool,
+    /// Interval of keep-alive comments to a streaming client while no content flows; `None` is off.
+    pub heartbeat: Option<Duration>,
 }
 
 /// A model family: how long the phases of a healthy call take.
@@ -213,6 +215,8 @@ pub fn prior(family: Family, scenario: Scenario) -> Policy {
             backoff_max,
         },
         stream_upstream,
+        // Reasoning models are silent for minutes: keep the proxies on the way from cutting them.
+        heartbeat: (family == Family::Reasoning).then_some(secs(15)),
     }
 }
 
@@ -229,6 +233,28 @@ pub struct PolicyPatch {
     /// Stream from the upstream for non-streaming chat clients.
     #[serde(default)]
     pub stream_upstream: Option<bool>,
+    /// Heartbeats to streaming clients: an interval such as `"15s"`, or `"off"`.
+    #[serde(default)]
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// A heartbeat setting as written: `"off"` or an interval of at least 100ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heartbeat(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for Heartbeat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(Heartbeat(None));
+        }
+        match crate::duration::parse(&text).map_err(serde::de::Error::custom)? {
+            d if d < Duration::from_millis(100) => Err(serde::de::Error::custom(
+                "must be at least 100ms, or \"off\"",
+            )),
+            d => Ok(Heartbeat(Some(d))),
+        }
+    }
 }
 
 /// Timeouts to override; every field optional.
@@ -376,6 +402,10 @@ pub fn resolve(prior: Policy, prior_source: &str, layers: &[Layer<'_>]) -> (Poli
             policy.stream_upstream = on;
             set("stream_upstream");
         }
+        if let Some(Heartbeat(interval)) = layer.patch.heartbeat {
+            policy.heartbeat = interval;
+            set("heartbeat");
+        }
     }
     let values = policy.values();
     let sourced = sources
@@ -387,7 +417,7 @@ pub fn resolve(prior: Policy, prior_source: &str, layers: &[Layer<'_>]) -> (Poli
 }
 
 /// Every policy key, in the order `config check` prints them.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "timeouts.connect",
     "timeouts.write",
     "timeouts.first_byte",
@@ -400,11 +430,12 @@ pub const KEYS: [&str; 12] = [
     "retry.backoff_base",
     "retry.backoff_max",
     "stream_upstream",
+    "heartbeat",
 ];
 
 impl Policy {
     /// The values in [`KEYS`] order, written as a file would.
-    pub fn values(&self) -> [String; 12] {
+    pub fn values(&self) -> [String; 13] {
         let t = &self.timeouts;
         let f = crate::duration::format;
         [
@@ -420,6 +451,7 @@ impl Policy {
             f(self.retry.backoff_base),
             f(self.retry.backoff_max),
             self.stream_upstream.to_string(),
+            self.heartbeat.map_or_else(|| "off".to_owned(), f),
         ]
     }
 }
@@ -496,6 +528,7 @@ mod tests {
                 ..Default::default()
             },
             stream_upstream: Some(false),
+            heartbeat: None,
         };
         let (policy, sourced) = resolve(
             prior(Family::Chat, Scenario::Content),

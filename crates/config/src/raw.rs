@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-use crate::policy::{Family, PolicyPatch, Positive, RetryPatch, Scenario, TimeoutsPatch};
+use crate::policy::{
+    Family, Heartbeat, PolicyPatch, Positive, RetryPatch, Scenario, TimeoutsPatch,
+};
 
 /// The whole file.
 #[derive(Deserialize, Default)]
@@ -67,6 +69,7 @@ pub(crate) struct RawModel {
     #[serde(default)]
     pub retry: RetryPatch,
     pub stream_upstream: Option<bool>,
+    pub heartbeat: Option<Heartbeat>,
 }
 
 /// A TOML table read as a list of (key, value) in document order.

@@ -407,6 +407,7 @@ fn configured_route(
         timeouts: raw.timeouts,
         retry: raw.retry,
         stream_upstream: raw.stream_upstream,
+        heartbeat: raw.heartbeat,
     };
     let (policy, sources) = resolve(&config.layers, family, scenario, Some((&key, &own)));
     if policy.retry.backoff_base > policy.retry.backoff_max {

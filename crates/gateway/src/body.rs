@@ -13,6 +13,8 @@ pub enum GatewayBody {
     Full(Option<Bytes>),
     /// A committed stream from the engine.
     Stream(Box<CommittedStream>),
+    /// A call still running, with heartbeats while it waits.
+    Heartbeat(Box<crate::heartbeat::HeartbeatBody>),
 }
 
 impl GatewayBody {
@@ -33,6 +35,7 @@ impl Body for GatewayBody {
         match &mut *self {
             GatewayBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             GatewayBody::Stream(stream) => Pin::new(stream.as_mut()).poll_frame(cx),
+            GatewayBody::Heartbeat(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -44,7 +47,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             GatewayBody::Full(None) => SizeHint::with_exact(0),
-            GatewayBody::Stream(_) => SizeHint::default(),
+            GatewayBody::Stream(_) | GatewayBody::Heartbeat(_) => SizeHint::default(),
         }
     }
 }

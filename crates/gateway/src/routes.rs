@@ -108,6 +108,23 @@ pub(crate) async fn handle(
             )));
         }
     };
+    // Heartbeats: asked for per request, or the model's policy for streams (a whole JSON body
+    // with leading spaces is only sent when the request asks, since strict parsers reject it).
+    let heartbeat = match crate::heartbeat::requested(&parts.headers) {
+        Ok(Some(choice)) => choice,
+        Ok(None) if stream => model
+            .as_deref()
+            .and_then(|m| gateway.engine.config().route(m))
+            .and_then(|route| route.policy.heartbeat),
+        Ok(None) => None,
+        Err(message) => {
+            return Ok(error_response(&CallError::before_attempts(
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                message,
+            )));
+        }
+    };
     let path_and_query = parts.uri.path_and_query().map_or(path, |p| p.as_str());
     let call = CallRequest {
         endpoint,
@@ -124,11 +141,31 @@ pub(crate) async fn handle(
         client_deadline,
         start,
     };
+    if let Some(interval) = heartbeat {
+        let engine = gateway.engine.clone();
+        let running: crate::heartbeat::Call = Box::pin(async move { engine.call(call).await });
+        let body = crate::heartbeat::HeartbeatBody::new(running, interval, stream);
+        let mut response = Response::new(GatewayBody::Heartbeat(Box::new(body)));
+        let content_type = if stream {
+            "text/event-stream; charset=utf-8"
+        } else {
+            "application/json"
+        };
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Ok(value) = HeaderValue::from_str(&hourglass_config::duration::format(interval)) {
+            response
+                .headers_mut()
+                .insert("x-hourglass-heartbeat", value);
+        }
+        return Ok(response);
+    }
     Ok(match gateway.engine.call(call).await {
         Ok(response) => {
             let mut out = Response::new(match response.body {
                 ResponseBody::Full(bytes) => GatewayBody::full(bytes),
-                ResponseBody::Stream(rx) => GatewayBody::Stream(rx),
+                ResponseBody::Stream(stream) => GatewayBody::Stream(stream),
             });
             *out.status_mut() = response.status;
             *out.headers_mut() = response.headers;

@@ -52,6 +52,19 @@ def main(base_url):
     passed += 1
     print("ok   a stream fails over from a hanging upstream")
 
+    heartbeat = {"x-hourglass-heartbeat": "150ms"}
+    for fault in ("first_token;after=600ms", "stall;after_chunks=3;for=600ms"):
+        stream = client.chat.completions.create(
+            model="m", messages=user, stream=True, extra_headers={"x-sim-fault": fault, **heartbeat}
+        )
+        assert check_content("".join(c.choices[0].delta.content or "" for c in stream if c.choices)) == 16
+    whole = client.chat.completions.create(
+        model="m", messages=user, extra_headers={"x-sim-fault": "first_token;after=600ms", **heartbeat}
+    )
+    assert check_content(whole.choices[0].message.content) == 16
+    passed += 1
+    print("ok   heartbeats before the first token and between tokens, streamed and whole")
+
     cases = [
         ("status;code=503", openai.BadGatewayError if hasattr(openai, "BadGatewayError") else openai.InternalServerError, 502),
         ("status;code=400;upstream=a", openai.BadRequestError, 400),

@@ -13,6 +13,10 @@ retry = { max_attempts = 3, backoff_base = "50ms", backoff_max = "200ms" }
 
 [models.fast]
 targets = ["b:gpt-4o-mini"]
+
+[models.slow]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_token = "5s", idle = "5s", total = "20s" }
 "#;
 
 fn stream_text(body: &str) -> String {
@@ -203,7 +207,7 @@ async fn aliases_models_and_other_paths_are_routed() {
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, ["m", "fast"]);
+    assert_eq!(ids, ["m", "fast", "slow"]);
     // Another /v1 path goes to the first upstream as it is.
     let passthrough = send(gateway.addr, "GET", "/v1/files", &[], "").await;
     assert_eq!(passthrough.status, 404);
@@ -338,4 +342,102 @@ async fn a_client_that_leaves_cancels_the_upstream_call_at_once() {
             "{fault}: the upstream connection closes when the client leaves"
         );
     }
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_silent_call_alive_and_never_count_as_content() {
+    let gateway = start(POLICY).await;
+    // Before the first token (1 s late), then between tokens (a 1 s stall).
+    let reply = chat(
+        gateway.addr,
+        "slow",
+        true,
+        &[
+            ("x-sim-fault", "first_token;after=1s"),
+            ("x-hourglass-heartbeat", "200ms"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-hourglass-heartbeat"), Some("200ms"));
+    let comments = reply.body.matches(": keep-alive\n\n").count();
+    assert!(
+        comments >= 4,
+        "a comment every 200ms for 1 s: {comments}\n{}",
+        reply.body
+    );
+    assert!(reply.body.ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        content::check(&stream_text(&reply.body)).unwrap().tokens,
+        16
+    );
+
+    let between = chat(
+        gateway.addr,
+        "slow",
+        true,
+        &[
+            ("x-sim-fault", "stall;after_chunks=3;for=1s"),
+            ("x-hourglass-heartbeat", "200ms"),
+        ],
+    )
+    .await;
+    let after_content = &between.body[between.body.find("\"content\":\"").unwrap()..];
+    assert!(
+        after_content.matches(": keep-alive").count() >= 3,
+        "{}",
+        between.body
+    );
+    assert_eq!(
+        content::check(&stream_text(&between.body)).unwrap().tokens,
+        16
+    );
+
+    // A whole answer: spaces first, then the JSON (which parsers read past the spaces).
+    let whole = chat(
+        gateway.addr,
+        "slow",
+        false,
+        &[
+            ("x-sim-fault", "first_token;after=1s"),
+            ("x-hourglass-heartbeat", "200ms"),
+        ],
+    )
+    .await;
+    assert!(whole.body.starts_with("    "), "{:?}", &whole.body[..20]);
+    content::check(
+        whole.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+
+    // After the first heartbeat the status is sent: an error arrives in the body.
+    let failed = chat(
+        gateway.addr,
+        "m",
+        true,
+        &[
+            ("x-sim-fault", "first_token;after=30s"),
+            ("x-hourglass-heartbeat", "200ms"),
+        ],
+    )
+    .await;
+    assert_eq!(failed.status, 200);
+    let event = failed
+        .body
+        .rsplit("\n\n")
+        .find(|e| e.starts_with("data: "))
+        .unwrap();
+    let error: serde_json::Value = serde_json::from_str(&event[6..]).unwrap();
+    assert_eq!(error["error"]["code"], "first_token_timeout");
+
+    let bad = chat(
+        gateway.addr,
+        "m",
+        true,
+        &[("x-hourglass-heartbeat", "often")],
+    )
+    .await;
+    assert_eq!(bad.status, 400);
 }

@@ -39,11 +39,12 @@ async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("5 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
     // Successful calls: 3 plain, 1 failed over (2 requests). Failing calls, with the SDK's
     // max_retries=2: 503 on both (2 attempts), 400 (1, not retried), 429 (2). The unknown model
     // reaches one simulator, which answers 404. Had the SDK retried, the count would be higher.
-    let expected = (3 + 2) + (2 + 1 + 2) + 1;
+    // Three more calls with heartbeats, one request each.
+    let expected = (3 + 2) + 3 + (2 + 1 + 2) + 1;
     assert_eq!(
         gateway.requests("a") + gateway.requests("b"),
         expected,

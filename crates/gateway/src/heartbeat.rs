@@ -1,0 +1,151 @@
+//! Keep-alive heartbeats to the client while no content flows, so that proxies and load
+//! balancers between the client and the gateway (60 s at nginx and most cloud LBs, 100 s at
+//! Cloudflare, 29–30 s at API gateways) do not cut a long call.
+//!
+//! For a stream, heartbeats are SSE comments (`: keep-alive`), which the OpenAI SDKs skip; for a
+//! non-streaming answer (opt-in, per request), single spaces before the JSON body, which JSON
+//! parsers skip. The trade-off: the first heartbeat commits the HTTP status (200), so an error
+//! after it arrives in the body — an SSE error event, or an OpenAI-shaped error JSON.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hourglass_engine::{CallError, Response, ResponseBody};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::body::GatewayBody;
+
+/// A call still running, as the heartbeat body polls it.
+pub type Call = Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
+
+/// The body of a call that sends heartbeats while it waits.
+pub struct HeartbeatBody {
+    state: State,
+    interval: Duration,
+    tick: Pin<Box<Sleep>>,
+    stream: bool,
+}
+
+enum State {
+    Waiting(Call),
+    Answering(GatewayBody),
+    Done,
+}
+
+impl HeartbeatBody {
+    /// Heartbeats every `interval` until `call` answers; `stream` picks SSE comments or spaces.
+    pub fn new(call: Call, interval: Duration, stream: bool) -> HeartbeatBody {
+        HeartbeatBody {
+            state: State::Waiting(call),
+            interval,
+            tick: Box::pin(tokio::time::sleep(interval)),
+            stream,
+        }
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        Bytes::from_static(if self.stream {
+            b": keep-alive\n\n"
+        } else {
+            b" "
+        })
+    }
+
+    fn error(&self, error: &CallError) -> Bytes {
+        if self.stream {
+            let mut event = b"data: ".to_vec();
+            event.extend_from_slice(&error.to_bytes());
+            event.extend_from_slice(b"\n\n");
+            Bytes::from(event)
+        } else {
+            error.to_bytes()
+        }
+    }
+}
+
+impl Body for HeartbeatBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            let inner: Poll<()> = match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Waiting(call) => match call.as_mut().poll(cx) {
+                    Poll::Ready(Ok(response)) => {
+                        this.state = State::Answering(match response.body {
+                            ResponseBody::Full(bytes) => GatewayBody::full(bytes),
+                            ResponseBody::Stream(stream) => GatewayBody::Stream(stream),
+                        });
+                        continue;
+                    }
+                    Poll::Ready(Err(error)) => {
+                        tracing::info!(
+                            code = error.code,
+                            "call failed after heartbeats: {}",
+                            error.message
+                        );
+                        let bytes = this.error(&error);
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+                State::Answering(body) => match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(frame)) => {
+                        // Content is flowing: the next heartbeat is due an interval from now.
+                        this.tick.as_mut().reset(Instant::now() + this.interval);
+                        return Poll::Ready(Some(frame));
+                    }
+                    Poll::Ready(None) => {
+                        this.state = State::Done;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Pending => Poll::Pending,
+                },
+            };
+            debug_assert!(inner.is_pending());
+            if this.tick.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.tick.as_mut().reset(Instant::now() + this.interval);
+            // A whole JSON body cannot take spaces once it has begun.
+            if matches!(this.state, State::Answering(_)) && !this.stream {
+                continue;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(this.heartbeat()))));
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// The heartbeat interval a request asks for: `x-hourglass-heartbeat: 5s` or `off`; `Err` names
+/// a malformed value.
+pub fn requested(headers: &http::HeaderMap) -> Result<Option<Option<Duration>>, String> {
+    let Some(value) = headers.get("x-hourglass-heartbeat") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| "x-hourglass-heartbeat is not visible ASCII".to_owned())?
+        .trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(Some(None));
+    }
+    match hourglass_config::duration::parse(text) {
+        Ok(d) if d >= Duration::from_millis(100) => Ok(Some(Some(d))),
+        Ok(_) => Err("x-hourglass-heartbeat must be at least 100ms (or `off`)".to_owned()),
+        Err(e) => Err(format!("x-hourglass-heartbeat: {e}; or `off`")),
+    }
+}
