@@ -99,10 +99,7 @@ impl CommittedStream {
             retry_after: None,
             upstream_error: None,
         };
-        let mut event = b"data: ".to_vec();
-        event.extend_from_slice(&error.to_bytes());
-        event.extend_from_slice(b"\n\n");
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+        Poll::Ready(Some(Ok(Frame::data(error.to_sse_event()))))
     }
 
     fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {

@@ -219,6 +219,14 @@ impl CallError {
                          "code": self.code, "hourglass": hourglass}})
     }
 
+    /// The error as an SSE event, `data: {"error": …}`, the way a stream that already began ends.
+    pub fn to_sse_event(&self) -> Bytes {
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(&self.to_bytes());
+        event.extend_from_slice(b"\n\n");
+        Bytes::from(event)
+    }
+
     /// The body as bytes.
     pub fn to_bytes(&self) -> Bytes {
         Bytes::from(

@@ -57,10 +57,7 @@ impl HeartbeatBody {
 
     fn error(&self, error: &CallError) -> Bytes {
         if self.stream {
-            let mut event = b"data: ".to_vec();
-            event.extend_from_slice(&error.to_bytes());
-            event.extend_from_slice(b"\n\n");
-            Bytes::from(event)
+            error.to_sse_event()
         } else {
             error.to_bytes()
         }
