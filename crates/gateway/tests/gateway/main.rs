@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)] // test helpers may panic on what a test does not expect
 
 mod http_api;
+mod middlebox;
 mod sdk;
 mod support;

@@ -51,3 +51,29 @@ async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
         "SDK retries did not multiply the gateway's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sdk_parses_heartbeats_in_streams_and_whole_answers() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert!(
+        root.join("tests/sdk/node/node_modules/openai/package.json")
+            .exists(),
+        "the openai npm package is missing: run `scripts/test` once to install it"
+    );
+    let gateway = start(POLICY).await;
+    let script = root.join("tests/sdk/node/gateway_roundtrip.mjs");
+    let base_url = gateway.base_url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg(script).arg(base_url).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+}
