@@ -101,9 +101,12 @@ async fn attempt(
     };
     // A non-streaming chat call is streamed from the upstream when the policy says so, so that
     // first_token and idle protect it too; the client still gets one JSON body.
+    // Not when the body asks for what the assembler does not rebuild (log probabilities, audio).
     let assemble = !request.stream
         && request.endpoint == crate::Endpoint::Chat
-        && ctx.route.policy.stream_upstream;
+        && ctx.route.policy.stream_upstream
+        && memchr::memmem::find(&request.body, b"logprobs").is_none()
+        && memchr::memmem::find(&request.body, b"\"audio\"").is_none();
     let body = if assemble {
         Bytes::from(crate::stream::assemble::streaming_body(&body).map_err(FailureKind::Malformed)?)
     } else {

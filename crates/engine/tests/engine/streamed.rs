@@ -135,3 +135,29 @@ async fn a_stall_in_the_middle_of_the_answer_is_retried_whole() {
         [("a".to_owned(), "upstream_cut"), ("b".to_owned(), "ok")]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_for_logprobs_keeps_the_plain_path() {
+    let setup = setup(STREAMED);
+    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": true});
+    let mut request = hourglass_engine::CallRequest::new(
+        hourglass_engine::Endpoint::Chat,
+        "/chat/completions",
+        bytes::Bytes::from(body.to_string()),
+    )
+    .unwrap();
+    request.headers.insert(
+        "x-sim-fault",
+        "first_token;after=70s;upstream=a".parse().unwrap(),
+    );
+    let outcome = call(&setup, request).await;
+    // Not streamed from the upstream: only first_byte (60 s) can end the silent attempt.
+    assert_eq!(
+        outcome.trail(),
+        [
+            ("a".to_owned(), "first_byte_timeout"),
+            ("b".to_owned(), "ok")
+        ]
+    );
+    assert_eq!(outcome.elapsed, 60 * SECOND);
+}
