@@ -19,20 +19,6 @@ targets = ["a:sim-instant", "b:sim-instant"]
 timeouts = { first_token = "5s", idle = "5s", total = "20s" }
 "#;
 
-fn stream_text(body: &str) -> String {
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
-        .filter_map(|v| {
-            v["choices"]
-                .get(0)
-                .and_then(|c| c["delta"]["content"].as_str())
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_completion_carries_the_attempt_upstream_and_phase_headers() {
     let gateway = start(POLICY).await;

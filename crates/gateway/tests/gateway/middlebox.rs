@@ -81,20 +81,6 @@ async fn nginx_in_front_of(upstream: std::net::SocketAddr, read_timeout: &str) -
     Nginx { child, port, dir }
 }
 
-fn stream_text(body: &str) -> String {
-    body.split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"]
-                .get(0)
-                .and_then(|c| c["delta"]["content"].as_str())
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn heartbeats_carry_a_long_silent_call_through_a_proxy_with_a_short_read_timeout() {
     let gateway = start(POLICY).await;

@@ -13,6 +13,24 @@ timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
 retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
 "#;
 
+/// Runs an SDK script against `gateway`; returns its output after checking it succeeded.
+async fn run_script(program: PathBuf, script: PathBuf, gateway: &Running) -> String {
+    let base_url = gateway.base_url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(program).arg(script).arg(base_url).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -26,19 +44,7 @@ async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
     );
     let gateway = start(POLICY).await;
     let script = root.join("tests/sdk/python/gateway_roundtrip.py");
-    let base_url = gateway.base_url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python).arg(script).arg(base_url).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_script(python, script, &gateway).await;
     assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
     // Successful calls: 3 plain, 1 failed over (2 requests). Failing calls, with the SDK's
     // max_retries=2: 503 on both (2 attempts), 400 (1, not retried), 429 (2). The unknown model
@@ -62,18 +68,6 @@ async fn the_node_sdk_parses_heartbeats_in_streams_and_whole_answers() {
     );
     let gateway = start(POLICY).await;
     let script = root.join("tests/sdk/node/gateway_roundtrip.mjs");
-    let base_url = gateway.base_url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node").arg(script).arg(base_url).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_script(PathBuf::from("node"), script, &gateway).await;
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
 }

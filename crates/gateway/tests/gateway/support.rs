@@ -163,3 +163,18 @@ pub async fn chat(addr: SocketAddr, model: &str, stream: bool, headers: &[(&str,
 pub fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
+
+/// The content of a streamed chat body.
+pub fn stream_text(body: &str) -> String {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"]
+                .get(0)
+                .and_then(|c| c["delta"]["content"].as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
