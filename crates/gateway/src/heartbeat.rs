@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hourglass_engine::{CallError, Response, ResponseBody};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
 use crate::body::GatewayBody;
@@ -120,10 +120,6 @@ impl Body for HeartbeatBody {
             }
             return Poll::Ready(Some(Ok(Frame::data(this.heartbeat()))));
         }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

@@ -17,13 +17,13 @@ async fn on_a(fault: &str, stream: bool) -> (Outcome, Setup) {
     (outcome, setup)
 }
 
-async fn fails_over(fault: &str, stream: bool, code: &str, after: std::time::Duration) {
+async fn fails_over(fault: &str, stream: bool, code: &'static str, after: std::time::Duration) {
     let (outcome, _) = on_a(fault, stream).await;
     let done = outcome.ok();
     assert_eq!(done.upstream, "b", "{fault} stream={stream}");
     assert_eq!(
         outcome.trail(),
-        [("a".to_owned(), code_static(code)), ("b".to_owned(), "ok")],
+        [("a".to_owned(), code), ("b".to_owned(), "ok")],
         "{fault} stream={stream}"
     );
     assert!(
@@ -41,10 +41,6 @@ async fn fails_over(fault: &str, stream: bool, code: &str, after: std::time::Dur
         16,
         "{fault}: one answer, nothing spliced"
     );
-}
-
-fn code_static(code: &str) -> &'static str {
-    Box::leak(code.to_owned().into_boxed_str())
 }
 
 #[tokio::test(start_paused = true)]
