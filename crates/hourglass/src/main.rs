@@ -49,8 +49,8 @@ enum Command {
     Probe(NotBuilt),
     /// Show where the time of a call goes: DNS, TCP, TLS, first byte, first token (not built yet)
     Diagnose(NotBuilt),
-    /// Explain a timeout or connection error message: its cause and the fix (not built yet)
-    Explain(NotBuilt),
+    /// Explain a timeout or connection error message: the failed phase, probable causes, the fix
+    Explain(ExplainArgs),
     /// Derive timeout and retry settings from measured latencies (not built yet)
     Tune(NotBuilt),
     /// Run a fault-injecting simulator of an OpenAI-compatible API server
@@ -92,6 +92,36 @@ enum ConfigCommand {
 struct NotBuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     args: Vec<String>,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Reads many messages (one per line) from --file or from stdin (MESSAGE `-` or absent), \
+                  and then ends with a summary by class. Classes and examples: docs/errors.md."
+)]
+struct ExplainArgs {
+    /// The error message, quoted; `-` or nothing reads one message per line from stdin
+    message: Option<String>,
+    /// The model that was called (reasoning and image models wait longer)
+    #[arg(long, value_name = "M")]
+    model: Option<String>,
+    /// How long the call ran before it failed, e.g. 60s, 2m, 100 (seconds)
+    #[arg(long, value_name = "DURATION", value_parser = parse_elapsed)]
+    elapsed: Option<std::time::Duration>,
+    /// A log file: every non-empty line is a message
+    #[arg(long, value_name = "FILE", conflicts_with = "message")]
+    file: Option<PathBuf>,
+    /// Print JSON: one object, or one object per line when reading many
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_elapsed(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(seconds) = text.trim().parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("`{text}` is not a duration of zero seconds or more"));
+    }
+    hourglass_config::duration::parse(text)
 }
 
 #[derive(Args)]
@@ -139,7 +169,7 @@ fn main() -> ExitCode {
         }) => config_check(&file),
         Command::Probe(_) => not_built("probe", "the toolkit"),
         Command::Diagnose(_) => not_built("diagnose", "the toolkit"),
-        Command::Explain(_) => not_built("explain", "the toolkit"),
+        Command::Explain(args) => explain(args),
         Command::Tune(_) => not_built("tune", "the toolkit"),
         Command::Sim(args) => run(sim(args)),
     };
@@ -193,6 +223,50 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = hourglass_config::Config::load(file, &env_var)?;
     print!("{}", config.render_check());
     Ok(ExitCode::SUCCESS)
+}
+
+fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    use hourglass_toolkit::explain::{self, Class};
+    use std::io::{IsTerminal as _, Read as _};
+    let many = match (&args.file, args.message.as_deref()) {
+        (Some(path), _) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --file {}", path.display()))?,
+        ),
+        (None, Some("-")) | (None, None) => {
+            if args.message.is_none() && std::io::stdin().is_terminal() {
+                anyhow::bail!(
+                    "give a message to explain, e.g. hourglass explain \"net/http: timeout awaiting response headers\", or pipe a log into it"
+                );
+            }
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read stdin")?;
+            Some(bytes)
+        }
+        (None, Some(_)) => None,
+    };
+    let model = args.model.as_deref();
+    if let Some(bytes) = many {
+        // Logs carry stray bytes; a line that is not UTF-8 is explained as far as it reads.
+        let text = String::from_utf8_lossy(&bytes);
+        let (out, _) = explain::explain_lines(&text, model, args.elapsed, args.json);
+        print!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let message = args.message.unwrap_or_default();
+    let explanation = explain::explain(&message, model, args.elapsed);
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{}", explain::render(&explanation));
+    }
+    Ok(if explanation.class == Class::Unknown {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -119,7 +119,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn commands_not_built_yet_say_so_and_exit_2() {
-    for command in ["probe", "diagnose", "explain", "tune"] {
+    for command in ["probe", "diagnose", "tune"] {
         let out = hourglass(&[command, "--anything", "x"]);
         assert_eq!(out.status.code(), Some(2), "{command}");
         let stderr = String::from_utf8(out.stderr).unwrap();
@@ -128,6 +128,58 @@ fn commands_not_built_yet_say_so_and_exit_2() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn explain_prints_class_phase_causes_and_fixes() {
+    let out = hourglass(&[
+        "explain",
+        "net/http: timeout awaiting response headers",
+        "--model",
+        "o3",
+        "--elapsed",
+        "60s",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["class"], "first_byte_timeout");
+    assert_eq!(json["phase"], "first_byte");
+    assert!(json["causes"][0].as_str().unwrap().contains("reasoning model"));
+    assert!(json["fixes"].as_array().unwrap().len() >= 2);
+    assert_eq!(json["elapsed_matches"][0]["seconds"], 60);
+
+    let out = hourglass(&["explain", "the weather is nice"]);
+    assert_eq!(out.status.code(), Some(1), "an unrecognised message exits 1");
+    let out = hourglass(&["explain", "x", "--elapsed", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--elapsed"));
+}
+
+#[test]
+fn explain_reads_a_log_from_stdin_one_object_per_line() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(["explain", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Error: connect ECONNREFUSED 127.0.0.1:8080\n\nall good\n\xff curl: (52) Empty reply from server\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let classes: Vec<&str> = lines.iter().map(|l| l["class"].as_str().unwrap()).collect();
+    assert_eq!(classes, ["conn_refused", "unknown", "peer_closed"]);
+    assert_eq!(lines[2]["line"], 4, "line numbers count blank lines");
 }
 
 #[test]

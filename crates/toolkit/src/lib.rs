@@ -1,5 +1,5 @@
 //! The command-line tools that measure and explain: `probe`, `diagnose`, `explain` and `tune`. They
 //! reuse the engine's upstream client and its phase timeline, so the tools measure with the code
 //! that enforces the timeouts.
-//!
-//! Nothing is built here yet.
+
+pub mod explain; // error text → class, phase, causes, fixes
