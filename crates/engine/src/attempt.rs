@@ -69,6 +69,7 @@ pub(crate) async fn run(
     match result {
         Ok(mut response) => {
             response.trail = vec![record("ok")];
+            response.timeline = Some(progress.timeline);
             Ok(response)
         }
         Err(kind) => {
@@ -289,6 +290,7 @@ async fn attempt(
                 headers,
                 body: ResponseBody::Full(whole),
                 trail: Vec::new(),
+                timeline: None,
             });
         }
         progress
@@ -318,6 +320,7 @@ async fn attempt(
             headers,
             body: ResponseBody::Stream(Box::new(commit::CommittedStream::new(stream))),
             trail: Vec::new(),
+            timeline: None,
         });
     }
 
@@ -368,6 +371,7 @@ async fn attempt(
         headers,
         body: ResponseBody::Full(whole),
         trail: Vec::new(),
+        timeline: None,
     })
 }
 

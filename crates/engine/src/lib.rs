@@ -60,6 +60,8 @@ pub struct Response {
     pub body: ResponseBody,
     /// Every attempt made, the successful one last.
     pub trail: Vec<AttemptRecord>,
+    /// The moments of the successful attempt (connected, written, headers, first token).
+    pub timeline: Option<upstream::Timeline>,
 }
 
 /// The body of a committed response.

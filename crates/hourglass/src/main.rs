@@ -24,6 +24,9 @@ macro_rules! say {
     }};
 }
 
+/// Exit status of `probe` when a verdict is poor (1 is an error, 2 a usage error).
+const EXIT_POOR: u8 = 3;
+
 /// Exit status of a command that is not built yet (the same as a usage error).
 const EXIT_NOT_BUILT: u8 = 2;
 
@@ -45,8 +48,8 @@ enum Command {
     Serve(ServeArgs),
     /// Check a configuration file and print the effective policy of every model
     Config(ConfigArgs),
-    /// Health-check endpoints and profile their latency (not built yet)
-    Probe(NotBuilt),
+    /// Health-check endpoints and profile their latency by phase, with a verdict per model
+    Probe(ProbeArgs),
     /// Show where the time of a call goes: DNS, TCP, TLS, first byte, first token (not built yet)
     Diagnose(NotBuilt),
     /// Explain a timeout or connection error message: the failed phase, probable causes, the fix
@@ -92,6 +95,73 @@ enum ConfigCommand {
 struct NotBuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     args: Vec<String>,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Exit status: 0 when every verdict is good or excellent, 3 when one is poor, 1 on errors.\n\
+                  Metric definitions and thresholds: docs/toolkit.md. Results saved with --save feed `hourglass tune --from`."
+)]
+struct ProbeArgs {
+    /// Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1
+    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    url: Option<String>,
+    /// Probe every upstream of this configuration file instead, with its timeouts and keys
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Model to call (repeat for several); default: the models the configuration routes to each
+    /// upstream, or gpt-4o-mini for a URL
+    #[arg(long = "model", short = 'm', value_name = "M")]
+    models: Vec<String>,
+    /// Calls per endpoint and model
+    #[arg(short = 'n', long = "requests", value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    n: u32,
+    /// Calls in flight at once
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// Stream the answers: measures first token and inter-token gaps
+    #[arg(long)]
+    stream: bool,
+    /// max_tokens of each call
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_tokens: u32,
+    /// The user message sent
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "Count from 1 to 20, separated by spaces."
+    )]
+    prompt: String,
+    /// Extra request header, `Name: value` (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Environment variable holding the API key for a URL (sent as a bearer token)
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// Overall timeout of each call (default: the model family's, as the gateway runs it)
+    #[arg(long, value_name = "DURATION", value_parser = parse_elapsed)]
+    timeout: Option<std::time::Duration>,
+    /// Print JSON (the same document --save writes)
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV, one row per endpoint and model
+    #[arg(long)]
+    csv: bool,
+    /// Also write the results (JSON) to FILE, for `hourglass tune --from FILE`
+    #[arg(long, value_name = "FILE")]
+    save: Option<PathBuf>,
+}
+
+fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("`{text}` is not a header; write `Name: value`"))?;
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("`{}` is not a valid header name", name.trim()))?;
+    let value = http::HeaderValue::from_str(value.trim()).map_err(|_| {
+        format!("the value of header `{name}` has characters a header cannot carry")
+    })?;
+    Ok((name, value))
 }
 
 #[derive(Args)]
@@ -167,7 +237,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigArgs {
             command: ConfigCommand::Check { file },
         }) => config_check(&file),
-        Command::Probe(_) => not_built("probe", "the toolkit"),
+        Command::Probe(args) => run(probe(args)),
         Command::Diagnose(_) => not_built("diagnose", "the toolkit"),
         Command::Explain(args) => explain(args),
         Command::Tune(_) => not_built("tune", "the toolkit"),
@@ -223,6 +293,84 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = hourglass_config::Config::load(file, &env_var)?;
     print!("{}", config.render_check());
     Ok(ExitCode::SUCCESS)
+}
+
+async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    use hourglass_toolkit::probe::{self, Options, Report, Verdict};
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in args.headers {
+        headers.append(name, value);
+    }
+    let options = Options {
+        n: args.n as usize,
+        concurrency: args.concurrency as usize,
+        stream: args.stream,
+        max_tokens: args.max_tokens,
+        prompt: args.prompt,
+        headers,
+        timeout: args.timeout,
+    };
+    let targets = match (&args.config, &args.url) {
+        (Some(path), _) => {
+            let config = hourglass_config::Config::load(path, &env_var)?;
+            probe::targets_for_config(&config, &args.models, &options, HashMap::new())
+                .map_err(anyhow::Error::msg)?
+        }
+        (None, Some(url)) => {
+            let models = if args.models.is_empty() {
+                vec!["gpt-4o-mini".to_owned()]
+            } else {
+                args.models.clone()
+            };
+            probe::targets_for_url(url, env_var(&args.api_key_env), &models, &options, None)
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?
+        }
+        (None, None) => anyhow::bail!("give a URL or --config FILE"),
+    };
+    let total = targets.len() * options.n;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let tick = || {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if bar {
+            let width = 30;
+            let filled = n * width / total.max(1);
+            eprint!(
+                "\rprobing [{}{}] {n}/{total}",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            );
+            if n == total {
+                eprintln!();
+            }
+        }
+    };
+    let mut results = Vec::with_capacity(targets.len());
+    for target in &targets {
+        results.push(probe::probe(target, &options, &tick).await);
+    }
+    let report = Report {
+        version: probe::RESULTS_VERSION,
+        results,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.save {
+        std::fs::write(path, &json)
+            .with_context(|| format!("cannot write --save {}", path.display()))?;
+    }
+    if args.json {
+        say!("{json}");
+    } else if args.csv {
+        print!("{}", probe::render_csv(&report));
+    } else {
+        print!("{}", probe::render_table(&report));
+    }
+    let poor = report.results.iter().any(|r| r.verdict == Verdict::Poor);
+    Ok(if poor {
+        ExitCode::from(EXIT_POOR)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {

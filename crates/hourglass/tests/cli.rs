@@ -119,7 +119,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn commands_not_built_yet_say_so_and_exit_2() {
-    for command in ["probe", "diagnose", "tune"] {
+    for command in ["diagnose", "tune"] {
         let out = hourglass(&[command, "--anything", "x"]);
         assert_eq!(out.status.code(), Some(2), "{command}");
         let stderr = String::from_utf8(out.stderr).unwrap();
@@ -128,6 +128,67 @@ fn commands_not_built_yet_say_so_and_exit_2() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn probe_profiles_a_running_simulator_and_gates_on_the_verdict() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
+    let url = format!("http://{}/v1", address(&sim, 0));
+    let dir = std::env::temp_dir().join(format!("hourglass-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("results.json");
+    let out = hourglass(&[
+        "probe",
+        &url,
+        "-n",
+        "12",
+        "-c",
+        "3",
+        "--stream",
+        "--json",
+        "--save",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = &json["results"][0];
+    assert_eq!(result["model"], "gpt-4o-mini");
+    assert_eq!(result["ok"], 12);
+    assert_eq!(result["verdict"], "excellent");
+    assert!(result["latency_ms"]["first_token"]["p50"].as_f64().unwrap() > 0.0);
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(file, json, "--save writes what --json prints");
+
+    // Every call failing with 503: a poor verdict exits 3 (a deploy gate), shown per status.
+    let out = hourglass(&[
+        "probe",
+        &url,
+        "-n",
+        "4",
+        "-H",
+        "x-sim-fault: status;code=503",
+        "--csv",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.lines().nth(1).unwrap().contains("http_503:4"), "{csv}");
+    assert!(csv.trim_end().ends_with(",poor"), "{csv}");
+
+    let out = hourglass(&["probe", "not a url"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = hourglass(&["probe", &url, "-H", "no colon"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("Name: value")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -145,12 +206,21 @@ fn explain_prints_class_phase_causes_and_fixes() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["class"], "first_byte_timeout");
     assert_eq!(json["phase"], "first_byte");
-    assert!(json["causes"][0].as_str().unwrap().contains("reasoning model"));
+    assert!(
+        json["causes"][0]
+            .as_str()
+            .unwrap()
+            .contains("reasoning model")
+    );
     assert!(json["fixes"].as_array().unwrap().len() >= 2);
     assert_eq!(json["elapsed_matches"][0]["seconds"], 60);
 
     let out = hourglass(&["explain", "the weather is nice"]);
-    assert_eq!(out.status.code(), Some(1), "an unrecognised message exits 1");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unrecognised message exits 1"
+    );
     let out = hourglass(&["explain", "x", "--elapsed", "soon"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("--elapsed"));

@@ -3,3 +3,5 @@
 //! that enforces the timeouts.
 
 pub mod explain; // error text → class, phase, causes, fixes
+pub mod probe; // endpoints × models → latency by phase, verdicts
+pub mod stats; // percentiles
