@@ -24,11 +24,9 @@ macro_rules! say {
     }};
 }
 
-/// Exit status of `probe` when a verdict is poor (1 is an error, 2 a usage error).
+/// Exit status of `probe` and `diagnose` when a verdict is poor or a phase failed (1 is an
+/// error, 2 a usage error).
 const EXIT_POOR: u8 = 3;
-
-/// Exit status of a command that is not built yet (the same as a usage error).
-const EXIT_NOT_BUILT: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -50,12 +48,12 @@ enum Command {
     Config(ConfigArgs),
     /// Health-check endpoints and profile their latency by phase, with a verdict per model
     Probe(ProbeArgs),
-    /// Show where the time of a call goes: DNS, TCP, TLS, first byte, first token (not built yet)
-    Diagnose(NotBuilt),
+    /// Show where the time of a call goes: DNS, TCP, TLS, first byte, first token, and whose fault
+    Diagnose(DiagnoseArgs),
     /// Explain a timeout or connection error message: the failed phase, probable causes, the fix
     Explain(ExplainArgs),
-    /// Derive timeout and retry settings from measured latencies (not built yet)
-    Tune(NotBuilt),
+    /// Derive timeouts and retries per model from measured latencies (or the family's priors)
+    Tune(TuneArgs),
     /// Run a fault-injecting simulator of an OpenAI-compatible API server
     Sim(SimArgs),
 }
@@ -88,13 +86,6 @@ enum ConfigCommand {
         /// Configuration file (TOML)
         file: PathBuf,
     },
-}
-
-/// Arguments of a command that is not built yet: accepted and ignored.
-#[derive(Args)]
-struct NotBuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
 }
 
 #[derive(Args)]
@@ -162,6 +153,64 @@ fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), Str
         format!("the value of header `{name}` has characters a header cannot carry")
     })?;
     Ok((name, value))
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Exit status: 0 when every phase completed, 3 when one failed (the verdict names it), 1 on errors."
+)]
+struct DiagnoseArgs {
+    /// Base URL of the API, e.g. https://api.openai.com/v1
+    url: String,
+    /// Model of the tiny streamed completion that measures first token and gaps
+    #[arg(long, short = 'm', value_name = "M", default_value = "gpt-4o-mini")]
+    model: String,
+    /// Stop after TLS: no completion (for endpoints that are not an AI API)
+    #[arg(long)]
+    no_completion: bool,
+    /// Extra request header of the completion, `Name: value` (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Environment variable holding the API key (sent as a bearer token)
+    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// Limit of each network step: DNS, each TCP connect, the TLS handshake
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_elapsed)]
+    step_timeout: std::time::Duration,
+    /// Limit of the completion
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_elapsed)]
+    timeout: std::time::Duration,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(
+    after_help = "Without --from: the built-in priors of each --model's family. Rules: docs/toolkit.md."
+)]
+struct TuneArgs {
+    /// Results saved by `hourglass probe --save FILE`
+    #[arg(long, value_name = "FILE", conflicts_with = "gateway")]
+    from: Option<PathBuf>,
+    /// A running gateway's latency histograms (arrives with the observability work)
+    #[arg(long, value_name = "URL")]
+    gateway: Option<String>,
+    /// Only these models (repeatable); without --from, the models to give priors for
+    #[arg(long = "model", short = 'm', value_name = "M")]
+    models: Vec<String>,
+    /// How patient the caller is (default: the model family's)
+    #[arg(long, value_name = "S", value_parser = ["realtime", "content", "reasoning", "image"])]
+    scenario: Option<String>,
+    /// The smallest read/idle timeout of any proxy on the path (e.g. 60s for nginx's default)
+    #[arg(long, value_name = "DURATION", value_parser = parse_elapsed)]
+    middlebox: Option<std::time::Duration>,
+    /// The longest answer (output tokens) your calls expect; default: the longest the probe saw
+    #[arg(long, value_name = "N")]
+    output_tokens: Option<u32>,
+    /// What to print
+    #[arg(long, value_name = "F", default_value = "all", value_parser = ["all", "table", "toml", "python", "node", "curl", "json"])]
+    format: String,
 }
 
 #[derive(Args)]
@@ -238,9 +287,9 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         }) => config_check(&file),
         Command::Probe(args) => run(probe(args)),
-        Command::Diagnose(_) => not_built("diagnose", "the toolkit"),
+        Command::Diagnose(args) => run(diagnose(args)),
         Command::Explain(args) => explain(args),
-        Command::Tune(_) => not_built("tune", "the toolkit"),
+        Command::Tune(args) => tune(args),
         Command::Sim(args) => run(sim(args)),
     };
     match result {
@@ -250,14 +299,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn not_built(command: &str, arrives_with: &str) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "hourglass {command} is not built yet; it arrives with {arrives_with}. \
-         `hourglass serve` and `hourglass sim` work today (see README.md)."
-    );
-    Ok(ExitCode::from(EXIT_NOT_BUILT))
 }
 
 fn init_logging() {
@@ -371,6 +412,145 @@ async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
+    use hourglass_toolkit::diagnose::{self, DiagnoseOptions};
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in args.headers {
+        headers.append(name, value);
+    }
+    let proxy_env = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        env_var(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| (name.to_owned(), v))
+    })
+    .collect();
+    let options = DiagnoseOptions {
+        model: (!args.no_completion).then_some(args.model),
+        api_key: env_var(&args.api_key_env),
+        headers,
+        step_timeout: args.step_timeout,
+        call_timeout: args.timeout,
+        proxy_env,
+    };
+    let found = diagnose::diagnose(&args.url, &options)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&found)?);
+    } else {
+        print!("{}", diagnose::render(&found));
+    }
+    Ok(if found.verdict.phase == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_POOR)
+    })
+}
+
+fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
+    use hourglass_toolkit::tune::{self, TuneOptions};
+    if let Some(url) = &args.gateway {
+        anyhow::bail!(
+            "--gateway {url}: the gateway does not expose latency histograms yet (they arrive with the observability work); \
+             run `hourglass probe URL --save results.json` and `hourglass tune --from results.json`"
+        );
+    }
+    let scenario = args.scenario.as_deref().map(|s| match s {
+        "realtime" => hourglass_config::Scenario::Realtime,
+        "reasoning" => hourglass_config::Scenario::Reasoning,
+        "image" => hourglass_config::Scenario::Image,
+        _ => hourglass_config::Scenario::Content,
+    });
+    let options = TuneOptions {
+        scenario,
+        middlebox: args.middlebox,
+        output_tokens: args.output_tokens,
+    };
+    let mut tunings = match &args.from {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read --from {}", path.display()))?;
+            let report: hourglass_toolkit::probe::Report = serde_json::from_slice(&text)
+                .with_context(|| {
+                    format!(
+                        "{} is not a `hourglass probe --save` results file",
+                        path.display()
+                    )
+                })?;
+            if report.version != hourglass_toolkit::probe::RESULTS_VERSION {
+                anyhow::bail!(
+                    "{}: results version {} is not {}; probe again with this hourglass",
+                    path.display(),
+                    report.version,
+                    hourglass_toolkit::probe::RESULTS_VERSION
+                );
+            }
+            tune::from_report(&report, &options)
+        }
+        None if args.models.is_empty() => anyhow::bail!(
+            "give --from RESULTS (from `hourglass probe --save`) or at least one --model for the built-in priors"
+        ),
+        None => args
+            .models
+            .iter()
+            .map(|m| tune::from_priors(m, &options))
+            .collect(),
+    };
+    if args.from.is_some() && !args.models.is_empty() {
+        tunings.retain(|t| args.models.contains(&t.model));
+        if tunings.is_empty() {
+            anyhow::bail!("none of the --model names is in the results");
+        }
+    }
+    let out = match args.format.as_str() {
+        "table" => tune::render_table(&tunings),
+        "toml" => tune::render_toml(&tunings),
+        "python" => tunings
+            .iter()
+            .map(tune::render_python)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "node" => tunings
+            .iter()
+            .map(tune::render_node)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "curl" => tunings
+            .iter()
+            .map(tune::render_curl)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "json" => serde_json::to_string_pretty(&tunings)? + "\n",
+        _ => {
+            let mut all = tune::render_table(&tunings);
+            all.push_str("== hourglass (TOML) ==\n");
+            all.push_str(&tune::render_toml(&tunings));
+            for t in &tunings {
+                all.push_str("\n== OpenAI Python SDK ==\n");
+                all.push_str(&tune::render_python(t));
+                all.push_str("\n== OpenAI Node SDK ==\n");
+                all.push_str(&tune::render_node(t));
+                all.push_str("\n== curl ==\n");
+                all.push_str(&tune::render_curl(t));
+            }
+            all
+        }
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {

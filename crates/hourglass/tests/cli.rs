@@ -1,5 +1,5 @@
-//! The `hourglass` command line: its help, the commands not built yet, and `hourglass sim`
-//! started as a user starts it.
+//! The `hourglass` command line: its help, every command started as a user starts it, against
+//! `hourglass sim` over loopback.
 
 #![allow(clippy::unwrap_used)] // test helpers may panic on what a test does not expect
 
@@ -118,19 +118,6 @@ fn help_lists_every_command() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_2() {
-    for command in ["diagnose", "tune"] {
-        let out = hourglass(&[command, "--anything", "x"]);
-        assert_eq!(out.status.code(), Some(2), "{command}");
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert!(
-            stderr.contains(&format!("hourglass {command} is not built yet")),
-            "{stderr}"
-        );
-    }
-}
-
-#[test]
 fn probe_profiles_a_running_simulator_and_gates_on_the_verdict() {
     let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
     let url = format!("http://{}/v1", address(&sim, 0));
@@ -164,6 +151,46 @@ fn probe_profiles_a_running_simulator_and_gates_on_the_verdict() {
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
     assert_eq!(file, json, "--save writes what --json prints");
 
+    // tune reads the saved results; its TOML, behind an upstream table, is a valid configuration.
+    let out = hourglass(&[
+        "tune",
+        "--from",
+        saved.to_str().unwrap(),
+        "--format",
+        "toml",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).unwrap();
+    assert!(toml.contains("[models.\"gpt-4o-mini\".timeouts]"), "{toml}");
+    let config = dir.join("tuned.toml");
+    std::fs::write(
+        &config,
+        format!("[upstreams.sim]\nbase_url = \"{url}\"\n{toml}"),
+    )
+    .unwrap();
+    let out = hourglass(&["config", "check", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = hourglass(&[
+        "tune",
+        "--from",
+        saved.to_str().unwrap(),
+        "--format",
+        "table",
+    ]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("p99 first token"), "{table}");
+    let out = hourglass(&["tune", "--gateway", "http://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--from"));
+
     // Every call failing with 503: a poor verdict exits 3 (a deploy gate), shown per status.
     let out = hourglass(&[
         "probe",
@@ -189,6 +216,35 @@ fn probe_profiles_a_running_simulator_and_gates_on_the_verdict() {
             .contains("Name: value")
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn diagnose_walks_the_phases_and_names_the_failing_one() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
+    let url = format!("http://{}/v1", address(&sim, 0));
+    let out = hourglass(&["diagnose", &url, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["verdict"]["phase"], "ok");
+    assert!(json["tcp"][0]["connect_ms"].as_f64().is_some());
+    assert!(json["call"]["sample"]["first_token_ms"].as_f64().is_some());
+
+    let out = hourglass(&[
+        "diagnose",
+        &url,
+        "-H",
+        "x-sim-fault: hang",
+        "--timeout",
+        "500ms",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("verdict: first_byte (server)"), "{text}");
 }
 
 #[test]

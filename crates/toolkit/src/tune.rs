@@ -1,0 +1,562 @@
+//! `hourglass tune`: timeouts and retries per model derived from measured latency (`probe`
+//! results), or from the built-in priors of the model's family when there is no data. Every value
+//! comes with the rule that produced it, and is rendered as hourglass TOML and as settings for the
+//! OpenAI Python and Node SDKs and curl.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hourglass_config::{Family, Policy, Scenario};
+
+use crate::probe::{Report, Sample};
+use crate::stats::percentile;
+
+/// What shapes the derivation besides the data.
+#[derive(Debug, Clone, Default)]
+pub struct TuneOptions {
+    /// The scenario (patience); default: the family's.
+    pub scenario: Option<Scenario>,
+    /// The smallest read/idle timeout of a proxy on the path, if known.
+    pub middlebox: Option<Duration>,
+    /// The longest answer (output tokens) real calls expect; default: the longest measured.
+    pub output_tokens: Option<u32>,
+}
+
+/// One derived value and the rule behind it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Derived {
+    /// The policy key (`timeouts.connect`, `retry.max_attempts`, `hedge_after`, …).
+    pub key: &'static str,
+    /// The value as written in the TOML.
+    pub value: String,
+    /// How it was derived.
+    pub rule: String,
+}
+
+/// The tuning of one model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelTuning {
+    /// The model.
+    pub model: String,
+    /// Its family.
+    pub family: &'static str,
+    /// The scenario the values are for.
+    pub scenario: &'static str,
+    /// Where the numbers came from.
+    pub basis: String,
+    /// The upstreams that served it in the data (for `targets`), when they were named upstreams.
+    pub upstreams: Vec<String>,
+    /// Every value with its rule.
+    pub derived: Vec<Derived>,
+    /// Things to act on that a number cannot fix.
+    pub warnings: Vec<String>,
+    /// The resulting policy.
+    #[serde(skip)]
+    pub policy: Policy,
+    /// The hedge threshold (not a gateway setting yet).
+    #[serde(skip)]
+    pub hedge_after: Option<Duration>,
+}
+
+/// A duration rounded up to two significant figures (never shorter than measured).
+pub fn round_up(d: Duration) -> Duration {
+    let ms = d.as_secs_f64() * 1000.0;
+    let step = if ms < 1000.0 {
+        10.0
+    } else if ms < 10_000.0 {
+        100.0
+    } else if ms < 100_000.0 {
+        1000.0
+    } else {
+        5000.0
+    };
+    Duration::from_millis(((ms / step).ceil() * step) as u64)
+}
+
+fn fmt(d: Duration) -> String {
+    hourglass_config::duration::format(d)
+}
+
+fn ms(v: f64) -> Duration {
+    Duration::from_secs_f64((v / 1000.0).max(0.0))
+}
+
+/// The margin over a p99 that a scenario's patience allows.
+fn margin(scenario: Scenario) -> f64 {
+    match scenario {
+        Scenario::Realtime => 1.5,
+        Scenario::Content | Scenario::Reasoning => 2.0,
+        Scenario::Image => 1.5,
+    }
+}
+
+/// Tunes every model in `report` (samples of the same model pooled across endpoints).
+pub fn from_report(report: &Report, options: &TuneOptions) -> Vec<ModelTuning> {
+    let mut by_model: BTreeMap<&str, (Vec<&Sample>, Vec<String>, Family)> = BTreeMap::new();
+    for r in &report.results {
+        let entry = by_model
+            .entry(r.model.as_str())
+            .or_insert_with(|| (Vec::new(), Vec::new(), Family::infer(&r.model)));
+        entry.0.extend(r.samples.iter());
+        if !r.endpoint.contains("://") && !entry.1.contains(&r.endpoint) {
+            entry.1.push(r.endpoint.clone());
+        }
+    }
+    by_model
+        .into_iter()
+        .map(|(model, (samples, upstreams, family))| {
+            let mut t = derive(model, family, &samples, options);
+            t.upstreams = upstreams;
+            t
+        })
+        .collect()
+}
+
+/// Tunes a model with no data: the family's built-in priors, with the rules that set them.
+pub fn from_priors(model: &str, options: &TuneOptions) -> ModelTuning {
+    derive(model, Family::infer(model), &[], options)
+}
+
+fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOptions) -> ModelTuning {
+    let scenario = options.scenario.unwrap_or(family.default_scenario());
+    let prior = hourglass_config::policy::prior(family, scenario);
+    let m = margin(scenario);
+    let mut policy = prior;
+    let mut derived = Vec::new();
+    let mut warnings = Vec::new();
+    let ok: Vec<&&Sample> = samples.iter().filter(|s| s.ok).collect();
+    let values = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
+        let mut v: Vec<f64> = ok.iter().filter_map(|s| f(s)).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let prior_rule = |what: &str| {
+        format!(
+            "built-in prior for {} models, {} scenario ({what})",
+            family.name(),
+            scenario.name()
+        )
+    };
+    let t = &mut policy.timeouts;
+
+    // connect: the handshake is either quick or broken; a slow one is better retried.
+    let connects: Vec<f64> = {
+        let mut v: Vec<f64> = samples.iter().filter_map(|s| s.connect_ms).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    if connects.is_empty() {
+        derived.push(Derived {
+            key: "timeouts.connect",
+            value: fmt(t.connect),
+            rule: prior_rule("no connect samples"),
+        });
+    } else {
+        let p99 = percentile(&connects, 99.0);
+        t.connect = round_up(ms(p99 * 3.0)).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        derived.push(Derived {
+            key: "timeouts.connect",
+            value: fmt(t.connect),
+            rule: format!(
+                "p99 connect {} × 3, at least 1s, at most 10s",
+                crate::probe::human_ms(p99)
+            ),
+        });
+    }
+
+    // first_token: streams only.
+    let first_tokens = values(&|s| s.first_token_ms);
+    let floor_ft = Duration::from_secs(2);
+    if first_tokens.is_empty() {
+        derived.push(Derived {
+            key: "timeouts.first_token",
+            value: fmt(t.first_token),
+            rule: prior_rule("no streamed samples"),
+        });
+    } else {
+        let p99 = percentile(&first_tokens, 99.0);
+        t.first_token = round_up(ms(p99 * m)).max(floor_ft);
+        derived.push(Derived {
+            key: "timeouts.first_token",
+            value: fmt(t.first_token),
+            rule: format!(
+                "p99 first token {} × {m}, at least 2s",
+                crate::probe::human_ms(p99)
+            ),
+        });
+    }
+
+    // first_byte and attempt: a whole answer's headers come when it is done, so both cover the
+    // whole generation: the p99 of a whole answer's first byte, or of a stream's total.
+    let whole: Vec<f64> = {
+        let mut v: Vec<f64> = ok
+            .iter()
+            .filter_map(|s| {
+                if s.first_token_ms.is_some() {
+                    Some(s.total_ms)
+                } else {
+                    s.first_byte_ms
+                }
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    // Answers longer than the probe's take longer: first token plus the extra tokens at a slow
+    // (10th percentile) decode rate.
+    let measured_tokens = ok.iter().filter_map(|s| s.completion_tokens).max();
+    let speeds = values(&|s| s.tokens_per_s);
+    let extra_ms = match (options.output_tokens, measured_tokens, speeds.is_empty()) {
+        (Some(want), Some(had), false) if u64::from(want) > had => {
+            let slow = percentile(&speeds, 10.0).max(1e-3);
+            (u64::from(want) - had) as f64 / slow * 1000.0
+        }
+        _ => 0.0,
+    };
+    if options.output_tokens.is_none()
+        && let Some(had) = measured_tokens
+    {
+        warnings.push(format!(
+            "first_byte and attempt assume answers up to {had} tokens, as probed; pass --output-tokens N for longer ones"
+        ));
+    }
+    if whole.is_empty() {
+        derived.push(Derived {
+            key: "timeouts.first_byte",
+            value: fmt(t.first_byte),
+            rule: prior_rule("no successful samples"),
+        });
+        derived.push(Derived {
+            key: "timeouts.attempt",
+            value: fmt(t.attempt),
+            rule: prior_rule("no successful samples"),
+        });
+    } else {
+        let p99 = percentile(&whole, 99.0);
+        t.first_byte = round_up(ms((p99 + extra_ms) * m)).max(Duration::from_secs(5));
+        let longer = if extra_ms > 0.0 {
+            format!(
+                " + {} for --output-tokens at the p10 decode rate",
+                crate::probe::human_ms(extra_ms)
+            )
+        } else {
+            String::new()
+        };
+        derived.push(Derived {
+            key: "timeouts.first_byte",
+            value: fmt(t.first_byte),
+            rule: format!(
+                "(p99 whole-answer time {}{longer}) × {m}, at least 5s (a non-streamed answer's headers come when it is done)",
+                crate::probe::human_ms(p99)
+            ),
+        });
+        t.attempt = t.first_byte.max(t.first_token);
+        derived.push(Derived {
+            key: "timeouts.attempt",
+            value: fmt(t.attempt),
+            rule: "= the larger of first_byte and first_token: one try's whole answer".to_owned(),
+        });
+    }
+
+    // idle: the longest silence inside a healthy stream, with room for a slow moment.
+    let gaps = values(&|s| s.max_gap_ms);
+    let floor_idle = if scenario == Scenario::Realtime {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(5)
+    };
+    if gaps.is_empty() {
+        derived.push(Derived {
+            key: "timeouts.idle",
+            value: fmt(t.idle),
+            rule: prior_rule("no streamed samples"),
+        });
+    } else {
+        let p99 = percentile(&gaps, 99.0);
+        t.idle = round_up(ms(p99 * 4.0)).max(floor_idle);
+        derived.push(Derived {
+            key: "timeouts.idle",
+            value: fmt(t.idle),
+            rule: format!(
+                "p99 of each stream's longest gap {} × 4, at least {} (a stall rarely recovers: fail over)",
+                crate::probe::human_ms(p99),
+                fmt(floor_idle)
+            ),
+        });
+    }
+
+    // The smallest middlebox cuts any silence longer than its limit. A stream can be kept open
+    // with heartbeats; a whole answer silent for longer is cut anyway, so its wait is capped.
+    if let Some(limit) = options.middlebox {
+        let cap = limit
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        let need = t.first_token.max(t.idle);
+        if need > cap {
+            let beat = round_up(limit / 4);
+            policy.heartbeat = Some(beat);
+            warnings.push(format!(
+                "a stream can be silent for {} but a proxy on the path cuts silence at {}: heartbeats every {} keep it open",
+                fmt(need),
+                fmt(limit),
+                fmt(beat)
+            ));
+            derived.push(Derived {
+                key: "heartbeat",
+                value: fmt(beat),
+                rule: format!("--middlebox {} ÷ 4", fmt(limit)),
+            });
+        }
+        for (key, value) in [
+            ("timeouts.first_byte", &mut t.first_byte),
+            ("timeouts.attempt", &mut t.attempt),
+        ] {
+            if *value > cap {
+                *value = cap;
+                if let Some(d) = derived.iter_mut().find(|d| d.key == key) {
+                    d.value = fmt(cap);
+                    d.rule.push_str(&format!(
+                        "; capped at --middlebox {} − 1s: the proxy cuts a longer silence anyway",
+                        fmt(limit)
+                    ));
+                }
+            }
+        }
+        if t.first_byte == cap {
+            warnings.push(format!(
+                "a whole (non-streamed) answer can take longer than the proxy's {}: stream it, or send `x-hourglass-heartbeat` so the gateway keeps the proxy fed",
+                fmt(limit)
+            ));
+        }
+    }
+
+    // Tries, backoff and the total: the scenario's patience.
+    let tries = prior.retry.max_attempts;
+    derived.push(Derived {
+        key: "retry.max_attempts",
+        value: tries.to_string(),
+        rule: format!("{} scenario: {tries} tries", scenario.name()),
+    });
+    derived.push(Derived {
+        key: "retry.backoff_base",
+        value: fmt(policy.retry.backoff_base),
+        rule: format!("{} scenario prior", scenario.name()),
+    });
+    derived.push(Derived {
+        key: "retry.backoff_max",
+        value: fmt(policy.retry.backoff_max),
+        rule: format!("{} scenario prior", scenario.name()),
+    });
+    if !samples.is_empty() {
+        let t = &mut policy.timeouts;
+        t.attempt_growth = 1.0;
+        t.total = round_up(t.attempt * tries + policy.retry.backoff_max * (tries - 1));
+        derived.push(Derived {
+            key: "timeouts.total",
+            value: fmt(t.total),
+            rule: format!(
+                "attempt × {tries} tries + {} backoff each between",
+                fmt(policy.retry.backoff_max)
+            ),
+        });
+        let rate = ok.len() as f64 / samples.len() as f64;
+        if rate < 0.95 {
+            warnings.push(format!(
+                "only {:.0}% of the measured calls succeeded: retries cannot make up for a failing upstream; run `hourglass explain` on its errors",
+                rate * 100.0
+            ));
+        }
+    } else {
+        derived.push(Derived {
+            key: "timeouts.total",
+            value: fmt(policy.timeouts.total),
+            rule: prior_rule("no data"),
+        });
+    }
+
+    // Hedging: a second request after the p95 of the wait wins against the slowest 5 %.
+    let wait = if first_tokens.is_empty() {
+        &whole
+    } else {
+        &first_tokens
+    };
+    let hedge_after = (!wait.is_empty()).then(|| round_up(ms(percentile(wait, 95.0))));
+    if let Some(h) = hedge_after {
+        derived.push(Derived {
+            key: "hedge_after",
+            value: fmt(h),
+            rule: format!("p95 {}: a second request then beats the slowest 5% (a gateway setting once hedging lands)", if first_tokens.is_empty() { "whole answer" } else { "first token" }),
+        });
+    }
+
+    ModelTuning {
+        model: model.to_owned(),
+        family: family.name(),
+        scenario: scenario.name(),
+        basis: if samples.is_empty() {
+            "no measurements: the family's built-in priors".to_owned()
+        } else {
+            format!("{} measured calls ({} succeeded)", samples.len(), ok.len())
+        },
+        upstreams: Vec::new(),
+        derived,
+        warnings,
+        policy,
+        hedge_after,
+    }
+}
+
+/// The table a person reads: every value with its rule.
+pub fn render_table(tunings: &[ModelTuning]) -> String {
+    let mut out = String::new();
+    for t in tunings {
+        out.push_str(&format!(
+            "{} ({} family, {} scenario) — {}\n",
+            t.model, t.family, t.scenario, t.basis
+        ));
+        let width = t.derived.iter().map(|d| d.key.len()).max().unwrap_or(0);
+        let vwidth = t.derived.iter().map(|d| d.value.len()).max().unwrap_or(0);
+        for d in &t.derived {
+            out.push_str(&format!(
+                "  {:<width$}  {:>vwidth$}  {}\n",
+                d.key, d.value, d.rule
+            ));
+        }
+        for w in &t.warnings {
+            out.push_str(&format!("  warning: {w}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// hourglass configuration: one `[models."NAME"]` table per model.
+pub fn render_toml(tunings: &[ModelTuning]) -> String {
+    let mut out = String::from(
+        "# Generated by `hourglass tune`; every value's rule is in `hourglass tune`'s table.\n",
+    );
+    for t in tunings {
+        let name = serde_json::to_string(&t.model).unwrap_or_default();
+        let p = &t.policy;
+        out.push_str(&format!("\n[models.{name}]\n"));
+        if !t.upstreams.is_empty() {
+            let targets: Vec<String> = t
+                .upstreams
+                .iter()
+                .map(|u| serde_json::to_string(&format!("{u}:{}", t.model)).unwrap_or_default())
+                .collect();
+            out.push_str(&format!("targets = [{}]\n", targets.join(", ")));
+        }
+        out.push_str(&format!(
+            "family = \"{}\"\nscenario = \"{}\"\n",
+            t.family, t.scenario
+        ));
+        if let Some(beat) = p.heartbeat {
+            out.push_str(&format!("heartbeat = \"{}\"\n", fmt(beat)));
+        }
+        if let Some(h) = t.hedge_after {
+            out.push_str(&format!(
+                "# hedge after {} (hedging is not a gateway setting yet)\n",
+                fmt(h)
+            ));
+        }
+        let to = &p.timeouts;
+        out.push_str(&format!("\n[models.{name}.timeouts]\n"));
+        for (key, value) in [
+            ("connect", to.connect),
+            ("write", to.write),
+            ("first_byte", to.first_byte),
+            ("first_token", to.first_token),
+            ("idle", to.idle),
+            ("attempt", to.attempt),
+            ("total", to.total),
+        ] {
+            out.push_str(&format!("{key} = \"{}\"\n", fmt(value)));
+        }
+        out.push_str(&format!("attempt_growth = {}\n", to.attempt_growth));
+        out.push_str(&format!(
+            "\n[models.{name}.retry]\nmax_attempts = {}\nbackoff_base = \"{}\"\nbackoff_max = \"{}\"\n",
+            p.retry.max_attempts,
+            fmt(p.retry.backoff_base),
+            fmt(p.retry.backoff_max)
+        ));
+    }
+    out
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s}")
+    }
+}
+
+/// Settings for the OpenAI Python SDK (httpx has no overall deadline: `read` bounds each wait).
+pub fn render_python(t: &ModelTuning) -> String {
+    let to = &t.policy.timeouts;
+    let read = to.first_byte.max(to.idle);
+    format!(
+        "# {model}: OpenAI Python SDK (httpx). `read` bounds every wait for bytes: the whole answer\n\
+         # when not streaming ({first_byte}), the gap between chunks when streaming.\n\
+         import httpx\nfrom openai import OpenAI\n\n\
+         client = OpenAI(\n    timeout=httpx.Timeout({read}, connect={connect}, write={write}, pool={connect}),\n    max_retries={retries},\n)\n",
+        model = t.model,
+        first_byte = fmt(to.first_byte),
+        read = secs(read),
+        connect = secs(to.connect),
+        write = secs(to.write),
+        retries = t.policy.retry.max_attempts.saturating_sub(1),
+    )
+}
+
+/// Settings for the OpenAI Node SDK; undici's own 300 s header and body timeouts must be raised
+/// when a wait can be longer.
+pub fn render_node(t: &ModelTuning) -> String {
+    let to = &t.policy.timeouts;
+    let undici_default = Duration::from_secs(300);
+    let needs_agent = to.first_byte > undici_default || to.idle > undici_default;
+    let mut out = format!(
+        "// {}: OpenAI Node SDK\nimport OpenAI from \"openai\";\n",
+        t.model
+    );
+    if needs_agent {
+        out.push_str("import { Agent } from \"undici\";\n");
+    }
+    out.push_str(&format!(
+        "\nconst client = new OpenAI({{\n  timeout: {}, // ms, per try\n  maxRetries: {},\n",
+        to.attempt.as_millis(),
+        t.policy.retry.max_attempts.saturating_sub(1)
+    ));
+    if needs_agent {
+        out.push_str(&format!(
+            "  // undici cuts header waits and body gaps at 300 s by default: raise them for this model.\n  \
+             fetchOptions: {{ dispatcher: new Agent({{ connect: {{ timeout: {} }}, headersTimeout: {}, bodyTimeout: {} }}) }},\n",
+            to.connect.as_millis(),
+            to.first_byte.as_millis(),
+            to.idle.max(to.first_token).as_millis()
+        ));
+    } else {
+        out.push_str(
+            "  // undici's default 300 s headersTimeout/bodyTimeout are above every wait here.\n",
+        );
+    }
+    out.push_str("});\n");
+    out
+}
+
+/// curl flags: connect, a whole-call cap, and for streams an idle limit by transfer speed.
+pub fn render_curl(t: &ModelTuning) -> String {
+    let to = &t.policy.timeouts;
+    format!(
+        "# {model}: curl (whole answer)\ncurl --connect-timeout {connect} --max-time {attempt} --retry {retries} --retry-all-errors ...\n\
+         # {model}: curl (stream): a silence of {idle_s} s (the longer of first_token and idle) ends it\n\
+         curl -N --connect-timeout {connect} --max-time {attempt} --speed-limit 1 --speed-time {idle_s} ...\n",
+        model = t.model,
+        connect = secs(to.connect),
+        attempt = secs(to.attempt),
+        retries = t.policy.retry.max_attempts.saturating_sub(1),
+        idle_s = to.idle.max(to.first_token).as_secs_f64().ceil().max(1.0),
+    )
+}
