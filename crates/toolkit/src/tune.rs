@@ -330,6 +330,16 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         }
     }
 
+    if let Some(beat) = policy.heartbeat
+        && !derived.iter().any(|d| d.key == "heartbeat")
+    {
+        derived.push(Derived {
+            key: "heartbeat",
+            value: fmt(beat),
+            rule: prior_rule("its long silences need heartbeats through proxies"),
+        });
+    }
+
     // Tries, backoff and the total: the scenario's patience.
     let tries = prior.retry.max_attempts;
     derived.push(Derived {
