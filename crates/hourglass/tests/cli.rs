@@ -178,6 +178,46 @@ fn probe_profiles_a_running_simulator_and_gates_on_the_verdict() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Fed back into the gateway: a normal workload passes with no false timeouts, and a stall
+    // mid-stream is cut at the tuned idle (5 s), not the chat prior's 30 s.
+    let serve = start(
+        "serve",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        1,
+    );
+    let gateway = address(&serve, 0);
+    for i in 0..40 {
+        let body = if i % 2 == 0 {
+            r#"{"model":"gpt-4o-mini","max_tokens":64,"messages":[]}"#
+        } else {
+            r#"{"model":"gpt-4o-mini","max_tokens":64,"stream":true,"messages":[]}"#
+        };
+        let answer = post(&gateway, body, None);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("x-hourglass-attempts: 1"),
+            "call {i}: {answer}"
+        );
+        assert!(!answer.contains("\"error\""), "call {i}: {answer}");
+    }
+    let start = tokio::time::Instant::now();
+    let stalled = post(
+        &gateway,
+        r#"{"model":"gpt-4o-mini","max_tokens":64,"stream":true,"messages":[]}"#,
+        Some("stall;after_chunks=2;for=120s"),
+    );
+    let took = start.elapsed();
+    assert!(stalled.contains("idle_timeout"), "{stalled}");
+    assert!(
+        took >= Duration::from_millis(4900) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    drop(serve);
     let out = hourglass(&[
         "tune",
         "--from",
