@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use policy::{Family, Policy, Retry, Scenario, Sourced, Timeouts};
+
 pub use validate::ConfigError;
 
 /// The address the gateway listens on when nothing says otherwise.
@@ -28,6 +29,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// The retry budget shared by every call.
     pub retry_budget: RetryBudget,
+    /// The circuit breaker settings.
+    pub breaker: BreakerConfig,
     /// The upstreams, in file order.
     pub upstreams: Vec<Upstream>,
     /// The models clients can ask for by name (configured ones and those upstreams list).
@@ -116,6 +119,69 @@ pub struct Target {
     pub upstream: usize,
     /// The model name sent upstream (differs from the client's when aliased).
     pub model: String,
+    /// Its priority tier: every target of tier 0 is tried before any of tier 1. With
+    /// `balance = "ordered"` each target is its own tier, in the order written.
+    pub tier: u32,
+}
+
+/// How a model's targets within one tier are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// In the order written: the first healthy target, then the next (the default).
+    #[default]
+    Ordered,
+    /// Power of two choices over the peak-EWMA of first-token latency times calls in flight.
+    Latency,
+}
+
+/// When to start a second attempt on another upstream while the first has no first token yet.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Hedge {
+    /// Never (the default).
+    #[default]
+    Off,
+    /// After a fixed wait.
+    After(std::time::Duration),
+    /// After this quantile (0–1) of the model's recent first-token latencies.
+    Quantile(f64),
+}
+
+/// The circuit breaker of every upstream-and-model (`[breaker]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that eject a target.
+    pub consecutive_failures: u32,
+    /// Failure share over `window` that ejects it…
+    pub failure_rate: f64,
+    /// …once at least this many calls ended in the window.
+    pub min_calls: u32,
+    /// The window of the failure rate.
+    pub window: std::time::Duration,
+    /// The first ejection's length; each repeated ejection doubles it.
+    pub ejection: std::time::Duration,
+    /// The longest ejection.
+    pub max_ejection: std::time::Duration,
+    /// Trial calls let through when an ejection ends; this many successes readmit.
+    pub half_open_calls: u32,
+    /// The largest share of a model's targets that may be ejected at once; beyond it, ejection
+    /// is ignored for that model (better a sick upstream than none).
+    pub max_ejected_share: f64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            min_calls: 10,
+            window: std::time::Duration::from_secs(30),
+            ejection: std::time::Duration::from_secs(10),
+            max_ejection: std::time::Duration::from_secs(300),
+            half_open_calls: 2,
+            max_ejected_share: 0.5,
+        }
+    }
 }
 
 /// A model clients ask for: where it is served and its effective policy.
@@ -131,6 +197,10 @@ pub struct ModelRoute {
     pub targets: Vec<Target>,
     /// Other models tried, in order, when every target failed.
     pub fallbacks: Vec<String>,
+    /// How targets within a tier are chosen.
+    pub balance: Balance,
+    /// When to hedge.
+    pub hedge: Hedge,
     /// The effective policy.
     pub policy: Policy,
     /// Where each policy value came from.

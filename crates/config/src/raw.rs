@@ -18,6 +18,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub retry_budget: RawBudget,
     #[serde(default)]
+    pub breaker: RawBreaker,
+    #[serde(default)]
     pub upstreams: Ordered<RawUpstream>,
     #[serde(default)]
     pub models: Ordered<RawModel>,
@@ -37,6 +39,19 @@ pub(crate) struct RawServer {
     pub header_read_timeout: Option<Positive>,
     pub shutdown_grace: Option<Positive>,
     pub client_deadline_margin: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub failure_rate: Option<f64>,
+    pub min_calls: Option<u32>,
+    pub window: Option<Positive>,
+    pub ejection: Option<Positive>,
+    pub max_ejection: Option<Positive>,
+    pub half_open_calls: Option<u32>,
+    pub max_ejected_share: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -70,6 +85,8 @@ pub(crate) struct RawModel {
     pub retry: RetryPatch,
     pub stream_upstream: Option<bool>,
     pub heartbeat: Option<Heartbeat>,
+    pub balance: Option<crate::Balance>,
+    pub hedge: Option<String>,
 }
 
 /// A TOML table read as a list of (key, value) in document order.

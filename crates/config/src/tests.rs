@@ -72,11 +72,13 @@ fn a_full_configuration_loads() {
         [
             Target {
                 upstream: 0,
-                model: "gpt-4o".into()
+                model: "gpt-4o".into(),
+                tier: 0
             },
             Target {
                 upstream: 1,
-                model: "gpt-4o-2024-08-06".into()
+                model: "gpt-4o-2024-08-06".into(),
+                tier: 1
             }
         ]
     );
@@ -104,7 +106,8 @@ fn a_full_configuration_loads() {
         other.targets,
         [Target {
             upstream: 1,
-            model: "llama-3-70b".into()
+            model: "llama-3-70b".into(),
+            tier: 0
         }]
     );
 }
@@ -295,5 +298,64 @@ fn the_example_configurations_are_valid() {
         let config = Config::load(&path, &|name| Some(format!("value-of-{name}"))).unwrap();
         assert!(config.upstreams.len() >= 2, "{file}");
         assert!(!config.models.is_empty(), "{file}");
+    }
+}
+
+#[test]
+fn balance_hedge_and_breaker_are_read_and_checked() {
+    let text = "[upstreams.a]\nbase_url = \"http://a/v1\"\n[upstreams.b]\nbase_url = \"http://b/v1\"\n\
+                [breaker]\nconsecutive_failures = 3\nejection = \"5s\"\nmax_ejected_share = 0.34\n\
+                [models.fast]\ntargets = [\"a:m\", \"b:m\"]\nbalance = \"latency\"\nhedge = \"p95\"\n\
+                [models.slow]\ntargets = [\"a:m\", \"b:m\"]\nhedge = \"1.5s\"\n";
+    let config = Config::from_toml(text, "t.toml", &|_| None).unwrap();
+    assert_eq!(config.breaker.consecutive_failures, 3);
+    assert_eq!(config.breaker.ejection, Duration::from_secs(5));
+    assert_eq!(config.breaker.max_ejected_share, 0.34);
+    assert_eq!(config.breaker.min_calls, 10, "defaults fill the rest");
+    let fast = config.route("fast").unwrap();
+    assert_eq!(fast.balance, crate::Balance::Latency);
+    assert_eq!(fast.hedge, crate::Hedge::Quantile(0.95));
+    assert!(
+        fast.targets.iter().all(|t| t.tier == 0),
+        "balanced targets share a tier"
+    );
+    let slow = config.route("slow").unwrap();
+    assert_eq!(slow.hedge, crate::Hedge::After(Duration::from_millis(1500)));
+    assert_eq!(
+        slow.targets.iter().map(|t| t.tier).collect::<Vec<_>>(),
+        [0, 1]
+    );
+
+    for (bad, says) in [
+        (
+            "[models.x]\ntargets = [\"a\"]\nhedge = \"p100\"\n",
+            "models.x.hedge: `p100` is not a percentile",
+        ),
+        (
+            "[models.x]\ntargets = [\"a\"]\nhedge = \"soon\"\n",
+            "models.x.hedge: `soon` is not `off`",
+        ),
+        (
+            "[models.x]\ntargets = [\"a\"]\nbalance = \"random\"\n",
+            "unknown variant `random`",
+        ),
+        (
+            "[breaker]\nfailure_rate = 1.5\n",
+            "breaker.failure_rate: is 1.5",
+        ),
+        (
+            "[breaker]\nhalf_open_calls = 0\n",
+            "breaker.half_open_calls: is 0",
+        ),
+        (
+            "[breaker]\nejection = \"10m\"\nmax_ejection = \"1m\"\n",
+            "breaker.ejection: (600s) is above",
+        ),
+    ] {
+        let text = format!("[upstreams.a]\nbase_url = \"http://a/v1\"\n{bad}");
+        let error = Config::from_toml(&text, "t.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(says), "{error}");
     }
 }

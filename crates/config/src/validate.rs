@@ -84,6 +84,7 @@ pub(crate) fn from_toml(
     let check = Check { origin };
     let server = server(&check, &raw)?;
     let retry_budget = budget(&check, &raw)?;
+    let breaker = breaker(&check, &raw)?;
     if raw.upstreams.0.is_empty() {
         return check.fail("upstreams", "no upstream is configured; add a table such as [upstreams.openai] with base_url = \"https://api.openai.com/v1\"");
     }
@@ -100,6 +101,7 @@ pub(crate) fn from_toml(
         origin: origin.to_owned(),
         server,
         retry_budget,
+        breaker,
         upstreams,
         models: Vec::new(),
         layers,
@@ -215,6 +217,77 @@ fn parse_size(text: &str) -> Option<usize> {
         _ => return None,
     };
     number.checked_mul(factor)
+}
+
+fn breaker(check: &Check<'_>, raw: &RawConfig) -> Result<crate::BreakerConfig, ConfigError> {
+    let b = &raw.breaker;
+    let d = crate::BreakerConfig::default();
+    let count = |key: &str, value: Option<u32>, default: u32| -> Result<u32, ConfigError> {
+        match value {
+            Some(0) => check.fail(format!("breaker.{key}"), "is 0; write at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    let share = |key: &str, value: Option<f64>, default: f64| -> Result<f64, ConfigError> {
+        match value {
+            Some(v) if !(v > 0.0 && v <= 1.0) => check.fail(
+                format!("breaker.{key}"),
+                format!("is {v}; write a share above 0 and at most 1, e.g. 0.5"),
+            ),
+            Some(v) => Ok(v),
+            None => Ok(default),
+        }
+    };
+    let config = crate::BreakerConfig {
+        consecutive_failures: count(
+            "consecutive_failures",
+            b.consecutive_failures,
+            d.consecutive_failures,
+        )?,
+        failure_rate: share("failure_rate", b.failure_rate, d.failure_rate)?,
+        min_calls: count("min_calls", b.min_calls, d.min_calls)?,
+        window: b.window.map_or(d.window, |p| p.0),
+        ejection: b.ejection.map_or(d.ejection, |p| p.0),
+        max_ejection: b.max_ejection.map_or(d.max_ejection, |p| p.0),
+        half_open_calls: count("half_open_calls", b.half_open_calls, d.half_open_calls)?,
+        max_ejected_share: share(
+            "max_ejected_share",
+            b.max_ejected_share,
+            d.max_ejected_share,
+        )?,
+    };
+    if config.ejection > config.max_ejection {
+        return check.fail(
+            "breaker.ejection",
+            format!(
+                "({}) is above breaker.max_ejection ({})",
+                crate::duration::format(config.ejection),
+                crate::duration::format(config.max_ejection)
+            ),
+        );
+    }
+    Ok(config)
+}
+
+/// `off`, a percentile such as `p95`, or a duration such as `2s`.
+fn hedge(text: &str) -> Result<crate::Hedge, String> {
+    let text = text.trim();
+    if text == "off" {
+        return Ok(crate::Hedge::Off);
+    }
+    if let Some(p) = text.strip_prefix('p') {
+        return match p.parse::<f64>() {
+            Ok(p) if p > 0.0 && p < 100.0 => Ok(crate::Hedge::Quantile(p / 100.0)),
+            _ => Err(format!("`{text}` is not a percentile from p1 to p99.9")),
+        };
+    }
+    match crate::duration::parse(text) {
+        Ok(d) if !d.is_zero() => Ok(crate::Hedge::After(d)),
+        _ => Err(format!(
+            "`{text}` is not `off`, a percentile such as `p95`, or a duration such as `2s`"
+        )),
+    }
 }
 
 fn budget(check: &Check<'_>, raw: &RawConfig) -> Result<RetryBudget, ConfigError> {
@@ -345,7 +418,16 @@ fn configured_route(
     raw: RawModel,
 ) -> Result<ModelRoute, ConfigError> {
     let key = format!("models.{name}");
-    let targets = match &raw.targets {
+    let balance = raw.balance.unwrap_or_default();
+    let hedge = match raw.hedge.as_deref() {
+        None => crate::Hedge::Off,
+        Some(text) => hedge(text).map_err(|message| ConfigError::Invalid {
+            origin: check.origin.to_owned(),
+            key: format!("{key}.hedge"),
+            message,
+        })?,
+    };
+    let mut targets = match &raw.targets {
         None => {
             let implicit = serving(config, &name);
             if implicit.is_empty() {
@@ -382,11 +464,18 @@ fn configured_route(
                 targets.push(Target {
                     upstream: index,
                     model: model.to_owned(),
+                    tier: 0,
                 });
             }
             targets
         }
     };
+    // Ordered targets are tiers of one, in the order written; balanced ones share tier 0.
+    if balance == crate::Balance::Ordered {
+        for (tier, target) in targets.iter_mut().enumerate() {
+            target.tier = tier as u32;
+        }
+    }
     for (i, fallback) in raw.fallbacks.iter().enumerate() {
         if *fallback == name {
             return check.fail(
@@ -419,6 +508,8 @@ fn configured_route(
         scenario,
         targets,
         fallbacks: raw.fallbacks,
+        balance,
+        hedge,
         policy,
         sources,
         configured: true,
@@ -435,9 +526,11 @@ fn serving(config: &Config, model: &str) -> Vec<Target> {
             Served::Any => true,
             Served::Only(list) => list.iter().any(|m| m == model),
         })
-        .map(|(upstream, _)| Target {
+        .enumerate()
+        .map(|(tier, (upstream, _))| Target {
             upstream,
             model: model.to_owned(),
+            tier: tier as u32,
         })
         .collect()
 }
@@ -456,6 +549,8 @@ fn implicit_route(config: &Config, model: &str) -> Option<ModelRoute> {
         scenario,
         targets,
         fallbacks: Vec::new(),
+        balance: crate::Balance::Ordered,
+        hedge: crate::Hedge::Off,
         policy,
         sources,
         configured: false,
@@ -471,8 +566,11 @@ pub(crate) fn passthrough_route(config: &Config) -> ModelRoute {
         targets: vec![Target {
             upstream: 0,
             model: String::new(),
+            tier: 0,
         }],
         fallbacks: Vec::new(),
+        balance: crate::Balance::Ordered,
+        hedge: crate::Hedge::Off,
         policy,
         sources,
         configured: false,
@@ -526,6 +624,7 @@ fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
             ratio: 0.2,
             min_per_s: 5.0,
         },
+        breaker: crate::BreakerConfig::default(),
         upstreams,
         models: Vec::new(),
         layers: Layers::default(),

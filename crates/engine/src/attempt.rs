@@ -16,6 +16,7 @@ use crate::attempts::Context;
 use crate::deadlines::AttemptDeadlines;
 use crate::describe::Describer;
 use crate::error::{AttemptRecord, Failure, FailureKind, Phase};
+use crate::health::Lease;
 use crate::request::CallRequest;
 use crate::stream::assemble::Assembler;
 use crate::stream::content::{self, Signal};
@@ -34,6 +35,7 @@ pub(crate) struct Target {
     pub upstream: usize,
     pub name: String,
     pub model: String,
+    pub tier: u32,
 }
 
 /// How far an attempt got, kept up to date so a failure can say where it happened.
@@ -49,6 +51,7 @@ pub(crate) async fn run(
     target: &Target,
     n: u32,
     ctx: &Context<'_>,
+    lease: &mut Option<Lease>,
 ) -> Result<Response, (Failure, AttemptRecord)> {
     let start = Instant::now();
     let deadlines = ctx.deadlines.attempt(n, start);
@@ -57,7 +60,16 @@ pub(crate) async fn run(
         timeline: Timeline::new(start),
         status: None,
     };
-    let result = attempt(engine, request, target, &deadlines, &mut progress, ctx).await;
+    let result = attempt(
+        engine,
+        request,
+        target,
+        &deadlines,
+        &mut progress,
+        ctx,
+        lease,
+    )
+    .await;
     let record = |outcome| AttemptRecord {
         upstream: target.name.clone(),
         model: target.model.clone(),
@@ -93,6 +105,7 @@ async fn attempt(
     d: &AttemptDeadlines,
     progress: &mut Progress,
     ctx: &Context<'_>,
+    lease: &mut Option<Lease>,
 ) -> Result<Response, FailureKind> {
     let upstream = &engine.config.upstreams[target.upstream];
     let body = if target.model.is_empty() {
@@ -303,7 +316,16 @@ async fn attempt(
             header_value(&progress.timeline.server_timing()),
         );
         let describer = Describer::new(ctx);
+        // The stream's health verdict comes at its end: the lease goes with it.
+        if let (Some(lease), Some(written), Some(first)) = (
+            lease.as_ref(),
+            progress.timeline.written,
+            progress.timeline.first_token,
+        ) {
+            lease.first_token(first.saturating_duration_since(written));
+        }
         let stream = commit::Handover {
+            lease: lease.take(),
             engine: engine.clone(),
             connection,
             body,

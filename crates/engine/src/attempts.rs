@@ -1,5 +1,6 @@
-//! The one loop that owns "try again". It picks targets in order (the model's, then its
-//! fallbacks'), fails over at once to an untried upstream, backs off (full jitter) only before
+//! The one loop that owns "try again". It picks targets by rank (tiers — the model's, then its
+//! fallbacks' — then breakers and the balance strategy, see `health`), hedges the first attempt
+//! when the model asks for it, fails over at once to an untried upstream, backs off (full jitter) only before
 //! returning to one already tried, honours `Retry-After` by failing over or waiting when the wait
 //! fits, asks the retry budget before every retry, and never starts an attempt that cannot get
 //! through its first wait before the call's deadline.
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use crate::attempt::{self, Target};
 use crate::deadlines::Deadlines;
 use crate::error::{self, AttemptRecord, CallError, Failure, FailureKind};
+use crate::health::Candidate;
 use crate::request::CallRequest;
 use crate::{Engine, Response};
 
@@ -84,9 +86,10 @@ pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Re
     let mut cooling: Vec<Option<Instant>> = vec![None; targets.len()];
     let mut next = 0;
     let mut budget_spent = false;
+    let mut hedged = false;
     for n in 0..policy.retry.max_attempts {
         let now = Instant::now();
-        let pick = choose(&tried, &cooling, next, now);
+        let pick = pick(engine, &route, &targets, &tried, &cooling, next, now);
         if n > 0 {
             if !engine
                 .budget
@@ -119,32 +122,53 @@ pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Re
             break;
         }
         tried[pick] = true;
-        match attempt::run(engine, &request, &targets[pick], n, &ctx).await {
-            Ok(mut response) => {
-                trail.append(&mut response.trail);
-                response.trail = trail;
-                let attempts = response.trail.len().to_string();
-                if let Ok(value) = attempts.parse() {
-                    response.headers.insert("x-hourglass-attempts", value);
-                }
-                return Ok(response);
+        // The first attempt may be hedged once: after the threshold without a first token, a
+        // second attempt starts on another upstream and the first to commit wins.
+        let hedge_after = if n == 0 && !hedged {
+            hedge_threshold(engine, &route)
+        } else {
+            None
+        };
+        let outcomes = match hedge_after {
+            None => vec![(pick, one(engine, &request, &targets[pick], n, &ctx).await)],
+            Some(after) => {
+                hedged = true;
+                hedge(
+                    engine, &request, &targets, pick, after, n, &ctx, &mut tried, &cooling,
+                )
+                .await
             }
-            Err((failure, record)) => {
-                trail.push(record);
-                let retryable = failure.kind.retryable();
-                if let FailureKind::Status {
-                    retry_after: Some(after),
-                    ..
-                } = &failure.kind
-                {
-                    cooling[pick] = Some(Instant::now() + *after);
+        };
+        let mut stop = false;
+        for (pick, outcome) in outcomes {
+            match outcome {
+                Ok(mut response) => {
+                    trail.append(&mut response.trail);
+                    response.trail = trail;
+                    let attempts = response.trail.len().to_string();
+                    if let Ok(value) = attempts.parse() {
+                        response.headers.insert("x-hourglass-attempts", value);
+                    }
+                    return Ok(response);
                 }
-                last = Some((failure, pick));
-                if !retryable {
-                    break;
+                Err((failure, record)) => {
+                    trail.push(record);
+                    let retryable = failure.kind.retryable();
+                    if let FailureKind::Status {
+                        retry_after: Some(after),
+                        ..
+                    } = &failure.kind
+                    {
+                        cooling[pick] = Some(Instant::now() + *after);
+                    }
+                    last = Some((failure, pick));
+                    stop |= !retryable;
+                    next = pick + 1;
                 }
-                next = pick + 1;
             }
+        }
+        if stop {
+            break;
         }
     }
     Err(report(
@@ -155,6 +179,208 @@ pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Re
         budget_spent,
         request.start,
     ))
+}
+
+/// What one attempt came to, and on which target (an index into the call's targets).
+type Outcome = (usize, Result<Response, (Failure, AttemptRecord)>);
+
+/// One attempt with its lease on the target's health: a success or a failure the upstream is to
+/// blame for is recorded (a stream's verdict comes at its end, from the committed stream).
+async fn one(
+    engine: &Arc<Engine>,
+    request: &CallRequest,
+    target: &Target,
+    n: u32,
+    ctx: &Context<'_>,
+) -> Result<Response, (Failure, AttemptRecord)> {
+    let mut lease = Some(
+        engine
+            .health
+            .lease(target.upstream, &target.model, Instant::now()),
+    );
+    let outcome = attempt::run(engine, request, target, n, ctx, &mut lease).await;
+    if let Some(lease) = lease {
+        match &outcome {
+            Ok(response) => {
+                if let Some(t) = response.timeline
+                    && let (Some(written), Some(at)) = (t.written, t.first_token.or(t.headers))
+                {
+                    lease.first_token(at.saturating_duration_since(written));
+                }
+                lease.finish(false);
+            }
+            Err((failure, _)) => lease.finish(blames_upstream(&failure.kind)),
+        }
+    }
+    outcome
+}
+
+/// Whether a failure counts against the upstream's health: every timeout, refusal, close, cut,
+/// malformed answer, 429 and 5xx does; the client's own 4xx errors do not.
+fn blames_upstream(kind: &FailureKind) -> bool {
+    match kind {
+        FailureKind::Status { status, .. } => error::retryable_status(*status),
+        _ => true,
+    }
+}
+
+/// The model's hedge threshold now, if it hedges and has another target to hedge on.
+fn hedge_threshold(engine: &Engine, route: &hourglass_config::ModelRoute) -> Option<Duration> {
+    let (fixed, quantile) = match route.hedge {
+        hourglass_config::Hedge::Off => return None,
+        hourglass_config::Hedge::After(d) => (Some(d), None),
+        hourglass_config::Hedge::Quantile(q) => (None, Some(q)),
+    };
+    let ceiling = route.policy.timeouts.first_token / 2;
+    engine.health.hedge_threshold(
+        &route.name,
+        fixed,
+        quantile,
+        Duration::from_millis(20),
+        ceiling,
+    )
+}
+
+/// Runs the first attempt on `pick`; if it has not committed after `after`, starts a hedge on
+/// the next-ranked other target (when the retry budget allows) and returns the winner. The loser
+/// is dropped — its connection closed at once — and recorded as `hedge_cancelled`. When one
+/// fails the other goes on alone; both failures are returned.
+#[allow(clippy::too_many_arguments)]
+async fn hedge(
+    engine: &Arc<Engine>,
+    request: &CallRequest,
+    targets: &[Target],
+    pick: usize,
+    after: Duration,
+    n: u32,
+    ctx: &Context<'_>,
+    tried: &mut [bool],
+    cooling: &[Option<Instant>],
+) -> Vec<Outcome> {
+    let model = ctx.route.name.clone();
+    let primary = one(engine, request, &targets[pick], n, ctx);
+    tokio::pin!(primary);
+    let started = Instant::now();
+    tokio::select! {
+        biased;
+        outcome = &mut primary => return vec![(pick, outcome)],
+        _ = tokio::time::sleep(after) => {}
+    }
+    let now = Instant::now();
+    let second = {
+        let mut rng = engine.rng.lock().expect("the rng lock is never poisoned");
+        engine
+            .health
+            .rank(
+                &model,
+                &candidates(targets),
+                tried,
+                ctx.route.balance,
+                &mut rng,
+                now,
+            )
+            .into_iter()
+            .find(|&i| {
+                targets[i].upstream != targets[pick].upstream && cooling[i].is_none_or(|u| u <= now)
+            })
+    };
+    let allowed = second.is_some()
+        && engine
+            .budget
+            .lock()
+            .expect("the budget lock is never poisoned")
+            .try_withdraw(now);
+    let Some(second) = second.filter(|_| allowed) else {
+        return vec![(pick, primary.await)];
+    };
+    tried[second] = true;
+    engine
+        .health
+        .hedge_event(crate::health::Event::HedgeStarted {
+            model: model.clone(),
+            upstream: targets[second].name.clone(),
+            after,
+        });
+    let hedge = one(engine, request, &targets[second], n, ctx);
+    tokio::pin!(hedge);
+    let cancelled = |i: usize| AttemptRecord {
+        upstream: targets[i].name.clone(),
+        model: targets[i].model.clone(),
+        phase: error::Phase::FirstToken,
+        elapsed: started.elapsed(),
+        outcome: "hedge_cancelled",
+        status: None,
+    };
+    let mut failed: Vec<Outcome> = Vec::new();
+    let (mut primary_done, mut hedge_done) = (false, false);
+    while !(primary_done && hedge_done) {
+        let (index, other, other_done, outcome) = tokio::select! {
+            outcome = &mut primary, if !primary_done => {
+                primary_done = true;
+                (pick, second, hedge_done, outcome)
+            }
+            outcome = &mut hedge, if !hedge_done => {
+                hedge_done = true;
+                (second, pick, primary_done, outcome)
+            }
+        };
+        match outcome {
+            Ok(mut response) => {
+                if !other_done {
+                    let model = model.clone();
+                    engine.health.hedge_event(if index == pick {
+                        crate::health::Event::HedgeLost { model }
+                    } else {
+                        crate::health::Event::HedgeWon { model }
+                    });
+                    response.trail.insert(0, cancelled(other));
+                }
+                return vec![(index, Ok(response))];
+            }
+            Err(e) => failed.push((index, Err(e))),
+        }
+    }
+    failed
+}
+
+/// The next target: the best-ranked untried one (tiers, breakers, balance) that is not cooling
+/// down; when every target was tried, the next in turn (see [`choose`]).
+fn pick(
+    engine: &Engine,
+    route: &hourglass_config::ModelRoute,
+    targets: &[Target],
+    tried: &[bool],
+    cooling: &[Option<Instant>],
+    next: usize,
+    now: Instant,
+) -> usize {
+    let order = {
+        let mut rng = engine.rng.lock().expect("the rng lock is never poisoned");
+        engine.health.rank(
+            &route.name,
+            &candidates(targets),
+            tried,
+            route.balance,
+            &mut rng,
+            now,
+        )
+    };
+    order
+        .into_iter()
+        .find(|&i| cooling[i].is_none_or(|until| until <= now))
+        .unwrap_or_else(|| choose(tried, cooling, next, now))
+}
+
+/// The targets as the health ranking sees them.
+fn candidates(targets: &[Target]) -> Vec<Candidate<'_>> {
+    targets
+        .iter()
+        .map(|t| Candidate {
+            upstream: t.upstream,
+            model: &t.model,
+            tier: t.tier,
+        })
+        .collect()
 }
 
 /// A model's route, or for passthrough paths (no model) the first upstream with a chat policy.
@@ -178,17 +404,23 @@ fn targets(engine: &Engine, route: &hourglass_config::ModelRoute) -> Vec<Target>
             upstream: t.upstream,
             name: engine.config.upstreams[t.upstream].name.clone(),
             model: t.model.clone(),
+            tier: t.tier,
         })
         .collect();
+    // Fallback models come after every tier of the model itself.
+    let mut base = targets.iter().map(|t| t.tier + 1).max().unwrap_or(0);
     for fallback in &route.fallbacks {
         if let Some(other) = engine.config.route(fallback) {
+            let tiers = other.targets.iter().map(|t| t.tier + 1).max().unwrap_or(0);
             for t in &other.targets {
                 targets.push(Target {
                     upstream: t.upstream,
                     name: engine.config.upstreams[t.upstream].name.clone(),
                     model: t.model.clone(),
+                    tier: base + t.tier,
                 });
             }
+            base += tiers;
         }
     }
     targets

@@ -18,6 +18,7 @@ use crate::attempt::Target;
 use crate::deadlines::AttemptDeadlines;
 use crate::describe::Describer;
 use crate::error::{self, CallError, FailureKind};
+use crate::health::Lease;
 use crate::stream::content::{self, Endpoint, Signal};
 use crate::stream::sse::Scanner;
 use crate::upstream::Connection;
@@ -41,10 +42,14 @@ pub struct CommittedStream {
     /// Fires at `idle` (or `total`) after `last_content`; re-armed lazily when content came since.
     watchdog: Pin<Box<Sleep>>,
     finished: bool,
+    /// The upstream's health verdict, given when the stream ends (dropped unfinished when the
+    /// client leaves: no verdict).
+    lease: Option<Lease>,
 }
 
 /// What the commit point hands over.
 pub(crate) struct Handover {
+    pub lease: Option<Lease>,
     pub engine: Arc<Engine>,
     pub connection: Connection,
     pub body: Incoming,
@@ -75,6 +80,7 @@ impl CommittedStream {
             describer: h.describer,
             last_content: now,
             finished: false,
+            lease: h.lease,
         }
     }
 
@@ -84,6 +90,9 @@ impl CommittedStream {
         kind: FailureKind,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.finished = true;
+        if let Some(lease) = self.lease.take() {
+            lease.finish(true);
+        }
         let code = kind.code();
         tracing::debug!(upstream = %self.upstream.name, code, "stream failed after commit");
         let error = CallError {
@@ -104,6 +113,9 @@ impl CommittedStream {
 
     fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.finished = true;
+        if let Some(lease) = self.lease.take() {
+            lease.finish(false);
+        }
         if let Some(connection) = self.connection.take() {
             self.engine.upstreams.release(connection);
         }

@@ -27,6 +27,7 @@ pub mod upstream; // the only user of the HTTP client: pool, dial, timeline
 pub mod stream; // SSE scanning and what counts as content
 pub mod commit; // after the commit point: the body that pumps a stream, with its watchdog
 pub mod error; // failures, retryability, the error the client sees
+pub mod health; // breakers, latency estimates, target ranking, hedge thresholds
 mod describe; // the words of a failure: which limit, its value, where it is set
 
 use std::collections::HashMap;
@@ -47,6 +48,7 @@ pub struct Engine {
     upstreams: upstream::Upstreams,
     budget: Mutex<retry::RetryBudget>,
     rng: Mutex<fastrand::Rng>,
+    health: Arc<health::Health>,
 }
 
 /// A successful call's response, committed to the client.
@@ -99,6 +101,10 @@ impl Engine {
                 now,
             )),
             upstreams: upstream::Upstreams::new(dialers),
+            health: Arc::new(health::Health::new(
+                &config.breaker,
+                config.upstreams.iter().map(|u| u.name.clone()).collect(),
+            )),
             config: Arc::new(config),
             rng: Mutex::new(fastrand::Rng::new()),
         }))
@@ -107,6 +113,11 @@ impl Engine {
     /// The configuration it runs.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Every upstream-and-model's health: breaker, latency estimate, calls in flight, events.
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// Makes one call: picks targets, tries them within the deadlines, and returns the committed

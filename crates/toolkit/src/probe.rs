@@ -191,8 +191,11 @@ fn targets(
             targets: vec![RouteTarget {
                 upstream: 0,
                 model: model.clone(),
+                tier: 0,
             }],
             fallbacks: Vec::new(),
+            balance: hourglass_config::Balance::Ordered,
+            hedge: hourglass_config::Hedge::Off,
             policy,
             sources: Vec::new(),
             configured: true,

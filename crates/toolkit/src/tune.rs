@@ -25,7 +25,7 @@ pub struct TuneOptions {
 /// One derived value and the rule behind it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Derived {
-    /// The policy key (`timeouts.connect`, `retry.max_attempts`, `hedge_after`, …).
+    /// The policy key (`timeouts.connect`, `retry.max_attempts`, `hedge`, …).
     pub key: &'static str,
     /// The value as written in the TOML.
     pub value: String,
@@ -53,7 +53,7 @@ pub struct ModelTuning {
     /// The resulting policy.
     #[serde(skip)]
     pub policy: Policy,
-    /// The hedge threshold (not a gateway setting yet).
+    /// The hedge threshold (the model's `hedge`).
     #[serde(skip)]
     pub hedge_after: Option<Duration>,
 }
@@ -393,9 +393,16 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
     let hedge_after = (!wait.is_empty()).then(|| round_up(ms(percentile(wait, 95.0))));
     if let Some(h) = hedge_after {
         derived.push(Derived {
-            key: "hedge_after",
+            key: "hedge",
             value: fmt(h),
-            rule: format!("p95 {}: a second request then beats the slowest 5% (a gateway setting once hedging lands)", if first_tokens.is_empty() { "whole answer" } else { "first token" }),
+            rule: format!(
+                "p95 {}: a second request on another upstream then beats the slowest 5%",
+                if first_tokens.is_empty() {
+                    "whole answer"
+                } else {
+                    "first token"
+                }
+            ),
         });
     }
 
@@ -464,11 +471,13 @@ pub fn render_toml(tunings: &[ModelTuning]) -> String {
         if let Some(beat) = p.heartbeat {
             out.push_str(&format!("heartbeat = \"{}\"\n", fmt(beat)));
         }
-        if let Some(h) = t.hedge_after {
-            out.push_str(&format!(
-                "# hedge after {} (hedging is not a gateway setting yet)\n",
+        match (t.hedge_after, t.upstreams.len()) {
+            (Some(h), 2..) => out.push_str(&format!("hedge = \"{}\"\n", fmt(h))),
+            (Some(h), _) => out.push_str(&format!(
+                "# hedge = \"{}\"  (hedging needs a second upstream in targets)\n",
                 fmt(h)
-            ));
+            )),
+            (None, _) => {}
         }
         let to = &p.timeouts;
         out.push_str(&format!("\n[models.{name}.timeouts]\n"));

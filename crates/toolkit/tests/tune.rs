@@ -125,7 +125,7 @@ async fn tuned_timeouts_pass_a_normal_workload_and_catch_stalls_quickly() {
         "timeouts.idle",
         "timeouts.total",
         "retry.max_attempts",
-        "hedge_after",
+        "hedge",
     ] {
         let d = t
             .derived

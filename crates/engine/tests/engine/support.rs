@@ -32,6 +32,10 @@ pub fn setup(extra: &str) -> Setup {
 }
 
 pub fn setup_with(names: &[&str], extra: &str) -> Setup {
+    build(names, &upstream_tables(names, extra), false)
+}
+
+fn upstream_tables(names: &[&str], extra: &str) -> String {
     let mut text = String::new();
     for name in names {
         text.push_str(&format!(
@@ -39,17 +43,22 @@ pub fn setup_with(names: &[&str], extra: &str) -> Setup {
         ));
     }
     text.push_str(extra);
-    setup_raw(names, &text)
+    text
 }
 
 /// Simulated upstreams `names` behind an engine configured by the whole `text`.
 pub fn setup_raw(names: &[&str], text: &str) -> Setup {
+    build(names, text, false)
+}
+
+fn build(names: &[&str], text: &str, seeded: bool) -> Setup {
     let config = Config::from_toml(text, "test.toml", &|_| None).unwrap();
     let mut sims = HashMap::new();
     let mut dials = HashMap::new();
-    for name in names {
+    for (i, name) in names.iter().enumerate() {
         let server = Arc::new(Server::in_memory(ServerConfig {
             name: (*name).to_owned(),
+            seed: if seeded { 1000 * (i as u64 + 1) } else { 0 },
             ..ServerConfig::default()
         }));
         dials.insert((*name).to_owned(), memory_dial(server.clone()));
@@ -203,4 +212,9 @@ pub const SECOND: Duration = Duration::from_secs(1);
 
 pub fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
+}
+
+/// Like [`setup_with`], but each simulator draws from its own seed (independent fault draws).
+pub fn setup_seeded(names: &[&str], extra: &str) -> Setup {
+    build(names, &upstream_tables(names, extra), true)
 }

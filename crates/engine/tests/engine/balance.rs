@@ -1,0 +1,192 @@
+//! Which upstream, and when: a hanging upstream is ejected and readmitted through half-open,
+//! latency-aware balancing shifts load to the faster upstream, and hedging cuts the tail.
+
+use std::time::Duration;
+
+use hourglass_engine::health::Event;
+
+use crate::support::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_upstream_is_ejected_then_readmitted_through_half_open() {
+    let setup = setup_seeded(
+        &["a", "b"],
+        "[breaker]\nconsecutive_failures = 3\nejection = \"60s\"\nhalf_open_calls = 2\n\
+         [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\n",
+    );
+    // `a` hangs: each call waits out a's first_byte (capped by first_token, 20 s) and fails over.
+    for _ in 0..3 {
+        let outcome = call(&setup, chat("m", true, Some("hang;upstream=a"))).await;
+        assert_eq!(outcome.ok().upstream, "b");
+    }
+    assert_eq!(setup.requests("a"), 3);
+    // Ejected: the next calls go straight to b, and a sees no traffic.
+    for _ in 0..10 {
+        let outcome = call(&setup, chat("m", true, Some("hang;upstream=a"))).await;
+        assert_eq!(outcome.trail(), [("b".to_owned(), "ok")]);
+        assert!(
+            outcome.elapsed < Duration::from_secs(5),
+            "{:?}",
+            outcome.elapsed
+        );
+    }
+    assert_eq!(
+        setup.requests("a"),
+        3,
+        "no call reached the ejected upstream"
+    );
+    let status = setup.engine.health().snapshot();
+    assert_eq!(
+        (status[0].upstream.as_str(), status[0].breaker),
+        ("a", "open")
+    );
+
+    // a recovers; after the ejection, two trial calls readmit it.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    for _ in 0..2 {
+        let outcome = call(&setup, chat("m", true, None)).await;
+        assert_eq!(
+            outcome.ok().upstream,
+            "a",
+            "ordered: the readmitted first target"
+        );
+    }
+    assert_eq!(setup.engine.health().snapshot()[0].breaker, "closed");
+    let events: Vec<Event> = setup
+        .engine
+        .health()
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        matches!(&events[0], Event::Ejected { upstream, count: 1, duration, .. } if upstream == "a" && *duration == Duration::from_secs(60)),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::HalfOpened { upstream, .. } if upstream == "a")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Readmitted { upstream, .. } if upstream == "a"))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_trial_ejects_again_for_longer() {
+    let setup = setup_seeded(
+        &["a", "b"],
+        "[breaker]\nconsecutive_failures = 2\nejection = \"5s\"\n\
+         [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\n",
+    );
+    for _ in 0..2 {
+        call(&setup, chat("m", false, Some("status;code=503;upstream=a"))).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let outcome = call(&setup, chat("m", false, Some("status;code=503;upstream=a"))).await;
+    assert_eq!(
+        outcome.trail()[0],
+        ("a".to_owned(), "upstream_status"),
+        "the trial went to a"
+    );
+    let ejections: Vec<Duration> = setup
+        .engine
+        .health()
+        .events()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Event::Ejected { duration, .. } => Some(duration),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ejections, [Duration::from_secs(5), Duration::from_secs(10)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_balancing_shifts_load_toward_the_faster_upstream() {
+    let setup = setup_seeded(
+        &["slow", "fast"],
+        "[models.m]\ntargets = [\"slow:gpt-4o-mini\", \"fast:gpt-4o-mini\"]\nbalance = \"latency\"\n",
+    );
+    let mut tasks = Vec::new();
+    let engine = setup.engine.clone();
+    for i in 0..200u64 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50 * i)).await;
+            let request = chat("m", true, Some("first_token;after=2s;upstream=slow"));
+            let response = engine.call(request).await.unwrap();
+            if let hourglass_engine::ResponseBody::Stream(s) = response.body {
+                let _ = http_body_util::BodyExt::collect(s).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (slow, fast) = (setup.requests("slow"), setup.requests("fast"));
+    println!("latency balancing: slow {slow}, fast {fast} of 200");
+    assert_eq!(slow + fast, 200);
+    // The cost is latency × (calls in flight + 1): at 20 calls/s the fast one carries many
+    // streams at once, so the slow one still takes a share, as least-loaded balancing should.
+    assert!(fast >= 2 * slow, "slow {slow}, fast {fast}");
+    assert!(slow >= 1, "the slow one is still sampled now and then");
+}
+
+/// p50 and p99 of first-token latency over 400 streamed calls against two upstreams whose
+/// answers each have an independent 5% chance of a 5 s first token.
+async fn tail(hedge: &str) -> (Duration, Duration, u64, usize) {
+    let setup = setup_seeded(
+        &["a", "b"],
+        &format!(
+            "[retry_budget]\nratio = 0.2\nmin_per_s = 1\n\
+             [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\nbalance = \"latency\"\nhedge = \"{hedge}\"\n"
+        ),
+    );
+    let mut latencies = Vec::new();
+    for i in 0..400u64 {
+        let request = chat("m", true, Some("first_token;after=5s;p=0.05"));
+        let outcome = call(&setup, request).await;
+        assert!(outcome.result.is_ok(), "call {i}: {:?}", outcome.trail());
+        latencies.push(outcome.elapsed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    latencies.sort_unstable();
+    let attempts = setup.requests("a") + setup.requests("b");
+    let hedges = setup
+        .engine
+        .health()
+        .events()
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::HedgeStarted { .. }))
+        .count();
+    (latencies[199], latencies[395], attempts, hedges)
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedging_cuts_the_first_token_tail() {
+    let (p50, p99, attempts, _) = tail("off").await;
+    let (hp50, hp99, hattempts, hedges) = tail("1s").await;
+    println!(
+        "hedging off: p50 {p50:?} p99 {p99:?}, {attempts} attempts for 400 calls; \
+         hedge after 1s: p50 {hp50:?} p99 {hp99:?}, {hattempts} attempts ({hedges} hedges)"
+    );
+    assert!(
+        p99 >= Duration::from_secs(5),
+        "the slow tail shows unhedged: {p99:?}"
+    );
+    assert!(hp99 < Duration::from_millis(2600), "hedged p99 {hp99:?}");
+    assert!(
+        hp50 <= p50 + Duration::from_millis(50),
+        "the median is untouched"
+    );
+    assert!(
+        hattempts > attempts && hattempts < attempts + 80,
+        "{hattempts} vs {attempts}"
+    );
+    assert!(hedges >= 10, "{hedges}");
+}
