@@ -122,6 +122,8 @@ pub struct Target {
     /// Its priority tier: every target of tier 0 is tried before any of tier 1. With
     /// `balance = "ordered"` each target is its own tier, in the order written.
     pub tier: u32,
+    /// Its share of calls within its tier (`weighted`), or how much cheaper it counts (`latency`).
+    pub weight: u32,
 }
 
 /// How a model's targets within one tier are chosen.
@@ -131,8 +133,11 @@ pub enum Balance {
     /// In the order written: the first healthy target, then the next (the default).
     #[default]
     Ordered,
-    /// Power of two choices over the peak-EWMA of first-token latency times calls in flight.
+    /// Power of two choices over the peak-EWMA of first-token latency times calls in flight
+    /// (divided by the target's weight).
     Latency,
+    /// At random, in proportion to the targets' weights.
+    Weighted,
 }
 
 /// When to start a second attempt on another upstream while the first has no first token yet.
@@ -167,6 +172,9 @@ pub struct BreakerConfig {
     /// The largest share of a model's targets that may be ejected at once; beyond it, ejection
     /// is ignored for that model (better a sick upstream than none).
     pub max_ejected_share: f64,
+    /// A stream that completes below this many content chunks per second (after its first
+    /// token; at least 16 chunks over 2 s) counts as a failure; 0 turns the floor off.
+    pub min_tokens_per_s: f64,
 }
 
 impl Default for BreakerConfig {
@@ -180,6 +188,7 @@ impl Default for BreakerConfig {
             max_ejection: std::time::Duration::from_secs(300),
             half_open_calls: 2,
             max_ejected_share: 0.5,
+            min_tokens_per_s: 1.0,
         }
     }
 }

@@ -52,6 +52,7 @@ pub(crate) struct RawBreaker {
     pub max_ejection: Option<Positive>,
     pub half_open_calls: Option<u32>,
     pub max_ejected_share: Option<f64>,
+    pub min_tokens_per_s: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -74,7 +75,7 @@ pub(crate) struct RawUpstream {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawModel {
-    pub targets: Option<Vec<String>>,
+    pub targets: Option<Vec<RawTarget>>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
     pub family: Option<Family>,
@@ -87,6 +88,47 @@ pub(crate) struct RawModel {
     pub heartbeat: Option<Heartbeat>,
     pub balance: Option<crate::Balance>,
     pub hedge: Option<String>,
+}
+
+/// One target: `"UPSTREAM[:MODEL]"`, or a table with a tier and a weight.
+pub(crate) enum RawTarget {
+    Name(String),
+    Table(RawTargetTable),
+}
+
+impl<'de> Deserialize<'de> for RawTarget {
+    /// By hand rather than `untagged`, so a mistyped key in a table is named in the error.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawTarget;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "\"UPSTREAM\", \"UPSTREAM:MODEL\" or { upstream = \"…\", model, tier, weight }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawTarget, E> {
+                Ok(RawTarget::Name(text.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawTarget, A::Error> {
+                RawTargetTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawTarget::Table)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTargetTable {
+    pub upstream: String,
+    pub model: Option<String>,
+    pub tier: Option<u32>,
+    pub weight: Option<u32>,
 }
 
 /// A TOML table read as a list of (key, value) in document order.

@@ -73,12 +73,14 @@ fn a_full_configuration_loads() {
             Target {
                 upstream: 0,
                 model: "gpt-4o".into(),
-                tier: 0
+                tier: 0,
+                weight: 1
             },
             Target {
                 upstream: 1,
                 model: "gpt-4o-2024-08-06".into(),
-                tier: 1
+                tier: 1,
+                weight: 1
             }
         ]
     );
@@ -107,7 +109,8 @@ fn a_full_configuration_loads() {
         [Target {
             upstream: 1,
             model: "llama-3-70b".into(),
-            tier: 0
+            tier: 0,
+            weight: 1
         }]
     );
 }
@@ -326,7 +329,28 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
         [0, 1]
     );
 
+    let text = "[upstreams.a]\nbase_url = \"http://a/v1\"\n[upstreams.b]\nbase_url = \"http://b/v1\"\n\
+                [upstreams.c]\nbase_url = \"http://c/v1\"\n\
+                [models.w]\nbalance = \"weighted\"\ntargets = [{ upstream = \"a\", weight = 3 }, \"b:other\", { upstream = \"c\", model = \"x\", tier = 1 }]\n";
+    let config = Config::from_toml(text, "t.toml", &|_| None).unwrap();
+    let w = config.route("w").unwrap();
+    assert_eq!(w.balance, crate::Balance::Weighted);
+    let shape: Vec<(usize, &str, u32, u32)> = w
+        .targets
+        .iter()
+        .map(|t| (t.upstream, t.model.as_str(), t.tier, t.weight))
+        .collect();
+    assert_eq!(shape, [(0, "w", 0, 3), (1, "other", 0, 1), (2, "x", 1, 1)]);
+
     for (bad, says) in [
+        (
+            "[models.x]\ntargets = [{ upstream = \"a\", weight = 0 }]\n",
+            "models.x.targets[0].weight: is 0",
+        ),
+        (
+            "[models.x]\ntargets = [{ upstream = \"zz\" }]\n",
+            "models.x.targets[0]: unknown upstream `zz`",
+        ),
         (
             "[models.x]\ntargets = [\"a\"]\nhedge = \"p100\"\n",
             "models.x.hedge: `p100` is not a percentile",

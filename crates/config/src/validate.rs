@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::policy::{self, Family, Layer, PolicyPatch, Scenario};
-use crate::raw::{RawConfig, RawModel, RawUpstream};
+use crate::raw::{RawConfig, RawModel, RawTarget, RawUpstream};
 use crate::{
     Config, DEFAULT_LISTEN, ModelRoute, RetryBudget, Secret, Served, ServerSettings, Target,
     Upstream,
@@ -256,6 +256,16 @@ fn breaker(check: &Check<'_>, raw: &RawConfig) -> Result<crate::BreakerConfig, C
             b.max_ejected_share,
             d.max_ejected_share,
         )?,
+        min_tokens_per_s: match b.min_tokens_per_s {
+            Some(v) if !(0.0..=100_000.0).contains(&v) => {
+                return check.fail(
+                    "breaker.min_tokens_per_s",
+                    format!("is {v}; write chunks per second from 0 (off) to 100000"),
+                );
+            }
+            Some(v) => v,
+            None => d.min_tokens_per_s,
+        },
     };
     if config.ejection > config.max_ejection {
         return check.fail(
@@ -427,6 +437,7 @@ fn configured_route(
             message,
         })?,
     };
+    let mut explicit_tiers = false;
     let mut targets = match &raw.targets {
         None => {
             let implicit = serving(config, &name);
@@ -444,9 +455,20 @@ fn configured_route(
         Some(list) => {
             let mut targets = Vec::with_capacity(list.len());
             for (i, target) in list.iter().enumerate() {
-                let (upstream, model) = target
-                    .split_once(':')
-                    .unwrap_or((target.as_str(), name.as_str()));
+                let (upstream, model, tier, weight) = match target {
+                    RawTarget::Name(text) => {
+                        let (upstream, model) = text
+                            .split_once(':')
+                            .unwrap_or((text.as_str(), name.as_str()));
+                        (upstream, model, None, None)
+                    }
+                    RawTarget::Table(t) => (
+                        t.upstream.as_str(),
+                        t.model.as_deref().unwrap_or(name.as_str()),
+                        t.tier,
+                        t.weight,
+                    ),
+                };
                 let Some(index) = config.upstreams.iter().position(|u| u.name == upstream) else {
                     let known: Vec<&str> =
                         config.upstreams.iter().map(|u| u.name.as_str()).collect();
@@ -461,17 +483,26 @@ fn configured_route(
                         "the model after `:` is empty; write UPSTREAM:MODEL",
                     );
                 }
+                if weight == Some(0) {
+                    return check.fail(
+                        format!("{key}.targets[{i}].weight"),
+                        "is 0; write at least 1 (remove the target to send it nothing)",
+                    );
+                }
+                explicit_tiers |= tier.is_some();
                 targets.push(Target {
                     upstream: index,
                     model: model.to_owned(),
-                    tier: 0,
+                    tier: tier.unwrap_or(0),
+                    weight: weight.unwrap_or(1),
                 });
             }
             targets
         }
     };
-    // Ordered targets are tiers of one, in the order written; balanced ones share tier 0.
-    if balance == crate::Balance::Ordered {
+    // Ordered targets without written tiers are tiers of one, in the order written; balanced
+    // ones share tier 0 unless tiers are written.
+    if balance == crate::Balance::Ordered && !explicit_tiers {
         for (tier, target) in targets.iter_mut().enumerate() {
             target.tier = tier as u32;
         }
@@ -531,6 +562,7 @@ fn serving(config: &Config, model: &str) -> Vec<Target> {
             upstream,
             model: model.to_owned(),
             tier: tier as u32,
+            weight: 1,
         })
         .collect()
 }
@@ -567,6 +599,7 @@ pub(crate) fn passthrough_route(config: &Config) -> ModelRoute {
             upstream: 0,
             model: String::new(),
             tier: 0,
+            weight: 1,
         }],
         fallbacks: Vec::new(),
         balance: crate::Balance::Ordered,

@@ -36,6 +36,7 @@ pub(crate) struct Target {
     pub name: String,
     pub model: String,
     pub tier: u32,
+    pub weight: u32,
 }
 
 /// How far an attempt got, kept up to date so a failure can say where it happened.

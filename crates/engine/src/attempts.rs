@@ -63,6 +63,9 @@ pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Re
         }
     };
     let targets = targets(engine, &route);
+    let all_ejected = engine
+        .health
+        .all_ejected(&candidates(&targets), Instant::now());
     let policy = route.policy;
     let deadlines = Deadlines::new(
         request.start,
@@ -171,14 +174,13 @@ pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Re
             break;
         }
     }
-    Err(report(
-        &ctx,
-        &targets,
-        trail,
-        last,
-        budget_spent,
-        request.start,
-    ))
+    let mut error = report(&ctx, &targets, trail, last, budget_spent, request.start);
+    if all_ejected {
+        error.message.push_str(&format!(
+            "; every upstream serving `{model}` was ejected by its circuit breaker (see [breaker] in docs/config.md) and was tried anyway"
+        ));
+    }
+    Err(error)
 }
 
 /// What one attempt came to, and on which target (an index into the call's targets).
@@ -379,6 +381,7 @@ fn candidates(targets: &[Target]) -> Vec<Candidate<'_>> {
             upstream: t.upstream,
             model: &t.model,
             tier: t.tier,
+            weight: t.weight,
         })
         .collect()
 }
@@ -405,6 +408,7 @@ fn targets(engine: &Engine, route: &hourglass_config::ModelRoute) -> Vec<Target>
             name: engine.config.upstreams[t.upstream].name.clone(),
             model: t.model.clone(),
             tier: t.tier,
+            weight: t.weight,
         })
         .collect();
     // Fallback models come after every tier of the model itself.
@@ -418,6 +422,7 @@ fn targets(engine: &Engine, route: &hourglass_config::ModelRoute) -> Vec<Target>
                     name: engine.config.upstreams[t.upstream].name.clone(),
                     model: t.model.clone(),
                     tier: base + t.tier,
+                    weight: t.weight,
                 });
             }
             base += tiers;

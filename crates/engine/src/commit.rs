@@ -45,6 +45,10 @@ pub struct CommittedStream {
     /// The upstream's health verdict, given when the stream ends (dropped unfinished when the
     /// client leaves: no verdict).
     lease: Option<Lease>,
+    /// Content events since the commit point, and when it was: a stream that drips below the
+    /// breaker's tokens-per-second floor counts against the upstream.
+    content_events: u32,
+    committed: Instant,
 }
 
 /// What the commit point hands over.
@@ -81,6 +85,8 @@ impl CommittedStream {
             last_content: now,
             finished: false,
             lease: h.lease,
+            content_events: 0,
+            committed: now,
         }
     }
 
@@ -114,12 +120,24 @@ impl CommittedStream {
     fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.finished = true;
         if let Some(lease) = self.lease.take() {
-            lease.finish(false);
+            lease.finish(self.too_slow());
         }
         if let Some(connection) = self.connection.take() {
             self.engine.upstreams.release(connection);
         }
         Poll::Ready(None)
+    }
+}
+
+impl CommittedStream {
+    /// Whether the stream dripped below the breaker's floor (enough of it to judge).
+    fn too_slow(&self) -> bool {
+        let floor = self.engine.config().breaker.min_tokens_per_s;
+        let seconds = self.committed.elapsed().as_secs_f64();
+        floor > 0.0
+            && self.content_events >= 16
+            && seconds >= 2.0
+            && f64::from(self.content_events) / seconds < floor
     }
 }
 
@@ -170,6 +188,7 @@ impl Body for CommittedStream {
                     }
                     if content {
                         this.last_content = Instant::now();
+                        this.content_events += 1;
                     }
                     this.ended |= ended;
                     return Poll::Ready(Some(Ok(Frame::data(data))));

@@ -192,6 +192,7 @@ fn targets(
                 upstream: 0,
                 model: model.clone(),
                 tier: 0,
+                weight: 1,
             }],
             fallbacks: Vec::new(),
             balance: hourglass_config::Balance::Ordered,

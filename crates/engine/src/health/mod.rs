@@ -130,6 +130,8 @@ pub struct Candidate<'a> {
     pub model: &'a str,
     /// Its priority tier (0 first).
     pub tier: u32,
+    /// Its weight within the tier.
+    pub weight: u32,
 }
 
 impl Health {
@@ -256,7 +258,23 @@ impl Health {
             while !pool.is_empty() {
                 let pick = match balance {
                     Balance::Ordered => 0,
-                    Balance::Latency if pool.len() == 1 => 0,
+                    _ if pool.len() == 1 => 0,
+                    Balance::Weighted => {
+                        let total: u64 =
+                            pool.iter().map(|&i| u64::from(candidates[i].weight)).sum();
+                        let mut ticket = rng.u64(0..total.max(1));
+                        pool.iter()
+                            .position(|&i| {
+                                let w = u64::from(candidates[i].weight);
+                                if ticket < w {
+                                    true
+                                } else {
+                                    ticket -= w;
+                                    false
+                                }
+                            })
+                            .unwrap_or(0)
+                    }
                     Balance::Latency => {
                         let a = rng.usize(0..pool.len());
                         let mut b = rng.usize(0..pool.len() - 1);
@@ -266,6 +284,7 @@ impl Health {
                         let cost = |i: usize| {
                             let c = candidates[pool[i]];
                             self.with(c.upstream, c.model, now, |t| t.ewma.cost(t.outstanding))
+                                / f64::from(c.weight.max(1))
                         };
                         if cost(b) < cost(a) { b } else { a }
                     }
@@ -276,6 +295,14 @@ impl Health {
         // Ejected (and, when nothing else is left, already tried) targets come last.
         order.extend((0..candidates.len()).filter(|&i| !tried[i] && !usable(i)));
         order
+    }
+
+    /// Whether every one of `candidates` is ejected now (the call goes on anyway; its error says so).
+    pub fn all_ejected(&self, candidates: &[Candidate<'_>], now: Instant) -> bool {
+        !candidates.is_empty()
+            && candidates
+                .iter()
+                .all(|c| !self.with(c.upstream, c.model, now, |t| t.breaker.available(now)))
     }
 
     /// Starts a call on a target: counts it in flight and, when the breaker is half-open, as a
@@ -436,6 +463,7 @@ mod tests {
                 upstream,
                 model: "m",
                 tier: 0,
+                weight: 1,
             })
             .collect()
     }
@@ -505,6 +533,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn weights_share_calls_within_a_tier() {
+        let h = health(0.5);
+        let mut rng = fastrand::Rng::with_seed(3);
+        let now = Instant::now();
+        let mut c = candidates();
+        c.truncate(2);
+        c[0].weight = 3;
+        let mut firsts = [0usize; 2];
+        for _ in 0..4000 {
+            firsts[h.rank("m", &c, &[false; 2], Balance::Weighted, &mut rng, now)[0]] += 1;
+        }
+        assert!((2850..3150).contains(&firsts[0]), "3:1 → {firsts:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn tiers_come_in_order_and_a_dropped_lease_frees_its_slot() {
         let h = health(0.5);
         let mut rng = fastrand::Rng::with_seed(1);
@@ -514,16 +557,19 @@ mod tests {
                 upstream: 0,
                 model: "m",
                 tier: 1,
+                weight: 1,
             },
             Candidate {
                 upstream: 1,
                 model: "m",
                 tier: 0,
+                weight: 1,
             },
             Candidate {
                 upstream: 2,
                 model: "m",
                 tier: 1,
+                weight: 1,
             },
         ];
         assert_eq!(

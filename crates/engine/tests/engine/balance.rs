@@ -190,3 +190,68 @@ async fn hedging_cuts_the_first_token_tail() {
     );
     assert!(hedges >= 10, "{hedges}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_drips_below_the_floor_counts_against_its_upstream() {
+    let setup = setup_seeded(
+        &["a", "b"],
+        "[breaker]\nconsecutive_failures = 2\nmin_tokens_per_s = 2\n\
+         [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\n",
+    );
+    // 0.5 tokens/s: each token inside chat's 30 s idle, so the stream completes — slowly.
+    for _ in 0..2 {
+        let body = r#"{"model":"m","messages":[],"stream":true,"max_tokens":20}"#;
+        let mut request = hourglass_engine::CallRequest::new(
+            hourglass_engine::Endpoint::Chat,
+            "/chat/completions",
+            bytes::Bytes::from_static(body.as_bytes()),
+        )
+        .unwrap();
+        request.headers.insert(
+            "x-sim-fault",
+            "slow;tokens_per_s=0.5;upstream=a".parse().unwrap(),
+        );
+        let outcome = call(&setup, request).await;
+        let done = outcome.ok();
+        assert_eq!(done.upstream, "a");
+        assert!(
+            stream_text(&done.body).1.is_none(),
+            "the client got a whole stream"
+        );
+    }
+    let status = setup.engine.health().snapshot();
+    assert_eq!(
+        (status[0].failures, status[0].breaker),
+        (2, "open"),
+        "{status:?}"
+    );
+    // The next call avoids the dripping upstream.
+    let outcome = call(&setup, chat("m", true, None)).await;
+    assert_eq!(outcome.ok().upstream, "b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_to_a_model_whose_upstreams_are_all_ejected_says_so() {
+    let setup = setup_seeded(
+        &["a"],
+        "[breaker]\nconsecutive_failures = 2\n[models.m]\ntargets = [\"a:gpt-4o-mini\"]\n",
+    );
+    for _ in 0..2 {
+        call(&setup, chat("m", false, Some("status;code=503"))).await;
+    }
+    let outcome = call(&setup, chat("m", false, Some("status;code=503"))).await;
+    let error = outcome.err();
+    assert_eq!(
+        outcome.trail()[0].0,
+        "a",
+        "the only upstream is still tried"
+    );
+    assert!(
+        error.message.contains("was ejected by its circuit breaker"),
+        "{}",
+        error.message
+    );
+    // A healthy answer still comes through the ejected single upstream.
+    let outcome = call(&setup, chat("m", false, None)).await;
+    assert_eq!(outcome.ok().upstream, "a");
+}
