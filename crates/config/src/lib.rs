@@ -31,6 +31,8 @@ pub struct Config {
     pub retry_budget: RetryBudget,
     /// The circuit breaker settings.
     pub breaker: BreakerConfig,
+    /// The active health checks.
+    pub health_check: HealthCheckConfig,
     /// The upstreams, in file order.
     pub upstreams: Vec<Upstream>,
     /// The models clients can ask for by name (configured ones and those upstreams list).
@@ -150,6 +152,45 @@ pub enum Hedge {
     After(std::time::Duration),
     /// After this quantile (0–1) of the model's recent first-token latencies.
     Quantile(f64),
+}
+
+/// What an active health check sends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CheckMode {
+    /// No active checks.
+    Off,
+    /// `GET /models`: free, never billed (the default).
+    #[default]
+    Models,
+    /// A streamed one-token completion of this model: measures first-token latency, and is billed.
+    Completion(String),
+}
+
+/// Active health checks of every upstream (`[health_check]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckConfig {
+    /// What is sent.
+    pub mode: CheckMode,
+    /// Time between checks of one upstream (each waits a random 0–10 % more).
+    pub interval: std::time::Duration,
+    /// A check slower than this failed.
+    pub timeout: std::time::Duration,
+    /// Consecutive good checks that mark an unhealthy upstream healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failed checks that mark an upstream unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            mode: CheckMode::Models,
+            interval: std::time::Duration::from_secs(15),
+            timeout: std::time::Duration::from_secs(5),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
 }
 
 /// The circuit breaker of every upstream-and-model (`[breaker]`).

@@ -20,6 +20,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub breaker: RawBreaker,
     #[serde(default)]
+    pub health_check: RawHealthCheck,
+    #[serde(default)]
     pub upstreams: Ordered<RawUpstream>,
     #[serde(default)]
     pub models: Ordered<RawModel>,
@@ -39,6 +41,25 @@ pub(crate) struct RawServer {
     pub header_read_timeout: Option<Positive>,
     pub shutdown_grace: Option<Positive>,
     pub client_deadline_margin: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealthCheck {
+    pub mode: Option<RawCheckMode>,
+    pub model: Option<String>,
+    pub interval: Option<Positive>,
+    pub timeout: Option<Positive>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawCheckMode {
+    Off,
+    Models,
+    Completion,
 }
 
 #[derive(Deserialize, Default)]

@@ -315,6 +315,7 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
     assert_eq!(config.breaker.ejection, Duration::from_secs(5));
     assert_eq!(config.breaker.max_ejected_share, 0.34);
     assert_eq!(config.breaker.min_calls, 10, "defaults fill the rest");
+    assert_eq!(config.health_check, crate::HealthCheckConfig::default());
     let fast = config.route("fast").unwrap();
     assert_eq!(fast.balance, crate::Balance::Latency);
     assert_eq!(fast.hedge, crate::Hedge::Quantile(0.95));

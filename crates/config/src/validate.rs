@@ -85,6 +85,7 @@ pub(crate) fn from_toml(
     let server = server(&check, &raw)?;
     let retry_budget = budget(&check, &raw)?;
     let breaker = breaker(&check, &raw)?;
+    let health_check = health_check(&check, &raw)?;
     if raw.upstreams.0.is_empty() {
         return check.fail("upstreams", "no upstream is configured; add a table such as [upstreams.openai] with base_url = \"https://api.openai.com/v1\"");
     }
@@ -102,6 +103,7 @@ pub(crate) fn from_toml(
         server,
         retry_budget,
         breaker,
+        health_check,
         upstreams,
         models: Vec::new(),
         layers,
@@ -274,6 +276,67 @@ fn breaker(check: &Check<'_>, raw: &RawConfig) -> Result<crate::BreakerConfig, C
                 "({}) is above breaker.max_ejection ({})",
                 crate::duration::format(config.ejection),
                 crate::duration::format(config.max_ejection)
+            ),
+        );
+    }
+    Ok(config)
+}
+
+fn health_check(
+    check: &Check<'_>,
+    raw: &RawConfig,
+) -> Result<crate::HealthCheckConfig, ConfigError> {
+    use crate::raw::RawCheckMode;
+    let h = &raw.health_check;
+    let d = crate::HealthCheckConfig::default();
+    let mode = match (h.mode, &h.model) {
+        (Some(RawCheckMode::Off), _) => crate::CheckMode::Off,
+        (Some(RawCheckMode::Completion), Some(model)) if !model.is_empty() => {
+            crate::CheckMode::Completion(model.clone())
+        }
+        (Some(RawCheckMode::Completion), _) => {
+            return check.fail(
+                "health_check.model",
+                "mode = \"completion\" needs the model to send a one-token completion to (it is billed)",
+            );
+        }
+        (Some(RawCheckMode::Models) | None, Some(_)) => {
+            return check.fail(
+                "health_check.model",
+                "is only used with mode = \"completion\"",
+            );
+        }
+        (Some(RawCheckMode::Models) | None, None) => crate::CheckMode::Models,
+    };
+    let threshold = |key: &str, value: Option<u32>, default: u32| -> Result<u32, ConfigError> {
+        match value {
+            Some(0) => check.fail(format!("health_check.{key}"), "is 0; write at least 1"),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    };
+    let config = crate::HealthCheckConfig {
+        mode,
+        interval: h.interval.map_or(d.interval, |p| p.0),
+        timeout: h.timeout.map_or(d.timeout, |p| p.0),
+        healthy_threshold: threshold(
+            "healthy_threshold",
+            h.healthy_threshold,
+            d.healthy_threshold,
+        )?,
+        unhealthy_threshold: threshold(
+            "unhealthy_threshold",
+            h.unhealthy_threshold,
+            d.unhealthy_threshold,
+        )?,
+    };
+    if config.timeout > config.interval {
+        return check.fail(
+            "health_check.timeout",
+            format!(
+                "({}) is longer than health_check.interval ({}); checks would overlap",
+                crate::duration::format(config.timeout),
+                crate::duration::format(config.interval)
             ),
         );
     }
@@ -658,6 +721,7 @@ fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
             min_per_s: 5.0,
         },
         breaker: crate::BreakerConfig::default(),
+        health_check: crate::HealthCheckConfig::default(),
         upstreams,
         models: Vec::new(),
         layers: Layers::default(),

@@ -417,7 +417,9 @@ fn dropped_request_header(name: &str) -> bool {
     ) || name.starts_with("x-hourglass-")
 }
 
-fn build(
+/// The upstream request for `request`: the path under the base URL, the client's headers less
+/// hop-by-hop ones, the upstream's own headers and key.
+pub(crate) fn build(
     request: &CallRequest,
     upstream: &Upstream,
     body: Bytes,

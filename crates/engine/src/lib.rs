@@ -120,6 +120,12 @@ impl Engine {
         &self.health
     }
 
+    /// Starts the active health checks of every upstream (`[health_check]`); they stop when the
+    /// engine is dropped.
+    pub fn spawn_health_checks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        health::active::spawn(self)
+    }
+
     /// Makes one call: picks targets, tries them within the deadlines, and returns the committed
     /// response or the error to send.
     pub async fn call(self: &Arc<Self>, request: CallRequest) -> Result<Response, CallError> {

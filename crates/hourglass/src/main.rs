@@ -226,6 +226,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|u| format!("{} ({})", u.name, u.base_url))
         .collect();
     let engine = Engine::new(config, dials).map_err(anyhow::Error::msg)?;
+    // Active health checks run for as long as the engine does ([health_check]).
+    let _health_checks = engine.spawn_health_checks();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (server.listen / --listen)"))?;

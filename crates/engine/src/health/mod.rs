@@ -4,6 +4,7 @@
 //! event log for the observability work. The state machines take `now` as an argument; only
 //! [`Health`] touches shared state.
 
+pub mod active;
 pub mod breaker;
 pub mod ewma;
 pub mod hedge;
@@ -88,6 +89,18 @@ pub enum Event {
         /// Model.
         model: String,
     },
+    /// Active checks found an upstream down.
+    UpstreamDown {
+        /// Upstream name.
+        upstream: String,
+        /// The last check's error.
+        error: String,
+    },
+    /// Active checks found it up again.
+    UpstreamUp {
+        /// Upstream name.
+        upstream: String,
+    },
 }
 
 /// A target's state as the status page shows it.
@@ -119,6 +132,7 @@ pub struct Health {
     targets: Mutex<HashMap<(usize, String), TargetHealth>>,
     latencies: Mutex<HashMap<String, LatencyWindow>>,
     events: Mutex<VecDeque<(Instant, Event)>>,
+    probes: Mutex<Vec<active::ProbeState>>,
 }
 
 /// A candidate target as the ranking sees it.
@@ -148,10 +162,11 @@ impl Health {
                 half_open_calls: config.half_open_calls,
             },
             max_ejected_share: config.max_ejected_share,
-            names,
             targets: Mutex::new(HashMap::new()),
             latencies: Mutex::new(HashMap::new()),
             events: Mutex::new(VecDeque::new()),
+            probes: Mutex::new(vec![active::ProbeState::default(); names.len()]),
+            names,
         }
     }
 
@@ -188,7 +203,10 @@ impl Health {
 
     fn event(&self, now: Instant, event: Event) {
         match &event {
-            Event::Ejected { .. } | Event::Readmitted { .. } => tracing::info!(?event, "health"),
+            Event::Ejected { .. }
+            | Event::Readmitted { .. }
+            | Event::UpstreamDown { .. }
+            | Event::UpstreamUp { .. } => tracing::info!(?event, "health"),
             _ => tracing::debug!(?event, "health"),
         }
         let mut events = self
@@ -231,10 +249,7 @@ impl Health {
         rng: &mut fastrand::Rng,
         now: Instant,
     ) -> Vec<usize> {
-        let available: Vec<bool> = candidates
-            .iter()
-            .map(|c| self.with(c.upstream, c.model, now, |t| t.breaker.available(now)))
-            .collect();
+        let available: Vec<bool> = candidates.iter().map(|c| self.available(c, now)).collect();
         let ejected = available.iter().filter(|a| !**a).count();
         let panic =
             ejected > 0 && ejected as f64 > self.max_ejected_share * candidates.len() as f64;
@@ -297,12 +312,63 @@ impl Health {
         order
     }
 
+    /// Whether a target may take a call now: its breaker admits one and active checks have not
+    /// found its upstream down.
+    fn available(&self, c: &Candidate<'_>, now: Instant) -> bool {
+        let up = self
+            .probes
+            .lock()
+            .expect("the probe lock is never poisoned")
+            .get(c.upstream)
+            .is_none_or(|p| p.healthy);
+        up && self.with(c.upstream, c.model, now, |t| t.breaker.available(now))
+    }
+
+    /// Records an active check of upstream `index`; a completion check's latency also feeds the
+    /// model's latency estimate.
+    pub fn probe_result(
+        &self,
+        index: usize,
+        mode: &hourglass_config::CheckMode,
+        result: Result<Duration, String>,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) {
+        let now = Instant::now();
+        if let (hourglass_config::CheckMode::Completion(model), Ok(latency)) = (mode, &result) {
+            self.with(index, model, now, |t| t.ewma.observe(*latency, now));
+        }
+        let error = result.as_ref().err().cloned().unwrap_or_default();
+        let flipped = self
+            .probes
+            .lock()
+            .expect("the probe lock is never poisoned")
+            .get_mut(index)
+            .and_then(|p| p.record(result, healthy_threshold, unhealthy_threshold));
+        let upstream = self.names[index].clone();
+        match flipped {
+            Some(false) => self.event(now, Event::UpstreamDown { upstream, error }),
+            Some(true) => self.event(now, Event::UpstreamUp { upstream }),
+            None => {}
+        }
+    }
+
+    /// Each upstream's active-check state, in configuration order.
+    pub fn probes(&self) -> Vec<(String, active::ProbeState)> {
+        let probes = self
+            .probes
+            .lock()
+            .expect("the probe lock is never poisoned");
+        self.names
+            .iter()
+            .cloned()
+            .zip(probes.iter().cloned())
+            .collect()
+    }
+
     /// Whether every one of `candidates` is ejected now (the call goes on anyway; its error says so).
     pub fn all_ejected(&self, candidates: &[Candidate<'_>], now: Instant) -> bool {
-        !candidates.is_empty()
-            && candidates
-                .iter()
-                .all(|c| !self.with(c.upstream, c.model, now, |t| t.breaker.available(now)))
+        !candidates.is_empty() && candidates.iter().all(|c| !self.available(c, now))
     }
 
     /// Starts a call on a target: counts it in flight and, when the breaker is half-open, as a

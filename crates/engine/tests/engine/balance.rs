@@ -255,3 +255,82 @@ async fn a_call_to_a_model_whose_upstreams_are_all_ejected_says_so() {
     let outcome = call(&setup, chat("m", false, None)).await;
     assert_eq!(outcome.ok().upstream, "a");
 }
+
+#[tokio::test(start_paused = true)]
+async fn active_checks_take_a_dead_upstream_out_before_any_call_pays_for_it() {
+    let setup = setup_seeded(
+        &["a", "b"],
+        "[health_check]\ninterval = \"1s\"\ntimeout = \"500ms\"\nunhealthy_threshold = 2\nhealthy_threshold = 2\n\
+         [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\n",
+    );
+    let _checks = setup.engine.spawn_health_checks();
+    setup.sims["a"].set_blackhole(true);
+    // Two failed checks (each 1–1.1 s after the last ended, each waiting 0.5 s) mark a down.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let probes = setup.engine.health().probes();
+    assert_eq!(probes[0].0, "a");
+    assert!(!probes[0].1.healthy, "{probes:?}");
+    assert!(probes[1].1.healthy);
+    // A call goes straight to b: no connect timeout on a.
+    let outcome = call(&setup, chat("m", true, None)).await;
+    assert_eq!(outcome.trail(), [("b".to_owned(), "ok")]);
+    assert!(
+        outcome.elapsed < Duration::from_secs(2),
+        "{:?}",
+        outcome.elapsed
+    );
+
+    // a comes back: two good checks and traffic returns to it (ordered: it is first).
+    setup.sims["a"].set_blackhole(false);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(setup.engine.health().probes()[0].1.healthy);
+    let outcome = call(&setup, chat("m", true, None)).await;
+    assert_eq!(outcome.ok().upstream, "a");
+    let events: Vec<Event> = setup
+        .engine
+        .health()
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert!(
+        matches!(&events[0], Event::UpstreamDown { upstream, .. } if upstream == "a"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[1], Event::UpstreamUp { upstream } if upstream == "a"),
+        "{events:?}"
+    );
+    // The checks went over the pool: a's checks left a warm connection the call reused.
+    assert!(setup.requests("a") >= 3, "checks and the call reached a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn completion_checks_measure_first_token_latency() {
+    let setup = setup_seeded(
+        &["a"],
+        "[health_check]\nmode = \"completion\"\nmodel = \"gpt-4o-mini\"\ninterval = \"2s\"\ntimeout = \"1s\"\n",
+    );
+    let _checks = setup.engine.spawn_health_checks();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let status = setup.engine.health().snapshot();
+    assert_eq!(status[0].model, "gpt-4o-mini");
+    // The simulator's gpt-4o-mini: first token median 0.45 s (p99 1.5 s, over 1 s times out).
+    let ewma = status[0].ewma;
+    assert!(
+        ewma > Duration::from_millis(100) && ewma < Duration::from_secs(1),
+        "{ewma:?}"
+    );
+    let probes = setup.engine.health().probes();
+    assert!(probes[0].1.healthy);
+    // A check on its own: the latency is the first token's, not the headers'.
+    let latency = hourglass_engine::health::active::check(
+        &setup.engine,
+        0,
+        &hourglass_config::CheckMode::Completion("gpt-4o-mini".into()),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(latency > Duration::from_millis(50), "{latency:?}");
+}
