@@ -224,12 +224,8 @@ fn parse_size(text: &str) -> Option<usize> {
 fn breaker(check: &Check<'_>, raw: &RawConfig) -> Result<crate::BreakerConfig, ConfigError> {
     let b = &raw.breaker;
     let d = crate::BreakerConfig::default();
-    let count = |key: &str, value: Option<u32>, default: u32| -> Result<u32, ConfigError> {
-        match value {
-            Some(0) => check.fail(format!("breaker.{key}"), "is 0; write at least 1"),
-            Some(n) => Ok(n),
-            None => Ok(default),
-        }
+    let count = |key: &str, value: Option<u32>, default: u32| {
+        at_least_one(check, &format!("breaker.{key}"), value, default)
     };
     let share = |key: &str, value: Option<f64>, default: f64| -> Result<f64, ConfigError> {
         match value {
@@ -308,12 +304,8 @@ fn health_check(
         }
         (Some(RawCheckMode::Models) | None, None) => crate::CheckMode::Models,
     };
-    let threshold = |key: &str, value: Option<u32>, default: u32| -> Result<u32, ConfigError> {
-        match value {
-            Some(0) => check.fail(format!("health_check.{key}"), "is 0; write at least 1"),
-            Some(n) => Ok(n),
-            None => Ok(default),
-        }
+    let threshold = |key: &str, value: Option<u32>, default: u32| {
+        at_least_one(check, &format!("health_check.{key}"), value, default)
     };
     let config = crate::HealthCheckConfig {
         mode,
@@ -341,6 +333,20 @@ fn health_check(
         );
     }
     Ok(config)
+}
+
+/// A count of at least one, or its default.
+fn at_least_one(
+    check: &Check<'_>,
+    key: &str,
+    value: Option<u32>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match value {
+        Some(0) => check.fail(key, "is 0; write at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
 }
 
 /// `off`, a percentile such as `p95`, or a duration such as `2s`.
