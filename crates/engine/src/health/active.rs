@@ -1,5 +1,5 @@
-//! Active health checks: every `interval` (plus up to 10 % jitter, so a fleet does not probe in
-//! step) each upstream gets a cheap check over the engine's own pool — `GET /models` by default,
+//! Active health checks: at start and then every `interval` (plus up to 10 % jitter, so a fleet
+//! does not probe in step) each upstream gets a cheap check over the engine's own pool — `GET /models` by default,
 //! never billed, or a streamed one-token completion that also measures first-token latency. Any
 //! HTTP answer below 500 counts as up (a 401 or 404 proves the server is there); a refusal, a
 //! timeout or a 5xx counts as down. Thresholds of consecutive results flip an upstream between
@@ -85,9 +85,9 @@ pub fn spawn(engine: &Arc<Engine>) -> Vec<tokio::task::JoinHandle<()>> {
             let settings = settings.clone();
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::new();
+                // The first check runs at once: it resolves, dials and handshakes before the
+                // first call needs a connection.
                 loop {
-                    let jitter = settings.interval.mul_f64(rng.f64() * 0.1);
-                    tokio::time::sleep(settings.interval + jitter).await;
                     let Some(engine) = weak.upgrade() else { return };
                     let result = check(&engine, index, &settings.mode, settings.timeout).await;
                     engine.health.probe_result(
@@ -97,6 +97,9 @@ pub fn spawn(engine: &Arc<Engine>) -> Vec<tokio::task::JoinHandle<()>> {
                         settings.healthy_threshold,
                         settings.unhealthy_threshold,
                     );
+                    drop(engine);
+                    let jitter = settings.interval.mul_f64(rng.f64() * 0.1);
+                    tokio::time::sleep(settings.interval + jitter).await;
                 }
             })
         })

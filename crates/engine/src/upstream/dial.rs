@@ -4,11 +4,15 @@
 //! unreachable network, a failed TLS handshake.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::error::FailureKind;
 
@@ -40,10 +44,100 @@ where
     }
 }
 
+/// How long a DNS answer is used before it is refreshed (getaddrinfo does not tell the record's
+/// TTL; 30 s is a common one for API endpoints).
+pub const DNS_FRESH: Duration = Duration::from_secs(30);
+/// How long a stale answer is still used while refreshes fail (serve-stale, RFC 8767's spirit).
+pub const DNS_STALE: Duration = Duration::from_secs(300);
+
+/// A resolver function: host and port to addresses.
+pub type Lookup =
+    Arc<dyn Fn(String, u16) -> BoxFuture<std::io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+/// The system resolver (getaddrinfo on a blocking thread).
+pub fn system_lookup() -> Lookup {
+    Arc::new(|host: String, port: u16| {
+        Box::pin(async move {
+            tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(|addrs| addrs.collect())
+        })
+    })
+}
+
+/// One host's addresses, kept off the call path: answered from the cache while fresh, answered
+/// stale and refreshed in the background after [`DNS_FRESH`], resolved inline only the first time
+/// (or after [`DNS_STALE`] of failed refreshes).
+pub struct DnsCache {
+    host: String,
+    port: u16,
+    lookup: Lookup,
+    entry: Mutex<Option<(Vec<SocketAddr>, Instant)>>,
+    refreshing: Arc<AtomicBool>,
+}
+
+impl DnsCache {
+    /// A cache for `host:port` resolved with `lookup`.
+    pub fn new(host: String, port: u16, lookup: Lookup) -> Arc<DnsCache> {
+        Arc::new(DnsCache {
+            host,
+            port,
+            lookup,
+            entry: Mutex::new(None),
+            refreshing: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The addresses of the host.
+    pub async fn resolve(self: &Arc<Self>) -> Result<Vec<SocketAddr>, FailureKind> {
+        let now = Instant::now();
+        let cached = self
+            .entry
+            .lock()
+            .expect("the dns lock is never poisoned")
+            .clone();
+        if let Some((addrs, at)) = cached {
+            let age = now.saturating_duration_since(at);
+            if age < DNS_FRESH {
+                return Ok(addrs);
+            }
+            if age < DNS_STALE {
+                self.refresh_in_background();
+                return Ok(addrs);
+            }
+        }
+        self.lookup_now().await
+    }
+
+    async fn lookup_now(&self) -> Result<Vec<SocketAddr>, FailureKind> {
+        let addrs = (self.lookup)(self.host.clone(), self.port)
+            .await
+            .map_err(|e| FailureKind::Dns(format!("{}: {e}", self.host)))?;
+        if addrs.is_empty() {
+            return Err(FailureKind::Dns(format!("{} has no address", self.host)));
+        }
+        *self.entry.lock().expect("the dns lock is never poisoned") =
+            Some((addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            // A failed refresh keeps the stale answer until DNS_STALE.
+            let _ = cache.lookup_now().await;
+            cache.refreshing.store(false, Ordering::Release);
+        });
+    }
+}
+
 /// Dials a host and port over TCP, with TLS when `tls` is set.
 pub struct NetworkDial {
     host: String,
-    port: u16,
+    dns: Arc<DnsCache>,
     tls: Option<(
         rustls::pki_types::ServerName<'static>,
         Arc<rustls::ClientConfig>,
@@ -70,23 +164,18 @@ impl NetworkDial {
         } else {
             None
         };
-        Ok(NetworkDial { host, port, tls })
+        let dns = DnsCache::new(host.clone(), port, system_lookup());
+        Ok(NetworkDial { host, dns, tls })
     }
 }
 
 impl Dial for NetworkDial {
     fn dial(&self) -> BoxFuture<Result<BoxIo, FailureKind>> {
         let host = self.host.clone();
-        let port = self.port;
+        let dns = self.dns.clone();
         let tls = self.tls.clone();
         Box::pin(async move {
-            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| FailureKind::Dns(format!("{host}: {e}")))?
-                .collect();
-            if addrs.is_empty() {
-                return Err(FailureKind::Dns(format!("{host} has no address")));
-            }
+            let addrs = dns.resolve().await?;
             let mut last = None;
             let mut stream = None;
             for addr in &addrs {
@@ -137,4 +226,60 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A resolver that takes 200 ms, counts its lookups, and fails once `fail` is set.
+    fn slow(count: Arc<AtomicUsize>, fail: Arc<AtomicBool>) -> Lookup {
+        Arc::new(move |_host, port| {
+            let count = count.clone();
+            let fail = fail.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                count.fetch_add(1, Ordering::SeqCst);
+                if fail.load(Ordering::SeqCst) {
+                    return Err(std::io::Error::other("SERVFAIL"));
+                }
+                Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+            })
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_resolver_is_paid_once_then_refreshed_off_the_call_path() {
+        let (count, fail) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let cache = DnsCache::new("api.x".into(), 443, slow(count.clone(), fail.clone()));
+        let start = Instant::now();
+        cache.resolve().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(200),
+            "the first lookup is inline"
+        );
+        let start = Instant::now();
+        cache.resolve().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO, "fresh: from the cache");
+        // Stale: answered at once, refreshed in the background (one refresh for many calls).
+        tokio::time::sleep(DNS_FRESH).await;
+        let start = Instant::now();
+        for _ in 0..5 {
+            cache.resolve().await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        // Refreshes failing: the stale answer is served until DNS_STALE, then the error shows.
+        fail.store(true, Ordering::SeqCst);
+        tokio::time::sleep(DNS_FRESH).await;
+        assert!(cache.resolve().await.is_ok());
+        tokio::time::sleep(DNS_STALE).await;
+        assert!(matches!(cache.resolve().await, Err(FailureKind::Dns(_))));
+    }
 }

@@ -334,3 +334,56 @@ async fn completion_checks_measure_first_token_latency() {
     .unwrap();
     assert!(latency > Duration::from_millis(50), "{latency:?}");
 }
+
+/// First-call latency with and without a warm pool, against an upstream whose connection set-up
+/// (DNS + TCP + TLS) takes 150 ms.
+#[tokio::test(start_paused = true)]
+async fn checks_keep_slow_connection_set_up_off_the_first_call() {
+    use std::sync::Arc;
+
+    use hourglass_engine::error::FailureKind;
+    use hourglass_engine::{BoxFuture, BoxIo, DialFn};
+    use hourglass_sim::{Server, ServerConfig};
+
+    async fn first_call_connect(checks: bool) -> Duration {
+        let server = Arc::new(Server::in_memory(ServerConfig::default()));
+        let slow_dial = DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+            let server = server.clone();
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Ok(Box::new(server.connect_in_memory().await) as BoxIo)
+            })
+        });
+        let config = hourglass_config::Config::from_toml(
+            "[upstreams.a]\nbase_url = \"https://a.invalid/v1\"\n[models.m]\ntargets = [\"a:gpt-4o-mini\"]\n",
+            "t.toml",
+            &|_| None,
+        )
+        .unwrap();
+        let dials: std::collections::HashMap<String, Arc<dyn hourglass_engine::Dial>> = [(
+            "a".to_owned(),
+            Arc::new(slow_dial) as Arc<dyn hourglass_engine::Dial>,
+        )]
+        .into();
+        let engine = hourglass_engine::Engine::new(config, dials).unwrap();
+        let _checks = if checks {
+            engine.spawn_health_checks()
+        } else {
+            Vec::new()
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await; // the gateway has just started
+        let response = engine.call(chat("m", false, None)).await.unwrap();
+        let timeline = response.timeline.unwrap();
+        timeline.connected.unwrap() - timeline.start
+    }
+
+    let cold = first_call_connect(false).await;
+    let warm = first_call_connect(true).await;
+    println!("first call's connect phase: {cold:?} without health checks, {warm:?} with");
+    assert_eq!(cold, Duration::from_millis(150));
+    assert_eq!(
+        warm,
+        Duration::ZERO,
+        "the check's pooled connection was reused"
+    );
+}
