@@ -141,10 +141,10 @@ async fn attempt(
         progress.timeline.reused = connection.reused;
 
         progress.phase = Phase::Write;
-        let (http_request, mut written) = build(request, upstream, body.clone())?;
+        let (http_request, mut written) =
+            build(request, upstream, body.clone(), connection.is_h2())?;
         let result = {
-            let (sender, mut driver) = connection.split();
-            let send = drive(&mut driver, sender.send_request(http_request));
+            let send = connection.send(http_request);
             tokio::pin!(send);
             let write = d.write(connected);
             let early = tokio::select! {
@@ -423,6 +423,7 @@ pub(crate) fn build(
     request: &CallRequest,
     upstream: &Upstream,
     body: Bytes,
+    h2: bool,
 ) -> Result<
     (
         http::Request<RequestBody>,
@@ -431,7 +432,17 @@ pub(crate) fn build(
     FailureKind,
 > {
     let prefix = upstream.base_url.path().trim_end_matches('/');
-    let uri = format!("{prefix}{}", request.path);
+    // HTTP/2 carries the scheme and authority as pseudo-headers: it needs the absolute URI.
+    let uri = match (
+        h2,
+        upstream.base_url.scheme_str(),
+        upstream.base_url.authority(),
+    ) {
+        (true, Some(scheme), Some(authority)) => {
+            format!("{scheme}://{authority}{prefix}{}", request.path)
+        }
+        _ => format!("{prefix}{}", request.path),
+    };
     let (body, written) = RequestBody::new(body);
     let mut builder = http::Request::builder()
         .method(request.method.clone())
@@ -446,6 +457,7 @@ pub(crate) fn build(
         headers.append(name.clone(), value.clone());
     }
     if let Some(authority) = upstream.base_url.authority()
+        && !h2
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
         headers.insert(header::HOST, value);

@@ -151,14 +151,12 @@ pub async fn check(
             .await
             .map_err(|kind| format!("{}: {kind:?}", kind.code()))?;
         let (http_request, _written) =
-            crate::attempt::build(&request, upstream, request.body.clone())
+            crate::attempt::build(&request, upstream, request.body.clone(), connection.is_h2())
                 .map_err(|kind| kind.code().to_owned())?;
-        let response = {
-            let (sender, mut driver) = connection.split();
-            drive(&mut driver, sender.send_request(http_request))
-                .await
-                .map_err(|e| format!("upstream_closed: {e}"))?
-        };
+        let response = connection
+            .send(http_request)
+            .await
+            .map_err(|e| format!("upstream_closed: {e}"))?;
         let status = response.status();
         let mut latency = start.elapsed();
         let mut body = response.into_body();

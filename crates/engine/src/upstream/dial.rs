@@ -17,8 +17,23 @@ use tokio::time::Instant;
 use crate::error::FailureKind;
 
 /// A byte stream to an upstream.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The stream as `Any`, to ask a TLS stream what ALPN agreed.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Whether `io` is a TLS stream on which the server chose HTTP/2.
+pub fn negotiated_h2(io: &BoxIo) -> bool {
+    (**io)
+        .as_any()
+        .downcast_ref::<tokio_rustls::client::TlsStream<TcpStream>>()
+        .is_some_and(|tls| tls.get_ref().1.alpn_protocol() == Some(b"h2"))
+}
 
 /// A boxed connection.
 pub type BoxIo = Box<dyn Io>;
@@ -213,7 +228,7 @@ impl Dial for NetworkDial {
     }
 }
 
-/// The TLS client configuration: ring, the Mozilla roots, HTTP/1.1 by ALPN.
+/// The TLS client configuration: ring, the Mozilla roots, HTTP/2 or HTTP/1.1 by ALPN.
 pub fn tls_config() -> Arc<rustls::ClientConfig> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -224,7 +239,7 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
         .expect("ring supports the default TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }
 

@@ -5,7 +5,8 @@
 //! # Why our own pool
 //! hyper-util's pooled client hides whether a connection was reused and when the request body was
 //! handed over; the connect and write clocks need both. A pool of HTTP/1.1 connections per
-//! upstream is a few lines and makes every phase measurable.
+//! upstream is a few lines and makes every phase measurable. An upstream that offers HTTP/2 by
+//! ALPN gets one shared, multiplexed connection instead.
 
 pub mod dial;
 
@@ -92,82 +93,119 @@ impl Timeline {
 /// The future that runs an HTTP/1.1 connection: it reads and writes the socket.
 type Driver = hyper::client::conn::http1::Connection<TokioIo<dial::BoxIo>, RequestBody>;
 
+/// The two kinds of upstream connection.
+enum Link {
+    /// HTTP/1.1: one request at a time, driven by the task that makes the call.
+    H1 {
+        sender: SendRequest<RequestBody>,
+        driver: Pin<Box<Driver>>,
+        /// The driver has finished: the connection is closed.
+        closed: bool,
+    },
+    /// HTTP/2 (negotiated by ALPN): many requests over one connection, driven by a task of its
+    /// own since no single call owns it.
+    H2 {
+        sender: hyper::client::conn::http2::SendRequest<RequestBody>,
+    },
+}
+
 /// A connection ready for one request.
 ///
-/// # Why the caller drives it
+/// # Why the caller drives an HTTP/1.1 connection
 /// hyper's client connection is a future that moves bytes; spawned as its own task, every
 /// request and every chunk would cross two tasks (and often two threads). Here the task that
-/// makes the call polls it while it waits ([`Connection::drive`], [`Connection::poll_driver`]),
-/// so a proxied call stays on one task.
+/// makes the call polls it while it waits ([`drive`], [`Connection::poll_driver`]), so a proxied
+/// call stays on one task. An HTTP/2 connection is shared by calls, so it runs as its own task.
 pub struct Connection {
-    /// The HTTP/1.1 sender.
-    pub sender: SendRequest<RequestBody>,
-    driver: Pin<Box<Driver>>,
-    /// The driver has finished: the connection is closed.
-    closed: bool,
-    /// Whether it came from the pool.
+    link: Link,
+    /// Whether it came from the pool (or is a shared HTTP/2 connection already open).
     pub reused: bool,
     upstream: usize,
 }
 
 impl Connection {
-    /// Polls the connection so its socket makes progress; returns `Ready` once it has closed.
+    /// Polls an HTTP/1.1 connection so its socket makes progress; returns `Ready` once it has
+    /// closed. An HTTP/2 connection runs on its own task: always `Pending` here.
     pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.closed && self.driver.as_mut().poll(cx).is_ready() {
-            self.closed = true;
-        }
-        if self.closed {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        match &mut self.link {
+            Link::H1 { driver, closed, .. } => {
+                if !*closed && driver.as_mut().poll(cx).is_ready() {
+                    *closed = true;
+                }
+                if *closed {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+            Link::H2 { .. } => Poll::Pending,
         }
     }
 
-    /// Whether the connection can take another request now (polled once, without waiting).
+    /// Whether the connection speaks HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self.link, Link::H2 { .. })
+    }
+
+    /// Whether an HTTP/1.1 connection can take another request now (polled once, without waiting).
     fn usable(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        self.poll_driver(&mut cx).is_pending() && self.sender.is_ready()
+        let open = self.poll_driver(&mut cx).is_pending();
+        match &self.link {
+            Link::H1 { sender, .. } => open && sender.is_ready(),
+            Link::H2 { sender } => !sender.is_closed(),
+        }
+    }
+
+    /// Sends a request and waits for its response head, driving the connection meanwhile.
+    pub async fn send(
+        &mut self,
+        request: http::Request<RequestBody>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        match &mut self.link {
+            Link::H1 {
+                sender,
+                driver,
+                closed,
+            } => {
+                let mut driver = DriverRef {
+                    inner: Some((driver, closed)),
+                };
+                drive(&mut driver, sender.send_request(request)).await
+            }
+            Link::H2 { sender } => sender.send_request(request).await,
+        }
+    }
+
+    /// The driver alone, to read a response body while driving.
+    pub fn driver(&mut self) -> DriverRef<'_> {
+        match &mut self.link {
+            Link::H1 { driver, closed, .. } => DriverRef {
+                inner: Some((driver, closed)),
+            },
+            Link::H2 { .. } => DriverRef { inner: None },
+        }
     }
 }
 
-/// Awaits `future` (a request or a body read on `driver`'s connection) while driving the
-/// connection; `driver` and the future borrow disjoint parts of a [`Connection`].
+/// Awaits `future` (a body read on `driver`'s connection) while driving the connection.
 pub async fn drive<F: Future>(driver: &mut DriverRef<'_>, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     std::future::poll_fn(|cx| {
-        if !*driver.closed && driver.driver.as_mut().poll(cx).is_ready() {
-            *driver.closed = true;
+        if let Some((driver, closed)) = driver.inner.as_mut()
+            && !**closed
+            && driver.as_mut().poll(cx).is_ready()
+        {
+            **closed = true;
         }
         future.as_mut().poll(cx)
     })
     .await
 }
 
-/// The driving half of a [`Connection`], borrowed apart from its sender.
+/// The driving half of an HTTP/1.1 [`Connection`] (nothing for HTTP/2, which drives itself).
 pub struct DriverRef<'a> {
-    driver: &'a mut Pin<Box<Driver>>,
-    closed: &'a mut bool,
-}
-
-impl Connection {
-    /// Splits the connection into its sender and its driver, to send while driving.
-    pub fn split(&mut self) -> (&mut SendRequest<RequestBody>, DriverRef<'_>) {
-        (
-            &mut self.sender,
-            DriverRef {
-                driver: &mut self.driver,
-                closed: &mut self.closed,
-            },
-        )
-    }
-
-    /// The driver alone, to read a response body while driving.
-    pub fn driver(&mut self) -> DriverRef<'_> {
-        DriverRef {
-            driver: &mut self.driver,
-            closed: &mut self.closed,
-        }
-    }
+    inner: Option<(&'a mut Pin<Box<Driver>>, &'a mut bool)>,
 }
 
 struct Idle {
@@ -178,6 +216,8 @@ struct Idle {
 struct Entry {
     dial: Arc<dyn Dial>,
     idle: Mutex<Vec<Idle>>,
+    /// The shared HTTP/2 connection, once the upstream negotiated it.
+    h2: Mutex<Option<hyper::client::conn::http2::SendRequest<RequestBody>>>,
 }
 
 /// Every upstream's dialer and pool of idle connections.
@@ -194,15 +234,30 @@ impl Upstreams {
                 .map(|dial| Entry {
                     dial,
                     idle: Mutex::new(Vec::new()),
+                    h2: Mutex::new(None),
                 })
                 .collect(),
         }
     }
 
-    /// A connection to upstream `index`: an idle pooled one, or a new one (not bounded here: the
-    /// caller puts the connect deadline around this).
+    /// A connection to upstream `index`: the shared HTTP/2 one, an idle pooled HTTP/1.1 one, or a
+    /// new one (not bounded here: the caller puts the connect deadline around this).
     pub async fn connect(&self, index: usize) -> Result<Connection, FailureKind> {
         let entry = &self.entries[index];
+        let shared = entry
+            .h2
+            .lock()
+            .expect("the pool lock is never poisoned")
+            .clone();
+        if let Some(sender) = shared
+            && !sender.is_closed()
+        {
+            return Ok(Connection {
+                link: Link::H2 { sender },
+                reused: true,
+                upstream: index,
+            });
+        }
         let now = Instant::now();
         loop {
             let candidate = entry
@@ -217,21 +272,41 @@ impl Upstreams {
             }
         }
         let io = entry.dial.dial().await?;
+        if dial::negotiated_h2(&io) {
+            let (sender, driver) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                TokioIo::new(io),
+            )
+            .await
+            .map_err(|e| FailureKind::Closed(format!("the HTTP/2 handshake failed: {e}")))?;
+            tokio::spawn(async move {
+                let _ = driver.await;
+            });
+            *entry.h2.lock().expect("the pool lock is never poisoned") = Some(sender.clone());
+            return Ok(Connection {
+                link: Link::H2 { sender },
+                reused: false,
+                upstream: index,
+            });
+        }
         let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
         Ok(Connection {
-            sender,
-            driver: Box::pin(driver),
-            closed: false,
+            link: Link::H1 {
+                sender,
+                driver: Box::pin(driver),
+                closed: false,
+            },
             reused: false,
             upstream: index,
         })
     }
 
-    /// Returns a connection whose response was read to the end, for reuse.
+    /// Returns a connection whose response was read to the end, for reuse (an HTTP/2 one stays
+    /// shared in any case).
     pub fn release(&self, mut connection: Connection) {
-        if !connection.usable() {
+        if connection.is_h2() || !connection.usable() {
             return;
         }
         let mut idle = self.entries[connection.upstream]

@@ -7,5 +7,6 @@
 mod balance;
 mod failover;
 mod faults;
+mod http2;
 mod streamed;
 mod support;

@@ -1,0 +1,152 @@
+//! An upstream that offers HTTP/2 by ALPN gets one shared, multiplexed connection: many calls in
+//! flight over one TLS connection, with the absolute URI HTTP/2 needs. Over loopback TLS, with a
+//! test CA (the certificates in tests/data).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use hourglass_config::Config;
+use hourglass_engine::upstream::dial::NetworkDial;
+use hourglass_engine::{Dial, Engine, ResponseBody};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::support::chat;
+
+const SSE: &str = "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+                   data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"}}]}\n\n\
+                   data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                   data: [DONE]\n\n";
+
+/// An HTTP/2-only TLS server that answers every chat call with a short stream; counts the TLS
+/// connections it accepted and the requests that came as HTTP/2 with an authority.
+async fn h2_server() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let cert = rustls::pki_types::CertificateDer::from(include_bytes!("../data/leaf.der").to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        include_bytes!("../data/leaf.key.der").to_vec(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, good) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (conns, good_requests) = (connections.clone(), good.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            conns.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            let good = good_requests.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let good = good.clone();
+                    async move {
+                        if request.version() == http::Version::HTTP_2
+                            && request.uri().authority().is_some()
+                            && request.uri().path() == "/v1/chat/completions"
+                        {
+                            good.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let _ = request.into_body().collect().await;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        Ok::<_, Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "text/event-stream")
+                                .body(Full::new(Bytes::from_static(SSE.as_bytes())))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, connections, good)
+}
+
+#[tokio::test]
+async fn an_upstream_offering_http2_gets_one_multiplexed_connection() {
+    let (port, connections, good) = h2_server().await;
+    let base = format!("https://localhost:{port}/v1");
+    let config = Config::from_toml(
+        &format!(
+            "[upstreams.h2]\nbase_url = \"{base}\"\n[models.m]\ntargets = [\"h2:gpt-4o-mini\"]\n"
+        ),
+        "t.toml",
+        &|_| None,
+    )
+    .unwrap();
+    // The engine's own dialer, trusting the test CA instead of the Mozilla roots.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            include_bytes!("../data/ca.der").to_vec(),
+        ))
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let dial = NetworkDial::new(&base.parse().unwrap(), &Arc::new(tls)).unwrap();
+    let dials: HashMap<String, Arc<dyn Dial>> =
+        [("h2".to_owned(), Arc::new(dial) as Arc<dyn Dial>)].into();
+    let engine = Engine::new(config, dials).unwrap();
+
+    // One call opens the connection; twenty at once then share it.
+    let first = engine.call(chat("m", true, None)).await.unwrap();
+    assert!(first.timeline.is_some_and(|t| !t.reused));
+    drop(first);
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let engine = engine.clone();
+        calls.push(tokio::spawn(async move {
+            let response = engine.call(chat("m", true, None)).await.unwrap();
+            let reused = response.timeline.unwrap().reused;
+            let ResponseBody::Stream(stream) = response.body else {
+                panic!("a stream")
+            };
+            let body = stream.collect().await.unwrap().to_bytes();
+            (reused, String::from_utf8(body.to_vec()).unwrap())
+        }));
+    }
+    for call in calls {
+        let (reused, body) = call.await.unwrap();
+        assert!(reused, "the shared HTTP/2 connection");
+        assert!(
+            body.contains("hello") && body.ends_with("data: [DONE]\n\n"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one TLS connection for 21 calls"
+    );
+    assert_eq!(
+        good.load(Ordering::SeqCst),
+        21,
+        "every request was HTTP/2 with an authority"
+    );
+}
