@@ -48,7 +48,7 @@ impl PeakEwma {
 
     /// The latency estimate.
     pub fn estimate(&self) -> Duration {
-        Duration::from_secs_f64(self.estimate.max(0.0))
+        Duration::try_from_secs_f64(self.estimate.clamp(0.0, 86_400.0)).unwrap_or_default()
     }
 
     /// The cost of one more call with `outstanding` already in flight.

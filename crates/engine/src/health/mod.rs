@@ -24,6 +24,8 @@ use hedge::LatencyWindow;
 const EWMA_TAU: Duration = Duration::from_secs(10);
 /// The estimate of a target nothing is known about yet.
 const EWMA_PRIOR: Duration = Duration::from_millis(500);
+/// The highest latency a failure can push an estimate to.
+const MAX_PENALTY: Duration = Duration::from_secs(60);
 /// Events kept for the status snapshot.
 const EVENTS: usize = 256;
 
@@ -181,7 +183,7 @@ impl Health {
             let mut targets = self
                 .targets
                 .lock()
-                .expect("the health lock is never poisoned");
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let entry = targets
                 .entry((upstream, model.to_owned()))
                 .or_insert_with(|| TargetHealth {
@@ -212,7 +214,7 @@ impl Health {
         let mut events = self
             .events
             .lock()
-            .expect("the events lock is never poisoned");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if events.len() == EVENTS {
             events.pop_front();
         }
@@ -318,7 +320,7 @@ impl Health {
         let up = self
             .probes
             .lock()
-            .expect("the probe lock is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(c.upstream)
             .is_none_or(|p| p.healthy);
         up && self.with(c.upstream, c.model, now, |t| t.breaker.available(now))
@@ -342,7 +344,7 @@ impl Health {
         let flipped = self
             .probes
             .lock()
-            .expect("the probe lock is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(index)
             .and_then(|p| p.record(result, healthy_threshold, unhealthy_threshold));
         let upstream = self.names[index].clone();
@@ -358,7 +360,7 @@ impl Health {
         let probes = self
             .probes
             .lock()
-            .expect("the probe lock is never poisoned");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.names
             .iter()
             .cloned()
@@ -398,7 +400,7 @@ impl Health {
         let latencies = self
             .latencies
             .lock()
-            .expect("the latency lock is never poisoned");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let empty = LatencyWindow::default();
         hedge::threshold(
             fixed,
@@ -420,7 +422,7 @@ impl Health {
         let mut targets = self
             .targets
             .lock()
-            .expect("the health lock is never poisoned");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out: Vec<TargetStatus> = targets
             .iter_mut()
             .map(|((upstream, model), t)| TargetStatus {
@@ -442,7 +444,7 @@ impl Health {
     pub fn events(&self) -> Vec<(Instant, Event)> {
         self.events
             .lock()
-            .expect("the events lock is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .cloned()
             .collect()
@@ -467,7 +469,7 @@ impl Lease {
         self.health
             .latencies
             .lock()
-            .expect("the latency lock is never poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(self.model.clone())
             .or_default()
             .observe(latency);
@@ -482,9 +484,15 @@ impl Lease {
             t.calls += 1;
             if failed {
                 t.failures += 1;
-                // A failure is as slow as it gets: the estimate jumps to at least a second.
-                t.ewma
-                    .observe(t.ewma.estimate().max(Duration::from_secs(1)) * 2, now);
+                // A failure counts as a slow call: the estimate doubles (at least to a second),
+                // up to a minute, so repeated failures push the target back without overflow.
+                let penalty = t
+                    .ewma
+                    .estimate()
+                    .max(Duration::from_secs(1))
+                    .saturating_mul(2)
+                    .min(MAX_PENALTY);
+                t.ewma.observe(penalty, now);
             }
             t.breaker.record(now, failed)
         });
@@ -596,6 +604,16 @@ mod tests {
         }
         assert_eq!(firsts[0], 0, "the slowest never wins a pair: {firsts:?}");
         assert!(firsts[1] > firsts[2], "{firsts:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_failures_saturate_the_estimate_instead_of_overflowing() {
+        let h = health(0.5);
+        let now = Instant::now();
+        for _ in 0..200 {
+            h.lease(0, "m", now).finish(true);
+        }
+        assert_eq!(h.snapshot()[0].ewma, MAX_PENALTY);
     }
 
     #[tokio::test(start_paused = true)]
