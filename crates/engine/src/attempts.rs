@@ -195,21 +195,22 @@ async fn one(
     n: u32,
     ctx: &Context<'_>,
 ) -> Result<Response, (Failure, AttemptRecord)> {
-    let mut lease = Some(
-        engine
-            .health
-            .lease(target.upstream, &target.model, Instant::now()),
-    );
+    let adaptive = matches!(ctx.route.hedge, hourglass_config::Hedge::Quantile(_));
+    let mut lease = Some(engine.health.lease(
+        target.upstream,
+        &target.model,
+        adaptive,
+        Instant::now(),
+    ));
     let outcome = attempt::run(engine, request, target, n, ctx, &mut lease).await;
     if let Some(lease) = lease {
         match &outcome {
             Ok(response) => {
-                if let Some(t) = response.timeline
-                    && let (Some(written), Some(at)) = (t.written, t.first_token.or(t.headers))
-                {
-                    lease.first_token(at.saturating_duration_since(written));
-                }
-                lease.finish(false);
+                let latency = response.timeline.and_then(|t| {
+                    let at = t.first_token.or(t.headers)?;
+                    Some(at.saturating_duration_since(t.written?))
+                });
+                lease.finish_after(latency, false);
             }
             Err((failure, _)) => lease.finish(blames_upstream(&failure.kind)),
         }
@@ -356,6 +357,10 @@ fn pick(
     next: usize,
     now: Instant,
 ) -> usize {
+    // One target: nothing to rank (the common case; it keeps the health lock off the path).
+    if targets.len() == 1 {
+        return 0;
+    }
     let order = {
         let mut rng = engine.rng.lock().expect("the rng lock is never poisoned");
         engine.health.rank(

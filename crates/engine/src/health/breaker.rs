@@ -8,6 +8,49 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// Slots the failure-rate window is cut into.
+const SLOTS: u32 = 10;
+
+/// Calls and failures over a sliding window, in slots of `window / SLOTS`: a call leaves the
+/// window with its slot, at most a tenth of the window late.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// (slot start, calls, failures), oldest first.
+    slots: VecDeque<(Instant, u64, u64)>,
+}
+
+impl Window {
+    fn add(&mut self, now: Instant, failed: bool, window: Duration) {
+        while self
+            .slots
+            .front()
+            .is_some_and(|(start, _, _)| now.saturating_duration_since(*start) > window)
+        {
+            self.slots.pop_front();
+        }
+        let width = window / SLOTS;
+        match self.slots.back_mut() {
+            Some((start, calls, failures)) if now.saturating_duration_since(*start) < width => {
+                *calls += 1;
+                *failures += u64::from(failed);
+            }
+            _ => self.slots.push_back((now, 1, u64::from(failed))),
+        }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        self.slots
+            .iter()
+            .fold((0, 0), |(c, f), (_, calls, failures)| {
+                (c + calls, f + failures)
+            })
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+    }
+}
+
 use tokio::time::Instant;
 
 /// The breaker's settings (`[breaker]` in the configuration).
@@ -95,8 +138,9 @@ pub struct Breaker {
     settings: BreakerSettings,
     state: State,
     consecutive: u32,
-    /// End times and outcomes (true = failure) of recent calls, oldest first.
-    window: VecDeque<(Instant, bool)>,
+    /// Calls and failures of the recent window, in slots of a tenth of it (constant memory and
+    /// time at any call rate).
+    window: Window,
     ejections: u32,
     /// When the last ejection ended by readmission; a quiet period resets the growth.
     last_readmitted: Option<Instant>,
@@ -111,7 +155,7 @@ impl Breaker {
             settings,
             state: State::Closed,
             consecutive: 0,
-            window: VecDeque::new(),
+            window: Window::default(),
             ejections: 0,
             last_readmitted: None,
             pending: None,
@@ -184,14 +228,7 @@ impl Breaker {
     /// Records a call's end; returns the transition it caused, if any.
     pub fn record(&mut self, now: Instant, failed: bool) -> Option<Transition> {
         self.tick(now);
-        while self
-            .window
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > self.settings.window)
-        {
-            self.window.pop_front();
-        }
-        self.window.push_back((now, failed));
+        self.window.add(now, failed, self.settings.window);
         self.consecutive = if failed { self.consecutive + 1 } else { 0 };
         match &mut self.state {
             State::HalfOpen {
@@ -214,10 +251,9 @@ impl Breaker {
             }
             State::Open { .. } => None,
             State::Closed => {
-                let calls = self.window.len() as u32;
-                let failures = self.window.iter().filter(|(_, f)| *f).count() as f64;
-                let by_rate = calls >= self.settings.min_calls
-                    && failures / f64::from(calls) >= self.settings.failure_rate;
+                let (calls, failures) = self.window.totals();
+                let by_rate = calls >= u64::from(self.settings.min_calls)
+                    && failures as f64 / calls as f64 >= self.settings.failure_rate;
                 if failed && (self.consecutive >= self.settings.consecutive_failures || by_rate) {
                     Some(self.trip(now))
                 } else {

@@ -131,7 +131,10 @@ pub struct Health {
     settings: BreakerSettings,
     max_ejected_share: f64,
     names: Vec<String>,
-    targets: Mutex<HashMap<(usize, String), TargetHealth>>,
+    /// Per upstream (by index), per model: looked up by `&str`, so a call allocates nothing here.
+    targets: Mutex<Vec<HashMap<String, TargetHealth>>>,
+    /// Whether active checks find each upstream up (read on every call without a lock).
+    up: Vec<std::sync::atomic::AtomicBool>,
     latencies: Mutex<HashMap<String, LatencyWindow>>,
     events: Mutex<VecDeque<(Instant, Event)>>,
     probes: Mutex<Vec<active::ProbeState>>,
@@ -164,7 +167,10 @@ impl Health {
                 half_open_calls: config.half_open_calls,
             },
             max_ejected_share: config.max_ejected_share,
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::new((0..names.len()).map(|_| HashMap::new()).collect()),
+            up: (0..names.len())
+                .map(|_| std::sync::atomic::AtomicBool::new(true))
+                .collect(),
             latencies: Mutex::new(HashMap::new()),
             events: Mutex::new(VecDeque::new()),
             probes: Mutex::new(vec![active::ProbeState::default(); names.len()]),
@@ -184,15 +190,20 @@ impl Health {
                 .targets
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let entry = targets
-                .entry((upstream, model.to_owned()))
-                .or_insert_with(|| TargetHealth {
-                    breaker: Breaker::new(self.settings),
-                    ewma: PeakEwma::new(EWMA_PRIOR, EWMA_TAU, now),
-                    outstanding: 0,
-                    calls: 0,
-                    failures: 0,
-                });
+            let models = &mut targets[upstream];
+            if !models.contains_key(model) {
+                models.insert(
+                    model.to_owned(),
+                    TargetHealth {
+                        breaker: Breaker::new(self.settings),
+                        ewma: PeakEwma::new(EWMA_PRIOR, EWMA_TAU, now),
+                        outstanding: 0,
+                        calls: 0,
+                        failures: 0,
+                    },
+                );
+            }
+            let entry = models.get_mut(model).expect("inserted above");
             let result = f(entry);
             (result, entry.breaker.take_pending())
         };
@@ -318,11 +329,9 @@ impl Health {
     /// found its upstream down.
     fn available(&self, c: &Candidate<'_>, now: Instant) -> bool {
         let up = self
-            .probes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .up
             .get(c.upstream)
-            .is_none_or(|p| p.healthy);
+            .is_none_or(|up| up.load(std::sync::atomic::Ordering::Relaxed));
         up && self.with(c.upstream, c.model, now, |t| t.breaker.available(now))
     }
 
@@ -347,6 +356,9 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get_mut(index)
             .and_then(|p| p.record(result, healthy_threshold, unhealthy_threshold));
+        if let (Some(healthy), Some(up)) = (flipped, self.up.get(index)) {
+            up.store(healthy, std::sync::atomic::Ordering::Relaxed);
+        }
         let upstream = self.names[index].clone();
         match flipped {
             Some(false) => self.event(now, Event::UpstreamDown { upstream, error }),
@@ -375,7 +387,14 @@ impl Health {
 
     /// Starts a call on a target: counts it in flight and, when the breaker is half-open, as a
     /// trial. The lease ends it.
-    pub fn lease(self: &Arc<Self>, upstream: usize, model: &str, now: Instant) -> Lease {
+    /// `window` keeps the model's recent first-token latencies (for an adaptive hedge threshold).
+    pub fn lease(
+        self: &Arc<Self>,
+        upstream: usize,
+        model: &str,
+        window: bool,
+        now: Instant,
+    ) -> Lease {
         self.with(upstream, model, now, |t| {
             t.outstanding += 1;
             t.breaker.admit(now);
@@ -384,6 +403,7 @@ impl Health {
             health: self.clone(),
             upstream,
             model: model.to_owned(),
+            window,
             done: false,
         }
     }
@@ -425,8 +445,10 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out: Vec<TargetStatus> = targets
             .iter_mut()
-            .map(|((upstream, model), t)| TargetStatus {
-                upstream: self.names[*upstream].clone(),
+            .enumerate()
+            .flat_map(|(upstream, models)| models.iter_mut().map(move |(m, t)| (upstream, m, t)))
+            .map(|(upstream, model, t)| TargetStatus {
+                upstream: self.names[upstream].clone(),
                 model: model.clone(),
                 breaker: t.breaker.state(now).name(),
                 ewma: t.ewma.estimate(),
@@ -456,6 +478,8 @@ pub struct Lease {
     health: Arc<Health>,
     upstream: usize,
     model: String,
+    /// Whether the model's latency window is kept (adaptive hedging).
+    window: bool,
     done: bool,
 }
 
@@ -466,20 +490,43 @@ impl Lease {
         self.health.with(self.upstream, &self.model, now, |t| {
             t.ewma.observe(latency, now)
         });
-        self.health
+        self.observe_window(latency);
+    }
+
+    fn observe_window(&self, latency: Duration) {
+        if !self.window {
+            return;
+        }
+        let mut latencies = self
+            .health
             .latencies
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(self.model.clone())
-            .or_default()
-            .observe(latency);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match latencies.get_mut(&self.model) {
+            Some(window) => window.observe(latency),
+            None => latencies
+                .entry(self.model.clone())
+                .or_default()
+                .observe(latency),
+        }
     }
 
     /// The call ended: a success, or a failure the upstream is to blame for.
-    pub fn finish(mut self, failed: bool) {
+    pub fn finish(self, failed: bool) {
+        self.finish_after(None, failed);
+    }
+
+    /// The call ended, its first token (or whole answer) having come after `latency`.
+    pub fn finish_after(mut self, latency: Option<Duration>, failed: bool) {
         self.done = true;
         let now = Instant::now();
+        if let Some(latency) = latency {
+            self.observe_window(latency);
+        }
         let transition = self.health.with(self.upstream, &self.model, now, |t| {
+            if let Some(latency) = latency {
+                t.ewma.observe(latency, now);
+            }
             t.outstanding = t.outstanding.saturating_sub(1);
             t.calls += 1;
             if failed {
@@ -548,7 +595,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(1);
         let now = Instant::now();
         for _ in 0..2 {
-            h.lease(0, "m", now).finish(true);
+            h.lease(0, "m", false, now).finish(true);
         }
         let order = h.rank(
             "m",
@@ -560,7 +607,7 @@ mod tests {
         );
         assert_eq!(order, [1, 2, 0]);
         for _ in 0..2 {
-            h.lease(1, "m", now).finish(true);
+            h.lease(1, "m", false, now).finish(true);
         }
         // Two of three ejected is above half: ejection is ignored rather than overload one.
         let order = h.rank(
@@ -582,9 +629,12 @@ mod tests {
         let h = health(0.5);
         let mut rng = fastrand::Rng::with_seed(7);
         let now = Instant::now();
-        h.lease(0, "m", now).first_token(Duration::from_millis(900));
-        h.lease(1, "m", now).first_token(Duration::from_millis(100));
-        h.lease(2, "m", now).first_token(Duration::from_millis(400));
+        h.lease(0, "m", false, now)
+            .first_token(Duration::from_millis(900));
+        h.lease(1, "m", false, now)
+            .first_token(Duration::from_millis(100));
+        h.lease(2, "m", false, now)
+            .first_token(Duration::from_millis(400));
         let two: Vec<Candidate<'_>> = candidates().into_iter().take(2).collect();
         let mut firsts = [0usize; 2];
         for _ in 0..100 {
@@ -611,7 +661,7 @@ mod tests {
         let h = health(0.5);
         let now = Instant::now();
         for _ in 0..200 {
-            h.lease(0, "m", now).finish(true);
+            h.lease(0, "m", false, now).finish(true);
         }
         assert_eq!(h.snapshot()[0].ewma, MAX_PENALTY);
     }
@@ -671,7 +721,7 @@ mod tests {
             ),
             [0, 2]
         );
-        let lease = h.lease(1, "m", now);
+        let lease = h.lease(1, "m", false, now);
         assert_eq!(h.snapshot()[1].outstanding, 1);
         drop(lease);
         assert_eq!(h.snapshot()[1].outstanding, 0);
