@@ -326,6 +326,7 @@ async fn attempt(
             lease.first_token(first.saturating_duration_since(written));
         }
         let stream = commit::Handover {
+            model: ctx.route.name.clone(),
             lease: lease.take(),
             engine: engine.clone(),
             connection,

@@ -26,6 +26,39 @@ pub(crate) struct Context<'a> {
 }
 
 pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Response, CallError> {
+    let start = request.start;
+    let asked = request.model.clone().unwrap_or_default();
+    let result = call(engine, request).await;
+    if let Some(observer) = engine.observer() {
+        let (outcome, trail) = match &result {
+            Ok(response) => ("ok", &response.trail),
+            Err(error) => (error.code, &error.trail),
+        };
+        // A model nothing serves is not a label: clients could mint them without end.
+        let model = if matches!(outcome, "no_route" | "bad_request") {
+            ""
+        } else {
+            asked.as_str()
+        };
+        let (retries, failovers) = crate::events::retries_and_failovers(
+            trail
+                .iter()
+                .filter(|a| a.outcome != "hedge_cancelled")
+                .map(|a| a.upstream.as_str()),
+        );
+        observer.call(&crate::events::CallEvent {
+            model,
+            outcome,
+            attempts: trail.len(),
+            retries,
+            failovers,
+            elapsed: start.elapsed(),
+        });
+    }
+    result
+}
+
+async fn call(engine: &Arc<Engine>, request: CallRequest) -> Result<Response, CallError> {
     let model = request
         .model
         .clone()
@@ -203,6 +236,22 @@ async fn one(
         Instant::now(),
     ));
     let outcome = attempt::run(engine, request, target, n, ctx, &mut lease).await;
+    if let Some(observer) = engine.observer() {
+        let (status, record, timeline) = match &outcome {
+            Ok(response) => ("ok", response.trail.last(), response.timeline.as_ref()),
+            Err((_, record)) => (record.outcome, Some(record), None),
+        };
+        if let Some(record) = record {
+            observer.attempt(&crate::events::AttemptEvent {
+                model: &ctx.route.name,
+                upstream: &target.name,
+                outcome: status,
+                phase: record.phase.name(),
+                timeline,
+                elapsed: record.elapsed,
+            });
+        }
+    }
     if let Some(lease) = lease {
         match &outcome {
             Ok(response) => {
@@ -212,7 +261,8 @@ async fn one(
                 });
                 lease.finish_after(latency, false);
             }
-            Err((failure, _)) => lease.finish(blames_upstream(&failure.kind)),
+            Err((failure, _)) if blames_upstream(&failure.kind) => lease.finish(true),
+            Err(_) => lease.finish_client_error(),
         }
     }
     outcome
@@ -297,6 +347,9 @@ async fn hedge(
         return vec![(pick, primary.await)];
     };
     tried[second] = true;
+    if let Some(observer) = engine.observer() {
+        observer.hedge(&model, crate::events::HedgeOutcome::Started);
+    }
     engine
         .health
         .hedge_event(crate::health::Event::HedgeStarted {
@@ -331,6 +384,14 @@ async fn hedge(
             Ok(mut response) => {
                 if !other_done {
                     let model = model.clone();
+                    if let Some(observer) = engine.observer() {
+                        let outcome = if index == pick {
+                            crate::events::HedgeOutcome::Lost
+                        } else {
+                            crate::events::HedgeOutcome::Won
+                        };
+                        observer.hedge(&model, outcome);
+                    }
                     engine.health.hedge_event(if index == pick {
                         crate::health::Event::HedgeLost { model }
                     } else {

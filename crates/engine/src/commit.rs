@@ -49,10 +49,15 @@ pub struct CommittedStream {
     /// breaker's tokens-per-second floor counts against the upstream.
     content_events: u32,
     committed: Instant,
+    /// The model the client asked for, and the longest silence between content events.
+    model: String,
+    max_gap: std::time::Duration,
 }
 
 /// What the commit point hands over.
 pub(crate) struct Handover {
+    /// The model the client asked for (for observers).
+    pub model: String,
     pub lease: Option<Lease>,
     pub engine: Arc<Engine>,
     pub connection: Connection,
@@ -87,6 +92,8 @@ impl CommittedStream {
             lease: h.lease,
             content_events: 0,
             committed: now,
+            model: h.model,
+            max_gap: std::time::Duration::ZERO,
         }
     }
 
@@ -100,6 +107,7 @@ impl CommittedStream {
             lease.finish(true);
         }
         let code = kind.code();
+        self.observe(code);
         tracing::debug!(upstream = %self.upstream.name, code, "stream failed after commit");
         let error = CallError {
             code,
@@ -122,6 +130,7 @@ impl CommittedStream {
         if let Some(lease) = self.lease.take() {
             lease.finish(self.too_slow());
         }
+        self.observe("ok");
         if let Some(connection) = self.connection.take() {
             self.engine.upstreams.release(connection);
         }
@@ -130,6 +139,23 @@ impl CommittedStream {
 }
 
 impl CommittedStream {
+    /// Tells the engine's observer how the stream ended.
+    fn observe(&self, outcome: &str) {
+        if let Some(observer) = self.engine.observer() {
+            let duration = self.committed.elapsed();
+            let seconds = duration.as_secs_f64();
+            observer.stream(&crate::events::StreamEvent {
+                model: &self.model,
+                upstream: &self.upstream.name,
+                outcome,
+                max_gap: (self.content_events > 0).then_some(self.max_gap),
+                tokens_per_s: (self.content_events > 1 && seconds > 0.0)
+                    .then(|| f64::from(self.content_events) / seconds),
+                duration,
+            });
+        }
+    }
+
     /// Whether the stream dripped below the breaker's floor (enough of it to judge).
     fn too_slow(&self) -> bool {
         let floor = self.engine.config().breaker.min_tokens_per_s;
@@ -187,7 +213,9 @@ impl Body for CommittedStream {
                         return this.fail(FailureKind::Malformed(message));
                     }
                     if content {
-                        this.last_content = Instant::now();
+                        let now = Instant::now();
+                        this.max_gap = this.max_gap.max(now - this.last_content);
+                        this.last_content = now;
                         this.content_events += 1;
                     }
                     this.ended |= ended;
@@ -210,5 +238,13 @@ impl Body for CommittedStream {
 
     fn is_end_stream(&self) -> bool {
         self.finished
+    }
+}
+
+impl Drop for CommittedStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.observe("client_gone");
+        }
     }
 }

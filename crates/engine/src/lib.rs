@@ -27,6 +27,7 @@ pub mod upstream; // the only user of the HTTP client: pool, dial, timeline
 pub mod stream; // SSE scanning and what counts as content
 pub mod commit; // after the commit point: the body that pumps a stream, with its watchdog
 pub mod error; // failures, retryability, the error the client sees
+pub mod events; // what observers hear: attempts, calls, streams, hedges
 pub mod health; // breakers, latency estimates, target ranking, hedge thresholds
 mod describe; // the words of a failure: which limit, its value, where it is set
 
@@ -49,6 +50,7 @@ pub struct Engine {
     budget: Mutex<retry::RetryBudget>,
     rng: Mutex<fastrand::Rng>,
     health: Arc<health::Health>,
+    observer: std::sync::OnceLock<Arc<dyn events::Observer>>,
 }
 
 /// A successful call's response, committed to the client.
@@ -107,6 +109,7 @@ impl Engine {
             )),
             config: Arc::new(config),
             rng: Mutex::new(fastrand::Rng::new()),
+            observer: std::sync::OnceLock::new(),
         }))
     }
 
@@ -118,6 +121,27 @@ impl Engine {
     /// Every upstream-and-model's health: breaker, latency estimate, calls in flight, events.
     pub fn health(&self) -> &health::Health {
         &self.health
+    }
+
+    /// Sets the observer of calls (once; a second observer is refused and returned).
+    pub fn set_observer(
+        &self,
+        observer: Arc<dyn events::Observer>,
+    ) -> Result<(), Arc<dyn events::Observer>> {
+        self.observer.set(observer)
+    }
+
+    /// The observer, if one is set.
+    pub(crate) fn observer(&self) -> Option<&dyn events::Observer> {
+        self.observer.get().map(|o| o.as_ref())
+    }
+
+    /// How many retries the retry budget would allow now.
+    pub fn retry_budget_available(&self) -> f64 {
+        self.budget
+            .lock()
+            .expect("the budget lock is never poisoned")
+            .available(tokio::time::Instant::now())
     }
 
     /// Starts the active health checks of every upstream (`[health_check]`); they stop when the

@@ -28,6 +28,7 @@ pub struct HeartbeatBody {
     interval: Duration,
     tick: Pin<Box<Sleep>>,
     stream: bool,
+    metrics: std::sync::Arc<hourglass_observe::Metrics>,
 }
 
 enum State {
@@ -38,16 +39,23 @@ enum State {
 
 impl HeartbeatBody {
     /// Heartbeats every `interval` until `call` answers; `stream` picks SSE comments or spaces.
-    pub fn new(call: Call, interval: Duration, stream: bool) -> HeartbeatBody {
+    pub fn new(
+        call: Call,
+        interval: Duration,
+        stream: bool,
+        metrics: std::sync::Arc<hourglass_observe::Metrics>,
+    ) -> HeartbeatBody {
         HeartbeatBody {
             state: State::Waiting(call),
             interval,
             tick: Box::pin(tokio::time::sleep(interval)),
             stream,
+            metrics,
         }
     }
 
     fn heartbeat(&self) -> Bytes {
+        self.metrics.heartbeat();
         Bytes::from_static(if self.stream {
             b": keep-alive\n\n"
         } else {

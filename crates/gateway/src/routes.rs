@@ -1,6 +1,6 @@
 //! Which path does what: the OpenAI routes go through the engine, `GET /v1/models` lists the
 //! configured models, other `/v1/*` paths pass through to the first upstream, `/health` answers
-//! for the gateway itself. Every error is OpenAI-shaped.
+//! for the gateway itself, `/metrics` exposes Prometheus metrics. Every error is OpenAI-shaped.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,6 +30,15 @@ pub(crate) async fn handle(
                 StatusCode::OK,
                 Bytes::from_static(b"{\"status\":\"ok\"}"),
             ));
+        }
+        (&Method::GET, "/metrics") => {
+            let text = gateway.metrics.render(&gateway.engine);
+            let mut response = Response::new(GatewayBody::Full(Some(Bytes::from(text))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return Ok(response);
         }
         (&Method::GET, "/v1/models") if !gateway.engine.config().models.is_empty() => {
             return Ok(models(&gateway));
@@ -144,7 +153,12 @@ pub(crate) async fn handle(
     if let Some(interval) = heartbeat {
         let engine = gateway.engine.clone();
         let running: crate::heartbeat::Call = Box::pin(async move { engine.call(call).await });
-        let body = crate::heartbeat::HeartbeatBody::new(running, interval, stream);
+        let body = crate::heartbeat::HeartbeatBody::new(
+            running,
+            interval,
+            stream,
+            gateway.metrics.clone(),
+        );
         let mut response = Response::new(GatewayBody::Heartbeat(Box::new(body)));
         let content_type = if stream {
             "text/event-stream; charset=utf-8"

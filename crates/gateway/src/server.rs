@@ -6,18 +6,37 @@ use std::sync::Arc;
 
 use hourglass_config::ServerSettings;
 use hourglass_engine::Engine;
+use hourglass_observe::Metrics;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
-/// The gateway: its engine and server settings.
+/// The gateway: its engine, server settings and metrics.
 pub struct Gateway {
     /// The engine every call goes through.
     pub engine: Arc<Engine>,
     /// Limits of the HTTP server.
     pub settings: ServerSettings,
+    /// The metrics `GET /metrics` exposes (the engine's observer).
+    pub metrics: Arc<Metrics>,
+}
+
+impl Gateway {
+    /// A gateway in front of `engine`, observing its calls into fresh metrics.
+    pub fn new(engine: Arc<Engine>, settings: ServerSettings) -> Gateway {
+        let metrics = Arc::new(Metrics::with_models(
+            engine.config().models.iter().map(|m| m.name.as_str()),
+        ));
+        // An engine observed already (shared by two gateways) keeps its first observer.
+        let _ = engine.set_observer(metrics.clone());
+        Gateway {
+            engine,
+            settings,
+            metrics,
+        }
+    }
 }
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight calls finish within the

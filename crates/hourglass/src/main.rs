@@ -243,7 +243,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "hourglass serve: try\n  curl http://{local}/v1/chat/completions -H 'content-type: application/json' \
          -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
     );
-    let gateway = Arc::new(Gateway { engine, settings });
+    let gateway = Arc::new(Gateway::new(engine, settings));
     let open = hourglass_gateway::serve(listener, gateway, shutdown_signal()).await;
     if open > 0 {
         say!(

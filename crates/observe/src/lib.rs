@@ -1,4 +1,7 @@
-//! Observers of the engine's events: Prometheus exposition, rolling latency histograms and the
-//! dashboard's data. The engine never depends on this crate; events flow out, metrics never in.
-//!
-//! Nothing is built here yet.
+//! Observers of the engine's events: Prometheus exposition now; rolling windows and the
+//! dashboard's data to come. The engine never depends on this crate; events flow out through
+//! `hourglass_engine::events::Observer`, metrics never in.
+
+pub mod metrics; // Prometheus counters, histograms and the text format
+
+pub use metrics::Metrics;

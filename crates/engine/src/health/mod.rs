@@ -24,6 +24,10 @@ use hedge::LatencyWindow;
 const EWMA_TAU: Duration = Duration::from_secs(10);
 /// The estimate of a target nothing is known about yet.
 const EWMA_PRIOR: Duration = Duration::from_millis(500);
+/// Models tracked per upstream; later ones share [`OVERFLOW_MODEL`].
+const MAX_MODELS_PER_UPSTREAM: usize = 256;
+/// The entry models past [`MAX_MODELS_PER_UPSTREAM`] share.
+const OVERFLOW_MODEL: &str = "(other)";
 /// The highest latency a failure can push an estimate to.
 const MAX_PENALTY: Duration = Duration::from_secs(60);
 /// Events kept for the status snapshot.
@@ -37,6 +41,8 @@ struct TargetHealth {
     outstanding: usize,
     calls: u64,
     failures: u64,
+    /// Calls it answered successfully (not its failures, not the clients' own 4xx errors).
+    answered: u64,
 }
 
 /// Something that happened to a target or a call, for logs and the status page.
@@ -124,6 +130,8 @@ pub struct TargetStatus {
     pub calls: u64,
     /// Of which failed.
     pub failures: u64,
+    /// Of which were answered successfully.
+    pub answered: u64,
 }
 
 /// Every target's health, shared by all calls of an engine.
@@ -191,6 +199,13 @@ impl Health {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let models = &mut targets[upstream];
+            // Clients can send any model name to an upstream serving `*`: past a bound, new
+            // names share one entry instead of growing the table without end.
+            let model = if models.contains_key(model) || models.len() < MAX_MODELS_PER_UPSTREAM {
+                model
+            } else {
+                OVERFLOW_MODEL
+            };
             if !models.contains_key(model) {
                 models.insert(
                     model.to_owned(),
@@ -200,6 +215,7 @@ impl Health {
                         outstanding: 0,
                         calls: 0,
                         failures: 0,
+                        answered: 0,
                     },
                 );
             }
@@ -456,6 +472,7 @@ impl Health {
                 ejections: t.breaker.ejections(),
                 calls: t.calls,
                 failures: t.failures,
+                answered: t.answered,
             })
             .collect();
         out.sort_by(|a, b| (&a.upstream, &a.model).cmp(&(&b.upstream, &b.model)));
@@ -516,6 +533,17 @@ impl Lease {
         self.finish_after(None, failed);
     }
 
+    /// The call ended with the client's own error (a 4xx): no verdict on the upstream.
+    pub fn finish_client_error(mut self) {
+        self.done = true;
+        let now = Instant::now();
+        self.health.with(self.upstream, &self.model, now, |t| {
+            t.outstanding = t.outstanding.saturating_sub(1);
+            t.calls += 1;
+            t.breaker.abandon();
+        });
+    }
+
     /// The call ended, its first token (or whole answer) having come after `latency`.
     pub fn finish_after(mut self, latency: Option<Duration>, failed: bool) {
         self.done = true;
@@ -529,6 +557,9 @@ impl Lease {
             }
             t.outstanding = t.outstanding.saturating_sub(1);
             t.calls += 1;
+            if !failed {
+                t.answered += 1;
+            }
             if failed {
                 t.failures += 1;
                 // A failure counts as a slow call: the estimate doubles (at least to a second),
@@ -664,6 +695,19 @@ mod tests {
             h.lease(0, "m", false, now).finish(true);
         }
         assert_eq!(h.snapshot()[0].ewma, MAX_PENALTY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn made_up_model_names_do_not_grow_the_table_without_end() {
+        let h = health(0.5);
+        let now = Instant::now();
+        for i in 0..1000 {
+            h.lease(0, &format!("made-up-{i}"), false, now).finish(true);
+        }
+        let snapshot = h.snapshot();
+        assert_eq!(snapshot.len(), MAX_MODELS_PER_UPSTREAM + 1);
+        let overflow = snapshot.iter().find(|t| t.model == OVERFLOW_MODEL).unwrap();
+        assert_eq!(overflow.calls, 1000 - MAX_MODELS_PER_UPSTREAM as u64);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers may panic on what a test does not expect
 
 mod http_api;
+mod metrics;
 mod middlebox;
 mod sdk;
 mod support;

@@ -75,7 +75,7 @@ pub async fn start(extra: &str) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let gateway = Arc::new(Gateway { engine, settings });
+    let gateway = Arc::new(Gateway::new(engine, settings));
     let done = tokio::spawn(hourglass_gateway::serve(listener, gateway, async move {
         let _ = stopped.await;
     }));

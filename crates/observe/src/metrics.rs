@@ -1,0 +1,623 @@
+//! Prometheus metrics: counters and histograms fed by the engine's events, gauges read from the
+//! engine at scrape time, and the text exposition format (0.0.4). Hand-written: a handful of
+//! atomics and a renderer, no registry crate. Label values are escaped; models nothing serves
+//! never become labels (the engine reports them with an empty model).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hourglass_engine::Engine;
+use hourglass_engine::events::{AttemptEvent, CallEvent, HedgeOutcome, Observer, StreamEvent};
+
+/// Latency buckets, in seconds: from a fast proxy hop to a ten-minute reasoning call.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+/// Tokens-per-second buckets.
+pub const RATE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// One histogram series.
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    /// The sum, as f64 bits.
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        if !value.is_finite() {
+            return;
+        }
+        if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + value).to_bits())
+            });
+    }
+}
+
+/// Label values of one series, in the family's label order.
+type Labels = Vec<String>;
+
+/// Separates label values in a series key (a control character no label value carries).
+const SEP: char = '\u{1f}';
+
+/// One key for a series: the label values joined, so a lookup costs one small allocation.
+fn key(labels: &[&str]) -> String {
+    labels.join(&SEP.to_string())
+}
+
+fn unkey(key: &str) -> Labels {
+    key.split(SEP).map(str::to_owned).collect()
+}
+
+/// A family of counters.
+#[derive(Debug, Default)]
+struct Counters(Mutex<HashMap<String, u64>>);
+
+impl Counters {
+    fn add(&self, labels: &[&str], n: u64) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(key(labels)).or_insert(0) += n;
+    }
+
+    fn snapshot(&self) -> Vec<(Labels, u64)> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rows: Vec<(Labels, u64)> = map.iter().map(|(k, v)| (unkey(k), *v)).collect();
+        rows.sort();
+        rows
+    }
+}
+
+/// A family of histograms.
+#[derive(Debug)]
+struct Histograms {
+    bounds: &'static [f64],
+    series: Mutex<HashMap<String, Arc<Histogram>>>,
+}
+
+impl Histograms {
+    fn new(bounds: &'static [f64]) -> Histograms {
+        Histograms {
+            bounds,
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn observe(&self, labels: &[&str], value: f64) {
+        let histogram = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key(labels))
+            .or_insert_with(|| Arc::new(Histogram::new(self.bounds)))
+            .clone();
+        histogram.observe(value);
+    }
+
+    fn snapshot(&self) -> Vec<(Labels, Arc<Histogram>)> {
+        let map = self
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rows: Vec<(Labels, Arc<Histogram>)> =
+            map.iter().map(|(k, v)| (unkey(k), v.clone())).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+}
+
+/// Distinct model labels at most; later models are counted under `other`.
+pub const MAX_MODELS: usize = 100;
+
+/// Every metric the gateway exposes.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Model names allowed as label values: configured ones, and ones that answered once (up to
+    /// [`MAX_MODELS`]); anything else a client sends is `other`, so clients cannot mint series.
+    models: Mutex<std::collections::HashSet<String>>,
+    calls: Counters,
+    attempts: Counters,
+    retries: Counters,
+    failovers: Counters,
+    hedges: Counters,
+    streams: Counters,
+    heartbeats: AtomicU64,
+    disconnects: AtomicU64,
+    call_seconds: Histograms,
+    phase_seconds: Histograms,
+    gap_seconds: Histograms,
+    tokens_per_second: Histograms,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            models: Mutex::new(std::collections::HashSet::new()),
+            calls: Counters::default(),
+            attempts: Counters::default(),
+            retries: Counters::default(),
+            failovers: Counters::default(),
+            hedges: Counters::default(),
+            streams: Counters::default(),
+            heartbeats: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            call_seconds: Histograms::new(LATENCY_BUCKETS),
+            phase_seconds: Histograms::new(LATENCY_BUCKETS),
+            gap_seconds: Histograms::new(LATENCY_BUCKETS),
+            tokens_per_second: Histograms::new(RATE_BUCKETS),
+        }
+    }
+}
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl Metrics {
+    /// Metrics that label these (configured) models by name from the start.
+    pub fn with_models<'a>(models: impl IntoIterator<Item = &'a str>) -> Metrics {
+        let metrics = Metrics::default();
+        metrics
+            .models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(models.into_iter().map(str::to_owned));
+        metrics
+    }
+
+    /// The label for `model`: its name once known (a success admits it, up to [`MAX_MODELS`]),
+    /// else `other`.
+    fn model<'a>(&self, model: &'a str, succeeded: bool) -> &'a str {
+        if model.is_empty() {
+            return "other";
+        }
+        let mut models = self
+            .models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if models.contains(model) {
+            return model;
+        }
+        if succeeded && models.len() < MAX_MODELS {
+            models.insert(model.to_owned());
+            return model;
+        }
+        "other"
+    }
+}
+
+impl Observer for Metrics {
+    fn attempt(&self, e: &AttemptEvent<'_>) {
+        let model = self.model(e.model, e.outcome == "ok");
+        let e = &AttemptEvent { model, ..*e };
+        self.attempts.add(&[e.model, e.upstream, e.outcome], 1);
+        if let Some(t) = e.timeline {
+            let labels = |phase: &'static str| [e.model, e.upstream, phase];
+            if let (Some(connected), false) = (t.connected, t.reused) {
+                self.phase_seconds
+                    .observe(&labels("connect"), seconds(connected - t.start));
+            }
+            if let Some(written) = t.written {
+                if let Some(headers) = t.headers {
+                    self.phase_seconds
+                        .observe(&labels("first_byte"), seconds(headers - written));
+                }
+                if let Some(first) = t.first_token {
+                    self.phase_seconds
+                        .observe(&labels("first_token"), seconds(first - written));
+                }
+            }
+        }
+    }
+
+    fn call(&self, e: &CallEvent<'_>) {
+        let model = self.model(e.model, e.outcome == "ok");
+        let e = &CallEvent { model, ..*e };
+        self.calls.add(&[e.model, e.outcome], 1);
+        self.call_seconds
+            .observe(&[e.model, e.outcome], seconds(e.elapsed));
+        if e.retries > 0 {
+            self.retries.add(&[e.model], e.retries as u64);
+        }
+        if e.failovers > 0 {
+            self.failovers.add(&[e.model], e.failovers as u64);
+        }
+    }
+
+    fn stream(&self, e: &StreamEvent<'_>) {
+        let model = self.model(e.model, true);
+        let e = &StreamEvent { model, ..*e };
+        self.streams.add(&[e.model, e.upstream, e.outcome], 1);
+        if let Some(gap) = e.max_gap {
+            self.gap_seconds
+                .observe(&[e.model, e.upstream], seconds(gap));
+        }
+        if let Some(rate) = e.tokens_per_s {
+            self.tokens_per_second.observe(&[e.model, e.upstream], rate);
+        }
+        if e.outcome == "client_gone" {
+            self.disconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn hedge(&self, model: &str, outcome: HedgeOutcome) {
+        let model = self.model(model, false);
+        self.hedges.add(&[model, outcome.name()], 1);
+    }
+}
+
+impl Metrics {
+    /// Counts a heartbeat sent to a client.
+    pub fn heartbeat(&self) {
+        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a client that left before its answer was complete.
+    pub fn client_disconnect(&self) {
+        self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The exposition text: every metric, plus the engine's state read now.
+    pub fn render(&self, engine: &Engine) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        counter(
+            &mut out,
+            "hourglass_calls_total",
+            "Calls by the model asked for and their outcome (ok or the error code).",
+            &["model", "outcome"],
+            &self.calls.snapshot(),
+        );
+        histogram(
+            &mut out,
+            "hourglass_call_duration_seconds",
+            "Time to the answer (a stream's first token) or the error.",
+            &["model", "outcome"],
+            &self.call_seconds,
+        );
+        counter(
+            &mut out,
+            "hourglass_attempts_total",
+            "Attempts by model, upstream and outcome.",
+            &["model", "upstream", "outcome"],
+            &self.attempts.snapshot(),
+        );
+        histogram(
+            &mut out,
+            "hourglass_phase_duration_seconds",
+            "Successful attempts' phases: connect (new connections), first_byte and first_token (from the request written).",
+            &["model", "upstream", "phase"],
+            &self.phase_seconds,
+        );
+        counter(
+            &mut out,
+            "hourglass_retries_total",
+            "Attempts that went back to an upstream already tried.",
+            &["model"],
+            &self.retries.snapshot(),
+        );
+        counter(
+            &mut out,
+            "hourglass_failovers_total",
+            "Attempts that moved to another upstream.",
+            &["model"],
+            &self.failovers.snapshot(),
+        );
+        counter(
+            &mut out,
+            "hourglass_hedges_total",
+            "Hedged requests: started, won (the hedge answered first) and lost.",
+            &["model", "result"],
+            &self.hedges.snapshot(),
+        );
+        counter(
+            &mut out,
+            "hourglass_streams_total",
+            "Committed streams by how they ended (ok, client_gone or the error code).",
+            &["model", "upstream", "outcome"],
+            &self.streams.snapshot(),
+        );
+        histogram(
+            &mut out,
+            "hourglass_stream_max_gap_seconds",
+            "The longest silence between content events of each stream.",
+            &["model", "upstream"],
+            &self.gap_seconds,
+        );
+        histogram(
+            &mut out,
+            "hourglass_stream_tokens_per_second",
+            "Content events per second of each stream after its first token.",
+            &["model", "upstream"],
+            &self.tokens_per_second,
+        );
+        scalar(
+            &mut out,
+            "hourglass_heartbeats_sent_total",
+            "Keep-alive heartbeats sent to clients.",
+            "counter",
+            self.heartbeats.load(Ordering::Relaxed) as f64,
+        );
+        scalar(
+            &mut out,
+            "hourglass_client_disconnects_total",
+            "Clients that left before their answer was complete.",
+            "counter",
+            self.disconnects.load(Ordering::Relaxed) as f64,
+        );
+        scalar(
+            &mut out,
+            "hourglass_retry_budget_available",
+            "Retries the retry budget would allow now.",
+            "gauge",
+            engine.retry_budget_available(),
+        );
+
+        // Targets label by the model sent upstream; one that never answered is left out, so a
+        // client sending made-up names through a wildcard upstream mints no series.
+        let snapshot: Vec<_> = engine
+            .health()
+            .snapshot()
+            .into_iter()
+            .filter(|t| t.answered > 0)
+            .collect();
+        let state = |s: &str| match s {
+            "closed" => 0.0,
+            "half_open" => 1.0,
+            _ => 2.0,
+        };
+        let rows =
+            |f: &dyn Fn(&hourglass_engine::health::TargetStatus) -> f64| -> Vec<(Labels, f64)> {
+                snapshot
+                    .iter()
+                    .map(|t| (vec![t.upstream.clone(), t.model.clone()], f(t)))
+                    .collect()
+            };
+        series(
+            &mut out,
+            "hourglass_breaker_state",
+            "gauge",
+            "Circuit breaker per upstream and model: 0 closed, 1 half-open, 2 open.",
+            &["upstream", "model"],
+            &rows(&|t| state(t.breaker)),
+        );
+        series(
+            &mut out,
+            "hourglass_ejections_total",
+            "counter",
+            "Times the breaker ejected the upstream for the model.",
+            &["upstream", "model"],
+            &rows(&|t| f64::from(t.ejections)),
+        );
+        series(
+            &mut out,
+            "hourglass_calls_in_flight",
+            "gauge",
+            "Calls in flight per upstream and model (a stream until its end).",
+            &["upstream", "model"],
+            &rows(&|t| t.outstanding as f64),
+        );
+        series(
+            &mut out,
+            "hourglass_latency_estimate_seconds",
+            "gauge",
+            "Peak-EWMA first-token latency used by latency-aware balancing.",
+            &["upstream", "model"],
+            &rows(&|t| t.ewma.as_secs_f64()),
+        );
+        let up: Vec<(Labels, f64)> = engine
+            .health()
+            .probes()
+            .into_iter()
+            .map(|(name, p)| (vec![name], if p.healthy { 1.0 } else { 0.0 }))
+            .collect();
+        series(
+            &mut out,
+            "hourglass_upstream_up",
+            "gauge",
+            "Active health checks: 1 up, 0 down.",
+            &["upstream"],
+            &up,
+        );
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn label_text(names: &[&str], values: &[String], extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((n, v)) = extra {
+        parts.push(format!("{n}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+fn scalar(out: &mut String, name: &str, help: &str, kind: &str, value: f64) {
+    header(out, name, help, kind);
+    let _ = writeln!(out, "{name} {}", number(value));
+}
+
+fn counter(out: &mut String, name: &str, help: &str, labels: &[&str], rows: &[(Labels, u64)]) {
+    let rows: Vec<(Labels, f64)> = rows.iter().map(|(l, v)| (l.clone(), *v as f64)).collect();
+    series(out, name, "counter", help, labels, &rows);
+}
+
+fn series(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    labels: &[&str],
+    rows: &[(Labels, f64)],
+) {
+    header(out, name, help, kind);
+    for (values, v) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{} {}",
+            label_text(labels, values, None),
+            number(*v)
+        );
+    }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, labels: &[&str], family: &Histograms) {
+    header(out, name, help, "histogram");
+    for (values, h) in family.snapshot() {
+        let mut cumulative = 0;
+        for (bound, bucket) in h.bounds.iter().zip(&h.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = number(*bound);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {cumulative}",
+                label_text(labels, &values, Some(("le", &le)))
+            );
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {count}",
+            label_text(labels, &values, Some(("le", "+Inf")))
+        );
+        let _ = writeln!(
+            out,
+            "{name}_sum{} {}",
+            label_text(labels, &values, None),
+            number(f64::from_bits(h.sum.load(Ordering::Relaxed)))
+        );
+        let _ = writeln!(
+            out,
+            "{name}_count{} {count}",
+            label_text(labels, &values, None)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_labels_escaped() {
+        let family = Histograms::new(&[0.1, 1.0]);
+        family.observe(&["m\"x", "a"], 0.05);
+        family.observe(&["m\"x", "a"], 0.5);
+        family.observe(&["m\"x", "a"], 5.0);
+        let mut out = String::new();
+        histogram(
+            &mut out,
+            "t_seconds",
+            "help",
+            &["model", "upstream"],
+            &family,
+        );
+        assert!(
+            out.contains("t_seconds_bucket{model=\"m\\\"x\",upstream=\"a\",le=\"0.1\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("le=\"1\"} 2\n"), "{out}");
+        assert!(out.contains("le=\"+Inf\"} 3\n"), "{out}");
+        assert!(
+            out.contains("t_seconds_sum{model=\"m\\\"x\",upstream=\"a\"} 5.55\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("t_seconds_count{model=\"m\\\"x\",upstream=\"a\"} 3\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn clients_cannot_mint_model_labels() {
+        let m = Metrics::with_models(["configured"]);
+        assert_eq!(m.model("configured", false), "configured");
+        assert_eq!(
+            m.model("typo-model", false),
+            "other",
+            "a failure admits nothing"
+        );
+        assert_eq!(m.model("", true), "other");
+        assert_eq!(
+            m.model("real-model", true),
+            "real-model",
+            "a success admits it"
+        );
+        assert_eq!(m.model("real-model", false), "real-model");
+        for i in 0..2 * MAX_MODELS {
+            m.model(&format!("m{i}"), true);
+        }
+        assert_eq!(m.models.lock().unwrap().len(), MAX_MODELS);
+        assert_eq!(m.model("one-too-many", true), "other");
+    }
+
+    #[test]
+    fn counters_add_up_per_label_set() {
+        let c = Counters::default();
+        c.add(&["a", "ok"], 1);
+        c.add(&["a", "ok"], 2);
+        c.add(&["b", "idle_timeout"], 1);
+        assert_eq!(
+            c.snapshot(),
+            [
+                (vec!["a".to_owned(), "ok".to_owned()], 3),
+                (vec!["b".to_owned(), "idle_timeout".to_owned()], 1)
+            ]
+        );
+    }
+}
