@@ -55,6 +55,9 @@ pub struct ServerSettings {
     /// How long before a client's own deadline the gateway answers with a timeout error
     /// (`server.client_deadline_margin`).
     pub client_deadline_margin: Duration,
+    /// The key `/metrics`, `/status` and `/dashboard` require as a bearer token, when set
+    /// (`server.admin_key_env` names the environment variable holding it).
+    pub admin_key: Option<Secret>,
 }
 
 /// The retry budget: retries (and hedges) may be at most `ratio` of calls, plus `min_per_s`.

@@ -41,6 +41,7 @@ pub(crate) struct RawServer {
     pub header_read_timeout: Option<Positive>,
     pub shutdown_grace: Option<Positive>,
     pub client_deadline_margin: Option<String>,
+    pub admin_key_env: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -82,7 +82,7 @@ pub(crate) fn from_toml(
 ) -> Result<Config, ConfigError> {
     let raw = parse(text, origin)?;
     let check = Check { origin };
-    let server = server(&check, &raw)?;
+    let server = server(&check, &raw, env)?;
     let retry_budget = budget(&check, &raw)?;
     let breaker = breaker(&check, &raw)?;
     let health_check = health_check(&check, &raw)?;
@@ -153,7 +153,11 @@ fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
-fn server(check: &Check<'_>, raw: &RawConfig) -> Result<ServerSettings, ConfigError> {
+fn server(
+    check: &Check<'_>,
+    raw: &RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ServerSettings, ConfigError> {
     let s = &raw.server;
     let listen = match s.listen.as_deref() {
         None => DEFAULT_LISTEN
@@ -197,6 +201,20 @@ fn server(check: &Check<'_>, raw: &RawConfig) -> Result<ServerSettings, ConfigEr
             .map_or(Duration::from_secs(10), |p| p.0),
         shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(30), |p| p.0),
         client_deadline_margin: margin,
+        admin_key: match &s.admin_key_env {
+            None => None,
+            Some(var) => match env(var) {
+                Some(value) if !value.trim().is_empty() => {
+                    Some(Secret::new(value.trim().to_owned()))
+                }
+                _ => {
+                    return check.fail(
+                        "server.admin_key_env",
+                        format!("environment variable `{var}` is not set; export it, or remove admin_key_env to leave /metrics, /status and /dashboard open"),
+                    );
+                }
+            },
+        },
     })
 }
 
@@ -720,7 +738,7 @@ fn resolve(
 fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
     Config {
         origin: origin.to_owned(),
-        server: server(&Check { origin }, &RawConfig::default())
+        server: server(&Check { origin }, &RawConfig::default(), &|_| None)
             .expect("the default server settings are valid"),
         retry_budget: RetryBudget {
             ratio: 0.2,

@@ -245,6 +245,7 @@ async fn one(
             observer.attempt(&crate::events::AttemptEvent {
                 model: &ctx.route.name,
                 upstream: &target.name,
+                upstream_model: &target.model,
                 outcome: status,
                 phase: record.phase.name(),
                 timeline,

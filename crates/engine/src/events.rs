@@ -13,6 +13,8 @@ pub struct AttemptEvent<'a> {
     pub model: &'a str,
     /// The upstream tried.
     pub upstream: &'a str,
+    /// The model name sent to it.
+    pub upstream_model: &'a str,
     /// `ok`, or the failure's code.
     pub outcome: &'a str,
     /// How far it got (`connect`, `write`, `first_byte`, `first_token`, `body`, `done`).

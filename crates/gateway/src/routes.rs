@@ -1,6 +1,7 @@
 //! Which path does what: the OpenAI routes go through the engine, `GET /v1/models` lists the
 //! configured models, other `/v1/*` paths pass through to the first upstream, `/health` answers
-//! for the gateway itself, `/metrics` exposes Prometheus metrics. Every error is OpenAI-shaped.
+//! for the gateway itself, `/metrics` exposes Prometheus metrics and `/status` the recent state
+//! (both behind the admin key when one is configured). Every error is OpenAI-shaped.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,6 +31,20 @@ pub(crate) async fn handle(
                 StatusCode::OK,
                 Bytes::from_static(b"{\"status\":\"ok\"}"),
             ));
+        }
+        (&Method::GET, "/metrics" | "/status") if !admin_allowed(&gateway, &parts.headers) => {
+            let error = CallError::before_attempts(
+                "unauthorized",
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs the admin key (server.admin_key_env) as `Authorization: Bearer …`"
+                    .to_owned(),
+            );
+            return Ok(error_response(&error));
+        }
+        (&Method::GET, "/status") => {
+            let body =
+                serde_json::to_vec(&gateway.metrics.status(&gateway.engine)).unwrap_or_default();
+            return Ok(json_response(StatusCode::OK, Bytes::from(body)));
         }
         (&Method::GET, "/metrics") => {
             let text = gateway.metrics.render(&gateway.engine);
@@ -235,4 +250,24 @@ fn models(gateway: &Gateway) -> Response<GatewayBody> {
     let body = serde_json::to_vec(&json!({"object": "list", "data": data}))
         .expect("serializing a json value cannot fail");
     json_response(StatusCode::OK, Bytes::from(body))
+}
+
+/// Whether the request may read the admin endpoints: no admin key is configured, or it carries
+/// it as a bearer token (compared in constant time).
+fn admin_allowed(gateway: &Gateway, headers: &http::HeaderMap) -> bool {
+    let Some(key) = &gateway.settings.admin_key else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let expected = key.expose();
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }

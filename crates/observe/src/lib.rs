@@ -3,5 +3,6 @@
 //! `hourglass_engine::events::Observer`, metrics never in.
 
 pub mod metrics; // Prometheus counters, histograms and the text format
+pub mod status; // recent windows and failures for GET /status
 
 pub use metrics::Metrics;

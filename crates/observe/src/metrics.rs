@@ -141,6 +141,8 @@ pub struct Metrics {
     /// Model names allowed as label values: configured ones, and ones that answered once (up to
     /// [`MAX_MODELS`]); anything else a client sends is `other`, so clients cannot mint series.
     models: Mutex<std::collections::HashSet<String>>,
+    /// Recent attempts and failures, for `/status`.
+    recent: crate::status::Recent,
     calls: Counters,
     attempts: Counters,
     retries: Counters,
@@ -159,6 +161,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             models: Mutex::new(std::collections::HashSet::new()),
+            recent: crate::status::Recent::default(),
             calls: Counters::default(),
             attempts: Counters::default(),
             retries: Counters::default(),
@@ -216,6 +219,7 @@ impl Observer for Metrics {
     fn attempt(&self, e: &AttemptEvent<'_>) {
         let model = self.model(e.model, e.outcome == "ok");
         let e = &AttemptEvent { model, ..*e };
+        self.recent.attempt(e, model);
         self.attempts.add(&[e.model, e.upstream, e.outcome], 1);
         if let Some(t) = e.timeline {
             let labels = |phase: &'static str| [e.model, e.upstream, phase];
@@ -281,6 +285,11 @@ impl Metrics {
     /// Counts a client that left before its answer was complete.
     pub fn client_disconnect(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `/status` document (see [`crate::status`]).
+    pub fn status(&self, engine: &Engine) -> serde_json::Value {
+        self.recent.status(engine)
     }
 
     /// The exposition text: every metric, plus the engine's state read now.

@@ -1,5 +1,6 @@
-//! `GET /metrics`: the calls a client made, counted by model, upstream, outcome and phase, in a
-//! text that the real `promtool check metrics` accepts, with no secret in it.
+//! `GET /metrics` and `GET /status`: the calls a client made, counted by model, upstream, outcome
+//! and phase, in a text the real `promtool check metrics` accepts; recent windows and failures;
+//! the admin key guarding both and never showing in them.
 
 use crate::support::*;
 
@@ -133,4 +134,73 @@ async fn metrics_count_calls_attempts_phases_and_state() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn status_shows_recent_windows_and_failures_behind_the_admin_key() {
+    let gateway = start(
+        "[server]\nadmin_key_env = \"HOURGLASS_TEST_ADMIN_KEY\"\n\
+         [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\n",
+    )
+    .await;
+    let addr = gateway.addr;
+    for _ in 0..3 {
+        assert_eq!(chat(addr, "m", true, &[]).await.status, 200);
+    }
+    let failover = chat(
+        addr,
+        "m",
+        false,
+        &[("x-sim-fault", "status;code=503;upstream=a")],
+    )
+    .await;
+    assert_eq!(failover.status, 200);
+
+    for path in ["/status", "/metrics"] {
+        let refused = send(addr, "GET", path, &[], "").await;
+        assert_eq!(refused.status, 401, "{path}");
+        assert!(refused.body.contains("admin_key_env"), "{}", refused.body);
+        let wrong = send(addr, "GET", path, &[("authorization", "Bearer nope")], "").await;
+        assert_eq!(wrong.status, 401);
+    }
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    let reply = send(addr, "GET", "/status", &[("authorization", &bearer)], "").await;
+    assert_eq!(reply.status, 200);
+    let status = reply.json();
+    let targets = status["targets"].as_array().unwrap();
+    let a = targets
+        .iter()
+        .find(|t| t["model"] == "m" && t["upstream"] == "a")
+        .unwrap_or_else(|| panic!("{status:#}"));
+    let minute = &a["windows"]["1m"];
+    assert_eq!(minute["attempts"], 4);
+    assert_eq!(minute["success_rate"], 0.75);
+    assert_eq!(minute["timeout_rate"], 0.0);
+    assert!(minute["first_token_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert_eq!(a["breaker"], "closed");
+    assert_eq!(a["upstream_model"], "gpt-4o-mini");
+    let failure = &status["recent_failures"][0];
+    assert_eq!(
+        (failure["upstream"].as_str(), failure["code"].as_str()),
+        (Some("a"), Some("upstream_status"))
+    );
+    assert!(
+        failure["diagnosis"]
+            .as_str()
+            .unwrap()
+            .contains("error status")
+    );
+    assert!(
+        status["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["up"] == true)
+    );
+
+    let metrics = send(addr, "GET", "/metrics", &[("authorization", &bearer)], "").await;
+    assert_eq!(metrics.status, 200);
+    for body in [&reply.body, &metrics.body] {
+        assert!(!body.contains(ADMIN_KEY), "the admin key leaked");
+    }
 }

@@ -17,6 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+/// The admin key of gateways configured with `admin_key_env = "HOURGLASS_TEST_ADMIN_KEY"`.
+pub const ADMIN_KEY: &str = "test-admin-secret-7f3a";
+
 /// A running gateway; dropping it shuts it down.
 pub struct Running {
     pub addr: SocketAddr,
@@ -69,7 +72,9 @@ pub async fn start(extra: &str) -> Running {
         sims.insert(name.to_owned(), server);
     }
     text.push_str(extra);
-    let config = Config::from_toml(&text, "test.toml", &|_| None).unwrap();
+    // The one secret tests may configure: the admin key (never to show in any output).
+    let env = |name: &str| (name == "HOURGLASS_TEST_ADMIN_KEY").then(|| ADMIN_KEY.to_owned());
+    let config = Config::from_toml(&text, "test.toml", &env).unwrap();
     let settings = config.server.clone();
     let engine = Engine::new(config, HashMap::new()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,232 @@
+//! What `GET /status` answers: per model and upstream, the recent attempts' success and timeout
+//! rates and latency percentiles over the last minute and five minutes, joined with the engine's
+//! health (breaker, in flight, latency estimate, checks), and the last failures with their
+//! one-line diagnoses. Kept in bounded rings fed by the engine's attempt events.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hourglass_engine::Engine;
+use hourglass_engine::events::AttemptEvent;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+/// The longest window reported.
+const LONGEST: Duration = Duration::from_secs(300);
+/// Attempts kept per model and upstream (the oldest go first past this).
+const PER_TARGET: usize = 4096;
+/// Failures kept for the feed.
+const FAILURES: usize = 50;
+/// The windows reported.
+const WINDOWS: [(&str, Duration); 2] = [("1m", Duration::from_secs(60)), ("5m", LONGEST)];
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    ok: bool,
+    timeout: bool,
+    first_token_ms: Option<f64>,
+    total_ms: f64,
+}
+
+/// One failure in the feed.
+#[derive(Debug, Clone)]
+struct Failure {
+    at: jiff::Timestamp,
+    model: String,
+    upstream: String,
+    code: String,
+    phase: String,
+}
+
+/// Recent attempts and failures.
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// By (model, upstream, upstream model).
+    targets: Mutex<HashMap<(String, String, String), VecDeque<Sample>>>,
+    failures: Mutex<VecDeque<Failure>>,
+}
+
+fn is_timeout(code: &str) -> bool {
+    code.ends_with("_timeout") || code == "deadline_exceeded"
+}
+
+impl Recent {
+    /// Records an attempt (`model` already reduced to its label).
+    pub fn attempt(&self, e: &AttemptEvent<'_>, model: &str) {
+        let now = Instant::now();
+        let first_token_ms = e.timeline.and_then(|t| {
+            let at = t.first_token.or(t.headers)?;
+            Some(at.saturating_duration_since(t.written?).as_secs_f64() * 1000.0)
+        });
+        let sample = Sample {
+            at: now,
+            ok: e.outcome == "ok",
+            timeout: is_timeout(e.outcome),
+            first_token_ms,
+            total_ms: e.elapsed.as_secs_f64() * 1000.0,
+        };
+        {
+            let mut targets = self
+                .targets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ring = match targets.get_mut(&(
+                model.to_owned(),
+                e.upstream.to_owned(),
+                e.upstream_model.to_owned(),
+            )) {
+                Some(ring) => ring,
+                None => targets
+                    .entry((
+                        model.to_owned(),
+                        e.upstream.to_owned(),
+                        e.upstream_model.to_owned(),
+                    ))
+                    .or_default(),
+            };
+            while ring.len() >= PER_TARGET
+                || ring
+                    .front()
+                    .is_some_and(|s| now.saturating_duration_since(s.at) > LONGEST)
+            {
+                ring.pop_front();
+            }
+            ring.push_back(sample);
+        }
+        if !sample.ok && e.outcome != "hedge_cancelled" {
+            let mut failures = self
+                .failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if failures.len() == FAILURES {
+                failures.pop_front();
+            }
+            failures.push_back(Failure {
+                at: jiff::Timestamp::now(),
+                model: model.to_owned(),
+                upstream: e.upstream.to_owned(),
+                code: e.outcome.to_owned(),
+                phase: e.phase.to_owned(),
+            });
+        }
+    }
+
+    /// The `/status` document.
+    pub fn status(&self, engine: &Engine) -> Value {
+        let now = Instant::now();
+        let health = engine.health().snapshot();
+        let mut targets: Vec<Value> = {
+            let map = self
+                .targets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.iter()
+                .map(|((model, upstream, upstream_model), ring)| {
+                    let state = health
+                        .iter()
+                        .find(|t| &t.upstream == upstream && &t.model == upstream_model);
+                    let mut windows = serde_json::Map::new();
+                    for (name, width) in WINDOWS {
+                        let recent: Vec<&Sample> = ring
+                            .iter()
+                            .filter(|s| now.saturating_duration_since(s.at) <= width)
+                            .collect();
+                        windows.insert(name.to_owned(), window(&recent));
+                    }
+                    json!({
+                        "model": model,
+                        "upstream": upstream,
+                        "upstream_model": upstream_model,
+                        "breaker": state.map(|t| t.breaker),
+                        "in_flight": state.map(|t| t.outstanding),
+                        "ejections": state.map(|t| t.ejections),
+                        "latency_estimate_ms": state.map(|t| round(t.ewma.as_secs_f64() * 1000.0)),
+                        "windows": windows,
+                    })
+                })
+                .collect()
+        };
+        targets.sort_by_key(|t| (t["model"].to_string(), t["upstream"].to_string()));
+        let upstreams: Vec<Value> = engine
+            .health()
+            .probes()
+            .into_iter()
+            .map(|(name, p)| {
+                json!({
+                    "name": name,
+                    "up": p.healthy,
+                    "last_check": match &p.last {
+                        None => Value::Null,
+                        Some(Ok(latency)) => json!({"ok": true, "latency_ms": round(latency.as_secs_f64() * 1000.0)}),
+                        Some(Err(error)) => json!({"ok": false, "error": error}),
+                    },
+                })
+            })
+            .collect();
+        let failures: Vec<Value> = {
+            let failures = self
+                .failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            failures
+                .iter()
+                .rev()
+                .map(|f| {
+                    json!({
+                        "at": f.at.to_string(),
+                        "model": f.model,
+                        "upstream": f.upstream,
+                        "code": f.code,
+                        "phase": f.phase,
+                        "diagnosis": hourglass_engine::error::diagnosis(&f.code),
+                    })
+                })
+                .collect()
+        };
+        json!({
+            "generated_at": jiff::Timestamp::now().to_string(),
+            "retry_budget_available": round(engine.retry_budget_available()),
+            "upstreams": upstreams,
+            "targets": targets,
+            "recent_failures": failures,
+        })
+    }
+}
+
+fn round(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn percentiles(mut values: Vec<f64>) -> Value {
+    if values.is_empty() {
+        return Value::Null;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |p: f64| {
+        let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+        round(values[rank.clamp(1, values.len()) - 1])
+    };
+    json!({"p50": at(50.0), "p90": at(90.0), "p99": at(99.0)})
+}
+
+fn window(samples: &[&Sample]) -> Value {
+    let n = samples.len();
+    let ok = samples.iter().filter(|s| s.ok).count();
+    let timeouts = samples.iter().filter(|s| s.timeout).count();
+    let rate = |k: usize| {
+        if n == 0 {
+            Value::Null
+        } else {
+            json!(round(1000.0 * k as f64 / n as f64) / 1000.0)
+        }
+    };
+    json!({
+        "attempts": n,
+        "success_rate": rate(ok),
+        "timeout_rate": rate(timeouts),
+        "first_token_ms": percentiles(samples.iter().filter(|s| s.ok).filter_map(|s| s.first_token_ms).collect()),
+        "total_ms": percentiles(samples.iter().filter(|s| s.ok).map(|s| s.total_ms).collect()),
+    })
+}
