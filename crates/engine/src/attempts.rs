@@ -28,7 +28,14 @@ pub(crate) struct Context<'a> {
 pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Response, CallError> {
     let start = request.start;
     let asked = request.model.clone().unwrap_or_default();
+    let request_id = request
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let result = call(engine, request).await;
+    log_call(&request_id, &asked, &result, start);
     if let Some(observer) = engine.observer() {
         let (outcome, trail) = match &result {
             Ok(response) => ("ok", &response.trail),
@@ -56,6 +63,28 @@ pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Re
         });
     }
     result
+}
+
+/// One log line per finished call: its id, model, outcome, every attempt, and the time taken.
+fn log_call(request_id: &str, model: &str, result: &Result<Response, CallError>, start: Instant) {
+    let (outcome, trail, error) = match result {
+        Ok(response) => ("ok", &response.trail, ""),
+        Err(error) => (error.code, &error.trail, error.message.as_str()),
+    };
+    let attempts: Vec<String> = trail
+        .iter()
+        .map(|a| format!("{}:{}@{}", a.upstream, a.outcome, a.phase.name()))
+        .collect();
+    tracing::info!(
+        target: "hourglass::call",
+        request_id,
+        model,
+        outcome,
+        attempts = attempts.join(","),
+        elapsed_ms = (start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
+        error,
+        "call"
+    );
 }
 
 async fn call(engine: &Arc<Engine>, request: CallRequest) -> Result<Response, CallError> {

@@ -18,7 +18,40 @@ use crate::body::GatewayBody;
 use crate::deadline;
 use crate::server::Gateway;
 
+/// Every request: its id (the client's `x-request-id` when it is a sane one, else a new one),
+/// sent upstream and echoed to the client; the upstream's own id moves to `x-upstream-request-id`.
 pub(crate) async fn handle(
+    gateway: Arc<Gateway>,
+    mut request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let id = request_id(request.headers());
+    let id = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    request.headers_mut().insert("x-request-id", id.clone());
+    let mut response = route(gateway, request).await?;
+    let headers = response.headers_mut();
+    if let Some(upstream) = headers.insert("x-request-id", id.clone())
+        && upstream != id
+    {
+        headers.insert("x-upstream-request-id", upstream);
+    }
+    Ok(response)
+}
+
+/// The client's `x-request-id` if it is 1–128 characters of letters, digits and `._:-`, else a
+/// new random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        })
+        .map_or_else(|| format!("hg-{:016x}", fastrand::u64(..)), str::to_owned)
+}
+
+async fn route(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
@@ -200,16 +233,8 @@ pub(crate) async fn handle(
             *out.headers_mut() = response.headers;
             out
         }
-        Err(error) => {
-            tracing::info!(
-                code = error.code,
-                status = error.status.as_u16(),
-                attempts = error.trail.len(),
-                "call failed: {}",
-                error.message
-            );
-            error_response(&error)
-        }
+        // The engine logs one line per call (hourglass::call), failures with their message.
+        Err(error) => error_response(&error),
     })
 }
 

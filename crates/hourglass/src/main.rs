@@ -42,6 +42,9 @@ use tools::{DiagnoseArgs, ExplainArgs, ProbeArgs, TuneArgs};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or as JSON objects (one per line, for log shippers)
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -129,7 +132,7 @@ fn parse_time_scale(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format == "json");
     let result = match cli.command {
         Command::Serve(args) => run(serve(args)),
         Command::Config(ConfigArgs {
@@ -150,7 +153,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     let filter = std::env::var("HOURGLASS_LOG")
         .ok()
         .and_then(|text| text.parse::<tracing_subscriber::filter::Targets>().ok())
@@ -159,10 +162,21 @@ fn init_logging() {
         });
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(filter)
-        .init();
+    let registry = tracing_subscriber::registry().with(filter);
+    if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
 }
 
 fn run(

@@ -515,3 +515,87 @@ fn config_check_prints_every_models_policy_and_where_it_came_from() {
         "{stderr}"
     );
 }
+
+#[test]
+fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
+    let upstream = address(&sim, 0);
+    let dir = std::env::temp_dir().join(format!("hourglass-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hourglass.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.sim]\nbase_url = \"http://{upstream}/v1\"\napi_key_env = \"HG_TEST_UPSTREAM_KEY\"\n"
+        ),
+    )
+    .unwrap();
+    let secret = "sk-test-do-not-leak-91c2";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .env("HG_TEST_UPSTREAM_KEY", secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).unwrap();
+    let start = banner.find("http://").unwrap() + 7;
+    let gateway = banner[start..start + banner[start..].find("/v1").unwrap()].to_owned();
+
+    let body = r#"{"model":"gpt-4o-mini","messages":[]}"#;
+    let answer = http(
+        &gateway,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-request-id: req-logs-1\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(answer.contains("x-request-id: req-logs-1"), "{answer}");
+    let failed = post(&gateway, body, Some("status;code=503"));
+    assert!(failed.starts_with("HTTP/1.1 502"), "{failed}");
+    let metrics = http(
+        &gateway,
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    let status = http(
+        &gateway,
+        "GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8(out.stderr).unwrap();
+    let calls: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "hourglass::call")
+        .collect();
+    assert_eq!(calls.len(), 2, "{logs}");
+    assert_eq!(calls[0]["request_id"], "req-logs-1");
+    assert_eq!(calls[0]["outcome"], "ok");
+    assert_eq!(calls[0]["attempts"], "sim:ok@done");
+    assert_eq!(calls[1]["outcome"], "upstream_status");
+    assert!(calls[1]["request_id"].as_str().unwrap().starts_with("hg-"));
+    assert!(calls[1]["error"].as_str().unwrap().contains("503"));
+    for (what, text) in [
+        ("logs", &logs),
+        ("metrics", &metrics),
+        ("status", &status),
+        ("answers", &failed),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the upstream key leaked into the {what}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
