@@ -204,3 +204,123 @@ async fn status_shows_recent_windows_and_failures_behind_the_admin_key() {
         assert!(!body.contains(ADMIN_KEY), "the admin key leaked");
     }
 }
+
+/// The metric names a deploy file uses (`hourglass_…`, histogram suffixes stripped).
+fn names_in(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("hourglass_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        if !names.iter().any(|n| n == base) {
+            names.push(base.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_deploy_files_are_valid_use_real_metrics_and_prometheus_scrapes_the_gateway() {
+    let gateway = start("[models.m]\ntargets = [\"a:gpt-4o-mini\"]\n").await;
+    for _ in 0..3 {
+        assert_eq!(chat(gateway.addr, "m", true, &[]).await.status, 200);
+    }
+    let exposed = send(gateway.addr, "GET", "/metrics", &[], "").await.body;
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    for file in ["alerts.yml", "grafana/hourglass.json"] {
+        let text = std::fs::read_to_string(format!("{deploy}/{file}")).unwrap();
+        let names = names_in(&text);
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            assert!(
+                exposed.contains(&format!("# TYPE {name} ")),
+                "{file} uses {name}, which /metrics does not expose"
+            );
+        }
+    }
+    serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(format!("{deploy}/grafana/hourglass.json")).unwrap(),
+    )
+    .expect("the Grafana dashboard is JSON");
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["check", "config", "prometheus.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(&args)
+            .current_dir(deploy)
+            .output()
+            .expect("promtool is installed");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // A real Prometheus server scrapes the gateway every second.
+    let dir = std::env::temp_dir().join(format!("hourglass-prom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: hourglass\n    static_configs:\n      - targets: [\"{}\"]\n",
+            gateway.addr
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (Debian package `prometheus`)");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut found = None;
+    for _ in 0..60 {
+        tokio::time::sleep(ms(500)).await;
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            continue;
+        }
+        let reply = send(
+            addr,
+            "GET",
+            "/api/v1/query?query=hourglass_calls_total%7Bmodel%3D%22m%22%2Coutcome%3D%22ok%22%7D",
+            &[],
+            "",
+        )
+        .await;
+        let json = reply.json();
+        if let Some(value) = json["data"]["result"][0]["value"][1].as_str() {
+            found = Some(value.to_owned());
+            break;
+        }
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        found.as_deref(),
+        Some("3"),
+        "Prometheus scraped hourglass_calls_total"
+    );
+}
