@@ -294,7 +294,7 @@ fn zero_configuration_comes_from_the_environment() {
 
 #[test]
 fn the_example_configurations_are_valid() {
-    for file in ["hourglass.toml", "failover.toml"] {
+    for file in ["hourglass.toml", "failover.toml", "demo.toml"] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples")
             .join(file);

@@ -1,7 +1,8 @@
 //! Which path does what: the OpenAI routes go through the engine, `GET /v1/models` lists the
 //! configured models, other `/v1/*` paths pass through to the first upstream, `/health` answers
 //! for the gateway itself, `/metrics` exposes Prometheus metrics and `/status` the recent state
-//! (both behind the admin key when one is configured). Every error is OpenAI-shaped.
+//! (both behind the admin key when one is configured), `/dashboard` a live page over `/status`.
+//! Every error is OpenAI-shaped.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -73,6 +74,17 @@ async fn route(
                     .to_owned(),
             );
             return Ok(error_response(&error));
+        }
+        (&Method::GET, "/dashboard") => {
+            // The page holds no data: it reads /status (with the admin key from its URL fragment).
+            let mut response = Response::new(GatewayBody::Full(Some(Bytes::from_static(
+                include_bytes!("dashboard.html"),
+            ))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            return Ok(response);
         }
         (&Method::GET, "/status") => {
             let body =
