@@ -27,6 +27,10 @@ const shown = await page.evaluate(() => ({
     ...Object.fromEntries([...tr.querySelectorAll("td[data-field]")].map((td) => [td.dataset.field, td.textContent])),
   })),
   failures: [...document.querySelectorAll("#failures li")].map((li) => li.dataset.code),
+  models: [...document.querySelectorAll("#models tbody tr")].map((tr) => ({
+    model: tr.dataset.model,
+    ...Object.fromEntries([...tr.querySelectorAll("td[data-field]")].map((td) => [td.dataset.field, td.textContent])),
+  })),
   upstreams: [...document.querySelectorAll("#upstreams .chip")].map((c) => c.textContent),
   error: document.getElementById("error").textContent,
 }));
@@ -55,10 +59,17 @@ if (status) {
       if (row[field] !== value) problems.push(`${t.model} ${t.upstream} ${field}: page ${row[field]}, /status ${value}`);
     }
   }
+  for (const m of status.models) {
+    const row = shown.models.find((r) => r.model === m.model);
+    if (!row) { problems.push(`no models row for ${m.model}`); continue; }
+    for (const field of ["retries", "failovers", "hedges_started", "hedges_won"]) {
+      if (row[field] !== String(m[field])) problems.push(`${m.model} ${field}: page ${row[field]}, /status ${m[field]}`);
+    }
+  }
   const codes = status.recent_failures.slice(0, 20).map((f) => f.code);
   if (JSON.stringify(codes) !== JSON.stringify(shown.failures)) problems.push(`failures: page ${shown.failures}, /status ${codes}`);
 }
 await page.screenshot({ path: screenshot, fullPage: true });
 await browser.close();
-console.log(JSON.stringify({ refreshed: shown.refreshed, rows: shown.rows, failures: shown.failures.length, upstreams: shown.upstreams, problems }));
+console.log(JSON.stringify({ refreshed: shown.refreshed, rows: shown.rows, models: shown.models, failures: shown.failures.length, upstreams: shown.upstreams, problems }));
 process.exit(problems.length ? 1 : 0);

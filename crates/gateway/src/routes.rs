@@ -52,7 +52,36 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .map_or_else(|| format!("hg-{:016x}", fastrand::u64(..)), str::to_owned)
 }
 
+/// Counts a client that went away before its answer began: hyper drops the request's future
+/// when the connection closes, and this guard sees the drop.
+struct Abandoned<'a> {
+    metrics: &'a hourglass_observe::Metrics,
+    answered: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.metrics.client_disconnect();
+        }
+    }
+}
+
 async fn route(
+    gateway: Arc<Gateway>,
+    request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let metrics = gateway.metrics.clone();
+    let mut guard = Abandoned {
+        metrics: &metrics,
+        answered: false,
+    };
+    let response = answer(gateway.clone(), request).await;
+    guard.answered = true;
+    response
+}
+
+async fn answer(
     gateway: Arc<Gateway>,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {

@@ -289,7 +289,36 @@ impl Metrics {
 
     /// The `/status` document (see [`crate::status`]).
     pub fn status(&self, engine: &Engine) -> serde_json::Value {
-        self.recent.status(engine)
+        let mut status = self.recent.status(engine);
+        // Totals since start, per model: what the retry loop did.
+        let mut models: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+        let mut add = |rows: Vec<(Labels, u64)>, field: &str| {
+            for (labels, n) in rows {
+                let entry = models
+                    .entry(labels[0].clone())
+                    .or_insert_with(|| serde_json::json!({"retries": 0, "failovers": 0, "hedges_started": 0, "hedges_won": 0}));
+                let key = match (field, labels.get(1).map(String::as_str)) {
+                    ("hedges", Some("started")) => "hedges_started",
+                    ("hedges", Some("won")) => "hedges_won",
+                    ("hedges", _) => continue,
+                    (field, _) => field,
+                };
+                entry[key] = serde_json::json!(entry[key].as_u64().unwrap_or(0) + n);
+            }
+        };
+        add(self.retries.snapshot(), "retries");
+        add(self.failovers.snapshot(), "failovers");
+        add(self.hedges.snapshot(), "hedges");
+        status["models"] = models
+            .into_iter()
+            .map(|(model, mut v)| {
+                v["model"] = model.into();
+                v
+            })
+            .collect::<Vec<_>>()
+            .into();
+        status["client_disconnects"] = self.disconnects.load(Ordering::Relaxed).into();
+        status
     }
 
     /// The exposition text: every metric, plus the engine's state read now.

@@ -324,3 +324,24 @@ async fn the_deploy_files_are_valid_use_real_metrics_and_prometheus_scrapes_the_
         "Prometheus scraped hourglass_calls_total"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_its_answer_is_counted() {
+    let gateway = start("[models.m]\ntargets = [\"a:gpt-4o-mini\"]\n").await;
+    let addr = gateway.addr;
+    let waiting = tokio::spawn(async move {
+        chat(addr, "m", false, &[("x-sim-fault", "hang")]).await;
+    });
+    tokio::time::sleep(ms(300)).await;
+    waiting.abort(); // the client goes away: its connection closes
+    let mut count = 0.0;
+    for _ in 0..20 {
+        tokio::time::sleep(ms(50)).await;
+        let text = send(addr, "GET", "/metrics", &[], "").await.body;
+        count = value(&text, "hourglass_client_disconnects_total");
+        if count > 0.0 {
+            break;
+        }
+    }
+    assert_eq!(count, 1.0);
+}
