@@ -570,6 +570,11 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
         &gateway,
         "GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     );
+    let dashboard = http(
+        &gateway,
+        "GET /dashboard HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(dashboard.contains("<title>hourglass"), "{dashboard}");
 
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
@@ -590,6 +595,7 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
         ("logs", &logs),
         ("metrics", &metrics),
         ("status", &status),
+        ("dashboard", &dashboard),
         ("answers", &failed),
     ] {
         assert!(
