@@ -86,6 +86,8 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let start = Instant::now();
+    // One engine for the whole call, even if a reload swaps it meanwhile.
+    let engine = gateway.engine();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let endpoint = match (&parts.method, path.trim_end_matches('/')) {
@@ -116,12 +118,11 @@ async fn answer(
             return Ok(response);
         }
         (&Method::GET, "/status") => {
-            let body =
-                serde_json::to_vec(&gateway.metrics.status(&gateway.engine)).unwrap_or_default();
+            let body = serde_json::to_vec(&gateway.metrics.status(&engine)).unwrap_or_default();
             return Ok(json_response(StatusCode::OK, Bytes::from(body)));
         }
         (&Method::GET, "/metrics") => {
-            let text = gateway.metrics.render(&gateway.engine);
+            let text = gateway.metrics.render(&engine);
             let mut response = Response::new(GatewayBody::Full(Some(Bytes::from(text))));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -129,7 +130,30 @@ async fn answer(
             );
             return Ok(response);
         }
-        (&Method::GET, "/v1/models") if !gateway.engine.config().models.is_empty() => {
+        (&Method::POST, "/admin/reload") => {
+            if !admin_allowed(&gateway, &parts.headers) {
+                return Ok(error_response(&CallError::before_attempts(
+                    "unauthorized",
+                    StatusCode::UNAUTHORIZED,
+                    "this endpoint needs the admin key (server.admin_key_env) as `Authorization: Bearer …`"
+                        .to_owned(),
+                )));
+            }
+            return Ok(match gateway.reload() {
+                Ok(models) => json_response(
+                    StatusCode::OK,
+                    Bytes::from(json!({"reloaded": true, "models": models}).to_string()),
+                ),
+                Err(message) => error_response(&CallError::before_attempts(
+                    "bad_config",
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "the configuration was not reloaded (the old one keeps serving): {message}"
+                    ),
+                )),
+            });
+        }
+        (&Method::GET, "/v1/models") if !engine.config().models.is_empty() => {
             return Ok(models(&gateway));
         }
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
@@ -212,7 +236,7 @@ async fn answer(
         Ok(Some(choice)) => choice,
         Ok(None) if stream => model
             .as_deref()
-            .and_then(|m| gateway.engine.config().route(m))
+            .and_then(|m| engine.config().route(m))
             .and_then(|route| route.policy.heartbeat),
         Ok(None) => None,
         Err(message) => {
@@ -240,7 +264,7 @@ async fn answer(
         start,
     };
     if let Some(interval) = heartbeat {
-        let engine = gateway.engine.clone();
+        let engine = engine.clone();
         let running: crate::heartbeat::Call = Box::pin(async move { engine.call(call).await });
         let body = crate::heartbeat::HeartbeatBody::new(
             running,
@@ -264,7 +288,7 @@ async fn answer(
         }
         return Ok(response);
     }
-    Ok(match gateway.engine.call(call).await {
+    Ok(match engine.call(call).await {
         Ok(response) => {
             let mut out = Response::new(match response.body {
                 ResponseBody::Full(bytes) => GatewayBody::full(bytes),
@@ -307,7 +331,7 @@ pub(crate) fn error_response(error: &CallError) -> Response<GatewayBody> {
 
 fn models(gateway: &Gateway) -> Response<GatewayBody> {
     let data: Vec<_> = gateway
-        .engine
+        .engine()
         .config()
         .models
         .iter()

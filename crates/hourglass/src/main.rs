@@ -257,7 +257,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "hourglass serve: try\n  curl http://{local}/v1/chat/completions -H 'content-type: application/json' \
          -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
     );
-    let gateway = Arc::new(Gateway::new(engine, settings));
+    let mut gateway = Gateway::new(engine, settings);
+    if let Some(path) = args.config.clone() {
+        // SIGHUP or POST /admin/reload read the file again; a bad file leaves the old engine.
+        gateway = gateway.with_reloader(Box::new(move || {
+            let config =
+                hourglass_config::Config::load(&path, &env_var).map_err(|e| e.to_string())?;
+            let engine = Engine::new(config, HashMap::new())?;
+            let _health_checks = engine.spawn_health_checks();
+            Ok(engine)
+        }));
+    }
+    let gateway = Arc::new(gateway);
+    #[cfg(unix)]
+    if args.config.is_some() {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                match gateway.reload() {
+                    Ok(models) => say!(
+                        "hourglass serve: reloaded the configuration; models: {}",
+                        models.join(", ")
+                    ),
+                    Err(error) => tracing::error!(
+                        "the configuration was not reloaded (the old one keeps serving): {error}"
+                    ),
+                }
+            }
+        });
+    }
     let open = hourglass_gateway::serve(listener, gateway, shutdown_signal()).await;
     if open > 0 {
         say!(

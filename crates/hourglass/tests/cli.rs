@@ -605,3 +605,110 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sighup_and_admin_reload_swap_the_configuration_under_load_without_failing_a_call() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
+    let upstream = address(&sim, 0);
+    let dir = std::env::temp_dir().join(format!("hourglass-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hourglass.toml");
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.sim]\nbase_url = \"http://{upstream}/v1\"\nmodels = [\"gpt-4o-mini\"]\n\
+         [models.first]\ntargets = [\"sim:gpt-4o-mini\"]\n"
+    );
+    std::fs::write(&config, &base).unwrap();
+    let serve = start("serve", &["--config", config.to_str().unwrap()], 1);
+    let gateway = address(&serve, 0);
+
+    // Load: calls to `first` from two threads for the whole test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, done, gateway) = (stop.clone(), done.clone(), gateway.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answer = post(&gateway, r#"{"model":"first","messages":[]}"#, None);
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if answer.starts_with("HTTP/1.1 200") {
+                        ok += 1;
+                    } else {
+                        failed.push(answer);
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    // Each reload happens while calls are in flight: wait for the load to be going, each time.
+    let wait_for = |calls: usize| {
+        while done.load(std::sync::atomic::Ordering::Relaxed) < calls {
+            std::thread::park_timeout(Duration::from_millis(5));
+        }
+    };
+    wait_for(20);
+
+    // A new model, by SIGHUP.
+    let second = r#"{"model":"second","messages":[]}"#;
+    assert!(post(&gateway, second, None).starts_with("HTTP/1.1 404"));
+    std::fs::write(
+        &config,
+        format!("{base}[models.second]\ntargets = [\"sim:gpt-4o-mini\"]\n"),
+    )
+    .unwrap();
+    let pid = serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut served = false;
+    for _ in 0..50 {
+        std::thread::park_timeout(Duration::from_millis(50)); // a test thread, not a runtime
+        if post(&gateway, second, None).starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "SIGHUP did not bring `second` in");
+
+    let before = done.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for(before + 20);
+
+    // A bad file, by the admin endpoint: refused with the reason, the old configuration serves on.
+    std::fs::write(
+        &config,
+        format!("{base}[models.third]\ntargetz = [\"sim\"]\n"),
+    )
+    .unwrap();
+    let refused = http(
+        &gateway,
+        "POST /admin/reload HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(
+        refused.contains("not reloaded") && refused.contains("targetz"),
+        "{refused}"
+    );
+    assert!(post(&gateway, second, None).starts_with("HTTP/1.1 200"));
+    let before = done.load(std::sync::atomic::Ordering::Relaxed);
+    wait_for(before + 20);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut calls = 0;
+    for thread in load {
+        let (ok, failed) = thread.join().unwrap();
+        assert!(failed.is_empty(), "calls failed during reloads: {failed:?}");
+        calls += ok;
+    }
+    assert!(
+        calls >= 60,
+        "the load ran across both reloads: {calls} calls"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
