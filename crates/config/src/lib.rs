@@ -58,6 +58,11 @@ pub struct ServerSettings {
     /// The key `/metrics`, `/status` and `/dashboard` require as a bearer token, when set
     /// (`server.admin_key_env` names the environment variable holding it).
     pub admin_key: Option<Secret>,
+    /// Keys clients must present as `Authorization: Bearer …` on `/v1/*` (`server.client_keys_env`
+    /// names an environment variable holding them, comma-separated); none: no client auth.
+    pub client_keys: Vec<Secret>,
+    /// Serve on a non-loopback address without client keys (`server.allow_unauthenticated`).
+    pub allow_unauthenticated: bool,
 }
 
 /// The retry budget: retries (and hedges) may be at most `ratio` of calls, plus `min_per_s`.

@@ -42,6 +42,8 @@ pub(crate) struct RawServer {
     pub shutdown_grace: Option<Positive>,
     pub client_deadline_margin: Option<String>,
     pub admin_key_env: Option<String>,
+    pub client_keys_env: Option<String>,
+    pub allow_unauthenticated: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

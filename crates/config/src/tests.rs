@@ -376,6 +376,34 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
             "[breaker]\nejection = \"10m\"\nmax_ejection = \"1m\"\n",
             "breaker.ejection: (600s) is above",
         ),
+        (
+            "[health_check]\nmode = \"completion\"\n",
+            "health_check.model: mode = \"completion\" needs",
+        ),
+        (
+            "[health_check]\nmodel = \"m\"\n",
+            "health_check.model: is only used with",
+        ),
+        (
+            "[health_check]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+            "health_check.timeout: (2s) is longer",
+        ),
+        (
+            "[health_check]\nhealthy_threshold = 0\n",
+            "health_check.healthy_threshold: is 0",
+        ),
+        (
+            "[health_check]\nmode = \"ping\"\n",
+            "unknown variant `ping`",
+        ),
+        (
+            "[server]\nclient_keys_env = \"NOPE\"\n",
+            "server.client_keys_env: environment variable `NOPE` is not set",
+        ),
+        (
+            "[server]\nadmin_key_env = \"NOPE\"\n",
+            "server.admin_key_env: environment variable `NOPE` is not set",
+        ),
     ] {
         let text = format!("[upstreams.a]\nbase_url = \"http://a/v1\"\n{bad}");
         let error = Config::from_toml(&text, "t.toml", &|_| None)

@@ -215,6 +215,26 @@ fn server(
                 }
             },
         },
+        client_keys: match &s.client_keys_env {
+            None => Vec::new(),
+            Some(var) => {
+                let keys: Vec<Secret> = env(var)
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| Secret::new(k.to_owned()))
+                    .collect();
+                if keys.is_empty() {
+                    return check.fail(
+                        "server.client_keys_env",
+                        format!("environment variable `{var}` is not set or holds no key; export it (keys separated by commas)"),
+                    );
+                }
+                keys
+            }
+        },
+        allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
     })
 }
 

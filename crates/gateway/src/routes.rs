@@ -171,6 +171,25 @@ async fn answer(
             return Ok(error_response(&error));
         }
     };
+    // Client keys: checked here and never sent on (an upstream gets its own key, or none).
+    let mut headers = parts.headers.clone();
+    if !gateway.settings.client_keys.is_empty() {
+        let given = bearer(&parts.headers);
+        if !gateway
+            .settings
+            .client_keys
+            .iter()
+            .any(|key| same(given, key.expose()))
+        {
+            return Ok(error_response(&CallError::before_attempts(
+                "invalid_api_key",
+                StatusCode::UNAUTHORIZED,
+                "missing or unknown API key: send one of the gateway's client keys as `Authorization: Bearer …`"
+                    .to_owned(),
+            )));
+        }
+        headers.remove(header::AUTHORIZATION);
+    }
     let bytes = match Limited::new(body, gateway.settings.max_request_body)
         .collect()
         .await
@@ -255,7 +274,7 @@ async fn answer(
             .strip_prefix("/v1")
             .unwrap_or(path_and_query)
             .to_owned(),
-        headers: parts.headers,
+        headers,
         body: bytes,
         model,
         model_span,
@@ -348,12 +367,20 @@ fn admin_allowed(gateway: &Gateway, headers: &http::HeaderMap) -> bool {
     let Some(key) = &gateway.settings.admin_key else {
         return true;
     };
-    let given = headers
+    same(bearer(headers), key.expose())
+}
+
+/// The bearer token of a request, or "".
+fn bearer(headers: &http::HeaderMap) -> &str {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let expected = key.expose();
+        .unwrap_or_default()
+}
+
+/// Compares a given key with an expected one in time independent of where they differ.
+fn same(given: &str, expected: &str) -> bool {
     given.len() == expected.len()
         && given
             .bytes()

@@ -233,6 +233,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.server.listen = listen;
     }
     let listen = config.server.listen;
+    if !listen.ip().is_loopback()
+        && config.server.client_keys.is_empty()
+        && !config.server.allow_unauthenticated
+    {
+        anyhow::bail!(
+            "refusing to serve on {listen} without client keys: anyone who can reach it could spend the upstreams' keys. \
+             Set server.client_keys_env, listen on 127.0.0.1, or set server.allow_unauthenticated = true to serve open on purpose"
+        );
+    }
     let settings = config.server.clone();
     let upstreams: Vec<String> = config
         .upstreams

@@ -712,3 +712,20 @@ fn sighup_and_admin_reload_swap_the_configuration_under_load_without_failing_a_c
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn serve_refuses_a_public_address_without_client_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("refusing to serve on 0.0.0.0:0 without client keys")
+            && stderr.contains("server.client_keys_env"),
+        "{stderr}"
+    );
+}

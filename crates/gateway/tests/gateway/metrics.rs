@@ -345,3 +345,37 @@ async fn a_client_that_leaves_before_its_answer_is_counted() {
     }
     assert_eq!(count, 1.0);
 }
+
+#[tokio::test]
+async fn client_keys_guard_the_api_and_are_not_sent_upstream() {
+    let gateway = start(
+        "[server]\nclient_keys_env = \"HOURGLASS_TEST_CLIENT_KEYS\"\n\
+         [models.m]\ntargets = [\"a:gpt-4o-mini\"]\n",
+    )
+    .await;
+    let addr = gateway.addr;
+    let refused = chat(addr, "m", false, &[]).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["error"]["code"], "invalid_api_key");
+    let wrong = chat(
+        addr,
+        "m",
+        false,
+        &[("authorization", "Bearer ck-first-1a2")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    for key in ["ck-first-1a2b", "ck-second-3c4d"] {
+        let bearer = format!("Bearer {key}");
+        let ok = chat(addr, "m", false, &[("authorization", &bearer)]).await;
+        assert_eq!(ok.status, 200, "{key}: {}", ok.body);
+        assert!(!ok.body.contains(key));
+    }
+    assert_eq!(
+        gateway.requests("a"),
+        2,
+        "refused calls never reached the upstream"
+    );
+    // The gateway's own health endpoint stays open.
+    assert_eq!(send(addr, "GET", "/health", &[], "").await.status, 200);
+}

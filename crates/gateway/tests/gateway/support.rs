@@ -20,6 +20,9 @@ use tokio::time::Instant;
 /// The admin key of gateways configured with `admin_key_env = "HOURGLASS_TEST_ADMIN_KEY"`.
 pub const ADMIN_KEY: &str = "test-admin-secret-7f3a";
 
+/// The client keys of gateways configured with `client_keys_env = "HOURGLASS_TEST_CLIENT_KEYS"`.
+pub const CLIENT_KEYS: &str = "ck-first-1a2b, ck-second-3c4d";
+
 /// A running gateway; dropping it shuts it down.
 pub struct Running {
     pub addr: SocketAddr,
@@ -73,7 +76,11 @@ pub async fn start(extra: &str) -> Running {
     }
     text.push_str(extra);
     // The one secret tests may configure: the admin key (never to show in any output).
-    let env = |name: &str| (name == "HOURGLASS_TEST_ADMIN_KEY").then(|| ADMIN_KEY.to_owned());
+    let env = |name: &str| match name {
+        "HOURGLASS_TEST_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
+        "HOURGLASS_TEST_CLIENT_KEYS" => Some(CLIENT_KEYS.to_owned()),
+        _ => None,
+    };
     let config = Config::from_toml(&text, "test.toml", &env).unwrap();
     let settings = config.server.clone();
     let engine = Engine::new(config, HashMap::new()).unwrap();
