@@ -361,13 +361,18 @@ fn models(gateway: &Gateway) -> Response<GatewayBody> {
     json_response(StatusCode::OK, Bytes::from(body))
 }
 
-/// Whether the request may read the admin endpoints: no admin key is configured, or it carries
-/// it as a bearer token (compared in constant time).
+/// Whether the request may use the admin endpoints: it carries the admin key when one is set;
+/// else a client key when those are set; else anyone may (a loopback gateway).
 fn admin_allowed(gateway: &Gateway, headers: &http::HeaderMap) -> bool {
-    let Some(key) = &gateway.settings.admin_key else {
-        return true;
-    };
-    same(bearer(headers), key.expose())
+    let given = bearer(headers);
+    match &gateway.settings.admin_key {
+        Some(key) => same(given, key.expose()),
+        // No admin key but client keys: a gateway that guards its API guards its admin too.
+        None => {
+            let clients = &gateway.settings.client_keys;
+            clients.is_empty() || clients.iter().any(|k| same(given, k.expose()))
+        }
+    }
 }
 
 /// The bearer token of a request, or "".

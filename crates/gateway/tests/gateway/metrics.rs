@@ -376,6 +376,11 @@ async fn client_keys_guard_the_api_and_are_not_sent_upstream() {
         2,
         "refused calls never reached the upstream"
     );
-    // The gateway's own health endpoint stays open.
+    // The gateway's own health endpoint stays open; its admin endpoints need a client key when
+    // no admin key is configured.
     assert_eq!(send(addr, "GET", "/health", &[], "").await.status, 200);
+    assert_eq!(send(addr, "GET", "/status", &[], "").await.status, 401);
+    let bearer = "Bearer ck-second-3c4d";
+    let status = send(addr, "GET", "/status", &[("authorization", bearer)], "").await;
+    assert_eq!(status.status, 200);
 }
