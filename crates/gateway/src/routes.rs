@@ -172,7 +172,6 @@ async fn answer(
         }
     };
     // Client keys: checked here and never sent on (an upstream gets its own key, or none).
-    let mut headers = parts.headers.clone();
     if !gateway.settings.client_keys.is_empty() {
         let given = bearer(&parts.headers);
         if !gateway
@@ -188,7 +187,6 @@ async fn answer(
                     .to_owned(),
             )));
         }
-        headers.remove(header::AUTHORIZATION);
     }
     let bytes = match Limited::new(body, gateway.settings.max_request_body)
         .collect()
@@ -274,7 +272,13 @@ async fn answer(
             .strip_prefix("/v1")
             .unwrap_or(path_and_query)
             .to_owned(),
-        headers,
+        headers: {
+            let mut headers = parts.headers;
+            if !gateway.settings.client_keys.is_empty() {
+                headers.remove(header::AUTHORIZATION);
+            }
+            headers
+        },
         body: bytes,
         model,
         model_span,

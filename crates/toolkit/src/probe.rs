@@ -464,13 +464,10 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
 }
 
 fn completion_tokens(body: &[u8]) -> Option<u64> {
-    memchr_find(body, b"completion_tokens")?;
+    // Most stream events carry no usage: skip the JSON parse unless the word is there.
+    memchr::memmem::find(body, b"completion_tokens")?;
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
     value["usage"]["completion_tokens"].as_u64()
-}
-
-fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Probes one target `options.n` times, `options.concurrency` at once; `tick` is called after

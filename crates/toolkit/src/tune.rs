@@ -58,6 +58,11 @@ pub struct ModelTuning {
     pub hedge_after: Option<Duration>,
 }
 
+/// Records a derived value and its rule.
+fn push(derived: &mut Vec<Derived>, key: &'static str, value: String, rule: String) {
+    derived.push(Derived { key, value, rule });
+}
+
 /// A duration rounded up to two significant figures (never shorter than measured).
 pub fn round_up(d: Duration) -> Duration {
     let ms = d.as_secs_f64() * 1000.0;
@@ -146,44 +151,48 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         v
     };
     if connects.is_empty() {
-        derived.push(Derived {
-            key: "timeouts.connect",
-            value: fmt(t.connect),
-            rule: prior_rule("no connect samples"),
-        });
+        push(
+            &mut derived,
+            "timeouts.connect",
+            fmt(t.connect),
+            prior_rule("no connect samples"),
+        );
     } else {
         let p99 = percentile(&connects, 99.0);
         t.connect = round_up(ms(p99 * 3.0)).clamp(Duration::from_secs(1), Duration::from_secs(10));
-        derived.push(Derived {
-            key: "timeouts.connect",
-            value: fmt(t.connect),
-            rule: format!(
+        push(
+            &mut derived,
+            "timeouts.connect",
+            fmt(t.connect),
+            format!(
                 "p99 connect {} × 3, at least 1s, at most 10s",
                 crate::probe::human_ms(p99)
             ),
-        });
+        );
     }
 
     // first_token: streams only.
     let first_tokens = values(&|s| s.first_token_ms);
     let floor_ft = Duration::from_secs(2);
     if first_tokens.is_empty() {
-        derived.push(Derived {
-            key: "timeouts.first_token",
-            value: fmt(t.first_token),
-            rule: prior_rule("no streamed samples"),
-        });
+        push(
+            &mut derived,
+            "timeouts.first_token",
+            fmt(t.first_token),
+            prior_rule("no streamed samples"),
+        );
     } else {
         let p99 = percentile(&first_tokens, 99.0);
         t.first_token = round_up(ms(p99 * m)).max(floor_ft);
-        derived.push(Derived {
-            key: "timeouts.first_token",
-            value: fmt(t.first_token),
-            rule: format!(
+        push(
+            &mut derived,
+            "timeouts.first_token",
+            fmt(t.first_token),
+            format!(
                 "p99 first token {} × {m}, at least 2s",
                 crate::probe::human_ms(p99)
             ),
-        });
+        );
     }
 
     // first_byte and attempt: a whole answer's headers come when it is done, so both cover the
@@ -221,16 +230,18 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         ));
     }
     if whole.is_empty() {
-        derived.push(Derived {
-            key: "timeouts.first_byte",
-            value: fmt(t.first_byte),
-            rule: prior_rule("no successful samples"),
-        });
-        derived.push(Derived {
-            key: "timeouts.attempt",
-            value: fmt(t.attempt),
-            rule: prior_rule("no successful samples"),
-        });
+        push(
+            &mut derived,
+            "timeouts.first_byte",
+            fmt(t.first_byte),
+            prior_rule("no successful samples"),
+        );
+        push(
+            &mut derived,
+            "timeouts.attempt",
+            fmt(t.attempt),
+            prior_rule("no successful samples"),
+        );
     } else {
         let p99 = percentile(&whole, 99.0);
         t.first_byte = round_up(ms((p99 + extra_ms) * m)).max(Duration::from_secs(5));
@@ -242,20 +253,22 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         } else {
             String::new()
         };
-        derived.push(Derived {
-            key: "timeouts.first_byte",
-            value: fmt(t.first_byte),
-            rule: format!(
+        push(
+            &mut derived,
+            "timeouts.first_byte",
+            fmt(t.first_byte),
+            format!(
                 "(p99 whole-answer time {}{longer}) × {m}, at least 5s (a non-streamed answer's headers come when it is done)",
                 crate::probe::human_ms(p99)
             ),
-        });
+        );
         t.attempt = t.first_byte.max(t.first_token);
-        derived.push(Derived {
-            key: "timeouts.attempt",
-            value: fmt(t.attempt),
-            rule: "= the larger of first_byte and first_token: one try's whole answer".to_owned(),
-        });
+        push(
+            &mut derived,
+            "timeouts.attempt",
+            fmt(t.attempt),
+            "= the larger of first_byte and first_token: one try's whole answer".to_owned(),
+        );
     }
 
     // idle: the longest silence inside a healthy stream, with room for a slow moment.
@@ -266,23 +279,25 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         Duration::from_secs(5)
     };
     if gaps.is_empty() {
-        derived.push(Derived {
-            key: "timeouts.idle",
-            value: fmt(t.idle),
-            rule: prior_rule("no streamed samples"),
-        });
+        push(
+            &mut derived,
+            "timeouts.idle",
+            fmt(t.idle),
+            prior_rule("no streamed samples"),
+        );
     } else {
         let p99 = percentile(&gaps, 99.0);
         t.idle = round_up(ms(p99 * 4.0)).max(floor_idle);
-        derived.push(Derived {
-            key: "timeouts.idle",
-            value: fmt(t.idle),
-            rule: format!(
+        push(
+            &mut derived,
+            "timeouts.idle",
+            fmt(t.idle),
+            format!(
                 "p99 of each stream's longest gap {} × 4, at least {} (a stall rarely recovers: fail over)",
                 crate::probe::human_ms(p99),
                 fmt(floor_idle)
             ),
-        });
+        );
     }
 
     // The smallest middlebox cuts any silence longer than its limit. A stream can be kept open
@@ -301,11 +316,12 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
                 fmt(limit),
                 fmt(beat)
             ));
-            derived.push(Derived {
-                key: "heartbeat",
-                value: fmt(beat),
-                rule: format!("--middlebox {} ÷ 4", fmt(limit)),
-            });
+            push(
+                &mut derived,
+                "heartbeat",
+                fmt(beat),
+                format!("--middlebox {} ÷ 4", fmt(limit)),
+            );
         }
         for (key, value) in [
             ("timeouts.first_byte", &mut t.first_byte),
@@ -333,42 +349,47 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
     if let Some(beat) = policy.heartbeat
         && !derived.iter().any(|d| d.key == "heartbeat")
     {
-        derived.push(Derived {
-            key: "heartbeat",
-            value: fmt(beat),
-            rule: prior_rule("its long silences need heartbeats through proxies"),
-        });
+        push(
+            &mut derived,
+            "heartbeat",
+            fmt(beat),
+            prior_rule("its long silences need heartbeats through proxies"),
+        );
     }
 
     // Tries, backoff and the total: the scenario's patience.
     let tries = prior.retry.max_attempts;
-    derived.push(Derived {
-        key: "retry.max_attempts",
-        value: tries.to_string(),
-        rule: format!("{} scenario: {tries} tries", scenario.name()),
-    });
-    derived.push(Derived {
-        key: "retry.backoff_base",
-        value: fmt(policy.retry.backoff_base),
-        rule: format!("{} scenario prior", scenario.name()),
-    });
-    derived.push(Derived {
-        key: "retry.backoff_max",
-        value: fmt(policy.retry.backoff_max),
-        rule: format!("{} scenario prior", scenario.name()),
-    });
+    push(
+        &mut derived,
+        "retry.max_attempts",
+        tries.to_string(),
+        format!("{} scenario: {tries} tries", scenario.name()),
+    );
+    push(
+        &mut derived,
+        "retry.backoff_base",
+        fmt(policy.retry.backoff_base),
+        format!("{} scenario prior", scenario.name()),
+    );
+    push(
+        &mut derived,
+        "retry.backoff_max",
+        fmt(policy.retry.backoff_max),
+        format!("{} scenario prior", scenario.name()),
+    );
     if !samples.is_empty() {
         let t = &mut policy.timeouts;
         t.attempt_growth = 1.0;
         t.total = round_up(t.attempt * tries + policy.retry.backoff_max * (tries - 1));
-        derived.push(Derived {
-            key: "timeouts.total",
-            value: fmt(t.total),
-            rule: format!(
+        push(
+            &mut derived,
+            "timeouts.total",
+            fmt(t.total),
+            format!(
                 "attempt × {tries} tries + {} backoff each between",
                 fmt(policy.retry.backoff_max)
             ),
-        });
+        );
         let rate = ok.len() as f64 / samples.len() as f64;
         if rate < 0.95 {
             warnings.push(format!(
@@ -377,11 +398,12 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
             ));
         }
     } else {
-        derived.push(Derived {
-            key: "timeouts.total",
-            value: fmt(policy.timeouts.total),
-            rule: prior_rule("no data"),
-        });
+        push(
+            &mut derived,
+            "timeouts.total",
+            fmt(policy.timeouts.total),
+            prior_rule("no data"),
+        );
     }
 
     // Hedging: a second request after the p95 of the wait wins against the slowest 5 %.
@@ -392,10 +414,11 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
     };
     let hedge_after = (!wait.is_empty()).then(|| round_up(ms(percentile(wait, 95.0))));
     if let Some(h) = hedge_after {
-        derived.push(Derived {
-            key: "hedge",
-            value: fmt(h),
-            rule: format!(
+        push(
+            &mut derived,
+            "hedge",
+            fmt(h),
+            format!(
                 "p95 {}: a second request on another upstream then beats the slowest 5%",
                 if first_tokens.is_empty() {
                     "whole answer"
@@ -403,7 +426,7 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
                     "first token"
                 }
             ),
-        });
+        );
     }
 
     ModelTuning {
