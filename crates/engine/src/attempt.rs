@@ -209,6 +209,7 @@ async fn attempt(
         let mut scanner = Scanner::new();
         let mut held: Vec<Bytes> = Vec::new();
         let mut ended = false;
+        let mut finished = !content::needs_finish_reason(request.endpoint);
         // A non-streaming client's answer is assembled from the whole stream before anything is
         // sent, so every failure up to its end can still be retried.
         let mut assembler = assemble.then(Assembler::new);
@@ -243,8 +244,10 @@ async fn attempt(
             scanner
                 .push(&data, |event| {
                     let signal = content::classify(request.endpoint, event);
-                    if let (Some(assembler), Signal::Nothing | Signal::Content) =
-                        (assembler.as_mut(), &signal)
+                    if let (
+                        Some(assembler),
+                        Signal::Nothing | Signal::Content | Signal::Finish { .. },
+                    ) = (assembler.as_mut(), &signal)
                         && let Some(data) = event.data.as_deref()
                         && let Err(message) = assembler.push(data)
                     {
@@ -253,7 +256,14 @@ async fn attempt(
                     match signal {
                         Signal::Nothing => {}
                         Signal::Content => committed = true,
-                        Signal::End => ended = true,
+                        Signal::Finish { content } => {
+                            committed |= content;
+                            finished = true;
+                        }
+                        Signal::End if finished => ended = true,
+                        Signal::End => {
+                            failure.get_or_insert(FailureKind::Truncated);
+                        }
                         Signal::UpstreamError(message) => {
                             failure.get_or_insert(FailureKind::Status {
                                 status: 500,
@@ -336,6 +346,7 @@ async fn attempt(
             deadlines: *d,
             endpoint: request.endpoint,
             ended,
+            finish_seen: finished,
             upstream: target.clone(),
             describer,
         };

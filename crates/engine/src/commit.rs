@@ -36,6 +36,11 @@ pub struct CommittedStream {
     endpoint: Endpoint,
     /// The end of the stream (`[DONE]`) was seen.
     ended: bool,
+    /// A choice's `finish_reason` was seen (or the endpoint needs none): a `[DONE]` before it
+    /// means the server interrupted the answer.
+    finish_seen: bool,
+    /// A failure found in a frame whose earlier part was passed on first.
+    pending: Option<FailureKind>,
     upstream: Target,
     describer: Describer,
     last_content: Instant,
@@ -67,6 +72,7 @@ pub(crate) struct Handover {
     pub deadlines: AttemptDeadlines,
     pub endpoint: Endpoint,
     pub ended: bool,
+    pub finish_seen: bool,
     pub upstream: Target,
     pub describer: Describer,
 }
@@ -85,6 +91,8 @@ impl CommittedStream {
             deadlines: h.deadlines,
             endpoint: h.endpoint,
             ended: h.ended,
+            finish_seen: h.finish_seen,
+            pending: None,
             upstream: h.upstream,
             describer: h.describer,
             last_content: now,
@@ -182,6 +190,9 @@ impl Body for CommittedStream {
         if let Some(held) = this.held.take() {
             return Poll::Ready(Some(Ok(Frame::data(held))));
         }
+        if let Some(kind) = this.pending.take() {
+            return this.fail(kind);
+        }
         loop {
             // The upstream connection is driven here, by the client's task (see `upstream`).
             if let Some(connection) = this.connection.as_mut() {
@@ -198,9 +209,14 @@ impl Body for CommittedStream {
                     };
                     let (mut content, mut ended, mut malformed) = (false, false, None);
                     let endpoint = this.endpoint;
+                    let finish_seen = &mut this.finish_seen;
                     let scanned = this.scanner.push(&data, |event| {
                         match content::classify(endpoint, event) {
                             Signal::Content => content = true,
+                            Signal::Finish { content: with } => {
+                                content |= with;
+                                *finish_seen = true;
+                            }
                             Signal::End => ended = true,
                             // The upstream's own error event goes on to the client as it is.
                             Signal::Nothing | Signal::UpstreamError(_) => {}
@@ -217,6 +233,18 @@ impl Body for CommittedStream {
                         this.max_gap = this.max_gap.max(now - this.last_content);
                         this.last_content = now;
                         this.content_events += 1;
+                    }
+                    if ended && !this.finish_seen {
+                        // Interrupted: pass on what came before the `[DONE]`, then the error
+                        // event in its place — never a clean end for a truncated answer.
+                        let before = memchr::memmem::find(&data, b"data: [DONE]")
+                            .or_else(|| memchr::memmem::find(&data, b"data:[DONE]"))
+                            .unwrap_or(0);
+                        if before == 0 {
+                            return this.fail(FailureKind::Truncated);
+                        }
+                        this.pending = Some(FailureKind::Truncated);
+                        return Poll::Ready(Some(Ok(Frame::data(data.slice(..before)))));
                     }
                     this.ended |= ended;
                     return Poll::Ready(Some(Ok(Frame::data(data))));

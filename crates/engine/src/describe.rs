@@ -143,6 +143,9 @@ impl Describer {
             FailureKind::Cut => {
                 format!("upstream `{upstream}` ended the response before it was complete")
             }
+            FailureKind::Truncated => format!(
+                "upstream `{upstream}` ended the stream with [DONE] before any finish_reason: the server interrupted the answer"
+            ),
             FailureKind::Malformed(detail) => {
                 format!("upstream `{upstream}` sent a malformed response: {detail}")
             }

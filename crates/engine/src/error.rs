@@ -68,6 +68,9 @@ pub enum FailureKind {
     },
     /// The stream (or body) ended before it was complete.
     Cut,
+    /// A chat or completions stream ended with `[DONE]` but no choice had a `finish_reason`:
+    /// the server interrupted it.
+    Truncated,
     /// The response could not be parsed.
     Malformed(String),
 }
@@ -102,6 +105,7 @@ impl FailureKind {
             FailureKind::Status { status: 429, .. } => "rate_limited",
             FailureKind::Status { .. } => "upstream_status",
             FailureKind::Cut => "upstream_cut",
+            FailureKind::Truncated => "upstream_truncated",
             FailureKind::Malformed(_) => "upstream_malformed",
         }
     }
@@ -116,6 +120,7 @@ impl FailureKind {
             | FailureKind::Tls(_)
             | FailureKind::Closed(_)
             | FailureKind::Cut
+            | FailureKind::Truncated
             | FailureKind::Malformed(_) => true,
             FailureKind::Timeout(limit) => match limit {
                 Limit::Connect
@@ -250,6 +255,7 @@ pub fn status_of(kind: &FailureKind) -> StatusCode {
         | FailureKind::Closed(_)
         | FailureKind::Status { .. }
         | FailureKind::Cut
+        | FailureKind::Truncated
         | FailureKind::Malformed(_) => StatusCode::BAD_GATEWAY,
     }
 }
@@ -302,6 +308,9 @@ pub fn diagnosis(code: &str) -> &'static str {
         "upstream_cut" => {
             "the upstream ended the response before it was complete (no [DONE]): a crash or a proxy cutting long responses"
         }
+        "upstream_truncated" => {
+            "the upstream ended the stream with [DONE] but no finish_reason: it interrupted the answer (llama.cpp's server does when a newer request arrives); the text is incomplete"
+        }
         "upstream_malformed" => {
             "the upstream sent a response that is not valid JSON or SSE: a proxy's error page or a broken server"
         }
@@ -341,6 +350,7 @@ mod tests {
                 body: Bytes::new(),
             },
             FailureKind::Cut,
+            FailureKind::Truncated,
             FailureKind::Malformed("x".into()),
         ];
         for limit in [

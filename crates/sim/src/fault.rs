@@ -55,6 +55,12 @@ pub enum Fault {
         /// Content chunks sent before the cut (`after_chunks`, default 3).
         after_chunks: u32,
     },
+    /// End a stream after N content chunks with `[DONE]` but no finish chunk, as llama.cpp's
+    /// server does when a newer request interrupts it. A whole answer is unaffected.
+    Interrupt {
+        /// Content chunks sent before the `[DONE]` (`after_chunks`, default 3).
+        after_chunks: u32,
+    },
     /// Stop after N content chunks for a while, then go on.
     Stall {
         /// Content chunks sent before the stall (`after_chunks`, default 3).
@@ -127,6 +133,8 @@ pub struct FaultSet {
     pub stall: Option<(u32, Duration)>,
     /// Content chunks before the connection is cut.
     pub cut: Option<u32>,
+    /// Content chunks before a bare `[DONE]` ends the stream.
+    pub interrupt: Option<u32>,
     /// Content chunks before the broken one.
     pub malformed: Option<u32>,
 }
@@ -192,13 +200,14 @@ pub enum FaultError {
 }
 
 /// Every fault kind, as written in the header.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "hang",
     "delay_headers",
     "status",
     "rate_limit",
     "reset",
     "cut",
+    "interrupt",
     "stall",
     "slow",
     "first_token",
@@ -211,7 +220,7 @@ fn keys_of(kind: &str) -> String {
         "delay_headers" | "blackhole" => &["for"],
         "status" => &["code", "retry_after", "retry_after_ms", "body"],
         "rate_limit" => &["retry_after", "retry_after_ms"],
-        "cut" | "malformed" => &["after_chunks"],
+        "cut" | "interrupt" | "malformed" => &["after_chunks"],
         "stall" => &["after_chunks", "for"],
         "slow" => &["tokens_per_s"],
         "first_token" => &["after", "keepalive"],
@@ -234,6 +243,7 @@ impl Fault {
             Fault::RateLimit { .. } => "rate_limit",
             Fault::Reset => "reset",
             Fault::Cut { .. } => "cut",
+            Fault::Interrupt { .. } => "interrupt",
             Fault::Stall { .. } => "stall",
             Fault::Slow { .. } => "slow",
             Fault::FirstToken { .. } => "first_token",
@@ -434,6 +444,9 @@ impl FaultSpec {
             "cut" => Fault::Cut {
                 after_chunks: keys.count("after_chunks")?,
             },
+            "interrupt" => Fault::Interrupt {
+                after_chunks: keys.count("after_chunks")?,
+            },
             "malformed" => Fault::Malformed {
                 after_chunks: keys.count("after_chunks")?,
             },
@@ -534,6 +547,7 @@ impl FaultSet {
                 duration,
             } => self.stall = Some((after_chunks, duration)),
             Fault::Cut { after_chunks } => self.cut = Some(after_chunks),
+            Fault::Interrupt { after_chunks } => self.interrupt = Some(after_chunks),
             Fault::Malformed { after_chunks } => self.malformed = Some(after_chunks),
             Fault::Hang
             | Fault::Status { .. }
@@ -573,7 +587,9 @@ impl fmt::Display for Fault {
                 retry_after,
                 retry_after_ms,
             } => write_retry_after(f, *retry_after, *retry_after_ms),
-            Fault::Cut { after_chunks } | Fault::Malformed { after_chunks } => {
+            Fault::Cut { after_chunks }
+            | Fault::Interrupt { after_chunks }
+            | Fault::Malformed { after_chunks } => {
                 write!(f, ";after_chunks={after_chunks}")
             }
             Fault::Stall {

@@ -59,6 +59,7 @@ pub(crate) struct StreamScript {
     keepalive: Option<Duration>,
     stall: Option<(u32, Duration)>,
     cut: Option<u32>,
+    interrupt: Option<u32>,
     malformed: Option<u32>,
     next_token: u32,
     event_seq: u32,
@@ -133,6 +134,7 @@ pub(crate) fn plan(request: &Parsed, faults: &FaultSet, ctx: &Context<'_>) -> Pl
                     keepalive: faults.first_token.and_then(|(_, keepalive)| keepalive),
                     stall: faults.stall,
                     cut: faults.cut,
+                    interrupt: faults.interrupt,
                     malformed: faults.malformed,
                     next_token: 0,
                     event_seq: 0,
@@ -306,6 +308,14 @@ impl StreamScript {
         }
         if self.cut.is_some_and(due) {
             self.queue.push_back(Step::Cut);
+            self.stage = Stage::Done;
+            return;
+        }
+        if self.interrupt.is_some_and(due) {
+            // A clean end without the finish chunk: `[DONE]` where the API has one.
+            if let Some(done) = self.answer.interrupted_end() {
+                self.queue.push_back(Step::Data(done));
+            }
             self.stage = Stage::Done;
             return;
         }

@@ -311,6 +311,13 @@ impl Answer {
     }
 
     /// Frames that end a complete stream, after the last content chunk.
+    /// What ends a stream the server interrupted: a bare `[DONE]` for chat and completions (no
+    /// finish chunk, no usage), nothing for the Responses API (no `response.completed`).
+    pub(crate) fn interrupted_end(&self) -> Option<Bytes> {
+        matches!(self.endpoint, Endpoint::Chat | Endpoint::Completions)
+            .then(|| Bytes::from_static(DONE))
+    }
+
     pub(crate) fn finish(&self, seq: &mut u32) -> Vec<Bytes> {
         let choices = 0..self.tags.len() as u32;
         let mut frames: Vec<Bytes> = match self.endpoint {

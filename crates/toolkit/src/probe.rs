@@ -402,7 +402,7 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
                 };
                 let result = scanner.push(&data, |event| {
                     match content::classify(Endpoint::Chat, event) {
-                        Signal::Content => {
+                        Signal::Content | Signal::Finish { content: true } => {
                             if seen_first {
                                 if let Some(previous) = last_token {
                                     sample
@@ -425,7 +425,7 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
                             );
                         }
                         Signal::Malformed(_) => failure = Some("upstream_malformed".to_owned()),
-                        Signal::Nothing => {
+                        Signal::Nothing | Signal::Finish { content: false } => {
                             if let Some(data) = event.data.as_deref()
                                 && let Some(n) = completion_tokens(data.as_bytes())
                             {

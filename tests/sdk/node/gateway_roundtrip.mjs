@@ -7,19 +7,7 @@
 
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
-
-const TOKEN = /^([a-z2-9]{4}):(\d+)$/;
-
-function checkContent(text) {
-  const words = text.split(/\s+/).filter(Boolean);
-  assert.ok(words.length > 0, 'empty content');
-  const tag = TOKEN.exec(words[0])[1];
-  words.forEach((word, index) => {
-    const match = TOKEN.exec(word);
-    assert.ok(match && match[1] === tag && Number(match[2]) === index, `word ${index}: ${word}`);
-  });
-  return words.length;
-}
+import { checkContent } from './simtokens.mjs';
 
 const client = new OpenAI({ baseURL: process.argv[2], apiKey: 'sk-gateway-test', maxRetries: 0, timeout: 30_000 });
 const user = [{ role: 'user', content: 'hi' }];

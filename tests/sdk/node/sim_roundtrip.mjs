@@ -7,23 +7,8 @@
 
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
+import { checkContent } from './simtokens.mjs';
 import { readFileSync } from 'node:fs';
-
-const TOKEN = /^([a-z2-9]{4}):(\d+)$/;
-
-function checkContent(text) {
-  const words = text.split(/\s+/).filter(Boolean);
-  assert.ok(words.length > 0, 'empty content');
-  let tag = null;
-  words.forEach((word, index) => {
-    const match = TOKEN.exec(word);
-    assert.ok(match, `word ${index} (${word}) is not a simulator token`);
-    tag ??= match[1];
-    assert.equal(match[1], tag, `spliced at word ${index}`);
-    assert.equal(Number(match[2]), index, `word ${index} is token ${match[2]}`);
-  });
-  return words.length;
-}
 
 const client = new OpenAI({ baseURL: process.argv[2], apiKey: 'sk-sim-test', maxRetries: 0, timeout: 30_000 });
 const user = [{ role: 'user', content: 'hi' }];

@@ -6,23 +6,11 @@ The SDK keeps its default retries (max_retries=2): the gateway's `x-should-retry
 it from retrying what the gateway already tried. Exits non-zero on the first failure.
 """
 
-import re
 import sys
 
 import openai
 from openai import OpenAI
-
-TOKEN = re.compile(r"^([a-z2-9]{4}):(\d+)$")
-
-
-def check_content(text):
-    words = text.split()
-    assert words, "empty content"
-    tag = TOKEN.match(words[0]).group(1)
-    for index, word in enumerate(words):
-        match = TOKEN.match(word)
-        assert match and match.group(1) == tag and int(match.group(2)) == index, (index, word)
-    return len(words)
+from simtokens import check_content
 
 
 def main(base_url):

@@ -17,7 +17,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::Engine;
 use crate::request::CallRequest;
-use crate::stream::content::{self, Endpoint, Signal};
+use crate::stream::content::{self, Endpoint};
 use crate::stream::sse::Scanner;
 use crate::upstream::drive;
 
@@ -170,7 +170,7 @@ pub async fn check(
                 if matches!(mode, CheckMode::Completion(_)) && first_token.is_none() {
                     let _ = scanner.push(&data, |event| {
                         if first_token.is_none()
-                            && content::classify(Endpoint::Chat, event) == Signal::Content
+                            && content::classify(Endpoint::Chat, event).is_content()
                         {
                             first_token = Some(start.elapsed());
                         }

@@ -1,6 +1,10 @@
 //! Which events are meaningful content. The commit point and the `first_token` and `idle` clocks
 //! only move on content: SSE comments, role-only deltas, empty deltas and lifecycle events are not
 //! content, so a dead upstream hiding behind keep-alives times out like a silent one.
+//!
+//! It also tells a finished stream from an interrupted one: a chat or completions stream is
+//! complete only when a choice carried a `finish_reason` before `[DONE]`. llama.cpp's server,
+//! interrupted by a newer request, ends with a bare `[DONE]`: that answer is truncated.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -31,6 +35,11 @@ pub enum Signal {
     Nothing,
     /// Meaningful content: text, a tool call, reasoning text, a refusal.
     Content,
+    /// A chunk with a `finish_reason` (and content, or not): the answer is complete.
+    Finish {
+        /// Whether the same chunk also carried content.
+        content: bool,
+    },
     /// The end of a complete stream (`[DONE]`, `response.completed`).
     End,
     /// The upstream reported an error inside the stream.
@@ -39,34 +48,54 @@ pub enum Signal {
     Malformed(String),
 }
 
+impl Signal {
+    /// Whether the event carried meaningful content.
+    pub fn is_content(&self) -> bool {
+        matches!(self, Signal::Content | Signal::Finish { content: true })
+    }
+}
+
+/// Whether a chat or completions stream ends complete only with a `finish_reason` seen.
+pub fn needs_finish_reason(endpoint: Endpoint) -> bool {
+    matches!(endpoint, Endpoint::Chat | Endpoint::Completions)
+}
+
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(default)]
-    choices: Option<AnyContent>,
+    choices: Option<Choices>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
 }
 
-/// Whether any element of `choices` carries content, read without allocating a list.
-struct AnyContent(bool);
+/// Whether any element of `choices` carries content, and any a `finish_reason`, read without
+/// allocating a list.
+struct Choices {
+    content: bool,
+    finished: bool,
+}
 
-impl<'de> Deserialize<'de> for AnyContent {
+impl<'de> Deserialize<'de> for Choices {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = AnyContent;
+            type Value = Choices;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a list of choices")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<AnyContent, A::Error> {
-                let mut any = false;
+            ) -> Result<Choices, A::Error> {
+                let mut choices = Choices {
+                    content: false,
+                    finished: false,
+                };
                 while let Some(choice) = seq.next_element::<Choice<'de>>()? {
-                    any |= choice.has_content();
+                    choices.content |= choice.has_content();
+                    choices.finished |= filled(choice.finish_reason);
                 }
-                Ok(AnyContent(any))
+                Ok(choices)
             }
         }
         deserializer.deserialize_seq(Visitor)
@@ -79,6 +108,8 @@ struct Choice<'a> {
     delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
     text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    finish_reason: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -159,11 +190,13 @@ pub fn classify(endpoint: Endpoint, event: &Event<'_>) -> Signal {
             if filled(chunk.error) {
                 return Signal::UpstreamError(truncate(data));
             }
-            let content = chunk.choices.is_some_and(|c| c.0);
-            if content {
-                Signal::Content
-            } else {
-                Signal::Nothing
+            match chunk.choices {
+                Some(Choices {
+                    content,
+                    finished: true,
+                }) => Signal::Finish { content },
+                Some(Choices { content: true, .. }) => Signal::Content,
+                _ => Signal::Nothing,
             }
         }
     }
@@ -201,7 +234,15 @@ mod tests {
         );
         assert_eq!(
             chat(r#"{"choices":[{"index":0,"delta":{}, "finish_reason":"stop"}]}"#),
-            Signal::Nothing
+            Signal::Finish { content: false }
+        );
+        assert_eq!(
+            chat(r#"{"choices":[{"index":0,"delta":{"content":"."}, "finish_reason":"length"}]}"#),
+            Signal::Finish { content: true }
+        );
+        assert_eq!(
+            chat(r#"{"choices":[{"index":0,"delta":{"content":"a"}, "finish_reason":null}]}"#),
+            Signal::Content
         );
         assert_eq!(
             chat(r#"{"choices":[],"usage":{"total_tokens":3}}"#),
@@ -236,6 +277,10 @@ mod tests {
         let completion = |json: &str| classify(Endpoint::Completions, &data(json));
         assert_eq!(completion(r#"{"choices":[{"text":""}]}"#), Signal::Nothing);
         assert_eq!(completion(r#"{"choices":[{"text":"a"}]}"#), Signal::Content);
+        assert_eq!(
+            completion(r#"{"choices":[{"text":"","finish_reason":"stop"}]}"#),
+            Signal::Finish { content: false }
+        );
     }
 
     #[test]

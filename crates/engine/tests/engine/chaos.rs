@@ -29,6 +29,7 @@ const MIX: &[(&str, f64)] = &[
     ("rate_limit;retry_after=1", 0.03),
     ("reset", 0.03),
     ("cut;after_chunks=4", 0.03),
+    ("interrupt;after_chunks=5", 0.02),
     ("stall;after_chunks=3;for=120s", 0.03),
     ("first_token;after=60s;keepalive=2s", 0.03),
     ("malformed", 0.02),
@@ -206,7 +207,11 @@ async fn chaos_no_call_is_lost_broken_or_late() {
         assert!(
             matches!(
                 code.as_str(),
-                "idle_timeout" | "upstream_cut" | "upstream_malformed" | "deadline_exceeded"
+                "idle_timeout"
+                    | "upstream_cut"
+                    | "upstream_truncated"
+                    | "upstream_malformed"
+                    | "deadline_exceeded"
             ),
             "{code}"
         );

@@ -128,6 +128,14 @@ async fn failures_before_the_first_token_fail_over_invisibly() {
     .await;
     fails_over("cut", false, "upstream_cut", ms(0)).await;
     fails_over("malformed", false, "upstream_malformed", ms(0)).await;
+    // A bare [DONE] before any content (llama.cpp interrupted by a newer request).
+    fails_over(
+        "interrupt;after_chunks=0",
+        true,
+        "upstream_truncated",
+        ms(0),
+    )
+    .await;
     fails_over("stall;for=60s", false, "idle_timeout", 4 * SECOND).await;
 }
 
@@ -146,6 +154,42 @@ async fn after_commit_a_cut_ends_the_stream_with_an_error_event_not_done() {
     assert_eq!(error["code"], "upstream_cut");
     assert!(error["message"].as_str().unwrap().contains("not retried"));
     assert_eq!(setup.requests("b"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_done_without_a_finish_reason_is_a_truncated_answer_not_a_success() {
+    // After commit (tokens 100 ms apart, so the first one is passed on before the [DONE]
+    // arrives): the tokens so far, then an error event in place of the upstream's [DONE].
+    let (outcome, setup) = on_a("slow;tokens_per_s=10, interrupt;after_chunks=5", true).await;
+    let done = outcome.ok();
+    assert_eq!(done.upstream, "a");
+    let (text, error) = stream_text(&done.body);
+    assert_eq!(content::check(&text).unwrap().tokens, 5);
+    assert!(
+        !done.body.contains("data: [DONE]"),
+        "the upstream's [DONE] is not passed on: {}",
+        done.body
+    );
+    let error = error.expect("an SSE error event");
+    assert_eq!(error["code"], "upstream_truncated");
+    assert!(
+        error["message"].as_str().unwrap().contains("finish_reason"),
+        "{error}"
+    );
+    assert_eq!(setup.requests("b"), 0);
+    // When the [DONE] comes in the same read as the first tokens, nothing has reached the
+    // client yet: the call fails over invisibly.
+    fails_over(
+        "interrupt;after_chunks=5",
+        true,
+        "upstream_truncated",
+        ms(0),
+    )
+    .await;
+    // A whole answer the client asked for is assembled from a stream only when configured;
+    // the simulator's whole answers are never interrupted, so nothing fails over.
+    let (outcome, _) = on_a("interrupt;after_chunks=5", false).await;
+    assert_eq!(outcome.ok().upstream, "a");
 }
 
 #[tokio::test(start_paused = true)]

@@ -34,17 +34,9 @@ async fn run_script(program: PathBuf, script: PathBuf, gateway: &Running) -> Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = std::env::var_os("HOURGLASS_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("tests/sdk/python/.venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run `scripts/test` once to install the SDKs",
-        python.display()
-    );
     let gateway = start(POLICY).await;
     let script = root.join("tests/sdk/python/gateway_roundtrip.py");
-    let stdout = run_script(python, script, &gateway).await;
+    let stdout = run_script(python(), script, &gateway).await;
     assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
     // Successful calls: 3 plain, 1 failed over (2 requests). Failing calls, with the SDK's
     // max_retries=2: 503 on both (2 attempts), 400 (1, not retried), 429 (2). The unknown model
@@ -55,6 +47,58 @@ async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
         gateway.requests("a") + gateway.requests("b"),
         expected,
         "SDK retries did not multiply the gateway's"
+    );
+}
+
+/// Models for every endpoint, each on both upstreams, and one that waits longer than the SDK.
+const ENDPOINTS_POLICY: &str = r#"
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
+retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
+
+[models.emb]
+targets = ["a:text-embedding-3-small", "b:text-embedding-3-small"]
+timeouts = { first_byte = "500ms", total = "10s" }
+
+[models.img]
+targets = ["a:dall-e-3", "b:dall-e-3"]
+timeouts = { first_byte = "2s", total = "10s" }
+
+[models.slow]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "5s", total = "10s" }
+"#;
+
+fn python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = std::env::var_os("HOURGLASS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("tests/sdk/python/.venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run `scripts/test` once to install the SDKs",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_reaches_every_endpoint_through_the_gateway() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gateway = start(ENDPOINTS_POLICY).await;
+    let script = root.join("tests/sdk/python/gateway_endpoints.py");
+    let stdout = run_script(python(), script, &gateway).await;
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+    // Requests the simulators saw: tool calls 1 + 2 (failover), completions 2, embeddings 1 + 2
+    // (failover from a 503), images 2, responses 1 + 2, the cut stream 1 (never retried after
+    // its first tokens), the SDK-deadline call 1 (one hang outlives the 1.8 s the SDK leaves).
+    // The SDK's max_retries=2 added none.
+    let expected = 3 + 2 + 3 + 2 + 3 + 1 + 1;
+    assert_eq!(
+        gateway.requests("a") + gateway.requests("b"),
+        expected,
+        "requests seen by the simulators"
     );
 }
 
@@ -70,4 +114,39 @@ async fn the_node_sdk_parses_heartbeats_in_streams_and_whole_answers() {
     let script = root.join("tests/sdk/node/gateway_roundtrip.mjs");
     let stdout = run_script(PathBuf::from("node"), script, &gateway).await;
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sdk_reaches_every_endpoint_through_the_gateway() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gateway = start(ENDPOINTS_POLICY).await;
+    let script = root.join("tests/sdk/node/gateway_endpoints.mjs");
+    let stdout = run_script(PathBuf::from("node"), script, &gateway).await;
+    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
+    // Chat 1 + 2 (failover), tools 1, embeddings 2 (failover from a 503), images 1, responses
+    // 1 + 2, failures 2 (503 on both) + 1 (400, the client's own) + 2 (429 on both), the cut
+    // stream 1, the SDK-deadline call 1. The SDK's maxRetries=2 added none.
+    let expected = 3 + 1 + 2 + 1 + 3 + 5 + 1 + 1;
+    assert_eq!(
+        gateway.requests("a") + gateway.requests("b"),
+        expected,
+        "requests seen by the simulators"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langchain_works_unmodified_through_the_gateway() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gateway = start(ENDPOINTS_POLICY).await;
+    let script = root.join("tests/sdk/python/langchain_roundtrip.py");
+    let stdout = run_script(python(), script, &gateway).await;
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    // invoke 1, stream 2 (failover), tools 1, batch 3, embeddings 2, the 400 once: LangChain's
+    // own retries (max_retries=2 by default) added none.
+    let expected = 1 + 2 + 1 + 3 + 2 + 1;
+    assert_eq!(
+        gateway.requests("a") + gateway.requests("b"),
+        expected,
+        "requests seen by the simulators"
+    );
 }

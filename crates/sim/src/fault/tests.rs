@@ -31,6 +31,7 @@ fn every_kind_reads_with_its_defaults() {
         }
     );
     assert_eq!(one("cut"), Fault::Cut { after_chunks: 3 });
+    assert_eq!(one("interrupt"), Fault::Interrupt { after_chunks: 3 });
     assert_eq!(
         one("stall"),
         Fault::Stall {
@@ -48,7 +49,7 @@ fn every_kind_reads_with_its_defaults() {
     );
     assert_eq!(one("malformed"), Fault::Malformed { after_chunks: 3 });
     assert_eq!(one("blackhole"), Fault::Blackhole { duration: None });
-    assert_eq!(KINDS.len(), 11);
+    assert_eq!(KINDS.len(), 12);
     for kind in KINDS {
         assert_eq!(one(kind).kind(), kind);
     }

@@ -120,6 +120,18 @@ fn cut_ends_the_stream_without_finish_or_done() {
 }
 
 #[test]
+fn interrupt_ends_the_stream_with_done_but_no_finish() {
+    assert_eq!(
+        timeline(&script(STREAM, "interrupt;after_chunks=2")),
+        "R w1000 C w100 C w100 D"
+    );
+    assert_eq!(
+        timeline(&script(STREAM, "interrupt;after_chunks=0")),
+        "R w1000 D"
+    );
+}
+
+#[test]
 fn first_token_waits_with_keepalives_after_the_role_chunk() {
     assert_eq!(
         timeline(&script(STREAM, "first_token;after=20s;keepalive=5s")),

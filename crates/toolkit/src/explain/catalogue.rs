@@ -215,10 +215,14 @@ pub static PATTERNS: &[Pattern] = &[
         "hourglass",
         PeerClosed,
         FirstByte,
-        r#"\bupstream_closed\b|\bupstream_cut\b"#,
+        r#"\bupstream_closed\b|\bupstream_cut\b|\bupstream_truncated\b"#,
         "the upstream closed the connection before the response was complete",
         "hourglass retries this before commit; after commit the client sees an SSE error event: retry the call",
-        [r#""code":"upstream_closed""#, r#""code":"upstream_cut""#]
+        [
+            r#""code":"upstream_closed""#,
+            r#""code":"upstream_cut""#,
+            r#""code":"upstream_truncated""#
+        ]
     ),
     p!(
         "hourglass.rate_limited",
