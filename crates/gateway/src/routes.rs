@@ -49,7 +49,23 @@ fn request_id(headers: &http::HeaderMap) -> String {
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         })
-        .map_or_else(|| format!("hg-{:016x}", fastrand::u64(..)), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A random UUID (version 4). Not a prefixed id: llama.cpp's Python server (starlette-context)
+/// answers a bare 400 to any `x-request-id` that is not a UUID.
+fn new_request_id() -> String {
+    let bits = fastrand::u128(..) & !(0xf000 << 64) & !(0xc << 60);
+    let bits = bits | (0x4000 << 64) | (0x8 << 60);
+    let hex = format!("{bits:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Counts a client that went away before its answer began: hyper drops the request's future

@@ -589,7 +589,14 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
     assert_eq!(calls[0]["outcome"], "ok");
     assert_eq!(calls[0]["attempts"], "sim:ok@done");
     assert_eq!(calls[1]["outcome"], "upstream_status");
-    assert!(calls[1]["request_id"].as_str().unwrap().starts_with("hg-"));
+    let generated = calls[1]["request_id"].as_str().unwrap();
+    let groups: Vec<usize> = generated.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "a UUID: {generated}");
+    assert_eq!(&generated[14..15], "4", "version 4: {generated}");
+    assert!(
+        matches!(&generated[19..20], "8" | "9" | "a" | "b"),
+        "{generated}"
+    );
     assert!(calls[1]["error"].as_str().unwrap().contains("503"));
     for (what, text) in [
         ("logs", &logs),

@@ -6,6 +6,7 @@
 mod curl;
 mod dashboard;
 mod http_api;
+mod llama;
 mod metrics;
 mod middlebox;
 mod sdk;
