@@ -11,8 +11,8 @@ pub(crate) fn render(config: &Config) -> String {
     let _ = writeln!(out, "listen {}", config.server.listen);
     let _ = writeln!(out, "\nupstreams");
     for upstream in &config.upstreams {
-        let key = match (&upstream.api_key_env, &upstream.api_key) {
-            (Some(var), Some(_)) => format!("key from ${var}"),
+        let key = match (&upstream.api_key_from, &upstream.api_key) {
+            (Some(from), Some(_)) => format!("key from {from}"),
             _ => "no key: the client's Authorization is passed on".to_owned(),
         };
         let models = match &upstream.models {

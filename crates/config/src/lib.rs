@@ -6,6 +6,7 @@
 
 pub mod duration; // "250ms", "1m 30s"
 mod raw; // the file as written
+mod secrets; // keys from environment variables or files
 mod validate; // raw → Config, errors with key paths
 pub mod policy; // priors, layers, provenance
 mod check; // `hourglass config check`: the effective policy of every model
@@ -105,8 +106,8 @@ pub struct Upstream {
     pub base_url: http::Uri,
     /// The key sent as `Authorization: Bearer …`; without one, the client's own header is passed on.
     pub api_key: Option<Secret>,
-    /// The environment variable the key was read from.
-    pub api_key_env: Option<String>,
+    /// Where the key was read from, for `config check`: `$VAR` or `file PATH`.
+    pub api_key_from: Option<String>,
     /// Extra headers sent on every request.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The models it serves.

@@ -42,7 +42,9 @@ pub(crate) struct RawServer {
     pub shutdown_grace: Option<Positive>,
     pub client_deadline_margin: Option<String>,
     pub admin_key_env: Option<String>,
+    pub admin_key_file: Option<String>,
     pub client_keys_env: Option<String>,
+    pub client_keys_file: Option<String>,
     pub allow_unauthenticated: Option<bool>,
 }
 
@@ -91,6 +93,7 @@ pub(crate) struct RawBudget {
 pub(crate) struct RawUpstream {
     pub base_url: String,
     pub api_key_env: Option<String>,
+    pub api_key_file: Option<String>,
     #[serde(default)]
     pub headers: Ordered<String>,
     pub models: Option<Vec<String>>,

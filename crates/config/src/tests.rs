@@ -412,3 +412,76 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
         assert!(error.contains(says), "{error}");
     }
 }
+
+#[test]
+fn keys_come_from_files_read_beside_the_configuration() {
+    let dir = std::env::temp_dir().join(format!(
+        "hourglass-secrets-{}-{}",
+        std::process::id(),
+        line!()
+    ));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/upstream"), "sk-from-a-file\n").unwrap();
+    std::fs::write(
+        dir.join("secrets/clients"),
+        "# one key per line, or commas\nck-one\n\nck-two, ck-three\n",
+    )
+    .unwrap();
+    let admin = dir.join("admin");
+    std::fs::write(&admin, "  admin-from-file  ").unwrap();
+    std::fs::write(dir.join("empty"), "\n").unwrap();
+    let origin = dir.join("hourglass.toml");
+    let origin = origin.to_str().unwrap();
+    let text = format!(
+        "[server]\nadmin_key_file = \"{}\"\nclient_keys_file = \"secrets/clients\"\n\
+         [upstreams.a]\nbase_url = \"http://a/v1\"\napi_key_file = \"secrets/upstream\"\n",
+        admin.display()
+    );
+    let config = Config::from_toml(&text, origin, &|_| None).unwrap();
+    assert_eq!(
+        config.upstreams[0].api_key.as_ref().unwrap().expose(),
+        "sk-from-a-file"
+    );
+    assert_eq!(
+        config.server.admin_key.as_ref().unwrap().expose(),
+        "admin-from-file"
+    );
+    let clients: Vec<&str> = config
+        .server
+        .client_keys
+        .iter()
+        .map(Secret::expose)
+        .collect();
+    assert_eq!(clients, ["ck-one", "ck-two", "ck-three"]);
+    let check = config.render_check();
+    assert!(check.contains("key from file secrets/upstream"), "{check}");
+    assert!(!check.contains("sk-from-a-file"));
+
+    for (bad, says) in [
+        (
+            "api_key_file = \"secrets/missing\"\n",
+            "upstreams.a.api_key_file: cannot read `",
+        ),
+        ("api_key_file = \"empty\"\n", "upstreams.a.api_key_file: `"),
+        (
+            "api_key_file = \"secrets/upstream\"\napi_key_env = \"OPENAI_API_KEY\"\n",
+            "both upstreams.a.api_key_env and upstreams.a.api_key_file are set; keep one",
+        ),
+    ] {
+        let text = format!("[upstreams.a]\nbase_url = \"http://a/v1\"\n{bad}");
+        let error = Config::from_toml(&text, origin, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(says), "{error}");
+        assert!(!error.contains("sk-"), "no secret in errors: {error}");
+    }
+    let missing = Config::from_toml(
+        "[upstreams.a]\nbase_url = \"http://a/v1\"\napi_key_file = \"secrets/missing\"\n",
+        origin,
+        &env,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(missing.contains("secrets/missing"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

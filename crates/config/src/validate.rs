@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::policy::{self, Family, Layer, PolicyPatch, Scenario};
 use crate::raw::{RawConfig, RawModel, RawTarget, RawUpstream};
+use crate::secrets::{self, Source};
 use crate::{
     Config, DEFAULT_LISTEN, ModelRoute, RetryBudget, Secret, Served, ServerSettings, Target,
     Upstream,
@@ -59,9 +60,22 @@ pub(crate) struct Layers {
 
 struct Check<'a> {
     origin: &'a str,
+    /// The configuration file's directory: relative `…_file` paths are read from it.
+    dir: &'a std::path::Path,
 }
 
 impl Check<'_> {
+    /// Reads a secret from its environment variable or file.
+    fn secret(
+        &self,
+        source: Source<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        source
+            .read(self.dir, env)
+            .or_else(|(key, message)| self.fail(key, message))
+    }
+
     fn fail<T>(
         &self,
         key: impl Into<String>,
@@ -81,7 +95,10 @@ pub(crate) fn from_toml(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let raw = parse(text, origin)?;
-    let check = Check { origin };
+    let dir = std::path::Path::new(origin)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    let check = Check { origin, dir };
     let server = server(&check, &raw, env)?;
     let retry_budget = budget(&check, &raw)?;
     let breaker = breaker(&check, &raw)?;
@@ -201,39 +218,33 @@ fn server(
             .map_or(Duration::from_secs(10), |p| p.0),
         shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(30), |p| p.0),
         client_deadline_margin: margin,
-        admin_key: match &s.admin_key_env {
-            None => None,
-            Some(var) => match env(var) {
-                Some(value) if !value.trim().is_empty() => {
-                    Some(Secret::new(value.trim().to_owned()))
-                }
-                _ => {
-                    return check.fail(
-                        "server.admin_key_env",
-                        format!("environment variable `{var}` is not set; export it, or remove admin_key_env to leave /metrics, /status and /dashboard open"),
-                    );
-                }
-            },
-        },
-        client_keys: match &s.client_keys_env {
-            None => Vec::new(),
-            Some(var) => {
-                let keys: Vec<Secret> = env(var)
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(|k| Secret::new(k.to_owned()))
-                    .collect();
-                if keys.is_empty() {
-                    return check.fail(
-                        "server.client_keys_env",
-                        format!("environment variable `{var}` is not set or holds no key; export it (keys separated by commas)"),
-                    );
-                }
-                keys
-            }
-        },
+        admin_key: check
+            .secret(
+                Source {
+                    key: "server.admin_key",
+                    env_var: s.admin_key_env.as_deref(),
+                    file: s.admin_key_file.as_deref(),
+                    without: "to leave /metrics, /status and /dashboard open",
+                },
+                env,
+            )?
+            .map(Secret::new),
+        client_keys: check
+            .secret(
+                Source {
+                    key: "server.client_keys",
+                    env_var: s.client_keys_env.as_deref(),
+                    file: s.client_keys_file.as_deref(),
+                    without: "to let clients in without a key",
+                },
+                env,
+            )?
+            .map_or_else(Vec::new, |text| {
+                secrets::key_list(&text)
+                    .into_iter()
+                    .map(Secret::new)
+                    .collect()
+            }),
         allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
     })
 }
@@ -450,12 +461,21 @@ fn upstream_of(
         key: format!("{key}.base_url"),
         message,
     })?;
-    let api_key = match &raw.api_key_env {
-        None => None,
-        Some(var) => match env(var) {
-            Some(value) if !value.trim().is_empty() => Some(Secret::new(value.trim().to_owned())),
-            _ => return check.fail(format!("{key}.api_key_env"), format!("environment variable `{var}` is not set; export it, or remove api_key_env to pass on each client's own Authorization header")),
-        },
+    let api_key = check
+        .secret(
+            Source {
+                key: &format!("{key}.api_key"),
+                env_var: raw.api_key_env.as_deref(),
+                file: raw.api_key_file.as_deref(),
+                without: "to pass on each client's own Authorization header",
+            },
+            env,
+        )?
+        .map(Secret::new);
+    let api_key_from = match (&raw.api_key_env, &raw.api_key_file) {
+        (Some(var), _) => Some(format!("${var}")),
+        (None, Some(file)) => Some(format!("file {file}")),
+        (None, None) => None,
     };
     let mut headers = Vec::with_capacity(raw.headers.0.len());
     for (header, value) in raw.headers.0 {
@@ -475,7 +495,7 @@ fn upstream_of(
         if header_name == http::header::AUTHORIZATION && api_key.is_some() {
             return check.fail(
                 header_key,
-                "conflicts with api_key_env, which already sets Authorization",
+                "conflicts with the upstream's api_key, which already sets Authorization",
             );
         }
         let Ok(header_value) = http::HeaderValue::from_str(&value) else {
@@ -501,7 +521,7 @@ fn upstream_of(
         name,
         base_url,
         api_key,
-        api_key_env: raw.api_key_env,
+        api_key_from,
         headers,
         models,
     })
@@ -758,8 +778,15 @@ fn resolve(
 fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
     Config {
         origin: origin.to_owned(),
-        server: server(&Check { origin }, &RawConfig::default(), &|_| None)
-            .expect("the default server settings are valid"),
+        server: server(
+            &Check {
+                origin,
+                dir: std::path::Path::new(""),
+            },
+            &RawConfig::default(),
+            &|_| None,
+        )
+        .expect("the default server settings are valid"),
         retry_budget: RetryBudget {
             ratio: 0.2,
             min_per_s: 5.0,
@@ -791,7 +818,7 @@ pub(crate) fn from_env(
     let upstream = Upstream {
         name: "openai".to_owned(),
         base_url,
-        api_key_env: key.as_ref().map(|_| "OPENAI_API_KEY".to_owned()),
+        api_key_from: key.as_ref().map(|_| "$OPENAI_API_KEY".to_owned()),
         api_key: key.map(|k| Secret::new(k.trim().to_owned())),
         headers: Vec::new(),
         models: Served::Any,
@@ -808,7 +835,7 @@ pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {
         base_url: parse_base_url(base_url)
             .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1/v1")),
         api_key: None,
-        api_key_env: None,
+        api_key_from: None,
         headers: Vec::new(),
         models: Served::Any,
     };
