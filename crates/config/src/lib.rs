@@ -49,8 +49,13 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Largest request body accepted (`server.max_request_body`).
     pub max_request_body: usize,
-    /// Time a client has to send its request headers (`server.header_read_timeout`).
+    /// Time a client has to send its request headers, and the longest an idle keep-alive
+    /// connection waits for its next request (`server.header_read_timeout`).
     pub header_read_timeout: Duration,
+    /// Time a client has to send its whole request body (`server.body_read_timeout`).
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted (`server.max_header_bytes`).
+    pub max_header_bytes: usize,
     /// Time in-flight calls get to finish on shutdown (`server.shutdown_grace`).
     pub shutdown_grace: Duration,
     /// How long before a client's own deadline the gateway answers with a timeout error

@@ -39,6 +39,8 @@ pub(crate) struct RawServer {
     pub listen: Option<String>,
     pub max_request_body: Option<String>,
     pub header_read_timeout: Option<Positive>,
+    pub body_read_timeout: Option<Positive>,
+    pub max_header_bytes: Option<String>,
     pub shutdown_grace: Option<Positive>,
     pub client_deadline_margin: Option<String>,
     pub admin_key_env: Option<String>,

@@ -404,6 +404,18 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
             "[server]\nadmin_key_env = \"NOPE\"\n",
             "server.admin_key_env: environment variable `NOPE` is not set",
         ),
+        (
+            "[server]\nmax_header_bytes = \"1KB\"\n",
+            "server.max_header_bytes: must be between 8KiB and 1MiB",
+        ),
+        (
+            "[server]\nmax_header_bytes = \"big\"\n",
+            "server.max_header_bytes: `big` is not a size",
+        ),
+        (
+            "[server]\nbody_read_timeout = \"0s\"\n",
+            "server.body_read_timeout",
+        ),
     ] {
         let text = format!("[upstreams.a]\nbase_url = \"http://a/v1\"\n{bad}");
         let error = Config::from_toml(&text, "t.toml", &|_| None)

@@ -202,6 +202,22 @@ fn server(
             }
         },
     };
+    // hyper's read buffer bounds the head; it cannot be smaller than 8 KiB.
+    let max_header_bytes = match s.max_header_bytes.as_deref() {
+        None => 64 * 1024,
+        Some(text) => match parse_size(text) {
+            Some(size) if (8 * 1024..=1024 * 1024).contains(&size) => size,
+            Some(_) => {
+                return check.fail("server.max_header_bytes", "must be between 8KiB and 1MiB");
+            }
+            None => {
+                return check.fail(
+                    "server.max_header_bytes",
+                    format!("`{text}` is not a size; write e.g. \"64KiB\""),
+                );
+            }
+        },
+    };
     let margin = match s.client_deadline_margin.as_deref() {
         None => Duration::from_millis(500),
         Some(text) => match crate::duration::parse(text) {
@@ -216,6 +232,8 @@ fn server(
         header_read_timeout: s
             .header_read_timeout
             .map_or(Duration::from_secs(10), |p| p.0),
+        body_read_timeout: s.body_read_timeout.map_or(Duration::from_secs(30), |p| p.0),
+        max_header_bytes,
         shutdown_grace: s.shutdown_grace.map_or(Duration::from_secs(30), |p| p.0),
         client_deadline_margin: margin,
         admin_key: check

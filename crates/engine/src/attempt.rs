@@ -410,6 +410,17 @@ async fn attempt(
     })
 }
 
+/// Whether `name` is listed in the message's `Connection` header: such headers are hop-by-hop
+/// by declaration (RFC 9110 §7.6.1) and stop at the gateway.
+fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case(name))
+}
+
 /// Headers a client sends that are not passed upstream.
 fn dropped_request_header(name: &str) -> bool {
     matches!(
@@ -462,6 +473,7 @@ pub(crate) fn build(
     let headers = builder.headers_mut().expect("a fresh builder has headers");
     for (name, value) in &request.headers {
         if dropped_request_header(name.as_str())
+            || named_by_connection(&request.headers, name.as_str())
             || (upstream.api_key.is_some() && name == header::AUTHORIZATION)
         {
             continue;
@@ -508,7 +520,9 @@ fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
                 | "trailer"
                 | "upgrade"
                 | "proxy-connection"
-        ) {
+                | "proxy-authenticate"
+        ) || named_by_connection(upstream, key.as_str())
+        {
             continue;
         }
         headers.append(key.clone(), value.clone());

@@ -324,6 +324,9 @@ pub fn diagnosis(code: &str) -> &'static str {
             "the request itself is not valid: fix it on the client side; retrying cannot help"
         }
         "request_too_large" => "the request body is larger than server.max_request_body",
+        "request_timeout" => {
+            "the client sent its request body too slowly (server.body_read_timeout): a slow or stalled client, or a slowloris"
+        }
         _ => "see docs/errors.md",
     }
 }

@@ -204,12 +204,23 @@ async fn answer(
             )));
         }
     }
-    let bytes = match Limited::new(body, gateway.settings.max_request_body)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
+    let read = tokio::time::timeout(
+        gateway.settings.body_read_timeout,
+        Limited::new(body, gateway.settings.max_request_body).collect(),
+    );
+    let bytes = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Err(_) => {
+            return Ok(error_response(&CallError::before_attempts(
+                "request_timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} (server.body_read_timeout)",
+                    hourglass_config::duration::format(gateway.settings.body_read_timeout)
+                ),
+            )));
+        }
+        Ok(Err(error)) => {
             let error = if error.is::<http_body_util::LengthLimitError>() {
                 CallError::before_attempts(
                     "request_too_large",

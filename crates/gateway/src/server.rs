@@ -100,6 +100,7 @@ pub async fn serve(
                     let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(gateway.settings.header_read_timeout)
+                        .max_buf_size(gateway.settings.max_header_bytes)
                         .serve_connection(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {

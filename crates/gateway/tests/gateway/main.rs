@@ -5,6 +5,7 @@
 
 mod curl;
 mod dashboard;
+mod hostile;
 mod http_api;
 mod llama;
 mod metrics;
