@@ -109,7 +109,16 @@ impl CallRequest {
 
 /// Reads `model` (its value and span) and `stream` from a JSON body without building it.
 pub fn read_head(body: &[u8]) -> Result<Head, BadBody> {
-    let head: RawHead<'_> = serde_json::from_slice(body).map_err(|e| BadBody {
+    // JSON is UTF-8 (RFC 8259); serde skips the fields it ignores without checking them, so a
+    // broken byte there would go upstream and come back as someone else's confusing error.
+    let text = std::str::from_utf8(body).map_err(|e| BadBody {
+        message: format!(
+            "the request body is not valid UTF-8 (byte {}); JSON must be UTF-8",
+            e.valid_up_to()
+        ),
+        param: None,
+    })?;
+    let head: RawHead<'_> = serde_json::from_str(text).map_err(|e| BadBody {
         message: if e.is_data() {
             format!("invalid request body: {e}")
         } else {
@@ -186,5 +195,12 @@ mod tests {
         );
         assert_eq!(read_head(br#"{"input":"x"}"#).unwrap().model, None);
         assert!(read_head(b"[1,2]").is_err());
+        // Found by fuzzing: a broken byte in a field the gateway does not read.
+        let broken = read_head(b"{\"model\":\"m\",\"con\xabent\":1}").unwrap_err();
+        assert!(
+            broken.message.contains("not valid UTF-8 (byte 17)"),
+            "{}",
+            broken.message
+        );
     }
 }

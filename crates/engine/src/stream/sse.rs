@@ -17,11 +17,18 @@ pub struct Event<'a> {
 /// Splits a byte stream into SSE events.
 #[derive(Debug, Default)]
 pub struct Scanner {
+    /// The start of an event whose end has not arrived yet.
     partial: Vec<u8>,
+    /// A `\r` was seen: line ends may be CRLF or CR (rare; LF-only streams take the fast path).
+    crlf: bool,
 }
 
 /// Longest event kept while waiting for its end (a larger one is reported as malformed).
 pub const MAX_EVENT: usize = 16 * 1024 * 1024;
+
+/// The longest blank line that ends an event (`\r\n\r\n`), less one: how far back a search
+/// resumes so a boundary split across two reads is found.
+const BOUNDARY_OVERLAP: usize = 3;
 
 impl Scanner {
     /// A scanner at the start of a stream.
@@ -31,31 +38,41 @@ impl Scanner {
 
     /// Feeds the next bytes and calls `each` with every event they complete. Errors when an
     /// event grows past [`MAX_EVENT`] without ending.
+    ///
+    /// Linear in the bytes fed: an unfinished event is appended to, not copied again, and the
+    /// search for its end resumes where the last one stopped.
     pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&Event<'_>)) -> Result<(), String> {
-        let joined;
-        let bytes: &[u8] = if self.partial.is_empty() {
-            chunk
-        } else {
-            let mut partial = std::mem::take(&mut self.partial);
-            partial.extend_from_slice(chunk);
-            joined = partial;
-            &joined
-        };
-        let crlf = memchr::memchr(b'\r', bytes).is_some();
-        let mut start = 0;
-        while let Some((end, len)) = boundary(&bytes[start..], crlf) {
-            each(&parse(&bytes[start..start + end], crlf));
-            start += end + len;
+        self.crlf |= memchr::memchr(b'\r', chunk).is_some();
+        if self.partial.is_empty() {
+            let consumed = scan(chunk, 0, self.crlf, &mut each);
+            self.keep(&chunk[consumed..])?;
+            return Ok(());
         }
-        let rest = &bytes[start..];
-        if rest.len() > MAX_EVENT {
+        let resume = self.partial.len().saturating_sub(BOUNDARY_OVERLAP);
+        let mut partial = std::mem::take(&mut self.partial);
+        partial.extend_from_slice(chunk);
+        let consumed = scan(&partial, resume, self.crlf, &mut each);
+        partial.drain(..consumed);
+        // A large event has ended: do not hold its buffer for the rest of the stream.
+        if partial.capacity() > 64 * 1024 && partial.len() < partial.capacity() / 4 {
+            partial.shrink_to(partial.len().max(4096));
+        }
+        self.partial = partial;
+        self.check_size()
+    }
+
+    fn keep(&mut self, rest: &[u8]) -> Result<(), String> {
+        self.partial.extend_from_slice(rest);
+        self.check_size()
+    }
+
+    fn check_size(&self) -> Result<(), String> {
+        if self.partial.len() > MAX_EVENT {
             return Err(format!(
                 "an SSE event grew past {} MiB without ending",
                 MAX_EVENT >> 20
             ));
         }
-        self.partial.clear();
-        self.partial.extend_from_slice(rest);
         Ok(())
     }
 
@@ -63,6 +80,20 @@ impl Scanner {
     pub fn has_partial(&self) -> bool {
         self.partial.iter().any(|b| !b.is_ascii_whitespace())
     }
+}
+
+/// Hands every complete event of `bytes` to `each`, searching for the first end from `resume`
+/// (no earlier end exists); returns how many bytes the events took.
+fn scan(bytes: &[u8], resume: usize, crlf: bool, each: &mut impl FnMut(&Event<'_>)) -> usize {
+    let mut start = 0;
+    let mut search = resume;
+    while let Some((end, len)) = boundary(&bytes[search..], crlf) {
+        let end = search + end;
+        each(&parse(&bytes[start..end], crlf));
+        start = end + len;
+        search = start;
+    }
+    start
 }
 
 /// The end of the first event in `bytes` and the length of the blank line that ends it.
@@ -153,6 +184,28 @@ mod tests {
             assert_eq!(all[3].1.as_deref(), Some("[DONE]"));
             assert!(!scanner.has_partial());
         }
+    }
+
+    #[test]
+    fn crlf_events_split_anywhere_even_byte_by_byte_are_reassembled() {
+        let stream = b"data: a\r\n\r\n: ping\r\rdata: b\r\ndata: c\n\r\ndata: d\r\n\r\n";
+        for split in 0..stream.len() {
+            let mut scanner = Scanner::new();
+            let mut all = events(&mut scanner, &stream[..split]);
+            all.extend(events(&mut scanner, &stream[split..]));
+            let data: Vec<_> = all.iter().map(|e| e.1.as_deref()).collect();
+            assert_eq!(
+                data,
+                [Some("a"), None, Some("b\nc"), Some("d")],
+                "split at {split}"
+            );
+        }
+        let mut scanner = Scanner::new();
+        let mut all = Vec::new();
+        for byte in stream.chunks(1) {
+            all.extend(events(&mut scanner, byte));
+        }
+        assert_eq!(all.len(), 4);
     }
 
     #[test]

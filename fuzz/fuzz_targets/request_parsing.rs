@@ -1,0 +1,60 @@
+//! What the gateway reads of a request before routing it, on arbitrary input: the body's head
+//! (`model`, its span, `stream`) and the client's timeout headers. No panic; a model's span
+//! points at exactly its JSON string, so the alias splice cannot corrupt a body.
+
+#![no_main]
+
+use bytes::Bytes;
+use hourglass_engine::request::read_head;
+use hourglass_engine::{CallRequest, Endpoint};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+
+const TIMEOUT_HEADERS: [&str; 3] = [
+    "x-hourglass-timeout",
+    "x-stainless-timeout",
+    "x-stainless-read-timeout",
+];
+
+fuzz_target!(|input: &[u8]| {
+    // Before the first 0xff byte: timeout header values separated by NUL bytes; after it, the body.
+    let (headers, body) = match input.iter().position(|&b| b == 0xff) {
+        Some(at) => (&input[..at], &input[at + 1..]),
+        None => (&[][..], input),
+    };
+    let mut map = HeaderMap::new();
+    for (name, value) in TIMEOUT_HEADERS.iter().zip(headers.split(|&b| b == 0)) {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            map.insert(HeaderName::from_static(name), value);
+        }
+    }
+    for streaming in [false, true] {
+        if let Ok(Some(declared)) = hourglass_gateway::client_timeouts(&map, streaming) {
+            assert!(!declared.timeout.is_zero(), "a zero deadline was accepted");
+        }
+    }
+
+    if let Ok(head) = read_head(body) {
+        if let (Some(model), Some(span)) = (&head.model, &head.model_span) {
+            let raw = &body[span.clone()];
+            let parsed: String = serde_json::from_slice(raw).expect("the span is a JSON string");
+            assert_eq!(&parsed, model);
+        }
+        // The splice of an alias changes the model and nothing else.
+        if let (Ok(request), Ok(mut expected)) = (
+            CallRequest::new(
+                Endpoint::Chat,
+                "/chat/completions",
+                Bytes::copy_from_slice(body),
+            ),
+            serde_json::from_slice::<serde_json::Value>(body),
+        ) && request.model.is_some()
+        {
+            let spliced: serde_json::Value =
+                serde_json::from_slice(&request.body_for("alias-model"))
+                    .expect("a spliced body is JSON");
+            expected["model"] = "alias-model".into();
+            assert_eq!(spliced, expected);
+        }
+    }
+});

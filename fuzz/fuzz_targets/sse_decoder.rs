@@ -1,0 +1,49 @@
+//! The SSE decoder and the content classifier on arbitrary bytes: no panic, and the same events
+//! whether the stream arrives in one read or split at any point (a network may split anywhere).
+
+#![no_main]
+
+use hourglass_engine::stream::assemble::Assembler;
+use hourglass_engine::stream::content::{self, Endpoint};
+use hourglass_engine::stream::sse::Scanner;
+use libfuzzer_sys::fuzz_target;
+
+/// Every event of `reads` in order, as (name, data).
+fn events(reads: &[&[u8]]) -> Result<Vec<(Option<String>, Option<String>)>, String> {
+    let mut scanner = Scanner::new();
+    let mut out = Vec::new();
+    for read in reads {
+        scanner.push(read, |event| {
+            out.push((
+                event.name.map(str::to_owned),
+                event.data.as_deref().map(str::to_owned),
+            ));
+        })?;
+    }
+    Ok(out)
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&split, stream)) = input.split_first() else {
+        return;
+    };
+    let whole = events(&[stream]);
+    let at = usize::from(split) * stream.len() / 256;
+    let (first, second) = stream.split_at(at);
+    assert_eq!(whole, events(&[first, second]), "split at {at}");
+    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+    assert_eq!(whole, events(&bytes), "one byte per read");
+
+    // Whatever the events say, classifying and assembling them never panics.
+    let mut assembler = Assembler::new();
+    let mut scanner = Scanner::new();
+    let _ = scanner.push(stream, |event| {
+        for endpoint in [Endpoint::Chat, Endpoint::Completions, Endpoint::Responses] {
+            let _ = content::classify(endpoint, event);
+        }
+        if let Some(data) = event.data.as_deref() {
+            let _ = assembler.push(data);
+        }
+    });
+    let _ = assembler.finish();
+});
