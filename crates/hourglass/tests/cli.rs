@@ -540,6 +540,8 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
             "json",
         ])
         .env("HG_TEST_UPSTREAM_KEY", secret)
+        // Every crate at debug, hyper and rustls included: nothing may print the key.
+        .env("HOURGLASS_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -585,6 +587,10 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
         .filter(|v| v["target"] == "hourglass::call")
         .collect();
     assert_eq!(calls.len(), 2, "{logs}");
+    assert!(
+        logs.contains(r#""level":"DEBUG""#),
+        "debug logs were on: {logs}"
+    );
     assert_eq!(calls[0]["request_id"], "req-logs-1");
     assert_eq!(calls[0]["outcome"], "ok");
     assert_eq!(calls[0]["attempts"], "sim:ok@done");

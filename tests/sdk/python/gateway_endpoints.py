@@ -137,6 +137,28 @@ def main(base_url):
         else:
             raise AssertionError("a hang answered")
 
+    def gateway_errors_map_to_sdk_classes():
+        # The gateway's own errors, in OpenAI's shape: the SDK picks the class by status.
+        try:
+            client.chat.completions.create(
+                model="m", messages=USER, extra_headers={"x-hourglass-timeout": "soon"}
+            )
+        except openai.BadRequestError as error:
+            assert error.code == "bad_request" and "x-hourglass-timeout" in error.message, error
+        else:
+            raise AssertionError("a malformed x-hourglass-timeout was accepted")
+        try:
+            client.chat.completions.create(
+                model="m", messages=USER, stream=True,
+                extra_headers={"x-sim-fault": "first_token;after=30s"},
+            )
+        except openai.InternalServerError as error:
+            assert error.status_code == 504 and error.code == "first_token_timeout", error
+            attempts = error.body["hourglass"]["attempts"]
+            assert [a["upstream"] for a in attempts] == ["a", "b"], attempts
+        else:
+            raise AssertionError("no first token and no error")
+
     for name, func in [
         ("tool calls, whole and streamed with failover", tool_calls),
         ("legacy completions, whole and streamed", legacy_completions),
@@ -145,6 +167,7 @@ def main(base_url):
         ("responses, whole and streamed with failover", responses),
         ("a cut stream raises after its first tokens", cut_stream_raises),
         ("the SDK's timeout shortens the gateway's deadline", sdk_timeout_shortens_the_deadline),
+        ("the gateway's own errors map to SDK classes", gateway_errors_map_to_sdk_classes),
     ]:
         check(name, func)
     print(f"gateway endpoints with python openai {openai.__version__}: {len(passed)} passed, 0 failed")

@@ -89,12 +89,13 @@ async fn the_python_sdk_reaches_every_endpoint_through_the_gateway() {
     let gateway = start(ENDPOINTS_POLICY).await;
     let script = root.join("tests/sdk/python/gateway_endpoints.py");
     let stdout = run_script(python(), script, &gateway).await;
-    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
     // Requests the simulators saw: tool calls 1 + 2 (failover), completions 2, embeddings 1 + 2
     // (failover from a 503), images 2, responses 1 + 2, the cut stream 1 (never retried after
-    // its first tokens), the SDK-deadline call 1 (one hang outlives the 1.8 s the SDK leaves).
+    // its first tokens), the SDK-deadline call 1 (one hang outlives the 1.8 s the SDK leaves),
+    // the gateway's own errors 0 (bad header) + 2 (no first token on either upstream).
     // The SDK's max_retries=2 added none.
-    let expected = 3 + 2 + 3 + 2 + 3 + 1 + 1;
+    let expected = 3 + 2 + 3 + 2 + 3 + 1 + 1 + 2;
     assert_eq!(
         gateway.requests("a") + gateway.requests("b"),
         expected,
