@@ -405,6 +405,10 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
             "server.admin_key_env: environment variable `NOPE` is not set",
         ),
         (
+            "[server]\nclient_keys_env = \"COMMAS\"\n",
+            "server.client_keys_env: holds no key",
+        ),
+        (
             "[server]\nmax_header_bytes = \"1KB\"\n",
             "server.max_header_bytes: must be between 8KiB and 1MiB",
         ),
@@ -418,7 +422,8 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
         ),
     ] {
         let text = format!("[upstreams.a]\nbase_url = \"http://a/v1\"\n{bad}");
-        let error = Config::from_toml(&text, "t.toml", &|_| None)
+        let env = |name: &str| (name == "COMMAS").then(|| " , ,".to_owned());
+        let error = Config::from_toml(&text, "t.toml", &env)
             .unwrap_err()
             .to_string();
         assert!(error.contains(says), "{error}");

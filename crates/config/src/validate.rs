@@ -226,6 +226,34 @@ fn server(
             Err(e) => return check.fail("server.client_deadline_margin", e),
         },
     };
+    let client_keys: Vec<Secret> = check
+        .secret(
+            Source {
+                key: "server.client_keys",
+                env_var: s.client_keys_env.as_deref(),
+                file: s.client_keys_file.as_deref(),
+                without: "to let clients in without a key",
+            },
+            env,
+        )?
+        .map_or_else(Vec::new, |text| {
+            secrets::key_list(&text)
+                .into_iter()
+                .map(Secret::new)
+                .collect()
+        });
+    // Only separators or comments would leave the gateway open while the file says it is not.
+    if client_keys.is_empty() && (s.client_keys_env.is_some() || s.client_keys_file.is_some()) {
+        let key = if s.client_keys_file.is_some() {
+            "server.client_keys_file"
+        } else {
+            "server.client_keys_env"
+        };
+        return check.fail(
+            key,
+            "holds no key, only separators or comments; give at least one key",
+        );
+    }
     Ok(ServerSettings {
         listen,
         max_request_body,
@@ -247,22 +275,7 @@ fn server(
                 env,
             )?
             .map(Secret::new),
-        client_keys: check
-            .secret(
-                Source {
-                    key: "server.client_keys",
-                    env_var: s.client_keys_env.as_deref(),
-                    file: s.client_keys_file.as_deref(),
-                    without: "to let clients in without a key",
-                },
-                env,
-            )?
-            .map_or_else(Vec::new, |text| {
-                secrets::key_list(&text)
-                    .into_iter()
-                    .map(Secret::new)
-                    .collect()
-            }),
+        client_keys,
         allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
     })
 }

@@ -175,6 +175,17 @@ impl CommittedStream {
     }
 }
 
+/// Where the `[DONE]` event starts in `data`: the last `data: [DONE]` at the start of a line (a
+/// JSON string cannot hold a raw line break, so content quoting it is never mistaken for it), or
+/// 0 when the frame holds none.
+fn done_event_start(data: &[u8]) -> usize {
+    [&b"\ndata: [DONE]"[..], b"\ndata:[DONE]"]
+        .iter()
+        .filter_map(|marker| memchr::memmem::rfind(data, marker))
+        .max()
+        .map_or(0, |at| at + 1)
+}
+
 impl Body for CommittedStream {
     type Data = Bytes;
     type Error = std::convert::Infallible;
@@ -237,9 +248,7 @@ impl Body for CommittedStream {
                     if ended && !this.finish_seen {
                         // Interrupted: pass on what came before the `[DONE]`, then the error
                         // event in its place — never a clean end for a truncated answer.
-                        let before = memchr::memmem::find(&data, b"data: [DONE]")
-                            .or_else(|| memchr::memmem::find(&data, b"data:[DONE]"))
-                            .unwrap_or(0);
+                        let before = done_event_start(&data);
                         if before == 0 {
                             return this.fail(FailureKind::Truncated);
                         }
@@ -274,5 +283,29 @@ impl Drop for CommittedStream {
         if !self.finished {
             self.observe("client_gone");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::done_event_start;
+
+    #[test]
+    fn the_done_event_is_found_at_a_line_start_never_inside_content() {
+        let quoted =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\ndata: [DONE]\n\n";
+        let at = done_event_start(quoted);
+        assert_eq!(&quoted[at..], b"data: [DONE]\n\n");
+        assert_eq!(
+            done_event_start(b"data: [DONE]\n\n"),
+            0,
+            "at the frame's start"
+        );
+        assert_eq!(done_event_start(b"data: {}\n\ndata:[DONE]\n\n"), 10);
+        assert_eq!(
+            done_event_start(b"data: {\"a\":1}\n\n"),
+            0,
+            "none in this frame"
+        );
     }
 }

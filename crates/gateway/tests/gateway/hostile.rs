@@ -77,10 +77,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Writes `request` and reads until the gateway closes the connection or `wait` passes.
-async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> (String, Duration) {
+async fn raw(addr: SocketAddr, request: Vec<u8>, wait: Duration) -> (String, Duration) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let start = Instant::now();
-    stream.write_all(request).await.unwrap();
+    stream.write_all(&request).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
@@ -120,18 +120,14 @@ async fn slow_clients_are_cut_off_and_do_not_block_others() {
         (start.elapsed(), String::from_utf8_lossy(&rest).into_owned())
     });
     // An idle connection that never sends a byte.
-    let idle = tokio::spawn(raw(gateway.addr, b"", Duration::from_secs(5)));
+    let idle = tokio::spawn(raw(gateway.addr, Vec::new(), Duration::from_secs(5)));
     // A body that stops half way: 408 at body_read_timeout, never sent upstream.
     let half = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
         BODY.len(),
         &BODY[..BODY.len() / 2]
     );
-    let slow_body = tokio::spawn(raw(
-        gateway.addr,
-        half.into_bytes().leak(),
-        Duration::from_secs(5),
-    ));
+    let slow_body = tokio::spawn(raw(gateway.addr, half.into_bytes(), Duration::from_secs(5)));
 
     // Meanwhile an ordinary client is served at once.
     let normal = send(gateway.addr, "POST", "/v1/chat/completions", &[], BODY).await;
@@ -180,7 +176,7 @@ async fn oversized_headers_are_refused_before_anything_is_read() {
     let many: String = (0..150).map(|i| format!("x-h{i}: {i}\r\n")).collect();
     let (reply, _) = raw(
         gateway.addr,
-        format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(),
+        format!("GET /v1/models HTTP/1.1\r\nhost: x\r\n{many}\r\n").into_bytes(),
         Duration::from_secs(2),
     )
     .await;
@@ -188,7 +184,7 @@ async fn oversized_headers_are_refused_before_anything_is_read() {
     let big = "a".repeat(32 * 1024);
     let (reply, _) = raw(
         gateway.addr,
-        format!("GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes(),
+        format!("GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").into_bytes(),
         Duration::from_secs(2),
     )
     .await;
@@ -228,7 +224,12 @@ async fn smuggling_attempts_are_refused_or_reframed() {
         ),
     ];
     for case in &cases {
-        let (reply, _) = raw(gateway.addr, case.as_bytes(), Duration::from_secs(2)).await;
+        let (reply, _) = raw(
+            gateway.addr,
+            case.clone().into_bytes(),
+            Duration::from_secs(2),
+        )
+        .await;
         let status = reply.get(9..12).unwrap_or("");
         assert!(
             status.starts_with('4') || status.starts_with('5'),
@@ -252,7 +253,7 @@ async fn smuggling_attempts_are_refused_or_reframed() {
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{BODY}\r\n0\r\n\r\n",
         BODY.len()
     );
-    let (reply, _) = raw(gateway.addr, chunked.as_bytes(), Duration::from_secs(2)).await;
+    let (reply, _) = raw(gateway.addr, chunked.into_bytes(), Duration::from_secs(2)).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let requests = upstream.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 1, "{requests:?}");
