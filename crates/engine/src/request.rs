@@ -118,6 +118,13 @@ pub fn read_head(body: &[u8]) -> Result<Head, BadBody> {
         ),
         param: None,
     })?;
+    // serde's derived struct reading also takes a JSON array (`["gpt-4o", true]`) field by field.
+    if !text.trim_start().starts_with('{') {
+        return Err(BadBody {
+            message: "the request body must be a JSON object (`{\"model\": …}`)".to_owned(),
+            param: None,
+        });
+    }
     let head: RawHead<'_> = serde_json::from_str(text).map_err(|e| BadBody {
         message: if e.is_data() {
             format!("invalid request body: {e}")
@@ -195,6 +202,13 @@ mod tests {
         );
         assert_eq!(read_head(br#"{"input":"x"}"#).unwrap().model, None);
         assert!(read_head(b"[1,2]").is_err());
+        // Found by fuzzing: an array was read field by field, as if it were an object.
+        let array = read_head(br#"["gpt-4o", true]"#).unwrap_err();
+        assert!(
+            array.message.contains("must be a JSON object"),
+            "{}",
+            array.message
+        );
         // Found by fuzzing: a broken byte in a field the gateway does not read.
         let broken = read_head(b"{\"model\":\"m\",\"con\xabent\":1}").unwrap_err();
         assert!(
