@@ -153,6 +153,15 @@ fn greedy(model: &str, prompt: &str, max_tokens: u32, stream: bool) -> String {
     .to_string()
 }
 
+/// A greedy answer of exactly `max_tokens` tokens: SmolLM2's end tokens (`<|endoftext|>` = 0,
+/// `<|im_end|>` = 2) are banned, so the time it takes does not depend on where the story ends.
+fn long_story(model: &str, max_tokens: u32, stream: bool) -> String {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&greedy(model, "Tell me a story.", max_tokens, stream)).unwrap();
+    body["logit_bias"] = serde_json::json!({"0": -100, "2": -100});
+    body.to_string()
+}
+
 /// The data of each SSE event of a body.
 fn events(body: &str) -> Vec<serde_json::Value> {
     body.split("\n\n")
@@ -209,7 +218,7 @@ async fn llama_cpp_as_a_real_upstream() {
 
     // 2. One request at a time per replica: while llama1 writes a long whole answer, a call
     //    queued behind it hears nothing, times out at first_byte and fails over to llama2.
-    let long = greedy("smollm2", "Tell me a story.", 250, false);
+    let long = long_story("smollm2", 250, false);
     let busy = tokio::spawn(post(one.addr, long));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queued = post(gateway.addr, greedy("smol", prompt, 20, true)).await;
@@ -225,10 +234,7 @@ async fn llama_cpp_as_a_real_upstream() {
 
     // 3. Interrupted: llama.cpp ends a stream with a bare [DONE] when a newer request arrives.
     //    The client must get the tokens so far and an error event, not a clean end.
-    let stream_to_one = tokio::spawn(post(
-        gateway.addr,
-        greedy("smol-pinned", "Tell me a story.", 400, true),
-    ));
+    let stream_to_one = tokio::spawn(post(gateway.addr, long_story("smol-pinned", 400, true)));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let interrupter = post(one.addr, greedy("smollm2", prompt, 5, false)).await;
     assert_eq!(interrupter.status, 200);
