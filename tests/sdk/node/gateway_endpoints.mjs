@@ -8,20 +8,12 @@
 
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
-import { checkContent } from './simtokens.mjs';
-import { readFileSync } from 'node:fs';
+import { SDK_VERSION, TOOLS, check, checkContent, checkResponsesStream, checkWeatherCall, summary } from './checks.mjs';
 
 // The SDK's default retries stay on: `x-should-retry: false` must stop them.
 const client = new OpenAI({ baseURL: process.argv[2], apiKey: 'sk-gateway-test', maxRetries: 2, timeout: 30_000 });
 const user = [{ role: 'user', content: 'hi' }];
 const hangA = { headers: { 'x-sim-fault': 'hang;upstream=a' } };
-let passed = 0;
-
-async function check(name, body) {
-  await body();
-  passed += 1;
-  console.log(`ok   ${name}`);
-}
 
 await check('chat, whole and streamed with failover', async () => {
   const whole = await client.chat.completions.create({ model: 'm', messages: user });
@@ -33,12 +25,9 @@ await check('chat, whole and streamed with failover', async () => {
 });
 
 await check('tool calls streamed', async () => {
-  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
-  const runner = client.chat.completions.stream({ model: 'm', messages: user, tools });
+  const runner = client.chat.completions.stream({ model: 'm', messages: user, tools: TOOLS });
   const final = await runner.finalChatCompletion();
-  const call = final.choices[0].message.tool_calls[0];
-  assert.equal(call.function.name, 'get_weather');
-  checkContent(JSON.parse(call.function.arguments).city);
+  checkWeatherCall(final.choices[0].message.tool_calls[0]);
   assert.equal(final.choices[0].finish_reason, 'tool_calls');
 });
 
@@ -62,15 +51,7 @@ await check('responses, whole and streamed with failover', async () => {
   const whole = await client.responses.create({ model: 'm', input: 'hi' });
   checkContent(whole.output_text);
   const stream = await client.responses.create({ model: 'm', input: 'hi', stream: true }, hangA);
-  let deltas = '';
-  const kinds = [];
-  for await (const event of stream) {
-    kinds.push(event.type);
-    if (event.type === 'response.output_text.delta') deltas += event.delta;
-  }
-  assert.equal(kinds[0], 'response.created');
-  assert.equal(kinds.at(-1), 'response.completed');
-  assert.equal(checkContent(deltas), 16);
+  assert.equal(await checkResponsesStream(stream), 16);
 });
 
 await check('exhausted failures reject with the matching class, unretried by the SDK', async () => {
@@ -125,5 +106,4 @@ await check("the SDK's timeout shortens the gateway's deadline", async () => {
   );
 });
 
-const sdk = JSON.parse(readFileSync(new URL('./node_modules/openai/package.json', import.meta.url)));
-console.log(`gateway endpoints with node openai ${sdk.version}: ${passed} passed, 0 failed`);
+summary(`gateway endpoints with node openai ${SDK_VERSION}`);

@@ -7,7 +7,7 @@
 
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
-import { checkContent } from './simtokens.mjs';
+import { checkContent } from './checks.mjs';
 
 const client = new OpenAI({ baseURL: process.argv[2], apiKey: 'sk-gateway-test', maxRetries: 0, timeout: 30_000 });
 const user = [{ role: 'user', content: 'hi' }];

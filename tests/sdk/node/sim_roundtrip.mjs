@@ -7,18 +7,10 @@
 
 import OpenAI from 'openai';
 import assert from 'node:assert/strict';
-import { checkContent } from './simtokens.mjs';
-import { readFileSync } from 'node:fs';
+import { SDK_VERSION, TOOLS, check, checkContent, checkResponsesStream, checkWeatherCall, summary } from './checks.mjs';
 
 const client = new OpenAI({ baseURL: process.argv[2], apiKey: 'sk-sim-test', maxRetries: 0, timeout: 30_000 });
 const user = [{ role: 'user', content: 'hi' }];
-let passed = 0;
-
-async function check(name, body) {
-  await body();
-  passed += 1;
-  console.log(`ok   ${name}`);
-}
 
 await check('chat completion', async () => {
   const completion = await client.chat.completions.create({ model: 'gpt-4o-mini', messages: user, max_tokens: 10 });
@@ -40,12 +32,9 @@ await check('chat stream with usage and keep-alive comments', async () => {
 });
 
 await check('tool calls streamed', async () => {
-  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
-  const runner = client.chat.completions.stream({ model: 'sim-instant', messages: user, tools });
+  const runner = client.chat.completions.stream({ model: 'sim-instant', messages: user, tools: TOOLS });
   const final = await runner.finalChatCompletion();
-  const call = final.choices[0].message.tool_calls[0];
-  assert.equal(call.function.name, 'get_weather');
-  checkContent(JSON.parse(call.function.arguments).city);
+  checkWeatherCall(final.choices[0].message.tool_calls[0]);
 });
 
 await check('embeddings (base64 decoded by the SDK)', async () => {
@@ -63,15 +52,7 @@ await check('responses, whole and streamed', async () => {
   const whole = await client.responses.create({ model: 'gpt-4o-mini', input: 'hi' });
   checkContent(whole.output_text);
   const stream = await client.responses.create({ model: 'sim-instant', input: 'hi', stream: true });
-  let deltas = '';
-  const kinds = [];
-  for await (const event of stream) {
-    kinds.push(event.type);
-    if (event.type === 'response.output_text.delta') deltas += event.delta;
-  }
-  assert.equal(kinds[0], 'response.created');
-  assert.equal(kinds.at(-1), 'response.completed');
-  assert.equal(checkContent(deltas), 16);
+  assert.equal(await checkResponsesStream(stream), 16);
 });
 
 await check('error statuses map to SDK error classes', async () => {
@@ -101,5 +82,4 @@ await check('a cut stream rejects', async () => {
   assert.equal(checkContent(text), 3);
 });
 
-const sdk = JSON.parse(readFileSync(new URL('./node_modules/openai/package.json', import.meta.url)));
-console.log(`node openai ${sdk.version}: ${passed} passed, 0 failed`);
+summary(`node openai ${SDK_VERSION}`);

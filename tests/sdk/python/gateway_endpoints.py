@@ -9,40 +9,22 @@ timeout shortening the gateway's deadline. Exits non-zero on the first failure.
 """
 
 import base64
-import json
 import sys
 import time
 
 import openai
 from openai import OpenAI
-from simtokens import check_content
+from checks import TOOLS, check_content, check_responses_stream, check_weather_call, run
 
 USER = [{"role": "user", "content": "hi"}]
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-        },
-    }
-]
 
 
 def main(base_url):
     client = OpenAI(base_url=base_url, api_key="sk-gateway-test", max_retries=2, timeout=30)
-    passed = []
-
-    def check(name, func):
-        func()
-        passed.append(name)
-        print(f"ok   {name}")
 
     def tool_calls():
         whole = client.chat.completions.create(model="m", messages=USER, tools=TOOLS)
-        call = whole.choices[0].message.tool_calls[0]
-        assert call.function.name == "get_weather"
-        check_content(json.loads(call.function.arguments)["city"])
+        check_weather_call(whole.choices[0].message.tool_calls[0])
         # The stream helper assembles the tool-call deltas the gateway relays; the first upstream
         # hangs, so the call is a failover too.
         with client.chat.completions.stream(
@@ -52,9 +34,7 @@ def main(base_url):
             extra_headers={"x-sim-fault": "hang;upstream=a"},
         ) as stream:
             final = stream.get_final_completion()
-        streamed = final.choices[0].message.tool_calls[0]
-        assert streamed.function.name == "get_weather"
-        check_content(json.loads(streamed.function.arguments)["city"])
+        check_weather_call(final.choices[0].message.tool_calls[0])
         assert final.choices[0].finish_reason == "tool_calls"
 
     def legacy_completions():
@@ -86,19 +66,10 @@ def main(base_url):
     def responses():
         whole = client.responses.create(model="m", input="hi")
         check_content(whole.output_text)
-        kinds, deltas, final = [], "", None
         stream = client.responses.create(
             model="m", input="hi", stream=True, extra_headers={"x-sim-fault": "hang;upstream=a"}
         )
-        for event in stream:
-            kinds.append(event.type)
-            if event.type == "response.output_text.delta":
-                deltas += event.delta
-            if event.type == "response.completed":
-                final = event.response
-        assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
-        assert check_content(deltas) == 16
-        assert final.output_text == deltas
+        assert check_responses_stream(stream) == 16
 
     def cut_stream_raises():
         # Cut on both upstreams after 3 chunks: the first tokens reached the client, so the
@@ -149,7 +120,9 @@ def main(base_url):
             raise AssertionError("a malformed x-hourglass-timeout was accepted")
         try:
             client.chat.completions.create(
-                model="m", messages=USER, stream=True,
+                model="m",
+                messages=USER,
+                stream=True,
                 extra_headers={"x-sim-fault": "first_token;after=30s"},
             )
         except openai.InternalServerError as error:
@@ -159,7 +132,7 @@ def main(base_url):
         else:
             raise AssertionError("no first token and no error")
 
-    for name, func in [
+    run(f"gateway endpoints with python openai {openai.__version__}", [
         ("tool calls, whole and streamed with failover", tool_calls),
         ("legacy completions, whole and streamed", legacy_completions),
         ("embeddings, base64 and float with failover", embeddings),
@@ -168,9 +141,7 @@ def main(base_url):
         ("a cut stream raises after its first tokens", cut_stream_raises),
         ("the SDK's timeout shortens the gateway's deadline", sdk_timeout_shortens_the_deadline),
         ("the gateway's own errors map to SDK classes", gateway_errors_map_to_sdk_classes),
-    ]:
-        check(name, func)
-    print(f"gateway endpoints with python openai {openai.__version__}: {len(passed)} passed, 0 failed")
+    ])
 
 
 if __name__ == "__main__":

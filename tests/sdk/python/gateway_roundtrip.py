@@ -10,7 +10,7 @@ import sys
 
 import openai
 from openai import OpenAI
-from simtokens import check_content
+from checks import check_content
 
 
 def main(base_url):

@@ -13,7 +13,7 @@ import openai
 from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
-from simtokens import check_content
+from checks import check_content, run
 
 
 @tool
@@ -24,12 +24,6 @@ def get_weather(city: str) -> str:
 
 def main(base_url):
     chat = ChatOpenAI(model="m", base_url=base_url, api_key="sk-gateway-test", timeout=30)
-    passed = []
-
-    def check(name, func):
-        func()
-        passed.append(name)
-        print(f"ok   {name}")
 
     def invoke():
         reply = chat.invoke([HumanMessage("hi")])
@@ -69,17 +63,15 @@ def main(base_url):
         else:
             raise AssertionError("a 400 raised nothing")
 
-    for name, func in [
+    version = importlib.metadata.version("langchain-openai")
+    run(f"gateway with langchain-openai {version}", [
         ("invoke", invoke),
         ("stream with failover", stream_with_failover),
         ("bind_tools", tools),
         ("batch", batch),
         ("embeddings", embeddings),
         ("errors surface as the SDK's classes", errors),
-    ]:
-        check(name, func)
-    version = importlib.metadata.version("langchain-openai")
-    print(f"gateway with langchain-openai {version}: {len(passed)} passed, 0 failed")
+    ])
 
 
 if __name__ == "__main__":

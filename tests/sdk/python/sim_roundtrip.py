@@ -8,22 +8,15 @@ per check and exits non-zero on the first failure.
 """
 
 import base64
-import json
 import sys
 
 import openai
 from openai import OpenAI
-from simtokens import check_content
+from checks import TOOLS, check_content, check_responses_stream, check_weather_call, run
 
 
 def main(base_url):
     client = OpenAI(base_url=base_url, api_key="sk-sim-test", max_retries=0, timeout=30)
-    passed = []
-
-    def check(name, func):
-        func()
-        passed.append(name)
-        print(f"ok   {name}")
 
     def chat_whole():
         completion = client.chat.completions.create(
@@ -61,29 +54,15 @@ def main(base_url):
         assert check_content(text) == 16
 
     def tool_calls():
-        tools = [
-            {
-                "type": "function",
-                "function": {
-                    "name": "get_weather",
-                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-                },
-            }
-        ]
-        whole = client.chat.completions.create(
-            model="sim-instant", messages=[{"role": "user", "content": "weather?"}], tools=tools
-        )
-        call = whole.choices[0].message.tool_calls[0]
-        assert call.function.name == "get_weather"
-        check_content(json.loads(call.function.arguments)["city"])
+        weather = [{"role": "user", "content": "weather?"}]
+        whole = client.chat.completions.create(model="sim-instant", messages=weather, tools=TOOLS)
+        check_weather_call(whole.choices[0].message.tool_calls[0])
         # The SDK's stream helper assembles tool-call deltas itself.
         with client.chat.completions.stream(
-            model="sim-instant", messages=[{"role": "user", "content": "weather?"}], tools=tools
+            model="sim-instant", messages=weather, tools=TOOLS
         ) as stream:
             final = stream.get_final_completion()
-        streamed = final.choices[0].message.tool_calls[0]
-        assert streamed.function.name == "get_weather"
-        check_content(json.loads(streamed.function.arguments)["city"])
+        check_weather_call(final.choices[0].message.tool_calls[0])
         assert final.choices[0].finish_reason == "tool_calls"
 
     def several_choices():
@@ -123,16 +102,8 @@ def main(base_url):
         whole = client.responses.create(model="gpt-4o-mini", input="hi")
         check_content(whole.output_text)
         assert whole.usage.output_tokens > 0
-        kinds, deltas, final = [], "", None
-        for event in client.responses.create(model="sim-instant", input="hi", stream=True):
-            kinds.append(event.type)
-            if event.type == "response.output_text.delta":
-                deltas += event.delta
-            if event.type == "response.completed":
-                final = event.response
-        assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
-        assert check_content(deltas) == 16
-        assert final.output_text == deltas
+        stream = client.responses.create(model="sim-instant", input="hi", stream=True)
+        assert check_responses_stream(stream) == 16
 
     def models():
         ids = [m.id for m in client.models.list()]
@@ -195,7 +166,7 @@ def main(base_url):
         else:
             raise AssertionError("a hung request did not time out")
 
-    for name, func in [
+    run(f"python openai {openai.__version__}", [
         ("chat completion", chat_whole),
         ("chat stream with usage", chat_stream),
         ("chat stream with keep-alive comments", chat_stream_with_keepalives),
@@ -209,9 +180,7 @@ def main(base_url):
         ("error statuses map to SDK error classes", error_classes),
         ("a cut stream raises", cut_stream_raises),
         ("a hang times out", timeout_fires),
-    ]:
-        check(name, func)
-    print(f"python openai {openai.__version__}: {len(passed)} passed, 0 failed")
+    ])
 
 
 if __name__ == "__main__":

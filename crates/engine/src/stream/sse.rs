@@ -45,8 +45,8 @@ impl Scanner {
         self.crlf |= memchr::memchr(b'\r', chunk).is_some();
         if self.partial.is_empty() {
             let consumed = scan(chunk, 0, self.crlf, &mut each);
-            self.keep(&chunk[consumed..])?;
-            return Ok(());
+            self.partial.extend_from_slice(&chunk[consumed..]);
+            return self.check_size();
         }
         let resume = self.partial.len().saturating_sub(BOUNDARY_OVERLAP);
         let mut partial = std::mem::take(&mut self.partial);
@@ -58,11 +58,6 @@ impl Scanner {
             partial.shrink_to(partial.len().max(4096));
         }
         self.partial = partial;
-        self.check_size()
-    }
-
-    fn keep(&mut self, rest: &[u8]) -> Result<(), String> {
-        self.partial.extend_from_slice(rest);
         self.check_size()
     }
 
@@ -170,19 +165,25 @@ mod tests {
         out
     }
 
+    /// The events of `stream` fed in two reads split at `at`.
+    fn split_at(stream: &[u8], at: usize) -> Vec<(Option<String>, Option<String>)> {
+        let mut scanner = Scanner::new();
+        let mut all = events(&mut scanner, &stream[..at]);
+        all.extend(events(&mut scanner, &stream[at..]));
+        assert!(!scanner.has_partial(), "split at {at}");
+        all
+    }
+
     #[test]
     fn events_split_anywhere_are_reassembled() {
         let stream = b"data: {\"a\":1}\n\n: keep-alive\n\nevent: response.created\ndata: {\"b\":2}\n\ndata: [DONE]\n\n";
         for split in 0..stream.len() {
-            let mut scanner = Scanner::new();
-            let mut all = events(&mut scanner, &stream[..split]);
-            all.extend(events(&mut scanner, &stream[split..]));
+            let all = split_at(stream, split);
             assert_eq!(all.len(), 4, "split at {split}");
             assert_eq!(all[0].1.as_deref(), Some("{\"a\":1}"));
             assert_eq!(all[1], (None, None), "a comment is an empty event");
             assert_eq!(all[2].0.as_deref(), Some("response.created"));
             assert_eq!(all[3].1.as_deref(), Some("[DONE]"));
-            assert!(!scanner.has_partial());
         }
     }
 
@@ -190,9 +191,7 @@ mod tests {
     fn crlf_events_split_anywhere_even_byte_by_byte_are_reassembled() {
         let stream = b"data: a\r\n\r\n: ping\r\rdata: b\r\ndata: c\n\r\ndata: d\r\n\r\n";
         for split in 0..stream.len() {
-            let mut scanner = Scanner::new();
-            let mut all = events(&mut scanner, &stream[..split]);
-            all.extend(events(&mut scanner, &stream[split..]));
+            let all = split_at(stream, split);
             let data: Vec<_> = all.iter().map(|e| e.1.as_deref()).collect();
             assert_eq!(
                 data,

@@ -7,13 +7,6 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
-const POLICY: &str = r#"
-[models.m]
-targets = ["a:sim-instant", "b:sim-instant"]
-timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
-retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
-"#;
-
 /// Runs curl with `args` against `path` on the gateway, posting a chat body.
 async fn curl(gateway: &Running, stream: bool, args: &[&str]) -> (Output, String) {
     let url = format!("{}/chat/completions", gateway.base_url());
@@ -40,7 +33,7 @@ async fn curl(gateway: &Running, stream: bool, args: &[&str]) -> (Output, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_streams_fails_loudly_and_hears_the_deadline_first() {
-    let gateway = start(POLICY).await;
+    let gateway = start(MODEL_M_ON_A_AND_B).await;
 
     let (out, body) = curl(&gateway, true, &["-H", "x-sim-fault: hang;upstream=a"]).await;
     assert_eq!(out.status.code(), Some(0), "{body}");

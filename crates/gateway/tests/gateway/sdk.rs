@@ -1,17 +1,11 @@
-//! The official Python SDK pointed at the gateway: completions and streams work, and an exhausted
-//! failure raises the SDK's matching error class without the SDK retrying it.
+//! Unmodified clients pointed at the gateway — the official Python and Node SDKs and LangChain —
+//! over every endpoint: completions and streams work, failures raise the SDK's matching error
+//! class, and the requests the simulators saw are counted, so the SDKs' own retries cannot hide.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use crate::support::*;
-
-const POLICY: &str = r#"
-[models.m]
-targets = ["a:sim-instant", "b:sim-instant"]
-timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
-retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
-"#;
 
 /// Runs an SDK script against `gateway`; returns its output after checking it succeeded.
 async fn run_script(program: PathBuf, script: PathBuf, gateway: &Running) -> String {
@@ -34,7 +28,7 @@ async fn run_script(program: PathBuf, script: PathBuf, gateway: &Running) -> Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let gateway = start(POLICY).await;
+    let gateway = start(MODEL_M_ON_A_AND_B).await;
     let script = root.join("tests/sdk/python/gateway_roundtrip.py");
     let stdout = run_script(python(), script, &gateway).await;
     assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
@@ -50,13 +44,9 @@ async fn the_python_sdk_streams_completes_and_gets_unretried_errors() {
     );
 }
 
-/// Models for every endpoint, each on both upstreams, and one that waits longer than the SDK.
-const ENDPOINTS_POLICY: &str = r#"
-[models.m]
-targets = ["a:sim-instant", "b:sim-instant"]
-timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
-retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
-
+/// Models for every endpoint beside `m`, each on both upstreams, and one that waits longer than
+/// the SDK.
+const ENDPOINT_MODELS: &str = r#"
 [models.emb]
 targets = ["a:text-embedding-3-small", "b:text-embedding-3-small"]
 timeouts = { first_byte = "500ms", total = "10s" }
@@ -69,6 +59,11 @@ timeouts = { first_byte = "2s", total = "10s" }
 targets = ["a:sim-instant", "b:sim-instant"]
 timeouts = { first_byte = "5s", total = "10s" }
 "#;
+
+/// A gateway with `m` and the endpoint models.
+async fn endpoints_gateway() -> Running {
+    start(&format!("{MODEL_M_ON_A_AND_B}{ENDPOINT_MODELS}")).await
+}
 
 fn python() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -86,7 +81,7 @@ fn python() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_reaches_every_endpoint_through_the_gateway() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let gateway = start(ENDPOINTS_POLICY).await;
+    let gateway = endpoints_gateway().await;
     let script = root.join("tests/sdk/python/gateway_endpoints.py");
     let stdout = run_script(python(), script, &gateway).await;
     assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
@@ -111,7 +106,7 @@ async fn the_node_sdk_parses_heartbeats_in_streams_and_whole_answers() {
             .exists(),
         "the openai npm package is missing: run `scripts/test` once to install it"
     );
-    let gateway = start(POLICY).await;
+    let gateway = start(MODEL_M_ON_A_AND_B).await;
     let script = root.join("tests/sdk/node/gateway_roundtrip.mjs");
     let stdout = run_script(PathBuf::from("node"), script, &gateway).await;
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
@@ -120,7 +115,7 @@ async fn the_node_sdk_parses_heartbeats_in_streams_and_whole_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_sdk_reaches_every_endpoint_through_the_gateway() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let gateway = start(ENDPOINTS_POLICY).await;
+    let gateway = endpoints_gateway().await;
     let script = root.join("tests/sdk/node/gateway_endpoints.mjs");
     let stdout = run_script(PathBuf::from("node"), script, &gateway).await;
     assert!(stdout.contains("8 passed, 0 failed"), "{stdout}");
@@ -138,7 +133,7 @@ async fn the_node_sdk_reaches_every_endpoint_through_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn langchain_works_unmodified_through_the_gateway() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let gateway = start(ENDPOINTS_POLICY).await;
+    let gateway = endpoints_gateway().await;
     let script = root.join("tests/sdk/python/langchain_roundtrip.py");
     let stdout = run_script(python(), script, &gateway).await;
     assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");

@@ -23,6 +23,15 @@ pub const ADMIN_KEY: &str = "test-admin-secret-7f3a";
 /// The client keys of gateways configured with `client_keys_env = "HOURGLASS_TEST_CLIENT_KEYS"`.
 pub const CLIENT_KEYS: &str = "ck-first-1a2b, ck-second-3c4d";
 
+/// Model `m` on simulators `a` then `b`, with short timeouts and two attempts: what the client
+/// tests (SDKs, curl) call through.
+pub const MODEL_M_ON_A_AND_B: &str = r#"
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
+retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
+"#;
+
 /// A running gateway; dropping it shuts it down.
 pub struct Running {
     pub addr: SocketAddr,
