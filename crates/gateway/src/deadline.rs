@@ -45,6 +45,8 @@ pub fn client_timeouts(
             .and_then(|t| t.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
             .map(|s| (Duration::from_secs_f64(s.min(86_400.0)), s))
+            // Below a nanosecond it rounds to nothing: a deadline already past, not a timeout.
+            .filter(|(d, _)| !d.is_zero())
     };
     if let Some((d, s)) = seconds("x-stainless-timeout") {
         offer(d, format!("x-stainless-timeout: {s}"));
@@ -104,6 +106,14 @@ mod tests {
             client_timeouts(&headers(&[("x-stainless-timeout", "abc")]), false),
             Ok(None),
             "an SDK header we cannot read is ignored"
+        );
+        // Found by fuzzing: a positive value that rounds to zero was a zero deadline.
+        assert_eq!(
+            client_timeouts(
+                &headers(&[("x-stainless-timeout", ".0000000000083")]),
+                false
+            ),
+            Ok(None)
         );
     }
 
