@@ -34,7 +34,7 @@ fuzz_target!(|input: &[u8]| {
         }
     }
 
-    if let Ok(head) = read_head(body) {
+    if let Ok(head) = read_head(Endpoint::Chat, body) {
         if let (Some(model), Some(span)) = (&head.model, &head.model_span) {
             let raw = &body[span.clone()];
             let parsed: String = serde_json::from_slice(raw).expect("the span is a JSON string");

@@ -3,9 +3,9 @@
 
 #![no_main]
 
-use hourglass_engine::stream::assemble::Assembler;
-use hourglass_engine::stream::content::{self, Endpoint};
-use hourglass_engine::stream::sse::Scanner;
+use hourglass_engine::protocol::openai::assemble::Assembler;
+use hourglass_engine::protocol::{Endpoint, Protocol};
+use hourglass_engine::sse::Scanner;
 use libfuzzer_sys::fuzz_target;
 
 /// Every event of `reads` in order, as (name, data).
@@ -39,7 +39,7 @@ fuzz_target!(|input: &[u8]| {
     let mut scanner = Scanner::new();
     let _ = scanner.push(stream, |event| {
         for endpoint in [Endpoint::Chat, Endpoint::Completions, Endpoint::Responses] {
-            let _ = content::classify(endpoint, event);
+            let _ = endpoint.protocol().classify(endpoint, event);
         }
         if let Some(data) = event.data.as_deref() {
             let _ = assembler.push(data);

@@ -11,10 +11,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use hourglass_engine::deadlines::Deadlines;
+use hourglass_engine::protocol::{Endpoint, Signal};
 use hourglass_engine::request::read_head;
 use hourglass_engine::retry::RetryBudget;
-use hourglass_engine::stream::content::{Endpoint, Signal, classify};
-use hourglass_engine::stream::sse::Scanner;
+use hourglass_engine::sse::Scanner;
 
 fn measure(name: &str, iterations: u64, mut f: impl FnMut()) {
     for _ in 0..iterations / 10 {
@@ -45,7 +45,8 @@ fn main() {
             let mut content = 0;
             scanner
                 .push(black_box(&stream), |event| {
-                    if classify(Endpoint::Chat, event) == Signal::Content {
+                    if Endpoint::Chat.protocol().classify(Endpoint::Chat, event) == Signal::Content
+                    {
                         content += 1;
                     }
                 })
@@ -99,7 +100,7 @@ fn main() {
         "read_head: model + stream of a 130-byte body",
         1_000_000,
         || {
-            black_box(read_head(black_box(small)).unwrap());
+            black_box(read_head(Endpoint::Chat, black_box(small)).unwrap());
         },
     );
     let big = format!(
@@ -107,6 +108,6 @@ fn main() {
         "x".repeat(1 << 20)
     );
     measure("read_head: model + stream of a 1 MiB body", 200, || {
-        black_box(read_head(black_box(big.as_bytes())).unwrap());
+        black_box(read_head(Endpoint::Chat, black_box(big.as_bytes())).unwrap());
     });
 }

@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(error) => {
             println!("{} ({}): {}", error.code, error.status, error.message);
-            println!("diagnosis: {}", error.diagnosis);
+            println!("diagnosis: {}", error.diagnosis());
         }
     }
     Ok(())

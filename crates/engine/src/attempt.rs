@@ -1,558 +1,507 @@
-//! One attempt: a connection (pooled or new), the request written, the response head awaited,
-//! and for a stream the wait for the first meaningful token — the commit point. Every wait is
-//! bounded by the phase's deadline (capped by the attempt's and the call's). A failure before the
-//! commit point returns to the loop, which may try again; at the commit point the rest of the
-//! stream is handed to `commit`.
-
-use std::sync::Arc;
+//! One attempt, told in the phases of `docs/timeouts.md`: connect, write, first byte, first
+//! token — the commit point — and then one of three endings: commit a stream to the client,
+//! assemble a whole answer from a stream, or read a whole body. Every wait is bounded by its
+//! phase's deadline (capped by the attempt's and the call's). A failure before the commit point
+//! goes back to the loop with how far the attempt got; the loop may try again.
 
 use bytes::{Bytes, BytesMut};
-use hourglass_config::Upstream;
-use http::{HeaderMap, HeaderValue, header};
-use http_body_util::BodyExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::attempts::Context;
+use crate::call::{Call, Target};
+use crate::commit::{CommittedStream, Handover, Response, ResponseBody};
 use crate::deadlines::AttemptDeadlines;
-use crate::describe::Describer;
-use crate::error::{AttemptRecord, Failure, FailureKind, Phase};
+use crate::error::{AttemptRecord, FailureKind};
 use crate::health::Lease;
-use crate::request::CallRequest;
-use crate::stream::assemble::Assembler;
-use crate::stream::content::{self, Signal};
-use crate::stream::sse::Scanner;
-use crate::upstream::{Connection, RequestBody, Timeline, drive};
-use crate::{Engine, Response, ResponseBody, commit};
+use crate::protocol::{Assemble, Endpoint, Protocol, Signal};
+use crate::sse::Scanner;
+use crate::upstream::request::{self, header_value, response_headers};
+use crate::upstream::{Connection, Timeline, UpstreamBody};
+use crate::vocabulary::{Outcome, Phase};
 
 /// Largest non-streaming body read into memory before it is sent on.
 const MAX_WHOLE_BODY: usize = 256 * 1024 * 1024;
 /// Largest error body kept from an upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Where an attempt goes.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    pub upstream: usize,
-    pub name: String,
-    pub model: String,
-    pub tier: u32,
-    pub weight: u32,
+/// What one attempt came to: the committed response, or the failure and its record.
+pub(crate) type AttemptResult = Result<Response, (FailureKind, AttemptRecord)>;
+
+/// Makes try `n` (0-based) of `call` on `target`. A committed stream takes the lease with it
+/// (its verdict comes at the stream's end); otherwise the lease stays with the caller.
+pub(crate) async fn run(
+    call: &Call<'_>,
+    target: &Target,
+    n: u32,
+    lease: &mut Option<Lease>,
+) -> AttemptResult {
+    let start = Instant::now();
+    let mut attempt = Attempt {
+        call,
+        target,
+        deadlines: call.deadlines.attempt(n, start),
+        phase: Phase::Connect,
+        timeline: Timeline::new(start),
+        status: None,
+    };
+    let result = attempt.go(lease).await;
+    let record = |outcome| AttemptRecord {
+        upstream: target.name.clone(),
+        model: target.model.clone(),
+        phase: attempt.phase,
+        elapsed: start.elapsed(),
+        outcome,
+        status: attempt.status,
+    };
+    match result {
+        Ok(mut response) => {
+            response.trail = vec![record(Outcome::Ok)];
+            response.timeline = Some(attempt.timeline);
+            Ok(response)
+        }
+        Err(kind) => {
+            let code = kind.code();
+            tracing::debug!(upstream = %target.name, %code, phase = %attempt.phase, "attempt failed");
+            Err((kind, record(Outcome::Failed(code))))
+        }
+    }
 }
 
-/// How far an attempt got, kept up to date so a failure can say where it happened.
-struct Progress {
+/// One attempt in progress: how far it got and its moments so far.
+struct Attempt<'a> {
+    call: &'a Call<'a>,
+    target: &'a Target,
+    deadlines: AttemptDeadlines,
     phase: Phase,
     timeline: Timeline,
     status: Option<u16>,
 }
 
-pub(crate) async fn run(
-    engine: &Arc<Engine>,
-    request: &CallRequest,
-    target: &Target,
-    n: u32,
-    ctx: &Context<'_>,
-    lease: &mut Option<Lease>,
-) -> Result<Response, (Failure, AttemptRecord)> {
-    let start = Instant::now();
-    let deadlines = ctx.deadlines.attempt(n, start);
-    let mut progress = Progress {
-        phase: Phase::Connect,
-        timeline: Timeline::new(start),
-        status: None,
-    };
-    let result = attempt(
-        engine,
-        request,
-        target,
-        &deadlines,
-        &mut progress,
-        ctx,
-        lease,
-    )
-    .await;
-    let record = |outcome| AttemptRecord {
-        upstream: target.name.clone(),
-        model: target.model.clone(),
-        phase: progress.phase,
-        elapsed: start.elapsed(),
-        outcome,
-        status: progress.status,
-    };
-    match result {
-        Ok(mut response) => {
-            response.trail = vec![record("ok")];
-            response.timeline = Some(progress.timeline);
-            Ok(response)
+impl Attempt<'_> {
+    /// The phases in order, then the ending the response calls for.
+    async fn go(&mut self, lease: &mut Option<Lease>) -> Result<Response, FailureKind> {
+        let body = self.request_body()?;
+        let (parts, mut body) = self.exchange(body).await?;
+        self.status = Some(parts.status.as_u16());
+        if !parts.status.is_success() {
+            return Err(self.error_status(&parts.headers, parts.status, body).await);
         }
-        Err(kind) => {
-            let record = record(kind.code());
-            tracing::debug!(upstream = %target.name, code = kind.code(), phase = progress.phase.name(), "attempt failed");
-            Err((
-                Failure {
-                    kind,
-                    phase: progress.phase,
-                },
-                record,
-            ))
+        let headers = response_headers(&parts.headers, &self.target.name);
+        if !(self.call.streams_upstream() && is_event_stream(&parts.headers)) {
+            return self.read_whole(parts.status, headers, body).await;
+        }
+        if self.call.assemble {
+            return self.assemble_whole(parts.status, headers, body).await;
+        }
+        let mut reader = StreamReader::new(self.call.request.endpoint, None);
+        let held = self.first_token(&mut body, &mut reader, false).await?;
+        Ok(self.commit_stream(parts.status, headers, body, reader, held, lease))
+    }
+
+    /// The body to send: the target's model spliced in, and asking for a stream when a whole
+    /// answer is to be assembled from one.
+    fn request_body(&self) -> Result<Bytes, FailureKind> {
+        let request = self.call.request;
+        let body = if self.target.model.is_empty() {
+            request.body.clone()
+        } else {
+            request.body_for(&self.target.model)
+        };
+        if !self.call.assemble {
+            return Ok(body);
+        }
+        let protocol = request.endpoint.protocol();
+        protocol
+            .streaming_request(request.endpoint, &body)
+            .map_err(FailureKind::Malformed)
+    }
+
+    /// Connect, write and first byte. A pooled connection the server had already closed before
+    /// answering is dialed afresh, once, uncounted.
+    async fn exchange(
+        &mut self,
+        body: Bytes,
+    ) -> Result<(http::response::Parts, UpstreamBody), FailureKind> {
+        let mut redialed = false;
+        loop {
+            let connection = self.connect().await?;
+            let reused = connection.reused;
+            match self.write_and_first_byte(connection, body.clone()).await? {
+                Ok(exchange) => return Ok(exchange),
+                Err(e)
+                    if reused
+                        && !redialed
+                        && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) =>
+                {
+                    redialed = true;
+                }
+                Err(e) => return Err(hyper_failure(&e)),
+            }
         }
     }
-}
 
-async fn attempt(
-    engine: &Arc<Engine>,
-    request: &CallRequest,
-    target: &Target,
-    d: &AttemptDeadlines,
-    progress: &mut Progress,
-    ctx: &Context<'_>,
-    lease: &mut Option<Lease>,
-) -> Result<Response, FailureKind> {
-    let upstream = &engine.config.upstreams[target.upstream];
-    let body = if target.model.is_empty() {
-        request.body.clone()
-    } else {
-        request.body_for(&target.model)
-    };
-    // A non-streaming chat call is streamed from the upstream when the policy says so, so that
-    // first_token and idle protect it too; the client still gets one JSON body.
-    // Not when the body asks for what the assembler does not rebuild (log probabilities, audio).
-    let assemble = !request.stream
-        && request.endpoint == crate::Endpoint::Chat
-        && ctx.route.policy.stream_upstream
-        && memchr::memmem::find(&request.body, b"logprobs").is_none()
-        && memchr::memmem::find(&request.body, b"\"audio\"").is_none();
-    let body = if assemble {
-        Bytes::from(crate::stream::assemble::streaming_body(&body).map_err(FailureKind::Malformed)?)
-    } else {
-        body
-    };
-    let mut redialed = false;
-    let (mut connection, response) = loop {
-        progress.phase = Phase::Connect;
-        let connect = d.connect();
-        let mut connection =
-            match timeout_at(connect.at, engine.upstreams.connect(target.upstream)).await {
-                Err(_) => return Err(FailureKind::Timeout(connect.limit)),
-                Ok(connection) => connection?,
-            };
-        let connected = Instant::now();
-        progress.timeline.connected = Some(connected);
-        progress.timeline.reused = connection.reused;
+    /// Connect: a pooled connection at once, or DNS, TCP and TLS within `connect`.
+    async fn connect(&mut self) -> Result<Connection, FailureKind> {
+        self.phase = Phase::Connect;
+        let connect = self.deadlines.connect();
+        let upstreams = &self.call.shared.upstreams;
+        let connection = timeout_at(connect.at, upstreams.connect(self.target.upstream))
+            .await
+            .map_err(|_| FailureKind::Timeout(connect.limit))??;
+        self.timeline.connected = Some(Instant::now());
+        self.timeline.reused = connection.reused;
+        Ok(connection)
+    }
 
-        progress.phase = Phase::Write;
-        let (http_request, mut written) =
-            build(request, upstream, body.clone(), connection.is_h2())?;
-        let result = {
-            let send = connection.send(http_request);
-            tokio::pin!(send);
-            let write = d.write(connected);
-            let early = tokio::select! {
-                biased;
-                result = &mut send => Some(result),
-                _ = &mut written => None,
-                _ = sleep_until(write.at) => return Err(FailureKind::Timeout(write.limit)),
-            };
-            let sent = Instant::now();
-            progress.timeline.written = Some(sent);
-            progress.phase = Phase::FirstByte;
-            match early {
-                Some(result) => result,
-                None => {
-                    let head = d.headers(sent, request.stream || assemble);
-                    match timeout_at(head.at, &mut send).await {
-                        Err(_) => return Err(FailureKind::Timeout(head.limit)),
-                        Ok(result) => result,
-                    }
-                }
+    /// Write, then first byte: the request handed over within `write`, then its response head
+    /// awaited within `first_byte` (for a stream, `first_token` caps that wait too).
+    async fn write_and_first_byte(
+        &mut self,
+        connection: Connection,
+        body: Bytes,
+    ) -> Result<hyper::Result<(http::response::Parts, UpstreamBody)>, FailureKind> {
+        self.phase = Phase::Write;
+        let upstream = &self.call.shared.config.upstreams[self.target.upstream];
+        let h2 = connection.is_h2();
+        let (request, mut written) = request::build(self.call.request, upstream, body, h2)?;
+        let connected = self.timeline.connected.unwrap_or(self.timeline.start);
+        let write = self.deadlines.write(connected);
+        let send = connection.send(request);
+        tokio::pin!(send);
+        let early = tokio::select! {
+            biased;
+            result = &mut send => Some(result),
+            _ = &mut written => None,
+            _ = sleep_until(write.at) => return Err(FailureKind::Timeout(write.limit)),
+        };
+        let sent = Instant::now();
+        self.timeline.written = Some(sent);
+        self.phase = Phase::FirstByte;
+        let result = match early {
+            Some(result) => result,
+            None => {
+                let head = self.deadlines.headers(sent, self.call.streams_upstream());
+                timeout_at(head.at, &mut send)
+                    .await
+                    .map_err(|_| FailureKind::Timeout(head.limit))?
             }
         };
-        match result {
-            Ok(response) => break (connection, response),
-            // A pooled connection the server had already closed: dial afresh, once, uncounted.
-            Err(e)
-                if connection.reused
-                    && !redialed
-                    && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) =>
-            {
-                redialed = true;
-            }
-            Err(e) => return Err(hyper_failure(&e)),
+        if result.is_ok() {
+            self.timeline.headers = Some(Instant::now());
         }
-    };
-    let headers_at = Instant::now();
-    progress.timeline.headers = Some(headers_at);
-    let status = response.status();
-    progress.status = Some(status.as_u16());
-    let (parts, mut body) = response.into_parts();
-
-    if !status.is_success() {
-        let retry_after = crate::retry::retry_after(&parts.headers);
-        let body = read_capped(&mut connection, &mut body, MAX_ERROR_BODY, d.end.at).await;
-        return Err(FailureKind::Status {
-            status: status.as_u16(),
-            retry_after,
-            body,
-        });
+        Ok(result)
     }
 
-    let event_stream = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mut headers = response_headers(&parts.headers, &target.name);
-
-    if (request.stream || assemble) && event_stream {
-        progress.phase = Phase::FirstToken;
-        let sent = progress.timeline.written.unwrap_or(headers_at);
-        let mut scanner = Scanner::new();
-        let mut held: Vec<Bytes> = Vec::new();
-        let mut ended = false;
-        let mut finished = !content::needs_finish_reason(request.endpoint);
-        // A non-streaming client's answer is assembled from the whole stream before anything is
-        // sent, so every failure up to its end can still be retried.
-        let mut assembler = assemble.then(Assembler::new);
-        let mut last_content: Option<Instant> = None;
-        loop {
-            let wait = match last_content {
-                None => d.first_token(sent),
-                Some(last) => d.idle(last),
-            };
-            let frame =
-                match timeout_at(wait.at, drive(&mut connection.driver(), body.frame())).await {
-                    Err(_) => return Err(FailureKind::Timeout(wait.limit)),
-                    Ok(frame) => frame,
-                };
-            let data = match frame {
-                None if ended => break,
-                None => return Err(FailureKind::Cut),
-                Some(Err(e)) => {
-                    return Err(if ended {
-                        FailureKind::Cut
-                    } else {
-                        body_failure(&e)
-                    });
+    /// An error status: its `Retry-After` and the start of its body, for the message and the
+    /// client.
+    async fn error_status(
+        &mut self,
+        headers: &HeaderMap,
+        status: StatusCode,
+        mut body: UpstreamBody,
+    ) -> FailureKind {
+        let retry_after = crate::retry::retry_after(headers);
+        let mut kept = BytesMut::new();
+        while kept.len() < MAX_ERROR_BODY {
+            match timeout_at(self.deadlines.end.at, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        let room = MAX_ERROR_BODY - kept.len();
+                        kept.extend_from_slice(&data[..data.len().min(room)]);
+                    }
                 }
+                _ => break,
+            }
+        }
+        FailureKind::Status {
+            status: status.as_u16(),
+            retry_after,
+            body: kept.freeze(),
+        }
+    }
+
+    /// First token: reads the stream until its first meaningful content (the commit point) or,
+    /// with `to_end`, to its end. Returns the frames read, to be sent first (none when an
+    /// assembler takes them).
+    async fn first_token(
+        &mut self,
+        body: &mut UpstreamBody,
+        reader: &mut StreamReader,
+        to_end: bool,
+    ) -> Result<Vec<Bytes>, FailureKind> {
+        self.phase = Phase::FirstToken;
+        let sent = self.timeline.written.or(self.timeline.headers);
+        let sent = sent.unwrap_or(self.timeline.start);
+        let mut held = Vec::new();
+        while let Some(data) = reader.next(body, &self.deadlines, sent).await? {
+            let content = reader.scan(&data)?;
+            if content && self.timeline.first_token.is_none() {
+                self.timeline.first_token = reader.last_content;
+                self.phase = Phase::Body;
+            }
+            if reader.assembler.is_none() {
+                held.push(data);
+            }
+            if reader.ended || (content && !to_end) {
+                break;
+            }
+        }
+        Ok(held)
+    }
+
+    /// Commit a stream: the rest of it goes to the client as it comes, watched by `idle`, with
+    /// the lease (the health verdict comes at its end).
+    fn commit_stream(
+        &mut self,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: UpstreamBody,
+        reader: StreamReader,
+        held: Vec<Bytes>,
+        lease: &mut Option<Lease>,
+    ) -> Response {
+        let first = *self.timeline.first_token.get_or_insert_with(Instant::now);
+        self.phase = Phase::Body;
+        headers.insert(
+            "server-timing",
+            header_value(&self.timeline.server_timing()),
+        );
+        if let (Some(lease), Some(written)) = (lease.as_ref(), self.timeline.written) {
+            lease.first_token(first.saturating_duration_since(written));
+        }
+        let stream = CommittedStream::new(Handover {
+            model: self.call.route.name.clone(),
+            lease: lease.take(),
+            shared: self.call.shared.clone(),
+            body,
+            scanner: reader.scanner,
+            held,
+            deadlines: self.deadlines,
+            endpoint: reader.endpoint,
+            ended: reader.ended,
+            finish_seen: reader.finished,
+            upstream: self.target.clone(),
+            describer: self.call.describer(),
+        });
+        Response {
+            status,
+            headers,
+            body: ResponseBody::Stream(Box::new(stream)),
+            trail: Vec::new(),
+            timeline: None,
+        }
+    }
+
+    /// Assemble a whole answer: the stream is read to its end (so every failure up to it can
+    /// still be retried) and put together in the shape of a non-streaming answer.
+    async fn assemble_whole(
+        &mut self,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        mut body: UpstreamBody,
+    ) -> Result<Response, FailureKind> {
+        let endpoint = self.call.request.endpoint;
+        let assembler = endpoint.protocol().assembler(endpoint);
+        let mut reader = StreamReader::new(endpoint, Some(assembler));
+        self.first_token(&mut body, &mut reader, true).await?;
+        self.phase = Phase::Done;
+        body.release();
+        let whole = reader
+            .assembler
+            .expect("assemble_whole made its reader with an assembler")
+            .finish();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(self.whole(status, headers, whole))
+    }
+
+    /// Read a whole body, each read within `idle`; a JSON body must parse.
+    async fn read_whole(
+        &mut self,
+        status: StatusCode,
+        headers: HeaderMap,
+        mut body: UpstreamBody,
+    ) -> Result<Response, FailureKind> {
+        self.phase = Phase::Body;
+        let mut whole = BytesMut::new();
+        let mut last = Instant::now();
+        loop {
+            let idle = self.deadlines.idle(last);
+            let frame = timeout_at(idle.at, body.frame())
+                .await
+                .map_err(|_| FailureKind::Timeout(idle.limit))?;
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => return Err(body_failure(&e)),
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
                     Err(_) => continue,
                 },
             };
-            let mut committed = false;
-            let mut failure = None;
-            scanner
-                .push(&data, |event| {
-                    let signal = content::classify(request.endpoint, event);
-                    if let (
-                        Some(assembler),
-                        Signal::Nothing | Signal::Content | Signal::Finish { .. },
-                    ) = (assembler.as_mut(), &signal)
-                        && let Some(data) = event.data.as_deref()
-                        && let Err(message) = assembler.push(data)
-                    {
-                        failure.get_or_insert(FailureKind::Malformed(message));
-                    }
-                    match signal {
-                        Signal::Nothing => {}
-                        Signal::Content => committed = true,
-                        Signal::Finish { content } => {
-                            committed |= content;
-                            finished = true;
-                        }
-                        Signal::End if finished => ended = true,
-                        Signal::End => {
-                            failure.get_or_insert(FailureKind::Truncated);
-                        }
-                        Signal::UpstreamError(message) => {
-                            failure.get_or_insert(FailureKind::Status {
-                                status: 500,
-                                retry_after: None,
-                                body: Bytes::from(message),
-                            });
-                        }
-                        Signal::Malformed(message) => {
-                            failure.get_or_insert(FailureKind::Malformed(message));
-                        }
-                    }
-                })
-                .map_err(FailureKind::Malformed)?;
-            if let Some(failure) = failure {
-                return Err(failure);
+            if whole.len() + data.len() > MAX_WHOLE_BODY {
+                return Err(FailureKind::Malformed(format!(
+                    "the response is larger than {} MiB",
+                    MAX_WHOLE_BODY >> 20
+                )));
             }
-            if committed {
-                let now = Instant::now();
-                if last_content.is_none() {
-                    progress.timeline.first_token = Some(now);
-                    progress.phase = Phase::Body;
-                }
-                last_content = Some(now);
-            }
-            if !assemble {
-                held.push(data);
-            }
-            if ended || (committed && !assemble) {
-                break;
-            }
+            whole.extend_from_slice(&data);
+            last = Instant::now();
         }
-        if let Some(assembler) = assembler {
-            progress.phase = Phase::Done;
-            engine.upstreams.release(connection);
-            let whole = Bytes::from(
-                serde_json::to_vec(&assembler.finish()).expect("a json value serializes"),
-            );
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            headers.insert(
-                "server-timing",
-                header_value(&progress.timeline.server_timing()),
-            );
-            return Ok(Response {
-                status,
-                headers,
-                body: ResponseBody::Full(whole),
-                trail: Vec::new(),
-                timeline: None,
-            });
+        let whole = whole.freeze();
+        if is_json(&headers)
+            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&whole)
+        {
+            return Err(FailureKind::Malformed(format!(
+                "the response body is not valid JSON: {e}"
+            )));
         }
-        progress
-            .timeline
-            .first_token
-            .get_or_insert_with(Instant::now);
-        progress.phase = Phase::Body;
+        self.phase = Phase::Done;
+        body.release();
+        Ok(self.whole(status, headers, whole))
+    }
+
+    /// A whole answer, with its phases in `server-timing`.
+    fn whole(&self, status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Response {
         headers.insert(
             "server-timing",
-            header_value(&progress.timeline.server_timing()),
+            header_value(&self.timeline.server_timing()),
         );
-        let describer = Describer::new(ctx);
-        // The stream's health verdict comes at its end: the lease goes with it.
-        if let (Some(lease), Some(written), Some(first)) = (
-            lease.as_ref(),
-            progress.timeline.written,
-            progress.timeline.first_token,
-        ) {
-            lease.first_token(first.saturating_duration_since(written));
-        }
-        let stream = commit::Handover {
-            model: ctx.route.name.clone(),
-            lease: lease.take(),
-            engine: engine.clone(),
-            connection,
-            body,
-            scanner,
-            held,
-            deadlines: *d,
-            endpoint: request.endpoint,
-            ended,
-            finish_seen: finished,
-            upstream: target.clone(),
-            describer,
-        };
-        return Ok(Response {
+        Response {
             status,
             headers,
-            body: ResponseBody::Stream(Box::new(commit::CommittedStream::new(stream))),
+            body: ResponseBody::Full(body),
             trail: Vec::new(),
             timeline: None,
-        });
+        }
+    }
+}
+
+/// A stream read before the commit point: its events classified by the protocol, each frame
+/// waited for within `first_token` until content came and within `idle` after it.
+struct StreamReader {
+    endpoint: Endpoint,
+    protocol: &'static dyn Protocol,
+    scanner: Scanner,
+    /// The end marker was seen.
+    ended: bool,
+    /// A finish reason was seen (or the endpoint needs none).
+    finished: bool,
+    /// When content last came.
+    last_content: Option<Instant>,
+    /// Takes every event when a whole answer is assembled.
+    assembler: Option<Box<dyn Assemble>>,
+}
+
+impl StreamReader {
+    fn new(endpoint: Endpoint, assembler: Option<Box<dyn Assemble>>) -> StreamReader {
+        let protocol = endpoint.protocol();
+        StreamReader {
+            endpoint,
+            protocol,
+            scanner: Scanner::new(),
+            ended: false,
+            finished: !protocol.needs_finish_reason(endpoint),
+            last_content: None,
+            assembler,
+        }
     }
 
-    progress.phase = Phase::Body;
-    let mut whole = BytesMut::new();
-    let mut last = Instant::now();
-    loop {
-        let idle = d.idle(last);
-        let frame = match timeout_at(idle.at, drive(&mut connection.driver(), body.frame())).await {
-            Err(_) => return Err(FailureKind::Timeout(idle.limit)),
-            Ok(frame) => frame,
-        };
-        match frame {
-            None => break,
-            Some(Err(e)) => return Err(body_failure(&e)),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if whole.len() + data.len() > MAX_WHOLE_BODY {
-                        return Err(FailureKind::Malformed(format!(
-                            "the response is larger than {} MiB",
-                            MAX_WHOLE_BODY >> 20
-                        )));
+    /// The next frame's data, or `None` when the stream closed after its end marker.
+    async fn next(
+        &mut self,
+        body: &mut UpstreamBody,
+        deadlines: &AttemptDeadlines,
+        sent: Instant,
+    ) -> Result<Option<Bytes>, FailureKind> {
+        loop {
+            let wait = match self.last_content {
+                None => deadlines.first_token(sent),
+                Some(last) => deadlines.idle(last),
+            };
+            let frame = timeout_at(wait.at, body.frame())
+                .await
+                .map_err(|_| FailureKind::Timeout(wait.limit))?;
+            match frame {
+                None if self.ended => return Ok(None),
+                None => return Err(FailureKind::Cut),
+                Some(Err(_)) if self.ended => return Err(FailureKind::Cut),
+                Some(Err(e)) => return Err(body_failure(&e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
                     }
-                    whole.extend_from_slice(&data);
-                    last = Instant::now();
                 }
             }
         }
     }
-    let whole = whole.freeze();
-    let json = headers
+
+    /// Scans `data`'s events: whether any carried content, or the failure one reveals (an
+    /// error event, a malformed chunk, an end marker before any finish reason).
+    fn scan(&mut self, data: &Bytes) -> Result<bool, FailureKind> {
+        let (protocol, endpoint) = (self.protocol, self.endpoint);
+        let (mut content, mut failure) = (false, None);
+        let (ended, finished, assembler) =
+            (&mut self.ended, &mut self.finished, &mut self.assembler);
+        self.scanner
+            .push(data, |event| {
+                let signal = protocol.classify(endpoint, event);
+                if let (Some(assembler), Signal::Nothing | Signal::Content | Signal::Finish { .. }) =
+                    (assembler.as_mut(), &signal)
+                    && let Some(data) = event.data.as_deref()
+                    && let Err(message) = assembler.push(data)
+                {
+                    failure.get_or_insert(FailureKind::Malformed(message));
+                }
+                match signal {
+                    Signal::Nothing => {}
+                    Signal::Content => content = true,
+                    Signal::Finish { content: with } => {
+                        content |= with;
+                        *finished = true;
+                    }
+                    Signal::End if *finished => *ended = true,
+                    Signal::End => {
+                        failure.get_or_insert(FailureKind::Truncated);
+                    }
+                    Signal::UpstreamError(message) => {
+                        failure.get_or_insert(FailureKind::Status {
+                            status: 500,
+                            retry_after: None,
+                            body: Bytes::from(message),
+                        });
+                    }
+                    Signal::Malformed(message) => {
+                        failure.get_or_insert(FailureKind::Malformed(message));
+                    }
+                }
+            })
+            .map_err(FailureKind::Malformed)?;
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if content {
+            self.last_content = Some(Instant::now());
+        }
+        Ok(content)
+    }
+}
+
+/// Whether a response is an SSE stream.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
-    if json && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&whole) {
-        return Err(FailureKind::Malformed(format!(
-            "the response body is not valid JSON: {e}"
-        )));
-    }
-    progress.phase = Phase::Done;
-    engine.upstreams.release(connection);
-    headers.insert(
-        "server-timing",
-        header_value(&progress.timeline.server_timing()),
-    );
-    Ok(Response {
-        status,
-        headers,
-        body: ResponseBody::Full(whole),
-        trail: Vec::new(),
-        timeline: None,
-    })
+        .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
-/// Whether `name` is listed in the message's `Connection` header: such headers are hop-by-hop
-/// by declaration (RFC 9110 §7.6.1) and stop at the gateway.
-fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
+/// Whether a response says it is JSON.
+fn is_json(headers: &HeaderMap) -> bool {
     headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case(name))
-}
-
-/// Headers a client sends that are not passed upstream.
-fn dropped_request_header(name: &str) -> bool {
-    matches!(
-        name,
-        "host"
-            | "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "accept-encoding"
-            | "expect"
-    ) || name.starts_with("x-hourglass-")
-}
-
-/// The upstream request for `request`: the path under the base URL, the client's headers less
-/// hop-by-hop ones, the upstream's own headers and key.
-pub(crate) fn build(
-    request: &CallRequest,
-    upstream: &Upstream,
-    body: Bytes,
-    h2: bool,
-) -> Result<
-    (
-        http::Request<RequestBody>,
-        tokio::sync::oneshot::Receiver<()>,
-    ),
-    FailureKind,
-> {
-    let prefix = upstream.base_url.path().trim_end_matches('/');
-    // HTTP/2 carries the scheme and authority as pseudo-headers: it needs the absolute URI.
-    let uri = match (
-        h2,
-        upstream.base_url.scheme_str(),
-        upstream.base_url.authority(),
-    ) {
-        (true, Some(scheme), Some(authority)) => {
-            format!("{scheme}://{authority}{prefix}{}", request.path)
-        }
-        _ => format!("{prefix}{}", request.path),
-    };
-    let (body, written) = RequestBody::new(body);
-    let mut builder = http::Request::builder()
-        .method(request.method.clone())
-        .uri(uri);
-    let headers = builder.headers_mut().expect("a fresh builder has headers");
-    for (name, value) in &request.headers {
-        if dropped_request_header(name.as_str())
-            || named_by_connection(&request.headers, name.as_str())
-            || (upstream.api_key.is_some() && name == header::AUTHORIZATION)
-        {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
-    if let Some(authority) = upstream.base_url.authority()
-        && !h2
-        && let Ok(value) = HeaderValue::from_str(authority.as_str())
-    {
-        headers.insert(header::HOST, value);
-    }
-    for (name, value) in &upstream.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    if let Some(key) = &upstream.api_key {
-        let mut value =
-            HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
-                FailureKind::Malformed("the API key is not a valid header value".to_owned())
-            })?;
-        value.set_sensitive(true);
-        headers.insert(header::AUTHORIZATION, value);
-    }
-    headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    );
-    let request = builder
-        .body(body)
-        .map_err(|e| FailureKind::Malformed(format!("cannot build the upstream request: {e}")))?;
-    Ok((request, written))
-}
-
-/// The upstream's headers as sent to the client, less hop-by-hop ones, plus `x-hourglass-upstream`.
-fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
-    for (key, value) in upstream {
-        if matches!(
-            key.as_str(),
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "content-length"
-                | "trailer"
-                | "upgrade"
-                | "proxy-connection"
-                | "proxy-authenticate"
-        ) || named_by_connection(upstream, key.as_str())
-        {
-            continue;
-        }
-        headers.append(key.clone(), value.clone());
-    }
-    headers.insert("x-hourglass-upstream", header_value(name));
-    headers
-}
-
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
-async fn read_capped(
-    connection: &mut Connection,
-    body: &mut hyper::body::Incoming,
-    cap: usize,
-    until: Instant,
-) -> Bytes {
-    let mut out = BytesMut::new();
-    while out.len() < cap {
-        match timeout_at(until, drive(&mut connection.driver(), body.frame())).await {
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    out.extend_from_slice(&data[..data.len().min(cap - out.len())]);
-                }
-            }
-            _ => break,
-        }
-    }
-    out.freeze()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
 }
 
 fn hyper_failure(error: &hyper::Error) -> FailureKind {

@@ -1,530 +1,367 @@
 //! The one loop that owns "try again". It picks targets by rank (tiers — the model's, then its
 //! fallbacks' — then breakers and the balance strategy, see `health`), hedges the first attempt
-//! when the model asks for it, fails over at once to an untried upstream, backs off (full jitter) only before
-//! returning to one already tried, honours `Retry-After` by failing over or waiting when the wait
-//! fits, asks the retry budget before every retry, and never starts an attempt that cannot get
-//! through its first wait before the call's deadline.
+//! when the model asks for it, fails over at once to an untried upstream, backs off (full jitter)
+//! only before returning to one already tried, honours `Retry-After` by failing over or waiting
+//! when the wait fits, asks the retry budget before every retry, and never starts an attempt that
+//! cannot get through its first wait before the call's deadline.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use hourglass_config::Hedge;
 use http::StatusCode;
 use tokio::time::Instant;
 
-use crate::attempt::{self, Target};
-use crate::deadlines::Deadlines;
-use crate::error::{self, AttemptRecord, CallError, Failure, FailureKind};
-use crate::health::Candidate;
-use crate::request::CallRequest;
-use crate::{Engine, Response};
+use crate::attempt::AttemptResult;
+use crate::call::Call;
+use crate::commit::Response;
+use crate::error::{AttemptRecord, CallError, FailureKind};
+use crate::events::HedgeOutcome;
+use crate::health::Event;
+use crate::observation;
+use crate::vocabulary::{ErrorCode, Outcome, Phase};
 
-/// Everything the messages of a failed call need to name limits and their sources.
-pub(crate) struct Context<'a> {
-    pub route: &'a hourglass_config::ModelRoute,
-    pub deadlines: &'a Deadlines,
-    pub client_source: Option<&'a str>,
-}
-
-pub(crate) async fn run(engine: &Arc<Engine>, request: CallRequest) -> Result<Response, CallError> {
-    let start = request.start;
-    let asked = request.model.clone().unwrap_or_default();
-    let request_id = request
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let result = call(engine, request).await;
-    log_call(&request_id, &asked, &result, start);
-    if let Some(observer) = engine.observer() {
-        let (outcome, trail) = match &result {
-            Ok(response) => ("ok", &response.trail),
-            Err(error) => (error.code, &error.trail),
-        };
-        // A model nothing serves is not a label: clients could mint them without end.
-        let model = if matches!(outcome, "no_route" | "bad_request") {
-            ""
-        } else {
-            asked.as_str()
-        };
-        let (retries, failovers) = crate::events::retries_and_failovers(
-            trail
-                .iter()
-                .filter(|a| a.outcome != "hedge_cancelled")
-                .map(|a| a.upstream.as_str()),
-        );
-        observer.call(&crate::events::CallEvent {
-            model,
-            outcome,
-            attempts: trail.len(),
-            retries,
-            failovers,
-            elapsed: start.elapsed(),
-        });
-    }
-    result
-}
-
-/// One log line per finished call: its id, model, outcome, every attempt, and the time taken.
-fn log_call(request_id: &str, model: &str, result: &Result<Response, CallError>, start: Instant) {
-    let (outcome, trail, error) = match result {
-        Ok(response) => ("ok", &response.trail, ""),
-        Err(error) => (error.code, &error.trail, error.message.as_str()),
-    };
-    let attempts: Vec<String> = trail
-        .iter()
-        .map(|a| format!("{}:{}@{}", a.upstream, a.outcome, a.phase.name()))
-        .collect();
-    tracing::info!(
-        target: "hourglass::call",
-        request_id,
-        model,
-        outcome,
-        attempts = attempts.join(","),
-        elapsed_ms = (start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
-        error,
-        "call"
-    );
-}
-
-async fn call(engine: &Arc<Engine>, request: CallRequest) -> Result<Response, CallError> {
-    let model = request
-        .model
-        .clone()
-        .or_else(|| (request.endpoint == crate::Endpoint::Other).then(String::new));
-    let Some(model) = model else {
-        return Err(CallError::before_attempts(
-            "bad_request",
-            StatusCode::BAD_REQUEST,
-            "you must provide a model parameter".to_owned(),
-        ));
-    };
-    let route = match passthrough_or_route(engine, &model) {
-        Some(route) => route,
-        None => {
-            let known: Vec<&str> = engine
-                .config
-                .models
-                .iter()
-                .map(|m| m.name.as_str())
-                .take(20)
-                .collect();
-            let message = format!(
-                "no upstream serves model `{model}`{}",
-                if known.is_empty() {
-                    String::new()
-                } else {
-                    format!("; configured: {}", known.join(", "))
-                }
-            );
-            return Err(CallError::before_attempts(
-                "no_route",
-                StatusCode::NOT_FOUND,
-                message,
-            ));
-        }
-    };
-    let targets = targets(engine, &route);
-    let all_ejected = engine
+/// Makes `call`: attempts until one commits, or the error to send.
+pub(crate) async fn run(call: &Call<'_>) -> Result<Response, CallError> {
+    let shared = call.shared;
+    let all_ejected = shared
         .health
-        .all_ejected(&candidates(&targets), Instant::now());
-    let policy = route.policy;
-    let deadlines = Deadlines::new(
-        request.start,
-        &policy.timeouts,
-        request.client_deadline.as_ref().map(|d| d.0),
-    );
-    let ctx = Context {
-        route: &route,
-        deadlines: &deadlines,
-        client_source: request.client_deadline.as_ref().map(|d| d.1.as_str()),
+        .all_ejected(&call.candidates(), Instant::now());
+    shared.budget().deposit(Instant::now());
+    let mut error = match Attempts::new(call).run().await {
+        Ok(response) => return Ok(response),
+        Err(error) => error,
     };
-    engine
-        .budget
-        .lock()
-        .expect("the budget lock is never poisoned")
-        .deposit(Instant::now());
-
-    let mut trail: Vec<AttemptRecord> = Vec::new();
-    let mut last: Option<(Failure, usize)> = None;
-    let mut tried = vec![false; targets.len()];
-    let mut cooling: Vec<Option<Instant>> = vec![None; targets.len()];
-    let mut next = 0;
-    let mut budget_spent = false;
-    let mut hedged = false;
-    for n in 0..policy.retry.max_attempts {
-        let now = Instant::now();
-        let pick = pick(engine, &route, &targets, &tried, &cooling, next, now);
-        if n > 0 {
-            if !engine
-                .budget
-                .lock()
-                .expect("the budget lock is never poisoned")
-                .try_withdraw(now)
-            {
-                budget_spent = true;
-                break;
-            }
-            let mut wait =
-                cooling[pick].map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
-            if tried[pick] {
-                let mut rng = engine.rng.lock().expect("the rng lock is never poisoned");
-                wait = wait.max(crate::retry::backoff(
-                    n,
-                    policy.retry.backoff_base,
-                    policy.retry.backoff_max,
-                    &mut rng,
-                ));
-            }
-            if !deadlines.attempt_fits(now + wait, request.stream, false) {
-                break;
-            }
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-        }
-        if !deadlines.attempt_fits(Instant::now(), request.stream, n == 0) {
-            break;
-        }
-        tried[pick] = true;
-        // The first attempt may be hedged once: after the threshold without a first token, a
-        // second attempt starts on another upstream and the first to commit wins.
-        let hedge_after = if n == 0 && !hedged {
-            hedge_threshold(engine, &route)
-        } else {
-            None
-        };
-        let outcomes = match hedge_after {
-            None => vec![(pick, one(engine, &request, &targets[pick], n, &ctx).await)],
-            Some(after) => {
-                hedged = true;
-                hedge(
-                    engine, &request, &targets, pick, after, n, &ctx, &mut tried, &cooling,
-                )
-                .await
-            }
-        };
-        let mut stop = false;
-        for (pick, outcome) in outcomes {
-            match outcome {
-                Ok(mut response) => {
-                    trail.append(&mut response.trail);
-                    response.trail = trail;
-                    let attempts = response.trail.len().to_string();
-                    if let Ok(value) = attempts.parse() {
-                        response.headers.insert("x-hourglass-attempts", value);
-                    }
-                    return Ok(response);
-                }
-                Err((failure, record)) => {
-                    trail.push(record);
-                    let retryable = failure.kind.retryable();
-                    if let FailureKind::Status {
-                        retry_after: Some(after),
-                        ..
-                    } = &failure.kind
-                    {
-                        cooling[pick] = Some(Instant::now() + *after);
-                    }
-                    last = Some((failure, pick));
-                    stop |= !retryable;
-                    next = pick + 1;
-                }
-            }
-        }
-        if stop {
-            break;
-        }
-    }
-    let mut error = report(&ctx, &targets, trail, last, budget_spent, request.start);
     if all_ejected {
         error.message.push_str(&format!(
-            "; every upstream serving `{model}` was ejected by its circuit breaker (see [breaker] in docs/config.md) and was tried anyway"
+            "; every upstream serving `{}` was ejected by its circuit breaker (see [breaker] in docs/config.md) and was tried anyway",
+            call.route.name
         ));
     }
     Err(error)
 }
 
 /// What one attempt came to, and on which target (an index into the call's targets).
-type Outcome = (usize, Result<Response, (Failure, AttemptRecord)>);
+type Tried = (usize, AttemptResult);
 
-/// One attempt with its lease on the target's health: a success or a failure the upstream is to
-/// blame for is recorded (a stream's verdict comes at its end, from the committed stream).
-async fn one(
-    engine: &Arc<Engine>,
-    request: &CallRequest,
-    target: &Target,
-    n: u32,
-    ctx: &Context<'_>,
-) -> Result<Response, (Failure, AttemptRecord)> {
-    let adaptive = matches!(ctx.route.hedge, hourglass_config::Hedge::Quantile(_));
-    let mut lease = Some(engine.health.lease(
-        target.upstream,
-        &target.model,
-        adaptive,
-        Instant::now(),
-    ));
-    let outcome = attempt::run(engine, request, target, n, ctx, &mut lease).await;
-    if let Some(observer) = engine.observer() {
-        let (status, record, timeline) = match &outcome {
-            Ok(response) => ("ok", response.trail.last(), response.timeline.as_ref()),
-            Err((_, record)) => (record.outcome, Some(record), None),
-        };
-        if let Some(record) = record {
-            observer.attempt(&crate::events::AttemptEvent {
-                model: &ctx.route.name,
-                upstream: &target.name,
-                upstream_model: &target.model,
-                outcome: status,
-                phase: record.phase.name(),
-                timeline,
-                elapsed: record.elapsed,
-            });
-        }
-    }
-    if let Some(lease) = lease {
-        match &outcome {
-            Ok(response) => {
-                let latency = response.timeline.and_then(|t| {
-                    let at = t.first_token.or(t.headers)?;
-                    Some(at.saturating_duration_since(t.written?))
-                });
-                lease.finish_after(latency, false);
-            }
-            Err((failure, _)) if blames_upstream(&failure.kind) => lease.finish(true),
-            Err(_) => lease.finish_client_error(),
-        }
-    }
-    outcome
+/// What the loop does after an attempt (or a hedged pair).
+enum Next {
+    /// One committed: the call is answered.
+    Answered(Box<Response>),
+    /// Every one failed, and trying again may help.
+    TryAgain,
+    /// A failure no retry can help.
+    Stop,
 }
 
-/// Whether a failure counts against the upstream's health: every timeout, refusal, close, cut,
-/// malformed answer, 429 and 5xx does; the client's own 4xx errors do not.
-fn blames_upstream(kind: &FailureKind) -> bool {
-    match kind {
-        FailureKind::Status { status, .. } => error::retryable_status(*status),
-        _ => true,
-    }
-}
-
-/// The model's hedge threshold now, if it hedges and has another target to hedge on.
-fn hedge_threshold(engine: &Engine, route: &hourglass_config::ModelRoute) -> Option<Duration> {
-    let (fixed, quantile) = match route.hedge {
-        hourglass_config::Hedge::Off => return None,
-        hourglass_config::Hedge::After(d) => (Some(d), None),
-        hourglass_config::Hedge::Quantile(q) => (None, Some(q)),
-    };
-    let ceiling = route.policy.timeouts.first_token / 2;
-    engine.health.hedge_threshold(
-        &route.name,
-        fixed,
-        quantile,
-        Duration::from_millis(20),
-        ceiling,
-    )
-}
-
-/// Runs the first attempt on `pick`; if it has not committed after `after`, starts a hedge on
-/// the next-ranked other target (when the retry budget allows) and returns the winner. The loser
-/// is dropped — its connection closed at once — and recorded as `hedge_cancelled`. When one
-/// fails the other goes on alone; both failures are returned.
-#[allow(clippy::too_many_arguments)]
-async fn hedge(
-    engine: &Arc<Engine>,
-    request: &CallRequest,
-    targets: &[Target],
-    pick: usize,
-    after: Duration,
-    n: u32,
-    ctx: &Context<'_>,
-    tried: &mut [bool],
-    cooling: &[Option<Instant>],
-) -> Vec<Outcome> {
-    let model = ctx.route.name.clone();
-    let primary = one(engine, request, &targets[pick], n, ctx);
-    tokio::pin!(primary);
-    let started = Instant::now();
-    tokio::select! {
-        biased;
-        outcome = &mut primary => return vec![(pick, outcome)],
-        _ = tokio::time::sleep(after) => {}
-    }
-    let now = Instant::now();
-    let second = {
-        let mut rng = engine.rng.lock().expect("the rng lock is never poisoned");
-        engine
-            .health
-            .rank(
-                &model,
-                &candidates(targets),
-                tried,
-                ctx.route.balance,
-                &mut rng,
-                now,
-            )
-            .into_iter()
-            .find(|&i| {
-                targets[i].upstream != targets[pick].upstream && cooling[i].is_none_or(|u| u <= now)
-            })
-    };
-    let allowed = second.is_some()
-        && engine
-            .budget
-            .lock()
-            .expect("the budget lock is never poisoned")
-            .try_withdraw(now);
-    let Some(second) = second.filter(|_| allowed) else {
-        return vec![(pick, primary.await)];
-    };
-    tried[second] = true;
-    if let Some(observer) = engine.observer() {
-        observer.hedge(&model, crate::events::HedgeOutcome::Started);
-    }
-    engine
-        .health
-        .hedge_event(crate::health::Event::HedgeStarted {
-            model: model.clone(),
-            upstream: targets[second].name.clone(),
-            after,
-        });
-    let hedge = one(engine, request, &targets[second], n, ctx);
-    tokio::pin!(hedge);
-    let cancelled = |i: usize| AttemptRecord {
-        upstream: targets[i].name.clone(),
-        model: targets[i].model.clone(),
-        phase: error::Phase::FirstToken,
-        elapsed: started.elapsed(),
-        outcome: "hedge_cancelled",
-        status: None,
-    };
-    let mut failed: Vec<Outcome> = Vec::new();
-    let (mut primary_done, mut hedge_done) = (false, false);
-    while !(primary_done && hedge_done) {
-        let (index, other, other_done, outcome) = tokio::select! {
-            outcome = &mut primary, if !primary_done => {
-                primary_done = true;
-                (pick, second, hedge_done, outcome)
-            }
-            outcome = &mut hedge, if !hedge_done => {
-                hedge_done = true;
-                (second, pick, primary_done, outcome)
-            }
-        };
-        match outcome {
-            Ok(mut response) => {
-                if !other_done {
-                    let model = model.clone();
-                    if let Some(observer) = engine.observer() {
-                        let outcome = if index == pick {
-                            crate::events::HedgeOutcome::Lost
-                        } else {
-                            crate::events::HedgeOutcome::Won
-                        };
-                        observer.hedge(&model, outcome);
-                    }
-                    engine.health.hedge_event(if index == pick {
-                        crate::health::Event::HedgeLost { model }
-                    } else {
-                        crate::health::Event::HedgeWon { model }
-                    });
-                    response.trail.insert(0, cancelled(other));
-                }
-                return vec![(index, Ok(response))];
-            }
-            Err(e) => failed.push((index, Err(e))),
-        }
-    }
-    failed
-}
-
-/// The next target: the best-ranked untried one (tiers, breakers, balance) that is not cooling
-/// down; when every target was tried, the next in turn (see [`choose`]).
-fn pick(
-    engine: &Engine,
-    route: &hourglass_config::ModelRoute,
-    targets: &[Target],
-    tried: &[bool],
-    cooling: &[Option<Instant>],
+/// The loop's state: what was tried, what is cooling down, and what failed.
+struct Attempts<'a> {
+    call: &'a Call<'a>,
+    /// Every attempt made so far.
+    trail: Vec<AttemptRecord>,
+    /// The last failure, and its target.
+    last: Option<(FailureKind, usize)>,
+    /// Per target: whether it was tried.
+    tried: Vec<bool>,
+    /// Per target: until when it asked not to be called (`Retry-After`).
+    cooling: Vec<Option<Instant>>,
+    /// Where the round-robin over tried targets goes on.
     next: usize,
-    now: Instant,
-) -> usize {
-    // One target: nothing to rank (the common case; it keeps the health lock off the path).
-    if targets.len() == 1 {
-        return 0;
-    }
-    let order = {
-        let mut rng = engine.rng.lock().expect("the rng lock is never poisoned");
-        engine.health.rank(
-            &route.name,
-            &candidates(targets),
-            tried,
-            route.balance,
-            &mut rng,
-            now,
-        )
-    };
-    order
-        .into_iter()
-        .find(|&i| cooling[i].is_none_or(|until| until <= now))
-        .unwrap_or_else(|| choose(tried, cooling, next, now))
+    /// A retry was due but the budget refused it.
+    budget_spent: bool,
 }
 
-/// The targets as the health ranking sees them.
-fn candidates(targets: &[Target]) -> Vec<Candidate<'_>> {
-    targets
-        .iter()
-        .map(|t| Candidate {
-            upstream: t.upstream,
-            model: &t.model,
-            tier: t.tier,
-            weight: t.weight,
-        })
-        .collect()
-}
-
-/// A model's route, or for passthrough paths (no model) the first upstream with a chat policy.
-fn passthrough_or_route<'a>(
-    engine: &'a Engine,
-    model: &str,
-) -> Option<std::borrow::Cow<'a, hourglass_config::ModelRoute>> {
-    if model.is_empty() {
-        Some(std::borrow::Cow::Owned(engine.config.passthrough_route()))
-    } else {
-        engine.config.route(model)
-    }
-}
-
-/// The model's targets, then each fallback model's.
-fn targets(engine: &Engine, route: &hourglass_config::ModelRoute) -> Vec<Target> {
-    let mut targets: Vec<Target> = route
-        .targets
-        .iter()
-        .map(|t| Target {
-            upstream: t.upstream,
-            name: engine.config.upstreams[t.upstream].name.clone(),
-            model: t.model.clone(),
-            tier: t.tier,
-            weight: t.weight,
-        })
-        .collect();
-    // Fallback models come after every tier of the model itself.
-    let mut base = targets.iter().map(|t| t.tier + 1).max().unwrap_or(0);
-    for fallback in &route.fallbacks {
-        if let Some(other) = engine.config.route(fallback) {
-            let tiers = other.targets.iter().map(|t| t.tier + 1).max().unwrap_or(0);
-            for t in &other.targets {
-                targets.push(Target {
-                    upstream: t.upstream,
-                    name: engine.config.upstreams[t.upstream].name.clone(),
-                    model: t.model.clone(),
-                    tier: base + t.tier,
-                    weight: t.weight,
-                });
-            }
-            base += tiers;
+impl<'a> Attempts<'a> {
+    fn new(call: &'a Call<'a>) -> Attempts<'a> {
+        Attempts {
+            call,
+            trail: Vec::new(),
+            last: None,
+            tried: vec![false; call.targets.len()],
+            cooling: vec![None; call.targets.len()],
+            next: 0,
+            budget_spent: false,
         }
     }
-    targets
+
+    async fn run(&mut self) -> Result<Response, CallError> {
+        let call = self.call;
+        for n in 0..call.route.policy.retry.max_attempts {
+            let Some(pick) = self.next_target(n).await else {
+                break;
+            };
+            self.tried[pick] = true;
+            // The first attempt may be hedged once: after the threshold without a first token,
+            // a second attempt starts on another upstream and the first to commit wins.
+            let tried = match self.hedge_threshold(n) {
+                Some(after) => self.hedged(pick, after, n).await,
+                None => vec![(
+                    pick,
+                    observation::attempt(call, &call.targets[pick], n).await,
+                )],
+            };
+            match self.settle(tried) {
+                Next::Answered(response) => return Ok(*response),
+                Next::TryAgain => {}
+                Next::Stop => break,
+            }
+        }
+        Err(self.report())
+    }
+
+    /// The target of try `n`, after the budget, the backoff or cool-down and the deadline have
+    /// had their say; `None` ends the loop.
+    async fn next_target(&mut self, n: u32) -> Option<usize> {
+        let (call, now) = (self.call, Instant::now());
+        let pick = self.pick(now);
+        let stream = call.request.stream;
+        if n > 0 {
+            if !call.shared.budget().try_withdraw(now) {
+                self.budget_spent = true;
+                return None;
+            }
+            let cooling = self.cooling[pick].map(|until| until.saturating_duration_since(now));
+            let mut wait = cooling.unwrap_or_default();
+            if self.tried[pick] {
+                let retry = &call.route.policy.retry;
+                let backoff = crate::retry::backoff(
+                    n,
+                    retry.backoff_base,
+                    retry.backoff_max,
+                    &mut call.shared.rng(),
+                );
+                wait = wait.max(backoff);
+            }
+            if !call.deadlines.attempt_fits(now + wait, stream, false) {
+                return None;
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        call.deadlines
+            .attempt_fits(Instant::now(), stream, n == 0)
+            .then_some(pick)
+    }
+
+    /// Takes what the attempts came to: the answer, or each failure into the trail.
+    fn settle(&mut self, tried: Vec<Tried>) -> Next {
+        let mut next = Next::TryAgain;
+        for (pick, result) in tried {
+            match result {
+                Ok(mut response) => {
+                    self.trail.append(&mut response.trail);
+                    response.trail = std::mem::take(&mut self.trail);
+                    let attempts = http::HeaderValue::from(response.trail.len());
+                    response.headers.insert("x-hourglass-attempts", attempts);
+                    return Next::Answered(Box::new(response));
+                }
+                Err((failure, record)) => {
+                    self.trail.push(record);
+                    if let FailureKind::Status {
+                        retry_after: Some(after),
+                        ..
+                    } = &failure
+                    {
+                        self.cooling[pick] = Some(Instant::now() + *after);
+                    }
+                    if !failure.retryable() {
+                        next = Next::Stop;
+                    }
+                    self.last = Some((failure, pick));
+                    self.next = pick + 1;
+                }
+            }
+        }
+        next
+    }
+
+    /// The next target: the best-ranked untried one (tiers, breakers, balance) that is not
+    /// cooling down; when every target was tried, the next in turn (see [`choose`]).
+    fn pick(&self, now: Instant) -> usize {
+        let call = self.call;
+        // One target: nothing to rank (the common case; it keeps the health locks off the path).
+        if call.targets.len() == 1 {
+            return 0;
+        }
+        self.rank(now)
+            .into_iter()
+            .find(|&i| self.cooling[i].is_none_or(|until| until <= now))
+            .unwrap_or_else(|| choose(&self.tried, &self.cooling, self.next, now))
+    }
+
+    /// The untried targets in the order to try them (see `health::Health::rank`).
+    fn rank(&self, now: Instant) -> Vec<usize> {
+        let call = self.call;
+        let candidates = call.candidates();
+        let mut rng = call.shared.rng();
+        let (model, balance) = (&call.route.name, call.route.balance);
+        call.shared
+            .health
+            .rank(model, &candidates, &self.tried, balance, &mut rng, now)
+    }
+
+    /// The model's hedge threshold for try `n`: the first try only, when the model hedges.
+    fn hedge_threshold(&self, n: u32) -> Option<Duration> {
+        let route = self.call.route;
+        let (fixed, quantile) = match route.hedge {
+            _ if n > 0 => return None,
+            Hedge::Off => return None,
+            Hedge::After(d) => (Some(d), None),
+            Hedge::Quantile(q) => (None, Some(q)),
+        };
+        let ceiling = route.policy.timeouts.first_token / 2;
+        let floor = Duration::from_millis(20);
+        let health = &self.call.shared.health;
+        health.hedge_threshold(&route.name, fixed, quantile, floor, ceiling)
+    }
+
+    /// The hedge's target: the best-ranked untried one on another upstream, not cooling down,
+    /// when the retry budget allows a hedge.
+    fn hedge_target(&self, pick: usize) -> Option<usize> {
+        let (call, now) = (self.call, Instant::now());
+        let second = self.rank(now).into_iter().find(|&i| {
+            call.targets[i].upstream != call.targets[pick].upstream
+                && self.cooling[i].is_none_or(|until| until <= now)
+        })?;
+        call.shared.budget().try_withdraw(now).then_some(second)
+    }
+
+    /// Runs try `n` on `pick`; if it has not committed after `after`, starts a hedge on another
+    /// target and returns the winner. The loser is dropped — its connection closed at once — and
+    /// recorded as `hedge_cancelled`. When one fails the other goes on alone; both failures are
+    /// returned.
+    async fn hedged(&mut self, pick: usize, after: Duration, n: u32) -> Vec<Tried> {
+        let call = self.call;
+        let primary = observation::attempt(call, &call.targets[pick], n);
+        tokio::pin!(primary);
+        let started = Instant::now();
+        tokio::select! {
+            biased;
+            result = &mut primary => return vec![(pick, result)],
+            _ = tokio::time::sleep(after) => {}
+        }
+        let Some(second) = self.hedge_target(pick) else {
+            return vec![(pick, primary.await)];
+        };
+        self.tried[second] = true;
+        let (shared, model) = (call.shared, call.route.name.clone());
+        let upstream = call.targets[second].name.clone();
+        let event = Event::HedgeStarted {
+            model: model.clone(),
+            upstream,
+            after,
+        };
+        observation::hedge(shared, &model, HedgeOutcome::Started, event);
+        let hedge = observation::attempt(call, &call.targets[second], n);
+        tokio::pin!(hedge);
+        let mut failed: Vec<Tried> = Vec::new();
+        let (mut primary_done, mut hedge_done) = (false, false);
+        while !(primary_done && hedge_done) {
+            let (index, other, other_done, result) = tokio::select! {
+                result = &mut primary, if !primary_done => {
+                    primary_done = true;
+                    (pick, second, hedge_done, result)
+                }
+                result = &mut hedge, if !hedge_done => {
+                    hedge_done = true;
+                    (second, pick, primary_done, result)
+                }
+            };
+            let Ok(mut response) = result else {
+                failed.push((index, result));
+                continue;
+            };
+            if !other_done {
+                let (outcome, event) = if index == pick {
+                    (HedgeOutcome::Lost, Event::HedgeLost { model })
+                } else {
+                    (HedgeOutcome::Won, Event::HedgeWon { model })
+                };
+                observation::hedge(shared, &call.route.name, outcome, event);
+                response.trail.insert(0, self.cancelled(other, started));
+            }
+            return vec![(index, Ok(response))];
+        }
+        failed
+    }
+
+    /// The record of a hedged attempt cancelled because the other one committed first.
+    fn cancelled(&self, index: usize, started: Instant) -> AttemptRecord {
+        let target = &self.call.targets[index];
+        AttemptRecord {
+            upstream: target.name.clone(),
+            model: target.model.clone(),
+            phase: Phase::FirstToken,
+            elapsed: started.elapsed(),
+            outcome: Outcome::HedgeCancelled,
+            status: None,
+        }
+    }
+
+    /// The error of a call that got no answer: the last failure's, with the tally of attempts.
+    fn report(&mut self) -> CallError {
+        let call = self.call;
+        let trail = std::mem::take(&mut self.trail);
+        let elapsed = call.request.start.elapsed();
+        let tally = tally(&trail, call);
+        let describer = call.describer();
+        let Some((failure, pick)) = self.last.take() else {
+            // No attempt could start: the deadline was already too close.
+            let message = format!(
+                "the call's deadline ({}) left no time for an attempt; {tally}",
+                describer.total_source()
+            );
+            let code = ErrorCode::DeadlineExceeded;
+            let mut error = CallError::before_attempts(code, StatusCode::GATEWAY_TIMEOUT, message);
+            error.trail = trail;
+            error.elapsed = elapsed;
+            return error;
+        };
+        let mut message = describer.describe(&failure, &call.targets[pick].name);
+        let (mut code, mut status) = (failure.code(), failure.status());
+        if self.budget_spent {
+            message.push_str("; no retry: the retry budget (retry_budget.ratio) is spent");
+            code = ErrorCode::RetryBudgetExhausted;
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        let (upstream_error, retry_after) = match &failure {
+            FailureKind::Status {
+                body, retry_after, ..
+            } => (
+                serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .map(|v| v.get("error").cloned().unwrap_or(v)),
+                *retry_after,
+            ),
+            _ => (None, None),
+        };
+        CallError {
+            code,
+            status,
+            message: format!("{message}; {tally}"),
+            trail,
+            elapsed,
+            retry_after,
+            upstream_error,
+        }
+    }
+}
+
+/// "N attempts on M of K upstreams".
+fn tally(trail: &[AttemptRecord], call: &Call<'_>) -> String {
+    let distinct = |names: &mut Vec<&str>| {
+        names.sort_unstable();
+        names.dedup();
+        names.len()
+    };
+    let tried = distinct(&mut trail.iter().map(|a| a.upstream.as_str()).collect());
+    let targets = distinct(&mut call.targets.iter().map(|t| t.name.as_str()).collect());
+    format!(
+        "{} attempt{} on {tried} of {targets} upstream{}",
+        trail.len(),
+        if trail.len() == 1 { "" } else { "s" },
+        if targets == 1 { "" } else { "s" }
+    )
 }
 
 /// The next target: the first untried one from `next` on that is not cooling down, else the
@@ -540,75 +377,6 @@ fn choose(tried: &[bool], cooling: &[Option<Instant>], next: usize, now: Instant
         return i;
     }
     (0..len).min_by_key(|i| cooling[*i]).unwrap_or(0)
-}
-
-fn report(
-    ctx: &Context<'_>,
-    targets: &[Target],
-    trail: Vec<AttemptRecord>,
-    last: Option<(Failure, usize)>,
-    budget_spent: bool,
-    start: Instant,
-) -> CallError {
-    let elapsed = start.elapsed();
-    let upstreams_tried = {
-        let mut names: Vec<&str> = trail.iter().map(|a| a.upstream.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.len()
-    };
-    let distinct_targets = {
-        let mut names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.len()
-    };
-    let tally = format!(
-        "{} attempt{} on {upstreams_tried} of {distinct_targets} upstream{}",
-        trail.len(),
-        if trail.len() == 1 { "" } else { "s" },
-        if distinct_targets == 1 { "" } else { "s" }
-    );
-    let Some((failure, pick)) = last else {
-        // No attempt could start: the deadline was already too close.
-        let message = format!(
-            "the call's deadline ({}) left no time for an attempt; {tally}",
-            crate::describe::total_source(ctx)
-        );
-        let mut error =
-            CallError::before_attempts("deadline_exceeded", StatusCode::GATEWAY_TIMEOUT, message);
-        error.trail = trail;
-        error.elapsed = elapsed;
-        return error;
-    };
-    let target = &targets[pick];
-    let mut message = crate::describe::Describer::new(ctx).describe(&failure.kind, &target.name);
-    let (mut code, mut status) = (failure.kind.code(), error::status_of(&failure.kind));
-    if budget_spent {
-        message = format!("{message}; no retry: the retry budget (retry_budget.ratio) is spent");
-        code = "retry_budget_exhausted";
-        status = StatusCode::SERVICE_UNAVAILABLE;
-    }
-    let upstream_error = match &failure.kind {
-        FailureKind::Status { body, .. } => serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .map(|v| v.get("error").cloned().unwrap_or(v)),
-        _ => None,
-    };
-    let retry_after = match &failure.kind {
-        FailureKind::Status { retry_after, .. } => *retry_after,
-        _ => None,
-    };
-    CallError {
-        code,
-        status,
-        message: format!("{message}; {tally}"),
-        diagnosis: error::diagnosis(code),
-        trail,
-        elapsed,
-        retry_after,
-        upstream_error,
-    }
 }
 
 #[cfg(test)]

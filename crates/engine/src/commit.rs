@@ -1,39 +1,64 @@
-//! After the commit point: the rest of an upstream stream, pumped to the client by the client
-//! connection's own task (a `Body` polled by hyper — no extra task, no channel), watching `idle`
-//! (moved only by meaningful content) and `total`. Nothing is retried here. A stall, a cut or a
-//! broken chunk ends the client's stream with an OpenAI-shaped SSE error event — never a clean
-//! close, never a fake `[DONE]`. A stream read to its end returns its connection to the pool.
+//! After the commit point: the committed [`Response`], and the rest of an upstream stream pumped
+//! to the client by the client connection's own task (a `Body` polled by hyper — no extra task,
+//! no channel), watching `idle` (moved only by meaningful content) and `total`. Nothing is retried
+//! here. A stall, a cut or a broken chunk ends the client's stream with its protocol's error
+//! event — never a clean close, never a fake end marker. A stream read to its end returns its
+//! connection to the pool.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::Engine;
-use crate::attempt::Target;
+use crate::call::{Shared, Target};
 use crate::deadlines::AttemptDeadlines;
 use crate::describe::Describer;
-use crate::error::{self, CallError, FailureKind};
+use crate::error::{AttemptRecord, CallError, FailureKind};
 use crate::health::Lease;
-use crate::stream::content::{self, Endpoint, Signal};
-use crate::stream::sse::Scanner;
-use crate::upstream::Connection;
+use crate::protocol::{Endpoint, Protocol, Signal};
+use crate::sse::Scanner;
+use crate::upstream::{Timeline, UpstreamBody};
+use crate::vocabulary::Outcome;
+
+/// A successful call's response, committed to the client.
+pub struct Response {
+    /// The upstream's status.
+    pub status: StatusCode,
+    /// The upstream's headers (hop-by-hop ones removed) and `x-hourglass-attempts`,
+    /// `x-hourglass-upstream` and `server-timing`.
+    pub headers: HeaderMap,
+    /// The body: whole, or a stream that ends with an error event if it fails after commit.
+    pub body: ResponseBody,
+    /// Every attempt made, the successful one last.
+    pub trail: Vec<AttemptRecord>,
+    /// The moments of the successful attempt (connected, written, headers, first token).
+    pub timeline: Option<Timeline>,
+}
+
+/// The body of a committed response.
+pub enum ResponseBody {
+    /// A complete body.
+    Full(Bytes),
+    /// A committed stream, read on as the client reads it.
+    Stream(Box<CommittedStream>),
+}
 
 /// The body of a committed stream.
 pub struct CommittedStream {
-    engine: Arc<Engine>,
-    /// The connection, returned to the pool once the stream ends cleanly.
-    connection: Option<Connection>,
-    body: Incoming,
+    shared: Arc<Shared>,
+    /// The upstream's body with its connection, returned to the pool once the stream ends
+    /// cleanly.
+    body: Option<UpstreamBody>,
     scanner: Scanner,
     /// Bytes read before the commit point, sent first.
     held: Option<Bytes>,
     deadlines: AttemptDeadlines,
     endpoint: Endpoint,
+    protocol: &'static dyn Protocol,
     /// The end of the stream (`[DONE]`) was seen.
     ended: bool,
     /// A choice's `finish_reason` was seen (or the endpoint needs none): a `[DONE]` before it
@@ -64,9 +89,8 @@ pub(crate) struct Handover {
     /// The model the client asked for (for observers).
     pub model: String,
     pub lease: Option<Lease>,
-    pub engine: Arc<Engine>,
-    pub connection: Connection,
-    pub body: Incoming,
+    pub shared: Arc<Shared>,
+    pub body: UpstreamBody,
     pub scanner: Scanner,
     pub held: Vec<Bytes>,
     pub deadlines: AttemptDeadlines,
@@ -83,13 +107,13 @@ impl CommittedStream {
         let now = Instant::now();
         CommittedStream {
             watchdog: Box::pin(tokio::time::sleep_until(h.deadlines.idle_committed(now).at)),
-            engine: h.engine,
-            connection: Some(h.connection),
-            body: h.body,
+            shared: h.shared,
+            body: Some(h.body),
             scanner: h.scanner,
             held: (!held.is_empty()).then(|| Bytes::from(held)),
             deadlines: h.deadlines,
             endpoint: h.endpoint,
+            protocol: h.endpoint.protocol(),
             ended: h.ended,
             finish_seen: h.finish_seen,
             pending: None,
@@ -115,22 +139,22 @@ impl CommittedStream {
             lease.finish(true);
         }
         let code = kind.code();
-        self.observe(code);
-        tracing::debug!(upstream = %self.upstream.name, code, "stream failed after commit");
+        self.observe(Outcome::Failed(code));
+        tracing::debug!(upstream = %self.upstream.name, %code, "stream failed after commit");
         let error = CallError {
             code,
-            status: error::status_of(&kind),
+            status: kind.status(),
             message: format!(
                 "{}; after the response had begun, so it was not retried",
                 self.describer.describe(&kind, &self.upstream.name)
             ),
-            diagnosis: error::diagnosis(code),
             trail: Vec::new(),
             elapsed: self.deadlines.start.elapsed(),
             retry_after: None,
             upstream_error: None,
         };
-        Poll::Ready(Some(Ok(Frame::data(error.to_sse_event()))))
+        let event = self.protocol.error_event(self.endpoint, &error);
+        Poll::Ready(Some(Ok(Frame::data(event))))
     }
 
     fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
@@ -138,9 +162,9 @@ impl CommittedStream {
         if let Some(lease) = self.lease.take() {
             lease.finish(self.too_slow());
         }
-        self.observe("ok");
-        if let Some(connection) = self.connection.take() {
-            self.engine.upstreams.release(connection);
+        self.observe(Outcome::Ok);
+        if let Some(body) = self.body.take() {
+            body.release();
         }
         Poll::Ready(None)
     }
@@ -148,8 +172,8 @@ impl CommittedStream {
 
 impl CommittedStream {
     /// Tells the engine's observer how the stream ended.
-    fn observe(&self, outcome: &str) {
-        if let Some(observer) = self.engine.observer() {
+    fn observe(&self, outcome: Outcome) {
+        if let Some(observer) = self.shared.observer() {
             let duration = self.committed.elapsed();
             let seconds = duration.as_secs_f64();
             observer.stream(&crate::events::StreamEvent {
@@ -166,7 +190,7 @@ impl CommittedStream {
 
     /// Whether the stream dripped below the breaker's floor (enough of it to judge).
     fn too_slow(&self) -> bool {
-        let floor = self.engine.config().breaker.min_tokens_per_s;
+        let floor = self.shared.config.breaker.min_tokens_per_s;
         let seconds = self.committed.elapsed().as_secs_f64();
         floor > 0.0
             && self.content_events >= 16
@@ -175,15 +199,54 @@ impl CommittedStream {
     }
 }
 
-/// Where the `[DONE]` event starts in `data`: the last `data: [DONE]` at the start of a line (a
-/// JSON string cannot hold a raw line break, so content quoting it is never mistaken for it), or
-/// 0 when the frame holds none.
-fn done_event_start(data: &[u8]) -> usize {
-    [&b"\ndata: [DONE]"[..], b"\ndata:[DONE]"]
-        .iter()
-        .filter_map(|marker| memchr::memmem::rfind(data, marker))
-        .max()
-        .map_or(0, |at| at + 1)
+impl CommittedStream {
+    /// Passes a frame on to the client, after reading its events: content moves the watchdog;
+    /// a malformed event, or an end marker before any finish reason, ends the stream with an
+    /// error event instead (what came before the end marker still goes first).
+    fn forward(
+        &mut self,
+        data: Bytes,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let (mut content, mut ended, mut malformed) = (false, false, None);
+        let (protocol, endpoint) = (self.protocol, self.endpoint);
+        let finish_seen = &mut self.finish_seen;
+        let scanned = self.scanner.push(&data, |event| {
+            match protocol.classify(endpoint, event) {
+                Signal::Content => content = true,
+                Signal::Finish { content: with } => {
+                    content |= with;
+                    *finish_seen = true;
+                }
+                Signal::End => ended = true,
+                // The upstream's own error event goes on to the client as it is.
+                Signal::Nothing | Signal::UpstreamError(_) => {}
+                Signal::Malformed(message) => {
+                    malformed.get_or_insert(message);
+                }
+            }
+        });
+        if let Some(message) = scanned.err().or(malformed) {
+            return self.fail(FailureKind::Malformed(message));
+        }
+        if content {
+            let now = Instant::now();
+            self.max_gap = self.max_gap.max(now - self.last_content);
+            self.last_content = now;
+            self.content_events += 1;
+        }
+        if ended && !self.finish_seen {
+            // Interrupted: pass on what came before the end marker, then the error event in its
+            // place — never a clean end for a truncated answer.
+            let before = protocol.end_event_start(endpoint, &data);
+            if before == 0 {
+                return self.fail(FailureKind::Truncated);
+            }
+            self.pending = Some(FailureKind::Truncated);
+            return Poll::Ready(Some(Ok(Frame::data(data.slice(..before)))));
+        }
+        self.ended |= ended;
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
 }
 
 impl Body for CommittedStream {
@@ -205,58 +268,20 @@ impl Body for CommittedStream {
             return this.fail(kind);
         }
         loop {
-            // The upstream connection is driven here, by the client's task (see `upstream`).
-            if let Some(connection) = this.connection.as_mut() {
-                let _ = connection.poll_driver(cx);
-            }
-            match Pin::new(&mut this.body).poll_frame(cx) {
+            // The body drives its own connection, on the client's task (see `upstream`).
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(None) if this.ended => return this.end(),
                 Poll::Ready(None) => return this.fail(FailureKind::Cut),
                 Poll::Ready(Some(Err(_))) if this.ended => return this.end(),
                 Poll::Ready(Some(Err(_))) => return this.fail(FailureKind::Cut),
                 Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    let (mut content, mut ended, mut malformed) = (false, false, None);
-                    let endpoint = this.endpoint;
-                    let finish_seen = &mut this.finish_seen;
-                    let scanned = this.scanner.push(&data, |event| {
-                        match content::classify(endpoint, event) {
-                            Signal::Content => content = true,
-                            Signal::Finish { content: with } => {
-                                content |= with;
-                                *finish_seen = true;
-                            }
-                            Signal::End => ended = true,
-                            // The upstream's own error event goes on to the client as it is.
-                            Signal::Nothing | Signal::UpstreamError(_) => {}
-                            Signal::Malformed(message) => {
-                                malformed.get_or_insert(message);
-                            }
-                        }
-                    });
-                    if let Some(message) = scanned.err().or(malformed) {
-                        return this.fail(FailureKind::Malformed(message));
+                    if let Ok(data) = frame.into_data() {
+                        return this.forward(data);
                     }
-                    if content {
-                        let now = Instant::now();
-                        this.max_gap = this.max_gap.max(now - this.last_content);
-                        this.last_content = now;
-                        this.content_events += 1;
-                    }
-                    if ended && !this.finish_seen {
-                        // Interrupted: pass on what came before the `[DONE]`, then the error
-                        // event in its place — never a clean end for a truncated answer.
-                        let before = done_event_start(&data);
-                        if before == 0 {
-                            return this.fail(FailureKind::Truncated);
-                        }
-                        this.pending = Some(FailureKind::Truncated);
-                        return Poll::Ready(Some(Ok(Frame::data(data.slice(..before)))));
-                    }
-                    this.ended |= ended;
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                    continue;
                 }
                 Poll::Pending => {}
             }
@@ -281,31 +306,7 @@ impl Body for CommittedStream {
 impl Drop for CommittedStream {
     fn drop(&mut self) {
         if !self.finished {
-            self.observe("client_gone");
+            self.observe(Outcome::ClientGone);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::done_event_start;
-
-    #[test]
-    fn the_done_event_is_found_at_a_line_start_never_inside_content() {
-        let quoted =
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\ndata: [DONE]\n\n";
-        let at = done_event_start(quoted);
-        assert_eq!(&quoted[at..], b"data: [DONE]\n\n");
-        assert_eq!(
-            done_event_start(b"data: [DONE]\n\n"),
-            0,
-            "at the frame's start"
-        );
-        assert_eq!(done_event_start(b"data: {}\n\ndata:[DONE]\n\n"), 10);
-        assert_eq!(
-            done_event_start(b"data: {\"a\":1}\n\n"),
-            0,
-            "none in this frame"
-        );
     }
 }

@@ -8,24 +8,7 @@ use std::time::Duration;
 use hourglass_config::Timeouts;
 use tokio::time::Instant;
 
-/// Which limit a deadline comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
-    /// `timeouts.connect`
-    Connect,
-    /// `timeouts.write`
-    Write,
-    /// `timeouts.first_byte`
-    FirstByte,
-    /// `timeouts.first_token`
-    FirstToken,
-    /// `timeouts.idle`
-    Idle,
-    /// `timeouts.attempt` (grown for later tries)
-    Attempt,
-    /// `timeouts.total`, or the client's own deadline
-    Total,
-}
+use crate::vocabulary::Limit;
 
 /// A deadline and the limit it enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use hourglass_config::Timeouts;
 
-use crate::attempts::Context;
-use crate::deadlines::Limit;
+use crate::deadlines::Deadlines;
 use crate::error::FailureKind;
+use crate::vocabulary::Limit;
 
 /// Writes the messages of failures: what happened, which limit, its value and where it is set.
 #[derive(Debug, Clone)]
@@ -19,19 +19,20 @@ pub(crate) struct Describer {
 }
 
 impl Describer {
-    pub(crate) fn new(ctx: &Context<'_>) -> Describer {
+    /// The messages of a call on `route` with `deadlines`; `client_source` names the header
+    /// that set the client's deadline, if one did.
+    pub(crate) fn new(
+        route: &hourglass_config::ModelRoute,
+        deadlines: &Deadlines,
+        client_source: Option<&str>,
+    ) -> Describer {
         Describer {
-            timeouts: ctx.route.policy.timeouts,
-            sources: ctx.route.sources.clone(),
-            total: ctx
-                .deadlines
-                .total
-                .saturating_duration_since(ctx.deadlines.start),
-            client_source: ctx.deadlines.client_set_total.then(|| {
-                ctx.client_source
-                    .unwrap_or("the client's timeout")
-                    .to_owned()
-            }),
+            timeouts: route.policy.timeouts,
+            sources: route.sources.clone(),
+            total: deadlines.total.saturating_duration_since(deadlines.start),
+            client_source: deadlines
+                .client_set_total
+                .then(|| client_source.unwrap_or("the client's timeout").to_owned()),
         }
     }
 
@@ -49,7 +50,8 @@ impl Describer {
         }
     }
 
-    fn total_source(&self) -> String {
+    /// The total deadline's value and where it was set.
+    pub(crate) fn total_source(&self) -> String {
         match &self.client_source {
             Some(source) => format!("{} from {source}", crate_fmt(self.total)),
             None => format!("{} ({})", crate_fmt(self.total), self.key("timeouts.total")),
@@ -58,14 +60,6 @@ impl Describer {
 
     /// The message of one failure on `upstream`.
     pub(crate) fn describe(&self, kind: &FailureKind, upstream: &str) -> String {
-        let t = &self.timeouts;
-        let limit = |what: &str, value: Duration, key: &str| {
-            format!(
-                "upstream `{upstream}` {what} within {} ({})",
-                crate_fmt(value),
-                self.key(key)
-            )
-        };
         match kind {
             FailureKind::Dns(detail) => {
                 format!("cannot resolve the host of upstream `{upstream}`: {detail}")
@@ -79,67 +73,25 @@ impl Describer {
             FailureKind::Tls(detail) => {
                 format!("the TLS handshake with upstream `{upstream}` failed: {detail}")
             }
-            FailureKind::Timeout(Limit::Connect) => limit(
-                "did not complete a connection",
-                t.connect,
-                "timeouts.connect",
-            ),
-            FailureKind::Timeout(Limit::Write) => {
-                limit("did not take the request body", t.write, "timeouts.write")
-            }
-            FailureKind::Timeout(Limit::FirstByte) => limit(
-                "sent no response headers",
-                t.first_byte,
-                "timeouts.first_byte",
-            ),
-            FailureKind::Timeout(Limit::FirstToken) => {
-                limit("sent no first token", t.first_token, "timeouts.first_token")
-            }
-            FailureKind::Timeout(Limit::Idle) => format!(
-                "upstream `{upstream}` stalled: no content for {} ({})",
-                crate_fmt(t.idle),
-                self.key("timeouts.idle")
-            ),
-            FailureKind::Timeout(Limit::Attempt) => {
-                limit("did not finish an attempt", t.attempt, "timeouts.attempt")
-            }
-            FailureKind::Timeout(Limit::Total) => format!(
-                "the call's deadline of {} passed while waiting on upstream `{upstream}`",
-                self.total_source()
-            ),
+            FailureKind::Timeout(limit) => self.timeout(*limit, upstream),
             FailureKind::Closed(detail) => {
                 format!("upstream `{upstream}` closed the connection before answering ({detail})")
             }
             FailureKind::Status {
                 status: 429,
-                retry_after,
+                retry_after: Some(after),
                 ..
-            } => match retry_after {
-                Some(after) => format!(
-                    "upstream `{upstream}` is rate limiting (429, retry after {})",
-                    crate_fmt(*after)
-                ),
-                None => format!("upstream `{upstream}` is rate limiting (429)"),
-            },
-            FailureKind::Status { status, body, .. } => {
-                let detail = serde_json::from_slice::<serde_json::Value>(body)
-                    .ok()
-                    .and_then(|v| {
-                        v.pointer("/error/message")
-                            .and_then(|m| m.as_str())
-                            .map(str::to_owned)
-                    })
-                    .unwrap_or_else(|| {
-                        String::from_utf8_lossy(&body[..body.len().min(200)])
-                            .trim()
-                            .to_owned()
-                    });
-                if detail.is_empty() {
-                    format!("upstream `{upstream}` answered {status}")
-                } else {
-                    format!("upstream `{upstream}` answered {status}: {detail}")
-                }
+            } => format!(
+                "upstream `{upstream}` is rate limiting (429, retry after {})",
+                crate_fmt(*after)
+            ),
+            FailureKind::Status { status: 429, .. } => {
+                format!("upstream `{upstream}` is rate limiting (429)")
             }
+            FailureKind::Status { status, body, .. } => match status_detail(body) {
+                detail if detail.is_empty() => format!("upstream `{upstream}` answered {status}"),
+                detail => format!("upstream `{upstream}` answered {status}: {detail}"),
+            },
             FailureKind::Cut => {
                 format!("upstream `{upstream}` ended the response before it was complete")
             }
@@ -151,11 +103,52 @@ impl Describer {
             }
         }
     }
+
+    /// The message of a timeout at `limit`: what did not happen, within which value, set where.
+    fn timeout(&self, limit: Limit, upstream: &str) -> String {
+        let t = &self.timeouts;
+        let (what, value) = match limit {
+            Limit::Connect => ("did not complete a connection", t.connect),
+            Limit::Write => ("did not take the request body", t.write),
+            Limit::FirstByte => ("sent no response headers", t.first_byte),
+            Limit::FirstToken => ("sent no first token", t.first_token),
+            Limit::Attempt => ("did not finish an attempt", t.attempt),
+            Limit::Idle => {
+                return format!(
+                    "upstream `{upstream}` stalled: no content for {} ({})",
+                    crate_fmt(t.idle),
+                    self.key(limit.key())
+                );
+            }
+            Limit::Total => {
+                return format!(
+                    "the call's deadline of {} passed while waiting on upstream `{upstream}`",
+                    self.total_source()
+                );
+            }
+        };
+        format!(
+            "upstream `{upstream}` {what} within {} ({})",
+            crate_fmt(value),
+            self.key(limit.key())
+        )
+    }
 }
 
-/// The total deadline's value and source, for a call that could not start an attempt.
-pub(crate) fn total_source(ctx: &Context<'_>) -> String {
-    Describer::new(ctx).total_source()
+/// The upstream's own message in an error body (`error.message`), or the body's start.
+fn status_detail(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_owned()
+        })
 }
 
 /// Durations in messages: `8s`, `250ms`, `1.5s`.

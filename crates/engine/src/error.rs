@@ -1,46 +1,15 @@
-//! The error taxonomy: what went wrong in one attempt ([`Failure`]), whether trying again can help
-//! (one exhaustive match, no catch-all), and how a failed call is reported to the client
-//! ([`CallError`]: a stable code, a status, a message naming the limit and its configuration key,
-//! the attempt trail and a one-line diagnosis).
+//! What went wrong: in one attempt ([`FailureKind`], and whether trying again can help — one
+//! exhaustive match, no catch-all), and for the whole call ([`CallError`]: a code, a status, a
+//! message naming the limit and its configuration key, and the attempt trail). How an error is
+//! written on the wire belongs to the call's protocol (`protocol`).
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::json;
+use serde::{Serialize, Serializer};
 
-use crate::deadlines::Limit;
-
-/// How far an attempt got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Connecting (DNS, TCP, TLS).
-    Connect,
-    /// Sending the request.
-    Write,
-    /// Waiting for the response headers.
-    FirstByte,
-    /// Headers received, waiting for the first meaningful content.
-    FirstToken,
-    /// Reading the body.
-    Body,
-    /// The response is complete.
-    Done,
-}
-
-impl Phase {
-    /// The word used in errors and headers.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Connect => "connect",
-            Phase::Write => "write",
-            Phase::FirstByte => "first_byte",
-            Phase::FirstToken => "first_token",
-            Phase::Body => "body",
-            Phase::Done => "done",
-        }
-    }
-}
+use crate::vocabulary::{ErrorCode, Limit, Outcome, Phase};
 
 /// What went wrong in one attempt.
 #[derive(Debug, Clone)]
@@ -75,38 +44,21 @@ pub enum FailureKind {
     Malformed(String),
 }
 
-/// One failed attempt.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// What went wrong.
-    pub kind: FailureKind,
-    /// How far the attempt got.
-    pub phase: Phase,
-}
-
 impl FailureKind {
     /// The stable error code clients and metrics see.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            FailureKind::Dns(_) => "dns_failure",
-            FailureKind::Refused(_) => "connect_refused",
-            FailureKind::ConnectFailed(_) => "connect_failed",
-            FailureKind::Tls(_) => "tls_failure",
-            FailureKind::Timeout(limit) => match limit {
-                Limit::Connect => "connect_timeout",
-                Limit::Write => "write_timeout",
-                Limit::FirstByte => "first_byte_timeout",
-                Limit::FirstToken => "first_token_timeout",
-                Limit::Idle => "idle_timeout",
-                Limit::Attempt => "attempt_timeout",
-                Limit::Total => "deadline_exceeded",
-            },
-            FailureKind::Closed(_) => "upstream_closed",
-            FailureKind::Status { status: 429, .. } => "rate_limited",
-            FailureKind::Status { .. } => "upstream_status",
-            FailureKind::Cut => "upstream_cut",
-            FailureKind::Truncated => "upstream_truncated",
-            FailureKind::Malformed(_) => "upstream_malformed",
+            FailureKind::Dns(_) => ErrorCode::DnsFailure,
+            FailureKind::Refused(_) => ErrorCode::ConnectRefused,
+            FailureKind::ConnectFailed(_) => ErrorCode::ConnectFailed,
+            FailureKind::Tls(_) => ErrorCode::TlsFailure,
+            FailureKind::Timeout(limit) => limit.code(),
+            FailureKind::Closed(_) => ErrorCode::UpstreamClosed,
+            FailureKind::Status { status: 429, .. } => ErrorCode::RateLimited,
+            FailureKind::Status { .. } => ErrorCode::UpstreamStatus,
+            FailureKind::Cut => ErrorCode::UpstreamCut,
+            FailureKind::Truncated => ErrorCode::UpstreamTruncated,
+            FailureKind::Malformed(_) => ErrorCode::UpstreamMalformed,
         }
     }
 
@@ -134,6 +86,35 @@ impl FailureKind {
             FailureKind::Status { status, .. } => retryable_status(*status),
         }
     }
+
+    /// Whether the failure counts against the upstream's health: every timeout, refusal, close,
+    /// cut, malformed answer, 429 and 5xx does; the client's own 4xx errors do not.
+    pub fn blames_upstream(&self) -> bool {
+        match self {
+            FailureKind::Status { status, .. } => retryable_status(*status),
+            _ => true,
+        }
+    }
+
+    /// The HTTP status the failure is reported with when it ends the call.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FailureKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            FailureKind::Status { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+            FailureKind::Status { status, .. } if (400..500).contains(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            FailureKind::Dns(_)
+            | FailureKind::Refused(_)
+            | FailureKind::ConnectFailed(_)
+            | FailureKind::Tls(_)
+            | FailureKind::Closed(_)
+            | FailureKind::Status { .. }
+            | FailureKind::Cut
+            | FailureKind::Truncated
+            | FailureKind::Malformed(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
 }
 
 /// Statuses worth another try: timeouts, rate limits, server errors and the CDN/LB family
@@ -143,7 +124,7 @@ pub fn retryable_status(status: u16) -> bool {
 }
 
 /// One attempt as the trail reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AttemptRecord {
     /// The upstream tried.
     pub upstream: String,
@@ -151,25 +132,28 @@ pub struct AttemptRecord {
     pub model: String,
     /// How far it got.
     pub phase: Phase,
-    /// Its duration.
+    /// Its duration (`elapsed_ms` on the wire).
+    #[serde(rename = "elapsed_ms", serialize_with = "milliseconds")]
     pub elapsed: Duration,
-    /// `ok` or the failure's code.
-    pub outcome: &'static str,
+    /// `ok`, `hedge_cancelled` or the failure's code.
+    pub outcome: Outcome,
     /// The upstream's status, when one came.
     pub status: Option<u16>,
+}
+
+fn milliseconds<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_millis() as u64)
 }
 
 /// A call that failed, as the client is told.
 #[derive(Debug, Clone)]
 pub struct CallError {
     /// Stable code (`first_token_timeout`, `no_route`, …).
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// HTTP status for the client.
     pub status: StatusCode,
     /// What happened, which limit, and where it is configured.
     pub message: String,
-    /// The likely cause and the fix, in one line.
-    pub diagnosis: &'static str,
     /// Every attempt made.
     pub trail: Vec<AttemptRecord>,
     /// How long the call took.
@@ -181,13 +165,12 @@ pub struct CallError {
 }
 
 impl CallError {
-    /// An error decided before any attempt (bad request, unknown model).
-    pub fn before_attempts(code: &'static str, status: StatusCode, message: String) -> CallError {
+    /// An error decided before any attempt (bad request, unknown model, a missing key).
+    pub fn before_attempts(code: ErrorCode, status: StatusCode, message: String) -> CallError {
         CallError {
             code,
             status,
             message,
-            diagnosis: diagnosis(code),
             trail: Vec::new(),
             elapsed: Duration::ZERO,
             retry_after: None,
@@ -195,139 +178,9 @@ impl CallError {
         }
     }
 
-    /// OpenAI's error type for this error.
-    pub fn kind(&self) -> &'static str {
-        match self.status.as_u16() {
-            429 => "rate_limit_error",
-            504 => "timeout_error",
-            400..=499 => "invalid_request_error",
-            _ => "upstream_error",
-        }
-    }
-
-    /// The body in OpenAI's error shape with an `hourglass` object (trail and diagnosis).
-    pub fn to_json(&self) -> serde_json::Value {
-        let attempts: Vec<_> = self
-            .trail
-            .iter()
-            .map(|a| {
-                json!({"upstream": a.upstream, "model": a.model, "phase": a.phase.name(),
-                       "elapsed_ms": a.elapsed.as_millis() as u64, "outcome": a.outcome, "status": a.status})
-            })
-            .collect();
-        let mut hourglass = json!({"diagnosis": self.diagnosis, "attempts": attempts,
-                                   "elapsed_ms": self.elapsed.as_millis() as u64});
-        if let Some(upstream) = &self.upstream_error {
-            hourglass["upstream_error"] = upstream.clone();
-        }
-        json!({"error": {"message": self.message, "type": self.kind(), "param": null,
-                         "code": self.code, "hourglass": hourglass}})
-    }
-
-    /// The error as an SSE event, `data: {"error": …}`, the way a stream that already began ends.
-    pub fn to_sse_event(&self) -> Bytes {
-        let mut event = b"data: ".to_vec();
-        event.extend_from_slice(&self.to_bytes());
-        event.extend_from_slice(b"\n\n");
-        Bytes::from(event)
-    }
-
-    /// The body as bytes.
-    pub fn to_bytes(&self) -> Bytes {
-        Bytes::from(
-            serde_json::to_vec(&self.to_json()).expect("serializing a json value cannot fail"),
-        )
-    }
-}
-
-/// The HTTP status a failure kind is reported with when it ends the call.
-pub fn status_of(kind: &FailureKind) -> StatusCode {
-    match kind {
-        FailureKind::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        FailureKind::Status { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
-        FailureKind::Status { status, .. } if (400..500).contains(status) => {
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
-        }
-        FailureKind::Dns(_)
-        | FailureKind::Refused(_)
-        | FailureKind::ConnectFailed(_)
-        | FailureKind::Tls(_)
-        | FailureKind::Closed(_)
-        | FailureKind::Status { .. }
-        | FailureKind::Cut
-        | FailureKind::Truncated
-        | FailureKind::Malformed(_) => StatusCode::BAD_GATEWAY,
-    }
-}
-
-/// The one-line diagnosis of an error code.
-pub fn diagnosis(code: &str) -> &'static str {
-    match code {
-        "dns_failure" => {
-            "the upstream's host name does not resolve: check base_url and this machine's DNS; the network, not the API"
-        }
-        "connect_refused" => {
-            "nothing listens at the upstream's address, or a firewall rejects it: check base_url and that the service is up"
-        }
-        "connect_failed" => {
-            "the network cannot reach the upstream (unreachable or reset during connect): check routes, proxies and firewalls"
-        }
-        "tls_failure" => {
-            "the TLS handshake failed: check the URL scheme and port, the certificate, and any intercepting proxy"
-        }
-        "connect_timeout" => {
-            "no TCP/TLS handshake completed in time: the host is unreachable or dropping packets (network, not the API); raise timeouts.connect only for slow links"
-        }
-        "write_timeout" => {
-            "the request body could not be sent in time: a large upload on a slow link; raise timeouts.write or shrink the request"
-        }
-        "first_byte_timeout" => {
-            "the upstream accepted the request but sent no response headers in time: overloaded or hung server, or a proxy waiting on it"
-        }
-        "first_token_timeout" => {
-            "the upstream answered but produced no content in time: overloaded, or a reasoning model thinking longer than timeouts.first_token allows"
-        }
-        "idle_timeout" => {
-            "the stream stalled between tokens for longer than timeouts.idle: an overloaded or stuck upstream; keep-alive comments do not count as progress"
-        }
-        "attempt_timeout" => {
-            "one try took longer than timeouts.attempt: a slow generation; raise it (or attempt_growth) for long outputs, or stream"
-        }
-        "deadline_exceeded" => {
-            "the call's total deadline passed (timeouts.total or the client's own timeout) before any upstream answered in full"
-        }
-        "upstream_closed" => {
-            "the upstream closed or reset the connection before answering: a crashing server, an idle-timeout on a proxy, or a load balancer cutting it"
-        }
-        "rate_limited" => {
-            "the upstream is rate limiting: spread load over more upstreams or keys, or lower the request rate"
-        }
-        "upstream_status" => {
-            "the upstream answered with an error status; its own message is included"
-        }
-        "upstream_cut" => {
-            "the upstream ended the response before it was complete (no [DONE]): a crash or a proxy cutting long responses"
-        }
-        "upstream_truncated" => {
-            "the upstream ended the stream with [DONE] but no finish_reason: it interrupted the answer (llama.cpp's server does when a newer request arrives); the text is incomplete"
-        }
-        "upstream_malformed" => {
-            "the upstream sent a response that is not valid JSON or SSE: a proxy's error page or a broken server"
-        }
-        "retry_budget_exhausted" => {
-            "retries are capped at a share of recent calls (retry_budget) and that share is spent: upstreams are failing broadly, so retrying would only add load"
-        }
-        "no_route" => {
-            "no upstream serves this model: add it to an upstream's models or a [models.NAME] table"
-        }
-        "bad_request" => {
-            "the request itself is not valid: fix it on the client side; retrying cannot help"
-        }
-        "request_too_large" => "the request body is larger than server.max_request_body",
-        "request_timeout" => {
-            "the client sent its request body too slowly (server.body_read_timeout): a slow or stalled client, or a slowloris"
-        }
-        _ => "see docs/errors.md",
+    /// The likely cause and the fix, in one line.
+    pub fn diagnosis(&self) -> &'static str {
+        self.code.diagnosis()
     }
 }
 
@@ -336,48 +189,32 @@ mod tests {
     use super::*;
 
     fn kinds() -> Vec<FailureKind> {
+        let status = |status| FailureKind::Status {
+            status,
+            retry_after: None,
+            body: Bytes::new(),
+        };
         let mut kinds = vec![
             FailureKind::Dns("x".into()),
             FailureKind::Refused("x".into()),
             FailureKind::ConnectFailed("x".into()),
             FailureKind::Tls("x".into()),
             FailureKind::Closed("x".into()),
-            FailureKind::Status {
-                status: 503,
-                retry_after: None,
-                body: Bytes::new(),
-            },
-            FailureKind::Status {
-                status: 429,
-                retry_after: None,
-                body: Bytes::new(),
-            },
+            status(503),
+            status(429),
             FailureKind::Cut,
             FailureKind::Truncated,
             FailureKind::Malformed("x".into()),
         ];
-        for limit in [
-            Limit::Connect,
-            Limit::Write,
-            Limit::FirstByte,
-            Limit::FirstToken,
-            Limit::Idle,
-            Limit::Attempt,
-            Limit::Total,
-        ] {
-            kinds.push(FailureKind::Timeout(limit));
-        }
+        kinds.extend(Limit::ALL.iter().map(|limit| FailureKind::Timeout(*limit)));
         kinds
     }
 
     #[test]
-    fn every_kind_has_its_own_code_and_diagnosis() {
+    fn every_kind_has_its_own_code() {
         let kinds = kinds();
         let codes: std::collections::HashSet<_> = kinds.iter().map(FailureKind::code).collect();
         assert_eq!(codes.len(), kinds.len(), "codes differ");
-        let diagnoses: std::collections::HashSet<_> = codes.iter().map(|c| diagnosis(c)).collect();
-        assert_eq!(diagnoses.len(), codes.len(), "diagnoses differ");
-        assert!(diagnoses.iter().all(|d| *d != "see docs/errors.md"));
     }
 
     #[test]
@@ -397,32 +234,24 @@ mod tests {
 
     #[test]
     fn statuses_follow_the_kind_of_failure() {
+        let status = |status| FailureKind::Status {
+            status,
+            retry_after: None,
+            body: Bytes::new(),
+        };
         assert_eq!(
-            status_of(&FailureKind::Timeout(Limit::Idle)),
+            FailureKind::Timeout(Limit::Idle).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
-        assert_eq!(status_of(&FailureKind::Cut), StatusCode::BAD_GATEWAY);
-        let limited = FailureKind::Status {
-            status: 429,
-            retry_after: None,
-            body: Bytes::new(),
-        };
-        assert_eq!(status_of(&limited), StatusCode::TOO_MANY_REQUESTS);
-        let own = FailureKind::Status {
-            status: 400,
-            retry_after: None,
-            body: Bytes::new(),
-        };
+        assert_eq!(FailureKind::Cut.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(status(429).status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
-            status_of(&own),
+            status(400).status(),
             StatusCode::BAD_REQUEST,
             "the client's own error keeps its status"
         );
-        let server = FailureKind::Status {
-            status: 503,
-            retry_after: None,
-            body: Bytes::new(),
-        };
-        assert_eq!(status_of(&server), StatusCode::BAD_GATEWAY);
+        assert_eq!(status(503).status(), StatusCode::BAD_GATEWAY);
+        assert!(!status(400).blames_upstream());
+        assert!(status(503).blames_upstream());
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::upstream::Timeline;
+use crate::vocabulary::{Outcome, Phase};
 
 /// One attempt that ended (for a stream: at its commit point or failure before it).
 #[derive(Debug, Clone, Copy)]
@@ -15,10 +16,10 @@ pub struct AttemptEvent<'a> {
     pub upstream: &'a str,
     /// The model name sent to it.
     pub upstream_model: &'a str,
-    /// `ok`, or the failure's code.
-    pub outcome: &'a str,
-    /// How far it got (`connect`, `write`, `first_byte`, `first_token`, `body`, `done`).
-    pub phase: &'a str,
+    /// `ok`, `hedge_cancelled` or the failure's code.
+    pub outcome: Outcome,
+    /// How far it got.
+    pub phase: Phase,
     /// Its phase moments (successful attempts).
     pub timeline: Option<&'a Timeline>,
     /// How long it ran.
@@ -31,7 +32,7 @@ pub struct CallEvent<'a> {
     /// The model the client asked for (empty for pass-through paths).
     pub model: &'a str,
     /// `ok`, or the error code the client got.
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     /// Attempts made, hedges included.
     pub attempts: usize,
     /// Attempts that went back to an upstream already tried.
@@ -50,7 +51,7 @@ pub struct StreamEvent<'a> {
     /// The upstream that served it.
     pub upstream: &'a str,
     /// `ok`, `client_gone`, or the failure's code.
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     /// The longest silence between two content events.
     pub max_gap: Option<Duration>,
     /// Content events per second after the first.

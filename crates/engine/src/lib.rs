@@ -1,6 +1,7 @@
 //! The call path, usable as a library by Rust programs that call AI APIs directly: deadlines, the
-//! one attempt loop (retry and failover), the upstream client timed by phase, the stream watchdog
-//! and the error taxonomy. `docs/timeouts.md` defines the phases this crate enforces.
+//! one attempt loop (retry, failover and hedging), one attempt timed by phase, the stream
+//! watchdog after the commit point, and the error taxonomy. `docs/timeouts.md` defines the phases
+//! this crate enforces.
 //!
 //! ```no_run
 //! # async fn run() {
@@ -17,63 +18,43 @@
 //! # }
 //! ```
 
-// Modules in the order a call meets them.
-pub mod request; // what a call asks for: endpoint, body, model, stream, client deadline
-pub mod deadlines; // every clock as an instant: min(phase, attempt, total)
-pub mod retry; // backoff, Retry-After, the retry budget
-mod attempts; // the one loop that owns "try again": retry and failover
-mod attempt; // one attempt: connect, write, first byte, first token, the commit point
-pub mod upstream; // the only user of the HTTP client: pool, dial, timeline
-pub mod stream; // SSE scanning and what counts as content
-pub mod commit; // after the commit point: the body that pumps a stream, with its watchdog
-pub mod error; // failures, retryability, the error the client sees
+// Modules top-down, in the order a call meets them: each uses only modules listed after it
+// (a test reads this list and every `crate::` path to keep it so).
+mod attempts; // the one loop that owns "try again": ranking, budget, backoff, Retry-After, hedging
+mod observation; // around the loop: leases and events per attempt, a log line and event per call
+mod attempt; // one attempt in phases: connect, write, first byte, first token, then its ending
+pub mod commit; // the committed response, and a stream's rest with its watchdog
+mod route; // a model's route and targets, then its fallbacks'
+mod call; // what a call works with: the engine's shared parts, targets, deadlines
+pub mod health; // breakers, latency estimates, target ranking, hedge thresholds, active checks
 pub mod events; // what observers hear: attempts, calls, streams, hedges
-pub mod health; // breakers, latency estimates, target ranking, hedge thresholds
+pub mod retry; // backoff, Retry-After, the retry budget
 mod describe; // the words of a failure: which limit, its value, where it is set
+pub mod deadlines; // every clock as an instant: min(phase, attempt, total)
+pub mod upstream; // the only user of the HTTP client: pool, dial, request, timeline
+pub mod request; // what a call asks for: endpoint, body, model, stream, client deadline
+pub mod protocol; // wire formats: what a request asks, what is content, error shapes, keys
+pub mod sse; // event boundaries in a byte stream (the one SSE parser)
+pub mod error; // failures, retryability, the error of a call
+pub mod vocabulary; // the documented words: error codes, phases, limits, outcomes
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
-use hourglass_config::Config;
-use http::{HeaderMap, StatusCode};
+use hourglass_config::{CheckMode, Config};
+use tokio::time::Instant;
 
+pub use commit::{Response, ResponseBody};
 pub use error::{AttemptRecord, CallError};
+pub use protocol::Endpoint;
 pub use request::CallRequest;
-pub use stream::content::Endpoint;
 pub use upstream::dial::{BoxFuture, BoxIo, Dial, DialFn};
+pub use vocabulary::{ErrorCode, Outcome, Phase};
 
-/// The engine: configuration, upstream connections and the retry budget, shared by every call.
+/// The engine: configuration, upstream connections, health and the retry budget, shared by
+/// every call.
 pub struct Engine {
-    config: Arc<Config>,
-    upstreams: upstream::Upstreams,
-    budget: Mutex<retry::RetryBudget>,
-    rng: Mutex<fastrand::Rng>,
-    health: Arc<health::Health>,
-    observer: std::sync::OnceLock<Arc<dyn events::Observer>>,
-}
-
-/// A successful call's response, committed to the client.
-pub struct Response {
-    /// The upstream's status.
-    pub status: StatusCode,
-    /// The upstream's headers (hop-by-hop ones removed) and `x-hourglass-attempts`,
-    /// `x-hourglass-upstream` and `server-timing`.
-    pub headers: HeaderMap,
-    /// The body: whole, or a stream that ends with an SSE error event if it fails after commit.
-    pub body: ResponseBody,
-    /// Every attempt made, the successful one last.
-    pub trail: Vec<AttemptRecord>,
-    /// The moments of the successful attempt (connected, written, headers, first token).
-    pub timeline: Option<upstream::Timeline>,
-}
-
-/// The body of a committed response.
-pub enum ResponseBody {
-    /// A complete body.
-    Full(Bytes),
-    /// A committed stream, read on as the client reads it.
-    Stream(Box<commit::CommittedStream>),
+    shared: Arc<call::Shared>,
 }
 
 impl Engine {
@@ -81,7 +62,54 @@ impl Engine {
     /// (the embedded simulator, tests).
     pub fn new(
         config: Config,
+        dials: HashMap<String, Arc<dyn Dial>>,
+    ) -> Result<Arc<Engine>, String> {
+        let now = Instant::now();
+        let names = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let health = health::Health::new(&config.breaker, names);
+        let budget = retry::RetryBudget::new(
+            config.retry_budget.ratio,
+            config.retry_budget.min_per_s,
+            now,
+        );
+        Engine::assemble(config, dials, health, Arc::new(Mutex::new(budget)))
+    }
+
+    /// An engine for a reloaded `config` that carries this one's state: the health of every
+    /// upstream still configured with the same name and base URL (breakers, ejections, latency
+    /// estimates, checks — shared, so calls still in flight here report into it), the hedge
+    /// windows, the health log, the retry budget (with the new settings) and the observer.
+    pub fn reload(
+        &self,
+        config: Config,
+        dials: HashMap<String, Arc<dyn Dial>>,
+    ) -> Result<Arc<Engine>, String> {
+        let old = &self.shared.config;
+        let same = |name: &str| {
+            let before = old.upstreams.iter().find(|u| u.name == name);
+            let after = config.upstreams.iter().find(|u| u.name == name);
+            matches!((before, after), (Some(b), Some(a)) if b.base_url == a.base_url)
+        };
+        let names = config.upstreams.iter().map(|u| u.name.clone()).collect();
+        let health = self
+            .shared
+            .health
+            .carried_over(&config.breaker, names, same);
+        self.shared
+            .budget()
+            .reconfigure(config.retry_budget.ratio, config.retry_budget.min_per_s);
+        let engine = Engine::assemble(config, dials, health, self.shared.budget.clone())?;
+        if let Some(observer) = self.shared.observer.get() {
+            let _ = engine.set_observer(observer.clone());
+        }
+        Ok(engine)
+    }
+
+    fn assemble(
+        config: Config,
         mut dials: HashMap<String, Arc<dyn Dial>>,
+        health: health::Health,
+        budget: Arc<Mutex<retry::RetryBudget>>,
     ) -> Result<Arc<Engine>, String> {
         let tls = upstream::dial::tls_config();
         let mut dialers: Vec<Arc<dyn Dial>> = Vec::with_capacity(config.upstreams.len());
@@ -95,32 +123,26 @@ impl Engine {
             };
             dialers.push(dial);
         }
-        let now = tokio::time::Instant::now();
         Ok(Arc::new(Engine {
-            budget: Mutex::new(retry::RetryBudget::new(
-                config.retry_budget.ratio,
-                config.retry_budget.min_per_s,
-                now,
-            )),
-            upstreams: upstream::Upstreams::new(dialers),
-            health: Arc::new(health::Health::new(
-                &config.breaker,
-                config.upstreams.iter().map(|u| u.name.clone()).collect(),
-            )),
-            config: Arc::new(config),
-            rng: Mutex::new(fastrand::Rng::new()),
-            observer: std::sync::OnceLock::new(),
+            shared: Arc::new(call::Shared {
+                config: Arc::new(config),
+                upstreams: Arc::new(upstream::Upstreams::new(dialers)),
+                health: Arc::new(health),
+                budget,
+                rng: Mutex::new(fastrand::Rng::new()),
+                observer: OnceLock::new(),
+            }),
         }))
     }
 
     /// The configuration it runs.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     /// Every upstream-and-model's health: breaker, latency estimate, calls in flight, events.
     pub fn health(&self) -> &health::Health {
-        &self.health
+        &self.shared.health
     }
 
     /// Sets the observer of calls (once; a second observer is refused and returned).
@@ -128,31 +150,87 @@ impl Engine {
         &self,
         observer: Arc<dyn events::Observer>,
     ) -> Result<(), Arc<dyn events::Observer>> {
-        self.observer.set(observer)
-    }
-
-    /// The observer, if one is set.
-    pub(crate) fn observer(&self) -> Option<&dyn events::Observer> {
-        self.observer.get().map(|o| o.as_ref())
+        self.shared.observer.set(observer)
     }
 
     /// How many retries the retry budget would allow now.
     pub fn retry_budget_available(&self) -> f64 {
-        self.budget
-            .lock()
-            .expect("the budget lock is never poisoned")
-            .available(tokio::time::Instant::now())
+        self.shared.budget().available(Instant::now())
     }
 
     /// Starts the active health checks of every upstream (`[health_check]`); they stop when the
     /// engine is dropped.
-    pub fn spawn_health_checks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        health::active::spawn(self)
+    pub fn spawn_health_checks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let shared = &self.shared;
+        health::active::spawn(&shared.config, &shared.upstreams, &shared.health)
+    }
+
+    /// Checks upstream number `index` once, as an active check would (`[health_check]`): the
+    /// latency to its answer (or first token), or why it failed.
+    pub async fn check_upstream(
+        &self,
+        index: usize,
+        mode: &CheckMode,
+        limit: std::time::Duration,
+    ) -> Result<std::time::Duration, String> {
+        let shared = &self.shared;
+        let upstream = shared
+            .config
+            .upstreams
+            .get(index)
+            .ok_or_else(|| format!("there is no upstream number {index}"))?;
+        health::active::check(&shared.upstreams, upstream, index, mode, limit).await
     }
 
     /// Makes one call: picks targets, tries them within the deadlines, and returns the committed
-    /// response or the error to send.
-    pub async fn call(self: &Arc<Self>, request: CallRequest) -> Result<Response, CallError> {
-        attempts::run(self, request).await
+    /// response or the error to send. Logs one line and tells the observer when it ends.
+    pub async fn call(&self, request: CallRequest) -> Result<Response, CallError> {
+        let shared = &self.shared;
+        let result = match route::route(&shared.config, &request) {
+            Ok(route) => {
+                let targets = route::targets(&shared.config, &route);
+                attempts::run(&call::Call::new(shared, &request, &route, targets)).await
+            }
+            Err(error) => Err(error),
+        };
+        let model = request.model.as_deref().unwrap_or_default();
+        let request_id = request
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        observation::call_ended(shared, model, request_id, &result, request.start);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_carries_the_retry_budget_and_the_health_of_the_same_upstreams() {
+        let config = || Config::single_upstream("local", "http://127.0.0.1:9/v1");
+        let engine = Engine::new(config(), HashMap::new()).unwrap();
+        let health = &engine.shared.health;
+        for _ in 0..5 {
+            health.lease(0, "m", false, Instant::now()).finish(true);
+        }
+        while engine.shared.budget().try_withdraw(Instant::now()) {}
+        assert_eq!(engine.retry_budget_available(), 0.0);
+        assert_eq!(engine.health().snapshot()[0].breaker, "open");
+
+        let same = engine.reload(config(), HashMap::new()).unwrap();
+        assert_eq!(same.retry_budget_available(), 0.0, "the budget was carried");
+        assert_eq!(
+            same.health().snapshot()[0].breaker,
+            "open",
+            "so was the ejection"
+        );
+
+        // The same name at another address is another server: it starts afresh.
+        let moved = Config::single_upstream("local", "http://127.0.0.1:10/v1");
+        let moved = same.reload(moved, HashMap::new()).unwrap();
+        assert!(moved.health().snapshot().is_empty());
     }
 }

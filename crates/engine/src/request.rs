@@ -1,16 +1,14 @@
 //! What a call asks for: the endpoint, the body as the client sent it, the model it names (and
 //! where in the body, so an alias can be spliced in without re-serializing), whether it streams,
-//! and the client's own deadline.
+//! and the client's own deadline. What the body asks for is read by the endpoint's protocol.
 
 use std::ops::Range;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::stream::content::Endpoint;
+use crate::protocol::{BadBody, Endpoint, RequestHead};
 
 /// One call to make.
 #[derive(Debug, Clone)]
@@ -31,64 +29,54 @@ pub struct CallRequest {
     pub model_span: Option<Range<usize>>,
     /// Whether the client asked for a stream.
     pub stream: bool,
+    /// Whether a whole answer can be assembled from a stream of the upstream's (the protocol's
+    /// assembler rebuilds everything the body asks for).
+    pub assemblable: bool,
     /// The client's own deadline less the margin, and where it came from (for messages).
     pub client_deadline: Option<(Instant, String)>,
     /// When the request arrived.
     pub start: Instant,
 }
 
-/// Why a request body cannot be routed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadBody {
-    /// What was wrong.
-    pub message: String,
-    /// The field at fault.
-    pub param: Option<&'static str>,
-}
-
-/// What the gateway reads of a body before routing it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    /// The model asked for.
-    pub model: Option<String>,
-    /// Where its value (with quotes) sits in the body.
-    pub model_span: Option<Range<usize>>,
-    /// Whether a stream is asked for.
-    pub stream: bool,
-}
-
-#[derive(Deserialize)]
-struct RawHead<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
+/// Reads what a body for `endpoint` asks for (its protocol decides how).
+pub fn read_head(endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody> {
+    endpoint.protocol().read_request(endpoint, body)
 }
 
 impl CallRequest {
-    /// A POST to an OpenAI route with `body`, reading `model` and `stream` from it.
+    /// A POST to `endpoint` at `path` with `body`, read by the endpoint's protocol.
     pub fn new(endpoint: Endpoint, path: &str, body: Bytes) -> Result<CallRequest, BadBody> {
-        let Head {
-            model,
-            model_span,
-            stream,
-        } = read_head(&body)?;
-        Ok(CallRequest {
+        let head = read_head(endpoint, &body)?;
+        Ok(CallRequest::with_head(
             endpoint,
-            method: Method::POST,
+            Method::POST,
+            path,
+            body,
+            head,
+        ))
+    }
+
+    /// A request whose body was read already (`head`); no headers, no client deadline.
+    pub fn with_head(
+        endpoint: Endpoint,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        head: RequestHead,
+    ) -> CallRequest {
+        CallRequest {
+            endpoint,
+            method,
             path: path.to_owned(),
             headers: HeaderMap::new(),
             body,
-            model,
-            model_span,
-            stream: stream
-                && matches!(
-                    endpoint,
-                    Endpoint::Chat | Endpoint::Completions | Endpoint::Responses
-                ),
+            model: head.model,
+            model_span: head.model_span,
+            stream: head.stream,
+            assemblable: head.assemblable,
             client_deadline: None,
             start: Instant::now(),
-        })
+        }
     }
 
     /// The body with the `model` value replaced by `model` (only that span changes).
@@ -107,64 +95,9 @@ impl CallRequest {
     }
 }
 
-/// Reads `model` (its value and span) and `stream` from a JSON body without building it.
-pub fn read_head(body: &[u8]) -> Result<Head, BadBody> {
-    // JSON is UTF-8 (RFC 8259); serde skips the fields it ignores without checking them, so a
-    // broken byte there would go upstream and come back as someone else's confusing error.
-    let text = std::str::from_utf8(body).map_err(|e| BadBody {
-        message: format!(
-            "the request body is not valid UTF-8 (byte {}); JSON must be UTF-8",
-            e.valid_up_to()
-        ),
-        param: None,
-    })?;
-    // serde's derived struct reading also takes a JSON array (`["gpt-4o", true]`) field by field.
-    if !text.trim_start().starts_with('{') {
-        return Err(BadBody {
-            message: "the request body must be a JSON object (`{\"model\": …}`)".to_owned(),
-            param: None,
-        });
-    }
-    let head: RawHead<'_> = serde_json::from_str(text).map_err(|e| BadBody {
-        message: if e.is_data() {
-            format!("invalid request body: {e}")
-        } else {
-            format!("the request body is not valid JSON: {e}")
-        },
-        param: None,
-    })?;
-    let (model, span) = match head.model {
-        None => (None, None),
-        Some(raw) => {
-            let text = raw.get();
-            let model: String = serde_json::from_str(text).map_err(|_| BadBody {
-                message: format!("`model` must be a string, not {text}"),
-                param: Some("model"),
-            })?;
-            // The raw value borrows from `body`: its offset is where the value starts.
-            let start = text.as_ptr() as usize - body.as_ptr() as usize;
-            (Some(model), Some(start..start + text.len()))
-        }
-    };
-    Ok(Head {
-        model,
-        model_span: span,
-        stream: head.stream.unwrap_or(false),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_model_and_stream_flag_are_read_without_parsing_the_rest() {
-        let body = br#"{"messages":[{"role":"user","content":"\"model\": x"}],"model" : "gpt-4o","stream":true}"#;
-        let head = read_head(body).unwrap();
-        assert_eq!(head.model.as_deref(), Some("gpt-4o"));
-        assert_eq!(&body[head.model_span.unwrap()], br#""gpt-4o""#);
-        assert!(head.stream);
-    }
 
     #[test]
     fn an_alias_is_spliced_in_and_nothing_else_changes() {
@@ -179,42 +112,6 @@ mod tests {
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&escaped).unwrap()["model"],
             "we\"ird"
-        );
-    }
-
-    #[test]
-    fn bad_bodies_say_what_is_wrong() {
-        assert!(
-            read_head(b"{\"model\":")
-                .unwrap_err()
-                .message
-                .contains("not valid JSON")
-        );
-        assert_eq!(
-            read_head(br#"{"model":3}"#).unwrap_err().param,
-            Some("model")
-        );
-        assert!(
-            read_head(br#"{"stream":"yes"}"#)
-                .unwrap_err()
-                .message
-                .contains("invalid request body")
-        );
-        assert_eq!(read_head(br#"{"input":"x"}"#).unwrap().model, None);
-        assert!(read_head(b"[1,2]").is_err());
-        // Found by fuzzing: an array was read field by field, as if it were an object.
-        let array = read_head(br#"["gpt-4o", true]"#).unwrap_err();
-        assert!(
-            array.message.contains("must be a JSON object"),
-            "{}",
-            array.message
-        );
-        // Found by fuzzing: a broken byte in a field the gateway does not read.
-        let broken = read_head(b"{\"model\":\"m\",\"con\xabent\":1}").unwrap_err();
-        assert!(
-            broken.message.contains("not valid UTF-8 (byte 17)"),
-            "{}",
-            broken.message
         );
     }
 }

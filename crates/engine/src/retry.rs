@@ -66,6 +66,12 @@ impl RetryBudget {
         }
     }
 
+    /// Applies new settings (a reload) and keeps the calls and retries counted so far.
+    pub fn reconfigure(&mut self, ratio: f64, min_per_s: f64) {
+        self.ratio = ratio;
+        self.min_per_s = min_per_s;
+    }
+
     fn advance(&mut self, now: Instant) {
         let second = now.saturating_duration_since(self.origin).as_secs();
         if second > self.second {

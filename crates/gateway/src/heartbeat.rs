@@ -13,11 +13,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hourglass_engine::{CallError, Response, ResponseBody};
+use hourglass_engine::{CallError, Endpoint, Response, ResponseBody};
 use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::GatewayBody;
+/// The answer's body once the call answered: whole, or a committed stream.
+type Answer = Pin<Box<dyn Body<Data = Bytes, Error = std::convert::Infallible> + Send>>;
 
 /// A call still running, as the heartbeat body polls it.
 pub type Call = Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
@@ -27,21 +28,24 @@ pub struct HeartbeatBody {
     state: State,
     interval: Duration,
     tick: Pin<Box<Sleep>>,
+    endpoint: Endpoint,
     stream: bool,
     metrics: std::sync::Arc<hourglass_observe::Metrics>,
 }
 
 enum State {
     Waiting(Call),
-    Answering(GatewayBody),
+    Answering(Answer),
     Done,
 }
 
 impl HeartbeatBody {
-    /// Heartbeats every `interval` until `call` answers; `stream` picks SSE comments or spaces.
+    /// Heartbeats every `interval` until `call` (to `endpoint`) answers; `stream` picks SSE
+    /// comments or spaces.
     pub fn new(
         call: Call,
         interval: Duration,
+        endpoint: Endpoint,
         stream: bool,
         metrics: std::sync::Arc<hourglass_observe::Metrics>,
     ) -> HeartbeatBody {
@@ -49,6 +53,7 @@ impl HeartbeatBody {
             state: State::Waiting(call),
             interval,
             tick: Box::pin(tokio::time::sleep(interval)),
+            endpoint,
             stream,
             metrics,
         }
@@ -64,10 +69,11 @@ impl HeartbeatBody {
     }
 
     fn error(&self, error: &CallError) -> Bytes {
+        let protocol = self.endpoint.protocol();
         if self.stream {
-            error.to_sse_event()
+            protocol.error_event(self.endpoint, error)
         } else {
-            error.to_bytes()
+            protocol.error_body(error)
         }
     }
 }
@@ -87,14 +93,14 @@ impl Body for HeartbeatBody {
                 State::Waiting(call) => match call.as_mut().poll(cx) {
                     Poll::Ready(Ok(response)) => {
                         this.state = State::Answering(match response.body {
-                            ResponseBody::Full(bytes) => GatewayBody::full(bytes),
-                            ResponseBody::Stream(stream) => GatewayBody::Stream(stream),
+                            ResponseBody::Full(bytes) => Box::pin(http_body_util::Full::new(bytes)),
+                            ResponseBody::Stream(stream) => Box::into_pin(stream),
                         });
                         continue;
                     }
                     Poll::Ready(Err(error)) => {
                         tracing::info!(
-                            code = error.code,
+                            code = %error.code,
                             "call failed after heartbeats: {}",
                             error.message
                         );
@@ -104,7 +110,7 @@ impl Body for HeartbeatBody {
                     }
                     Poll::Pending => Poll::Pending,
                 },
-                State::Answering(body) => match Pin::new(body).poll_frame(cx) {
+                State::Answering(body) => match body.as_mut().poll_frame(cx) {
                     Poll::Ready(Some(frame)) => {
                         // Content is flowing: the next heartbeat is due an interval from now.
                         this.tick.as_mut().reset(Instant::now() + this.interval);

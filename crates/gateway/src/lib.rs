@@ -1,13 +1,16 @@
 //! The HTTP server in front of the engine: OpenAI-compatible routes, the client's deadline
-//! headers, OpenAI-shaped errors with `x-should-retry: false`, request limits and graceful
-//! shutdown. Plain hyper: the routes are few and the hot path stays visible.
+//! headers, errors in the caller's protocol's shape with `x-should-retry: false`, request limits,
+//! reloads and graceful shutdown. Plain hyper: the routes are few and the hot path stays visible.
 
+// Modules top-down: each uses only modules listed after it.
 mod server; // accept loop, connection settings, graceful shutdown
-mod routes; // which path does what
-mod deadline; // x-hourglass-timeout and the OpenAI SDKs' timeout headers
-mod body; // the response body: whole, or a stream from the engine
+mod routes; // which path does what: the gateway's own endpoints, the API, keys, request ids
+mod gateway; // the engine new calls go through (swapped on reload), settings, metrics
+mod body; // the response body: whole, a stream from the engine, or heartbeats while waiting
 mod heartbeat; // keep-alives to the client while no content flows
+mod deadline; // x-hourglass-timeout and the OpenAI SDKs' timeout headers
 
 pub use body::GatewayBody;
 pub use deadline::{ClientTimeouts, client_timeouts};
-pub use server::{Gateway, serve};
+pub use gateway::{Gateway, Reloader};
+pub use server::serve;

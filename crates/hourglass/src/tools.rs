@@ -283,11 +283,13 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", diagnose::render(&found));
     }
-    Ok(if found.verdict.phase == "ok" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_POOR)
-    })
+    Ok(
+        if found.verdict.phase == hourglass_toolkit::diagnose::Step::Ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_POOR)
+        },
+    )
 }
 
 pub fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {

@@ -619,6 +619,17 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Sends SIGHUP to `serve` and waits (up to 2.5 s) until `body` is answered 200.
+fn sighup_until_served(serve: &Sim, gateway: &str, body: &str) -> bool {
+    let pid = serve.child.id().to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(sent.success());
+    (0..50).any(|_| {
+        std::thread::park_timeout(Duration::from_millis(50)); // a test thread, not a runtime
+        post(gateway, body, None).starts_with("HTTP/1.1 200")
+    })
+}
+
 #[test]
 fn sighup_and_admin_reload_swap_the_configuration_under_load_without_failing_a_call() {
     let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
@@ -672,23 +683,10 @@ fn sighup_and_admin_reload_swap_the_configuration_under_load_without_failing_a_c
         format!("{base}[models.second]\ntargets = [\"sim:gpt-4o-mini\"]\n"),
     )
     .unwrap();
-    let pid = serve.child.id().to_string();
     assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
+        sighup_until_served(&serve, &gateway, second),
+        "SIGHUP did not bring `second` in"
     );
-    let mut served = false;
-    for _ in 0..50 {
-        std::thread::park_timeout(Duration::from_millis(50)); // a test thread, not a runtime
-        if post(&gateway, second, None).starts_with("HTTP/1.1 200") {
-            served = true;
-            break;
-        }
-    }
-    assert!(served, "SIGHUP did not bring `second` in");
 
     let before = done.load(std::sync::atomic::Ordering::Relaxed);
     wait_for(before + 20);
@@ -723,6 +721,77 @@ fn sighup_and_admin_reload_swap_the_configuration_under_load_without_failing_a_c
         calls >= 60,
         "the load ran across both reloads: {calls} calls"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The `x-hourglass-upstream` and `x-hourglass-attempts` of an answer.
+fn served_by(answer: &str) -> (String, String) {
+    let header = |name: &str| {
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or("-")
+            .trim()
+            .to_owned()
+    };
+    (
+        header("x-hourglass-upstream"),
+        header("x-hourglass-attempts"),
+    )
+}
+
+#[test]
+fn an_ejected_upstream_stays_ejected_across_a_reload_that_changes_something_else() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
+    let healthy = address(&sim, 0);
+    // `a` refuses every connection: nothing listens on a port just released.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("hourglass-eject-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hourglass.toml");
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[breaker]\nconsecutive_failures = 2\nejection = \"2m\"\n\
+         [health_check]\nmode = \"off\"\n\
+         [upstreams.a]\nbase_url = \"http://{refused}/v1\"\nmodels = [\"gpt-4o-mini\"]\n\
+         [upstreams.b]\nbase_url = \"http://{healthy}/v1\"\nmodels = [\"gpt-4o-mini\"]\n\
+         [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\nbalance = \"ordered\"\n"
+    );
+    std::fs::write(&config, &base).unwrap();
+    let serve = start("serve", &["--config", config.to_str().unwrap()], 1);
+    let gateway = address(&serve, 0);
+    let call = || served_by(&post(&gateway, r#"{"model":"m","messages":[]}"#, None));
+
+    // Two refusals eject `a`; until then each call fails over to `b` after trying `a` first.
+    assert_eq!(call(), ("b".to_owned(), "2".to_owned()));
+    assert_eq!(call(), ("b".to_owned(), "2".to_owned()));
+    assert_eq!(call(), ("b".to_owned(), "1".to_owned()), "`a` is ejected");
+
+    // An unrelated change (a new model), by SIGHUP: `a` stays ejected, calls go straight to `b`.
+    std::fs::write(
+        &config,
+        format!("{base}[models.other]\ntargets = [\"b:gpt-4o-mini\"]\n"),
+    )
+    .unwrap();
+    let other = r#"{"model":"other","messages":[]}"#;
+    assert!(
+        sighup_until_served(&serve, &gateway, other),
+        "SIGHUP did not bring `other` in"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            call(),
+            ("b".to_owned(), "1".to_owned()),
+            "the reload forgot that `a` is ejected"
+        );
+    }
+    let status = http(
+        &gateway,
+        "GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(status.contains(r#""breaker":"open""#), "{status}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hourglass_engine::Engine;
+use hourglass_engine::Outcome;
 use hourglass_engine::events::{AttemptEvent, CallEvent, HedgeOutcome, Observer, StreamEvent};
 
 /// Latency buckets, in seconds: from a fast proxy hop to a ten-minute reasoning call.
@@ -217,10 +218,11 @@ impl Metrics {
 
 impl Observer for Metrics {
     fn attempt(&self, e: &AttemptEvent<'_>) {
-        let model = self.model(e.model, e.outcome == "ok");
+        let model = self.model(e.model, e.outcome.is_ok());
         let e = &AttemptEvent { model, ..*e };
         self.recent.attempt(e, model);
-        self.attempts.add(&[e.model, e.upstream, e.outcome], 1);
+        self.attempts
+            .add(&[e.model, e.upstream, e.outcome.name()], 1);
         if let Some(t) = e.timeline {
             let labels = |phase: &'static str| [e.model, e.upstream, phase];
             if let (Some(connected), false) = (t.connected, t.reused) {
@@ -241,11 +243,11 @@ impl Observer for Metrics {
     }
 
     fn call(&self, e: &CallEvent<'_>) {
-        let model = self.model(e.model, e.outcome == "ok");
+        let model = self.model(e.model, e.outcome.is_ok());
         let e = &CallEvent { model, ..*e };
-        self.calls.add(&[e.model, e.outcome], 1);
+        self.calls.add(&[e.model, e.outcome.name()], 1);
         self.call_seconds
-            .observe(&[e.model, e.outcome], seconds(e.elapsed));
+            .observe(&[e.model, e.outcome.name()], seconds(e.elapsed));
         if e.retries > 0 {
             self.retries.add(&[e.model], e.retries as u64);
         }
@@ -257,7 +259,8 @@ impl Observer for Metrics {
     fn stream(&self, e: &StreamEvent<'_>) {
         let model = self.model(e.model, true);
         let e = &StreamEvent { model, ..*e };
-        self.streams.add(&[e.model, e.upstream, e.outcome], 1);
+        self.streams
+            .add(&[e.model, e.upstream, e.outcome.name()], 1);
         if let Some(gap) = e.max_gap {
             self.gap_seconds
                 .observe(&[e.model, e.upstream], seconds(gap));
@@ -265,7 +268,7 @@ impl Observer for Metrics {
         if let Some(rate) = e.tokens_per_s {
             self.tokens_per_second.observe(&[e.model, e.upstream], rate);
         }
-        if e.outcome == "client_gone" {
+        if e.outcome == Outcome::ClientGone {
             self.disconnects.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -7,8 +7,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hourglass_engine::Engine;
 use hourglass_engine::events::AttemptEvent;
+use hourglass_engine::{Engine, ErrorCode, Phase};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -36,8 +36,8 @@ struct Failure {
     at: jiff::Timestamp,
     model: String,
     upstream: String,
-    code: String,
-    phase: String,
+    code: ErrorCode,
+    phase: Phase,
 }
 
 /// Recent attempts and failures.
@@ -48,22 +48,18 @@ pub struct Recent {
     failures: Mutex<VecDeque<Failure>>,
 }
 
-fn is_timeout(code: &str) -> bool {
-    code.ends_with("_timeout") || code == "deadline_exceeded"
-}
-
 impl Recent {
     /// Records an attempt (`model` already reduced to its label).
     pub fn attempt(&self, e: &AttemptEvent<'_>, model: &str) {
         let now = Instant::now();
-        let first_token_ms = e.timeline.and_then(|t| {
-            let at = t.first_token.or(t.headers)?;
-            Some(at.saturating_duration_since(t.written?).as_secs_f64() * 1000.0)
-        });
+        let first_token_ms = e
+            .timeline
+            .and_then(|t| t.first_token_latency())
+            .map(|latency| latency.as_secs_f64() * 1000.0);
         let sample = Sample {
             at: now,
-            ok: e.outcome == "ok",
-            timeout: is_timeout(e.outcome),
+            ok: e.outcome.is_ok(),
+            timeout: e.outcome.code().is_some_and(|code| code.is_timeout()),
             first_token_ms,
             total_ms: e.elapsed.as_secs_f64() * 1000.0,
         };
@@ -95,7 +91,7 @@ impl Recent {
             }
             ring.push_back(sample);
         }
-        if !sample.ok && e.outcome != "hedge_cancelled" {
+        if let Some(code) = e.outcome.code() {
             let mut failures = self
                 .failures
                 .lock()
@@ -107,8 +103,8 @@ impl Recent {
                 at: jiff::Timestamp::now(),
                 model: model.to_owned(),
                 upstream: e.upstream.to_owned(),
-                code: e.outcome.to_owned(),
-                phase: e.phase.to_owned(),
+                code,
+                phase: e.phase,
             });
         }
     }
@@ -180,7 +176,7 @@ impl Recent {
                         "upstream": f.upstream,
                         "code": f.code,
                         "phase": f.phase,
-                        "diagnosis": hourglass_engine::error::diagnosis(&f.code),
+                        "diagnosis": f.code.diagnosis(),
                     })
                 })
                 .collect()

@@ -15,6 +15,8 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
+use hourglass_engine::{ErrorCode, Phase};
+
 use crate::probe::{self, Options};
 
 /// What to check and how long to wait.
@@ -92,13 +94,98 @@ pub struct CallResult {
     pub gap_p50_ms: Option<f64>,
 }
 
+/// The step a verdict names: `ok` when every one passed, else the first that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Every step passed.
+    Ok,
+    /// Resolving the host name.
+    Dns,
+    /// Opening a TCP connection.
+    Tcp,
+    /// The TLS handshake.
+    Tls,
+    /// Waiting for the response headers.
+    FirstByte,
+    /// Waiting for the first token.
+    FirstToken,
+    /// The stream after its first token.
+    Stream,
+}
+
+/// Whose side a failure is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Nothing failed.
+    None,
+    /// The network between this machine and the API.
+    Network,
+    /// The API's server.
+    Server,
+    /// This client's own settings (key, URL, model, trust).
+    ClientConfig,
+}
+
+impl Step {
+    /// Every step, as docs/toolkit.md lists them.
+    pub const ALL: [Step; 7] = [
+        Step::Ok,
+        Step::Dns,
+        Step::Tcp,
+        Step::Tls,
+        Step::FirstByte,
+        Step::FirstToken,
+        Step::Stream,
+    ];
+
+    /// Its name in the report and `--json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Ok => "ok",
+            Step::Dns => "dns",
+            Step::Tcp => "tcp",
+            Step::Tls => "tls",
+            Step::FirstByte => "first_byte",
+            Step::FirstToken => "first_token",
+            Step::Stream => "stream",
+        }
+    }
+}
+
+impl Side {
+    /// Every side, as docs/toolkit.md lists them.
+    pub const ALL: [Side; 4] = [Side::None, Side::Network, Side::Server, Side::ClientConfig];
+
+    /// Its name in the report and `--json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::None => "none",
+            Side::Network => "network",
+            Side::Server => "server",
+            Side::ClientConfig => "client_config",
+        }
+    }
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl Serialize for Side {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// The verdict: the first failing phase, whose side it is on, and the fix.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
-    /// `ok`, or the phase that failed: `dns`, `tcp`, `tls`, `first_byte`, `first_token`, `stream`.
-    pub phase: &'static str,
-    /// `none`, `network`, `server` or `client_config`.
-    pub side: &'static str,
+    /// `ok`, or the phase that failed.
+    pub phase: Step,
+    /// Whose side the failure is on.
+    pub side: Side,
     /// What was found.
     pub summary: String,
     /// What to do.
@@ -168,8 +255,8 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
         tls: None,
         call: None,
         verdict: Verdict {
-            phase: "ok",
-            side: "none",
+            phase: Step::Ok,
+            side: Side::None,
             summary: String::new(),
             fix: String::new(),
         },
@@ -203,8 +290,8 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
     d.addresses = addrs.iter().map(|a| a.ip().to_string()).collect();
     if addrs.is_empty() {
         d.verdict = Verdict {
-            phase: "dns",
-            side: "network",
+            phase: Step::Dns,
+            side: Side::Network,
             summary: format!("`{host}` does not resolve: {}", d.dns_error.clone().unwrap_or_else(|| "no addresses".into())),
             fix: "check the host name in the URL, then this machine's resolver (/etc/resolv.conf, VPN, container DNS)".into(),
         };
@@ -252,22 +339,22 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
             .any(|t| t.error.as_deref().is_some_and(|e| e.contains("timed out")));
         d.verdict = if refused {
             Verdict {
-                phase: "tcp",
-                side: "server",
+                phase: Step::Tcp,
+                side: Side::Server,
                 summary: format!("every address refused port {port}: nothing listens there"),
                 fix: "start the service, or fix the port in the URL (a local proxy or sidecar may be down)".into(),
             }
         } else if timed_out {
             Verdict {
-                phase: "tcp",
-                side: "network",
+                phase: Step::Tcp,
+                side: Side::Network,
                 summary: format!("connecting to port {port} timed out: packets are dropped on the way"),
                 fix: "check firewalls, security groups and routes to these addresses; on IPv6-less networks prefer IPv4".into(),
             }
         } else {
             Verdict {
-                phase: "tcp",
-                side: "network",
+                phase: Step::Tcp,
+                side: Side::Network,
                 summary: "no address could be reached".into(),
                 fix: "check routes and interfaces (unreachable network or host)".into(),
             }
@@ -283,8 +370,8 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
         d.tls = Some(tls);
         if failed {
             d.verdict = Verdict {
-                phase: "tls",
-                side: if error.contains("timed out") { "network" } else { "client_config" },
+                phase: Step::Tls,
+                side: if error.contains("timed out") { Side::Network } else { Side::ClientConfig },
                 summary: format!("the TLS handshake failed: {error}"),
                 fix: "check that the port speaks TLS (https on a plain-HTTP port fails like this) and whether a proxy intercepts TLS".into(),
             };
@@ -297,8 +384,8 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
                 .and_then(|t| t.subject.clone())
                 .unwrap_or_default();
             d.verdict = Verdict {
-                phase: "tls",
-                side: "client_config",
+                phase: Step::Tls,
+                side: Side::ClientConfig,
                 summary: format!("the certificate ({subject}) is not trusted for `{host}`: {error}"),
                 fix: "an intercepting proxy or a private CA: install its CA (Python SSL_CERT_FILE, Node NODE_EXTRA_CA_CERTS); if it expired or names another host, the server must fix it".into(),
             };
@@ -318,7 +405,7 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
             headers: options.headers.clone(),
             timeout: Some(options.call_timeout),
         };
-        if d.verdict.phase == "ok" {
+        if d.verdict.phase == Step::Ok {
             let targets = probe::targets_for_url(
                 url,
                 options.api_key.clone(),
@@ -336,7 +423,7 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
             });
         }
     }
-    if d.verdict.phase == "ok" {
+    if d.verdict.phase == Step::Ok {
         d.verdict.summary = "every phase completed".into();
         d.verdict.fix = "nothing to fix; `hourglass probe` profiles latency over many calls".into();
     }
@@ -347,44 +434,44 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
 fn call_verdict(s: &probe::Sample, model: &str) -> Verdict {
     if s.ok {
         return Verdict {
-            phase: "ok",
-            side: "none",
+            phase: Step::Ok,
+            side: Side::None,
             summary: String::new(),
             fix: String::new(),
         };
     }
-    let code = s.code.as_deref().unwrap_or("unknown");
-    let phase = s.phase.as_deref().unwrap_or("unknown");
+    let code = s.code.map_or("unknown", ErrorCode::name);
     let status = s.status.unwrap_or(0);
-    let (phase, side, summary, fix): (&'static str, &'static str, String, String) = match (code, status) {
-        (_, 401 | 403) => ("first_byte", "client_config", format!("the API refused the key (HTTP {status})"), "set the right API key (--api-key-env names the variable)".into()),
-        (_, 404) => ("first_byte", "client_config", format!("HTTP 404: the base URL's path or the model `{model}` is wrong"), "check that the URL ends where the API's /v1 is, and the model name".into()),
-        (_, 400) => ("first_byte", "client_config", "HTTP 400: the API rejected the test request".into(), "check the model name; some APIs need other parameters".into()),
-        (_, 429) => ("first_byte", "server", "HTTP 429: rate limited or out of quota".into(), "wait, lower the rate, or check the account's quota".into()),
-        (_, 500..=599) => ("first_byte", "server", format!("HTTP {status}: the server failed"), "retry later or fail over; the server is at fault".into()),
-        ("first_byte_timeout" | "first_token_timeout" | "deadline_exceeded" | "attempt_timeout", _) if phase == "first_byte" => (
-            "first_byte", "server",
+    use ErrorCode::{AttemptTimeout, DeadlineExceeded, FirstByteTimeout, FirstTokenTimeout};
+    let (phase, side, summary, fix): (Step, Side, String, String) = match (s.code, s.phase, status) {
+        (_, _, 401 | 403) => (Step::FirstByte, Side::ClientConfig, format!("the API refused the key (HTTP {status})"), "set the right API key (--api-key-env names the variable)".into()),
+        (_, _, 404) => (Step::FirstByte, Side::ClientConfig, format!("HTTP 404: the base URL's path or the model `{model}` is wrong"), "check that the URL ends where the API's /v1 is, and the model name".into()),
+        (_, _, 400) => (Step::FirstByte, Side::ClientConfig, "HTTP 400: the API rejected the test request".into(), "check the model name; some APIs need other parameters".into()),
+        (_, _, 429) => (Step::FirstByte, Side::Server, "HTTP 429: rate limited or out of quota".into(), "wait, lower the rate, or check the account's quota".into()),
+        (_, _, 500..=599) => (Step::FirstByte, Side::Server, format!("HTTP {status}: the server failed"), "retry later or fail over; the server is at fault".into()),
+        (Some(FirstByteTimeout | FirstTokenTimeout | DeadlineExceeded | AttemptTimeout), Some(Phase::FirstByte), _) => (
+            Step::FirstByte, Side::Server,
             "the network is fine (connected) but the server sent no response headers in time".into(),
             "the server is overloaded or hung: retry later, fail over, or raise the first-byte timeout for slow models".into(),
         ),
-        ("first_token_timeout" | "deadline_exceeded" | "attempt_timeout", _) if phase == "first_token" => (
-            "first_token", "server",
+        (Some(FirstTokenTimeout | DeadlineExceeded | AttemptTimeout), Some(Phase::FirstToken), _) => (
+            Step::FirstToken, Side::Server,
             "headers came but no token in time: the model is queued or thinking".into(),
             "for reasoning models allow longer to the first token; otherwise the server is overloaded".into(),
         ),
-        (_, _) if phase == "connect" => (
-            "tcp", "network",
+        (_, Some(Phase::Connect), _) => (
+            Step::Tcp, Side::Network,
             format!("the completion could not connect ({code}), though the first connect worked: the host accepts connections only intermittently"),
             "check the host's load and connection limits, and any firewall rate limits on new connections".into(),
         ),
-        (_, _) if phase == "body" => (
-            "stream", "server",
+        (_, Some(Phase::Body), _) => (
+            Step::Stream, Side::Server,
             format!("the stream started and then failed ({code}): it stalled or was cut mid-answer"),
             "retry; if it recurs at a fixed duration, a proxy on the path cuts long streams".into(),
         ),
-        ("upstream_closed", _) => ("first_byte", "server", "the server closed the connection without answering".into(), "a crashing server or a proxy cutting the connection: check the server's logs".into()),
-        ("upstream_malformed", _) => ("first_byte", "server", "the answer is not OpenAI-shaped JSON/SSE (a proxy's page?)".into(), "check that the URL points at the API itself, not a web page or portal".into()),
-        _ => ("first_byte", "server", format!("the call failed: {code} in {phase}"), "run `hourglass explain` on the error".into()),
+        (Some(ErrorCode::UpstreamClosed), _, _) => (Step::FirstByte, Side::Server, "the server closed the connection without answering".into(), "a crashing server or a proxy cutting the connection: check the server's logs".into()),
+        (Some(ErrorCode::UpstreamMalformed), _, _) => (Step::FirstByte, Side::Server, "the answer is not OpenAI-shaped JSON/SSE (a proxy's page?)".into(), "check that the URL points at the API itself, not a web page or portal".into()),
+        _ => (Step::FirstByte, Side::Server, format!("the call failed: {code} in {}", s.phase.map_or("unknown", Phase::name)), "run `hourglass explain` on the error".into()),
     };
     Verdict {
         phase,
@@ -643,13 +730,13 @@ pub fn render(d: &Diagnosis) -> String {
             f(call.gap_p50_ms),
             f(s.max_gap_ms),
             probe::human_ms(s.total_ms),
-            if s.ok { String::new() } else { format!(" — FAILED: {} in {}", s.code.clone().unwrap_or_default(), s.phase.clone().unwrap_or_default()) }
+            if s.ok { String::new() } else { format!(" — FAILED: {} in {}", s.code.map_or("unknown", |c| c.name()), s.phase.map_or("unknown", |p| p.name())) }
         ));
     }
     out.push_str(&format!(
         "verdict: {} ({}): {}\n  fix: {}\n",
-        d.verdict.phase,
-        d.verdict.side.replace('_', " "),
+        d.verdict.phase.name(),
+        d.verdict.side.name().replace('_', " "),
         d.verdict.summary,
         d.verdict.fix
     ));

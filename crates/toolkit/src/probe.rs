@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hourglass_config::{Config, Family, ModelRoute, Policy, Target as RouteTarget};
-use hourglass_engine::stream::content::{self, Signal};
-use hourglass_engine::stream::sse::Scanner;
-use hourglass_engine::{CallRequest, Dial, Endpoint, Engine, ResponseBody};
+use hourglass_engine::protocol::Signal;
+use hourglass_engine::sse::Scanner;
+use hourglass_engine::{CallRequest, Dial, Endpoint, Engine, ErrorCode, Phase, ResponseBody};
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
@@ -219,12 +219,13 @@ fn targets(
 pub struct Sample {
     /// Whether the call succeeded end to end.
     pub ok: bool,
-    /// The hourglass error code of a failure (`first_byte_timeout`, `connect_refused`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    /// The hourglass error code of a failure (`first_byte_timeout`, `connect_refused`, …; see
+    /// docs/errors.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
     /// Where a failure happened (`connect`, `write`, `first_byte`, `first_token`, `body`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
     /// The HTTP status, when one came.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -338,10 +339,9 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
         request_body(&target.model, options),
     ) {
         Ok(request) => request,
-        Err(bad) => {
+        Err(_) => {
             return Sample {
-                code: Some("bad_request".to_owned()),
-                phase: Some(bad.message),
+                code: Some(ErrorCode::BadRequest),
                 ..Sample::default()
             };
         }
@@ -352,8 +352,8 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
         Err(error) => {
             let last = error.trail.last();
             return Sample {
-                code: Some(error.code.to_owned()),
-                phase: last.map(|a| a.phase.name().to_owned()),
+                code: Some(error.code),
+                phase: last.map(|a| a.phase),
                 status: last.and_then(|a| a.status),
                 total_ms: ms(start.elapsed()),
                 ..Sample::default()
@@ -391,7 +391,7 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
             let mut scanner = Scanner::new();
             let mut last_token = first;
             let mut seen_first = false;
-            let mut failure: Option<String> = None;
+            let mut failure: Option<ErrorCode> = None;
             let mut ended = false;
             while let Some(frame) = stream.frame().await {
                 let now = Instant::now();
@@ -401,7 +401,7 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
                     continue;
                 };
                 let result = scanner.push(&data, |event| {
-                    match content::classify(Endpoint::Chat, event) {
+                    match Endpoint::Chat.protocol().classify(Endpoint::Chat, event) {
                         Signal::Content | Signal::Finish { content: true } => {
                             if seen_first {
                                 if let Some(previous) = last_token {
@@ -414,17 +414,21 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
                             seen_first = true;
                         }
                         Signal::End => ended = true,
+                        // hourglass's own error event names its code; an upstream's own error
+                        // event is an error status in the stream.
                         Signal::UpstreamError(_) => {
                             failure = Some(
                                 event
                                     .data
                                     .as_deref()
                                     .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                                    .unwrap_or_else(|| "upstream_error".to_owned()),
+                                    .and_then(|v| {
+                                        v["error"]["code"].as_str().and_then(ErrorCode::from_name)
+                                    })
+                                    .unwrap_or(ErrorCode::UpstreamStatus),
                             );
                         }
-                        Signal::Malformed(_) => failure = Some("upstream_malformed".to_owned()),
+                        Signal::Malformed(_) => failure = Some(ErrorCode::UpstreamMalformed),
                         Signal::Nothing | Signal::Finish { content: false } => {
                             if let Some(data) = event.data.as_deref()
                                 && let Some(n) = completion_tokens(data.as_bytes())
@@ -435,7 +439,7 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
                     }
                 });
                 if result.is_err() {
-                    failure = Some("upstream_malformed".to_owned());
+                    failure = Some(ErrorCode::UpstreamMalformed);
                 }
                 if failure.is_some() {
                     break;
@@ -444,11 +448,11 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
             let end = Instant::now();
             sample.total_ms = ms(end - start);
             if failure.is_none() && !ended {
-                failure = Some("upstream_cut".to_owned());
+                failure = Some(ErrorCode::UpstreamCut);
             }
             if let Some(code) = failure {
                 sample.ok = false;
-                sample.phase = Some("body".to_owned());
+                sample.phase = Some(Phase::Body);
                 sample.code = Some(code);
             }
             sample.max_gap_ms = sample.gaps_ms.iter().copied().reduce(f64::max);
@@ -506,23 +510,27 @@ async fn join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
     .await;
 }
 
+/// A failure's key in a report's `errors`: its code, or `http_NNN` for an error status (503 and
+/// 404 call for different fixes), or `unknown`.
+pub fn error_key(code: Option<ErrorCode>, status: Option<u16>) -> String {
+    match (code, status) {
+        (Some(ErrorCode::UpstreamStatus), Some(status)) => format!("http_{status}"),
+        (Some(code), _) => code.name().to_owned(),
+        (None, _) => "unknown".to_owned(),
+    }
+}
+
 fn report(target: &Target, options: &Options, samples: Vec<Sample>) -> TargetReport {
     let requests = samples.len();
     let ok = samples.iter().filter(|s| s.ok).count();
     let mut timeouts = BTreeMap::new();
     let mut errors = BTreeMap::new();
     for s in samples.iter().filter(|s| !s.ok) {
-        let code = match (s.code.as_deref(), s.status) {
-            // An error status is told by its number: 503 and 404 call for different fixes.
-            (Some("upstream_status"), Some(status)) => format!("http_{status}"),
-            (code, _) => code.unwrap_or("unknown").to_owned(),
-        };
-        if code.ends_with("_timeout") || code == "deadline_exceeded" {
-            *timeouts
-                .entry(s.phase.clone().unwrap_or_else(|| "unknown".to_owned()))
-                .or_insert(0) += 1;
+        *errors.entry(error_key(s.code, s.status)).or_insert(0) += 1;
+        if s.code.is_some_and(ErrorCode::is_timeout) {
+            let phase = s.phase.map_or("unknown", Phase::name);
+            *timeouts.entry(phase.to_owned()).or_insert(0) += 1;
         }
-        *errors.entry(code).or_insert(0) += 1;
     }
     let collect = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
         samples.iter().filter(|s| s.ok).filter_map(f).collect()

@@ -64,7 +64,10 @@ async fn a_healthy_endpoint_shows_every_phase() {
     let first_token = call.sample.first_token_ms.unwrap();
     assert!((50.0..1600.0).contains(&first_token), "{first_token}");
     assert!(call.gap_p50_ms.unwrap() < 50.0);
-    assert_eq!((d.verdict.phase, d.verdict.side), ("ok", "none"));
+    assert_eq!(
+        (d.verdict.phase.name(), d.verdict.side.name()),
+        ("ok", "none")
+    );
     assert!(
         d.proxies.iter().all(|p| !p.contains("secret")),
         "{:?}",
@@ -83,7 +86,7 @@ async fn a_hung_server_is_the_servers_fault_at_first_byte() {
     let url = sim.base_url();
     let d = diagnose(&url, &options(Some("hang"))).await.unwrap();
     assert_eq!(
-        (d.verdict.phase, d.verdict.side),
+        (d.verdict.phase.name(), d.verdict.side.name()),
         ("first_byte", "server"),
         "{:?}",
         d.verdict
@@ -98,7 +101,7 @@ async fn a_hung_server_is_the_servers_fault_at_first_byte() {
         .await
         .unwrap();
     assert_eq!(
-        (d.verdict.phase, d.verdict.side),
+        (d.verdict.phase.name(), d.verdict.side.name()),
         ("stream", "server"),
         "{:?}",
         d.verdict
@@ -107,12 +110,12 @@ async fn a_hung_server_is_the_servers_fault_at_first_byte() {
     let d = diagnose(&url, &options(Some("status;code=503")))
         .await
         .unwrap();
-    assert_eq!(d.verdict.side, "server");
+    assert_eq!(d.verdict.side.name(), "server");
     assert!(d.verdict.summary.contains("503"), "{:?}", d.verdict);
     let d = diagnose(&url, &options(Some("status;code=401")))
         .await
         .unwrap();
-    assert_eq!(d.verdict.side, "client_config", "{:?}", d.verdict);
+    assert_eq!(d.verdict.side.name(), "client_config", "{:?}", d.verdict);
 }
 
 #[tokio::test]
@@ -124,7 +127,7 @@ async fn refused_and_blackholed_ports_are_told_apart() {
         .await
         .unwrap();
     assert_eq!(
-        (d.verdict.phase, d.verdict.side),
+        (d.verdict.phase.name(), d.verdict.side.name()),
         ("tcp", "server"),
         "{:?}",
         d.verdict
@@ -136,7 +139,7 @@ async fn refused_and_blackholed_ports_are_told_apart() {
     tokio::time::sleep(Duration::from_millis(300)).await; // the filler connection takes the queue
     let d = diagnose(&sim.base_url(), &options(None)).await.unwrap();
     assert_eq!(
-        (d.verdict.phase, d.verdict.side),
+        (d.verdict.phase.name(), d.verdict.side.name()),
         ("tcp", "network"),
         "{:?}",
         d.verdict
@@ -188,7 +191,10 @@ async fn an_untrusted_certificate_is_shown_and_named() {
         "{:?}",
         tls.error
     );
-    assert_eq!((d.verdict.phase, d.verdict.side), ("tls", "client_config"));
+    assert_eq!(
+        (d.verdict.phase.name(), d.verdict.side.name()),
+        ("tls", "client_config")
+    );
     assert!(d.verdict.summary.contains("hourglass-test.local"));
     server.abort();
 }
@@ -201,7 +207,7 @@ async fn a_name_that_does_not_resolve_is_the_networks_fault_at_dns() {
         .await
         .unwrap();
     assert_eq!(
-        (d.verdict.phase, d.verdict.side),
+        (d.verdict.phase.name(), d.verdict.side.name()),
         ("dns", "network"),
         "{:?}",
         d.verdict

@@ -77,7 +77,7 @@ fn call(model: &str, stream: bool, fault: Option<&str>) -> CallRequest {
 /// Reads a call to its end: Ok when it completed, else the error code.
 async fn outcome(engine: &Arc<Engine>, request: CallRequest) -> Result<(), String> {
     match engine.call(request).await {
-        Err(e) => Err(e.code.to_owned()),
+        Err(e) => Err(e.code.to_string()),
         Ok(response) => match response.body {
             ResponseBody::Full(_) => Ok(()),
             ResponseBody::Stream(mut s) => {

@@ -10,16 +10,15 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hourglass_config::CheckMode;
+use hourglass_config::{CheckMode, Config, Upstream};
 use http::Method;
-use http_body_util::BodyExt;
 use tokio::time::{Instant, timeout_at};
 
-use crate::Engine;
+use super::Health;
+use crate::protocol::{Endpoint, RequestHead};
 use crate::request::CallRequest;
-use crate::stream::content::{self, Endpoint};
-use crate::stream::sse::Scanner;
-use crate::upstream::drive;
+use crate::sse::Scanner;
+use crate::upstream::{Upstreams, request};
 
 /// One upstream's run of check results.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,32 +71,37 @@ impl ProbeState {
     }
 }
 
-/// Starts one checking task per upstream; they end when the engine is dropped. Nothing starts
-/// when checks are off.
-pub fn spawn(engine: &Arc<Engine>) -> Vec<tokio::task::JoinHandle<()>> {
-    let settings = engine.config.health_check.clone();
+/// Starts one checking task per upstream; they end when `upstreams` (the engine's pools) is
+/// dropped. Nothing starts when checks are off.
+pub fn spawn(
+    config: &Arc<Config>,
+    upstreams: &Arc<Upstreams>,
+    health: &Arc<Health>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let settings = config.health_check.clone();
     if settings.mode == CheckMode::Off {
         return Vec::new();
     }
-    (0..engine.config.upstreams.len())
+    (0..config.upstreams.len())
         .map(|index| {
-            let weak: Weak<Engine> = Arc::downgrade(engine);
-            let settings = settings.clone();
+            let pools: Weak<Upstreams> = Arc::downgrade(upstreams);
+            let (config, health, settings) = (config.clone(), health.clone(), settings.clone());
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::new();
                 // The first check runs at once: it resolves, dials and handshakes before the
                 // first call needs a connection.
                 loop {
-                    let Some(engine) = weak.upgrade() else { return };
-                    let result = check(&engine, index, &settings.mode, settings.timeout).await;
-                    engine.health.probe_result(
+                    let Some(pools) = pools.upgrade() else { return };
+                    let upstream = &config.upstreams[index];
+                    let result = check(&pools, upstream, index, &settings.mode, settings.timeout);
+                    health.probe_result(
                         index,
                         &settings.mode,
-                        result,
+                        result.await,
                         settings.healthy_threshold,
                         settings.unhealthy_threshold,
                     );
-                    drop(engine);
+                    drop(pools);
                     let jitter = settings.interval.mul_f64(rng.f64() * 0.1);
                     tokio::time::sleep(settings.interval + jitter).await;
                 }
@@ -106,71 +110,59 @@ pub fn spawn(engine: &Arc<Engine>) -> Vec<tokio::task::JoinHandle<()>> {
         .collect()
 }
 
-/// Checks upstream `index` once: the latency to its answer (or to the first token), or why not.
+/// The request a check sends: `GET /models`, or the protocol's one-token completion.
+fn check_request(mode: &CheckMode) -> Result<CallRequest, String> {
+    match mode {
+        CheckMode::Off | CheckMode::Models => Ok(CallRequest::with_head(
+            Endpoint::Other,
+            Method::GET,
+            "/models",
+            Bytes::new(),
+            RequestHead::default(),
+        )),
+        CheckMode::Completion(model) => {
+            let (endpoint, path, body) = Endpoint::Chat.protocol().check_request(model);
+            CallRequest::new(endpoint, path, body).map_err(|e| e.message)
+        }
+    }
+}
+
+/// Checks `upstream` (number `index`) once: the latency to its answer (or to the first token),
+/// or why not.
 pub async fn check(
-    engine: &Engine,
+    upstreams: &Upstreams,
+    upstream: &Upstream,
     index: usize,
     mode: &CheckMode,
     limit: Duration,
 ) -> Result<Duration, String> {
-    let upstream = &engine.config.upstreams[index];
-    let request = match mode {
-        CheckMode::Off | CheckMode::Models => CallRequest {
-            endpoint: Endpoint::Other,
-            method: Method::GET,
-            path: "/models".to_owned(),
-            headers: http::HeaderMap::new(),
-            body: Bytes::new(),
-            model: None,
-            model_span: None,
-            stream: false,
-            client_deadline: None,
-            start: Instant::now(),
-        },
-        CheckMode::Completion(model) => {
-            let body = serde_json::json!({
-                "model": model,
-                "messages": [{"role": "user", "content": "ping"}],
-                "max_tokens": 1,
-                "stream": true,
-            });
-            CallRequest::new(
-                Endpoint::Chat,
-                "/chat/completions",
-                Bytes::from(body.to_string()),
-            )
-            .map_err(|e| e.message)?
-        }
-    };
+    let request = check_request(mode)?;
     let start = Instant::now();
-    let deadline = start + limit;
     let run = async {
-        let mut connection = engine
-            .upstreams
+        let connection = upstreams
             .connect(index)
             .await
             .map_err(|kind| format!("{}: {kind:?}", kind.code()))?;
         let (http_request, _written) =
-            crate::attempt::build(&request, upstream, request.body.clone(), connection.is_h2())
-                .map_err(|kind| kind.code().to_owned())?;
-        let response = connection
+            request::build(&request, upstream, request.body.clone(), connection.is_h2())
+                .map_err(|kind| kind.code().to_string())?;
+        let (parts, mut body) = connection
             .send(http_request)
             .await
             .map_err(|e| format!("upstream_closed: {e}"))?;
-        let status = response.status();
-        let mut latency = start.elapsed();
-        let mut body = response.into_body();
+        let headers_latency = start.elapsed();
+        let protocol = request.endpoint.protocol();
         let mut scanner = Scanner::new();
         let mut first_token = None;
         let mut read = 0usize;
-        while let Some(frame) = drive(&mut connection.driver(), body.frame()).await {
+        while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("upstream_cut: {e}"))?;
             if let Ok(data) = frame.into_data() {
                 read += data.len();
                 if matches!(mode, CheckMode::Completion(_)) && first_token.is_none() {
                     let _ = scanner.push(&data, |event| {
                         if first_token.is_none()
-                            && content::classify(Endpoint::Chat, event).is_content()
+                            && protocol.classify(request.endpoint, event).is_content()
                         {
                             first_token = Some(start.elapsed());
                         }
@@ -182,17 +174,14 @@ pub async fn check(
             }
         }
         if read <= 1 << 20 {
-            engine.upstreams.release(connection);
+            body.release();
         }
-        if status.is_server_error() {
-            return Err(format!("HTTP {}", status.as_u16()));
+        if parts.status.is_server_error() {
+            return Err(format!("HTTP {}", parts.status.as_u16()));
         }
-        if let Some(first) = first_token {
-            latency = first;
-        }
-        Ok(latency)
+        Ok(first_token.unwrap_or(headers_latency))
     };
-    match timeout_at(deadline, run).await {
+    match timeout_at(start + limit, run).await {
         Err(_) => Err(format!(
             "no answer within {}",
             hourglass_config::duration::format(limit)

@@ -162,6 +162,11 @@ impl Breaker {
         }
     }
 
+    /// Applies new settings (a reload), keeping the state, the window and the ejection count.
+    pub fn reconfigure(&mut self, settings: BreakerSettings) {
+        self.settings = settings;
+    }
+
     /// The state at `now` (an ejection that has ended reads as half-open).
     pub fn state(&mut self, now: Instant) -> State {
         self.tick(now);

@@ -4,10 +4,13 @@
 //! event log for the observability work. The state machines take `now` as an argument; only
 //! [`Health`] touches shared state.
 
-pub mod active;
-pub mod breaker;
-pub mod ewma;
-pub mod hedge;
+pub mod active; // checks of every upstream over the pool
+pub mod breaker; // ejection after failures, half-open trials
+pub mod ewma; // the peak-EWMA latency estimate
+pub mod hedge; // the hedge threshold from recent first-token latencies
+mod lease; // one call on one target, and its verdict
+
+pub use lease::Lease;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -134,18 +137,44 @@ pub struct TargetStatus {
     pub answered: u64,
 }
 
-/// Every target's health, shared by all calls of an engine.
+/// Every target's health, shared by all calls of an engine — and by the engines that follow it
+/// after a reload, for the upstreams that are still the same.
 pub struct Health {
     settings: BreakerSettings,
     max_ejected_share: f64,
-    names: Vec<String>,
-    /// Per upstream (by index), per model: looked up by `&str`, so a call allocates nothing here.
-    targets: Mutex<Vec<HashMap<String, TargetHealth>>>,
-    /// Whether active checks find each upstream up (read on every call without a lock).
-    up: Vec<std::sync::atomic::AtomicBool>,
-    latencies: Mutex<HashMap<String, LatencyWindow>>,
-    events: Mutex<VecDeque<(Instant, Event)>>,
-    probes: Mutex<Vec<active::ProbeState>>,
+    /// Per upstream, in configuration order.
+    upstreams: Vec<Arc<UpstreamHealth>>,
+    /// The recent first-token latencies of each model (adaptive hedge thresholds).
+    latencies: Arc<Mutex<HashMap<String, LatencyWindow>>>,
+    events: Arc<Mutex<VecDeque<(Instant, Event)>>>,
+}
+
+/// One upstream's health: its targets (one per model), whether active checks find it up, and
+/// the checks' run of results.
+struct UpstreamHealth {
+    name: String,
+    /// Per model: looked up by `&str`, so a call allocates nothing here.
+    targets: Mutex<HashMap<String, TargetHealth>>,
+    /// Whether active checks find it up (read on every call without a lock).
+    up: std::sync::atomic::AtomicBool,
+    probe: Mutex<active::ProbeState>,
+}
+
+impl UpstreamHealth {
+    fn new(name: String) -> Arc<UpstreamHealth> {
+        Arc::new(UpstreamHealth {
+            name,
+            targets: Mutex::new(HashMap::new()),
+            up: std::sync::atomic::AtomicBool::new(true),
+            probe: Mutex::new(active::ProbeState::default()),
+        })
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A candidate target as the ranking sees it.
@@ -162,27 +191,52 @@ pub struct Candidate<'a> {
 }
 
 impl Health {
-    /// The health table for upstreams named `names`.
+    /// The health table for upstreams named `names`, nothing known yet.
     pub fn new(config: &BreakerConfig, names: Vec<String>) -> Health {
         Health {
-            settings: BreakerSettings {
-                consecutive_failures: config.consecutive_failures,
-                failure_rate: config.failure_rate,
-                min_calls: config.min_calls,
-                window: config.window,
-                ejection: config.ejection,
-                max_ejection: config.max_ejection,
-                half_open_calls: config.half_open_calls,
-            },
+            settings: settings(config),
             max_ejected_share: config.max_ejected_share,
-            targets: Mutex::new((0..names.len()).map(|_| HashMap::new()).collect()),
-            up: (0..names.len())
-                .map(|_| std::sync::atomic::AtomicBool::new(true))
-                .collect(),
-            latencies: Mutex::new(HashMap::new()),
-            events: Mutex::new(VecDeque::new()),
-            probes: Mutex::new(vec![active::ProbeState::default(); names.len()]),
-            names,
+            upstreams: names.into_iter().map(UpstreamHealth::new).collect(),
+            latencies: Arc::new(Mutex::new(HashMap::new())),
+            events: Arc::new(Mutex::new(VecDeque::new())),
+        }
+    }
+
+    /// The health table for a reloaded configuration: the upstreams `same` names (still
+    /// configured, and the same server) keep their state — breakers, ejections, estimates,
+    /// checks — shared with this table so calls still in flight on the old engine report into
+    /// it; the others start afresh. Hedge windows and the event log carry over. New breaker
+    /// settings apply to the kept breakers at once.
+    pub fn carried_over(
+        &self,
+        config: &BreakerConfig,
+        names: Vec<String>,
+        same: impl Fn(&str) -> bool,
+    ) -> Health {
+        let settings = settings(config);
+        let upstreams = names
+            .into_iter()
+            .map(|name| {
+                let kept = same(&name)
+                    .then(|| self.upstreams.iter().find(|u| u.name == name))
+                    .flatten();
+                match kept {
+                    Some(kept) => {
+                        for target in lock(&kept.targets).values_mut() {
+                            target.breaker.reconfigure(settings);
+                        }
+                        kept.clone()
+                    }
+                    None => UpstreamHealth::new(name),
+                }
+            })
+            .collect();
+        Health {
+            settings,
+            max_ejected_share: config.max_ejected_share,
+            upstreams,
+            latencies: self.latencies.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -194,11 +248,7 @@ impl Health {
         f: impl FnOnce(&mut TargetHealth) -> R,
     ) -> R {
         let (result, pending) = {
-            let mut targets = self
-                .targets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let models = &mut targets[upstream];
+            let mut models = lock(&self.upstreams[upstream].targets);
             // Clients can send any model name to an upstream serving `*`: past a bound, new
             // names share one entry instead of growing the table without end.
             let model = if models.contains_key(model) || models.len() < MAX_MODELS_PER_UPSTREAM {
@@ -238,10 +288,7 @@ impl Health {
             | Event::UpstreamUp { .. } => tracing::info!(?event, "health"),
             _ => tracing::debug!(?event, "health"),
         }
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut events = lock(&self.events);
         if events.len() == EVENTS {
             events.pop_front();
         }
@@ -249,7 +296,7 @@ impl Health {
     }
 
     fn transition(&self, now: Instant, upstream: usize, model: &str, t: Transition) {
-        let (upstream, model) = (self.names[upstream].clone(), model.to_owned());
+        let (upstream, model) = (self.upstreams[upstream].name.clone(), model.to_owned());
         self.event(
             now,
             match t {
@@ -345,9 +392,9 @@ impl Health {
     /// found its upstream down.
     fn available(&self, c: &Candidate<'_>, now: Instant) -> bool {
         let up = self
-            .up
+            .upstreams
             .get(c.upstream)
-            .is_none_or(|up| up.load(std::sync::atomic::Ordering::Relaxed));
+            .is_none_or(|u| u.up.load(std::sync::atomic::Ordering::Relaxed));
         up && self.with(c.upstream, c.model, now, |t| t.breaker.available(now))
     }
 
@@ -366,16 +413,16 @@ impl Health {
             self.with(index, model, now, |t| t.ewma.observe(*latency, now));
         }
         let error = result.as_ref().err().cloned().unwrap_or_default();
-        let flipped = self
-            .probes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(index)
-            .and_then(|p| p.record(result, healthy_threshold, unhealthy_threshold));
-        if let (Some(healthy), Some(up)) = (flipped, self.up.get(index)) {
-            up.store(healthy, std::sync::atomic::Ordering::Relaxed);
+        let Some(entry) = self.upstreams.get(index) else {
+            return;
+        };
+        let flipped = lock(&entry.probe).record(result, healthy_threshold, unhealthy_threshold);
+        if let Some(healthy) = flipped {
+            entry
+                .up
+                .store(healthy, std::sync::atomic::Ordering::Relaxed);
         }
-        let upstream = self.names[index].clone();
+        let upstream = entry.name.clone();
         match flipped {
             Some(false) => self.event(now, Event::UpstreamDown { upstream, error }),
             Some(true) => self.event(now, Event::UpstreamUp { upstream }),
@@ -385,14 +432,9 @@ impl Health {
 
     /// Each upstream's active-check state, in configuration order.
     pub fn probes(&self) -> Vec<(String, active::ProbeState)> {
-        let probes = self
-            .probes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.names
+        self.upstreams
             .iter()
-            .cloned()
-            .zip(probes.iter().cloned())
+            .map(|u| (u.name.clone(), lock(&u.probe).clone()))
             .collect()
     }
 
@@ -433,10 +475,7 @@ impl Health {
         floor: Duration,
         ceiling: Duration,
     ) -> Option<Duration> {
-        let latencies = self
-            .latencies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let latencies = lock(&self.latencies);
         let empty = LatencyWindow::default();
         hedge::threshold(
             fixed,
@@ -455,319 +494,44 @@ impl Health {
     /// Every known target's state.
     pub fn snapshot(&self) -> Vec<TargetStatus> {
         let now = Instant::now();
-        let mut targets = self
-            .targets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<TargetStatus> = targets
-            .iter_mut()
-            .enumerate()
-            .flat_map(|(upstream, models)| models.iter_mut().map(move |(m, t)| (upstream, m, t)))
-            .map(|(upstream, model, t)| TargetStatus {
-                upstream: self.names[upstream].clone(),
-                model: model.clone(),
-                breaker: t.breaker.state(now).name(),
-                ewma: t.ewma.estimate(),
-                outstanding: t.outstanding,
-                ejections: t.breaker.ejections(),
-                calls: t.calls,
-                failures: t.failures,
-                answered: t.answered,
-            })
-            .collect();
+        let mut out: Vec<TargetStatus> = Vec::new();
+        for upstream in &self.upstreams {
+            for (model, t) in lock(&upstream.targets).iter_mut() {
+                out.push(TargetStatus {
+                    upstream: upstream.name.clone(),
+                    model: model.clone(),
+                    breaker: t.breaker.state(now).name(),
+                    ewma: t.ewma.estimate(),
+                    outstanding: t.outstanding,
+                    ejections: t.breaker.ejections(),
+                    calls: t.calls,
+                    failures: t.failures,
+                    answered: t.answered,
+                });
+            }
+        }
         out.sort_by(|a, b| (&a.upstream, &a.model).cmp(&(&b.upstream, &b.model)));
         out
     }
 
     /// The most recent events, oldest first.
     pub fn events(&self) -> Vec<(Instant, Event)> {
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .cloned()
-            .collect()
+        lock(&self.events).iter().cloned().collect()
     }
 }
 
-/// One call on one target, in flight until finished or dropped.
-pub struct Lease {
-    health: Arc<Health>,
-    upstream: usize,
-    model: String,
-    /// Whether the model's latency window is kept (adaptive hedging).
-    window: bool,
-    done: bool,
-}
-
-impl Lease {
-    /// The first meaningful token (or a whole answer) came after `latency`.
-    pub fn first_token(&self, latency: Duration) {
-        let now = Instant::now();
-        self.health.with(self.upstream, &self.model, now, |t| {
-            t.ewma.observe(latency, now)
-        });
-        self.observe_window(latency);
-    }
-
-    fn observe_window(&self, latency: Duration) {
-        if !self.window {
-            return;
-        }
-        let mut latencies = self
-            .health
-            .latencies
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match latencies.get_mut(&self.model) {
-            Some(window) => window.observe(latency),
-            None => latencies
-                .entry(self.model.clone())
-                .or_default()
-                .observe(latency),
-        }
-    }
-
-    /// The call ended: a success, or a failure the upstream is to blame for.
-    pub fn finish(self, failed: bool) {
-        self.finish_after(None, failed);
-    }
-
-    /// The call ended with the client's own error (a 4xx): no verdict on the upstream.
-    pub fn finish_client_error(mut self) {
-        self.done = true;
-        let now = Instant::now();
-        self.health.with(self.upstream, &self.model, now, |t| {
-            t.outstanding = t.outstanding.saturating_sub(1);
-            t.calls += 1;
-            t.breaker.abandon();
-        });
-    }
-
-    /// The call ended, its first token (or whole answer) having come after `latency`.
-    pub fn finish_after(mut self, latency: Option<Duration>, failed: bool) {
-        self.done = true;
-        let now = Instant::now();
-        if let Some(latency) = latency {
-            self.observe_window(latency);
-        }
-        let transition = self.health.with(self.upstream, &self.model, now, |t| {
-            if let Some(latency) = latency {
-                t.ewma.observe(latency, now);
-            }
-            t.outstanding = t.outstanding.saturating_sub(1);
-            t.calls += 1;
-            if !failed {
-                t.answered += 1;
-            }
-            if failed {
-                t.failures += 1;
-                // A failure counts as a slow call: the estimate doubles (at least to a second),
-                // up to a minute, so repeated failures push the target back without overflow.
-                let penalty = t
-                    .ewma
-                    .estimate()
-                    .max(Duration::from_secs(1))
-                    .saturating_mul(2)
-                    .min(MAX_PENALTY);
-                t.ewma.observe(penalty, now);
-            }
-            t.breaker.record(now, failed)
-        });
-        if let Some(t) = transition {
-            self.health.transition(now, self.upstream, &self.model, t);
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if !self.done {
-            // Cancelled (a lost hedge, a client gone): no verdict on the upstream.
-            let now = Instant::now();
-            self.health.with(self.upstream, &self.model, now, |t| {
-                t.outstanding = t.outstanding.saturating_sub(1);
-                t.breaker.abandon();
-            });
-        }
+/// The breaker settings of a `[breaker]` table.
+fn settings(config: &BreakerConfig) -> BreakerSettings {
+    BreakerSettings {
+        consecutive_failures: config.consecutive_failures,
+        failure_rate: config.failure_rate,
+        min_calls: config.min_calls,
+        window: config.window,
+        ejection: config.ejection,
+        max_ejection: config.max_ejection,
+        half_open_calls: config.half_open_calls,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn health(share: f64) -> Arc<Health> {
-        let config = BreakerConfig {
-            consecutive_failures: 2,
-            max_ejected_share: share,
-            ..BreakerConfig::default()
-        };
-        Arc::new(Health::new(
-            &config,
-            vec!["a".into(), "b".into(), "c".into()],
-        ))
-    }
-
-    fn candidates() -> Vec<Candidate<'static>> {
-        (0..3)
-            .map(|upstream| Candidate {
-                upstream,
-                model: "m",
-                tier: 0,
-                weight: 1,
-            })
-            .collect()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_ejected_target_goes_last_until_too_many_are_ejected() {
-        let h = health(0.5);
-        let mut rng = fastrand::Rng::with_seed(1);
-        let now = Instant::now();
-        for _ in 0..2 {
-            h.lease(0, "m", false, now).finish(true);
-        }
-        let order = h.rank(
-            "m",
-            &candidates(),
-            &[false; 3],
-            Balance::Ordered,
-            &mut rng,
-            now,
-        );
-        assert_eq!(order, [1, 2, 0]);
-        for _ in 0..2 {
-            h.lease(1, "m", false, now).finish(true);
-        }
-        // Two of three ejected is above half: ejection is ignored rather than overload one.
-        let order = h.rank(
-            "m",
-            &candidates(),
-            &[false; 3],
-            Balance::Ordered,
-            &mut rng,
-            now,
-        );
-        assert_eq!(order, [0, 1, 2]);
-        assert!(h.events().iter().any(
-            |(_, e)| matches!(e, Event::Ejected { upstream, count: 1, .. } if upstream == "a")
-        ));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn latency_balancing_prefers_the_cheaper_target() {
-        let h = health(0.5);
-        let mut rng = fastrand::Rng::with_seed(7);
-        let now = Instant::now();
-        h.lease(0, "m", false, now)
-            .first_token(Duration::from_millis(900));
-        h.lease(1, "m", false, now)
-            .first_token(Duration::from_millis(100));
-        h.lease(2, "m", false, now)
-            .first_token(Duration::from_millis(400));
-        let two: Vec<Candidate<'_>> = candidates().into_iter().take(2).collect();
-        let mut firsts = [0usize; 2];
-        for _ in 0..100 {
-            firsts[h.rank("m", &two, &[false; 2], Balance::Latency, &mut rng, now)[0]] += 1;
-        }
-        assert_eq!(firsts, [0, 100], "of two, the cheaper always wins");
-        let mut firsts = [0usize; 3];
-        for _ in 0..300 {
-            firsts[h.rank(
-                "m",
-                &candidates(),
-                &[false; 3],
-                Balance::Latency,
-                &mut rng,
-                now,
-            )[0]] += 1;
-        }
-        assert_eq!(firsts[0], 0, "the slowest never wins a pair: {firsts:?}");
-        assert!(firsts[1] > firsts[2], "{firsts:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn endless_failures_saturate_the_estimate_instead_of_overflowing() {
-        let h = health(0.5);
-        let now = Instant::now();
-        for _ in 0..200 {
-            h.lease(0, "m", false, now).finish(true);
-        }
-        assert_eq!(h.snapshot()[0].ewma, MAX_PENALTY);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn made_up_model_names_do_not_grow_the_table_without_end() {
-        let h = health(0.5);
-        let now = Instant::now();
-        for i in 0..1000 {
-            h.lease(0, &format!("made-up-{i}"), false, now).finish(true);
-        }
-        let snapshot = h.snapshot();
-        assert_eq!(snapshot.len(), MAX_MODELS_PER_UPSTREAM + 1);
-        let overflow = snapshot.iter().find(|t| t.model == OVERFLOW_MODEL).unwrap();
-        assert_eq!(overflow.calls, 1000 - MAX_MODELS_PER_UPSTREAM as u64);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn weights_share_calls_within_a_tier() {
-        let h = health(0.5);
-        let mut rng = fastrand::Rng::with_seed(3);
-        let now = Instant::now();
-        let mut c = candidates();
-        c.truncate(2);
-        c[0].weight = 3;
-        let mut firsts = [0usize; 2];
-        for _ in 0..4000 {
-            firsts[h.rank("m", &c, &[false; 2], Balance::Weighted, &mut rng, now)[0]] += 1;
-        }
-        assert!((2850..3150).contains(&firsts[0]), "3:1 → {firsts:?}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn tiers_come_in_order_and_a_dropped_lease_frees_its_slot() {
-        let h = health(0.5);
-        let mut rng = fastrand::Rng::with_seed(1);
-        let now = Instant::now();
-        let c = [
-            Candidate {
-                upstream: 0,
-                model: "m",
-                tier: 1,
-                weight: 1,
-            },
-            Candidate {
-                upstream: 1,
-                model: "m",
-                tier: 0,
-                weight: 1,
-            },
-            Candidate {
-                upstream: 2,
-                model: "m",
-                tier: 1,
-                weight: 1,
-            },
-        ];
-        assert_eq!(
-            h.rank("m", &c, &[false; 3], Balance::Ordered, &mut rng, now),
-            [1, 0, 2]
-        );
-        assert_eq!(
-            h.rank(
-                "m",
-                &c,
-                &[false, true, false],
-                Balance::Ordered,
-                &mut rng,
-                now
-            ),
-            [0, 2]
-        );
-        let lease = h.lease(1, "m", false, now);
-        assert_eq!(h.snapshot()[1].outstanding, 1);
-        drop(lease);
-        assert_eq!(h.snapshot()[1].outstanding, 0);
-    }
-}
+mod tests;

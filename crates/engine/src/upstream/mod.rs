@@ -1,14 +1,23 @@
 //! The only user of the HTTP client: one attempt's connection, taken from a per-upstream pool or
-//! dialed anew, and the request sent over it with the moments of each phase recorded in a
-//! [`Timeline`].
+//! dialed anew, the request sent over it, and the response body — which drives its own
+//! connection while it is read and goes back to the pool when read to its end.
 //!
 //! # Why our own pool
 //! hyper-util's pooled client hides whether a connection was reused and when the request body was
 //! handed over; the connect and write clocks need both. A pool of HTTP/1.1 connections per
 //! upstream is a few lines and makes every phase measurable. An upstream that offers HTTP/2 by
 //! ALPN gets one shared, multiplexed connection instead.
+//!
+//! # Why the body drives an HTTP/1.1 connection
+//! hyper's client connection is a future that moves bytes; spawned as its own task, every
+//! request and every chunk would cross two tasks (and often two threads). Here whoever waits on
+//! the connection polls it: [`Connection::send`] while the head is awaited, then the
+//! [`UpstreamBody`] on every read, so a proxied call stays on one task and no reader can forget
+//! to drive it. An HTTP/2 connection is shared by calls, so it runs as its own task.
 
-pub mod dial;
+pub mod dial; // DNS, TCP, TLS, or a caller's own transport
+pub mod request; // the upstream request: path under the base URL, headers in and out, the key
+pub mod timeline; // the moments of one attempt
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
@@ -25,77 +35,19 @@ use tokio::time::Instant;
 
 use crate::error::FailureKind;
 use dial::Dial;
+pub use timeline::Timeline;
 
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused (servers close theirs too).
 const IDLE_EXPIRY: Duration = Duration::from_secs(60);
 
-/// The moments of one attempt.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeline {
-    /// The attempt began.
-    pub start: Instant,
-    /// A connection was ready (at once for a pooled one).
-    pub connected: Option<Instant>,
-    /// The connection came from the pool.
-    pub reused: bool,
-    /// The request body was handed to the connection.
-    pub written: Option<Instant>,
-    /// The response headers arrived.
-    pub headers: Option<Instant>,
-    /// The first meaningful content arrived.
-    pub first_token: Option<Instant>,
-}
-
-impl Timeline {
-    /// A timeline starting now.
-    pub fn new(start: Instant) -> Timeline {
-        Timeline {
-            start,
-            connected: None,
-            reused: false,
-            written: None,
-            headers: None,
-            first_token: None,
-        }
-    }
-
-    /// A `Server-Timing` header value: `connect;dur=…, write;dur=…, first_byte;dur=…, first_token;dur=…`.
-    pub fn server_timing(&self) -> String {
-        let ms = |a: Instant, b: Option<Instant>| {
-            b.map(|b| b.saturating_duration_since(a).as_secs_f64() * 1000.0)
-        };
-        let mut parts = Vec::with_capacity(4);
-        if let Some(d) = ms(self.start, self.connected) {
-            parts.push(format!(
-                "connect;dur={d:.1}{}",
-                if self.reused { ";desc=\"reused\"" } else { "" }
-            ));
-        }
-        if let Some(connected) = self.connected
-            && let Some(d) = ms(connected, self.written)
-        {
-            parts.push(format!("write;dur={d:.1}"));
-        }
-        if let (Some(w), h) = (self.written, self.headers) {
-            if let Some(d) = ms(w, h) {
-                parts.push(format!("first_byte;dur={d:.1}"));
-            }
-            if let Some(d) = ms(w, self.first_token) {
-                parts.push(format!("first_token;dur={d:.1}"));
-            }
-        }
-        parts.join(", ")
-    }
-}
-
 /// The future that runs an HTTP/1.1 connection: it reads and writes the socket.
 type Driver = hyper::client::conn::http1::Connection<TokioIo<dial::BoxIo>, RequestBody>;
 
 /// The two kinds of upstream connection.
 enum Link {
-    /// HTTP/1.1: one request at a time, driven by the task that makes the call.
+    /// HTTP/1.1: one request at a time, driven by whoever waits on it.
     H1 {
         sender: SendRequest<RequestBody>,
         driver: Pin<Box<Driver>>,
@@ -109,25 +61,11 @@ enum Link {
     },
 }
 
-/// A connection ready for one request.
-///
-/// # Why the caller drives an HTTP/1.1 connection
-/// hyper's client connection is a future that moves bytes; spawned as its own task, every
-/// request and every chunk would cross two tasks (and often two threads). Here the task that
-/// makes the call polls it while it waits ([`drive`], [`Connection::poll_driver`]), so a proxied
-/// call stays on one task. An HTTP/2 connection is shared by calls, so it runs as its own task.
-pub struct Connection {
-    link: Link,
-    /// Whether it came from the pool (or is a shared HTTP/2 connection already open).
-    pub reused: bool,
-    upstream: usize,
-}
-
-impl Connection {
-    /// Polls an HTTP/1.1 connection so its socket makes progress; returns `Ready` once it has
-    /// closed. An HTTP/2 connection runs on its own task: always `Pending` here.
-    pub fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.link {
+impl Link {
+    /// Polls an HTTP/1.1 connection so its socket makes progress; `Ready` once it has closed.
+    /// An HTTP/2 connection runs on its own task: always `Pending` here.
+    fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
             Link::H1 { driver, closed, .. } => {
                 if !*closed && driver.as_mut().poll(cx).is_ready() {
                     *closed = true;
@@ -141,7 +79,17 @@ impl Connection {
             Link::H2 { .. } => Poll::Pending,
         }
     }
+}
 
+/// A connection ready for one request.
+pub struct Connection {
+    link: Link,
+    /// Whether it came from the pool (or is a shared HTTP/2 connection already open).
+    pub reused: bool,
+    pool: Arc<Pool>,
+}
+
+impl Connection {
     /// Whether the connection speaks HTTP/2.
     pub fn is_h2(&self) -> bool {
         matches!(self.link, Link::H2 { .. })
@@ -150,62 +98,94 @@ impl Connection {
     /// Whether an HTTP/1.1 connection can take another request now (polled once, without waiting).
     fn usable(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let open = self.poll_driver(&mut cx).is_pending();
+        let open = self.link.poll_driver(&mut cx).is_pending();
         match &self.link {
             Link::H1 { sender, .. } => open && sender.is_ready(),
             Link::H2 { sender } => !sender.is_closed(),
         }
     }
 
-    /// Sends a request and waits for its response head, driving the connection meanwhile.
+    /// Sends a request and waits for its response head, driving the connection meanwhile. The
+    /// response's body takes the connection with it.
     pub async fn send(
-        &mut self,
+        mut self,
         request: http::Request<RequestBody>,
-    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
-        match &mut self.link {
+    ) -> hyper::Result<(http::response::Parts, UpstreamBody)> {
+        let response = match &mut self.link {
             Link::H1 {
                 sender,
                 driver,
                 closed,
             } => {
-                let mut driver = DriverRef {
-                    inner: Some((driver, closed)),
-                };
-                drive(&mut driver, sender.send_request(request)).await
+                let mut sending = std::pin::pin!(sender.send_request(request));
+                std::future::poll_fn(|cx| {
+                    if !*closed && driver.as_mut().poll(cx).is_ready() {
+                        *closed = true;
+                    }
+                    sending.as_mut().poll(cx)
+                })
+                .await?
             }
-            Link::H2 { sender } => sender.send_request(request).await,
-        }
-    }
-
-    /// The driver alone, to read a response body while driving.
-    pub fn driver(&mut self) -> DriverRef<'_> {
-        match &mut self.link {
-            Link::H1 { driver, closed, .. } => DriverRef {
-                inner: Some((driver, closed)),
+            Link::H2 { sender } => sender.send_request(request).await?,
+        };
+        let (parts, body) = response.into_parts();
+        Ok((
+            parts,
+            UpstreamBody {
+                connection: self,
+                body,
             },
-            Link::H2 { .. } => DriverRef { inner: None },
+        ))
+    }
+}
+
+/// A response body from an upstream, with the connection it arrives on: reading it drives the
+/// connection, and a body read to its end gives the connection back to the pool.
+pub struct UpstreamBody {
+    connection: Connection,
+    body: Incoming,
+}
+
+impl UpstreamBody {
+    /// The next frame (`None` at the end), driving the connection while it waits.
+    pub async fn frame(&mut self) -> Option<Result<Frame<Bytes>, hyper::Error>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await
+    }
+
+    /// Returns the connection to its pool: for a body read to its end (an HTTP/2 one stays
+    /// shared in any case; one that cannot take another request is closed).
+    pub fn release(self) {
+        let mut connection = self.connection;
+        if connection.is_h2() || !connection.usable() {
+            return;
+        }
+        let pool = connection.pool.clone();
+        let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
         }
     }
 }
 
-/// Awaits `future` (a body read on `driver`'s connection) while driving the connection.
-pub async fn drive<F: Future>(driver: &mut DriverRef<'_>, future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        if let Some((driver, closed)) = driver.inner.as_mut()
-            && !**closed
-            && driver.as_mut().poll(cx).is_ready()
-        {
-            **closed = true;
-        }
-        future.as_mut().poll(cx)
-    })
-    .await
-}
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
 
-/// The driving half of an HTTP/1.1 [`Connection`] (nothing for HTTP/2, which drives itself).
-pub struct DriverRef<'a> {
-    inner: Option<(&'a mut Pin<Box<Driver>>, &'a mut bool)>,
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let _ = this.connection.link.poll_driver(cx);
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
 }
 
 struct Idle {
@@ -213,7 +193,8 @@ struct Idle {
     since: Instant,
 }
 
-struct Entry {
+/// One upstream's dialer, idle HTTP/1.1 connections and shared HTTP/2 connection.
+struct Pool {
     dial: Arc<dyn Dial>,
     idle: Mutex<Vec<Idle>>,
     /// The shared HTTP/2 connection, once the upstream negotiated it.
@@ -222,19 +203,21 @@ struct Entry {
 
 /// Every upstream's dialer and pool of idle connections.
 pub struct Upstreams {
-    entries: Vec<Entry>,
+    pools: Vec<Arc<Pool>>,
 }
 
 impl Upstreams {
     /// One dialer per upstream, in configuration order.
     pub fn new(dials: Vec<Arc<dyn Dial>>) -> Upstreams {
         Upstreams {
-            entries: dials
+            pools: dials
                 .into_iter()
-                .map(|dial| Entry {
-                    dial,
-                    idle: Mutex::new(Vec::new()),
-                    h2: Mutex::new(None),
+                .map(|dial| {
+                    Arc::new(Pool {
+                        dial,
+                        idle: Mutex::new(Vec::new()),
+                        h2: Mutex::new(None),
+                    })
                 })
                 .collect(),
         }
@@ -243,8 +226,8 @@ impl Upstreams {
     /// A connection to upstream `index`: the shared HTTP/2 one, an idle pooled HTTP/1.1 one, or a
     /// new one (not bounded here: the caller puts the connect deadline around this).
     pub async fn connect(&self, index: usize) -> Result<Connection, FailureKind> {
-        let entry = &self.entries[index];
-        let shared = entry
+        let pool = &self.pools[index];
+        let shared = pool
             .h2
             .lock()
             .expect("the pool lock is never poisoned")
@@ -255,12 +238,12 @@ impl Upstreams {
             return Ok(Connection {
                 link: Link::H2 { sender },
                 reused: true,
-                upstream: index,
+                pool: pool.clone(),
             });
         }
         let now = Instant::now();
         loop {
-            let candidate = entry
+            let candidate = pool
                 .idle
                 .lock()
                 .expect("the pool lock is never poisoned")
@@ -271,8 +254,8 @@ impl Upstreams {
                 return Ok(idle.connection);
             }
         }
-        let io = entry.dial.dial().await?;
-        if dial::negotiated_h2(&io) {
+        let io = pool.dial.dial().await?;
+        let link = if dial::negotiated_h2(&io) {
             let (sender, driver) = hyper::client::conn::http2::handshake(
                 hyper_util::rt::TokioExecutor::new(),
                 TokioIo::new(io),
@@ -282,43 +265,23 @@ impl Upstreams {
             tokio::spawn(async move {
                 let _ = driver.await;
             });
-            *entry.h2.lock().expect("the pool lock is never poisoned") = Some(sender.clone());
-            return Ok(Connection {
-                link: Link::H2 { sender },
-                reused: false,
-                upstream: index,
-            });
-        }
-        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
-        Ok(Connection {
-            link: Link::H1 {
+            *pool.h2.lock().expect("the pool lock is never poisoned") = Some(sender.clone());
+            Link::H2 { sender }
+        } else {
+            let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
+            Link::H1 {
                 sender,
                 driver: Box::pin(driver),
                 closed: false,
-            },
+            }
+        };
+        Ok(Connection {
+            link,
             reused: false,
-            upstream: index,
+            pool: pool.clone(),
         })
-    }
-
-    /// Returns a connection whose response was read to the end, for reuse (an HTTP/2 one stays
-    /// shared in any case).
-    pub fn release(&self, mut connection: Connection) {
-        if connection.is_h2() || !connection.usable() {
-            return;
-        }
-        let mut idle = self.entries[connection.upstream]
-            .idle
-            .lock()
-            .expect("the pool lock is never poisoned");
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                connection,
-                since: Instant::now(),
-            });
-        }
     }
 }
 
@@ -350,16 +313,16 @@ impl Body for RequestBody {
     type Error = std::convert::Infallible;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.data.take() {
-            Some(data) => std::task::Poll::Ready(Some(Ok(Frame::data(data)))),
+            Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
             None => {
                 if let Some(written) = self.written.take() {
                     let _ = written.send(());
                 }
-                std::task::Poll::Ready(None)
+                Poll::Ready(None)
             }
         }
     }

@@ -324,14 +324,15 @@ async fn completion_checks_measure_first_token_latency() {
     let probes = setup.engine.health().probes();
     assert!(probes[0].1.healthy);
     // A check on its own: the latency is the first token's, not the headers'.
-    let latency = hourglass_engine::health::active::check(
-        &setup.engine,
-        0,
-        &hourglass_config::CheckMode::Completion("gpt-4o-mini".into()),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let latency = setup
+        .engine
+        .check_upstream(
+            0,
+            &hourglass_config::CheckMode::Completion("gpt-4o-mini".into()),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
     assert!(latency > Duration::from_millis(50), "{latency:?}");
 }
 

@@ -87,11 +87,11 @@ async fn one(engine: Arc<Engine>, i: u64, stream: bool) -> (Outcome, Duration) {
     let start = Instant::now();
     let outcome = match engine.call(request).await {
         Err(e) => Outcome::FailedBeforeCommit {
-            code: e.code.to_owned(),
+            code: e.code.to_string(),
             trail: e
                 .trail
                 .iter()
-                .map(|a| (a.upstream.clone(), a.outcome))
+                .map(|a| (a.upstream.clone(), a.outcome.name()))
                 .collect(),
         },
         Ok(response) => {

@@ -107,7 +107,7 @@ async fn the_clients_own_errors_are_not_retried() {
     let outcome = call(&setup, chat("m", false, Some("status;code=400"))).await;
     let error = outcome.err();
     assert_eq!(
-        (error.code, error.status.as_u16()),
+        (error.code.name(), error.status.as_u16()),
         ("upstream_status", 400)
     );
     assert_eq!(error.trail.len(), 1);
@@ -214,7 +214,7 @@ async fn errors_name_the_limit_its_value_and_its_key() {
         "{}",
         error.message
     );
-    let json = error.to_json();
+    let json = hourglass_engine::protocol::openai::OpenAi::error_json(&error);
     assert_eq!(json["error"]["code"], "first_token_timeout");
     assert_eq!(
         json["error"]["hourglass"]["attempts"]

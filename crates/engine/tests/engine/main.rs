@@ -9,5 +9,6 @@ mod chaos;
 mod failover;
 mod faults;
 mod http2;
+mod shape;
 mod streamed;
 mod support;

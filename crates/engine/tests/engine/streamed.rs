@@ -45,7 +45,9 @@ async fn both(extra: serde_json::Value) -> (serde_json::Value, serde_json::Value
     let mut request = chat("m", false, None);
     request.body = bytes::Bytes::from(body.to_string().replace("sim-instant", "m"));
     let (model, span, _) = {
-        let head = hourglass_engine::request::read_head(&request.body).unwrap();
+        let head =
+            hourglass_engine::request::read_head(hourglass_engine::Endpoint::Chat, &request.body)
+                .unwrap();
         (head.model, head.model_span, head.stream)
     };
     request.model = model;

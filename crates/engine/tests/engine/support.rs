@@ -130,7 +130,7 @@ impl Outcome {
             Err(error) => error
                 .trail
                 .iter()
-                .map(|a| (a.upstream.clone(), a.outcome))
+                .map(|a| (a.upstream.clone(), a.outcome.name()))
                 .collect(),
         }
     }
@@ -154,7 +154,7 @@ pub async fn call(setup: &Setup, mut request: CallRequest) -> Outcome {
             let attempts = response
                 .trail
                 .iter()
-                .map(|a| (a.upstream.clone(), a.outcome))
+                .map(|a| (a.upstream.clone(), a.outcome.name()))
                 .collect();
             let body = match response.body {
                 ResponseBody::Full(bytes) => String::from_utf8(bytes.to_vec()).unwrap(),

@@ -196,6 +196,18 @@ impl Assembler {
     }
 }
 
+impl crate::protocol::Assemble for Assembler {
+    fn push(&mut self, data: &str) -> Result<(), String> {
+        Assembler::push(self, data)
+    }
+
+    fn finish(self: Box<Self>) -> bytes::Bytes {
+        bytes::Bytes::from(
+            serde_json::to_vec(&Assembler::finish(*self)).expect("a json value serializes"),
+        )
+    }
+}
+
 /// The request body asking for a stream with usage: `stream: true` and
 /// `stream_options.include_usage: true`, everything else kept (values byte for byte).
 pub fn streaming_body(body: &[u8]) -> Result<Vec<u8>, String> {

@@ -1,4 +1,4 @@
-//! Which events are meaningful content. The commit point and the `first_token` and `idle` clocks
+//! Which events of an OpenAI stream are meaningful content. The commit point and the `first_token` and `idle` clocks
 //! only move on content: SSE comments, role-only deltas, empty deltas and lifecycle events are not
 //! content, so a dead upstream hiding behind keep-alives times out like a silent one.
 //!
@@ -9,56 +9,8 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::sse::Event;
-
-/// The API an event belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/v1/chat/completions`
-    Chat,
-    /// `/v1/completions`
-    Completions,
-    /// `/v1/responses`
-    Responses,
-    /// `/v1/embeddings`
-    Embeddings,
-    /// `/v1/images/generations`
-    Images,
-    /// Any other path, passed through.
-    Other,
-}
-
-/// What one event means for the clocks and the commit point.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
-    /// Not content: a comment, a role-only or empty delta, a lifecycle event.
-    Nothing,
-    /// Meaningful content: text, a tool call, reasoning text, a refusal.
-    Content,
-    /// A chunk with a `finish_reason` (and content, or not): the answer is complete.
-    Finish {
-        /// Whether the same chunk also carried content.
-        content: bool,
-    },
-    /// The end of a complete stream (`[DONE]`, `response.completed`).
-    End,
-    /// The upstream reported an error inside the stream.
-    UpstreamError(String),
-    /// The event's data is not the JSON it should be.
-    Malformed(String),
-}
-
-impl Signal {
-    /// Whether the event carried meaningful content.
-    pub fn is_content(&self) -> bool {
-        matches!(self, Signal::Content | Signal::Finish { content: true })
-    }
-}
-
-/// Whether a chat or completions stream ends complete only with a `finish_reason` seen.
-pub fn needs_finish_reason(endpoint: Endpoint) -> bool {
-    matches!(endpoint, Endpoint::Chat | Endpoint::Completions)
-}
+use crate::protocol::{Endpoint, Signal};
+use crate::sse::Event;
 
 #[derive(Deserialize)]
 struct Chunk<'a> {

@@ -1,0 +1,238 @@
+//! The health table: ranking, ejection, estimates and what a reload keeps.
+
+use super::*;
+
+fn health(share: f64) -> Arc<Health> {
+    let config = BreakerConfig {
+        consecutive_failures: 2,
+        max_ejected_share: share,
+        ..BreakerConfig::default()
+    };
+    Arc::new(Health::new(
+        &config,
+        vec!["a".into(), "b".into(), "c".into()],
+    ))
+}
+
+fn candidates() -> Vec<Candidate<'static>> {
+    (0..3)
+        .map(|upstream| Candidate {
+            upstream,
+            model: "m",
+            tier: 0,
+            weight: 1,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ejected_target_goes_last_until_too_many_are_ejected() {
+    let h = health(0.5);
+    let mut rng = fastrand::Rng::with_seed(1);
+    let now = Instant::now();
+    for _ in 0..2 {
+        h.lease(0, "m", false, now).finish(true);
+    }
+    let order = h.rank(
+        "m",
+        &candidates(),
+        &[false; 3],
+        Balance::Ordered,
+        &mut rng,
+        now,
+    );
+    assert_eq!(order, [1, 2, 0]);
+    for _ in 0..2 {
+        h.lease(1, "m", false, now).finish(true);
+    }
+    // Two of three ejected is above half: ejection is ignored rather than overload one.
+    let order = h.rank(
+        "m",
+        &candidates(),
+        &[false; 3],
+        Balance::Ordered,
+        &mut rng,
+        now,
+    );
+    assert_eq!(order, [0, 1, 2]);
+    assert!(
+        h.events().iter().any(
+            |(_, e)| matches!(e, Event::Ejected { upstream, count: 1, .. } if upstream == "a")
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_balancing_prefers_the_cheaper_target() {
+    let h = health(0.5);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let now = Instant::now();
+    h.lease(0, "m", false, now)
+        .first_token(Duration::from_millis(900));
+    h.lease(1, "m", false, now)
+        .first_token(Duration::from_millis(100));
+    h.lease(2, "m", false, now)
+        .first_token(Duration::from_millis(400));
+    let two: Vec<Candidate<'_>> = candidates().into_iter().take(2).collect();
+    let mut firsts = [0usize; 2];
+    for _ in 0..100 {
+        firsts[h.rank("m", &two, &[false; 2], Balance::Latency, &mut rng, now)[0]] += 1;
+    }
+    assert_eq!(firsts, [0, 100], "of two, the cheaper always wins");
+    let mut firsts = [0usize; 3];
+    for _ in 0..300 {
+        firsts[h.rank(
+            "m",
+            &candidates(),
+            &[false; 3],
+            Balance::Latency,
+            &mut rng,
+            now,
+        )[0]] += 1;
+    }
+    assert_eq!(firsts[0], 0, "the slowest never wins a pair: {firsts:?}");
+    assert!(firsts[1] > firsts[2], "{firsts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn endless_failures_saturate_the_estimate_instead_of_overflowing() {
+    let h = health(0.5);
+    let now = Instant::now();
+    for _ in 0..200 {
+        h.lease(0, "m", false, now).finish(true);
+    }
+    assert_eq!(h.snapshot()[0].ewma, MAX_PENALTY);
+}
+
+#[tokio::test(start_paused = true)]
+async fn made_up_model_names_do_not_grow_the_table_without_end() {
+    let h = health(0.5);
+    let now = Instant::now();
+    for i in 0..1000 {
+        h.lease(0, &format!("made-up-{i}"), false, now).finish(true);
+    }
+    let snapshot = h.snapshot();
+    assert_eq!(snapshot.len(), MAX_MODELS_PER_UPSTREAM + 1);
+    let overflow = snapshot.iter().find(|t| t.model == OVERFLOW_MODEL).unwrap();
+    assert_eq!(overflow.calls, 1000 - MAX_MODELS_PER_UPSTREAM as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn weights_share_calls_within_a_tier() {
+    let h = health(0.5);
+    let mut rng = fastrand::Rng::with_seed(3);
+    let now = Instant::now();
+    let mut c = candidates();
+    c.truncate(2);
+    c[0].weight = 3;
+    let mut firsts = [0usize; 2];
+    for _ in 0..4000 {
+        firsts[h.rank("m", &c, &[false; 2], Balance::Weighted, &mut rng, now)[0]] += 1;
+    }
+    assert!((2850..3150).contains(&firsts[0]), "3:1 → {firsts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiers_come_in_order_and_a_dropped_lease_frees_its_slot() {
+    let h = health(0.5);
+    let mut rng = fastrand::Rng::with_seed(1);
+    let now = Instant::now();
+    let c = [
+        Candidate {
+            upstream: 0,
+            model: "m",
+            tier: 1,
+            weight: 1,
+        },
+        Candidate {
+            upstream: 1,
+            model: "m",
+            tier: 0,
+            weight: 1,
+        },
+        Candidate {
+            upstream: 2,
+            model: "m",
+            tier: 1,
+            weight: 1,
+        },
+    ];
+    assert_eq!(
+        h.rank("m", &c, &[false; 3], Balance::Ordered, &mut rng, now),
+        [1, 0, 2]
+    );
+    assert_eq!(
+        h.rank(
+            "m",
+            &c,
+            &[false, true, false],
+            Balance::Ordered,
+            &mut rng,
+            now
+        ),
+        [0, 2]
+    );
+    let lease = h.lease(1, "m", false, now);
+    assert_eq!(h.snapshot()[1].outstanding, 1);
+    drop(lease);
+    assert_eq!(h.snapshot()[1].outstanding, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_state_of_upstreams_that_stay_and_drops_the_others() {
+    let old = health(0.5);
+    let now = Instant::now();
+    for _ in 0..2 {
+        old.lease(0, "m", false, now).finish(true);
+    }
+    let in_flight = old.lease(1, "m", false, now);
+    let config = BreakerConfig {
+        consecutive_failures: 5,
+        half_open_calls: 1,
+        max_ejected_share: 0.5,
+        ..BreakerConfig::default()
+    };
+    // `b` keeps its name but is another server now: it starts afresh; `d` is new; `c` is gone.
+    let new = Arc::new(old.carried_over(
+        &config,
+        vec!["a".into(), "b".into(), "d".into()],
+        |name| name != "b",
+    ));
+    let status = new.snapshot();
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(
+        (status[0].upstream.as_str(), status[0].breaker),
+        ("a", "open")
+    );
+    let order = new.rank(
+        "m",
+        &candidates(),
+        &[false; 3],
+        Balance::Ordered,
+        &mut fastrand::Rng::with_seed(1),
+        now,
+    );
+    assert_eq!(order, [1, 2, 0], "the ejected upstream stays last");
+    // A call still in flight on the old table reports into the old `b`, not the new one.
+    in_flight.finish(true);
+    let fresh_b = new.snapshot().into_iter().find(|t| t.upstream == "b");
+    assert!(fresh_b.as_ref().is_none_or(|b| b.calls == 0), "{fresh_b:?}");
+    // The new settings apply to the kept breaker: five failures now, not two, eject again.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let later = Instant::now();
+    new.lease(0, "m", false, later).finish(false);
+    for _ in 0..4 {
+        new.lease(0, "m", false, later).finish(true);
+    }
+    assert_eq!(new.snapshot()[0].breaker, "closed");
+    new.lease(0, "m", false, later).finish(true);
+    assert_eq!(new.snapshot()[0].breaker, "open");
+    assert!(
+        new.events()
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Ejected { upstream, .. } if upstream == "a"))
+            .count()
+            == 2,
+        "the event log carried over"
+    );
+}

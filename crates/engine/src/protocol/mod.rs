@@ -1,0 +1,207 @@
+//! Wire formats, behind one seam. Everything specific to a protocol lives in its own module: what
+//! a request asks for (read from its parsed body), what counts as content in its stream, how a
+//! whole answer is assembled from a stream, its error body and in-stream error event, and how an
+//! upstream's key travels. The engine's phases, deadlines, retry loop and health know none of it.
+//!
+//! A second protocol is one new module implementing [`Protocol`], its endpoints in [`Endpoint`],
+//! and a route in the gateway.
+
+pub mod openai; // OpenAI's chat, completions, responses, embeddings and images APIs
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::CallError;
+use crate::sse::Event;
+
+/// The API a call is made to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// OpenAI's `/v1/chat/completions`
+    Chat,
+    /// OpenAI's `/v1/completions`
+    Completions,
+    /// OpenAI's `/v1/responses`
+    Responses,
+    /// OpenAI's `/v1/embeddings`
+    Embeddings,
+    /// OpenAI's `/v1/images/generations`
+    Images,
+    /// Any other path, passed through.
+    Other,
+}
+
+impl Endpoint {
+    /// The protocol that speaks it.
+    pub fn protocol(self) -> &'static dyn Protocol {
+        match self {
+            Endpoint::Chat
+            | Endpoint::Completions
+            | Endpoint::Responses
+            | Endpoint::Embeddings
+            | Endpoint::Images
+            | Endpoint::Other => &openai::OpenAi,
+        }
+    }
+
+    /// Whether a client may ask it for a stream.
+    pub fn streams(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Responses
+        )
+    }
+}
+
+/// What one event of a stream means for the clocks and the commit point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Not content: a comment, a role-only or empty delta, a lifecycle event.
+    Nothing,
+    /// Meaningful content: text, a tool call, reasoning text, a refusal.
+    Content,
+    /// A chunk with a finish reason (and content, or not): the answer is complete.
+    Finish {
+        /// Whether the same chunk also carried content.
+        content: bool,
+    },
+    /// The end of a complete stream (`[DONE]`, `response.completed`).
+    End,
+    /// The upstream reported an error inside the stream.
+    UpstreamError(String),
+    /// The event's data is not what the protocol says it should be.
+    Malformed(String),
+}
+
+impl Signal {
+    /// Whether the event carried meaningful content.
+    pub fn is_content(&self) -> bool {
+        matches!(self, Signal::Content | Signal::Finish { content: true })
+    }
+}
+
+/// What a request asks for, read from its body before it is routed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestHead {
+    /// The model asked for.
+    pub model: Option<String>,
+    /// Where its value (with quotes) sits in the body, so an alias is spliced in without
+    /// re-serializing.
+    pub model_span: Option<Range<usize>>,
+    /// Whether a stream is asked for (and the endpoint streams).
+    pub stream: bool,
+    /// Whether a whole answer to it can be assembled from a stream of the upstream's (the
+    /// assembler rebuilds everything it asks for).
+    pub assemblable: bool,
+}
+
+/// Why a request body cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadBody {
+    /// What was wrong.
+    pub message: String,
+    /// The field at fault.
+    pub param: Option<&'static str>,
+}
+
+/// Puts a whole answer together from the events of a stream.
+pub trait Assemble: Send {
+    /// Adds the data of one event (not the end marker).
+    fn push(&mut self, data: &str) -> Result<(), String>;
+    /// The whole answer's body, in the shape of the upstream's own non-streaming answer.
+    fn finish(self: Box<Self>) -> Bytes;
+}
+
+/// A wire format: everything the engine and the gateway need to know of one.
+pub trait Protocol: Send + Sync + 'static {
+    /// Its name, as configuration and logs write it.
+    fn name(&self) -> &'static str;
+
+    /// What a request body for `endpoint` asks for.
+    fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody>;
+
+    /// The request body asking the upstream for a stream, for a whole answer to be assembled.
+    fn streaming_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String>;
+
+    /// A new assembler of a whole answer from a stream of `endpoint`.
+    fn assembler(&self, endpoint: Endpoint) -> Box<dyn Assemble>;
+
+    /// What one event of a stream from `endpoint` means.
+    fn classify(&self, endpoint: Endpoint, event: &Event<'_>) -> Signal;
+
+    /// Whether a stream of `endpoint` is complete only once a finish reason was seen (a bare
+    /// end marker before it means the server interrupted the answer).
+    fn needs_finish_reason(&self, endpoint: Endpoint) -> bool;
+
+    /// Where the event that ends a stream of `endpoint` starts in `data` (a frame that holds
+    /// it), or 0 when the frame holds none: a truncated stream is passed on up to it.
+    fn end_event_start(&self, endpoint: Endpoint, data: &[u8]) -> usize;
+
+    /// The body of a failed call, in the protocol's error shape.
+    fn error_body(&self, error: &CallError) -> Bytes;
+
+    /// The event that ends a stream of `endpoint` that already began, in its stream's shape.
+    fn error_event(&self, endpoint: Endpoint, error: &CallError) -> Bytes;
+
+    /// The header that carries an upstream's key (marked sensitive).
+    fn credentials(&self, key: &str) -> Result<(HeaderName, HeaderValue), String>;
+
+    /// A cheap request that checks an upstream serves `model` and measures its first token:
+    /// the endpoint, the path under the base URL and the body.
+    fn check_request(&self, model: &str) -> (Endpoint, &'static str, Bytes);
+}
+
+/// The text of a JSON object body, or what is wrong with it.
+pub(crate) fn json_object(body: &[u8]) -> Result<&str, BadBody> {
+    // JSON is UTF-8 (RFC 8259); serde skips the fields it ignores without checking them, so a
+    // broken byte there would go upstream and come back as someone else's confusing error.
+    let text = std::str::from_utf8(body).map_err(|e| BadBody {
+        message: format!(
+            "the request body is not valid UTF-8 (byte {}); JSON must be UTF-8",
+            e.valid_up_to()
+        ),
+        param: None,
+    })?;
+    // serde's derived struct reading also takes a JSON array (`["gpt-4o", true]`) field by field.
+    if !text.trim_start().starts_with('{') {
+        return Err(BadBody {
+            message: "the request body must be a JSON object (`{\"model\": …}`)".to_owned(),
+            param: None,
+        });
+    }
+    Ok(text)
+}
+
+/// Reads the fields a protocol's `T` names from a JSON object body, skipping the rest unbuilt.
+pub(crate) fn read_fields<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, BadBody> {
+    serde_json::from_str(text).map_err(|e| BadBody {
+        message: if e.is_data() {
+            format!("invalid request body: {e}")
+        } else {
+            format!("the request body is not valid JSON: {e}")
+        },
+        param: None,
+    })
+}
+
+/// The `model` a body names, and where its value (with quotes) sits in `body`.
+pub(crate) fn model_and_span(
+    raw: Option<&RawValue>,
+    body: &[u8],
+) -> Result<(Option<String>, Option<Range<usize>>), BadBody> {
+    let Some(raw) = raw else {
+        return Ok((None, None));
+    };
+    let value = raw.get();
+    let model: String = serde_json::from_str(value).map_err(|_| BadBody {
+        message: format!("`model` must be a string, not {value}"),
+        param: Some("model"),
+    })?;
+    // The raw value borrows from `body`: its offset is where the value starts.
+    let start = value.as_ptr() as usize - body.as_ptr() as usize;
+    Ok((Some(model), Some(start..start + value.len())))
+}

@@ -1,0 +1,260 @@
+//! OpenAI's wire format: chat completions, legacy completions, responses, embeddings and images.
+//! A request names `model` and may ask for `stream`; a stream is SSE with `data:` JSON chunks
+//! ending in `[DONE]` (or, for responses, typed events ending in `response.completed`); errors
+//! are `{"error": {"message", "type", "param", "code"}}`; the key travels as a bearer token.
+
+pub mod assemble; // one chat completion body put together from a stream
+pub mod content; // which events of a stream are meaningful content
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, header};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::{
+    Assemble, BadBody, Endpoint, Protocol, RequestHead, Signal, json_object, model_and_span,
+    read_fields,
+};
+use crate::error::CallError;
+use crate::sse::Event;
+
+/// OpenAI's wire format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenAi;
+
+/// What the engine reads of an OpenAI request body: the routing fields, and the ones that decide
+/// whether a whole answer can be assembled from a stream.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(borrow, default)]
+    logprobs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    top_logprobs: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    audio: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    modalities: Option<&'a RawValue>,
+}
+
+/// Whether a request field asks for something: present and not `null` or `false`.
+fn asks(value: Option<&RawValue>) -> bool {
+    value.is_some_and(|v| !matches!(v.get().trim(), "null" | "false"))
+}
+
+impl Head<'_> {
+    /// Whether the chat assembler rebuilds everything asked for: not log probabilities, not
+    /// audio (both come in stream chunks the assembler does not put back together).
+    fn assemblable(&self) -> bool {
+        let audio_output = self.modalities.is_some_and(|m| {
+            serde_json::from_str::<Vec<&str>>(m.get()).is_ok_and(|list| list.contains(&"audio"))
+        });
+        !asks(self.logprobs) && !asks(self.top_logprobs) && !asks(self.audio) && !audio_output
+    }
+}
+
+impl OpenAi {
+    /// OpenAI's error `type` for an error's status.
+    pub fn error_type(error: &CallError) -> &'static str {
+        match error.status.as_u16() {
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            400..=499 => "invalid_request_error",
+            _ => "upstream_error",
+        }
+    }
+
+    /// The error in OpenAI's shape with an `hourglass` object (the trail and the diagnosis).
+    pub fn error_json(error: &CallError) -> serde_json::Value {
+        let mut hourglass = json!({"diagnosis": error.code.diagnosis(), "attempts": error.trail,
+                                   "elapsed_ms": error.elapsed.as_millis() as u64});
+        if let Some(upstream) = &error.upstream_error {
+            hourglass["upstream_error"] = upstream.clone();
+        }
+        json!({"error": {"message": error.message, "type": OpenAi::error_type(error), "param": null,
+                         "code": error.code, "hourglass": hourglass}})
+    }
+}
+
+impl Protocol for OpenAi {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody> {
+        let head: Head<'_> = read_fields(json_object(body)?)?;
+        let (model, model_span) = model_and_span(head.model, body)?;
+        Ok(RequestHead {
+            model,
+            model_span,
+            stream: head.stream.unwrap_or(false) && endpoint.streams(),
+            assemblable: endpoint == Endpoint::Chat && head.assemblable(),
+        })
+    }
+
+    fn streaming_request(&self, _endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String> {
+        assemble::streaming_body(body).map(Bytes::from)
+    }
+
+    fn assembler(&self, _endpoint: Endpoint) -> Box<dyn Assemble> {
+        Box::new(assemble::Assembler::new())
+    }
+
+    fn classify(&self, endpoint: Endpoint, event: &Event<'_>) -> Signal {
+        content::classify(endpoint, event)
+    }
+
+    fn needs_finish_reason(&self, endpoint: Endpoint) -> bool {
+        matches!(endpoint, Endpoint::Chat | Endpoint::Completions)
+    }
+
+    fn end_event_start(&self, _endpoint: Endpoint, data: &[u8]) -> usize {
+        done_event_start(data)
+    }
+
+    fn error_body(&self, error: &CallError) -> Bytes {
+        Bytes::from(
+            serde_json::to_vec(&OpenAi::error_json(error))
+                .expect("serializing a json value cannot fail"),
+        )
+    }
+
+    fn error_event(&self, _endpoint: Endpoint, error: &CallError) -> Bytes {
+        let mut event = b"data: ".to_vec();
+        event.extend_from_slice(&self.error_body(error));
+        event.extend_from_slice(b"\n\n");
+        Bytes::from(event)
+    }
+
+    fn credentials(&self, key: &str) -> Result<(HeaderName, HeaderValue), String> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "the API key is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        Ok((header::AUTHORIZATION, value))
+    }
+
+    fn check_request(&self, model: &str) -> (Endpoint, &'static str, Bytes) {
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "ping"}],
+            "max_tokens": 1,
+            "stream": true,
+        });
+        (
+            Endpoint::Chat,
+            "/chat/completions",
+            Bytes::from(body.to_string()),
+        )
+    }
+}
+
+/// Where the `[DONE]` event starts in `data`: the last `data: [DONE]` at the start of a line (a
+/// JSON string cannot hold a raw line break, so content quoting it is never mistaken for it), or
+/// 0 when the frame holds none.
+fn done_event_start(data: &[u8]) -> usize {
+    [&b"\ndata: [DONE]"[..], b"\ndata:[DONE]"]
+        .iter()
+        .filter_map(|marker| memchr::memmem::rfind(data, marker))
+        .max()
+        .map_or(0, |at| at + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_done_event_is_found_at_a_line_start_never_inside_content() {
+        let quoted =
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\ndata: [DONE]\n\n";
+        let at = done_event_start(quoted);
+        assert_eq!(&quoted[at..], b"data: [DONE]\n\n");
+        assert_eq!(
+            done_event_start(b"data: [DONE]\n\n"),
+            0,
+            "at the frame's start"
+        );
+        assert_eq!(done_event_start(b"data: {}\n\ndata:[DONE]\n\n"), 10);
+        assert_eq!(
+            done_event_start(b"data: {\"a\":1}\n\n"),
+            0,
+            "none in this frame"
+        );
+    }
+
+    fn read(endpoint: Endpoint, body: &[u8]) -> RequestHead {
+        OpenAi.read_request(endpoint, body).unwrap()
+    }
+
+    #[test]
+    fn the_model_and_stream_flag_are_read_without_parsing_the_rest() {
+        let body = br#"{"messages":[{"role":"user","content":"\"model\": x"}],"model" : "gpt-4o","stream":true}"#;
+        let head = read(Endpoint::Chat, body);
+        assert_eq!(head.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(&body[head.model_span.unwrap()], br#""gpt-4o""#);
+        assert!(head.stream);
+        assert!(
+            !read(Endpoint::Embeddings, body).stream,
+            "embeddings do not stream"
+        );
+    }
+
+    #[test]
+    fn whether_a_whole_answer_can_be_assembled_is_read_from_the_fields_not_the_text() {
+        let chat = |body: &str| read(Endpoint::Chat, body.as_bytes()).assemblable;
+        assert!(chat(r#"{"model":"m","messages":[]}"#));
+        assert!(
+            chat(r#"{"model":"m","messages":[{"role":"user","content":"what are logprobs?"}]}"#),
+            "a message that mentions logprobs asks for none"
+        );
+        assert!(chat(r#"{"model":"m","logprobs":false,"audio":null}"#));
+        assert!(!chat(r#"{"model":"m","logprobs":true}"#));
+        assert!(!chat(r#"{"model":"m","top_logprobs":2}"#));
+        assert!(!chat(
+            r#"{"model":"m","audio":{"voice":"alloy","format":"wav"}}"#
+        ));
+        assert!(!chat(r#"{"model":"m","modalities":["text","audio"]}"#));
+        assert!(chat(r#"{"model":"m","modalities":["text"]}"#));
+        assert!(!read(Endpoint::Responses, br#"{"model":"m"}"#).assemblable);
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        let message = |body: &[u8]| {
+            OpenAi
+                .read_request(Endpoint::Chat, body)
+                .unwrap_err()
+                .message
+        };
+        assert!(message(b"{\"model\":").contains("not valid JSON"));
+        assert_eq!(
+            OpenAi
+                .read_request(Endpoint::Chat, br#"{"model":3}"#)
+                .unwrap_err()
+                .param,
+            Some("model")
+        );
+        assert!(message(br#"{"stream":"yes"}"#).contains("invalid request body"));
+        assert_eq!(read(Endpoint::Chat, br#"{"input":"x"}"#).model, None);
+        assert!(OpenAi.read_request(Endpoint::Chat, b"[1,2]").is_err());
+        // Found by fuzzing: an array was read field by field, as if it were an object.
+        let array = message(br#"["gpt-4o", true]"#);
+        assert!(array.contains("must be a JSON object"), "{array}");
+        // Found by fuzzing: a broken byte in a field the gateway does not read.
+        let broken = message(b"{\"model\":\"m\",\"con\xabent\":1}");
+        assert!(broken.contains("not valid UTF-8 (byte 17)"), "{broken}");
+    }
+
+    #[test]
+    fn the_key_travels_as_a_sensitive_bearer_token() {
+        let (name, value) = OpenAi.credentials("sk-1").unwrap();
+        assert_eq!(name, header::AUTHORIZATION);
+        assert_eq!(value, "Bearer sk-1");
+        assert!(value.is_sensitive());
+        assert!(OpenAi.credentials("bad\nkey").is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! The request an upstream gets, and the headers that come back: the path under the upstream's
+//! base URL, the client's headers less hop-by-hop and hourglass-own ones, the upstream's own
+//! headers, and its key as the call's protocol sends keys. Hop-by-hop headers stop here both ways.
+
+use bytes::Bytes;
+use hourglass_config::Upstream;
+use http::{HeaderMap, HeaderValue, header};
+
+use super::RequestBody;
+use crate::error::FailureKind;
+use crate::request::CallRequest;
+
+/// Whether `name` is listed in the message's `Connection` header: such headers are hop-by-hop
+/// by declaration (RFC 9110 §7.6.1) and stop at the gateway.
+fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case(name))
+}
+
+/// Headers a client sends that are not passed upstream.
+fn dropped_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "accept-encoding"
+            | "expect"
+    ) || name.starts_with("x-hourglass-")
+}
+
+/// Headers an upstream sends that are not passed to the client.
+fn dropped_response_header(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "content-length"
+            | "trailer"
+            | "upgrade"
+            | "proxy-connection"
+            | "proxy-authenticate"
+    )
+}
+
+/// The upstream request for `request` with `body`, and the signal that the body was handed over.
+/// `h2` asks for the absolute URI HTTP/2 carries as pseudo-headers.
+pub fn build(
+    request: &CallRequest,
+    upstream: &Upstream,
+    body: Bytes,
+    h2: bool,
+) -> Result<
+    (
+        http::Request<RequestBody>,
+        tokio::sync::oneshot::Receiver<()>,
+    ),
+    FailureKind,
+> {
+    let prefix = upstream.base_url.path().trim_end_matches('/');
+    let uri = match (
+        h2,
+        upstream.base_url.scheme_str(),
+        upstream.base_url.authority(),
+    ) {
+        (true, Some(scheme), Some(authority)) => {
+            format!("{scheme}://{authority}{prefix}{}", request.path)
+        }
+        _ => format!("{prefix}{}", request.path),
+    };
+    let (body, written) = RequestBody::new(body);
+    let mut builder = http::Request::builder()
+        .method(request.method.clone())
+        .uri(uri);
+    let headers = builder.headers_mut().expect("a fresh builder has headers");
+    for (name, value) in &request.headers {
+        if dropped_request_header(name.as_str())
+            || named_by_connection(&request.headers, name.as_str())
+            || (upstream.api_key.is_some() && name == header::AUTHORIZATION)
+        {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if let Some(authority) = upstream.base_url.authority()
+        && !h2
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, value);
+    }
+    for (name, value) in &upstream.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(key) = &upstream.api_key {
+        let (name, value) = request
+            .endpoint
+            .protocol()
+            .credentials(key.expose())
+            .map_err(FailureKind::Malformed)?;
+        headers.insert(name, value);
+    }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let request = builder
+        .body(body)
+        .map_err(|e| FailureKind::Malformed(format!("cannot build the upstream request: {e}")))?;
+    Ok((request, written))
+}
+
+/// The upstream's headers as sent to the client, less hop-by-hop ones, plus `x-hourglass-upstream`.
+pub fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
+    for (key, value) in upstream {
+        if dropped_response_header(key.as_str()) || named_by_connection(upstream, key.as_str()) {
+            continue;
+        }
+        headers.append(key.clone(), value.clone());
+    }
+    headers.insert("x-hourglass-upstream", header_value(name));
+    headers
+}
+
+/// A header value from text, or `-` when the text cannot be one.
+pub fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}

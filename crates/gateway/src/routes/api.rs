@@ -1,0 +1,183 @@
+//! The API calls that go through the engine: the client key checked (and never sent on), the
+//! body read within `server.max_request_body` and `server.body_read_timeout`, what it asks for
+//! read by the endpoint's protocol, the client's own deadline, heartbeats, and the answer — whole,
+//! a committed stream, or an error in the protocol's shape.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hourglass_engine::{CallError, CallRequest, Endpoint, Engine, ErrorCode, ResponseBody};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::{auth, error_response};
+use crate::body::GatewayBody;
+use crate::deadline;
+use crate::gateway::Gateway;
+use crate::heartbeat::{self, HeartbeatBody};
+
+/// The API a path is, or `None` when it is not under `/v1/`.
+pub(super) fn endpoint(method: &Method, path: &str) -> Option<Endpoint> {
+    Some(match (method, path) {
+        (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
+        (&Method::POST, "/v1/completions") => Endpoint::Completions,
+        (&Method::POST, "/v1/responses") => Endpoint::Responses,
+        (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (&Method::POST, "/v1/images/generations") => Endpoint::Images,
+        (_, p) if p.starts_with("/v1/") => Endpoint::Other,
+        _ => return None,
+    })
+}
+
+/// One API call: the request prepared, then answered (with heartbeats while it runs when asked).
+pub(super) async fn call(
+    gateway: Arc<Gateway>,
+    endpoint: Endpoint,
+    parts: Parts,
+    body: Incoming,
+) -> Response<GatewayBody> {
+    let start = Instant::now();
+    // One engine for the whole call, even if a reload swaps it meanwhile.
+    let engine = gateway.engine();
+    let protocol = endpoint.protocol();
+    let (request, heartbeat) = match prepare(&gateway, &engine, endpoint, parts, body, start).await
+    {
+        Ok(prepared) => prepared,
+        Err(error) => return error_response(protocol, &error),
+    };
+    if let Some(interval) = heartbeat {
+        return with_heartbeats(&gateway, engine, request, interval);
+    }
+    match engine.call(request).await {
+        Ok(response) => {
+            let mut out = Response::new(match response.body {
+                ResponseBody::Full(bytes) => GatewayBody::full(bytes),
+                ResponseBody::Stream(stream) => GatewayBody::Stream(stream),
+            });
+            *out.status_mut() = response.status;
+            *out.headers_mut() = response.headers;
+            out
+        }
+        // The engine logs one line per call (hourglass::call), failures with their message.
+        Err(error) => error_response(protocol, &error),
+    }
+}
+
+/// The call to make, and its heartbeat interval when it has one.
+async fn prepare(
+    gateway: &Gateway,
+    engine: &Engine,
+    endpoint: Endpoint,
+    parts: Parts,
+    body: Incoming,
+    start: Instant,
+) -> Result<(CallRequest, Option<Duration>), CallError> {
+    auth::client(gateway, &parts.headers)?;
+    let bytes = read_body(gateway, body).await?;
+    let head = if endpoint == Endpoint::Other {
+        Default::default()
+    } else {
+        hourglass_engine::request::read_head(endpoint, &bytes)
+            .map_err(|bad| bad_request(bad.message))?
+    };
+    let client_deadline = match deadline::client_timeouts(&parts.headers, head.stream) {
+        Ok(None) => None,
+        Ok(Some(declared)) => {
+            let margin =
+                deadline::margin(declared.timeout, gateway.settings.client_deadline_margin);
+            Some((start + declared.timeout - margin, declared.source))
+        }
+        Err(message) => return Err(bad_request(message)),
+    };
+    let heartbeat = heartbeat_interval(engine, &parts.headers, head.stream, head.model.as_deref())?;
+    let uri = &parts.uri;
+    let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let path = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query);
+    let mut request = CallRequest::with_head(endpoint, parts.method, path, bytes, head);
+    request.headers = parts.headers;
+    if !gateway.settings.client_keys.is_empty() {
+        request.headers.remove(header::AUTHORIZATION);
+    }
+    request.client_deadline = client_deadline;
+    request.start = start;
+    Ok((request, heartbeat))
+}
+
+/// The request body, read whole within the size and time limits.
+async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Bytes, CallError> {
+    let settings = &gateway.settings;
+    let read = Limited::new(body, settings.max_request_body).collect();
+    match tokio::time::timeout(settings.body_read_timeout, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Err(_) => Err(CallError::before_attempts(
+            ErrorCode::RequestTimeout,
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} (server.body_read_timeout)",
+                hourglass_config::duration::format(settings.body_read_timeout)
+            ),
+        )),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(CallError::before_attempts(
+                ErrorCode::RequestTooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than {} bytes (server.max_request_body)",
+                    settings.max_request_body
+                ),
+            ))
+        }
+        Ok(Err(error)) => Err(bad_request(format!(
+            "could not read the request body: {error}"
+        ))),
+    }
+}
+
+/// Heartbeats: asked for per request, or the model's policy for streams (a whole JSON body with
+/// leading spaces is only sent when the request asks, since strict parsers reject it).
+fn heartbeat_interval(
+    engine: &Engine,
+    headers: &HeaderMap,
+    stream: bool,
+    model: Option<&str>,
+) -> Result<Option<Duration>, CallError> {
+    Ok(match heartbeat::requested(headers).map_err(bad_request)? {
+        Some(choice) => choice,
+        None if stream => model
+            .and_then(|m| engine.config().route(m))
+            .and_then(|route| route.policy.heartbeat),
+        None => None,
+    })
+}
+
+/// The answer of a call that sends heartbeats every `interval` while it runs.
+fn with_heartbeats(
+    gateway: &Gateway,
+    engine: Arc<Engine>,
+    request: CallRequest,
+    interval: Duration,
+) -> Response<GatewayBody> {
+    let (endpoint, stream) = (request.endpoint, request.stream);
+    let running: heartbeat::Call = Box::pin(async move { engine.call(request).await });
+    let body = HeartbeatBody::new(running, interval, endpoint, stream, gateway.metrics.clone());
+    let mut response = Response::new(GatewayBody::Heartbeat(Box::new(body)));
+    let content_type = if stream {
+        "text/event-stream; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&hourglass_config::duration::format(interval)) {
+        headers.insert("x-hourglass-heartbeat", value);
+    }
+    response
+}
+
+fn bad_request(message: String) -> CallError {
+    CallError::before_attempts(ErrorCode::BadRequest, StatusCode::BAD_REQUEST, message)
+}

@@ -1,0 +1,65 @@
+//! Who may call what: the API needs one of the client keys when the gateway has them (and never
+//! sends it on); the admin endpoints need the admin key, or a client key when only those are set.
+//! Keys are compared in time independent of where they differ.
+
+use hourglass_engine::{CallError, ErrorCode};
+use http::{HeaderMap, StatusCode, header};
+
+use crate::gateway::Gateway;
+
+/// Whether the request may call the API: it carries a client key, or the gateway has none.
+pub(super) fn client(gateway: &Gateway, headers: &HeaderMap) -> Result<(), CallError> {
+    let keys = &gateway.settings.client_keys;
+    let given = bearer(headers);
+    if keys.is_empty() || keys.iter().any(|key| same(given, key.expose())) {
+        return Ok(());
+    }
+    Err(CallError::before_attempts(
+        ErrorCode::InvalidApiKey,
+        StatusCode::UNAUTHORIZED,
+        "missing or unknown API key: send one of the gateway's client keys as `Authorization: Bearer …`"
+            .to_owned(),
+    ))
+}
+
+/// Whether the request may use the admin endpoints: it carries the admin key when one is set;
+/// else a client key when those are set; else anyone may (a loopback gateway).
+pub(super) fn admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), CallError> {
+    let given = bearer(headers);
+    let allowed = match &gateway.settings.admin_key {
+        Some(key) => same(given, key.expose()),
+        // No admin key but client keys: a gateway that guards its API guards its admin too.
+        None => {
+            let clients = &gateway.settings.client_keys;
+            clients.is_empty() || clients.iter().any(|k| same(given, k.expose()))
+        }
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(CallError::before_attempts(
+        ErrorCode::Unauthorized,
+        StatusCode::UNAUTHORIZED,
+        "this endpoint needs the admin key (server.admin_key_env) as `Authorization: Bearer …`"
+            .to_owned(),
+    ))
+}
+
+/// The bearer token of a request, or "".
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+}
+
+/// Compares a given key with an expected one in time independent of where they differ.
+fn same(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}

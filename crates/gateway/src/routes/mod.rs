@@ -1,0 +1,108 @@
+//! Which path does what, split by concern: the gateway's own endpoints (`admin`), the API calls
+//! that go through the engine (`api`), who may call what (`auth`) and the request id every
+//! answer carries. Every error is in the shape of the caller's protocol, with
+//! `x-should-retry: false`.
+
+mod admin; // /health, /metrics, /status, /dashboard, /admin/reload, GET /v1/models
+mod api; // /v1/*: the body within limits, what it asks for, the client's deadline, heartbeats
+mod auth; // client keys, the admin key, bearer tokens compared in constant time
+mod request_id; // x-request-id: the client's when it is a sane one, else a new UUID
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hourglass_engine::protocol::Protocol;
+use hourglass_engine::{CallError, ErrorCode};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::body::GatewayBody;
+use crate::gateway::Gateway;
+
+/// Every request: its id (the client's `x-request-id` when it is a sane one, else a new one),
+/// sent upstream and echoed to the client; the upstream's own id moves to `x-upstream-request-id`.
+pub(crate) async fn handle(
+    gateway: Arc<Gateway>,
+    mut request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let id = request_id::of(request.headers());
+    request.headers_mut().insert("x-request-id", id.clone());
+    let mut guard = Abandoned {
+        gateway: &gateway,
+        answered: false,
+    };
+    let mut response = route(gateway.clone(), request).await;
+    guard.answered = true;
+    let headers = response.headers_mut();
+    if let Some(upstream) = headers.insert("x-request-id", id.clone())
+        && upstream != id
+    {
+        headers.insert("x-upstream-request-id", upstream);
+    }
+    Ok(response)
+}
+
+/// Counts a client that went away before its answer began: hyper drops the request's future
+/// when the connection closes, and this guard sees the drop.
+struct Abandoned<'a> {
+    gateway: &'a Gateway,
+    answered: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.gateway.metrics.client_disconnect();
+        }
+    }
+}
+
+/// The gateway's own endpoints first, then the API; anything else is `not_found`.
+async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<GatewayBody> {
+    let (parts, body) = request.into_parts();
+    if let Some(response) = admin::answer(&gateway, &parts) {
+        return response;
+    }
+    let path = parts.uri.path().trim_end_matches('/');
+    match api::endpoint(&parts.method, path) {
+        Some(endpoint) => api::call(gateway, endpoint, parts, body).await,
+        None => {
+            let message = format!(
+                "Invalid URL ({} {}); the gateway serves /v1/*",
+                parts.method,
+                parts.uri.path()
+            );
+            let code = ErrorCode::NotFound;
+            let error = CallError::before_attempts(code, StatusCode::NOT_FOUND, message);
+            error_response(hourglass_engine::Endpoint::Other.protocol(), &error)
+        }
+    }
+}
+
+/// A JSON body with its status.
+fn json_response(status: StatusCode, body: Bytes) -> Response<GatewayBody> {
+    let mut response = Response::new(GatewayBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// An error in `protocol`'s shape. `x-should-retry: false` tells the SDKs not to retry what the
+/// gateway already retried (or what no retry can fix), so SDK retries do not multiply ours.
+pub(crate) fn error_response(protocol: &dyn Protocol, error: &CallError) -> Response<GatewayBody> {
+    let mut response = json_response(error.status, protocol.error_body(error));
+    let headers = response.headers_mut();
+    headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    headers.insert("x-hourglass-attempts", HeaderValue::from(error.trail.len()));
+    if let Some(after) = error.retry_after {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(after.as_secs_f64().ceil() as u64),
+        );
+    }
+    response
+}

@@ -1,0 +1,168 @@
+//! `hourglass serve`: where the configuration comes from (a file, the environment, or the
+//! embedded simulator), the refusal to serve a public address without client keys, the engine
+//! and its health checks, reloads (SIGHUP, `POST /admin/reload`) and the graceful stop.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use hourglass_engine::error::FailureKind;
+use hourglass_engine::{BoxFuture, BoxIo, Dial, DialFn, Engine};
+use hourglass_gateway::Gateway;
+use hourglass_sim::{Server, ServerConfig};
+
+use crate::env_var;
+
+#[derive(Args)]
+#[command(
+    after_help = "Without --config: an `openai` upstream from OPENAI_API_KEY / OPENAI_BASE_URL, or else the\n\
+                        embedded simulator as upstream `sim`. See docs/config.md and examples/hourglass.toml."
+)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides server.listen; default 127.0.0.1:8787)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut dials: HashMap<String, Arc<dyn Dial>> = HashMap::new();
+    let (mut config, note) = match &args.config {
+        Some(path) => (hourglass_config::Config::load(path, &env_var)?, None),
+        None => match hourglass_config::Config::from_env(&env_var)? {
+            Some(config) => (
+                config,
+                Some("no --config: upstream `openai` from OPENAI_API_KEY / OPENAI_BASE_URL"),
+            ),
+            None => {
+                let simulator = Arc::new(Server::in_memory(ServerConfig::default()));
+                let dial = DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+                    let simulator = simulator.clone();
+                    Box::pin(
+                        async move { Ok(Box::new(simulator.connect_in_memory().await) as BoxIo) },
+                    )
+                });
+                dials.insert("sim".to_owned(), Arc::new(dial));
+                (
+                    hourglass_config::Config::single_upstream(
+                        "sim",
+                        "http://sim.in-memory.invalid/v1",
+                    ),
+                    Some(
+                        "no --config and no OPENAI_API_KEY / OPENAI_BASE_URL: serving the embedded simulator as upstream `sim` (docs/sim.md); x-sim-fault headers reach it",
+                    ),
+                )
+            }
+        },
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    let listen = config.server.listen;
+    if !listen.ip().is_loopback()
+        && config.server.client_keys.is_empty()
+        && !config.server.allow_unauthenticated
+    {
+        anyhow::bail!(
+            "refusing to serve on {listen} without client keys: anyone who can reach it could spend the upstreams' keys. \
+             Set server.client_keys_env, listen on 127.0.0.1, or set server.allow_unauthenticated = true to serve open on purpose"
+        );
+    }
+    let settings = config.server.clone();
+    let upstreams: Vec<String> = config
+        .upstreams
+        .iter()
+        .map(|u| format!("{} ({})", u.name, u.base_url))
+        .collect();
+    let engine = Engine::new(config, dials).map_err(anyhow::Error::msg)?;
+    // Active health checks run for as long as the engine does ([health_check]).
+    let _health_checks = engine.spawn_health_checks();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen / --listen)"))?;
+    let local = listener.local_addr()?;
+    if let Some(note) = note {
+        say!("hourglass serve: {note}");
+    }
+    say!(
+        "hourglass serve: listening on http://{local}/v1; upstreams: {}",
+        upstreams.join(", ")
+    );
+    say!(
+        "hourglass serve: try\n  curl http://{local}/v1/chat/completions -H 'content-type: application/json' \
+         -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+    );
+    let mut gateway = Gateway::new(engine, settings);
+    if let Some(path) = args.config.clone() {
+        // SIGHUP or POST /admin/reload read the file again; a bad file leaves the old engine.
+        gateway = gateway.with_reloader(Box::new(move |current: &Engine| {
+            let config =
+                hourglass_config::Config::load(&path, &env_var).map_err(|e| e.to_string())?;
+            let engine = current.reload(config, HashMap::new())?;
+            let _health_checks = engine.spawn_health_checks();
+            Ok(engine)
+        }));
+    }
+    let gateway = Arc::new(gateway);
+    #[cfg(unix)]
+    if args.config.is_some() {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let Ok(mut hangups) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                match gateway.reload() {
+                    Ok(models) => say!(
+                        "hourglass serve: reloaded the configuration; models: {}",
+                        models.join(", ")
+                    ),
+                    Err(error) => tracing::error!(
+                        "the configuration was not reloaded (the old one keeps serving): {error}"
+                    ),
+                }
+            }
+        });
+    }
+    let open = hourglass_gateway::serve(listener, gateway, shutdown_signal()).await;
+    if open > 0 {
+        say!(
+            "hourglass serve: stopped; {open} connections were still open after server.shutdown_grace"
+        );
+    } else {
+        say!("hourglass serve: stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
