@@ -34,6 +34,21 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order a call meets them.
+    pub const ALL: [Phase; 11] = [
+        Phase::BeforeSend,
+        Phase::Dns,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Pool,
+        Phase::Write,
+        Phase::FirstByte,
+        Phase::FirstToken,
+        Phase::Stream,
+        Phase::Response,
+        Phase::Any,
+    ];
+
     /// The phase's name, as `--json` prints it.
     pub fn name(self) -> &'static str {
         match self {
@@ -246,6 +261,32 @@ pub static PATTERNS: &[Pattern] = &[
         "the upstream answered with an error status or an unparseable body",
         "read `upstream_error` in the error body; a proxy's HTML page means a middlebox answered",
         [r#"{"error":{"code":"upstream_status"}}"#]
+    ),
+    p!(
+        "hourglass.request_timeout",
+        "hourglass",
+        WriteTimeout,
+        Write,
+        r#""code"\s*:\s*"request_timeout"[\s\S]*"hourglass"|"hourglass"[\s\S]*"code"\s*:\s*"request_timeout""#,
+        "the client sent its request body to the gateway too slowly (server.body_read_timeout)",
+        "send the body at once (a stalled upload, a slow link or a slowloris); raise `server.body_read_timeout` only for huge uploads on slow links",
+        [
+            r#"{"error":{"code":"request_timeout","message":"the request body did not arrive within 30s (server.body_read_timeout)","hourglass":{"attempts":[]}}}"#
+        ]
+    ),
+    p!(
+        "hourglass.refused",
+        "hourglass",
+        ClientError,
+        BeforeSend,
+        r#""code"\s*:\s*"(no_route|bad_request|request_too_large|not_found|unauthorized|invalid_api_key|bad_config)"[\s\S]*"hourglass"|"hourglass"[\s\S]*"code"\s*:\s*"(no_route|bad_request|request_too_large|not_found|unauthorized|invalid_api_key|bad_config)""#,
+        "the gateway refused the request before calling any upstream: its message says what is wrong",
+        "fix what the message names: the model (`no_route`, see `GET /v1/models`), the body or a header (`bad_request`), the size (`request_too_large`), the path (`not_found`: base_url must end in /v1), the client or admin key (`invalid_api_key`, `unauthorized`), or the configuration file (`bad_config`: `hourglass config check FILE`)",
+        [
+            r#"{"error":{"code":"no_route","message":"no upstream serves model `gpt-9`","hourglass":{"attempts":[]}}}"#,
+            r#"{"error":{"code":"invalid_api_key","hourglass":{"diagnosis":"the gateway has client keys"}}}"#,
+            r#"{"error":{"hourglass":{"attempts":[]},"code":"bad_config"}}"#
+        ]
     ),
     // ---- wrappers that quote another error ----------------------------------------------------
     p!(wraps "oneapi.do_request_failed", "one-api / new-api", Wrapper, Any,

@@ -1,11 +1,10 @@
 //! The classes an error message falls into: where the call was when it failed and what kind of
 //! failure it was, with the causes and fixes that hold for every message of the class.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// What failed, as one word a script can switch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// What failed, as one word a script can switch on (its [`Class::name`], in text and JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Class {
     /// The host name did not resolve.
     Dns,
@@ -37,15 +36,24 @@ pub enum Class {
     MiddleboxTimeout,
     /// The caller itself cancelled the call.
     ClientCancel,
+    /// The request was refused as invalid (no such model or path, a bad body, a missing key).
+    ClientError,
     /// A generic wrapper that hides the real cause.
     Wrapper,
     /// Nothing in the catalogue matches.
     Unknown,
 }
 
+/// `--json` prints the documented name (serde's own snake case would print `upstream429`).
+impl Serialize for Class {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 impl Class {
     /// Every class, in the order summaries list them.
-    pub const ALL: [Class; 17] = [
+    pub const ALL: [Class; 18] = [
         Class::Dns,
         Class::TcpConnectTimeout,
         Class::ConnRefused,
@@ -61,6 +69,7 @@ impl Class {
         Class::Upstream5xx,
         Class::MiddleboxTimeout,
         Class::ClientCancel,
+        Class::ClientError,
         Class::Wrapper,
         Class::Unknown,
     ];
@@ -83,9 +92,15 @@ impl Class {
             Class::Upstream5xx => "upstream_5xx",
             Class::MiddleboxTimeout => "middlebox_timeout",
             Class::ClientCancel => "client_cancel",
+            Class::ClientError => "client_error",
             Class::Wrapper => "wrapper",
             Class::Unknown => "unknown",
         }
+    }
+
+    /// The class with this name.
+    pub fn from_name(name: &str) -> Option<Class> {
+        Class::ALL.iter().copied().find(|c| c.name() == name)
     }
 
     /// Whether the class is a timer firing (as opposed to a refusal, a close or a status).
@@ -115,6 +130,7 @@ impl Class {
             Class::PoolTimeout
             | Class::WriteTimeout
             | Class::ClientCancel
+            | Class::ClientError
             | Class::TotalDeadline => "client",
             Class::FirstByteTimeout
             | Class::IdleStreamStall
@@ -196,6 +212,10 @@ impl Class {
                 "the caller's own timeout or abort signal fired, or the user went away",
                 "an inbound request to a server that makes this call was closed, cancelling it",
             ],
+            Class::ClientError => &[
+                "the request names a model or path nothing serves, or its body is not valid",
+                "the gateway has keys and the request carried none of them, or the wrong one",
+            ],
             Class::Wrapper => {
                 &["this message wraps a lower-level error that carries the real cause"]
             }
@@ -251,6 +271,9 @@ impl Class {
             Class::ClientCancel => &[
                 "if the caller's timeout fired, raise it to the model's measured p99 (`hourglass tune`); otherwise nothing is wrong upstream",
             ],
+            Class::ClientError => {
+                &["fix the request as the message says; retrying the same request cannot help"]
+            }
             Class::Wrapper => &[
                 "print the wrapped cause (Python: `e.__cause__`; Node: `err.cause`; Go: `errors.Unwrap`) and explain that message",
             ],
