@@ -1,6 +1,7 @@
 //! What the gateway reads of a request before routing it, on arbitrary input: the body's head
-//! (`model`, its span, `stream`) and the client's timeout headers. No panic; a model's span
-//! points at exactly its JSON string, so the alias splice cannot corrupt a body.
+//! (`model`, its span, `stream`), the client's timeout headers and its heartbeat interval. No
+//! panic; a model's span points at exactly its JSON string, so the alias splice cannot corrupt a
+//! body.
 
 #![no_main]
 
@@ -10,10 +11,11 @@ use hourglass_engine::{CallRequest, Endpoint};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
-const TIMEOUT_HEADERS: [&str; 3] = [
+const TIMEOUT_HEADERS: [&str; 4] = [
     "x-hourglass-timeout",
     "x-stainless-timeout",
     "x-stainless-read-timeout",
+    "x-hourglass-heartbeat",
 ];
 
 fuzz_target!(|input: &[u8]| {
@@ -28,10 +30,16 @@ fuzz_target!(|input: &[u8]| {
             map.insert(HeaderName::from_static(name), value);
         }
     }
+    // Whatever a client declares is capped, so a deadline or an interval cannot overflow the
+    // clock (found by a hostile client: `x-hourglass-timeout: 9223372036854775807s` panicked).
     for streaming in [false, true] {
         if let Ok(Some(declared)) = hourglass_gateway::client_timeouts(&map, streaming) {
             assert!(!declared.timeout.is_zero(), "a zero deadline was accepted");
+            assert!(declared.timeout <= hourglass_gateway::MAX_CLIENT_TIMEOUT);
         }
+    }
+    if let Ok(Some(Some(interval))) = hourglass_gateway::requested_heartbeat(&map) {
+        assert!(interval <= hourglass_gateway::MAX_HEARTBEAT);
     }
 
     if let Ok(head) = read_head(Endpoint::Chat, body) {

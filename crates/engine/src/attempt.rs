@@ -86,6 +86,12 @@ impl Attempt<'_> {
         if !parts.status.is_success() {
             return Err(self.error_status(&parts.headers, parts.status, body).await);
         }
+        let request = self.call.request;
+        let content_type = parts.headers.get(header::CONTENT_TYPE);
+        let content_type = content_type.and_then(|v| v.to_str().ok());
+        (request.endpoint.protocol())
+            .check_answer(request.endpoint, request.stream, content_type)
+            .map_err(FailureKind::Malformed)?;
         let headers = response_headers(&parts.headers, &self.target.name);
         if !(self.call.streams_upstream() && is_event_stream(&parts.headers)) {
             return self.read_whole(parts.status, headers, body).await;
@@ -233,8 +239,11 @@ impl Attempt<'_> {
         let sent = self.timeline.written.or(self.timeline.headers);
         let sent = sent.unwrap_or(self.timeline.start);
         let mut held = Vec::new();
-        while let Some(data) = reader.next(body, &self.deadlines, sent).await? {
-            let content = reader.scan(&data)?;
+        while let Some(mut data) = reader.next(body, &self.deadlines, sent).await? {
+            let ScanResult { content, end } = reader.scan(&data)?;
+            if let Some(end) = end {
+                data.truncate(end);
+            }
             if content && self.timeline.first_token.is_none() {
                 self.timeline.first_token = reader.last_content;
                 self.phase = Phase::Body;
@@ -378,6 +387,14 @@ impl Attempt<'_> {
     }
 }
 
+/// What one frame of a stream held.
+struct ScanResult {
+    /// Some event carried meaningful content.
+    content: bool,
+    /// The end event ended at this offset: nothing after it goes on.
+    end: Option<usize>,
+}
+
 /// A stream read before the commit point: its events classified by the protocol, each frame
 /// waited for within `first_token` until content came and within `idle` after it.
 struct StreamReader {
@@ -437,15 +454,16 @@ impl StreamReader {
         }
     }
 
-    /// Scans `data`'s events: whether any carried content, or the failure one reveals (an
-    /// error event, a malformed chunk, an end marker before any finish reason).
-    fn scan(&mut self, data: &Bytes) -> Result<bool, FailureKind> {
+    /// Scans `data`'s events: whether any carried content and where the end event ends, or the
+    /// failure one reveals (an error event, a malformed chunk, an end marker before any finish
+    /// reason).
+    fn scan(&mut self, data: &Bytes) -> Result<ScanResult, FailureKind> {
         let (protocol, endpoint) = (self.protocol, self.endpoint);
-        let (mut content, mut failure) = (false, None);
+        let (mut content, mut failure, mut end) = (false, None, None);
         let (ended, finished, assembler) =
             (&mut self.ended, &mut self.finished, &mut self.assembler);
         self.scanner
-            .push(data, |event| {
+            .push_at(data, |event, at| {
                 let signal = protocol.classify(endpoint, event);
                 if let (Some(assembler), Signal::Nothing | Signal::Content | Signal::Finish { .. }) =
                     (assembler.as_mut(), &signal)
@@ -461,7 +479,10 @@ impl StreamReader {
                         content |= with;
                         *finished = true;
                     }
-                    Signal::End if *finished => *ended = true,
+                    Signal::End if *finished => {
+                        *ended = true;
+                        end.get_or_insert(at);
+                    }
                     Signal::End => {
                         failure.get_or_insert(FailureKind::Truncated);
                     }
@@ -484,7 +505,7 @@ impl StreamReader {
         if content {
             self.last_content = Some(Instant::now());
         }
-        Ok(content)
+        Ok(ScanResult { content, end })
     }
 }
 

@@ -11,7 +11,7 @@ use hourglass_config::Hedge;
 use http::StatusCode;
 use tokio::time::Instant;
 
-use crate::attempt::AttemptResult;
+use crate::attempt::{self, AttemptResult};
 use crate::call::Call;
 use crate::commit::Response;
 use crate::error::{AttemptRecord, CallError, FailureKind};
@@ -68,6 +68,8 @@ struct Attempts<'a> {
     next: usize,
     /// A retry was due but the budget refused it.
     budget_spent: bool,
+    /// A retry was due but the time left (this much) was less than a try needs.
+    no_time_for_retry: Option<Duration>,
 }
 
 impl<'a> Attempts<'a> {
@@ -80,6 +82,7 @@ impl<'a> Attempts<'a> {
             cooling: vec![None; call.targets.len()],
             next: 0,
             budget_spent: false,
+            no_time_for_retry: None,
         }
     }
 
@@ -94,10 +97,7 @@ impl<'a> Attempts<'a> {
             // a second attempt starts on another upstream and the first to commit wins.
             let tried = match self.hedge_threshold(n) {
                 Some(after) => self.hedged(pick, after, n).await,
-                None => vec![(
-                    pick,
-                    observation::attempt(call, &call.targets[pick], n).await,
-                )],
+                None => vec![(pick, one(call, pick, n).await)],
             };
             match self.settle(tried) {
                 Next::Answered(response) => return Ok(*response),
@@ -113,7 +113,9 @@ impl<'a> Attempts<'a> {
     async fn next_target(&mut self, n: u32) -> Option<usize> {
         let (call, now) = (self.call, Instant::now());
         let pick = self.pick(now);
-        let stream = call.request.stream;
+        // The upstream streams for a non-streaming client too when a whole answer is assembled:
+        // then `first_token`, not `attempt`, is what a retry must get through.
+        let stream = call.streams_upstream();
         if n > 0 {
             if !call.shared.budget().try_withdraw(now) {
                 self.budget_spent = true;
@@ -132,6 +134,7 @@ impl<'a> Attempts<'a> {
                 wait = wait.max(backoff);
             }
             if !call.deadlines.attempt_fits(now + wait, stream, false) {
+                self.no_time_for_retry = Some(call.deadlines.remaining(now + wait));
                 return None;
             }
             if !wait.is_zero() {
@@ -232,7 +235,7 @@ impl<'a> Attempts<'a> {
     /// returned.
     async fn hedged(&mut self, pick: usize, after: Duration, n: u32) -> Vec<Tried> {
         let call = self.call;
-        let primary = observation::attempt(call, &call.targets[pick], n);
+        let primary = one(call, pick, n);
         tokio::pin!(primary);
         let started = Instant::now();
         tokio::select! {
@@ -252,7 +255,7 @@ impl<'a> Attempts<'a> {
             after,
         };
         observation::hedge(shared, &model, HedgeOutcome::Started, event);
-        let hedge = observation::attempt(call, &call.targets[second], n);
+        let hedge = one(call, second, n);
         tokio::pin!(hedge);
         let mut failed: Vec<Tried> = Vec::new();
         let (mut primary_done, mut hedge_done) = (false, false);
@@ -319,6 +322,15 @@ impl<'a> Attempts<'a> {
         };
         let mut message = describer.describe(&failure, &call.targets[pick].name);
         let (mut code, mut status) = (failure.code(), failure.status());
+        if let Some(left) = self.no_time_for_retry {
+            let needs = call.deadlines.retry_needs(call.streams_upstream());
+            message.push_str(&format!(
+                "; no retry: {} left of the call's deadline ({}), and a try needs {}",
+                hourglass_config::duration::format(left),
+                describer.total_source(),
+                hourglass_config::duration::format(needs)
+            ));
+        }
         if self.budget_spent {
             message.push_str("; no retry: the retry budget (retry_budget.ratio) is spent");
             code = ErrorCode::RetryBudgetExhausted;
@@ -345,6 +357,22 @@ impl<'a> Attempts<'a> {
             upstream_error,
         }
     }
+}
+
+/// Try `n` of `call` on target `pick`, observed: under a lease on the target's health, and told
+/// when it ends.
+async fn one(call: &Call<'_>, pick: usize, n: u32) -> AttemptResult {
+    let target = &call.targets[pick];
+    let mut lease = Some(observation::lease(call, target));
+    let result = attempt::run(call, target, n, &mut lease).await;
+    let (record, timeline, failure) = match &result {
+        Ok(response) => (response.trail.last(), response.timeline.as_ref(), None),
+        Err((failure, record)) => (Some(record), None, Some(failure)),
+    };
+    if let Some(record) = record {
+        observation::attempt_ended(call, target, record, timeline, failure, lease);
+    }
+    result
 }
 
 /// "N attempts on M of K upstreams".

@@ -19,6 +19,7 @@ use crate::deadlines::AttemptDeadlines;
 use crate::describe::Describer;
 use crate::error::{AttemptRecord, CallError, FailureKind};
 use crate::health::Lease;
+use crate::observation::CallEnding;
 use crate::protocol::{Endpoint, Protocol, Signal};
 use crate::sse::Scanner;
 use crate::upstream::{Timeline, UpstreamBody};
@@ -82,6 +83,8 @@ pub struct CommittedStream {
     /// The model the client asked for, and the longest silence between content events.
     model: String,
     max_gap: std::time::Duration,
+    /// The call this stream answers: it ends when the stream does.
+    ending: Option<CallEnding>,
 }
 
 /// What the commit point hands over.
@@ -126,7 +129,13 @@ impl CommittedStream {
             committed: now,
             model: h.model,
             max_gap: std::time::Duration::ZERO,
+            ending: None,
         }
+    }
+
+    /// The call ends when this stream does (dropped unfinished: the client left).
+    pub(crate) fn ends(&mut self, ending: CallEnding) {
+        self.ending = Some(ending);
     }
 
     /// The SSE error event that ends the client's stream.
@@ -148,12 +157,19 @@ impl CommittedStream {
                 "{}; after the response had begun, so it was not retried",
                 self.describer.describe(&kind, &self.upstream.name)
             ),
-            trail: Vec::new(),
+            trail: self
+                .ending
+                .as_ref()
+                .map(|e| e.trail.clone())
+                .unwrap_or_default(),
             elapsed: self.deadlines.start.elapsed(),
             retry_after: None,
             upstream_error: None,
         };
         let event = self.protocol.error_event(self.endpoint, &error);
+        if let Some(ending) = self.ending.take() {
+            ending.ended(Outcome::Failed(code), &error.message, None);
+        }
         Poll::Ready(Some(Ok(Frame::data(event))))
     }
 
@@ -165,6 +181,9 @@ impl CommittedStream {
         self.observe(Outcome::Ok);
         if let Some(body) = self.body.take() {
             body.release();
+        }
+        if let Some(ending) = self.ending.take() {
+            ending.ended(Outcome::Ok, "", None);
         }
         Poll::Ready(None)
     }
@@ -207,23 +226,28 @@ impl CommittedStream {
         &mut self,
         data: Bytes,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        let (mut content, mut ended, mut malformed) = (false, false, None);
+        let (mut content, mut malformed) = (false, None);
+        // Where the end event starts and ends in `data`, once one came.
+        let (mut end, mut last) = (None::<(usize, usize)>, 0);
         let (protocol, endpoint) = (self.protocol, self.endpoint);
         let finish_seen = &mut self.finish_seen;
-        let scanned = self.scanner.push(&data, |event| {
+        let scanned = self.scanner.push_at(&data, |event, at| {
             match protocol.classify(endpoint, event) {
                 Signal::Content => content = true,
                 Signal::Finish { content: with } => {
                     content |= with;
                     *finish_seen = true;
                 }
-                Signal::End => ended = true,
+                Signal::End => {
+                    end.get_or_insert((last, at));
+                }
                 // The upstream's own error event goes on to the client as it is.
                 Signal::Nothing | Signal::UpstreamError(_) => {}
                 Signal::Malformed(message) => {
                     malformed.get_or_insert(message);
                 }
             }
+            last = at;
         });
         if let Some(message) = scanned.err().or(malformed) {
             return self.fail(FailureKind::Malformed(message));
@@ -234,18 +258,41 @@ impl CommittedStream {
             self.last_content = now;
             self.content_events += 1;
         }
-        if ended && !self.finish_seen {
+        match end {
             // Interrupted: pass on what came before the end marker, then the error event in its
             // place — never a clean end for a truncated answer.
-            let before = protocol.end_event_start(endpoint, &data);
-            if before == 0 {
-                return self.fail(FailureKind::Truncated);
+            Some((start, _)) if !self.finish_seen => {
+                if start == 0 {
+                    return self.fail(FailureKind::Truncated);
+                }
+                self.pending = Some(FailureKind::Truncated);
+                Poll::Ready(Some(Ok(Frame::data(data.slice(..start)))))
             }
-            self.pending = Some(FailureKind::Truncated);
-            return Poll::Ready(Some(Ok(Frame::data(data.slice(..before)))));
+            // Complete: the stream ends with its end event; nothing after it goes on.
+            Some((_, stop)) => {
+                self.ended = true;
+                Poll::Ready(Some(Ok(Frame::data(data.slice(..stop)))))
+            }
+            None => Poll::Ready(Some(Ok(Frame::data(data)))),
         }
-        self.ended |= ended;
-        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    /// After the end event: the upstream's own end is taken if it is already here (the
+    /// connection then goes back to the pool), never waited for — an upstream that holds the
+    /// connection open after its end marker does not hold the client's stream, and nothing it
+    /// sends after the end marker goes on.
+    fn close(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let clean = self
+            .body
+            .as_mut()
+            .is_some_and(|body| matches!(Pin::new(body).poll_frame(cx), Poll::Ready(None)));
+        if !clean {
+            self.body = None;
+        }
+        self.end()
     }
 }
 
@@ -267,16 +314,18 @@ impl Body for CommittedStream {
         if let Some(kind) = this.pending.take() {
             return this.fail(kind);
         }
+        if this.ended {
+            return this.close(cx);
+        }
         loop {
             // The body drives its own connection, on the client's task (see `upstream`).
             let Some(body) = this.body.as_mut() else {
                 return Poll::Ready(None);
             };
             match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(None) if this.ended => return this.end(),
-                Poll::Ready(None) => return this.fail(FailureKind::Cut),
-                Poll::Ready(Some(Err(_))) if this.ended => return this.end(),
-                Poll::Ready(Some(Err(_))) => return this.fail(FailureKind::Cut),
+                Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                    return this.fail(FailureKind::Cut);
+                }
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         return this.forward(data);

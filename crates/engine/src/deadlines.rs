@@ -106,20 +106,26 @@ impl Deadlines {
         }
     }
 
-    /// Whether an attempt may start at `now`. The first always may while time is left. A retry
-    /// needs a tenth of its normal first wait (`first_token` for streams, `attempt` otherwise) and
-    /// at least 100ms: a try that cannot get that far would only add load.
+    /// Whether an attempt may start at `now`. The first always may while time is left; a retry
+    /// needs [`Deadlines::retry_needs`].
     pub fn attempt_fits(&self, now: Instant, streaming: bool, first: bool) -> bool {
         let remaining = self.remaining(now);
         if first {
             return !remaining.is_zero();
         }
+        remaining >= self.retry_needs(streaming)
+    }
+
+    /// What a retry needs left of the call: a tenth of its normal first wait — `first_token`
+    /// when the upstream streams (for the client, or to assemble a whole answer), `attempt`
+    /// otherwise — and at least 100ms. A try that cannot get that far would only add load.
+    pub fn retry_needs(&self, streaming: bool) -> Duration {
         let wait = if streaming {
             self.timeouts.first_token
         } else {
             self.timeouts.attempt
         };
-        remaining >= (wait / 10).max(Duration::from_millis(100))
+        (wait / 10).max(Duration::from_millis(100))
     }
 }
 

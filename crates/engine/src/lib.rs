@@ -21,9 +21,9 @@
 // Modules top-down, in the order a call meets them: each uses only modules listed after it
 // (a test reads this list and every `crate::` path to keep it so).
 mod attempts; // the one loop that owns "try again": ranking, budget, backoff, Retry-After, hedging
-mod observation; // around the loop: leases and events per attempt, a log line and event per call
 mod attempt; // one attempt in phases: connect, write, first byte, first token, then its ending
 pub mod commit; // the committed response, and a stream's rest with its watchdog
+mod observation; // leases and events per attempt; a call's log line and event when it really ends
 mod route; // a model's route and targets, then its fallbacks'
 mod call; // what a call works with: the engine's shared parts, targets, deadlines
 pub mod health; // breakers, latency estimates, target ranking, hedge thresholds, active checks
@@ -183,23 +183,39 @@ impl Engine {
     }
 
     /// Makes one call: picks targets, tries them within the deadlines, and returns the committed
-    /// response or the error to send. Logs one line and tells the observer when it ends.
+    /// response or the error to send. The call's log line and event come when it really ends:
+    /// now for a whole answer or an error, at the end of a committed stream, or when the client
+    /// leaves (`client_cancel`).
     pub async fn call(&self, request: CallRequest) -> Result<Response, CallError> {
         let shared = &self.shared;
-        let result = match route::route(&shared.config, &request) {
+        let request_id = request
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let model = request.model.as_deref().unwrap_or_default();
+        let mut ending = observation::CallEnding::new(shared, model, request_id, request.start);
+        let mut result = match route::route(&shared.config, &request) {
             Ok(route) => {
                 let targets = route::targets(&shared.config, &route);
                 attempts::run(&call::Call::new(shared, &request, &route, targets)).await
             }
             Err(error) => Err(error),
         };
-        let model = request.model.as_deref().unwrap_or_default();
-        let request_id = request
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        observation::call_ended(shared, model, request_id, &result, request.start);
+        match &mut result {
+            Ok(response) => {
+                ending.committed(&response.trail);
+                match &mut response.body {
+                    ResponseBody::Stream(stream) => stream.ends(ending),
+                    ResponseBody::Full(_) => ending.ended(Outcome::Ok, "", None),
+                }
+            }
+            Err(error) => ending.ended(
+                Outcome::Failed(error.code),
+                &error.message,
+                Some(&error.trail),
+            ),
+        }
         result
     }
 }

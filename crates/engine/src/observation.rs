@@ -1,62 +1,61 @@
-//! Observation, in one place around the loop: every attempt runs under a lease on its target's
-//! health (the verdict given when the attempt ends, or a committed stream's at its end) and is
-//! told to the observer; every call ends with one log line and one event; hedges are told to the
-//! observer and the health log. The loop itself only decides.
+//! Observation, in one place: every attempt runs under a lease on its target's health (the
+//! verdict given when the attempt ends, or a committed stream's at its end) and is told to the
+//! observer; every call ends with one log line and one event — when it really ends: at the end
+//! of a committed stream, or when the client leaves (`client_cancel`); hedges are told to the
+//! observer and the health log. The loop and the stream only decide; they call in here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hourglass_config::Hedge;
 use tokio::time::Instant;
 
-use crate::attempt::{self, AttemptResult};
 use crate::call::{Call, Shared, Target};
-use crate::commit::Response;
-use crate::error::CallError;
+use crate::error::{AttemptRecord, FailureKind};
 use crate::events::{AttemptEvent, CallEvent, HedgeOutcome, retries_and_failovers};
-use crate::health::Event;
+use crate::health::{Event, Lease};
+use crate::upstream::Timeline;
 use crate::vocabulary::{ErrorCode, Outcome};
 
-/// Makes try `n` of `call` on `target` under a lease on the target's health, and tells the
-/// observer how it ended.
-pub(crate) async fn attempt(call: &Call<'_>, target: &Target, n: u32) -> AttemptResult {
-    let shared = call.shared;
+/// A lease on `target`'s health for an attempt of `call`: it counts the attempt in flight.
+pub(crate) fn lease(call: &Call<'_>, target: &Target) -> Lease {
     let adaptive = matches!(call.route.hedge, Hedge::Quantile(_));
-    let now = Instant::now();
-    let mut lease = Some(
-        shared
-            .health
-            .lease(target.upstream, &target.model, adaptive, now),
-    );
-    let result = attempt::run(call, target, n, &mut lease).await;
-    if let Some(observer) = shared.observer() {
-        let (record, timeline) = match &result {
-            Ok(response) => (response.trail.last(), response.timeline.as_ref()),
-            Err((_, record)) => (Some(record), None),
-        };
-        if let Some(record) = record {
-            observer.attempt(&AttemptEvent {
-                model: &call.route.name,
-                upstream: &target.name,
-                upstream_model: &target.model,
-                outcome: record.outcome,
-                phase: record.phase,
-                timeline,
-                elapsed: record.elapsed,
-            });
-        }
+    let health = &call.shared.health;
+    health.lease(target.upstream, &target.model, adaptive, Instant::now())
+}
+
+/// An attempt ended (`failure` when it failed): its event, and the lease's verdict unless a
+/// committed stream took the lease (its verdict comes at the stream's end).
+pub(crate) fn attempt_ended(
+    call: &Call<'_>,
+    target: &Target,
+    record: &AttemptRecord,
+    timeline: Option<&Timeline>,
+    failure: Option<&FailureKind>,
+    lease: Option<Lease>,
+) {
+    if let Some(observer) = call.shared.observer() {
+        observer.attempt(&AttemptEvent {
+            model: &call.route.name,
+            upstream: &target.name,
+            upstream_model: &target.model,
+            outcome: record.outcome,
+            phase: record.phase,
+            timeline,
+            elapsed: record.elapsed,
+        });
     }
-    // A committed stream took its lease: its verdict comes at its end.
-    if let Some(lease) = lease {
-        match &result {
-            Ok(response) => {
-                let latency = response.timeline.and_then(|t| t.first_token_latency());
-                lease.finish_after(latency, false);
-            }
-            Err((failure, _)) if failure.blames_upstream() => lease.finish(true),
-            Err(_) => lease.finish_client_error(),
+    let Some(lease) = lease else {
+        return;
+    };
+    match failure {
+        None => {
+            let latency = timeline.and_then(|t| t.first_token_latency());
+            lease.finish_after(latency, false);
         }
+        Some(failure) if failure.blames_upstream() => lease.finish(true),
+        Some(_) => lease.finish_client_error(),
     }
-    result
 }
 
 /// A hedge started, won or lost: told to the observer and to the health log.
@@ -67,57 +66,99 @@ pub(crate) fn hedge(shared: &Shared, model: &str, outcome: HedgeOutcome, event: 
     shared.health.hedge_event(event);
 }
 
-/// A call ended: one log line (its id, model, outcome, every attempt, the time taken) and one
-/// event.
-pub(crate) fn call_ended(
-    shared: &Arc<Shared>,
-    model: &str,
-    request_id: &str,
-    result: &Result<Response, CallError>,
+/// A call, until it ends: then one log line (its id, model, outcome, every attempt, the time
+/// taken) and one event. Dropped before it was told how the call ended, it tells
+/// `client_cancel`: the client left.
+pub(crate) struct CallEnding {
+    shared: Arc<Shared>,
+    model: String,
+    request_id: String,
     start: Instant,
-) {
-    let (outcome, trail, error) = match result {
-        Ok(response) => (Outcome::Ok, &response.trail, ""),
-        Err(error) => (
-            Outcome::Failed(error.code),
-            &error.trail,
-            error.message.as_str(),
-        ),
-    };
-    let attempts: Vec<String> = trail
-        .iter()
-        .map(|a| format!("{}:{}@{}", a.upstream, a.outcome, a.phase))
-        .collect();
-    tracing::info!(
-        target: "hourglass::call",
-        request_id,
-        model,
-        outcome = outcome.name(),
-        attempts = attempts.join(","),
-        elapsed_ms = (start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
-        error,
-        "call"
-    );
-    let Some(observer) = shared.observer() else {
-        return;
-    };
-    // A model nothing serves is not a label: clients could mint them without end.
-    let unrouted = matches!(
-        outcome,
-        Outcome::Failed(ErrorCode::NoRoute | ErrorCode::BadRequest)
-    );
-    let (retries, failovers) = retries_and_failovers(
-        trail
+    /// When the call committed (its answer began), once it did.
+    committed: Option<Duration>,
+    /// Every attempt made, the committed one last.
+    pub trail: Vec<AttemptRecord>,
+    told: bool,
+}
+
+impl CallEnding {
+    /// A call of `model` (as the client named it), with `request_id`, that arrived at `start`.
+    pub fn new(shared: &Arc<Shared>, model: &str, request_id: &str, start: Instant) -> CallEnding {
+        CallEnding {
+            shared: shared.clone(),
+            model: model.to_owned(),
+            request_id: request_id.to_owned(),
+            start,
+            committed: None,
+            trail: Vec::new(),
+            told: false,
+        }
+    }
+
+    /// The call committed with `trail`: its answer began; it ends later.
+    pub fn committed(&mut self, trail: &[AttemptRecord]) {
+        self.committed = Some(self.start.elapsed());
+        self.trail = trail.to_vec();
+    }
+
+    /// The call ended: `ok`, or failed with `code` and `message` (after its answer began, or
+    /// before), with `trail` when no commit recorded one.
+    pub fn ended(mut self, outcome: Outcome, message: &str, trail: Option<&[AttemptRecord]>) {
+        if let Some(trail) = trail {
+            self.trail = trail.to_vec();
+        }
+        self.tell(outcome, message);
+    }
+
+    fn tell(&mut self, outcome: Outcome, message: &str) {
+        self.told = true;
+        let attempts: Vec<String> = self
+            .trail
             .iter()
-            .filter(|a| a.outcome != Outcome::HedgeCancelled)
-            .map(|a| a.upstream.as_str()),
-    );
-    observer.call(&CallEvent {
-        model: if unrouted { "" } else { model },
-        outcome,
-        attempts: trail.len(),
-        retries,
-        failovers,
-        elapsed: start.elapsed(),
-    });
+            .map(|a| format!("{}:{}@{}", a.upstream, a.outcome, a.phase))
+            .collect();
+        tracing::info!(
+            target: "hourglass::call",
+            request_id = self.request_id,
+            model = self.model,
+            outcome = outcome.name(),
+            attempts = attempts.join(","),
+            elapsed_ms = (self.start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
+            error = message,
+            "call"
+        );
+        let Some(observer) = self.shared.observer() else {
+            return;
+        };
+        // A model nothing serves is not a label: clients could mint them without end.
+        let unrouted = matches!(
+            outcome,
+            Outcome::Failed(ErrorCode::NoRoute | ErrorCode::BadRequest)
+        );
+        let (retries, failovers) = retries_and_failovers(
+            self.trail
+                .iter()
+                .filter(|a| a.outcome != Outcome::HedgeCancelled)
+                .map(|a| a.upstream.as_str()),
+        );
+        observer.call(&CallEvent {
+            model: if unrouted { "" } else { &self.model },
+            outcome,
+            attempts: self.trail.len(),
+            retries,
+            failovers,
+            elapsed: self.committed.unwrap_or_else(|| self.start.elapsed()),
+        });
+    }
+}
+
+impl Drop for CallEnding {
+    fn drop(&mut self) {
+        if !self.told {
+            self.tell(
+                Outcome::ClientCancel,
+                "the client left before the call ended",
+            );
+        }
+    }
 }

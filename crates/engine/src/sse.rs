@@ -42,6 +42,16 @@ impl Scanner {
     /// Linear in the bytes fed: an unfinished event is appended to, not copied again, and the
     /// search for its end resumes where the last one stopped.
     pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(&Event<'_>)) -> Result<(), String> {
+        self.push_at(chunk, |event, _| each(event))
+    }
+
+    /// As [`Scanner::push`], telling `each` also where in `chunk` the event ends (just past the
+    /// blank line that ends it), so a caller can cut a frame at an event's end.
+    pub fn push_at(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(&Event<'_>, usize),
+    ) -> Result<(), String> {
         self.crlf |= memchr::memchr(b'\r', chunk).is_some();
         if self.partial.is_empty() {
             let consumed = scan(chunk, 0, self.crlf, &mut each);
@@ -49,9 +59,11 @@ impl Scanner {
             return self.check_size();
         }
         let resume = self.partial.len().saturating_sub(BOUNDARY_OVERLAP);
+        let before = self.partial.len();
         let mut partial = std::mem::take(&mut self.partial);
         partial.extend_from_slice(chunk);
-        let consumed = scan(&partial, resume, self.crlf, &mut each);
+        let mut in_chunk = |event: &Event<'_>, end: usize| each(event, end.saturating_sub(before));
+        let consumed = scan(&partial, resume, self.crlf, &mut in_chunk);
         partial.drain(..consumed);
         // A large event has ended: do not hold its buffer for the rest of the stream.
         if partial.capacity() > 64 * 1024 && partial.len() < partial.capacity() / 4 {
@@ -77,15 +89,22 @@ impl Scanner {
     }
 }
 
-/// Hands every complete event of `bytes` to `each`, searching for the first end from `resume`
-/// (no earlier end exists); returns how many bytes the events took.
-fn scan(bytes: &[u8], resume: usize, crlf: bool, each: &mut impl FnMut(&Event<'_>)) -> usize {
+/// Hands every complete event of `bytes` to `each` with the offset just past its end, searching
+/// for the first end from `resume` (no earlier end exists); returns how many bytes the events
+/// took.
+fn scan(
+    bytes: &[u8],
+    resume: usize,
+    crlf: bool,
+    each: &mut impl FnMut(&Event<'_>, usize),
+) -> usize {
     let mut start = 0;
     let mut search = resume;
     while let Some((end, len)) = boundary(&bytes[search..], crlf) {
         let end = search + end;
-        each(&parse(&bytes[start..end], crlf));
+        let event = parse(&bytes[start..end], crlf);
         start = end + len;
+        each(&event, start);
         search = start;
     }
     start
@@ -151,6 +170,32 @@ fn parse(block: &[u8], crlf: bool) -> Event<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where each event ends in the chunk it completes, so a stream can be cut right after its
+    /// end marker — found by the event's framing, never by searching for `[DONE]` in content.
+    #[test]
+    fn each_event_tells_where_it_ends_in_the_chunk_that_completes_it() {
+        let mut scanner = Scanner::new();
+        let mut ends = Vec::new();
+        let quoted = b"data: {\"content\":\"data: [DONE]\"}\n\ndata: [DONE]\n\nafter";
+        scanner
+            .push_at(quoted, |e, at| {
+                ends.push((e.data.as_deref().map(str::to_owned), at))
+            })
+            .unwrap();
+        assert_eq!(ends.len(), 2);
+        assert_eq!(ends[0].1, 34);
+        assert_eq!(&quoted[ends[0].1..ends[1].1], b"data: [DONE]\n\n");
+        assert_eq!(ends[1].0.as_deref(), Some("[DONE]"));
+        // An event split across reads ends at its offset in the read that completes it.
+        let mut scanner = Scanner::new();
+        let mut ends = Vec::new();
+        scanner.push_at(b"data: x", |_, at| ends.push(at)).unwrap();
+        scanner
+            .push_at(b"yz\n\ndata: b\n\n", |_, at| ends.push(at))
+            .unwrap();
+        assert_eq!(ends, [4, 13]);
+    }
 
     fn events(scanner: &mut Scanner, bytes: &[u8]) -> Vec<(Option<String>, Option<String>)> {
         let mut out = Vec::new();

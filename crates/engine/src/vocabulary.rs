@@ -311,22 +311,30 @@ pub enum Outcome {
     Failed(ErrorCode),
     /// A hedged attempt lost the race and was cancelled.
     HedgeCancelled,
-    /// The client left before a committed stream ended.
+    /// The client left before a committed stream ended (a stream's outcome).
     ClientGone,
+    /// The client left before the call ended (a call's outcome).
+    ClientCancel,
 }
 
 impl Outcome {
     /// The outcomes that are not an error code, by their documented names.
-    pub const OTHERS: &'static [Outcome] =
-        &[Outcome::Ok, Outcome::HedgeCancelled, Outcome::ClientGone];
+    pub const OTHERS: &'static [Outcome] = &[
+        Outcome::Ok,
+        Outcome::HedgeCancelled,
+        Outcome::ClientGone,
+        Outcome::ClientCancel,
+    ];
 
-    /// The documented name: `ok`, `hedge_cancelled`, `client_gone` or the error code.
+    /// The documented name: `ok`, `hedge_cancelled`, `client_gone`, `client_cancel` or the
+    /// error code.
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Failed(code) => code.name(),
             Outcome::HedgeCancelled => "hedge_cancelled",
             Outcome::ClientGone => "client_gone",
+            Outcome::ClientCancel => "client_cancel",
         }
     }
 

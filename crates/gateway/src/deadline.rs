@@ -2,10 +2,16 @@
 //! SDKs' `x-stainless-timeout` (whole seconds, Node) and `x-stainless-read-timeout` (seconds,
 //! Python) are honoured as upper bounds. The gateway answers a margin before it — a tenth of the
 //! timeout at most — so the client reads a timeout error instead of dying on a bare disconnect.
+//! Every declared timeout is capped at [`MAX_CLIENT_TIMEOUT`]: a client cannot push a deadline
+//! past what the clock can hold.
 
 use std::time::Duration;
 
 use http::HeaderMap;
+
+/// The longest timeout a client may declare; a longer one counts as this (a day: longer than any
+/// configured `total`).
+pub const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// The timeouts a client declared.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +39,10 @@ pub fn client_timeouts(
             .map_err(|_| "x-hourglass-timeout is not visible ASCII".to_owned())?
             .trim();
         match hourglass_config::duration::parse(text) {
-            Ok(d) if !d.is_zero() => offer(d, format!("x-hourglass-timeout: {text}")),
+            Ok(d) if !d.is_zero() => offer(
+                d.min(MAX_CLIENT_TIMEOUT),
+                format!("x-hourglass-timeout: {text}"),
+            ),
             Ok(_) => return Err("x-hourglass-timeout must be more than 0s".to_owned()),
             Err(e) => return Err(format!("x-hourglass-timeout: {e}")),
         }
@@ -44,7 +53,12 @@ pub fn client_timeouts(
             .and_then(|v| v.to_str().ok())
             .and_then(|t| t.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| (Duration::from_secs_f64(s.min(86_400.0)), s))
+            .map(|s| {
+                (
+                    Duration::from_secs_f64(s.min(MAX_CLIENT_TIMEOUT.as_secs_f64())),
+                    s,
+                )
+            })
             // Below a nanosecond it rounds to nothing: a deadline already past, not a timeout.
             .filter(|(d, _)| !d.is_zero())
     };
@@ -115,6 +129,27 @@ mod tests {
             ),
             Ok(None)
         );
+    }
+
+    /// Found by a hostile client: a timeout this large overflowed the deadline's instant and
+    /// panicked the request's task.
+    #[test]
+    fn an_enormous_timeout_is_capped_at_a_day() {
+        for (name, value) in [
+            ("x-hourglass-timeout", "9223372036854775807s"),
+            ("x-stainless-timeout", "9223372036854775807"),
+            ("x-stainless-read-timeout", "1e300"),
+        ] {
+            let declared = client_timeouts(&headers(&[(name, value)]), false)
+                .unwrap()
+                .unwrap();
+            assert_eq!(declared.timeout, MAX_CLIENT_TIMEOUT, "{name}");
+            assert!(
+                tokio::time::Instant::now()
+                    .checked_add(declared.timeout)
+                    .is_some()
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The gateway's state: the engine new calls go through (swapped whole on reload, with its
-//! learned state carried over), the server settings and the metrics every engine reports into.
+//! The gateway's state: the engine new calls go through and the configuration it runs — the
+//! server settings included — swapped whole on reload (with the engine's learned state carried
+//! over), and the metrics every engine reports into.
 
+use std::ops::Deref;
 use std::sync::Arc;
 
 use hourglass_config::ServerSettings;
@@ -11,19 +13,39 @@ use hourglass_observe::Metrics;
 /// from the configuration source again; an error says what is wrong.
 pub type Reloader = Box<dyn Fn(&Engine) -> Result<Arc<Engine>, String> + Send + Sync>;
 
-/// The gateway: its engine (swapped whole on reload), server settings and metrics.
+/// The gateway: its engine (swapped whole on reload) and metrics.
 pub struct Gateway {
     engine: std::sync::RwLock<Arc<Engine>>,
-    /// Limits of the HTTP server (not reloaded: a new address or limit needs a restart).
-    pub settings: ServerSettings,
     /// The metrics `GET /metrics` exposes (the engines' observer).
     pub metrics: Arc<Metrics>,
     reloader: Option<Reloader>,
 }
 
+/// The server settings in effect: the `[server]` table of the configuration the current engine
+/// runs (keys, limits and timeouts reload with it; the listen address needs a restart).
+pub struct Settings(Arc<Engine>);
+
+impl Deref for Settings {
+    type Target = ServerSettings;
+
+    fn deref(&self) -> &ServerSettings {
+        &self.0.config().server
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reloaded {
+    /// The models now configured.
+    pub models: Vec<String>,
+    /// Settings that changed in the file but need a restart, each with why.
+    pub not_applied: Vec<String>,
+}
+
 impl Gateway {
-    /// A gateway in front of `engine`, observing its calls into fresh metrics.
-    pub fn new(engine: Arc<Engine>, settings: ServerSettings) -> Gateway {
+    /// A gateway in front of `engine`, observing its calls into fresh metrics; its server
+    /// settings are `engine`'s configuration's.
+    pub fn new(engine: Arc<Engine>) -> Gateway {
         let metrics = Arc::new(Metrics::with_models(
             engine.config().models.iter().map(|m| m.name.as_str()),
         ));
@@ -31,7 +53,6 @@ impl Gateway {
         let _ = engine.set_observer(metrics.clone());
         Gateway {
             engine: std::sync::RwLock::new(engine),
-            settings,
             metrics,
             reloader: None,
         }
@@ -52,15 +73,22 @@ impl Gateway {
             .clone()
     }
 
+    /// The server settings in effect now.
+    pub fn settings(&self) -> Settings {
+        Settings(self.engine())
+    }
+
     /// Builds an engine from the configuration source again and, if it is valid, sends new calls
-    /// to it (health and the retry budget carry over, see [`Engine::reload`]); on an error the
-    /// current engine keeps serving. Returns the models now configured.
-    pub fn reload(&self) -> Result<Vec<String>, String> {
+    /// to it (health and the retry budget carry over, see [`Engine::reload`]) and applies its
+    /// `[server]` settings — keys, limits, timeouts — to new requests and connections; on an
+    /// error the current engine keeps serving. A new listen address is reported as not applied.
+    pub fn reload(&self) -> Result<Reloaded, String> {
         let reloader = self
             .reloader
             .as_ref()
             .ok_or("this gateway has no configuration file to reload")?;
-        let engine = reloader(&self.engine())?;
+        let current = self.engine();
+        let engine = reloader(&current)?;
         let _ = engine.set_observer(self.metrics.clone());
         let models = engine
             .config()
@@ -68,11 +96,25 @@ impl Gateway {
             .iter()
             .map(|m| m.name.clone())
             .collect();
+        let (was, now) = (
+            current.config().server.listen,
+            engine.config().server.listen,
+        );
+        let not_applied = if was == now {
+            Vec::new()
+        } else {
+            vec![format!(
+                "server.listen = {now} needs a restart; the gateway still listens on {was}"
+            )]
+        };
         *self
             .engine
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = engine;
-        tracing::info!(?models, "configuration reloaded");
-        Ok(models)
+        tracing::info!(?models, ?not_applied, "configuration reloaded");
+        Ok(Reloaded {
+            models,
+            not_applied,
+        })
     }
 }

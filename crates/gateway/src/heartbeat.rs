@@ -137,8 +137,12 @@ impl Body for HeartbeatBody {
     }
 }
 
-/// The heartbeat interval a request asks for: `x-hourglass-heartbeat: 5s` or `off`; `Err` names
-/// a malformed value.
+/// The longest heartbeat interval a request may ask for: proxies cut silences of 60–350 s, so a
+/// longer interval keeps nothing alive.
+pub const MAX_HEARTBEAT: Duration = Duration::from_secs(600);
+
+/// The heartbeat interval a request asks for: `x-hourglass-heartbeat: 5s` (100ms to 10m) or
+/// `off`; `Err` names a malformed or out-of-range value.
 pub fn requested(headers: &http::HeaderMap) -> Result<Option<Option<Duration>>, String> {
     let Some(value) = headers.get("x-hourglass-heartbeat") else {
         return Ok(None);
@@ -151,8 +155,33 @@ pub fn requested(headers: &http::HeaderMap) -> Result<Option<Option<Duration>>, 
         return Ok(Some(None));
     }
     match hourglass_config::duration::parse(text) {
-        Ok(d) if d >= Duration::from_millis(100) => Ok(Some(Some(d))),
-        Ok(_) => Err("x-hourglass-heartbeat must be at least 100ms (or `off`)".to_owned()),
+        Ok(d) if (Duration::from_millis(100)..=MAX_HEARTBEAT).contains(&d) => Ok(Some(Some(d))),
+        Ok(_) => Err(format!(
+            "x-hourglass-heartbeat must be between 100ms and 10m (or `off`), not {text}"
+        )),
         Err(e) => Err(format!("x-hourglass-heartbeat: {e}; or `off`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(value: &'static str) -> Result<Option<Option<Duration>>, String> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-hourglass-heartbeat", value.parse().unwrap());
+        requested(&headers)
+    }
+
+    /// Found by a hostile client: an interval this large panicked the stream after its 200.
+    #[test]
+    fn an_interval_out_of_range_is_refused_not_scheduled() {
+        assert_eq!(asked("15s"), Ok(Some(Some(Duration::from_secs(15)))));
+        assert_eq!(asked("off"), Ok(Some(None)));
+        for value in ["9223372036854775807s", "11m", "50ms"] {
+            let error = asked(value).unwrap_err();
+            assert!(error.contains("between 100ms and 10m"), "{value}: {error}");
+        }
+        assert!(asked("soon").unwrap_err().contains("not a duration"));
     }
 }

@@ -11,6 +11,7 @@ mod heartbeat; // keep-alives to the client while no content flows
 mod deadline; // x-hourglass-timeout and the OpenAI SDKs' timeout headers
 
 pub use body::GatewayBody;
-pub use deadline::{ClientTimeouts, client_timeouts};
-pub use gateway::{Gateway, Reloader};
+pub use deadline::{ClientTimeouts, MAX_CLIENT_TIMEOUT, client_timeouts};
+pub use gateway::{Gateway, Reloaded, Reloader, Settings};
+pub use heartbeat::{MAX_HEARTBEAT, requested as requested_heartbeat};
 pub use server::serve;

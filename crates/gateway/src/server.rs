@@ -27,12 +27,14 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
+                    // Each connection takes the settings in effect when it arrives.
+                    let settings = gateway.settings();
                     let gateway_for_conn = gateway.clone();
                     let service = service_fn(move |request| crate::routes::handle(gateway_for_conn.clone(), request));
                     let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
-                        .header_read_timeout(gateway.settings.header_read_timeout)
-                        .max_buf_size(gateway.settings.max_header_bytes)
+                        .header_read_timeout(settings.header_read_timeout)
+                        .max_buf_size(settings.max_header_bytes)
                         .serve_connection(TokioIo::new(stream), service);
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
@@ -49,7 +51,7 @@ pub async fn serve(
     }
     drop(listener);
     let open = graceful.count();
-    match tokio::time::timeout(gateway.settings.shutdown_grace, graceful.shutdown()).await {
+    match tokio::time::timeout(gateway.settings().shutdown_grace, graceful.shutdown()).await {
         Ok(()) => 0,
         Err(_) => open,
     }

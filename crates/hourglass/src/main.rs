@@ -120,8 +120,14 @@ fn init_logging(json: bool) {
             )
             .init();
     } else {
+        // Colour only for a person at a terminal: a file or a pipe gets plain text.
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour)
+                    .with_writer(std::io::stderr),
+            )
             .init();
     }
 }

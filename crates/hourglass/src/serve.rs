@@ -65,16 +65,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.server.listen = listen;
     }
     let listen = config.server.listen;
-    if !listen.ip().is_loopback()
-        && config.server.client_keys.is_empty()
-        && !config.server.allow_unauthenticated
-    {
-        anyhow::bail!(
-            "refusing to serve on {listen} without client keys: anyone who can reach it could spend the upstreams' keys. \
-             Set server.client_keys_env, listen on 127.0.0.1, or set server.allow_unauthenticated = true to serve open on purpose"
-        );
-    }
-    let settings = config.server.clone();
+    refuse_open_public_address(&config).map_err(anyhow::Error::msg)?;
     let upstreams: Vec<String> = config
         .upstreams
         .iter()
@@ -98,12 +89,21 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "hourglass serve: try\n  curl http://{local}/v1/chat/completions -H 'content-type: application/json' \
          -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
     );
-    let mut gateway = Gateway::new(engine, settings);
+    let mut gateway = Gateway::new(engine);
     if let Some(path) = args.config.clone() {
         // SIGHUP or POST /admin/reload read the file again; a bad file leaves the old engine.
+        // `--listen` still wins over the file's address.
+        let listen_flag = args.listen;
         gateway = gateway.with_reloader(Box::new(move |current: &Engine| {
-            let config =
+            let mut config =
                 hourglass_config::Config::load(&path, &env_var).map_err(|e| e.to_string())?;
+            if let Some(listen) = listen_flag {
+                config.server.listen = listen;
+            }
+            // The address does not move until a restart: judge the keys against the one in use.
+            let mut serving = config.clone();
+            serving.server.listen = current.config().server.listen;
+            refuse_open_public_address(&serving)?;
             let engine = current.reload(config, HashMap::new())?;
             let _health_checks = engine.spawn_health_checks();
             Ok(engine)
@@ -121,10 +121,15 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             };
             while hangups.recv().await.is_some() {
                 match gateway.reload() {
-                    Ok(models) => say!(
-                        "hourglass serve: reloaded the configuration; models: {}",
-                        models.join(", ")
-                    ),
+                    Ok(reloaded) => {
+                        say!(
+                            "hourglass serve: reloaded the configuration; models: {}",
+                            reloaded.models.join(", ")
+                        );
+                        for setting in reloaded.not_applied {
+                            tracing::warn!("not applied by the reload: {setting}");
+                        }
+                    }
                     Err(error) => tracing::error!(
                         "the configuration was not reloaded (the old one keeps serving): {error}"
                     ),
@@ -141,6 +146,23 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         say!("hourglass serve: stopped");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a configuration that would serve a non-loopback address without client keys (unless
+/// `server.allow_unauthenticated` says so on purpose): at start, and on every reload.
+fn refuse_open_public_address(config: &hourglass_config::Config) -> Result<(), String> {
+    let server = &config.server;
+    if server.listen.ip().is_loopback()
+        || !server.client_keys.is_empty()
+        || server.allow_unauthenticated
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve on {} without client keys: anyone who can reach it could spend the upstreams' keys. \
+         Set server.client_keys_env, listen on 127.0.0.1, or set server.allow_unauthenticated = true to serve open on purpose",
+        server.listen
+    ))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -164,5 +186,21 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_address_needs_client_keys_or_an_explicit_opt_out() {
+        let mut config = hourglass_config::Config::single_upstream("sim", "http://127.0.0.1:9/v1");
+        assert!(refuse_open_public_address(&config).is_ok(), "loopback");
+        config.server.listen = "0.0.0.0:8787".parse().unwrap();
+        let refused = refuse_open_public_address(&config).unwrap_err();
+        assert!(refused.contains("without client keys"), "{refused}");
+        config.server.allow_unauthenticated = true;
+        assert!(refuse_open_public_address(&config).is_ok(), "on purpose");
     }
 }

@@ -724,6 +724,90 @@ fn sighup_and_admin_reload_swap_the_configuration_under_load_without_failing_a_c
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Found by an operator revoking a leaked key: after the key file changed and SIGHUP, the
+/// removed key still got 200 and the new one 401 — `[server]` was read once at start — while the
+/// reload said it succeeded. Keys (client and admin) now reload; the listen address, which needs
+/// a restart, is reported as not applied.
+#[test]
+fn a_reload_revokes_a_client_key_and_reports_what_needs_a_restart() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
+    let upstream = address(&sim, 0);
+    let dir = std::env::temp_dir().join(format!("hourglass-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (keys, admin) = (dir.join("client-keys"), dir.join("admin-key"));
+    std::fs::write(&keys, "ck-old-1111\n").unwrap();
+    std::fs::write(&admin, "ak-old-2222\n").unwrap();
+    let config = dir.join("hourglass.toml");
+    let text = |listen: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\nclient_keys_file = \"client-keys\"\nadmin_key_file = \"admin-key\"\n\
+             [upstreams.sim]\nbase_url = \"http://{upstream}/v1\"\nmodels = [\"gpt-4o-mini\"]\n"
+        )
+    };
+    std::fs::write(&config, text("127.0.0.1:0")).unwrap();
+    let serve = start("serve", &["--config", config.to_str().unwrap()], 1);
+    let gateway = address(&serve, 0);
+    let call = |key: &str| {
+        let body = r#"{"model":"gpt-4o-mini","messages":[]}"#;
+        http(
+            &gateway,
+            &format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {key}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let reload = |key: &str| {
+        http(
+            &gateway,
+            &format!(
+                "POST /admin/reload HTTP/1.1\r\nhost: x\r\nconnection: close\r\nauthorization: Bearer {key}\r\ncontent-length: 0\r\n\r\n"
+            ),
+        )
+    };
+    assert!(call("ck-old-1111").starts_with("HTTP/1.1 200"));
+    assert!(call("ck-new-3333").starts_with("HTTP/1.1 401"));
+
+    // Rotate both keys by replacing the files, then SIGHUP.
+    std::fs::write(&keys, "ck-new-3333\n").unwrap();
+    std::fs::write(&admin, "ak-new-4444\n").unwrap();
+    let pid = serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rotated = (0..50).any(|_| {
+        std::thread::park_timeout(Duration::from_millis(50)); // a test thread, not a runtime
+        call("ck-new-3333").starts_with("HTTP/1.1 200")
+    });
+    assert!(rotated, "the new client key was not taken");
+    let revoked = call("ck-old-1111");
+    assert!(revoked.starts_with("HTTP/1.1 401"), "{revoked}");
+    assert!(
+        reload("ak-old-2222").starts_with("HTTP/1.1 401"),
+        "the old admin key"
+    );
+
+    // A new listen address cannot move a running gateway: the reload says so.
+    std::fs::write(&config, text("127.0.0.1:1")).unwrap();
+    let answer = reload("ak-new-4444");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("not_applied")
+            && answer.contains("server.listen = 127.0.0.1:1 needs a restart"),
+        "{answer}"
+    );
+    assert!(
+        call("ck-new-3333").starts_with("HTTP/1.1 200"),
+        "still serving"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The `x-hourglass-upstream` and `x-hourglass-attempts` of an answer.
 fn served_by(answer: &str) -> (String, String) {
     let header = |name: &str| {
@@ -792,6 +876,44 @@ fn an_ejected_upstream_stays_ejected_across_a_reload_that_changes_something_else
         "GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     );
     assert!(status.contains(r#""breaker":"open""#), "{status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Found by a user piping the log to a file: the text log had colour escapes in it.
+#[test]
+fn the_text_log_written_to_a_file_is_plain_text_with_one_line_per_call() {
+    let dir = std::env::temp_dir().join(format!("hourglass-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("listening on") {
+        banner.clear();
+        stdout.read_line(&mut banner).unwrap();
+    }
+    let start = banner.find("http://").unwrap() + 7;
+    let addr = &banner[start..start + banner[start..].find("/v1").unwrap()];
+    let answer = post(addr, r#"{"model":"gpt-4o-mini","messages":[]}"#, None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("outcome=\"ok\"") || text.contains("outcome=ok"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour escapes in a file: {text:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hourglass_engine::Engine;
-use hourglass_engine::Outcome;
 use hourglass_engine::events::{AttemptEvent, CallEvent, HedgeOutcome, Observer, StreamEvent};
+use hourglass_engine::{Outcome, Phase};
 
 /// Latency buckets, in seconds: from a fast proxy hop to a ten-minute reasoning call.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -271,6 +271,10 @@ impl Observer for Metrics {
         if e.outcome == Outcome::ClientGone {
             self.disconnects.fetch_add(1, Ordering::Relaxed);
         }
+        // A stream that failed after its first token is a failure of the call: the feed lists it.
+        if let Some(code) = e.outcome.code() {
+            self.recent.failure(e.model, e.upstream, code, Phase::Body);
+        }
     }
 
     fn hedge(&self, model: &str, outcome: HedgeOutcome) {
@@ -330,14 +334,14 @@ impl Metrics {
         counter(
             &mut out,
             "hourglass_calls_total",
-            "Calls by the model asked for and their outcome (ok or the error code).",
+            "Calls by the model asked for and how they ended: ok, the error code (after the first token too) or client_cancel.",
             &["model", "outcome"],
             &self.calls.snapshot(),
         );
         histogram(
             &mut out,
             "hourglass_call_duration_seconds",
-            "Time to the answer (a stream's first token) or the error.",
+            "Time to the answer (a stream's first token) or the error before it, counted when the call ends.",
             &["model", "outcome"],
             &self.call_seconds,
         );

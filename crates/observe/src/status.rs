@@ -92,21 +92,26 @@ impl Recent {
             ring.push_back(sample);
         }
         if let Some(code) = e.outcome.code() {
-            let mut failures = self
-                .failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if failures.len() == FAILURES {
-                failures.pop_front();
-            }
-            failures.push_back(Failure {
-                at: jiff::Timestamp::now(),
-                model: model.to_owned(),
-                upstream: e.upstream.to_owned(),
-                code,
-                phase: e.phase,
-            });
+            self.failure(model, e.upstream, code, e.phase);
         }
+    }
+
+    /// Records a failure for the feed: an attempt's, or a committed stream's after its start.
+    pub fn failure(&self, model: &str, upstream: &str, code: ErrorCode, phase: Phase) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() == FAILURES {
+            failures.pop_front();
+        }
+        failures.push_back(Failure {
+            at: jiff::Timestamp::now(),
+            model: model.to_owned(),
+            upstream: upstream.to_owned(),
+            code,
+            phase,
+        });
     }
 
     /// The `/status` document.

@@ -137,9 +137,15 @@ pub trait Protocol: Send + Sync + 'static {
     /// end marker before it means the server interrupted the answer).
     fn needs_finish_reason(&self, endpoint: Endpoint) -> bool;
 
-    /// Where the event that ends a stream of `endpoint` starts in `data` (a frame that holds
-    /// it), or 0 when the frame holds none: a truncated stream is passed on up to it.
-    fn end_event_start(&self, endpoint: Endpoint, data: &[u8]) -> usize;
+    /// Whether a successful answer's content type is what `endpoint` answers with (`stream`:
+    /// the client asked for a stream); `Err` says what came instead. A 200 web page (a captive
+    /// portal, an SSO login, a `base_url` pointing at a web UI) is not an answer.
+    fn check_answer(
+        &self,
+        endpoint: Endpoint,
+        stream: bool,
+        content_type: Option<&str>,
+    ) -> Result<(), String>;
 
     /// The body of a failed call, in the protocol's error shape.
     fn error_body(&self, error: &CallError) -> Bytes;

@@ -242,3 +242,56 @@ async fn errors_name_the_limit_its_value_and_its_key() {
     assert_eq!(unknown.err().code, "no_route");
     assert_eq!(unknown.err().status, 404);
 }
+
+/// Model `m` as a chat model is by default: streamed from the upstream for non-streaming clients,
+/// `attempt` far longer than `first_token`.
+const STREAMED_UPSTREAM: &str = r#"
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "30s", first_token = "5s", attempt = "60s", total = "120s" }
+retry = { max_attempts = 3, backoff_base = "100ms", backoff_max = "1s" }
+stream_upstream = true
+"#;
+
+/// A non-streaming call with the client's own short deadline (what `OpenAI(timeout=5)` sends),
+/// streamed from the upstream: a retry needs a tenth of `first_token`, not of `attempt`.
+#[tokio::test(start_paused = true)]
+async fn a_non_streaming_call_with_a_short_client_deadline_fails_over() {
+    for fault in [
+        "status;code=503;upstream=a",
+        "reset;upstream=a",
+        "rate_limit;upstream=a",
+    ] {
+        let setup = setup(STREAMED_UPSTREAM);
+        let mut request = chat("m", false, Some(fault));
+        request.client_deadline = Some((
+            tokio::time::Instant::now() + std::time::Duration::from_secs(4),
+            "x-stainless-read-timeout".to_owned(),
+        ));
+        let outcome = call(&setup, request).await;
+        assert_eq!(outcome.ok().upstream, "b", "{fault}");
+        assert_eq!(setup.requests("b"), 1, "{fault}");
+    }
+}
+
+/// When the time left is less than a retry needs, the error says that is why there was none.
+#[tokio::test(start_paused = true)]
+async fn a_retry_skipped_for_lack_of_time_is_named_in_the_error() {
+    let setup = setup(STREAMED_UPSTREAM);
+    let mut request = chat("m", false, Some("status;code=503;upstream=a"));
+    request.client_deadline = Some((
+        tokio::time::Instant::now() + std::time::Duration::from_millis(300),
+        "x-hourglass-timeout".to_owned(),
+    ));
+    let outcome = call(&setup, request).await;
+    let error = outcome.err();
+    assert_eq!(error.trail.len(), 1);
+    assert!(
+        error.message.contains("no retry: ")
+            && error.message.contains("left of the call's deadline")
+            && error.message.contains("x-hourglass-timeout")
+            && error.message.contains("a try needs 500ms"),
+        "{}",
+        error.message
+    );
+}

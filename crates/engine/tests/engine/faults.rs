@@ -247,3 +247,77 @@ async fn when_every_upstream_fails_the_trail_lists_every_attempt() {
         "failover first, then back to a after a backoff"
     );
 }
+
+/// Found by a hostile upstream: after `[DONE]` it kept the connection open, and the gateway
+/// waited `idle` and then sent an `idle_timeout` error event after the `[DONE]` (counting a
+/// healthy upstream's stream as a failure); what it sent after `[DONE]` was passed on too.
+#[tokio::test(start_paused = true)]
+async fn a_stream_ends_at_its_done_event_even_when_the_upstream_holds_the_connection() {
+    const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
+        B8\r\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n\
+        data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+        data: [DONE]\n\n\
+        data: {\"after\":\"done\"}\n\n\r\n";
+    let engine = setup_scripted(
+        "[models.m]\ntargets = [\"x:m\"]\ntimeouts = { idle = \"5s\" }\n",
+        RESPONSE,
+    );
+    let start = tokio::time::Instant::now();
+    let response = engine.call(chat("m", true, None)).await.unwrap();
+    let hourglass_engine::ResponseBody::Stream(stream) = response.body else {
+        panic!("a stream was asked for");
+    };
+    let body = http_body_util::BodyExt::collect(stream)
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert!(
+        !body.contains("after") && !body.contains("idle_timeout"),
+        "{body}"
+    );
+    assert_eq!(
+        start.elapsed(),
+        std::time::Duration::ZERO,
+        "nothing was waited for"
+    );
+    let status = engine.health().snapshot();
+    assert_eq!((status[0].failures, status[0].answered), (0, 1));
+}
+
+/// Found by a user whose base_url pointed at a web UI: a 200 `text/html` page was passed to the
+/// client as the answer, counted `ok` and never failed over. It is malformed, and retried.
+#[tokio::test(start_paused = true)]
+async fn a_web_page_answered_with_200_is_malformed_and_retried() {
+    const PAGE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: 31\r\n\r\n<html><body>Login</body></html>";
+    let engine = setup_scripted(
+        "[models.m]\ntargets = [\"x:m\"]\nretry = { max_attempts = 2 }\nstream_upstream = false\n",
+        PAGE,
+    );
+    let error = engine.call(chat("m", false, None)).await.err().unwrap();
+    assert_eq!(error.code, "upstream_malformed");
+    assert_eq!(error.trail.len(), 2, "retried");
+    assert!(error.message.contains("`text/html`"), "{}", error.message);
+    assert_eq!(engine.health().snapshot()[0].failures, 2);
+}
+
+/// A stream asked for and a whole JSON body answered: it must not reach an SSE client as if it
+/// were a stream.
+#[tokio::test(start_paused = true)]
+async fn a_whole_json_body_answering_a_stream_request_is_malformed() {
+    const WHOLE: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let engine = setup_scripted(
+        "[models.m]\ntargets = [\"x:m\"]\nretry = { max_attempts = 1 }\n",
+        WHOLE,
+    );
+    let error = engine.call(chat("m", true, None)).await.err().unwrap();
+    assert_eq!(error.code, "upstream_malformed");
+    assert!(
+        error.message.contains("a stream was asked for"),
+        "{}",
+        error.message
+    );
+}

@@ -218,3 +218,30 @@ pub fn ms(ms: u64) -> Duration {
 pub fn setup_seeded(names: &[&str], extra: &str) -> Setup {
     build(names, &upstream_tables(names, extra), true)
 }
+
+/// A hand-written upstream over in-memory pipes: every connection reads one request, writes
+/// `response` (raw HTTP/1.1) and then holds the connection open without another byte.
+pub fn scripted(response: &'static [u8]) -> Arc<dyn Dial> {
+    Arc::new(DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+        Box::pin(async move {
+            let (client, mut server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = server.read(&mut request).await;
+                let _ = server.write_all(response).await;
+                std::future::pending::<()>().await;
+                drop(server);
+            });
+            Ok(Box::new(client) as BoxIo)
+        })
+    }))
+}
+
+/// An engine whose one upstream `x` is [`scripted`] with `response`, configured by `extra`.
+pub fn setup_scripted(extra: &str, response: &'static [u8]) -> Arc<Engine> {
+    let text = format!("[upstreams.x]\nbase_url = \"http://x.invalid/v1\"\n{extra}");
+    let config = Config::from_toml(&text, "test.toml", &|_| None).unwrap();
+    let dials = HashMap::from([("x".to_owned(), scripted(response))]);
+    Engine::new(config, dials).unwrap()
+}

@@ -1,6 +1,7 @@
 //! The gateway's own endpoints: `/health` for the gateway itself, `/metrics` (Prometheus) and
 //! `/status` (recent state) behind the admin key when one is configured, `/dashboard` (a live page
-//! over `/status`), `POST /admin/reload`, and `GET /v1/models` when models are configured.
+//! over `/status`), `POST /admin/reload`, and `GET /v1/models` when models are configured (behind
+//! the client keys, like the rest of the API).
 
 use bytes::Bytes;
 use hourglass_engine::{CallError, Endpoint, ErrorCode};
@@ -22,10 +23,12 @@ pub(super) fn answer(gateway: &Gateway, parts: &Parts) -> Option<Response<Gatewa
         )),
         (&Method::GET, "/dashboard") => Ok(dashboard()),
         (&Method::GET, "/status" | "/metrics") | (&Method::POST, "/admin/reload") => {
-            auth::admin(gateway, &parts.headers).and_then(|()| admin(gateway, &parts.method, path))
+            auth::admin(&gateway.settings(), &parts.headers)
+                .and_then(|()| admin(gateway, &parts.method, path))
         }
+        // An API answer like any other `/v1` path: it needs a client key when those are set.
         (&Method::GET, "/v1/models") if !gateway.engine().config().models.is_empty() => {
-            Ok(models(gateway))
+            auth::client(&gateway.settings(), &parts.headers).map(|()| models(gateway))
         }
         _ => return None,
     };
@@ -55,9 +58,13 @@ fn admin(
             Ok(response)
         }
         _ => match gateway.reload() {
-            Ok(models) => Ok(json_response(
+            Ok(reloaded) => Ok(json_response(
                 StatusCode::OK,
-                Bytes::from(json!({"reloaded": true, "models": models}).to_string()),
+                Bytes::from(
+                    json!({"reloaded": true, "models": reloaded.models,
+                           "not_applied": reloaded.not_applied})
+                    .to_string(),
+                ),
             )),
             Err(message) => Err(CallError::before_attempts(
                 ErrorCode::BadConfig,

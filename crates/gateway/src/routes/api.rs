@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hourglass_config::ServerSettings;
 use hourglass_engine::{CallError, CallRequest, Endpoint, Engine, ErrorCode, ResponseBody};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
@@ -44,8 +45,7 @@ pub(super) async fn call(
     // One engine for the whole call, even if a reload swaps it meanwhile.
     let engine = gateway.engine();
     let protocol = endpoint.protocol();
-    let (request, heartbeat) = match prepare(&gateway, &engine, endpoint, parts, body, start).await
-    {
+    let (request, heartbeat) = match prepare(&engine, endpoint, parts, body, start).await {
         Ok(prepared) => prepared,
         Err(error) => return error_response(protocol, &error),
     };
@@ -69,15 +69,17 @@ pub(super) async fn call(
 
 /// The call to make, and its heartbeat interval when it has one.
 async fn prepare(
-    gateway: &Gateway,
     engine: &Engine,
     endpoint: Endpoint,
     parts: Parts,
     body: Incoming,
     start: Instant,
 ) -> Result<(CallRequest, Option<Duration>), CallError> {
-    auth::client(gateway, &parts.headers)?;
-    let bytes = read_body(gateway, body).await?;
+    // The settings of the engine this call runs on: a reload applies to whole calls.
+    let settings = &engine.config().server;
+    auth::client(settings, &parts.headers)?;
+    refuse_dot_segments(parts.uri.path())?;
+    let bytes = read_body(settings, body).await?;
     let head = if endpoint == Endpoint::Other {
         Default::default()
     } else {
@@ -87,9 +89,10 @@ async fn prepare(
     let client_deadline = match deadline::client_timeouts(&parts.headers, head.stream) {
         Ok(None) => None,
         Ok(Some(declared)) => {
-            let margin =
-                deadline::margin(declared.timeout, gateway.settings.client_deadline_margin);
-            Some((start + declared.timeout - margin, declared.source))
+            let margin = deadline::margin(declared.timeout, settings.client_deadline_margin);
+            // Capped at a day, so this cannot overflow; checked all the same.
+            let at = start.checked_add(declared.timeout - margin);
+            at.map(|at| (at, declared.source))
         }
         Err(message) => return Err(bad_request(message)),
     };
@@ -99,7 +102,7 @@ async fn prepare(
     let path = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query);
     let mut request = CallRequest::with_head(endpoint, parts.method, path, bytes, head);
     request.headers = parts.headers;
-    if !gateway.settings.client_keys.is_empty() {
+    if !settings.client_keys.is_empty() {
         request.headers.remove(header::AUTHORIZATION);
     }
     request.client_deadline = client_deadline;
@@ -107,9 +110,47 @@ async fn prepare(
     Ok((request, heartbeat))
 }
 
+/// Refuses a path with a dot-segment (`.` or `..`), written plainly or percent-encoded (`%2e`,
+/// `..%2f`, backslashes too): an upstream or a proxy that normalises paths would resolve it
+/// outside the base path the gateway's key is meant for.
+fn refuse_dot_segments(path: &str) -> Result<(), CallError> {
+    let decoded = percent_decoded_separators(path);
+    let dotted = decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == "." || segment == "..");
+    if dotted {
+        return Err(bad_request(format!(
+            "the path `{path}` has a dot-segment (`.` or `..`, perhaps percent-encoded): refused, so nothing resolves outside the API's base path"
+        )));
+    }
+    Ok(())
+}
+
+/// `path` with `%2e`, `%2f` and `%5c` (any case) decoded: the characters that make dot-segments.
+fn percent_decoded_separators(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 3).map(str::to_ascii_lowercase);
+        match code.as_deref() {
+            Some("2e") => out.push('.'),
+            Some("2f") => out.push('/'),
+            Some("5c") => out.push('\\'),
+            _ => {
+                out.push('%');
+                rest = &rest[at + 1..];
+                continue;
+            }
+        }
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The request body, read whole within the size and time limits.
-async fn read_body(gateway: &Gateway, body: Incoming) -> Result<Bytes, CallError> {
-    let settings = &gateway.settings;
+async fn read_body(settings: &ServerSettings, body: Incoming) -> Result<Bytes, CallError> {
     let read = Limited::new(body, settings.max_request_body).collect();
     match tokio::time::timeout(settings.body_read_timeout, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
@@ -180,4 +221,33 @@ fn with_heartbeats(
 
 fn bad_request(message: String) -> CallError {
     CallError::before_attempts(ErrorCode::BadRequest, StatusCode::BAD_REQUEST, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_however_they_are_written() {
+        for path in [
+            "/v1/../../admin/x",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E%2e/admin",
+            "/v1/chat/..%2fadmin",
+            "/v1/chat/..%2F..%2Fadmin",
+            "/v1/./models",
+            "/v1/files/..\\admin",
+            "/v1/files/%2e%2e%5cadmin",
+        ] {
+            assert!(refuse_dot_segments(path).is_err(), "{path}");
+        }
+        for path in [
+            "/v1/chat/completions",
+            "/v1/files/a..b",
+            "/v1/models/gpt-4.1",
+            "/v1/x%20y",
+        ] {
+            assert!(refuse_dot_segments(path).is_ok(), "{path}");
+        }
+    }
 }

@@ -5,11 +5,11 @@
 use hourglass_engine::{CallError, ErrorCode};
 use http::{HeaderMap, StatusCode, header};
 
-use crate::gateway::Gateway;
+use hourglass_config::ServerSettings;
 
 /// Whether the request may call the API: it carries a client key, or the gateway has none.
-pub(super) fn client(gateway: &Gateway, headers: &HeaderMap) -> Result<(), CallError> {
-    let keys = &gateway.settings.client_keys;
+pub(super) fn client(settings: &ServerSettings, headers: &HeaderMap) -> Result<(), CallError> {
+    let keys = &settings.client_keys;
     let given = bearer(headers);
     if keys.is_empty() || keys.iter().any(|key| same(given, key.expose())) {
         return Ok(());
@@ -24,13 +24,13 @@ pub(super) fn client(gateway: &Gateway, headers: &HeaderMap) -> Result<(), CallE
 
 /// Whether the request may use the admin endpoints: it carries the admin key when one is set;
 /// else a client key when those are set; else anyone may (a loopback gateway).
-pub(super) fn admin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), CallError> {
+pub(super) fn admin(settings: &ServerSettings, headers: &HeaderMap) -> Result<(), CallError> {
     let given = bearer(headers);
-    let allowed = match &gateway.settings.admin_key {
+    let allowed = match &settings.admin_key {
         Some(key) => same(given, key.expose()),
         // No admin key but client keys: a gateway that guards its API guards its admin too.
         None => {
-            let clients = &gateway.settings.client_keys;
+            let clients = &settings.client_keys;
             clients.is_empty() || clients.iter().any(|k| same(given, k.expose()))
         }
     };

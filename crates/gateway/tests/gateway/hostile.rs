@@ -96,6 +96,31 @@ fn gateway_policy(upstream: SocketAddr, server: &str) -> String {
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 
+/// Found by a hostile client: dot-segments reached the upstream verbatim, with the upstream's key,
+/// where a path-normalising upstream or proxy would resolve them outside the base path.
+#[tokio::test]
+async fn dot_segments_are_refused_and_never_reach_the_upstream() {
+    let upstream = capture_upstream().await;
+    let gateway = start(&gateway_policy(upstream.addr, "")).await;
+    for path in [
+        "/v1/../../admin/x",
+        "/v1/%2e%2e/%2e%2e/admin",
+        "/v1/chat/..%2f..%2fadmin",
+    ] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let (reply, _) = raw(gateway.addr, request.into_bytes(), Duration::from_secs(2)).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+        assert!(reply.contains("dot-segment"), "{path}: {reply}");
+    }
+    assert!(
+        upstream.requests.lock().unwrap().is_empty(),
+        "nothing was forwarded"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_do_not_block_others() {
     let upstream = capture_upstream().await;

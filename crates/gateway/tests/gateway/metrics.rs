@@ -344,6 +344,57 @@ async fn a_client_that_leaves_before_its_answer_is_counted() {
         }
     }
     assert_eq!(count, 1.0);
+    // ...and its call ends then, as `client_cancel`, not never.
+    let text = send(addr, "GET", "/metrics", &[], "").await.body;
+    assert_eq!(
+        value(
+            &text,
+            "hourglass_calls_total{model=\"m\",outcome=\"client_cancel\"}"
+        ),
+        1.0
+    );
+}
+
+/// Found by a real load run: a stream cut after its first tokens was counted `ok` (the call was
+/// told at its commit point), was missing from `/status`, and its error event had no trail.
+#[tokio::test]
+async fn a_stream_that_fails_after_its_first_token_is_counted_and_listed_as_that_failure() {
+    let gateway = start("[models.m]\ntargets = [\"a:gpt-4o-mini\"]\n").await;
+    let addr = gateway.addr;
+    let cut = chat(addr, "m", true, &[("x-sim-fault", "cut;after_chunks=3")]).await;
+    assert_eq!(cut.status, 200);
+    let event = cut
+        .body
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let error: serde_json::Value = serde_json::from_str(event).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_cut");
+    let trail = error["error"]["hourglass"]["attempts"].as_array().unwrap();
+    assert_eq!(trail.len(), 1, "the error event carries the trail");
+    assert_eq!(trail[0]["upstream"], "a");
+
+    let text = send(addr, "GET", "/metrics", &[], "").await.body;
+    assert_eq!(
+        value(
+            &text,
+            "hourglass_calls_total{model=\"m\",outcome=\"upstream_cut\"}"
+        ),
+        1.0
+    );
+    assert!(
+        !text.contains("hourglass_calls_total{model=\"m\",outcome=\"ok\"}"),
+        "counted ok as well:\n{text}"
+    );
+    let status = send(addr, "GET", "/status", &[], "").await.json();
+    let failures = status["recent_failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["code"] == "upstream_cut" && f["phase"] == "body"),
+        "{failures:?}"
+    );
 }
 
 #[tokio::test]
@@ -383,4 +434,12 @@ async fn client_keys_guard_the_api_and_are_not_sent_upstream() {
     let bearer = "Bearer ck-second-3c4d";
     let status = send(addr, "GET", "/status", &[("authorization", bearer)], "").await;
     assert_eq!(status.status, 200);
+    // The configured models are the gateway's own answer, and an API answer: a key is needed
+    // (found by a real client: it answered without one, as no other /v1 path does).
+    let models = send(addr, "GET", "/v1/models", &[], "").await;
+    assert_eq!(models.status, 401, "{}", models.body);
+    assert_eq!(models.json()["error"]["code"], "invalid_api_key");
+    let models = send(addr, "GET", "/v1/models", &[("authorization", bearer)], "").await;
+    assert_eq!(models.status, 200);
+    assert_eq!(models.json()["data"][0]["id"], "m");
 }

@@ -91,12 +91,11 @@ pub async fn start(extra: &str) -> Running {
         _ => None,
     };
     let config = Config::from_toml(&text, "test.toml", &env).unwrap();
-    let settings = config.server.clone();
     let engine = Engine::new(config, HashMap::new()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let gateway = Arc::new(Gateway::new(engine, settings));
+    let gateway = Arc::new(Gateway::new(engine));
     let done = tokio::spawn(hourglass_gateway::serve(listener, gateway, async move {
         let _ = stopped.await;
     }));

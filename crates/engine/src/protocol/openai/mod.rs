@@ -112,8 +112,28 @@ impl Protocol for OpenAi {
         matches!(endpoint, Endpoint::Chat | Endpoint::Completions)
     }
 
-    fn end_event_start(&self, _endpoint: Endpoint, data: &[u8]) -> usize {
-        done_event_start(data)
+    fn check_answer(
+        &self,
+        endpoint: Endpoint,
+        stream: bool,
+        content_type: Option<&str>,
+    ) -> Result<(), String> {
+        let kind =
+            content_type.map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase());
+        match (endpoint, kind.as_deref()) {
+            // A pass-through path answers whatever it answers (audio, files, …).
+            (Endpoint::Other, _) => Ok(()),
+            (_, Some("text/event-stream")) => Ok(()),
+            (_, kind) if stream => Err(format!(
+                "a stream was asked for and the upstream answered {} instead of text/event-stream",
+                kind.map_or("without a content type".to_owned(), |k| format!("`{k}`"))
+            )),
+            (_, None) => Ok(()),
+            (_, Some(kind)) if kind.contains("json") => Ok(()),
+            (_, Some(kind)) => Err(format!(
+                "the upstream answered with `{kind}`, not JSON: a web page (a captive portal, an SSO login, or a base_url that points at a web UI rather than the API?)"
+            )),
+        }
     }
 
     fn error_body(&self, error: &CallError) -> Bytes {
@@ -152,39 +172,9 @@ impl Protocol for OpenAi {
     }
 }
 
-/// Where the `[DONE]` event starts in `data`: the last `data: [DONE]` at the start of a line (a
-/// JSON string cannot hold a raw line break, so content quoting it is never mistaken for it), or
-/// 0 when the frame holds none.
-fn done_event_start(data: &[u8]) -> usize {
-    [&b"\ndata: [DONE]"[..], b"\ndata:[DONE]"]
-        .iter()
-        .filter_map(|marker| memchr::memmem::rfind(data, marker))
-        .max()
-        .map_or(0, |at| at + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_done_event_is_found_at_a_line_start_never_inside_content() {
-        let quoted =
-            b"data: {\"choices\":[{\"delta\":{\"content\":\"data: [DONE]\"}}]}\n\ndata: [DONE]\n\n";
-        let at = done_event_start(quoted);
-        assert_eq!(&quoted[at..], b"data: [DONE]\n\n");
-        assert_eq!(
-            done_event_start(b"data: [DONE]\n\n"),
-            0,
-            "at the frame's start"
-        );
-        assert_eq!(done_event_start(b"data: {}\n\ndata:[DONE]\n\n"), 10);
-        assert_eq!(
-            done_event_start(b"data: {\"a\":1}\n\n"),
-            0,
-            "none in this frame"
-        );
-    }
 
     fn read(endpoint: Endpoint, body: &[u8]) -> RequestHead {
         OpenAi.read_request(endpoint, body).unwrap()
@@ -247,6 +237,37 @@ mod tests {
         // Found by fuzzing: a broken byte in a field the gateway does not read.
         let broken = message(b"{\"model\":\"m\",\"con\xabent\":1}");
         assert!(broken.contains("not valid UTF-8 (byte 17)"), "{broken}");
+    }
+
+    #[test]
+    fn an_answer_must_be_what_the_endpoint_answers_with() {
+        let check = |endpoint, stream, kind| OpenAi.check_answer(endpoint, stream, kind);
+        assert!(
+            check(
+                Endpoint::Chat,
+                false,
+                Some("application/json; charset=utf-8")
+            )
+            .is_ok()
+        );
+        assert!(
+            check(
+                Endpoint::Chat,
+                true,
+                Some("text/event-stream; charset=utf-8")
+            )
+            .is_ok()
+        );
+        assert!(check(Endpoint::Chat, false, Some("text/event-stream")).is_ok());
+        assert!(check(Endpoint::Chat, false, None).is_ok());
+        let page = check(Endpoint::Chat, false, Some("text/html; charset=utf-8")).unwrap_err();
+        assert!(
+            page.contains("`text/html`") && page.contains("captive portal"),
+            "{page}"
+        );
+        let whole = check(Endpoint::Responses, true, Some("application/json")).unwrap_err();
+        assert!(whole.contains("a stream was asked for"), "{whole}");
+        assert!(check(Endpoint::Other, true, Some("audio/mpeg")).is_ok());
     }
 
     #[test]
