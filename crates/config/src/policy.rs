@@ -52,8 +52,8 @@ pub struct Policy {
     pub timeouts: Timeouts,
     /// Retries.
     pub retry: Retry,
-    /// Stream from the upstream for non-streaming chat clients, so `first_token` and `idle`
-    /// protect them too (the client still gets one JSON body).
+    /// Stream from the upstream for non-streaming chat, completions and responses clients, so
+    /// `first_token` and `idle` protect them too (the client still gets one JSON body).
     pub stream_upstream: bool,
     /// Interval of keep-alive comments to a streaming client while no content flows; `None` is off.
     pub heartbeat: Option<Duration>,
@@ -230,7 +230,7 @@ pub struct PolicyPatch {
     /// Retry settings to override.
     #[serde(default)]
     pub retry: RetryPatch,
-    /// Stream from the upstream for non-streaming chat clients.
+    /// Stream from the upstream for non-streaming chat, completions and responses clients.
     #[serde(default)]
     pub stream_upstream: Option<bool>,
     /// Heartbeats to streaming clients: an interval such as `"15s"`, or `"off"`.

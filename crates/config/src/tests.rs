@@ -502,3 +502,30 @@ fn keys_come_from_files_read_beside_the_configuration() {
     assert!(missing.contains("secrets/missing"), "{missing}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Found by a user: credentials in `base_url` were accepted, printed by `config check` and the
+/// banner, and sent in the Host header. They are refused, and the error does not repeat them.
+#[test]
+fn credentials_in_a_base_url_are_refused_without_being_repeated() {
+    let error = load("[upstreams.a]\nbase_url = \"https://user:s3cret-pw@api.example.com/v1\"\n")
+        .unwrap_err();
+    assert!(
+        error.contains("upstreams.a.base_url") && error.contains("credentials before its host"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("s3cret-pw") && !error.contains("user:"),
+        "{error}"
+    );
+    assert!(error.contains("https://***@api.example.com/v1"), "{error}");
+    let env_error = Config::from_env(&|name| match name {
+        "OPENAI_BASE_URL" => Some("http://k:v@127.0.0.1:9/v1".to_owned()),
+        _ => None,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        env_error.contains("credentials") && !env_error.contains("k:v"),
+        "{env_error}"
+    );
+}

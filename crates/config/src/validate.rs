@@ -559,23 +559,45 @@ fn upstream_of(
 }
 
 fn parse_base_url(text: &str) -> Result<http::Uri, String> {
+    // Never echo credentials written into the URL: messages show it with them hidden.
+    let shown = hide_userinfo(text);
     let uri: http::Uri = text
         .parse()
-        .map_err(|_| format!("`{text}` is not a URL; write e.g. https://api.openai.com/v1"))?;
+        .map_err(|_| format!("`{shown}` is not a URL; write e.g. https://api.openai.com/v1"))?;
     match uri.scheme_str() {
         Some("http" | "https") => {}
-        _ => return Err(format!("`{text}` must start with http:// or https://")),
+        _ => return Err(format!("`{shown}` must start with http:// or https://")),
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!(
+            "`{shown}` has credentials before its host: they would travel in the Host header and show in logs; \
+             put the key in api_key_env or api_key_file (or a header in `headers`) and remove it from the URL"
+        ));
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("`{text}` has no host"));
+        return Err(format!("`{shown}` has no host"));
     }
     if uri.query().is_some() {
-        return Err(format!("`{text}` has a query string; a base URL cannot"));
+        return Err(format!("`{shown}` has a query string; a base URL cannot"));
     }
     let trimmed = text.trim_end_matches('/');
     trimmed
         .parse()
-        .map_err(|_| format!("`{text}` is not a URL"))
+        .map_err(|_| format!("`{shown}` is not a URL"))
+}
+
+/// `text` with anything between `//` and an `@` before the path replaced by `***`.
+fn hide_userinfo(text: &str) -> String {
+    let Some(start) = text.find("//").map(|at| at + 2) else {
+        return text.to_owned();
+    };
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |at| start + at);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
+    }
 }
 
 fn configured_route(

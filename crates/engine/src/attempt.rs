@@ -222,8 +222,29 @@ impl Attempt<'_> {
         FailureKind::Status {
             status: status.as_u16(),
             retry_after,
-            body: kept.freeze(),
+            body: self.scrubbed(kept.freeze()),
         }
+    }
+
+    /// `body` without the upstream's own key, should the upstream echo it in an error ("Incorrect
+    /// API key provided: sk-…"): the body reaches the client and the log.
+    fn scrubbed(&self, body: Bytes) -> Bytes {
+        let upstream = &self.call.shared.config.upstreams[self.target.upstream];
+        let Some(key) = upstream.api_key.as_ref().map(|k| k.expose().as_bytes()) else {
+            return body;
+        };
+        if key.is_empty() || memchr::memmem::find(&body, key).is_none() {
+            return body;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = &body[..];
+        while let Some(at) = memchr::memmem::find(rest, key) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(b"[redacted]");
+            rest = &rest[at + key.len()..];
+        }
+        out.extend_from_slice(rest);
+        Bytes::from(out)
     }
 
     /// First token: reads the stream until its first meaningful content (the commit point) or,
@@ -240,7 +261,19 @@ impl Attempt<'_> {
         let sent = sent.unwrap_or(self.timeline.start);
         let mut held = Vec::new();
         while let Some(mut data) = reader.next(body, &self.deadlines, sent).await? {
-            let ScanResult { content, end } = reader.scan(&data)?;
+            let ScanResult { content, end } =
+                reader.scan(&data).map_err(|failure| match failure {
+                    FailureKind::Status {
+                        status,
+                        retry_after,
+                        body,
+                    } => FailureKind::Status {
+                        status,
+                        retry_after,
+                        body: self.scrubbed(body),
+                    },
+                    other => other,
+                })?;
             if let Some(end) = end {
                 data.truncate(end);
             }
@@ -289,6 +322,7 @@ impl Attempt<'_> {
             endpoint: reader.endpoint,
             ended: reader.ended,
             finish_seen: reader.finished,
+            last_sequence: reader.last_sequence,
             upstream: self.target.clone(),
             describer: self.call.describer(),
         });
@@ -409,6 +443,8 @@ struct StreamReader {
     last_content: Option<Instant>,
     /// Takes every event when a whole answer is assembled.
     assembler: Option<Box<dyn Assemble>>,
+    /// The number of the last event, in a protocol that numbers them.
+    last_sequence: Option<u64>,
 }
 
 impl StreamReader {
@@ -422,6 +458,7 @@ impl StreamReader {
             finished: !protocol.needs_finish_reason(endpoint),
             last_content: None,
             assembler,
+            last_sequence: None,
         }
     }
 
@@ -462,11 +499,17 @@ impl StreamReader {
         let (mut content, mut failure, mut end) = (false, None, None);
         let (ended, finished, assembler) =
             (&mut self.ended, &mut self.finished, &mut self.assembler);
+        let last_sequence = &mut self.last_sequence;
         self.scanner
             .push_at(data, |event, at| {
                 let signal = protocol.classify(endpoint, event);
-                if let (Some(assembler), Signal::Nothing | Signal::Content | Signal::Finish { .. }) =
-                    (assembler.as_mut(), &signal)
+                if let Some(n) = protocol.sequence_number(endpoint, event) {
+                    *last_sequence = Some(n);
+                }
+                if let (
+                    Some(assembler),
+                    Signal::Nothing | Signal::Content | Signal::Finish { .. } | Signal::End,
+                ) = (assembler.as_mut(), &signal)
                     && let Some(data) = event.data.as_deref()
                     && let Err(message) = assembler.push(data)
                 {

@@ -85,6 +85,9 @@ pub struct CommittedStream {
     max_gap: std::time::Duration,
     /// The call this stream answers: it ends when the stream does.
     ending: Option<CallEnding>,
+    /// The number of the last event passed on, in a protocol that numbers them (an error event
+    /// takes the next).
+    last_sequence: Option<u64>,
 }
 
 /// What the commit point hands over.
@@ -100,6 +103,7 @@ pub(crate) struct Handover {
     pub endpoint: Endpoint,
     pub ended: bool,
     pub finish_seen: bool,
+    pub last_sequence: Option<u64>,
     pub upstream: Target,
     pub describer: Describer,
 }
@@ -130,6 +134,7 @@ impl CommittedStream {
             model: h.model,
             max_gap: std::time::Duration::ZERO,
             ending: None,
+            last_sequence: h.last_sequence,
         }
     }
 
@@ -166,7 +171,8 @@ impl CommittedStream {
             retry_after: None,
             upstream_error: None,
         };
-        let event = self.protocol.error_event(self.endpoint, &error);
+        let sequence = self.last_sequence.map_or(0, |n| n + 1);
+        let event = self.protocol.error_event(self.endpoint, &error, sequence);
         if let Some(ending) = self.ending.take() {
             ending.ended(Outcome::Failed(code), &error.message, None);
         }
@@ -230,8 +236,11 @@ impl CommittedStream {
         // Where the end event starts and ends in `data`, once one came.
         let (mut end, mut last) = (None::<(usize, usize)>, 0);
         let (protocol, endpoint) = (self.protocol, self.endpoint);
-        let finish_seen = &mut self.finish_seen;
+        let (finish_seen, last_sequence) = (&mut self.finish_seen, &mut self.last_sequence);
         let scanned = self.scanner.push_at(&data, |event, at| {
+            if let Some(n) = protocol.sequence_number(endpoint, event) {
+                *last_sequence = Some(n);
+            }
             match protocol.classify(endpoint, event) {
                 Signal::Content => content = true,
                 Signal::Finish { content: with } => {

@@ -158,11 +158,22 @@ impl Engine {
         self.shared.budget().available(Instant::now())
     }
 
-    /// Starts the active health checks of every upstream (`[health_check]`); they stop when the
-    /// engine is dropped.
-    pub fn spawn_health_checks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the engine's background work: the active health checks of every upstream
+    /// (`[health_check]`), and the sweep of idle pooled connections (expired ones, and ones the
+    /// server closed). Both stop when the engine is dropped.
+    pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let shared = &self.shared;
-        health::active::spawn(&shared.config, &shared.upstreams, &shared.health)
+        let mut tasks = health::active::spawn(&shared.config, &shared.upstreams, &shared.health);
+        let pools = Arc::downgrade(&shared.upstreams);
+        tasks.push(tokio::spawn(upstream::Upstreams::sweep_until_dropped(
+            pools,
+        )));
+        tasks
+    }
+
+    /// How many idle connections each upstream's pool holds now, in configuration order.
+    pub fn idle_connections(&self) -> Vec<usize> {
+        self.shared.upstreams.idle()
     }
 
     /// Checks upstream number `index` once, as an active check would (`[health_check]`): the

@@ -71,7 +71,7 @@ impl HeartbeatBody {
     fn error(&self, error: &CallError) -> Bytes {
         let protocol = self.endpoint.protocol();
         if self.stream {
-            protocol.error_event(self.endpoint, error)
+            protocol.error_event(self.endpoint, error, 0)
         } else {
             protocol.error_body(error)
         }

@@ -33,7 +33,8 @@ use tools::{DiagnoseArgs, ExplainArgs, ProbeArgs, TuneArgs};
     name = "hourglass",
     version,
     about = "Make calls to AI model APIs survive timeouts: a gateway, a toolkit and a simulator",
-    after_help = "Logs go to stderr; set HOURGLASS_LOG (e.g. `debug` or `hourglass_sim=debug`) for more."
+    after_help = "Logs go to stderr; set HOURGLASS_LOG (e.g. `debug` or `hourglass_sim=debug`) for more.\n\
+                  The tools (probe, diagnose, explain, tune) print only their report unless -v."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,6 +42,10 @@ struct Cli {
     /// Log lines as text or as JSON objects (one per line, for log shippers)
     #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Log the engine's work (one line per call, health changes) from the tools too; `serve` and
+    /// `sim` always do
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -79,7 +84,9 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format == "json");
+    // A tool's output is its report: the engine's own lines only when asked for.
+    let quiet = !cli.verbose && !matches!(cli.command, Command::Serve(_) | Command::Sim(_));
+    init_logging(cli.log_format == "json", quiet);
     let result = match cli.command {
         Command::Serve(args) => run(serve::serve(args)),
         Command::Config(ConfigArgs {
@@ -100,13 +107,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool) {
+/// Logs to stderr at `HOURGLASS_LOG`'s levels, else info (warnings only when `quiet`).
+fn init_logging(json: bool, quiet: bool) {
+    let level = if quiet {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
     let filter = std::env::var("HOURGLASS_LOG")
         .ok()
         .and_then(|text| text.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| {
-            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-        });
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(level));
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let registry = tracing_subscriber::registry().with(filter);

@@ -72,8 +72,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|u| format!("{} ({})", u.name, u.base_url))
         .collect();
     let engine = Engine::new(config, dials).map_err(anyhow::Error::msg)?;
-    // Active health checks run for as long as the engine does ([health_check]).
-    let _health_checks = engine.spawn_health_checks();
+    // Health checks and the idle-pool sweep run for as long as the engine does.
+    let _background = engine.spawn_background();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (server.listen / --listen)"))?;
@@ -105,7 +105,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             serving.server.listen = current.config().server.listen;
             refuse_open_public_address(&serving)?;
             let engine = current.reload(config, HashMap::new())?;
-            let _health_checks = engine.spawn_health_checks();
+            let _background = engine.spawn_background();
             Ok(engine)
         }));
     }

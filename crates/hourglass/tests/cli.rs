@@ -117,6 +117,29 @@ fn help_lists_every_command() {
     }
 }
 
+/// Found by a user: `diagnose` printed the engine's per-call log line, in colour, above its report.
+/// A tool's output is its report; `-v` brings the engine's lines back.
+#[test]
+fn the_tools_print_their_report_and_the_engine_log_only_when_asked() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
+    let url = format!("http://{}/v1", address(&sim, 0));
+    let quiet = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(["probe", &url, "-n", "2"])
+        .env_remove("HOURGLASS_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(quiet.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!stderr.contains("hourglass::call"), "{stderr}");
+    let verbose = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+        .args(["probe", &url, "-n", "2", "-v"])
+        .env_remove("HOURGLASS_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert!(stderr.contains("hourglass::call"), "{stderr}");
+}
+
 #[test]
 fn probe_profiles_a_running_simulator_and_gates_on_the_verdict() {
     let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);

@@ -150,8 +150,13 @@ pub trait Protocol: Send + Sync + 'static {
     /// The body of a failed call, in the protocol's error shape.
     fn error_body(&self, error: &CallError) -> Bytes;
 
-    /// The event that ends a stream of `endpoint` that already began, in its stream's shape.
-    fn error_event(&self, endpoint: Endpoint, error: &CallError) -> Bytes;
+    /// The event that ends a stream of `endpoint` that already began, in its stream's shape;
+    /// `sequence` is the number it takes in a protocol that numbers its events.
+    fn error_event(&self, endpoint: Endpoint, error: &CallError, sequence: u64) -> Bytes;
+
+    /// An event's number in its stream, for a protocol that numbers them (OpenAI's Responses
+    /// `sequence_number`); `None` otherwise.
+    fn sequence_number(&self, endpoint: Endpoint, event: &Event<'_>) -> Option<u64>;
 
     /// The header that carries an upstream's key (marked sensitive).
     fn credentials(&self, key: &str) -> Result<(HeaderName, HeaderValue), String>;

@@ -40,7 +40,9 @@ pub use timeline::Timeline;
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused (servers close theirs too).
-const IDLE_EXPIRY: Duration = Duration::from_secs(60);
+pub const IDLE_EXPIRY: Duration = Duration::from_secs(60);
+/// How often the idle pools are swept of expired connections and ones the server closed.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 /// The future that runs an HTTP/1.1 connection: it reads and writes the socket.
 type Driver = hyper::client::conn::http1::Connection<TokioIo<dial::BoxIo>, RequestBody>;
@@ -221,6 +223,40 @@ impl Upstreams {
                 })
                 .collect(),
         }
+    }
+
+    /// Closes the idle connections that expired or that the server has closed (a socket left in
+    /// CLOSE-WAIT otherwise); the pools keep the rest. [`Upstreams::sweep_until_dropped`] runs it
+    /// every [`SWEEP_EVERY`].
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for pool in &self.pools {
+            let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
+            idle.retain_mut(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
+        }
+    }
+
+    /// Sweeps the pools of `upstreams` every [`SWEEP_EVERY`] until they are dropped.
+    pub async fn sweep_until_dropped(upstreams: std::sync::Weak<Upstreams>) {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let Some(upstreams) = upstreams.upgrade() else {
+                return;
+            };
+            upstreams.sweep();
+        }
+    }
+
+    /// How many idle connections each upstream's pool holds, in configuration order.
+    pub fn idle(&self) -> Vec<usize> {
+        (self.pools.iter())
+            .map(|pool| {
+                pool.idle
+                    .lock()
+                    .expect("the pool lock is never poisoned")
+                    .len()
+            })
+            .collect()
     }
 
     /// A connection to upstream `index`: the shared HTTP/2 one, an idle pooled HTTP/1.1 one, or a

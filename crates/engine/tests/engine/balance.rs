@@ -263,7 +263,7 @@ async fn active_checks_take_a_dead_upstream_out_before_any_call_pays_for_it() {
         "[health_check]\ninterval = \"1s\"\ntimeout = \"500ms\"\nunhealthy_threshold = 2\nhealthy_threshold = 2\n\
          [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\n",
     );
-    let _checks = setup.engine.spawn_health_checks();
+    let _checks = setup.engine.spawn_background();
     setup.sims["a"].set_blackhole(true);
     // Two failed checks (each 1–1.1 s after the last ended, each waiting 0.5 s) mark a down.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -311,7 +311,7 @@ async fn completion_checks_measure_first_token_latency() {
         &["a"],
         "[health_check]\nmode = \"completion\"\nmodel = \"gpt-4o-mini\"\ninterval = \"2s\"\ntimeout = \"1s\"\n",
     );
-    let _checks = setup.engine.spawn_health_checks();
+    let _checks = setup.engine.spawn_background();
     tokio::time::sleep(Duration::from_secs(7)).await;
     let status = setup.engine.health().snapshot();
     assert_eq!(status[0].model, "gpt-4o-mini");
@@ -368,7 +368,7 @@ async fn checks_keep_slow_connection_set_up_off_the_first_call() {
         .into();
         let engine = hourglass_engine::Engine::new(config, dials).unwrap();
         let _checks = if checks {
-            engine.spawn_health_checks()
+            engine.spawn_background()
         } else {
             Vec::new()
         };
@@ -387,4 +387,31 @@ async fn checks_keep_slow_connection_set_up_off_the_first_call() {
         Duration::ZERO,
         "the check's pooled connection was reused"
     );
+}
+
+/// Found by a user after a burst: idle pooled connections were never reaped, so up to 256 per
+/// upstream sat in CLOSE-WAIT for good. The sweep closes the expired ones.
+#[tokio::test(start_paused = true)]
+async fn idle_connections_are_swept_once_they_expire() {
+    let setup =
+        setup("[models.m]\ntargets = [\"a:sim-instant\"]\n[health_check]\nmode = \"off\"\n");
+    let _background = setup.engine.spawn_background();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let engine = setup.engine.clone();
+            tokio::spawn(async move { engine.call(chat("m", false, None)).await.is_ok() })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap());
+    }
+    assert_eq!(
+        setup.engine.idle_connections()[0],
+        5,
+        "a burst leaves its connections idle"
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(setup.engine.idle_connections()[0], 5, "not yet expired");
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(setup.engine.idle_connections()[0], 0, "expired and closed");
 }

@@ -321,3 +321,23 @@ async fn a_whole_json_body_answering_a_stream_request_is_malformed() {
         error.message
     );
 }
+
+/// Found by a user: an upstream that echoes the key in its error ("Incorrect API key provided:
+/// sk-…") passed it to the client in `upstream_error` and the message, and to the log.
+#[tokio::test(start_paused = true)]
+async fn an_upstream_echoing_the_key_in_its_error_has_it_scrubbed() {
+    const ECHO: &[u8] = b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 73\r\n\r\n{\"error\":{\"message\":\"Incorrect API key provided: sk-echo-5150\",\"code\":1}}";
+    let text = "[upstreams.x]\nbase_url = \"http://x.invalid/v1\"\napi_key_env = \"KEY\"\n\
+                [models.m]\ntargets = [\"x:m\"]\n";
+    let env = |name: &str| (name == "KEY").then(|| "sk-echo-5150".to_owned());
+    let config = hourglass_config::Config::from_toml(text, "test.toml", &env).unwrap();
+    let dials = std::collections::HashMap::from([("x".to_owned(), scripted(ECHO))]);
+    let engine = hourglass_engine::Engine::new(config, dials).unwrap();
+    let error = engine.call(chat("m", false, None)).await.err().unwrap();
+    let body = hourglass_engine::protocol::openai::OpenAi::error_json(&error).to_string();
+    assert!(
+        body.contains("Incorrect API key provided: [redacted]"),
+        "{body}"
+    );
+    assert!(!body.contains("sk-echo-5150") && !error.message.contains("sk-echo-5150"));
+}

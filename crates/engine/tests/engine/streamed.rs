@@ -14,48 +14,14 @@ retry = { max_attempts = 3, backoff_base = "100ms", backoff_max = "1s" }
 stream_upstream = true
 "#;
 
-/// The simulator's own non-streaming answer and the engine's assembled one, for the same seed.
+/// The simulator's own non-streaming chat answer and the engine's assembled one, for the same
+/// seed, the request's fields extended by `extra`.
 async fn both(extra: serde_json::Value) -> (serde_json::Value, serde_json::Value) {
-    let setup = setup(STREAMED);
     let mut body = serde_json::json!({"model": "sim-instant", "messages": [{"role": "user", "content": "hi"}]});
     body.as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    let direct = {
-        let io = setup.sims["a"].connect_in_memory().await;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let request = http::Request::post("/v1/chat/completions")
-            .header("host", "a")
-            .header("x-sim-seed", "77")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.to_string(),
-            )))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let bytes = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
-    };
-    let mut request = chat("m", false, None);
-    request.body = bytes::Bytes::from(body.to_string().replace("sim-instant", "m"));
-    let (model, span, _) = {
-        let head =
-            hourglass_engine::request::read_head(hourglass_engine::Endpoint::Chat, &request.body)
-                .unwrap();
-        (head.model, head.model_span, head.stream)
-    };
-    request.model = model;
-    request.model_span = span;
-    request.headers.insert("x-sim-seed", "77".parse().unwrap());
-    let outcome = call(&setup, request).await;
-    let assembled: serde_json::Value = serde_json::from_str(&outcome.ok().body).unwrap();
-    (direct, assembled)
+    both_on(hourglass_engine::Endpoint::Chat, "/chat/completions", body).await
 }
 
 fn without_created(mut value: serde_json::Value) -> serde_json::Value {
@@ -91,7 +57,18 @@ async fn a_silent_upstream_is_caught_by_first_token_and_failed_over() {
         ),
     )
     .await;
-    let done = outcome.ok();
+    caught_by_first_token_and_failed_over(&outcome);
+    assert_eq!(
+        content::check(&whole_text(&outcome.ok().body))
+            .unwrap()
+            .tokens,
+        16
+    );
+}
+
+/// `a` was silent: its attempt ended at `first_token` (5 s), not the 60 s `first_byte`, and `b`
+/// answered.
+fn caught_by_first_token_and_failed_over(outcome: &Outcome) {
     assert_eq!(
         outcome.trail(),
         [
@@ -104,7 +81,6 @@ async fn a_silent_upstream_is_caught_by_first_token_and_failed_over() {
         5 * SECOND,
         "first_token, not the 60 s first_byte"
     );
-    assert_eq!(content::check(&whole_text(&done.body)).unwrap().tokens, 16);
 }
 
 #[tokio::test(start_paused = true)]
@@ -162,4 +138,99 @@ async fn a_request_for_logprobs_keeps_the_plain_path() {
         ]
     );
     assert_eq!(outcome.elapsed, 60 * SECOND);
+}
+
+/// The simulator's own non-streaming answer on `path` and the engine's, assembled from a stream,
+/// for the same seed.
+async fn both_on(
+    endpoint: hourglass_engine::Endpoint,
+    path: &str,
+    body: serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    let setup = setup(STREAMED);
+    let direct = {
+        let io = setup.sims["a"].connect_in_memory().await;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::post(format!("/v1{path}"))
+            .header("host", "a")
+            .header("x-sim-seed", "77")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    let routed = body.to_string().replace("sim-instant", "m");
+    let mut request =
+        hourglass_engine::CallRequest::new(endpoint, path, bytes::Bytes::from(routed)).unwrap();
+    assert!(request.assemblable, "{path} is assembled from a stream");
+    request.headers.insert("x-sim-seed", "77".parse().unwrap());
+    let outcome = call(&setup, request).await;
+    assert_eq!(setup.requests("a"), 2, "one direct, one streamed");
+    let assembled: serde_json::Value = serde_json::from_str(&outcome.ok().body).unwrap();
+    (direct, assembled)
+}
+
+fn without(mut value: serde_json::Value, key: &str) -> serde_json::Value {
+    value.as_object_mut().unwrap().remove(key);
+    value
+}
+
+/// Found with the Vercel AI SDK: non-streaming responses and legacy completions were not
+/// streamed from the upstream, so they waited out the plain timeouts where chat calls did not.
+#[tokio::test(start_paused = true)]
+async fn whole_completions_and_responses_are_assembled_equal_to_the_upstreams_own() {
+    let completion = serde_json::json!({"model": "sim-instant", "prompt": "hi", "n": 2});
+    let (direct, assembled) = both_on(
+        hourglass_engine::Endpoint::Completions,
+        "/completions",
+        completion,
+    )
+    .await;
+    assert_eq!(assembled["object"], "text_completion");
+    assert_eq!(assembled["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(without(assembled, "created"), without(direct, "created"));
+
+    let response = serde_json::json!({"model": "sim-instant", "input": "hi"});
+    let (direct, assembled) = both_on(
+        hourglass_engine::Endpoint::Responses,
+        "/responses",
+        response,
+    )
+    .await;
+    assert_eq!(assembled["object"], "response");
+    assert_eq!(assembled["status"], "completed");
+    assert_eq!(
+        without(assembled, "created_at"),
+        without(direct, "created_at")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_upstream_of_a_whole_response_is_caught_by_first_token_and_failed_over() {
+    let setup = setup(STREAMED);
+    let body = serde_json::json!({"model": "m", "input": "hi"}).to_string();
+    let mut request = hourglass_engine::CallRequest::new(
+        hourglass_engine::Endpoint::Responses,
+        "/responses",
+        bytes::Bytes::from(body),
+    )
+    .unwrap();
+    let fault = "first_token;after=60s;keepalive=1s;upstream=a";
+    request
+        .headers
+        .insert("x-sim-fault", fault.parse().unwrap());
+    let outcome = call(&setup, request).await;
+    caught_by_first_token_and_failed_over(&outcome);
+    let answer: serde_json::Value = serde_json::from_str(&outcome.ok().body).unwrap();
+    assert_eq!(answer["status"], "completed");
 }

@@ -427,3 +427,38 @@ async fn heartbeats_keep_a_silent_call_alive_and_never_count_as_content() {
     .await;
     assert_eq!(bad.status, 400);
 }
+
+/// Found by the Vercel AI SDK (which uses the Responses API by default): after commit a Responses
+/// stream ended with a bare `data: {"error": …}` — no `event: error`, no `type`, no
+/// `sequence_number` — so the SDK threw a type-validation error and the code was lost. It ends
+/// with the Responses API's own error event, numbered after the last event, `code` kept; a legacy
+/// completions stream ends like a chat one.
+#[tokio::test]
+async fn a_failed_stream_ends_with_the_error_event_of_its_own_api() {
+    let gateway = start("[models.m]\ntargets = [\"a:gpt-4o-mini\"]\n").await;
+    let cut = [("x-sim-fault", "cut;after_chunks=3")];
+    let body = serde_json::json!({"model": "m", "input": "hi", "stream": true}).to_string();
+    let reply = send(gateway.addr, "POST", "/v1/responses", &cut, body).await;
+    assert_eq!(reply.status, 200);
+    let events: Vec<&str> = reply.body.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let (last, before) = events.split_last().unwrap();
+    let data = last.strip_prefix("event: error\ndata: ").expect(last);
+    let error: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "upstream_cut");
+    assert!(error["message"].as_str().unwrap().contains("not retried"));
+    let previous: serde_json::Value =
+        serde_json::from_str(before.last().unwrap().split("data: ").nth(1).unwrap()).unwrap();
+    let next = previous["sequence_number"].as_u64().unwrap() + 1;
+    assert_eq!(
+        error["sequence_number"], next,
+        "numbered after the last event"
+    );
+
+    let body = serde_json::json!({"model": "m", "prompt": "hi", "stream": true}).to_string();
+    let reply = send(gateway.addr, "POST", "/v1/completions", &cut, body).await;
+    let last = reply.body.trim_end().rsplit("\n\n").next().unwrap();
+    let error: serde_json::Value =
+        serde_json::from_str(last.strip_prefix("data: ").expect(last)).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_cut");
+}

@@ -39,6 +39,12 @@ struct Head<'a> {
     audio: Option<&'a RawValue>,
     #[serde(borrow, default)]
     modalities: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    echo: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    best_of: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    background: Option<&'a RawValue>,
 }
 
 /// Whether a request field asks for something: present and not `null` or `false`.
@@ -47,13 +53,33 @@ fn asks(value: Option<&RawValue>) -> bool {
 }
 
 impl Head<'_> {
-    /// Whether the chat assembler rebuilds everything asked for: not log probabilities, not
-    /// audio (both come in stream chunks the assembler does not put back together).
-    fn assemblable(&self) -> bool {
-        let audio_output = self.modalities.is_some_and(|m| {
-            serde_json::from_str::<Vec<&str>>(m.get()).is_ok_and(|list| list.contains(&"audio"))
-        });
-        !asks(self.logprobs) && !asks(self.top_logprobs) && !asks(self.audio) && !audio_output
+    /// Whether a whole answer to this request can be assembled from a stream: the assembler
+    /// rebuilds everything asked for, and the request can stream at all.
+    fn assemblable(&self, endpoint: Endpoint) -> bool {
+        match endpoint {
+            // Not log probabilities or audio: they come in chunks the assembler does not rebuild.
+            Endpoint::Chat => {
+                let audio_output = self.modalities.is_some_and(|m| {
+                    serde_json::from_str::<Vec<&str>>(m.get())
+                        .is_ok_and(|list| list.contains(&"audio"))
+                });
+                !asks(self.logprobs)
+                    && !asks(self.top_logprobs)
+                    && !asks(self.audio)
+                    && !audio_output
+            }
+            // Not log probabilities, not the prompt echoed back, not `best_of` (which cannot
+            // stream).
+            Endpoint::Completions => {
+                let best_of = self
+                    .best_of
+                    .is_some_and(|b| !matches!(b.get().trim(), "null" | "1"));
+                !asks(self.logprobs) && !asks(self.echo) && !best_of
+            }
+            // The final event carries the whole response; a background response answers at once.
+            Endpoint::Responses => !asks(self.background),
+            Endpoint::Embeddings | Endpoint::Images | Endpoint::Other => false,
+        }
     }
 }
 
@@ -92,16 +118,23 @@ impl Protocol for OpenAi {
             model,
             model_span,
             stream: head.stream.unwrap_or(false) && endpoint.streams(),
-            assemblable: endpoint == Endpoint::Chat && head.assemblable(),
+            assemblable: head.assemblable(endpoint),
         })
     }
 
-    fn streaming_request(&self, _endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String> {
-        assemble::streaming_body(body).map(Bytes::from)
+    fn streaming_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String> {
+        // Chat and completions streams report usage only when asked; a response's final event
+        // carries it anyway.
+        let usage = endpoint != Endpoint::Responses;
+        assemble::streaming_body(body, usage).map(Bytes::from)
     }
 
-    fn assembler(&self, _endpoint: Endpoint) -> Box<dyn Assemble> {
-        Box::new(assemble::Assembler::new())
+    fn assembler(&self, endpoint: Endpoint) -> Box<dyn Assemble> {
+        match endpoint {
+            Endpoint::Completions => Box::new(assemble::CompletionAssembler::default()),
+            Endpoint::Responses => Box::new(assemble::ResponseAssembler::default()),
+            _ => Box::new(assemble::Assembler::new()),
+        }
     }
 
     fn classify(&self, endpoint: Endpoint, event: &Event<'_>) -> Signal {
@@ -143,11 +176,39 @@ impl Protocol for OpenAi {
         )
     }
 
-    fn error_event(&self, _endpoint: Endpoint, error: &CallError) -> Bytes {
+    fn error_event(&self, endpoint: Endpoint, error: &CallError, sequence: u64) -> Bytes {
+        let data = match endpoint {
+            // The Responses API's own error event: typed, numbered, `code` and message kept.
+            Endpoint::Responses => {
+                let mut event = OpenAi::error_json(error)["error"].take();
+                event["type"] = json!("error");
+                event["sequence_number"] = json!(sequence);
+                let data = serde_json::to_vec(&event).expect("a json value serializes");
+                let mut out = b"event: error\ndata: ".to_vec();
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\n\n");
+                return Bytes::from(out);
+            }
+            // Chat and legacy completions: a `data:` line carrying the error object, as
+            // OpenAI's own streams end when they fail.
+            _ => self.error_body(error),
+        };
         let mut event = b"data: ".to_vec();
-        event.extend_from_slice(&self.error_body(error));
+        event.extend_from_slice(&data);
         event.extend_from_slice(b"\n\n");
         Bytes::from(event)
+    }
+
+    fn sequence_number(&self, endpoint: Endpoint, event: &Event<'_>) -> Option<u64> {
+        if endpoint != Endpoint::Responses {
+            return None;
+        }
+        #[derive(Deserialize)]
+        struct Numbered {
+            sequence_number: Option<u64>,
+        }
+        let data = event.data.as_deref()?;
+        serde_json::from_str::<Numbered>(data).ok()?.sequence_number
     }
 
     fn credentials(&self, key: &str) -> Result<(HeaderName, HeaderValue), String> {
@@ -209,7 +270,14 @@ mod tests {
         ));
         assert!(!chat(r#"{"model":"m","modalities":["text","audio"]}"#));
         assert!(chat(r#"{"model":"m","modalities":["text"]}"#));
-        assert!(!read(Endpoint::Responses, br#"{"model":"m"}"#).assemblable);
+        let completions = |body: &str| read(Endpoint::Completions, body.as_bytes()).assemblable;
+        assert!(completions(r#"{"model":"m","prompt":"hi","best_of":1}"#));
+        assert!(!completions(r#"{"model":"m","prompt":"hi","logprobs":2}"#));
+        assert!(!completions(r#"{"model":"m","prompt":"hi","echo":true}"#));
+        assert!(!completions(r#"{"model":"m","prompt":"hi","best_of":3}"#));
+        assert!(read(Endpoint::Responses, br#"{"model":"m","input":"hi"}"#).assemblable);
+        assert!(!read(Endpoint::Responses, br#"{"model":"m","background":true}"#).assemblable);
+        assert!(!read(Endpoint::Embeddings, br#"{"model":"m"}"#).assemblable);
     }
 
     #[test]
@@ -268,6 +336,30 @@ mod tests {
         let whole = check(Endpoint::Responses, true, Some("application/json")).unwrap_err();
         assert!(whole.contains("a stream was asked for"), "{whole}");
         assert!(check(Endpoint::Other, true, Some("audio/mpeg")).is_ok());
+    }
+
+    #[test]
+    fn a_responses_stream_ends_with_the_responses_apis_own_error_event() {
+        let error = CallError::before_attempts(
+            crate::vocabulary::ErrorCode::UpstreamCut,
+            http::StatusCode::BAD_GATEWAY,
+            "cut".to_owned(),
+        );
+        let event = OpenAi.error_event(Endpoint::Responses, &error, 7);
+        let text = String::from_utf8(event.to_vec()).unwrap();
+        let data = text.strip_prefix("event: error\ndata: ").unwrap();
+        let value: serde_json::Value = serde_json::from_str(data.trim_end()).unwrap();
+        assert_eq!(value["type"], "error");
+        assert_eq!(value["code"], "upstream_cut");
+        assert_eq!(value["message"], "cut");
+        assert_eq!(value["sequence_number"], 7);
+        assert!(value["param"].is_null());
+        for endpoint in [Endpoint::Chat, Endpoint::Completions] {
+            let text = String::from_utf8(OpenAi.error_event(endpoint, &error, 7).to_vec()).unwrap();
+            let data = text.strip_prefix("data: ").unwrap();
+            let value: serde_json::Value = serde_json::from_str(data.trim_end()).unwrap();
+            assert_eq!(value["error"]["code"], "upstream_cut", "{endpoint:?}");
+        }
     }
 
     #[test]

@@ -6,16 +6,13 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::{ChunkIn, Common};
+
 /// Collects the chunks of one chat completion stream.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    id: Option<String>,
-    created: Option<Value>,
-    model: Option<Value>,
-    system_fingerprint: Option<Value>,
-    service_tier: Option<Value>,
+    common: Common,
     choices: Vec<Choice>,
-    usage: Option<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -33,18 +30,6 @@ struct ToolCall {
     kind: Option<String>,
     name: Option<String>,
     arguments: String,
-}
-
-#[derive(Deserialize)]
-struct ChunkIn {
-    id: Option<String>,
-    created: Option<Value>,
-    model: Option<Value>,
-    system_fingerprint: Option<Value>,
-    service_tier: Option<Value>,
-    #[serde(default)]
-    choices: Vec<ChoiceIn>,
-    usage: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -89,19 +74,14 @@ impl Assembler {
         Assembler::default()
     }
 
-    /// Adds the JSON data of one chunk (not `[DONE]`).
+    /// Adds the JSON data of one chunk (`[DONE]` adds nothing).
     pub fn push(&mut self, data: &str) -> Result<(), String> {
-        let chunk: ChunkIn = serde_json::from_str(data)
-            .map_err(|e| format!("a stream chunk is not a chat chunk: {e}"))?;
-        self.id = self.id.take().or(chunk.id);
-        self.created = self.created.take().or(chunk.created);
-        self.model = self.model.take().or(chunk.model);
-        self.system_fingerprint = self.system_fingerprint.take().or(chunk.system_fingerprint);
-        self.service_tier = self.service_tier.take().or(chunk.service_tier);
-        if chunk.usage.as_ref().is_some_and(|u| !u.is_null()) {
-            self.usage = chunk.usage;
+        if data.trim() == "[DONE]" {
+            return Ok(());
         }
-        for c in chunk.choices {
+        let chunk: ChunkIn<ChoiceIn> = serde_json::from_str(data)
+            .map_err(|e| format!("a stream chunk is not a chat chunk: {e}"))?;
+        for c in self.common.push(chunk) {
             if c.index >= MAX_INDEX {
                 return Err(format!("choice index {} is out of range", c.index));
             }
@@ -177,22 +157,7 @@ impl Assembler {
                 json!({"index": index, "message": message, "logprobs": null, "finish_reason": c.finish_reason})
             })
             .collect();
-        let mut body = Map::new();
-        body.insert("id".into(), json!(self.id));
-        body.insert("object".into(), json!("chat.completion"));
-        body.insert("created".into(), self.created.unwrap_or(Value::Null));
-        body.insert("model".into(), self.model.unwrap_or(Value::Null));
-        if let Some(fingerprint) = self.system_fingerprint {
-            body.insert("system_fingerprint".into(), fingerprint);
-        }
-        if let Some(tier) = self.service_tier {
-            body.insert("service_tier".into(), tier);
-        }
-        body.insert("choices".into(), Value::Array(choices));
-        if let Some(usage) = self.usage {
-            body.insert("usage".into(), usage);
-        }
-        Value::Object(body)
+        self.common.body("chat.completion", choices)
     }
 }
 
@@ -206,28 +171,6 @@ impl crate::protocol::Assemble for Assembler {
             serde_json::to_vec(&Assembler::finish(*self)).expect("a json value serializes"),
         )
     }
-}
-
-/// The request body asking for a stream with usage: `stream: true` and
-/// `stream_options.include_usage: true`, everything else kept (values byte for byte).
-pub fn streaming_body(body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut map: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
-        serde_json::from_slice(body)
-            .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
-    let raw = |text: &str| {
-        serde_json::value::RawValue::from_string(text.to_owned()).expect("literal JSON is valid")
-    };
-    map.insert("stream".into(), raw("true"));
-    let mut options: Map<String, Value> = map
-        .get("stream_options")
-        .and_then(|o| serde_json::from_str(o.get()).ok())
-        .unwrap_or_default();
-    options.insert("include_usage".into(), json!(true));
-    map.insert(
-        "stream_options".into(),
-        raw(&Value::Object(options).to_string()),
-    );
-    serde_json::to_vec(&map).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -268,19 +211,5 @@ mod tests {
                 .push(r#"{"choices":[{"index":100000}]}"#)
                 .is_err()
         );
-    }
-
-    #[test]
-    fn the_request_asks_for_a_stream_with_usage_and_keeps_the_rest() {
-        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"stream_options":{"x":1},"temperature":0.25}"#;
-        let out: Value = serde_json::from_slice(&streaming_body(body).unwrap()).unwrap();
-        assert_eq!(out["stream"], true);
-        assert_eq!(
-            out["stream_options"],
-            json!({"x": 1, "include_usage": true})
-        );
-        assert_eq!(out["temperature"], 0.25);
-        assert_eq!(out["messages"][0]["content"], "hi");
-        assert!(streaming_body(b"[1]").is_err());
     }
 }

@@ -1,0 +1,104 @@
+//! One legacy completion body (`text_completion`) assembled from a completions stream: each
+//! choice's text and finish reason, and the usage, in the shape of the non-streaming answer.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ChunkIn, Common};
+
+/// Collects the chunks of one completions stream.
+#[derive(Debug, Default)]
+pub struct CompletionAssembler {
+    common: Common,
+    choices: Vec<Choice>,
+}
+
+#[derive(Debug, Default)]
+struct Choice {
+    text: String,
+    finish_reason: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceIn {
+    #[serde(default)]
+    index: usize,
+    text: Option<String>,
+    finish_reason: Option<Value>,
+}
+
+/// Most choices an assembled answer may have (guards memory).
+const MAX_CHOICES: usize = 128;
+
+impl CompletionAssembler {
+    /// Adds the JSON data of one chunk (`[DONE]` adds nothing).
+    pub fn push(&mut self, data: &str) -> Result<(), String> {
+        if data.trim() == "[DONE]" {
+            return Ok(());
+        }
+        let chunk: ChunkIn<ChoiceIn> = serde_json::from_str(data)
+            .map_err(|e| format!("a stream chunk is not a completion chunk: {e}"))?;
+        for c in self.common.push(chunk) {
+            if c.index >= MAX_CHOICES {
+                return Err(format!("choice index {} is out of range", c.index));
+            }
+            if self.choices.len() <= c.index {
+                self.choices.resize_with(c.index + 1, Choice::default);
+            }
+            let choice = &mut self.choices[c.index];
+            choice.text.push_str(c.text.as_deref().unwrap_or_default());
+            if let Some(reason) = c.finish_reason.filter(|r| !r.is_null()) {
+                choice.finish_reason = Some(reason);
+            }
+        }
+        Ok(())
+    }
+
+    /// The non-streaming body: `text_completion` with every choice's text.
+    pub fn finish(self) -> Value {
+        let choices: Vec<Value> = (self.choices.into_iter().enumerate())
+            .map(|(index, c)| {
+                json!({"text": c.text, "index": index, "logprobs": null, "finish_reason": c.finish_reason})
+            })
+            .collect();
+        self.common.body("text_completion", choices)
+    }
+}
+
+impl crate::protocol::Assemble for CompletionAssembler {
+    fn push(&mut self, data: &str) -> Result<(), String> {
+        CompletionAssembler::push(self, data)
+    }
+
+    fn finish(self: Box<Self>) -> bytes::Bytes {
+        bytes::Bytes::from(
+            serde_json::to_vec(&CompletionAssembler::finish(*self))
+                .expect("a json value serializes"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_choices_text_and_the_usage_are_put_back_together() {
+        let mut a = CompletionAssembler::default();
+        for chunk in [
+            r#"{"id":"c1","object":"text_completion","created":5,"model":"m","choices":[{"text":"Hel","index":0,"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"c1","choices":[{"text":"lo","index":0,"finish_reason":"stop"},{"text":"Yo","index":1,"finish_reason":"length"}]}"#,
+            r#"{"id":"c1","choices":[],"usage":{"total_tokens":4}}"#,
+            "[DONE]",
+        ] {
+            a.push(chunk).unwrap();
+        }
+        let body = a.finish();
+        assert_eq!(body["object"], "text_completion");
+        assert_eq!(body["choices"][0]["text"], "Hello");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(body["choices"][1]["text"], "Yo");
+        assert_eq!(body["usage"]["total_tokens"], 4);
+        assert!(CompletionAssembler::default().push("{").is_err());
+    }
+}
