@@ -1,8 +1,6 @@
 //! The configuration file as written: serde structs that refuse unknown keys, read in document
 //! order (the order of upstreams is the default order of targets).
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 
 use crate::policy::{
@@ -27,10 +25,12 @@ pub(crate) struct RawConfig {
     pub models: Ordered<RawModel>,
     #[serde(default)]
     pub defaults: PolicyPatch,
+    /// By family name, checked in `validate` (an enum key would hide its path in errors).
     #[serde(default)]
-    pub families: HashMap<Family, PolicyPatch>,
+    pub families: Ordered<PolicyPatch>,
+    /// By scenario name, checked in `validate`.
     #[serde(default)]
-    pub scenarios: HashMap<Scenario, PolicyPatch>,
+    pub scenarios: Ordered<PolicyPatch>,
 }
 
 #[derive(Deserialize, Default)]

@@ -416,6 +416,24 @@ fn balance_hedge_and_breaker_are_read_and_checked() {
             "[server]\nmax_header_bytes = \"big\"\n",
             "server.max_header_bytes: `big` is not a size",
         ),
+        // Found by a user: the key path of a family or scenario read `families.?`.
+        (
+            "[families.reasonin.timeouts]\nfirst_token = \"1s\"\n",
+            "families.reasonin: there is no such family; write one of chat, reasoning, image, embedding",
+        ),
+        (
+            "[families.chat.timeouts]\nfirst_tokn = \"1s\"\n",
+            "families.chat.timeouts.first_tokn: unknown field",
+        ),
+        (
+            "[scenarios.contnt.retry]\nmax_attempts = 2\n",
+            "scenarios.contnt: there is no such scenario",
+        ),
+        // Found by a user: `0B` is a size, just not one a request fits in.
+        (
+            "[server]\nmax_request_body = \"0B\"\n",
+            "server.max_request_body: `0B` is zero: no request would fit",
+        ),
         (
             "[server]\nbody_read_timeout = \"0s\"\n",
             "server.body_read_timeout",

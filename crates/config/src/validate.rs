@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::policy::{self, Family, Layer, PolicyPatch, Scenario};
-use crate::raw::{RawConfig, RawModel, RawTarget, RawUpstream};
+use crate::raw::{Ordered, RawConfig, RawModel, RawTarget, RawUpstream};
 use crate::secrets::{self, Source};
 use crate::{
     Config, DEFAULT_LISTEN, ModelRoute, RetryBudget, Secret, Served, ServerSettings, Target,
@@ -112,8 +112,14 @@ pub(crate) fn from_toml(
     }
     let layers = Layers {
         defaults: raw.defaults,
-        families: raw.families,
-        scenarios: raw.scenarios,
+        families: named_layers(&check, "family", raw.families, &Family::ALL, Family::name)?,
+        scenarios: named_layers(
+            &check,
+            "scenario",
+            raw.scenarios,
+            &Scenario::ALL,
+            Scenario::name,
+        )?,
     };
     let mut config = Config {
         origin: origin.to_owned(),
@@ -194,7 +200,13 @@ fn server(
         None => 32 * 1024 * 1024,
         Some(text) => match parse_size(text) {
             Some(size) if size > 0 => size,
-            _ => {
+            Some(_) => {
+                return check.fail(
+                    "server.max_request_body",
+                    format!("`{text}` is zero: no request would fit; write e.g. \"32MiB\""),
+                );
+            }
+            None => {
                 return check.fail(
                     "server.max_request_body",
                     format!("`{text}` is not a size; write e.g. \"32MiB\" or \"500KB\""),
@@ -556,6 +568,34 @@ fn upstream_of(
         headers,
         models,
     })
+}
+
+/// The `[families.NAME]` or `[scenarios.NAME]` layers (`kind`: `family` or `scenario`) by their
+/// enum; an unknown name is refused with its key path and the names there are.
+fn named_layers<K: Copy + Eq + std::hash::Hash>(
+    check: &Check<'_>,
+    kind: &str,
+    layers: Ordered<PolicyPatch>,
+    all: &[K],
+    name: fn(K) -> &'static str,
+) -> Result<HashMap<K, PolicyPatch>, ConfigError> {
+    let mut out = HashMap::new();
+    for (written, patch) in layers.0 {
+        let Some(key) = all.iter().copied().find(|k| name(*k) == written) else {
+            let names: Vec<&str> = all.iter().map(|k| name(*k)).collect();
+            let table = if kind == "family" {
+                "families"
+            } else {
+                "scenarios"
+            };
+            return check.fail(
+                format!("{table}.{written}"),
+                format!("there is no such {kind}; write one of {}", names.join(", ")),
+            );
+        };
+        out.insert(key, patch);
+    }
+    Ok(out)
 }
 
 fn parse_base_url(text: &str) -> Result<http::Uri, String> {

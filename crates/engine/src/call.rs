@@ -91,11 +91,15 @@ impl<'a> Call<'a> {
         route: &'a ModelRoute,
         targets: Vec<Target>,
     ) -> Call<'a> {
+        // A `total` written in the configuration ends streams too; the built-in one does not.
+        let configured_total = (route.sources.iter())
+            .any(|s| s.key == "timeouts.total" && !s.source.starts_with("built-in"));
         let deadlines = Deadlines::new(
             request.start,
             &route.policy.timeouts,
             request.client_deadline.as_ref().map(|d| d.0),
-        );
+        )
+        .total_ends_streams(configured_total);
         Call {
             shared,
             request,

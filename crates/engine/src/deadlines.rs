@@ -35,6 +35,9 @@ pub struct Deadlines {
     pub total: Instant,
     /// Whether the client's deadline (less the margin) set `total`.
     pub client_set_total: bool,
+    /// Whether `total` also ends a stream after its commit point: when the client set it, or the
+    /// configuration did (see [`Deadlines::total_ends_streams`]).
+    pub total_ends_streams: bool,
     timeouts: Timeouts,
 }
 
@@ -47,6 +50,8 @@ pub struct AttemptDeadlines {
     pub end: Bound,
     /// The call's end.
     pub total: Bound,
+    /// The call's end for a stream after its commit point, when `total` ends streams.
+    pub after_commit: Option<Bound>,
     /// The attempt's timeout after growth.
     pub attempt_timeout: Duration,
     timeouts: Timeouts,
@@ -65,8 +70,18 @@ impl Deadlines {
             start,
             total,
             client_set_total,
+            total_ends_streams: true,
             timeouts: *timeouts,
         }
+    }
+
+    /// The same deadlines, with `total` ending a committed stream only when the client set it or
+    /// `configured` says the configuration did. A built-in `total` is sized for getting an answer
+    /// going, not for a long answer still flowing (16k tokens at 90 tokens/s take ~180 s): after
+    /// the commit point, `idle` guards such a stream instead.
+    pub fn total_ends_streams(mut self, configured: bool) -> Deadlines {
+        self.total_ends_streams = self.client_set_total || configured;
+        self
     }
 
     /// Time left at `now`.
@@ -101,6 +116,7 @@ impl Deadlines {
             start,
             end,
             total,
+            after_commit: self.total_ends_streams.then_some(total),
             attempt_timeout,
             timeouts: self.timeouts,
         }
@@ -170,13 +186,17 @@ impl AttemptDeadlines {
         self.phase(last, self.timeouts.idle, Limit::Idle)
     }
 
-    /// The next content chunk after commit: only `idle` and `total` apply then.
+    /// The next content chunk after commit: only `idle` applies then, and `total` when it ends
+    /// streams.
     pub fn idle_committed(&self, last: Instant) -> Bound {
-        Bound {
+        let idle = Bound {
             at: last + self.timeouts.idle,
             limit: Limit::Idle,
+        };
+        match self.after_commit {
+            Some(total) => idle.min(total),
+            None => idle,
         }
-        .min(self.total)
     }
 }
 

@@ -22,10 +22,12 @@ pub struct ClientTimeouts {
     pub source: String,
 }
 
-/// Reads the client's timeout headers; `Err` names a malformed `x-hourglass-timeout`.
+/// Reads the client's timeout headers; `Err` names a malformed `x-hourglass-timeout`. `flowing`:
+/// the client hears bytes while the call runs (a stream, or heartbeats), so the SDK's read
+/// timeout — a timer between bytes — is kept alive and bounds nothing.
 pub fn client_timeouts(
     headers: &HeaderMap,
-    streaming: bool,
+    flowing: bool,
 ) -> Result<Option<ClientTimeouts>, String> {
     let mut best: Option<ClientTimeouts> = None;
     let mut offer = |timeout: Duration, source: String| {
@@ -66,7 +68,7 @@ pub fn client_timeouts(
         offer(d, format!("x-stainless-timeout: {s}"));
     }
     // A read timeout bounds silence: a non-streaming client hears nothing until the whole answer.
-    if !streaming && let Some((d, s)) = seconds("x-stainless-read-timeout") {
+    if !flowing && let Some((d, s)) = seconds("x-stainless-read-timeout") {
         offer(d, format!("x-stainless-read-timeout: {s}"));
     }
     Ok(best)

@@ -92,10 +92,22 @@ impl Body for HeartbeatBody {
                 State::Done => return Poll::Ready(None),
                 State::Waiting(call) => match call.as_mut().poll(cx) {
                     Poll::Ready(Ok(response)) => {
-                        this.state = State::Answering(match response.body {
-                            ResponseBody::Full(bytes) => Box::pin(http_body_util::Full::new(bytes)),
-                            ResponseBody::Stream(stream) => Box::into_pin(stream),
-                        });
+                        // The status and headers went out with the first heartbeat: what the
+                        // answer's headers say travels in the body instead.
+                        let told = told(&response.headers);
+                        let (answer, first) = match response.body {
+                            ResponseBody::Full(bytes) => {
+                                let whole = with_metadata(bytes, &told);
+                                (Box::pin(http_body_util::Full::new(whole)) as Answer, None)
+                            }
+                            ResponseBody::Stream(stream) => {
+                                (Box::into_pin(stream) as Answer, Some(sse_comment(&told)))
+                            }
+                        };
+                        this.state = State::Answering(answer);
+                        if let Some(comment) = first {
+                            return Poll::Ready(Some(Ok(Frame::data(comment))));
+                        }
                         continue;
                     }
                     Poll::Ready(Err(error)) => {
@@ -137,6 +149,56 @@ impl Body for HeartbeatBody {
     }
 }
 
+/// The answer's own headers that the early status could not carry: `x-hourglass-upstream`,
+/// `x-hourglass-attempts` and `server-timing`, as (name, value).
+fn told(headers: &http::HeaderMap) -> Vec<(&'static str, String)> {
+    [
+        "x-hourglass-upstream",
+        "x-hourglass-attempts",
+        "server-timing",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        let value = headers.get(name)?.to_str().ok()?;
+        Some((name, value.to_owned()))
+    })
+    .collect()
+}
+
+/// Those headers as an SSE comment, sent before a stream's first event (comments are skipped by
+/// every SSE client).
+fn sse_comment(told: &[(&'static str, String)]) -> Bytes {
+    let mut out = String::new();
+    for (name, value) in told {
+        out.push_str(&format!(": {name}: {value}\n"));
+    }
+    out.push('\n');
+    Bytes::from(out)
+}
+
+/// A whole JSON answer with those headers in an `hourglass` object of its own (extra fields are
+/// ignored by the SDKs); a body that is not a JSON object is left as it is.
+fn with_metadata(body: Bytes, told: &[(&'static str, String)]) -> Bytes {
+    let text = std::str::from_utf8(&body).unwrap_or_default().trim_end();
+    let Some(open) = text
+        .trim_start()
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+    else {
+        return body;
+    };
+    let meta: serde_json::Map<String, serde_json::Value> = told
+        .iter()
+        .map(|(name, value)| {
+            let key = name.trim_start_matches("x-hourglass-").replace('-', "_");
+            (key, serde_json::Value::from(value.as_str()))
+        })
+        .collect();
+    let meta = serde_json::Value::Object(meta);
+    let separator = if open.trim().is_empty() { "" } else { "," };
+    Bytes::from(format!("{{{open}{separator}\"hourglass\":{meta}}}"))
+}
+
 /// The longest heartbeat interval a request may ask for: proxies cut silences of 60–350 s, so a
 /// longer interval keeps nothing alive.
 pub const MAX_HEARTBEAT: Duration = Duration::from_secs(600);
@@ -171,6 +233,30 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         headers.insert("x-hourglass-heartbeat", value.parse().unwrap());
         requested(&headers)
+    }
+
+    #[test]
+    fn the_answers_headers_travel_in_its_body_once_the_status_is_gone() {
+        let told = vec![
+            ("x-hourglass-upstream", "east".to_owned()),
+            ("x-hourglass-attempts", "2".to_owned()),
+        ];
+        let whole = with_metadata(Bytes::from_static(br#" {"id":"c","choices":[]}"#), &told);
+        let value: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(value["id"], "c");
+        assert_eq!(value["hourglass"]["upstream"], "east");
+        assert_eq!(value["hourglass"]["attempts"], "2");
+        let empty: serde_json::Value =
+            serde_json::from_slice(&with_metadata(Bytes::from_static(b"{}"), &told)).unwrap();
+        assert_eq!(empty["hourglass"]["upstream"], "east");
+        assert_eq!(
+            &with_metadata(Bytes::from_static(b"[1]"), &told)[..],
+            b"[1]"
+        );
+        assert_eq!(
+            &sse_comment(&told)[..],
+            b": x-hourglass-upstream: east\n: x-hourglass-attempts: 2\n\n"
+        );
     }
 
     /// Found by a hostile client: an interval this large panicked the stream after its 200.

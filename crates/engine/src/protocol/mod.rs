@@ -166,6 +166,9 @@ pub trait Protocol: Send + Sync + 'static {
     fn check_request(&self, model: &str) -> (Endpoint, &'static str, Bytes);
 }
 
+/// The longest model name a request may give.
+pub const MAX_MODEL_NAME: usize = 256;
+
 /// The text of a JSON object body, or what is wrong with it.
 pub(crate) fn json_object(body: &[u8]) -> Result<&str, BadBody> {
     // JSON is UTF-8 (RFC 8259); serde skips the fields it ignores without checking them, so a
@@ -212,6 +215,20 @@ pub(crate) fn model_and_span(
         message: format!("`model` must be a string, not {value}"),
         param: Some("model"),
     })?;
+    // Found by hostile input: an empty name was routed as a pass-through, and any length went on
+    // to logs and upstreams.
+    if model.trim().is_empty() {
+        return Err(BadBody {
+            message: "`model` is empty; name the model to call".to_owned(),
+            param: Some("model"),
+        });
+    }
+    if model.chars().count() > MAX_MODEL_NAME {
+        return Err(BadBody {
+            message: format!("`model` is longer than {MAX_MODEL_NAME} characters"),
+            param: Some("model"),
+        });
+    }
     // The raw value borrows from `body`: its offset is where the value starts.
     let start = value.as_ptr() as usize - body.as_ptr() as usize;
     Ok((Some(model), Some(start..start + value.len())))

@@ -341,3 +341,42 @@ async fn an_upstream_echoing_the_key_in_its_error_has_it_scrubbed() {
     );
     assert!(!body.contains("sk-echo-5150") && !error.message.contains("sk-echo-5150"));
 }
+
+/// Decided with issue 15: the built-in `total` (120 s for chat) bounds getting an answer going;
+/// a long answer still flowing is guarded by `idle`, not cut at 120 s. A `total` written in the
+/// configuration, or the client's own deadline, still ends a stream.
+#[tokio::test(start_paused = true)]
+async fn a_flowing_stream_outlives_the_built_in_total_but_not_a_configured_one() {
+    // 16 tokens at 0.1/s: 150 s of answer, a token every 10 s (idle is 30 s).
+    let slow = Some("slow;tokens_per_s=0.1");
+    let built_in = setup("[models.m]\ntargets = [\"a:sim-instant\"]\n");
+    let outcome = call(&built_in, chat("m", true, slow)).await;
+    let done = outcome.ok();
+    assert!(
+        done.finished >= 150 * SECOND,
+        "past the built-in 120 s: {:?}",
+        done.finished
+    );
+    let (text, error) = stream_text(&done.body);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(content::check(&text).unwrap().tokens, 16);
+
+    let configured =
+        setup("[models.m]\ntargets = [\"a:sim-instant\"]\ntimeouts = { total = \"60s\" }\n");
+    let outcome = call(&configured, chat("m", true, slow)).await;
+    let (_, error) = stream_text(&outcome.ok().body);
+    assert_eq!(error.unwrap()["code"], "deadline_exceeded");
+
+    let mut request = chat("m", true, slow);
+    request.client_deadline = Some((
+        tokio::time::Instant::now() + 50 * SECOND,
+        "x-hourglass-timeout".to_owned(),
+    ));
+    let outcome = call(&built_in, request).await;
+    let (_, error) = stream_text(&outcome.ok().body);
+    assert_eq!(
+        error.unwrap()["code"],
+        "deadline_exceeded",
+        "the client's deadline holds"
+    );
+}

@@ -86,7 +86,10 @@ async fn prepare(
         hourglass_engine::request::read_head(endpoint, &bytes)
             .map_err(|bad| bad_request(bad.message))?
     };
-    let client_deadline = match deadline::client_timeouts(&parts.headers, head.stream) {
+    let heartbeat = heartbeat_interval(engine, &parts.headers, head.stream, head.model.as_deref())?;
+    // A read timeout bounds silence: with heartbeats there is none, so it bounds nothing.
+    let silent = !head.stream && heartbeat.is_none();
+    let client_deadline = match deadline::client_timeouts(&parts.headers, !silent) {
         Ok(None) => None,
         Ok(Some(declared)) => {
             let margin = deadline::margin(declared.timeout, settings.client_deadline_margin);
@@ -96,7 +99,6 @@ async fn prepare(
         }
         Err(message) => return Err(bad_request(message)),
     };
-    let heartbeat = heartbeat_interval(engine, &parts.headers, head.stream, head.model.as_deref())?;
     let uri = &parts.uri;
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let path = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query);

@@ -45,13 +45,17 @@ pub(super) fn admin(settings: &ServerSettings, headers: &HeaderMap) -> Result<()
     ))
 }
 
-/// The bearer token of a request, or "".
+/// The bearer token of a request, or "". The scheme is case-insensitive (RFC 9110 §11.1):
+/// `bearer sk-…` is a bearer token too.
 fn bearer(headers: &HeaderMap) -> &str {
-    headers
+    let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => "",
+    }
 }
 
 /// Compares a given key with an expected one in time independent of where they differ.
@@ -62,4 +66,22 @@ fn same(given: &str, expected: &str) -> bool {
             .zip(expected.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by a client library that writes `bearer`: its key was refused.
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        for value in ["Bearer ck-1", "bearer ck-1", "BEARER ck-1"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+            assert_eq!(bearer(&headers), "ck-1", "{value}");
+        }
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, "Basic ck-1".parse().unwrap());
+        assert_eq!(bearer(&basic), "");
+    }
 }

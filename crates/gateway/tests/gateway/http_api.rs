@@ -330,6 +330,45 @@ async fn a_client_that_leaves_cancels_the_upstream_call_at_once() {
     }
 }
 
+/// Found with the Python SDK: `OpenAI(timeout=3)` sends `x-stainless-read-timeout: 3`, a timer
+/// between bytes. With heartbeats the bytes flow, so it must not end the call as a total
+/// deadline (the call ended at 2.7 s with `deadline_exceeded` where it would succeed later).
+#[tokio::test]
+async fn a_read_timeout_bounds_nothing_while_heartbeats_flow() {
+    let gateway = start(POLICY).await;
+    let whole = chat(
+        gateway.addr,
+        "slow",
+        false,
+        &[
+            ("x-sim-fault", "first_token;after=1500ms"),
+            ("x-hourglass-heartbeat", "200ms"),
+            ("x-stainless-read-timeout", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(whole.status, 200);
+    let answer = whole.json();
+    assert!(
+        answer["choices"][0]["message"]["content"].is_string(),
+        "{}",
+        whole.body
+    );
+    // Without heartbeats it is what it was: the whole wait is silent, so the deadline holds.
+    let silent = chat(
+        gateway.addr,
+        "slow",
+        false,
+        &[
+            ("x-sim-fault", "first_token;after=1500ms"),
+            ("x-stainless-read-timeout", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(silent.status, 504, "{}", silent.body);
+    assert_eq!(silent.json()["error"]["code"], "deadline_exceeded");
+}
+
 #[tokio::test]
 async fn heartbeats_keep_a_silent_call_alive_and_never_count_as_content() {
     let gateway = start(POLICY).await;
@@ -346,6 +385,12 @@ async fn heartbeats_keep_a_silent_call_alive_and_never_count_as_content() {
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-hourglass-heartbeat"), Some("200ms"));
+    assert!(
+        reply.body.contains(": x-hourglass-upstream: ")
+            && reply.body.contains(": x-hourglass-attempts: 1\n"),
+        "the answer's headers, in a comment before its first event:\n{}",
+        reply.body
+    );
     let comments = reply.body.matches(": keep-alive\n\n").count();
     assert!(
         comments >= 4,
@@ -391,6 +436,13 @@ async fn heartbeats_keep_a_silent_call_alive_and_never_count_as_content() {
     )
     .await;
     assert!(whole.body.starts_with("    "), "{:?}", &whole.body[..20]);
+    // The 200 went out with the first space: the answer's own headers travel in the body.
+    assert!(
+        whole.json()["hourglass"]["upstream"].is_string(),
+        "{}",
+        whole.body
+    );
+    assert_eq!(whole.json()["hourglass"]["attempts"], "1");
     content::check(
         whole.json()["choices"][0]["message"]["content"]
             .as_str()

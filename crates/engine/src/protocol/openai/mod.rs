@@ -297,6 +297,18 @@ mod tests {
             Some("model")
         );
         assert!(message(br#"{"stream":"yes"}"#).contains("invalid request body"));
+        assert!(message(br#"{"model":""}"#).contains("`model` is empty"));
+        assert!(message(br#"{"model":"  "}"#).contains("`model` is empty"));
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(257));
+        assert!(message(long.as_bytes()).contains("longer than 256"));
+        assert!(
+            OpenAi
+                .read_request(
+                    Endpoint::Chat,
+                    format!(r#"{{"model":"{}"}}"#, "m".repeat(256)).as_bytes()
+                )
+                .is_ok()
+        );
         assert_eq!(read(Endpoint::Chat, br#"{"input":"x"}"#).model, None);
         assert!(OpenAi.read_request(Endpoint::Chat, b"[1,2]").is_err());
         // Found by fuzzing: an array was read field by field, as if it were an object.
