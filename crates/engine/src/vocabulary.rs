@@ -124,6 +124,8 @@ named! {
         RequestTimeout = "request_timeout",
         /// The request body is larger than `server.max_request_body`.
         RequestTooLarge = "request_too_large",
+        /// The request line and headers are larger than `server.max_header_bytes`.
+        HeadersTooLarge = "headers_too_large",
         /// A path the gateway does not serve.
         NotFound = "not_found",
         /// An admin endpoint was called without the admin key.
@@ -204,6 +206,9 @@ impl ErrorCode {
             }
             ErrorCode::RequestTooLarge => {
                 "the request body is larger than server.max_request_body: shrink it or raise the limit"
+            }
+            ErrorCode::HeadersTooLarge => {
+                "the request's headers are larger than server.max_header_bytes: a client sending huge cookies or tokens, or a hostile one"
             }
             ErrorCode::NotFound => {
                 "the gateway serves /v1/* (and /health, /metrics, /status, /dashboard): check the client's base_url ends in /v1"

@@ -41,6 +41,9 @@ pub use timeline::Timeline;
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused (servers close theirs too).
 pub const IDLE_EXPIRY: Duration = Duration::from_secs(60);
+/// The largest read buffer of an upstream connection, which bounds a response head: an upstream
+/// (or a proxy) sending headers larger than this gets `upstream_malformed`, not relayed.
+const MAX_RESPONSE_BUFFER: usize = 256 * 1024;
 /// How often the idle pools are swept of expired connections and ones the server closed.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
@@ -304,7 +307,9 @@ impl Upstreams {
             *pool.h2.lock().expect("the pool lock is never poisoned") = Some(sender.clone());
             Link::H2 { sender }
         } else {
-            let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            let (sender, driver) = hyper::client::conn::http1::Builder::new()
+                .max_buf_size(MAX_RESPONSE_BUFFER)
+                .handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
             Link::H1 {

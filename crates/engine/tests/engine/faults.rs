@@ -380,3 +380,20 @@ async fn a_flowing_stream_outlives_the_built_in_total_but_not_a_configured_one()
         "the client's deadline holds"
     );
 }
+
+/// Found by a hostile upstream: huge response headers were relayed to the client (hyper bounds a
+/// head at ~408 KB by default); the bound is 256 KiB.
+#[tokio::test(start_paused = true)]
+async fn a_response_head_larger_than_the_bound_is_malformed_not_relayed() {
+    static RESPONSE: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        let big = "h".repeat(300 * 1024);
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-huge: {big}\r\ncontent-length: 2\r\n\r\n{{}}")
+            .into_bytes()
+    });
+    let engine = setup_scripted(
+        "[models.m]\ntargets = [\"x:m\"]\nretry = { max_attempts = 1 }\nstream_upstream = false\n",
+        RESPONSE.as_slice(),
+    );
+    let error = engine.call(chat("m", false, None)).await.err().unwrap();
+    assert_eq!(error.code, "upstream_malformed", "{}", error.message);
+}

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::{auth, error_response};
+use super::{auth, error_response, framing};
 use crate::body::GatewayBody;
 use crate::deadline;
 use crate::gateway::Gateway;
@@ -79,6 +79,7 @@ async fn prepare(
     let settings = &engine.config().server;
     auth::client(settings, &parts.headers)?;
     refuse_dot_segments(parts.uri.path())?;
+    framing::declared_body(&parts, settings)?;
     let bytes = read_body(settings, body).await?;
     let head = if endpoint == Endpoint::Other {
         Default::default()

@@ -6,6 +6,7 @@
 mod admin; // /health, /metrics, /status, /dashboard, /admin/reload, GET /v1/models
 mod api; // /v1/*: the body within limits, what it asks for, the client's deadline, heartbeats
 mod auth; // client keys, the admin key, bearer tokens compared in constant time
+mod framing; // the head's size, no Content-Length with Transfer-Encoding, a declared body's size
 mod request_id; // x-request-id: the client's when it is a sane one, else a new UUID
 
 use std::convert::Infallible;
@@ -61,6 +62,9 @@ impl Drop for Abandoned<'_> {
 /// The gateway's own endpoints first, then the API; anything else is `not_found`.
 async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<GatewayBody> {
     let (parts, body) = request.into_parts();
+    if let Err(error) = framing::check(&parts, &gateway.settings()) {
+        return error_response(hourglass_engine::Endpoint::Other.protocol(), &error);
+    }
     if let Some(response) = admin::answer(&gateway, &parts) {
         return response;
     }

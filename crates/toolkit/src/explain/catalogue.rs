@@ -279,7 +279,7 @@ pub static PATTERNS: &[Pattern] = &[
         "hourglass",
         ClientError,
         BeforeSend,
-        r#""code"\s*:\s*"(no_route|bad_request|request_too_large|not_found|unauthorized|invalid_api_key|bad_config)"[\s\S]*"hourglass"|"hourglass"[\s\S]*"code"\s*:\s*"(no_route|bad_request|request_too_large|not_found|unauthorized|invalid_api_key|bad_config)""#,
+        r#""code"\s*:\s*"(no_route|bad_request|request_too_large|headers_too_large|not_found|unauthorized|invalid_api_key|bad_config)"[\s\S]*"hourglass"|"hourglass"[\s\S]*"code"\s*:\s*"(no_route|bad_request|request_too_large|headers_too_large|not_found|unauthorized|invalid_api_key|bad_config)""#,
         "the gateway refused the request before calling any upstream: its message says what is wrong",
         "fix what the message names: the model (`no_route`, see `GET /v1/models`), the body or a header (`bad_request`), the size (`request_too_large`), the path (`not_found`: base_url must end in /v1), the client or admin key (`invalid_api_key`, `unauthorized`), or the configuration file (`bad_config`: `hourglass config check FILE`)",
         [
