@@ -58,6 +58,9 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Time in-flight calls get to finish on shutdown (`server.shutdown_grace`).
     pub shutdown_grace: Duration,
+    /// Client connections open at once; more are answered 503 at once and closed
+    /// (`server.max_connections`).
+    pub max_connections: usize,
     /// How long before a client's own deadline the gateway answers with a timeout error
     /// (`server.client_deadline_margin`).
     pub client_deadline_margin: Duration,

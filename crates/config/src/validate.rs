@@ -266,9 +266,20 @@ fn server(
             "holds no key, only separators or comments; give at least one key",
         );
     }
+    let max_connections = match s.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(n) if n >= 1 => n,
+        Some(_) => {
+            return check.fail(
+                "server.max_connections",
+                "must be at least 1; write e.g. 16384",
+            );
+        }
+    };
     Ok(ServerSettings {
         listen,
         max_request_body,
+        max_connections,
         header_read_timeout: s
             .header_read_timeout
             .map_or(Duration::from_secs(10), |p| p.0),
@@ -291,6 +302,9 @@ fn server(
         allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
     })
 }
+
+/// Client connections open at once by default: room for ten thousand slow streams and more.
+const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// Reads "32MiB", "500KB", "1048576" (bytes).
 fn parse_size(text: &str) -> Option<usize> {

@@ -128,6 +128,8 @@ named! {
         HeadersTooLarge = "headers_too_large",
         /// A path the gateway does not serve.
         NotFound = "not_found",
+        /// The gateway already holds `server.max_connections` client connections.
+        TooManyConnections = "too_many_connections",
         /// An admin endpoint was called without the admin key.
         Unauthorized = "unauthorized",
         /// An API call came without one of the gateway's client keys.
@@ -209,6 +211,9 @@ impl ErrorCode {
             }
             ErrorCode::HeadersTooLarge => {
                 "the request's headers are larger than server.max_header_bytes: a client sending huge cookies or tokens, or a hostile one"
+            }
+            ErrorCode::TooManyConnections => {
+                "the gateway holds server.max_connections client connections already: a flood, or too small a limit for the load; retry shortly, or raise it (and the process's open-file limit)"
             }
             ErrorCode::NotFound => {
                 "the gateway serves /v1/* (and /health, /metrics, /status, /dashboard): check the client's base_url ends in /v1"

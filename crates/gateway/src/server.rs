@@ -13,6 +13,59 @@ use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
 
+/// A client connection counted open until it ends.
+struct OpenConnection(Arc<Gateway>);
+
+impl OpenConnection {
+    /// Counts a new connection in, unless `max` are open already.
+    fn admit(gateway: &Arc<Gateway>, max: usize) -> Option<OpenConnection> {
+        gateway
+            .metrics
+            .connection_opened(max)
+            .then(|| OpenConnection(gateway.clone()))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics.connection_closed();
+    }
+}
+
+/// Answers a connection past `server.max_connections` with a 503 at once and closes it: a flood
+/// is refused fast and visibly (a metric, and a warning at most once a second), never queued.
+fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: usize) {
+    use hourglass_engine::{CallError, Endpoint, ErrorCode};
+    use tokio::io::AsyncWriteExt;
+    if gateway.metrics.connection_refused() {
+        tracing::warn!(
+            max,
+            "refusing client connections past server.max_connections"
+        );
+    }
+    let error = CallError::before_attempts(
+        ErrorCode::TooManyConnections,
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the gateway holds {max} client connections already (server.max_connections); retry shortly"
+        ),
+    );
+    let body = Endpoint::Other.protocol().error_body(&error);
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         x-should-retry: false\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tokio::spawn(async move {
+        let answer = async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(&body).await?;
+            stream.shutdown().await
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), answer).await;
+    });
+}
+
 /// Serves `listener` until `shutdown` resolves, then lets in-flight calls finish within the
 /// grace period. Returns how many connections were still open when the grace period ended.
 pub async fn serve(
@@ -29,6 +82,10 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     // Each connection takes the settings in effect when it arrives.
                     let settings = gateway.settings();
+                    let Some(open) = OpenConnection::admit(&gateway, settings.max_connections) else {
+                        refuse(stream, &gateway, settings.max_connections);
+                        continue;
+                    };
                     let gateway_for_conn = gateway.clone();
                     let service = service_fn(move |request| crate::routes::handle(gateway_for_conn.clone(), request));
                     let connection = http1::Builder::new()
@@ -39,6 +96,7 @@ pub async fn serve(
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
                         let _ = connection.await;
+                        drop(open);
                     });
                 }
                 Err(error) => {

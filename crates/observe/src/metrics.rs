@@ -152,6 +152,10 @@ pub struct Metrics {
     streams: Counters,
     heartbeats: AtomicU64,
     disconnects: AtomicU64,
+    connections_open: AtomicU64,
+    connections_refused: AtomicU64,
+    /// When a refused connection was last logged (seconds since the Unix epoch).
+    refusal_logged: AtomicU64,
     call_seconds: Histograms,
     phase_seconds: Histograms,
     gap_seconds: Histograms,
@@ -171,6 +175,9 @@ impl Default for Metrics {
             streams: Counters::default(),
             heartbeats: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            refusal_logged: AtomicU64::new(0),
             call_seconds: Histograms::new(LATENCY_BUCKETS),
             phase_seconds: Histograms::new(LATENCY_BUCKETS),
             gap_seconds: Histograms::new(LATENCY_BUCKETS),
@@ -287,6 +294,29 @@ impl Metrics {
     /// Counts a heartbeat sent to a client.
     pub fn heartbeat(&self) {
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a client connection in, unless `max` are open already (then `false`).
+    pub fn connection_opened(&self, max: usize) -> bool {
+        self.connections_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max as u64).then_some(open + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts a client connection out.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts a connection refused past `server.max_connections`; `true` when it is worth a log
+    /// line (at most one a second).
+    pub fn connection_refused(&self) -> bool {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        let now = jiff::Timestamp::now().as_second().max(0) as u64;
+        let last = self.refusal_logged.swap(now, Ordering::Relaxed);
+        last != now
     }
 
     /// Counts a client that left before its answer was complete.
@@ -414,6 +444,20 @@ impl Metrics {
             "Clients that left before their answer was complete.",
             "counter",
             self.disconnects.load(Ordering::Relaxed) as f64,
+        );
+        scalar(
+            &mut out,
+            "hourglass_connections_open",
+            "Client connections open now.",
+            "gauge",
+            self.connections_open.load(Ordering::Relaxed) as f64,
+        );
+        scalar(
+            &mut out,
+            "hourglass_connections_refused_total",
+            "Client connections refused past server.max_connections (answered 503 at once).",
+            "counter",
+            self.connections_refused.load(Ordering::Relaxed) as f64,
         );
         scalar(
             &mut out,

@@ -402,3 +402,47 @@ async fn hop_by_hop_headers_stop_at_the_gateway_both_ways() {
     }
     assert_eq!(reply.header("x-kept"), Some("yes"));
 }
+
+/// Found by a flood: there was no cap on client connections, so enough of them could take the
+/// gateway's memory. Past `server.max_connections` a connection is answered 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_refused_at_once_and_counted() {
+    let upstream = capture_upstream().await;
+    let gateway = start(&gateway_policy(upstream.addr, "max_connections = 2")).await;
+    let held: Vec<TcpStream> = two_idle_connections(gateway.addr).await;
+    let (reply, elapsed) = raw(gateway.addr, Vec::new(), Duration::from_secs(2)).await;
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(
+        reply.contains("too_many_connections") && reply.contains("retry-after: 1"),
+        "{reply}"
+    );
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    drop(held);
+    // Once they close, connections are served again.
+    let mut served = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let reply = send(gateway.addr, "GET", "/metrics", &[], "").await;
+        if reply.status == 200 {
+            assert!(
+                reply.body.contains("hourglass_connections_refused_total 1"),
+                "{}",
+                reply.body
+            );
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "a connection was served after the others closed");
+}
+
+/// Two idle connections to `addr`, open until dropped.
+async fn two_idle_connections(addr: SocketAddr) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the gateway accept both before the next connection arrives.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    held
+}

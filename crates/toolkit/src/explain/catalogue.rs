@@ -288,6 +288,18 @@ pub static PATTERNS: &[Pattern] = &[
             r#"{"error":{"hourglass":{"attempts":[]},"code":"bad_config"}}"#
         ]
     ),
+    p!(
+        "hourglass.too_many_connections",
+        "hourglass",
+        Upstream429,
+        BeforeSend,
+        r#""code"\s*:\s*"too_many_connections""#,
+        "the gateway already holds server.max_connections client connections: a flood, or a limit too small for the load",
+        "retry after a moment (the answer says Retry-After: 1); raise `server.max_connections` and the open-file limit if the load is real",
+        [
+            r#"{"error":{"code":"too_many_connections","message":"the gateway holds 16384 client connections already"}}"#
+        ]
+    ),
     // ---- wrappers that quote another error ----------------------------------------------------
     p!(wraps "oneapi.do_request_failed", "one-api / new-api", Wrapper, Any,
        r#"do request failed|do_request_failed"#,
