@@ -23,7 +23,7 @@ use crate::observation::CallEnding;
 use crate::protocol::{Endpoint, Protocol, Signal};
 use crate::sse::Scanner;
 use crate::upstream::{Timeline, UpstreamBody};
-use crate::vocabulary::Outcome;
+use crate::vocabulary::{ErrorCode, Outcome};
 
 /// A successful call's response, committed to the client.
 pub struct Response {
@@ -148,25 +148,41 @@ impl CommittedStream {
         &mut self,
         kind: FailureKind,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        self.finished = true;
         if let Some(lease) = self.lease.take() {
             lease.finish(true);
         }
-        let code = kind.code();
+        tracing::debug!(upstream = %self.upstream.name, code = %kind.code(), "stream failed after commit");
+        let message = format!(
+            "{}; after the response had begun, so it was not retried",
+            self.describer.describe(&kind, &self.upstream.name)
+        );
+        let event = self.end_with(kind.code(), kind.status(), message);
+        Poll::Ready(Some(Ok(Frame::data(event))))
+    }
+
+    /// Ends the stream now because the gateway is stopping (`server.shutdown_grace` ran out):
+    /// the protocol's error event with `gateway_shutdown`, numbered after the last event; no
+    /// verdict on the upstream. `None` when the stream had ended already.
+    pub fn stop(&mut self) -> Option<Bytes> {
+        if self.finished {
+            return None;
+        }
+        drop(self.lease.take());
+        let message = "the gateway stopped before the answer ended (server.shutdown_grace ran out); retry the call";
+        let status = StatusCode::SERVICE_UNAVAILABLE;
+        Some(self.end_with(ErrorCode::GatewayShutdown, status, message.to_owned()))
+    }
+
+    /// The error event that ends the stream with `code`: observed, and the call told.
+    fn end_with(&mut self, code: ErrorCode, status: StatusCode, message: String) -> Bytes {
+        self.finished = true;
         self.observe(Outcome::Failed(code));
-        tracing::debug!(upstream = %self.upstream.name, %code, "stream failed after commit");
+        let trail = self.ending.as_ref().map(|e| e.trail.clone());
         let error = CallError {
             code,
-            status: kind.status(),
-            message: format!(
-                "{}; after the response had begun, so it was not retried",
-                self.describer.describe(&kind, &self.upstream.name)
-            ),
-            trail: self
-                .ending
-                .as_ref()
-                .map(|e| e.trail.clone())
-                .unwrap_or_default(),
+            status,
+            message,
+            trail: trail.unwrap_or_default(),
             elapsed: self.deadlines.start.elapsed(),
             retry_after: None,
             upstream_error: None,
@@ -176,7 +192,7 @@ impl CommittedStream {
         if let Some(ending) = self.ending.take() {
             ending.ended(Outcome::Failed(code), &error.message, None);
         }
-        Poll::Ready(Some(Ok(Frame::data(event))))
+        event
     }
 
     fn end(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {

@@ -130,6 +130,8 @@ named! {
         NotFound = "not_found",
         /// The gateway already holds `server.max_connections` client connections.
         TooManyConnections = "too_many_connections",
+        /// The gateway stopped before the answer ended (`server.shutdown_grace` ran out).
+        GatewayShutdown = "gateway_shutdown",
         /// An admin endpoint was called without the admin key.
         Unauthorized = "unauthorized",
         /// An API call came without one of the gateway's client keys.
@@ -214,6 +216,9 @@ impl ErrorCode {
             }
             ErrorCode::TooManyConnections => {
                 "the gateway holds server.max_connections client connections already: a flood, or too small a limit for the load; retry shortly, or raise it (and the process's open-file limit)"
+            }
+            ErrorCode::GatewayShutdown => {
+                "the gateway was stopping and server.shutdown_grace ran out before the answer ended: retry the call; another instance, or the restarted gateway, takes it"
             }
             ErrorCode::NotFound => {
                 "the gateway serves /v1/* (and /health, /metrics, /status, /dashboard): check the client's base_url ends in /v1"

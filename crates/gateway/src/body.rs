@@ -1,10 +1,15 @@
-//! The body of a gateway response: whole bytes, or the chunks of a committed stream.
+//! The body of a gateway response: whole bytes, the chunks of a committed stream (ended with a
+//! `gateway_shutdown` error event if the shutdown grace period runs out first), or heartbeats
+//! while a call runs.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hourglass_engine::commit::CommittedStream;
+
+use crate::stopping::StoppingSoon;
 use http_body::{Body, Frame, SizeHint};
 
 /// A response body.
@@ -12,7 +17,12 @@ pub enum GatewayBody {
     /// Whole bytes (taken when sent).
     Full(Option<Bytes>),
     /// A committed stream from the engine.
-    Stream(Box<CommittedStream>),
+    Stream {
+        /// The stream.
+        stream: Box<CommittedStream>,
+        /// The end of the shutdown grace period.
+        stopping: StoppingSoon,
+    },
     /// A call still running, with heartbeats while it waits.
     Heartbeat(Box<crate::heartbeat::HeartbeatBody>),
 }
@@ -34,7 +44,14 @@ impl Body for GatewayBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut *self {
             GatewayBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            GatewayBody::Stream(stream) => Pin::new(stream.as_mut()).poll_frame(cx),
+            GatewayBody::Stream { stream, stopping } => {
+                if Pin::new(stopping).poll(cx).is_ready()
+                    && let Some(event) = stream.stop()
+                {
+                    return Poll::Ready(Some(Ok(Frame::data(event))));
+                }
+                Pin::new(stream.as_mut()).poll_frame(cx)
+            }
             GatewayBody::Heartbeat(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
@@ -47,7 +64,7 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             GatewayBody::Full(None) => SizeHint::with_exact(0),
-            GatewayBody::Stream(_) | GatewayBody::Heartbeat(_) => SizeHint::default(),
+            GatewayBody::Stream { .. } | GatewayBody::Heartbeat(_) => SizeHint::default(),
         }
     }
 }

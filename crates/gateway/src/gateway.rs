@@ -19,6 +19,8 @@ pub struct Gateway {
     /// The metrics `GET /metrics` exposes (the engines' observer).
     pub metrics: Arc<Metrics>,
     reloader: Option<Reloader>,
+    /// Told when the shutdown grace period has run out.
+    pub(crate) stopping: crate::stopping::Stopping,
 }
 
 /// The server settings in effect: the `[server]` table of the configuration the current engine
@@ -55,6 +57,7 @@ impl Gateway {
             engine: std::sync::RwLock::new(engine),
             metrics,
             reloader: None,
+            stopping: crate::stopping::Stopping::default(),
         }
     }
 

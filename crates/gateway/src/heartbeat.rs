@@ -13,12 +13,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hourglass_engine::commit::CommittedStream;
 use hourglass_engine::{CallError, Endpoint, Response, ResponseBody};
+
+use crate::stopping::StoppingSoon;
 use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
-/// The answer's body once the call answered: whole, or a committed stream.
-type Answer = Pin<Box<dyn Body<Data = Bytes, Error = std::convert::Infallible> + Send>>;
+/// The answer once the call answered: whole (taken when sent), or a committed stream.
+enum Answer {
+    Whole(Option<Bytes>),
+    Stream(Box<CommittedStream>),
+}
 
 /// A call still running, as the heartbeat body polls it.
 pub type Call = Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
@@ -31,6 +37,7 @@ pub struct HeartbeatBody {
     endpoint: Endpoint,
     stream: bool,
     metrics: std::sync::Arc<hourglass_observe::Metrics>,
+    stopping: StoppingSoon,
 }
 
 enum State {
@@ -48,6 +55,7 @@ impl HeartbeatBody {
         endpoint: Endpoint,
         stream: bool,
         metrics: std::sync::Arc<hourglass_observe::Metrics>,
+        stopping: StoppingSoon,
     ) -> HeartbeatBody {
         HeartbeatBody {
             state: State::Waiting(call),
@@ -56,6 +64,7 @@ impl HeartbeatBody {
             endpoint,
             stream,
             metrics,
+            stopping,
         }
     }
 
@@ -78,6 +87,26 @@ impl HeartbeatBody {
     }
 }
 
+impl HeartbeatBody {
+    /// When the shutdown grace period has run out: the `gateway_shutdown` error that ends the
+    /// body now (a stream's numbered after its last event), once.
+    fn stop(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        if matches!(self.state, State::Done) || Pin::new(&mut self.stopping).poll(cx).is_pending() {
+            return None;
+        }
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Waiting(_) => Some(self.error(&crate::stopping::error())),
+            State::Answering(Answer::Stream(mut stream)) => stream.stop(),
+            // A whole answer goes out at once: let it.
+            answering @ State::Answering(Answer::Whole(_)) => {
+                self.state = answering;
+                None
+            }
+            State::Done => None,
+        }
+    }
+}
+
 impl Body for HeartbeatBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
@@ -87,6 +116,9 @@ impl Body for HeartbeatBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(frame) = this.stop(cx) {
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
+        }
         loop {
             let inner: Poll<()> = match &mut this.state {
                 State::Done => return Poll::Ready(None),
@@ -97,11 +129,10 @@ impl Body for HeartbeatBody {
                         let told = told(&response.headers);
                         let (answer, first) = match response.body {
                             ResponseBody::Full(bytes) => {
-                                let whole = with_metadata(bytes, &told);
-                                (Box::pin(http_body_util::Full::new(whole)) as Answer, None)
+                                (Answer::Whole(Some(with_metadata(bytes, &told))), None)
                             }
                             ResponseBody::Stream(stream) => {
-                                (Box::into_pin(stream) as Answer, Some(sse_comment(&told)))
+                                (Answer::Stream(stream), Some(sse_comment(&told)))
                             }
                         };
                         this.state = State::Answering(answer);
@@ -122,18 +153,27 @@ impl Body for HeartbeatBody {
                     }
                     Poll::Pending => Poll::Pending,
                 },
-                State::Answering(body) => match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(frame)) => {
-                        // Content is flowing: the next heartbeat is due an interval from now.
-                        this.tick.as_mut().reset(Instant::now() + this.interval);
-                        return Poll::Ready(Some(frame));
-                    }
-                    Poll::Ready(None) => {
+                State::Answering(Answer::Whole(bytes)) => {
+                    let Some(bytes) = bytes.take() else {
                         this.state = State::Done;
                         return Poll::Ready(None);
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                State::Answering(Answer::Stream(body)) => {
+                    match Pin::new(body.as_mut()).poll_frame(cx) {
+                        Poll::Ready(Some(frame)) => {
+                            // Content is flowing: the next heartbeat is due an interval from now.
+                            this.tick.as_mut().reset(Instant::now() + this.interval);
+                            return Poll::Ready(Some(frame));
+                        }
+                        Poll::Ready(None) => {
+                            this.state = State::Done;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Pending => Poll::Pending,
                     }
-                    Poll::Pending => Poll::Pending,
-                },
+                }
             };
             debug_assert!(inner.is_pending());
             if this.tick.as_mut().poll(cx).is_pending() {

@@ -9,6 +9,7 @@ mod gateway; // the engine new calls go through (swapped on reload), settings, m
 mod body; // the response body: whole, a stream from the engine, or heartbeats while waiting
 mod heartbeat; // keep-alives to the client while no content flows
 mod deadline; // x-hourglass-timeout and the OpenAI SDKs' timeout headers
+mod stopping; // the end of the shutdown grace period, told to calls and streams still running
 
 pub use body::GatewayBody;
 pub use deadline::{ClientTimeouts, MAX_CLIENT_TIMEOUT, client_timeouts};

@@ -1,6 +1,7 @@
-//! The accept loop: HTTP/1.1 connections with a header-read timeout, each request handed to the
-//! routes, and a graceful shutdown that stops accepting and gives in-flight calls
-//! `server.shutdown_grace` to finish.
+//! The accept loop: HTTP/1.1 connections with a header-read timeout (past
+//! `server.max_connections` refused at once), each request handed to the routes, and a graceful
+//! shutdown that stops accepting, gives in-flight calls `server.shutdown_grace` to finish, and
+//! then ends the rest with a `gateway_shutdown` error rather than a bare close.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -109,8 +110,19 @@ pub async fn serve(
     }
     drop(listener);
     let open = graceful.count();
-    match tokio::time::timeout(gateway.settings().shutdown_grace, graceful.shutdown()).await {
-        Ok(()) => 0,
-        Err(_) => open,
+    let draining = graceful.shutdown();
+    tokio::pin!(draining);
+    let grace = gateway.settings().shutdown_grace;
+    if tokio::time::timeout(grace, &mut draining).await.is_ok() {
+        return 0;
     }
+    // The grace period ran out: every call and stream still running ends with a
+    // `gateway_shutdown` error in its protocol's shape, given a moment to be written.
+    gateway.stopping.now();
+    let _ = tokio::time::timeout(FAREWELL, &mut draining).await;
+    open
 }
+
+/// How long calls and streams still running at the end of the grace period get to write their
+/// `gateway_shutdown` error.
+const FAREWELL: std::time::Duration = std::time::Duration::from_millis(500);

@@ -52,11 +52,18 @@ pub(super) async fn call(
     if let Some(interval) = heartbeat {
         return with_heartbeats(&gateway, engine, request, interval);
     }
-    match engine.call(request).await {
+    let result = tokio::select! {
+        result = engine.call(request) => result,
+        () = gateway.stopping.arrived() => Err(crate::stopping::error()),
+    };
+    match result {
         Ok(response) => {
             let mut out = Response::new(match response.body {
                 ResponseBody::Full(bytes) => GatewayBody::full(bytes),
-                ResponseBody::Stream(stream) => GatewayBody::Stream(stream),
+                ResponseBody::Stream(stream) => GatewayBody::Stream {
+                    stream,
+                    stopping: gateway.stopping.wait(),
+                },
             });
             *out.status_mut() = response.status;
             *out.headers_mut() = response.headers;
@@ -207,7 +214,9 @@ fn with_heartbeats(
 ) -> Response<GatewayBody> {
     let (endpoint, stream) = (request.endpoint, request.stream);
     let running: heartbeat::Call = Box::pin(async move { engine.call(request).await });
-    let body = HeartbeatBody::new(running, interval, endpoint, stream, gateway.metrics.clone());
+    let metrics = gateway.metrics.clone();
+    let stopping = gateway.stopping.wait();
+    let body = HeartbeatBody::new(running, interval, endpoint, stream, metrics, stopping);
     let mut response = Response::new(GatewayBody::Heartbeat(Box::new(body)));
     let content_type = if stream {
         "text/event-stream; charset=utf-8"

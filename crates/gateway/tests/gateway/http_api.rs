@@ -275,6 +275,43 @@ async fn shutdown_lets_an_inflight_stream_finish() {
     );
 }
 
+/// Found by a deploy: streams still running when `shutdown_grace` ran out got a bare close. They
+/// end with a `gateway_shutdown` error in their protocol's shape, and a call still waiting for
+/// its answer gets a 503 with that code.
+#[tokio::test]
+async fn calls_still_running_when_the_grace_period_ends_get_a_shutdown_error() {
+    let gateway = start(&format!("{POLICY}\n[server]\nshutdown_grace = \"300ms\"\n")).await;
+    let addr = gateway.addr;
+    let stream = tokio::spawn(async move {
+        let stall = [("x-sim-fault", "stall;after_chunks=2;for=30s")];
+        chat(addr, "slow", true, &stall).await
+    });
+    let waiting = tokio::spawn(async move {
+        let body =
+            serde_json::json!({"model": "slow", "messages": [], "stream": false}).to_string();
+        let hang = [("x-sim-fault", "first_token;after=30s")];
+        send(addr, "POST", "/v1/chat/completions", &hang, body).await
+    });
+    tokio::time::sleep(ms(200)).await;
+    let started = tokio::time::Instant::now();
+    let still_open = gateway.shutdown().await;
+    assert_eq!(still_open, 2);
+    assert!(started.elapsed() < ms(1500), "{:?}", started.elapsed());
+
+    let stream = stream.await.unwrap();
+    let last = stream.body.trim_end().rsplit("\n\n").next().unwrap();
+    let error: serde_json::Value =
+        serde_json::from_str(last.strip_prefix("data: ").expect(last)).unwrap();
+    assert_eq!(
+        error["error"]["code"], "gateway_shutdown",
+        "{}",
+        stream.body
+    );
+    let waiting = waiting.await.unwrap();
+    assert_eq!(waiting.status, 503, "{}", waiting.body);
+    assert_eq!(waiting.json()["error"]["code"], "gateway_shutdown");
+}
+
 /// Open connections the simulators hold, polled until they reach `want` or a second passes.
 async fn settle(gateway: &Running, want: u64) -> u64 {
     let mut open = u64::MAX;

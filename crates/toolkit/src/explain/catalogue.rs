@@ -300,6 +300,18 @@ pub static PATTERNS: &[Pattern] = &[
             r#"{"error":{"code":"too_many_connections","message":"the gateway holds 16384 client connections already"}}"#
         ]
     ),
+    p!(
+        "hourglass.gateway_shutdown",
+        "hourglass",
+        PeerClosed,
+        Any,
+        r#""code"\s*:\s*"gateway_shutdown""#,
+        "the gateway was stopping (a deploy or restart) and its shutdown grace period ran out before the answer ended",
+        "retry the call; raise `server.shutdown_grace` above your longest calls, or drain the instance from the load balancer before stopping it",
+        [
+            r#"data: {"error":{"code":"gateway_shutdown","message":"the gateway stopped before the answer ended"}}"#
+        ]
+    ),
     // ---- wrappers that quote another error ----------------------------------------------------
     p!(wraps "oneapi.do_request_failed", "one-api / new-api", Wrapper, Any,
        r#"do request failed|do_request_failed"#,
