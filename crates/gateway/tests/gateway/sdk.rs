@@ -130,6 +130,31 @@ async fn the_node_sdk_reaches_every_endpoint_through_the_gateway() {
     );
 }
 
+/// Found with the Vercel AI SDK (Responses API by default): its calls go through a failover,
+/// and an error after the first tokens reaches `onError` with hourglass's code (it threw a
+/// type-validation error before the Responses error event had its API's shape).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vercel_ai_sdk_fails_over_and_hears_errors_after_commit() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    assert!(
+        root.join("tests/sdk/node/node_modules/ai/package.json")
+            .exists(),
+        "the ai npm package is missing: run `scripts/test` once to install it"
+    );
+    let gateway = start(MODEL_M_ON_A_AND_B).await;
+    let script = root.join("tests/sdk/node/ai_sdk.mjs");
+    let stdout = run_script(PathBuf::from("node"), script, &gateway).await;
+    assert!(stdout.contains("ai sdk: 4 passed, 0 failed"), "{stdout}");
+    // generateText and streamText over responses: 2 each (failover); over chat: 2 each; the two
+    // cut streams: 1 each. maxRetries: 0, and nothing else retried.
+    let expected = 2 + 2 + 2 + 2 + 1 + 1;
+    assert_eq!(
+        gateway.requests("a") + gateway.requests("b"),
+        expected,
+        "requests seen by the simulators"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn langchain_works_unmodified_through_the_gateway() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
