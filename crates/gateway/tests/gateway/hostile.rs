@@ -106,12 +106,12 @@ async fn heads_lengths_and_framing_are_held_to_their_limits_at_once() {
     let upstream = capture_upstream().await;
     let gateway = start(&gateway_policy(
         upstream.addr,
-        "max_header_bytes = \"16KiB\"\nmax_request_body = \"1KiB\"",
+        "max_header_bytes = \"64KiB\"\nmax_request_body = \"1KiB\"",
     ))
     .await;
-    // 24 KiB of headers in four, none alone near the limit.
-    let filler: String = (0..4)
-        .map(|i| format!("x-fill-{i}: {}\r\n", "f".repeat(6 * 1024)))
+    // 100 KiB of headers in twenty, none alone near the limit.
+    let filler: String = (0..20)
+        .map(|i| format!("x-fill-{i}: {}\r\n", "f".repeat(5 * 1024)))
         .collect();
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n{filler}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
