@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{Config, Served};
+use crate::{Config, JobsSettings, Served};
 
 /// Renders the upstreams, then each model's targets and effective policy with each value's source.
 pub(crate) fn render(config: &Config) -> String {
@@ -25,6 +25,7 @@ pub(crate) fn render(config: &Config) -> String {
             upstream.name, upstream.base_url
         );
     }
+    render_jobs(&mut out, &config.jobs);
     for model in &config.models {
         let _ = writeln!(
             out,
@@ -71,4 +72,53 @@ pub(crate) fn render(config: &Config) -> String {
         );
     }
     out
+}
+
+/// The `[jobs]` table: the store, its limits and the webhooks (never a secret's value).
+fn render_jobs(out: &mut String, jobs: &JobsSettings) {
+    let f = crate::duration::format;
+    if !jobs.enabled {
+        let _ = writeln!(
+            out,
+            "\njobs       off (jobs.enabled = false): background calls are refused"
+        );
+        return;
+    }
+    let store = match &jobs.data_dir {
+        Some(dir) => format!("{}", dir.join("jobs.redb").display()),
+        None => "$XDG_DATA_HOME/hourglass/jobs.redb (else ~/.local/share/hourglass; --data-dir overrides)".to_owned(),
+    };
+    let _ = writeln!(out, "\njobs       store redb at {store}");
+    let _ = writeln!(
+        out,
+        "  retention {}, at most {} queued and {} running, store up to {} MiB",
+        f(jobs.retention),
+        jobs.max_queued,
+        jobs.max_running,
+        jobs.max_store_bytes >> 20
+    );
+    for hook in &jobs.webhooks {
+        let events = if hook.events.is_empty() {
+            "every event".to_owned()
+        } else {
+            hook.events.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "  webhook {:<10} {}  ({events}; signed)",
+            hook.name, hook.url
+        );
+    }
+    if !jobs.webhook_urls.is_empty() {
+        let _ = writeln!(
+            out,
+            "  jobs may name webhooks under {} (signed with jobs.webhook_secret)",
+            jobs.webhook_urls.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  webhook deliveries retried for {}",
+        f(jobs.webhook_retry_for)
+    );
 }

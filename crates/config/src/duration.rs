@@ -15,10 +15,13 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{trimmed}` is negative; a duration must be zero or more"))
 }
 
-/// Writes a duration the way [`parse`] reads it back: `250ms`, `8s`, `1.5s`, `150s`.
+/// Writes a duration the way [`parse`] reads it back: `250ms`, `8s`, `1.5s`, `150s`, and whole
+/// hours as `1h`, `24h`.
 pub fn format(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis < 1000 {
+    if millis >= 3_600_000 && millis.is_multiple_of(3_600_000) {
+        format!("{}h", millis / 3_600_000)
+    } else if millis < 1000 {
         format!("{millis}ms")
     } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
@@ -38,7 +41,7 @@ mod tests {
         assert_eq!(parse("2.5s"), Ok(Duration::from_millis(2500)));
         assert!(parse("8").unwrap_err().contains("unit"));
         assert!(parse("-1s").unwrap_err().contains("negative"));
-        for text in ["250ms", "8s", "1.5s", "150s"] {
+        for text in ["250ms", "8s", "1.5s", "150s", "1h", "24h"] {
             assert_eq!(format(parse(text).unwrap()), text);
         }
     }

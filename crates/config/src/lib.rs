@@ -10,10 +10,12 @@ mod secrets; // keys from environment variables or files
 mod validate; // raw → Config, errors with key paths
 pub mod policy; // priors, layers, provenance
 mod check; // `hourglass config check`: the effective policy of every model
+pub mod jobs; // [jobs]: the store of background calls, its limits, webhooks
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use jobs::{JobsSettings, WebhookEndpoint};
 pub use policy::{Family, Policy, Retry, Scenario, Sourced, Timeouts};
 
 pub use validate::ConfigError;
@@ -34,6 +36,8 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// The active health checks.
     pub health_check: HealthCheckConfig,
+    /// Background calls: their store, limits and webhooks.
+    pub jobs: JobsSettings,
     /// The upstreams, in file order.
     pub upstreams: Vec<Upstream>,
     /// The models clients can ask for by name (configured ones and those upstreams list).

@@ -32,6 +32,9 @@ pub struct Timeouts {
     pub attempt_growth: f64,
     /// The whole call, across every try.
     pub total: Duration,
+    /// A background job, from its submission to its end (queue time included): the deadline
+    /// its call runs under, as a client's own deadline would be.
+    pub job: Duration,
 }
 
 /// How a call is tried again.
@@ -208,6 +211,9 @@ pub fn prior(family: Family, scenario: Scenario) -> Policy {
             attempt,
             attempt_growth,
             total,
+            // Nobody waits on a background job: an hour bounds a runaway without cutting a
+            // long reasoning or image call short.
+            job: secs(3600),
         },
         retry: Retry {
             max_attempts,
@@ -270,6 +276,7 @@ pub struct TimeoutsPatch {
     pub attempt: Option<Positive>,
     pub attempt_growth: Option<Growth>,
     pub total: Option<Positive>,
+    pub job: Option<Positive>,
 }
 
 /// Retry settings to override; every field optional.
@@ -381,6 +388,7 @@ pub fn resolve(prior: Policy, prior_source: &str, layers: &[Layer<'_>]) -> (Poli
         duration!(idle, "timeouts.idle");
         duration!(attempt, "timeouts.attempt");
         duration!(total, "timeouts.total");
+        duration!(job, "timeouts.job");
         if let Some(Growth(g)) = t.attempt_growth {
             pt.attempt_growth = g;
             set("timeouts.attempt_growth");
@@ -417,7 +425,7 @@ pub fn resolve(prior: Policy, prior_source: &str, layers: &[Layer<'_>]) -> (Poli
 }
 
 /// Every policy key, in the order `config check` prints them.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "timeouts.connect",
     "timeouts.write",
     "timeouts.first_byte",
@@ -426,6 +434,7 @@ pub const KEYS: [&str; 13] = [
     "timeouts.attempt",
     "timeouts.attempt_growth",
     "timeouts.total",
+    "timeouts.job",
     "retry.max_attempts",
     "retry.backoff_base",
     "retry.backoff_max",
@@ -435,7 +444,7 @@ pub const KEYS: [&str; 13] = [
 
 impl Policy {
     /// The values in [`KEYS`] order, written as a file would.
-    pub fn values(&self) -> [String; 13] {
+    pub fn values(&self) -> [String; 14] {
         let t = &self.timeouts;
         let f = crate::duration::format;
         [
@@ -447,6 +456,7 @@ impl Policy {
             f(t.attempt),
             format!("{}", t.attempt_growth),
             f(t.total),
+            f(t.job),
             self.retry.max_attempts.to_string(),
             f(self.retry.backoff_base),
             f(self.retry.backoff_max),

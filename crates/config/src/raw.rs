@@ -20,6 +20,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub health_check: RawHealthCheck,
     #[serde(default)]
+    pub jobs: crate::jobs::RawJobs,
+    #[serde(default)]
     pub upstreams: Ordered<RawUpstream>,
     #[serde(default)]
     pub models: Ordered<RawModel>,

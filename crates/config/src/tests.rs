@@ -547,3 +547,106 @@ fn credentials_in_a_base_url_are_refused_without_being_repeated() {
         "{env_error}"
     );
 }
+
+const ONE_UPSTREAM: &str = "[upstreams.local]\nbase_url = \"http://127.0.0.1:9/v1\"\n";
+
+#[test]
+fn the_jobs_table_loads_with_its_webhooks_and_never_shows_a_secret() {
+    let env = |name: &str| match name {
+        "HOOK_SECRET" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()),
+        _ => None,
+    };
+    let text = format!(
+        "{ONE_UPSTREAM}[jobs]\ndata_dir = \"/var/lib/hourglass\"\nretention = \"2h\"\nmax_queued = 10\nmax_running = 2\nmax_store_size = \"64MiB\"\nwebhook_secret_env = \"HOOK_SECRET\"\nwebhook_urls = [\"https://hooks.example.com/\"]\n\n[jobs.webhooks.billing]\nurl = \"https://billing.example.com/hook\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"response.completed\", \"job.failed\"]\n\n[models.m]\ntargets = [\"local\"]\ntimeouts = {{ job = \"10m\" }}\n"
+    );
+    let config = Config::from_toml(&text, "test.toml", &env).unwrap();
+    let jobs = &config.jobs;
+    assert_eq!(
+        jobs.data_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/hourglass"))
+    );
+    assert_eq!(jobs.retention, Duration::from_secs(7200));
+    assert_eq!((jobs.max_queued, jobs.max_running), (10, 2));
+    assert_eq!(jobs.max_store_bytes, 64 << 20);
+    assert_eq!(jobs.webhooks[0].name, "billing");
+    assert_eq!(
+        jobs.webhooks[0].events,
+        ["response.completed", "job.failed"]
+    );
+    assert_eq!(
+        config.route("m").unwrap().policy.timeouts.job,
+        Duration::from_secs(600)
+    );
+    let shown = config.render_check();
+    assert!(shown.contains("webhook billing"), "{shown}");
+    assert!(
+        shown.contains("timeouts.job") && shown.contains("600s"),
+        "{shown}"
+    );
+    assert!(!shown.contains("MfKQ9r8"), "a secret was shown: {shown}");
+    assert!(
+        !format!("{config:?}").contains("MfKQ9r8"),
+        "a secret was in Debug output"
+    );
+}
+
+#[test]
+fn a_bad_jobs_table_is_refused_with_the_key_at_fault() {
+    let env = |name: &str| {
+        (name == "HOOK_SECRET").then(|| "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned())
+    };
+    for (table, key, words) in [
+        ("max_queued = 0", "jobs.max_queued", "at least 1"),
+        ("max_store_size = \"1KiB\"", "jobs.max_store_size", "1MiB"),
+        (
+            "max_store_size = \"lots\"",
+            "jobs.max_store_size",
+            "not a size",
+        ),
+        (
+            "webhook_urls = [\"https://h.example/\"]",
+            "jobs.webhook_urls",
+            "secret",
+        ),
+        (
+            "webhook_secret_env = \"HOOK_SECRET\"\nwebhook_urls = [\"ftp://h\"]",
+            "jobs.webhook_urls[0]",
+            "http",
+        ),
+        (
+            "[jobs.webhooks.x]\nurl = \"https://h.example/\"",
+            "jobs.webhooks.x.secret_env",
+            "secret",
+        ),
+        (
+            "[jobs.webhooks.x]\nurl = \"/relative\"\nsecret_env = \"HOOK_SECRET\"",
+            "jobs.webhooks.x.url",
+            "absolute",
+        ),
+        (
+            "[jobs.webhooks.x]\nurl = \"https://h.example/\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"job.done\"]",
+            "jobs.webhooks.x.events[0]",
+            "not an event",
+        ),
+        (
+            "webhook_secret_env = \"SHORT\"",
+            "jobs.webhook_secret_env",
+            "not set",
+        ),
+    ] {
+        let text = format!("{ONE_UPSTREAM}[jobs]\n{table}\n");
+        let error = Config::from_toml(&text, "test.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(key) && error.contains(words),
+            "{table}: {error}"
+        );
+    }
+    let unknown = Config::from_toml(
+        &format!("{ONE_UPSTREAM}[jobs]\nretension = \"1d\"\n"),
+        "t.toml",
+        &env,
+    );
+    assert!(unknown.unwrap_err().to_string().contains("retension"));
+}

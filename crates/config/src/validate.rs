@@ -103,6 +103,8 @@ pub(crate) fn from_toml(
     let retry_budget = budget(&check, &raw)?;
     let breaker = breaker(&check, &raw)?;
     let health_check = health_check(&check, &raw)?;
+    let jobs = crate::jobs::validate(raw.jobs, dir, &|source| source.read(dir, env))
+        .or_else(|(key, message)| check.fail(key, message))?;
     if raw.upstreams.0.is_empty() {
         return check.fail("upstreams", "no upstream is configured; add a table such as [upstreams.openai] with base_url = \"https://api.openai.com/v1\"");
     }
@@ -127,6 +129,7 @@ pub(crate) fn from_toml(
         retry_budget,
         breaker,
         health_check,
+        jobs,
         upstreams,
         models: Vec::new(),
         layers,
@@ -307,7 +310,7 @@ fn server(
 const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// Reads "32MiB", "500KB", "1048576" (bytes).
-fn parse_size(text: &str) -> Option<usize> {
+pub(crate) fn parse_size(text: &str) -> Option<usize> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -900,6 +903,7 @@ fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
         },
         breaker: crate::BreakerConfig::default(),
         health_check: crate::HealthCheckConfig::default(),
+        jobs: crate::JobsSettings::default(),
         upstreams,
         models: Vec::new(),
         layers: Layers::default(),

@@ -88,6 +88,8 @@ pub struct CommittedStream {
     /// The number of the last event passed on, in a protocol that numbers them (an error event
     /// takes the next).
     last_sequence: Option<u64>,
+    /// How the stream failed after the commit point, once its error event was sent.
+    failure: Option<(ErrorCode, StatusCode, String)>,
 }
 
 /// What the commit point hands over.
@@ -135,6 +137,7 @@ impl CommittedStream {
             max_gap: std::time::Duration::ZERO,
             ending: None,
             last_sequence: h.last_sequence,
+            failure: None,
         }
     }
 
@@ -173,9 +176,24 @@ impl CommittedStream {
         Some(self.end_with(ErrorCode::GatewayShutdown, status, message.to_owned()))
     }
 
+    /// The bytes read before the commit point and not yet passed on (the stream's opening
+    /// events), for a caller that wants to look at them first.
+    pub fn opening(&self) -> Option<&[u8]> {
+        self.held.as_deref()
+    }
+
+    /// How the stream failed after the commit point (its code, the status a whole answer would
+    /// have had, and the message of its error event); `None` while it has not, or when it ended
+    /// complete. A reader that keeps the answer (a background job) records its end from this.
+    pub fn failure(&self) -> Option<(ErrorCode, StatusCode, &str)> {
+        let (code, status, message) = self.failure.as_ref()?;
+        Some((*code, *status, message))
+    }
+
     /// The error event that ends the stream with `code`: observed, and the call told.
     fn end_with(&mut self, code: ErrorCode, status: StatusCode, message: String) -> Bytes {
         self.finished = true;
+        self.failure = Some((code, status, message.clone()));
         self.observe(Outcome::Failed(code));
         let trail = self.ending.as_ref().map(|e| e.trail.clone());
         let error = CallError {

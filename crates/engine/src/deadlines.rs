@@ -214,6 +214,7 @@ mod tests {
             attempt: Duration::from_secs(60),
             attempt_growth: 1.5,
             total: Duration::from_secs(120),
+            job: Duration::from_secs(3600),
         }
     }
 

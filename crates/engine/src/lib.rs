@@ -207,10 +207,12 @@ impl Engine {
         let model = request.model.as_deref().unwrap_or_default();
         let mut ending = observation::CallEnding::new(shared, model, request_id, request.start);
         let mut result = match route::route(&shared.config, &request) {
-            Ok(route) => {
-                let targets = route::targets(&shared.config, &route);
-                attempts::run(&call::Call::new(shared, &request, &route, targets)).await
-            }
+            Ok(route) => match route::targets_of(&shared.config, &route, &request) {
+                Ok(targets) => {
+                    attempts::run(&call::Call::new(shared, &request, &route, targets)).await
+                }
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         };
         match &mut result {

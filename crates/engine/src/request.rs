@@ -32,10 +32,17 @@ pub struct CallRequest {
     /// Whether a whole answer can be assembled from a stream of the upstream's (the protocol's
     /// assembler rebuilds everything the body asks for).
     pub assemblable: bool,
+    /// Whether it asks to run in the background (see [`RequestHead::background`]).
+    pub background: bool,
+    /// The stored response it continues (see [`RequestHead::continues`]).
+    pub continues: Option<String>,
     /// The client's own deadline less the margin, and where it came from (for messages).
     pub client_deadline: Option<(Instant, String)>,
     /// When the request arrived.
     pub start: Instant,
+    /// The one upstream this call may go to, by name: where a stored response it refers to
+    /// lives (`None`: the route's targets, as usual).
+    pub pinned: Option<String>,
 }
 
 /// Reads what a body for `endpoint` asks for (its protocol decides how).
@@ -74,8 +81,11 @@ impl CallRequest {
             model_span: head.model_span,
             stream: head.stream,
             assemblable: head.assemblable,
+            background: head.background,
+            continues: head.continues,
             client_deadline: None,
             start: Instant::now(),
+            pinned: None,
         }
     }
 

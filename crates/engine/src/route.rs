@@ -72,3 +72,37 @@ pub(crate) fn targets(config: &Config, route: &ModelRoute) -> Vec<Target> {
     }
     targets
 }
+
+/// The targets `request` may try: the route's, or only those on the upstream it is pinned to
+/// (where a stored response it refers to lives); when the route has none there (a pass-through
+/// path, a model that upstream serves by wildcard), that upstream with the model as asked.
+pub(crate) fn targets_of(
+    config: &Config,
+    route: &ModelRoute,
+    request: &CallRequest,
+) -> Result<Vec<Target>, CallError> {
+    let targets = targets(config, route);
+    let Some(name) = &request.pinned else {
+        return Ok(targets);
+    };
+    let on: Vec<Target> = targets.into_iter().filter(|t| &t.name == name).collect();
+    if !on.is_empty() {
+        return Ok(on);
+    }
+    match config.upstreams.iter().position(|u| &u.name == name) {
+        Some(upstream) => Ok(vec![Target {
+            upstream,
+            name: name.clone(),
+            model: request.model.clone().unwrap_or_default(),
+            tier: 0,
+            weight: 1,
+        }]),
+        None => Err(CallError::before_attempts(
+            ErrorCode::NoRoute,
+            StatusCode::NOT_FOUND,
+            format!(
+                "the response asked for lives on upstream `{name}`, which is no longer configured"
+            ),
+        )),
+    }
+}

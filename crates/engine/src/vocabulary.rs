@@ -138,6 +138,17 @@ named! {
         InvalidApiKey = "invalid_api_key",
         /// A reload was asked for and the configuration file is not valid.
         BadConfig = "bad_config",
+        /// A background job's answer had begun when the gateway stopped; it ends rather than
+        /// being spliced onto a second answer.
+        GatewayRestarted = "gateway_restarted",
+        /// No background job (or response) with that id belongs to the caller's key.
+        JobNotFound = "job_not_found",
+        /// `jobs.max_queued` background jobs are waiting already, or the store is full.
+        TooManyJobs = "too_many_jobs",
+        /// The background job was cancelled before it ended.
+        JobCancelled = "job_cancelled",
+        /// The store of background jobs cannot be opened or written.
+        JobsUnavailable = "jobs_unavailable",
     }
 }
 
@@ -231,6 +242,21 @@ impl ErrorCode {
             }
             ErrorCode::BadConfig => {
                 "the configuration file did not load, so the old configuration keeps serving: fix the key the message names (`hourglass config check FILE`) and reload again"
+            }
+            ErrorCode::GatewayRestarted => {
+                "the gateway stopped (a crash or a restart) after this background job's answer had begun: the part already stored is kept, never spliced onto a new answer; submit the job again"
+            }
+            ErrorCode::JobNotFound => {
+                "no background job or response with this id belongs to your key: a mistyped id, another key's job, or one past jobs.retention"
+            }
+            ErrorCode::TooManyJobs => {
+                "jobs.max_queued background jobs are waiting already (or the store reached jobs.max_store_size): retry after Retry-After, or raise the limit"
+            }
+            ErrorCode::JobCancelled => {
+                "the background job was cancelled (DELETE or /cancel) before it ended: there is no answer; submit it again if it is still wanted"
+            }
+            ErrorCode::JobsUnavailable => {
+                "the store of background jobs cannot be opened or written (jobs.data_dir: permissions, a full disk, another process holding it): synchronous calls still work; fix the store and restart"
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The body of a gateway response: whole bytes, the chunks of a committed stream (ended with a
-//! `gateway_shutdown` error event if the shutdown grace period runs out first), or heartbeats
-//! while a call runs.
+//! `gateway_shutdown` error event if the shutdown grace period runs out first), heartbeats
+//! while a call runs, or a background job's events.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +25,8 @@ pub enum GatewayBody {
     },
     /// A call still running, with heartbeats while it waits.
     Heartbeat(Box<crate::heartbeat::HeartbeatBody>),
+    /// A background job's events, as its follower reads them from the store.
+    Events(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl GatewayBody {
@@ -53,6 +55,9 @@ impl Body for GatewayBody {
                 Pin::new(stream.as_mut()).poll_frame(cx)
             }
             GatewayBody::Heartbeat(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            GatewayBody::Events(events) => {
+                events.poll_recv(cx).map(|e| e.map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
@@ -64,7 +69,9 @@ impl Body for GatewayBody {
         match self {
             GatewayBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             GatewayBody::Full(None) => SizeHint::with_exact(0),
-            GatewayBody::Stream { .. } | GatewayBody::Heartbeat(_) => SizeHint::default(),
+            GatewayBody::Stream { .. } | GatewayBody::Heartbeat(_) | GatewayBody::Events(_) => {
+                SizeHint::default()
+            }
         }
     }
 }

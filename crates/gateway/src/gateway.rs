@@ -1,12 +1,13 @@
 //! The gateway's state: the engine new calls go through and the configuration it runs — the
 //! server settings included — swapped whole on reload (with the engine's learned state carried
-//! over), and the metrics every engine reports into.
+//! over), the metrics every engine reports into, and the background jobs service.
 
 use std::ops::Deref;
 use std::sync::Arc;
 
 use hourglass_config::ServerSettings;
 use hourglass_engine::Engine;
+use hourglass_jobs::{EngineSource, Jobs};
 use hourglass_observe::Metrics;
 
 /// Builds the engine that follows the current one (passed in, so its state can be carried over)
@@ -15,9 +16,11 @@ pub type Reloader = Box<dyn Fn(&Engine) -> Result<Arc<Engine>, String> + Send + 
 
 /// The gateway: its engine (swapped whole on reload) and metrics.
 pub struct Gateway {
-    engine: std::sync::RwLock<Arc<Engine>>,
+    engine: Arc<std::sync::RwLock<Arc<Engine>>>,
     /// The metrics `GET /metrics` exposes (the engines' observer).
     pub metrics: Arc<Metrics>,
+    /// Background calls, when the gateway takes them.
+    pub jobs: Option<Arc<Jobs>>,
     reloader: Option<Reloader>,
     /// Told when the shutdown grace period has run out.
     pub(crate) stopping: crate::stopping::Stopping,
@@ -54,8 +57,9 @@ impl Gateway {
         // An engine observed already (shared by two gateways) keeps its first observer.
         let _ = engine.set_observer(metrics.clone());
         Gateway {
-            engine: std::sync::RwLock::new(engine),
+            engine: Arc::new(std::sync::RwLock::new(engine)),
             metrics,
+            jobs: None,
             reloader: None,
             stopping: crate::stopping::Stopping::default(),
         }
@@ -65,6 +69,24 @@ impl Gateway {
     pub fn with_reloader(mut self, reloader: Reloader) -> Gateway {
         self.reloader = Some(reloader);
         self
+    }
+
+    /// The same gateway, taking background calls with `jobs` (made with
+    /// [`Gateway::engine_source`], so jobs run on the engine new calls go through).
+    pub fn with_jobs(mut self, jobs: Jobs) -> Gateway {
+        self.jobs = Some(Arc::new(jobs));
+        self
+    }
+
+    /// The engine a job starts on: the current one, read when the job starts.
+    pub fn engine_source(&self) -> EngineSource {
+        let engine = self.engine.clone();
+        Arc::new(move || {
+            engine
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
     }
 
     /// The engine new calls go through. A call keeps the engine it started with, so a reload
@@ -103,13 +125,17 @@ impl Gateway {
             current.config().server.listen,
             engine.config().server.listen,
         );
-        let not_applied = if was == now {
-            Vec::new()
-        } else {
-            vec![format!(
+        let mut not_applied = Vec::new();
+        if was != now {
+            not_applied.push(format!(
                 "server.listen = {now} needs a restart; the gateway still listens on {was}"
-            )]
-        };
+            ));
+        }
+        if current.config().jobs != engine.config().jobs {
+            not_applied.push(
+                "[jobs] changed: the job store, its limits and webhooks need a restart; the running ones stay".to_owned(),
+            );
+        }
         *self
             .engine
             .write()

@@ -13,6 +13,7 @@ use clap::Args;
 use hourglass_engine::error::FailureKind;
 use hourglass_engine::{BoxFuture, BoxIo, Dial, DialFn, Engine};
 use hourglass_gateway::Gateway;
+use hourglass_jobs::Jobs;
 use hourglass_sim::{Server, ServerConfig};
 
 use crate::env_var;
@@ -29,6 +30,22 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (overrides server.listen; default 127.0.0.1:8787)
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Directory of the background jobs' store (overrides jobs.data_dir; default
+    /// $XDG_DATA_HOME/hourglass, else ~/.local/share/hourglass)
+    #[arg(long, value_name = "DIR", env = "HOURGLASS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where the jobs' store lives when neither `--data-dir` nor `jobs.data_dir` says: the
+/// platform's data directory (XDG), else the working directory's `hourglass-data`.
+pub(crate) fn default_data_dir() -> PathBuf {
+    let xdg = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty());
+    let home = std::env::var_os("HOME").filter(|d| !d.is_empty());
+    match (xdg, home) {
+        (Some(xdg), _) => PathBuf::from(xdg).join("hourglass"),
+        (None, Some(home)) => PathBuf::from(home).join(".local/share/hourglass"),
+        (None, None) => PathBuf::from("hourglass-data"),
+    }
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -64,7 +81,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         config.server.listen = listen;
     }
+    if let Some(dir) = &args.data_dir {
+        config.jobs.data_dir = Some(dir.clone());
+    }
     let listen = config.server.listen;
+    let jobs_settings = config.jobs.clone();
     refuse_open_public_address(&config).map_err(anyhow::Error::msg)?;
     let upstreams: Vec<String> = config
         .upstreams
@@ -90,15 +111,38 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
          -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
     );
     let mut gateway = Gateway::new(engine);
+    if jobs_settings.enabled {
+        let clock = hourglass_jobs::ids::wall_clock();
+        let jobs = Jobs::new(
+            jobs_settings,
+            default_data_dir(),
+            gateway.engine_source(),
+            clock,
+        );
+        let store = jobs
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        match jobs.start().await {
+            Ok(()) => say!("hourglass serve: background jobs are kept in {store}"),
+            // Synchronous calls do not need the store: serve them, and say why jobs cannot run.
+            Err(error) => tracing::error!("background jobs are unavailable: {}", error.message),
+        }
+        gateway = gateway.with_jobs(jobs);
+    }
     if let Some(path) = args.config.clone() {
         // SIGHUP or POST /admin/reload read the file again; a bad file leaves the old engine.
         // `--listen` still wins over the file's address.
         let listen_flag = args.listen;
+        let data_dir_flag = args.data_dir.clone();
         gateway = gateway.with_reloader(Box::new(move |current: &Engine| {
             let mut config =
                 hourglass_config::Config::load(&path, &env_var).map_err(|e| e.to_string())?;
             if let Some(listen) = listen_flag {
                 config.server.listen = listen;
+            }
+            if let Some(dir) = &data_dir_flag {
+                config.jobs.data_dir = Some(dir.clone());
             }
             // The address does not move until a restart: judge the keys against the one in use.
             let mut serving = config.clone();

@@ -537,6 +537,104 @@ impl Metrics {
     }
 }
 
+/// The background jobs' metrics: queue, runners, outcomes, the oldest waiting job, the store's
+/// size and webhook deliveries.
+pub fn render_jobs(out: &mut String, jobs: &hourglass_jobs::Stats) {
+    scalar(
+        out,
+        "hourglass_jobs_queued",
+        "Background jobs waiting for a runner.",
+        "gauge",
+        jobs.queued as f64,
+    );
+    scalar(
+        out,
+        "hourglass_jobs_running",
+        "Background jobs running.",
+        "gauge",
+        jobs.running as f64,
+    );
+    scalar(
+        out,
+        "hourglass_jobs_oldest_queued_seconds",
+        "Age of the oldest background job waiting for a runner (0 when none waits).",
+        "gauge",
+        jobs.oldest_queued_s,
+    );
+    scalar(
+        out,
+        "hourglass_jobs_submitted_total",
+        "Background jobs taken.",
+        "counter",
+        jobs.submitted as f64,
+    );
+    let ended: Vec<(Labels, f64)> = jobs
+        .ended
+        .iter()
+        .map(|(state, n)| (vec![(*state).to_owned()], *n as f64))
+        .collect();
+    series(
+        out,
+        "hourglass_jobs_ended_total",
+        "counter",
+        "Background jobs ended, by state: completed, failed, cancelled, incomplete.",
+        &["state"],
+        &ended,
+    );
+    scalar(
+        out,
+        "hourglass_jobs_rerun_total",
+        "Background jobs started again from the start after a restart (their answer had not begun).",
+        "counter",
+        jobs.rerun as f64,
+    );
+    scalar(
+        out,
+        "hourglass_jobs_restarted_total",
+        "Background jobs ended gateway_restarted (their answer had begun when the gateway stopped).",
+        "counter",
+        jobs.restarted as f64,
+    );
+    scalar(
+        out,
+        "hourglass_jobs_store_bytes",
+        "Bytes the job store takes on disk.",
+        "gauge",
+        jobs.store_file_bytes as f64,
+    );
+    scalar(
+        out,
+        "hourglass_jobs_store_used_bytes",
+        "Bytes of the job store holding data (the rest is free space it reuses).",
+        "gauge",
+        jobs.store_used_bytes as f64,
+    );
+    let webhooks = [
+        ("delivered", jobs.webhooks_delivered),
+        ("failed_try", jobs.webhook_failures),
+        ("given_up", jobs.webhooks_given_up),
+    ];
+    let rows: Vec<(Labels, f64)> = webhooks
+        .iter()
+        .map(|(result, n)| (vec![(*result).to_owned()], *n as f64))
+        .collect();
+    series(
+        out,
+        "hourglass_webhook_deliveries_total",
+        "counter",
+        "Webhook tries: delivered, failed_try (tried again later) and given_up (past jobs.webhook_retry_for).",
+        &["result"],
+        &rows,
+    );
+    scalar(
+        out,
+        "hourglass_webhooks_pending",
+        "Webhook deliveries waiting for their next try.",
+        "gauge",
+        jobs.webhooks_pending as f64,
+    );
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")

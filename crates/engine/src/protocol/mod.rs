@@ -48,6 +48,34 @@ impl Endpoint {
         }
     }
 
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::Chat,
+        Endpoint::Completions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+        Endpoint::Images,
+        Endpoint::Other,
+    ];
+
+    /// Its name in logs and stored jobs: `chat`, `completions`, `responses`, `embeddings`,
+    /// `images`, `other`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Images => "images",
+            Endpoint::Other => "other",
+        }
+    }
+
+    /// The endpoint of that name.
+    pub fn from_name(name: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.name() == name)
+    }
+
     /// Whether a client may ask it for a stream.
     pub fn streams(self) -> bool {
         matches!(
@@ -97,6 +125,12 @@ pub struct RequestHead {
     /// Whether a whole answer to it can be assembled from a stream of the upstream's (the
     /// assembler rebuilds everything it asks for).
     pub assemblable: bool,
+    /// Whether it asks to run in the background and be fetched later (OpenAI Responses'
+    /// `background: true`).
+    pub background: bool,
+    /// The stored response it continues (OpenAI Responses' `previous_response_id`), which
+    /// lives on the upstream that made it.
+    pub continues: Option<String>,
 }
 
 /// Why a request body cannot be routed.

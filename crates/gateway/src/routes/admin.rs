@@ -45,11 +45,18 @@ fn admin(
     let engine = gateway.engine();
     match (method, path) {
         (&Method::GET, "/status") => {
-            let body = serde_json::to_vec(&gateway.metrics.status(&engine)).unwrap_or_default();
+            let mut status = gateway.metrics.status(&engine);
+            if let Some(jobs) = &gateway.jobs {
+                status["jobs"] = serde_json::to_value(jobs.stats()).unwrap_or_default();
+            }
+            let body = serde_json::to_vec(&status).unwrap_or_default();
             Ok(json_response(StatusCode::OK, Bytes::from(body)))
         }
         (&Method::GET, "/metrics") => {
-            let text = gateway.metrics.render(&engine);
+            let mut text = gateway.metrics.render(&engine);
+            if let Some(jobs) = &gateway.jobs {
+                hourglass_observe::metrics::render_jobs(&mut text, &jobs.stats());
+            }
             let mut response = Response::new(GatewayBody::full(text));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

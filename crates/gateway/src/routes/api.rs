@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::{auth, error_response, framing};
+use super::{auth, background, error_response, framing};
 use crate::body::GatewayBody;
 use crate::deadline;
 use crate::gateway::Gateway;
@@ -40,15 +40,25 @@ pub(super) async fn call(
     endpoint: Endpoint,
     parts: Parts,
     body: Incoming,
+    pinned: Option<String>,
 ) -> Response<GatewayBody> {
     let start = Instant::now();
     // One engine for the whole call, even if a reload swaps it meanwhile.
     let engine = gateway.engine();
     let protocol = endpoint.protocol();
-    let (request, heartbeat) = match prepare(&engine, endpoint, parts, body, start).await {
+    // Whose jobs and stored responses these are: read before the gateway's key is removed.
+    let owner = background::owner(&parts.headers);
+    let (mut request, heartbeat) = match prepare(&engine, endpoint, parts, body, start).await {
         Ok(prepared) => prepared,
         Err(error) => return error_response(protocol, &error),
     };
+    request.pinned = pinned;
+    if let Err(error) = background::continuation(&gateway, &mut request, &owner).await {
+        return error_response(protocol, &error);
+    }
+    if let Some(form) = background::form(&gateway, &request) {
+        return background::submit(&gateway, &engine, request, owner, form).await;
+    }
     if let Some(interval) = heartbeat {
         return with_heartbeats(&gateway, engine, request, interval);
     }
@@ -58,6 +68,13 @@ pub(super) async fn call(
     };
     match result {
         Ok(response) => {
+            if endpoint == Endpoint::Responses {
+                let opening = match &response.body {
+                    ResponseBody::Full(bytes) => Some(bytes.as_ref()),
+                    ResponseBody::Stream(stream) => stream.opening(),
+                };
+                background::remember(&gateway, &engine, &response.headers, opening);
+            }
             let mut out = Response::new(match response.body {
                 ResponseBody::Full(bytes) => GatewayBody::full(bytes),
                 ResponseBody::Stream(stream) => GatewayBody::Stream {

@@ -5,6 +5,7 @@
 
 mod admin; // /health, /metrics, /status, /dashboard, /admin/reload, GET /v1/models
 mod api; // /v1/*: the body within limits, what it asks for, the client's deadline, heartbeats
+mod background; // background calls: Responses' background mode, Prefer: respond-async, jobs
 mod auth; // client keys, the admin key, bearer tokens compared in constant time
 mod framing; // the head's size, no Content-Length with Transfer-Encoding, a declared body's size
 mod request_id; // x-request-id: the client's when it is a sane one, else a new UUID
@@ -61,16 +62,25 @@ impl Drop for Abandoned<'_> {
 
 /// The gateway's own endpoints first, then the API; anything else is `not_found`.
 async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<GatewayBody> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     if let Err(error) = framing::check(&parts, &gateway.settings()) {
         return error_response(hourglass_engine::Endpoint::Other.protocol(), &error);
     }
     if let Some(response) = admin::answer(&gateway, &parts) {
         return response;
     }
+    let pinned = match background::route(&gateway, &parts).await {
+        background::Routed::Answered(response) => return response,
+        background::Routed::PassThrough { pinned, path } => {
+            if let Some(uri) = path.and_then(|p| p.parse().ok()) {
+                parts.uri = uri;
+            }
+            pinned
+        }
+    };
     let path = parts.uri.path().trim_end_matches('/');
     match api::endpoint(&parts.method, path) {
-        Some(endpoint) => api::call(gateway, endpoint, parts, body).await,
+        Some(endpoint) => api::call(gateway, endpoint, parts, body, pinned).await,
         None => {
             let message = format!(
                 "Invalid URL ({} {}); the gateway serves /v1/*",

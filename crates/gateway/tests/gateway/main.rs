@@ -7,6 +7,7 @@ mod curl;
 mod dashboard;
 mod hostile;
 mod http_api;
+mod jobs;
 mod llama;
 mod metrics;
 mod middlebox;

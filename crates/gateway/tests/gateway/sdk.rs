@@ -171,3 +171,41 @@ async fn langchain_works_unmodified_through_the_gateway() {
         "requests seen by the simulators"
     );
 }
+
+/// Models for the background tests: `think` answers its first token after ~3 s (a reasoning
+/// model at a tenth of its real time), longer than the SDK clients' 2 s timeout, on both
+/// upstreams; `m` answers at once.
+const BACKGROUND_MODELS: &str = r#"
+[models.think]
+targets = ["a:deepseek-r1", "b:deepseek-r1"]
+timeouts = { first_byte = "8s", first_token = "8s", idle = "5s", attempt = "30s", total = "60s" }
+retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
+
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "2s", first_token = "2s", total = "20s" }
+retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_runs_background_responses_for_an_upstream_without_them() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gateway = start_jobs(BACKGROUND_MODELS, 0.1).await;
+    let script = root.join("tests/sdk/python/background.py");
+    let stdout = run_script(python(), script, &gateway).await;
+    assert!(stdout.contains("background: 4 passed, 0 failed"), "{stdout}");
+    // Upstream calls: the background call and its synchronous twin (2), the failover (a hangs,
+    // then b: 2), two streams (2), and the cancelled call (1, or none when the cancel came
+    // before its request was sent). None more: polls and resumes never reach an upstream.
+    let seen = gateway.requests("a") + gateway.requests("b");
+    assert!((6..=7).contains(&seen), "{seen} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sdk_runs_background_responses_for_an_upstream_without_them() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gateway = start_jobs(BACKGROUND_MODELS, 0.1).await;
+    let script = root.join("tests/sdk/node/background.mjs");
+    let stdout = run_script(PathBuf::from("node"), script, &gateway).await;
+    assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+}

@@ -38,6 +38,8 @@ pub struct Running {
     pub sims: HashMap<String, Server>,
     stop: Option<oneshot::Sender<()>>,
     pub done: Option<tokio::task::JoinHandle<usize>>,
+    /// The job store's directory, removed when the gateway is dropped.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Running {
@@ -61,17 +63,30 @@ impl Drop for Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(dir) = self.data_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
 /// Simulators `a` and `b` on free ports, and a gateway configured with them plus `extra`.
 pub async fn start(extra: &str) -> Running {
+    start_with(extra, 0.01, false).await
+}
+
+/// As [`start`], with simulators at `time_scale`, and taking background jobs into a store in a
+/// fresh directory.
+pub async fn start_jobs(extra: &str, time_scale: f64) -> Running {
+    start_with(extra, time_scale, true).await
+}
+
+async fn start_with(extra: &str, time_scale: f64, jobs: bool) -> Running {
     let mut sims = HashMap::new();
     let mut text = String::new();
     for name in ["a", "b"] {
         let config = ServerConfig {
             name: name.to_owned(),
-            time_scale: 0.01,
+            time_scale,
             ..ServerConfig::default()
         };
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
@@ -95,7 +110,22 @@ pub async fn start(extra: &str) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let gateway = Arc::new(Gateway::new(engine));
+    let mut gateway = Gateway::new(engine);
+    let mut data_dir = None;
+    if jobs {
+        let dir = std::env::temp_dir().join(format!(
+            "hourglass-jobs-test-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let settings = gateway.engine().config().jobs.clone();
+        let clock = hourglass_jobs::ids::wall_clock();
+        let service =
+            hourglass_jobs::Jobs::new(settings, dir.clone(), gateway.engine_source(), clock);
+        gateway = gateway.with_jobs(service);
+        data_dir = Some(dir);
+    }
+    let gateway = Arc::new(gateway);
     let done = tokio::spawn(hourglass_gateway::serve(listener, gateway, async move {
         let _ = stopped.await;
     }));
@@ -104,6 +134,7 @@ pub async fn start(extra: &str) -> Running {
         sims,
         stop: Some(stop),
         done: Some(done),
+        data_dir,
     }
 }
 

@@ -312,6 +312,55 @@ pub static PATTERNS: &[Pattern] = &[
             r#"data: {"error":{"code":"gateway_shutdown","message":"the gateway stopped before the answer ended"}}"#
         ]
     ),
+    p!(
+        "hourglass.gateway_restarted",
+        "hourglass",
+        PeerClosed,
+        Any,
+        r#""code"\s*:\s*"gateway_restarted""#,
+        "the gateway stopped (a crash or a restart) after this background job's answer had begun; the job ended rather than splicing a second answer onto the first",
+        "submit the job again; run the gateway under a supervisor and drain it before deploys so running jobs finish within `server.shutdown_grace`",
+        [
+            r#"{"error":{"code":"gateway_restarted","message":"the gateway stopped after 12 event(s) of this job's answer were stored"}}"#
+        ]
+    ),
+    p!(
+        "hourglass.jobs",
+        "hourglass",
+        ClientError,
+        BeforeSend,
+        r#""code"\s*:\s*"(job_not_found|job_cancelled)""#,
+        "a background job's id is unknown to this key (mistyped, another key's, or past `jobs.retention`), or the job was cancelled before it ended",
+        "check the id and the key that made the job; results are kept for `jobs.retention` (default a day); a cancelled job has no answer: submit it again",
+        [
+            r#"{"error":{"code":"job_not_found","message":"no background job or response `job_1` belongs to this key"}}"#,
+            r#"{"error":{"code":"job_cancelled"}}"#
+        ]
+    ),
+    p!(
+        "hourglass.too_many_jobs",
+        "hourglass",
+        Upstream429,
+        BeforeSend,
+        r#""code"\s*:\s*"too_many_jobs""#,
+        "the gateway's queue of background jobs is full (`jobs.max_queued`), or its store is past `jobs.max_store_size`",
+        "retry after Retry-After; raise `jobs.max_queued` / `jobs.max_running` if the upstreams can take more",
+        [
+            r#"{"error":{"code":"too_many_jobs","message":"1000 background jobs are waiting already"}}"#
+        ]
+    ),
+    p!(
+        "hourglass.jobs_unavailable",
+        "hourglass",
+        Upstream5xx,
+        BeforeSend,
+        r#""code"\s*:\s*"jobs_unavailable""#,
+        "the gateway's store of background jobs cannot be opened or written",
+        "check `jobs.data_dir` (permissions, free disk, another gateway holding jobs.redb); synchronous calls are unaffected",
+        [
+            r#"{"error":{"code":"jobs_unavailable","message":"the job store failed opening: Database already open"}}"#
+        ]
+    ),
     // ---- wrappers that quote another error ----------------------------------------------------
     p!(wraps "oneapi.do_request_failed", "one-api / new-api", Wrapper, Any,
        r#"do request failed|do_request_failed"#,

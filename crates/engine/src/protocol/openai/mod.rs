@@ -45,6 +45,8 @@ struct Head<'a> {
     best_of: Option<&'a RawValue>,
     #[serde(borrow, default)]
     background: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    previous_response_id: Option<&'a RawValue>,
 }
 
 /// Whether a request field asks for something: present and not `null` or `false`.
@@ -114,11 +116,23 @@ impl Protocol for OpenAi {
     fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody> {
         let head: Head<'_> = read_fields(json_object(body)?)?;
         let (model, model_span) = model_and_span(head.model, body)?;
+        let responses = endpoint == Endpoint::Responses;
+        let continues = match head.previous_response_id.filter(|_| responses) {
+            Some(raw) if raw.get().trim() != "null" => Some(
+                serde_json::from_str::<String>(raw.get()).map_err(|_| BadBody {
+                    message: format!("`previous_response_id` must be a string, not {}", raw.get()),
+                    param: Some("previous_response_id"),
+                })?,
+            ),
+            _ => None,
+        };
         Ok(RequestHead {
             model,
             model_span,
             stream: head.stream.unwrap_or(false) && endpoint.streams(),
             assemblable: head.assemblable(endpoint),
+            background: responses && asks(head.background),
+            continues,
         })
     }
 

@@ -1,0 +1,369 @@
+//! Background calls end to end over loopback, against simulated upstreams and a real job store:
+//! `Prefer: respond-async` jobs (202, Location, the exact synchronous body later, events
+//! resumable with Last-Event-ID, cancel), OpenAI's background Responses (queued at once, the
+//! job's own id, resumable streams), ownership by key, the queue's limit, the job's deadline,
+//! and response ids the gateway did not make sent to the upstream that made them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Model `m` (instant answers) on `a` then `b`, and `slow` whose upstream never answers unless
+/// a test says otherwise.
+const MODELS: &str = r#"
+[models.m]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "1s", first_token = "1s", total = "20s" }
+retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
+
+[models.short]
+targets = ["a:sim-instant"]
+timeouts = { first_byte = "10s", first_token = "10s", total = "20s", job = "1s" }
+"#;
+
+/// Polls `path` until it stops answering 202, for at most `limit`.
+async fn settle(gateway: &Running, path: &str, headers: &[(&str, &str)], limit: Duration) -> Reply {
+    let start = tokio::time::Instant::now();
+    loop {
+        let reply = send(gateway.addr, "GET", path, headers, "").await;
+        if reply.status != 202 || start.elapsed() > limit {
+            return reply;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+}
+
+/// Polls a background response until its status is terminal.
+async fn settle_response(gateway: &Running, id: &str, headers: &[(&str, &str)]) -> Value {
+    let start = tokio::time::Instant::now();
+    loop {
+        let reply = send(
+            gateway.addr,
+            "GET",
+            &format!("/v1/responses/{id}"),
+            headers,
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let response = reply.json();
+        let status = response["status"].as_str().unwrap_or_default().to_owned();
+        if !matches!(status.as_str(), "queued" | "in_progress")
+            || start.elapsed() > Duration::from_secs(20)
+        {
+            return response;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+}
+
+fn without(mut value: Value, keys: &[&str]) -> Value {
+    for key in keys {
+        value.as_object_mut().unwrap().remove(*key);
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_answers_202_at_once_and_later_the_body_the_synchronous_call_returns() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    let seed = [("x-sim-seed", "41")];
+    let submitted = chat(
+        gateway.addr,
+        "m",
+        false,
+        &[("prefer", "respond-async"), ("x-sim-seed", "41")],
+    )
+    .await;
+    assert_eq!(submitted.status, 202, "{}", submitted.body);
+    assert_eq!(
+        submitted.header("preference-applied"),
+        Some("respond-async")
+    );
+    assert_eq!(submitted.header("retry-after"), Some("1"));
+    let job = submitted.json();
+    assert_eq!(job["object"], "hourglass.job");
+    assert_eq!(job["status"], "queued");
+    let location = submitted.header("location").unwrap().to_owned();
+    assert_eq!(
+        location,
+        format!("/v1/hourglass/jobs/{}", job["id"].as_str().unwrap())
+    );
+
+    let done = settle(&gateway, &location, &[], Duration::from_secs(10)).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(done.header("x-hourglass-job-status"), Some("completed"));
+    assert_eq!(done.header("content-type"), Some("application/json"));
+    let synchronous = chat(gateway.addr, "m", false, &seed).await;
+    assert_eq!(
+        without(done.json(), &["created"]),
+        without(synchronous.json(), &["created"]),
+        "the job's answer is the synchronous call's"
+    );
+    // Its events: the whole answer as one event.
+    let events = send(gateway.addr, "GET", &format!("{location}/events"), &[], "").await;
+    assert!(events.body.starts_with("id: 0\ndata: {"), "{}", events.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_jobs_events_resume_after_last_event_id_with_no_gap_and_no_repeat() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    // Sixteen tokens at 20 a second: the follower reads them live, as they are stored.
+    let headers = [
+        ("prefer", "respond-async"),
+        ("x-sim-seed", "7"),
+        ("x-sim-fault", "slow;tokens_per_s=20"),
+    ];
+    let submitted = chat(gateway.addr, "m", true, &headers).await;
+    assert_eq!(submitted.status, 202);
+    let location = submitted.header("location").unwrap().to_owned();
+    let live = send(gateway.addr, "GET", &format!("{location}/events"), &[], "").await;
+    assert_eq!(
+        live.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
+    let events: Vec<&str> = live.body.split_inclusive("\n\n").collect();
+    assert!(events.len() > 10, "{}", live.body);
+    assert!(events.last().unwrap().contains("[DONE]"), "{}", live.body);
+    for (n, event) in events.iter().enumerate() {
+        assert!(
+            event.starts_with(&format!("id: {n}\n")),
+            "event {n}: {event}"
+        );
+    }
+    // A client that had the first five asks for the rest.
+    let rest = send(
+        gateway.addr,
+        "GET",
+        &format!("{location}/events"),
+        &[("last-event-id", "4")],
+        "",
+    )
+    .await;
+    assert_eq!(format!("{}{}", events[..5].concat(), rest.body), live.body);
+    // The finished job's body is the stream the synchronous call sends (without ids).
+    let done = send(gateway.addr, "GET", &location, &[], "").await;
+    assert_eq!(
+        done.header("content-type"),
+        Some("text/event-stream; charset=utf-8")
+    );
+    let synchronous = chat(gateway.addr, "m", true, &[("x-sim-seed", "7")]).await;
+    assert_eq!(stream_text(&done.body), stream_text(&synchronous.body));
+    assert!(!stream_text(&done.body).is_empty());
+
+    let bad = send(
+        gateway.addr,
+        "GET",
+        &format!("{location}/events"),
+        &[("last-event-id", "four")],
+        "",
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_key_gets_404_and_never_the_answer() {
+    let extra = format!("[server]\nclient_keys_env = \"HOURGLASS_TEST_CLIENT_KEYS\"\n{MODELS}");
+    let gateway = start_jobs(&extra, 0.01).await;
+    let first = [
+        ("authorization", "Bearer ck-first-1a2b"),
+        ("prefer", "respond-async"),
+    ];
+    let submitted = chat(gateway.addr, "m", false, &first).await;
+    assert_eq!(submitted.status, 202, "{}", submitted.body);
+    let location = submitted.header("location").unwrap().to_owned();
+    let second = [("authorization", "Bearer ck-second-3c4d")];
+    for method in ["GET", "DELETE"] {
+        let other = send(gateway.addr, method, &location, &second, "").await;
+        assert_eq!(other.status, 404, "{method}: {}", other.body);
+        assert_eq!(other.json()["error"]["code"], "job_not_found");
+    }
+    let none = send(gateway.addr, "GET", &location, &[], "").await;
+    assert_eq!(none.status, 401, "no key at all: {}", none.body);
+    let own = settle(&gateway, &location, &first[..1], Duration::from_secs(10)).await;
+    assert_eq!(own.status, 200, "{}", own.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_with_429_and_a_cancel_stops_the_upstream_call() {
+    let extra = format!("[jobs]\nmax_queued = 1\nmax_running = 1\n{MODELS}");
+    let gateway = start_jobs(&extra, 0.01).await;
+    let hang = [("prefer", "respond-async"), ("x-sim-fault", "hang")];
+    let running = chat(gateway.addr, "short", false, &hang).await;
+    assert_eq!(running.status, 202);
+    // The runner takes the first; the second waits in the queue; the third finds it full.
+    tokio::time::sleep(ms(200)).await;
+    let queued = chat(gateway.addr, "short", false, &hang).await;
+    assert_eq!(queued.status, 202);
+    let refused = chat(gateway.addr, "short", false, &hang).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "too_many_jobs");
+    assert!(refused.header("retry-after").is_some());
+
+    let location = running.header("location").unwrap().to_owned();
+    let cancelled = send(gateway.addr, "DELETE", &location, &[], "").await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.json()["status"], "cancelled");
+    let again = send(gateway.addr, "DELETE", &location, &[], "").await;
+    assert_eq!(
+        again.json()["status"],
+        "cancelled",
+        "a second cancel changes nothing"
+    );
+    let answer = send(gateway.addr, "GET", &location, &[], "").await;
+    assert_eq!(answer.status, 409, "{}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "job_cancelled");
+    assert_eq!(answer.header("x-hourglass-job-status"), Some("cancelled"));
+    // The queued one now runs (and hangs until its 1 s job deadline): a queue slot is free.
+    let next = queued.header("location").unwrap().to_owned();
+    let ended = settle(&gateway, &next, &[], Duration::from_secs(10)).await;
+    assert_eq!(ended.status, 504, "{}", ended.body);
+    let error = &ended.json()["error"];
+    assert_eq!(error["code"], "deadline_exceeded", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("timeouts.job"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_response_is_queued_at_once_and_completed_under_its_own_id() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    let body = r#"{"model":"m","input":"hi","background":true,"metadata":{"k":"v"}}"#;
+    let created = send(gateway.addr, "POST", "/v1/responses", &[], body).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let response = created.json();
+    assert_eq!(response["object"], "response");
+    assert_eq!(response["status"], "queued");
+    assert_eq!(response["background"], true);
+    assert_eq!(response["metadata"]["k"], "v", "request fields are echoed");
+    let id = response["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("resp_hg"), "{id}");
+
+    let done = settle_response(&gateway, &id, &[]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["id"],
+        id.as_str(),
+        "the upstream's id became the job's"
+    );
+    assert!(
+        !done["output"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    // The upstream never saw `background`: it answered as to any call.
+    let cancelled = send(
+        gateway.addr,
+        "POST",
+        &format!("/v1/responses/{id}/cancel"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        cancelled.json()["status"],
+        "completed",
+        "cancelling a finished response changes nothing"
+    );
+    let streamed = send(
+        gateway.addr,
+        "GET",
+        &format!("/v1/responses/{id}?stream=true"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        streamed.status, 400,
+        "it was not created with stream: {}",
+        streamed.body
+    );
+    let deleted = send(
+        gateway.addr,
+        "DELETE",
+        &format!("/v1/responses/{id}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(deleted.json()["deleted"], true);
+    let gone = send(gateway.addr, "GET", &format!("/v1/responses/{id}"), &[], "").await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.json()["error"]["code"], "job_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_its_background_stream_does_not_cancel_it() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    let body = r#"{"model":"m","input":"hi","background":true,"stream":true}"#;
+    // Read the head and the first event, then close the connection.
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let request = format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-sim-fault: slow;tokens_per_s=20\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    while !text.contains("\r\n\r\n") {
+        let mut chunk = vec![0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "{text}");
+        text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    let id = text
+        .lines()
+        .find_map(|line| line.strip_prefix("x-hourglass-job: "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .trim()
+        .to_owned();
+    drop(stream);
+    let done = settle_response(&gateway, &id, &[]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_the_gateway_did_not_make_go_to_the_upstream_that_made_them() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    // `a` fails, so `b` makes the response.
+    let fault = [("x-sim-fault", "status;code=503;upstream=a")];
+    let body = r#"{"model":"m","input":"hi"}"#;
+    let made = send(gateway.addr, "POST", "/v1/responses", &fault, body).await;
+    assert_eq!(made.status, 200, "{}", made.body);
+    assert_eq!(made.header("x-hourglass-upstream"), Some("b"));
+    let upstream_id = made.json()["id"].as_str().unwrap().to_owned();
+    // The record is written in the background: give it a moment.
+    tokio::time::sleep(ms(300)).await;
+    let (a, b) = (gateway.requests("a"), gateway.requests("b"));
+    // The simulator stores nothing (404), but the request reached `b`, and only `b`.
+    let read = send(
+        gateway.addr,
+        "GET",
+        &format!("/v1/responses/{upstream_id}"),
+        &[],
+        "",
+    )
+    .await;
+    let attempts = &read.json()["error"]["hourglass"]["attempts"];
+    assert_eq!(attempts[0]["upstream"], "b", "{}", read.body);
+    assert_eq!((gateway.requests("a"), gateway.requests("b")), (a, b + 1));
+
+    // A background response, continued by a later call: it goes to the upstream that answered,
+    // under that upstream's own id.
+    let background = r#"{"model":"m","input":"hi","background":true}"#;
+    let created = send(gateway.addr, "POST", "/v1/responses", &fault, background).await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let done = settle_response(&gateway, &id, &[]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (a, b) = (gateway.requests("a"), gateway.requests("b"));
+    let next = format!(r#"{{"model":"m","input":"and then?","previous_response_id":"{id}"}}"#);
+    let continued = send(gateway.addr, "POST", "/v1/responses", &[], next).await;
+    assert_eq!(continued.status, 200, "{}", continued.body);
+    assert_eq!(continued.header("x-hourglass-upstream"), Some("b"));
+    assert_eq!((gateway.requests("a"), gateway.requests("b")), (a, b + 1));
+}
