@@ -367,3 +367,282 @@ async fn responses_the_gateway_did_not_make_go_to_the_upstream_that_made_them() 
     assert_eq!(continued.header("x-hourglass-upstream"), Some("b"));
     assert_eq!((gateway.requests("a"), gateway.requests("b")), (a, b + 1));
 }
+
+/// A webhook receiver: records every request (headers and body) and answers 204.
+async fn receive_webhooks(
+    listener: tokio::net::TcpListener,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let got = got.clone();
+        tokio::spawn(async move {
+            let mut data = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let (head, body) = loop {
+                let n = socket.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    return;
+                }
+                data.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&data).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break (head.to_owned(), body[..length].to_owned());
+                    }
+                }
+            };
+            let headers: serde_json::Map<String, Value> = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), Value::from(v.trim())))
+                .collect();
+            got.lock()
+                .unwrap()
+                .push(serde_json::json!({"headers": headers, "body": body}));
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_a_receiver_that_was_down_and_the_python_sdk_verifies_them() {
+    // A port with nobody listening on it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = format!(
+        "[jobs.webhooks.test]\nurl = \"http://127.0.0.1:{port}/hook?token=t\"\nsecret_env = \"HOURGLASS_TEST_WEBHOOK_SECRET\"\n{MODELS}"
+    );
+    let gateway = start_jobs(&extra, 0.01).await;
+    // A background response that completes, and a job that is cancelled.
+    let created = send(
+        gateway.addr,
+        "POST",
+        "/v1/responses",
+        &[],
+        r#"{"model":"m","input":"hi","background":true}"#,
+    )
+    .await;
+    let response_id = created.json()["id"].as_str().unwrap().to_owned();
+    let hanging = chat(
+        gateway.addr,
+        "m",
+        false,
+        &[("prefer", "respond-async"), ("x-sim-fault", "hang")],
+    )
+    .await;
+    let location = hanging.header("location").unwrap().to_owned();
+    let job_id = location.rsplit('/').next().unwrap().to_owned();
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(
+        send(gateway.addr, "DELETE", &location, &[], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        settle_response(&gateway, &response_id, &[]).await["status"],
+        "completed"
+    );
+    // The receiver is down for a while: the first tries fail.
+    tokio::time::sleep(ms(2500)).await;
+    let status = send(gateway.addr, "GET", "/status", &[], "").await.json();
+    assert!(
+        status["jobs"]["webhook_failures"].as_u64().unwrap() >= 2,
+        "{}",
+        status["jobs"]
+    );
+    assert_eq!(status["jobs"]["webhooks_delivered"], 0);
+
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(receive_webhooks(listener, got.clone()));
+    let start = tokio::time::Instant::now();
+    while got.lock().unwrap().len() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "deliveries: {:?}",
+            got.lock().unwrap()
+        );
+        tokio::time::sleep(ms(100)).await;
+    }
+    tokio::time::sleep(ms(300)).await;
+    let deliveries = got.lock().unwrap().clone();
+    assert_eq!(
+        deliveries.len(),
+        2,
+        "one delivery per end, no repeats: {deliveries:?}"
+    );
+    for delivery in &deliveries {
+        let headers = &delivery["headers"];
+        assert!(
+            headers["webhook-signature"]
+                .as_str()
+                .unwrap()
+                .starts_with("v1,")
+        );
+        assert_eq!(headers["content-type"], "application/json");
+    }
+
+    let file = gateway.data_dir.as_ref().unwrap().join("deliveries.json");
+    std::fs::write(&file, serde_json::to_vec(&deliveries).unwrap()).unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::sdk::python())
+            .arg(
+                std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../tests/sdk/python/verify_webhooks.py"),
+            )
+            .arg(&file)
+            .arg(WEBHOOK_SECRET)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("webhooks: 2 verified"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("response.completed {response_id}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("job.cancelled {job_id}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("tampered: InvalidWebhookSignatureError"),
+        "{stdout}"
+    );
+}
+
+fn doc(name: &str) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The headers, the job object's fields, the statuses and the metrics a user sees of jobs are
+/// the ones docs/jobs.md and docs/metrics.md describe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_jobs_show_a_user_is_documented() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    let (jobs_doc, metrics_doc) = (doc("jobs.md"), doc("metrics.md"));
+    let submitted = chat(gateway.addr, "m", false, &[("prefer", "respond-async")]).await;
+    let location = submitted.header("location").unwrap().to_owned();
+    let done = settle(&gateway, &location, &[], Duration::from_secs(10)).await;
+    for (reply, names) in [
+        (
+            &submitted,
+            &["location", "preference-applied", "retry-after"][..],
+        ),
+        (&done, &["x-hourglass-job", "x-hourglass-job-status"][..]),
+    ] {
+        for name in names {
+            assert!(reply.header(name).is_some(), "{name} was not sent");
+            let shown = name
+                .split('-')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join("-");
+            assert!(
+                jobs_doc.contains(&format!("`{name}")) || jobs_doc.contains(&format!("`{shown}")),
+                "header {name} is not in docs/jobs.md"
+            );
+        }
+    }
+    for field in submitted.json().as_object().unwrap().keys() {
+        assert!(
+            jobs_doc.contains(&format!("\"{field}\"")),
+            "job field {field} is not in docs/jobs.md"
+        );
+    }
+    for state in [
+        "queued",
+        "in_progress",
+        "completed",
+        "failed",
+        "cancelled",
+        "incomplete",
+    ] {
+        assert!(jobs_doc.contains(&format!("`{state}`")), "state {state}");
+    }
+    let metrics = send(gateway.addr, "GET", "/metrics", &[], "").await.body;
+    let names: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|n| n.starts_with("hourglass_jobs") || n.starts_with("hourglass_webhook"))
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            metrics_doc.contains(&format!("`{name}`")),
+            "{name} is not in docs/metrics.md"
+        );
+        assert!(
+            jobs_doc.contains(&format!("`{name}")),
+            "{name} is not in docs/jobs.md"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_names_its_own_webhook_only_under_an_allowed_prefix() {
+    let closed = start_jobs(MODELS, 0.01).await;
+    let hook = [
+        ("prefer", "respond-async"),
+        ("x-hourglass-webhook", "http://127.0.0.1:9/hook"),
+    ];
+    let refused = chat(closed.addr, "m", false, &hook).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("jobs.webhook_urls")
+    );
+
+    let extra = format!(
+        "[jobs]\nwebhook_secret_env = \"HOURGLASS_TEST_WEBHOOK_SECRET\"\nwebhook_urls = [\"http://127.0.0.1:9/\"]\n{MODELS}"
+    );
+    let open = start_jobs(&extra, 0.01).await;
+    assert_eq!(chat(open.addr, "m", false, &hook).await.status, 202);
+    let elsewhere = [
+        ("prefer", "respond-async"),
+        ("x-hourglass-webhook", "http://10.0.0.1/hook"),
+    ];
+    let outside = chat(open.addr, "m", false, &elsewhere).await;
+    assert_eq!(outside.status, 400, "{}", outside.body);
+}

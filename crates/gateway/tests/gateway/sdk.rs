@@ -65,7 +65,7 @@ async fn endpoints_gateway() -> Running {
     start(&format!("{MODEL_M_ON_A_AND_B}{ENDPOINT_MODELS}")).await
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = std::env::var_os("HOURGLASS_TEST_PYTHON")
         .map(PathBuf::from)
@@ -193,7 +193,10 @@ async fn the_python_sdk_runs_background_responses_for_an_upstream_without_them()
     let gateway = start_jobs(BACKGROUND_MODELS, 0.1).await;
     let script = root.join("tests/sdk/python/background.py");
     let stdout = run_script(python(), script, &gateway).await;
-    assert!(stdout.contains("background: 4 passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("background: 4 passed, 0 failed"),
+        "{stdout}"
+    );
     // Upstream calls: the background call and its synchronous twin (2), the failover (a hangs,
     // then b: 2), two streams (2), and the cancelled call (1, or none when the cancel came
     // before its request was sent). None more: polls and resumes never reach an upstream.

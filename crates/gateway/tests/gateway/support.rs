@@ -23,6 +23,10 @@ pub const ADMIN_KEY: &str = "test-admin-secret-7f3a";
 /// The client keys of gateways configured with `client_keys_env = "HOURGLASS_TEST_CLIENT_KEYS"`.
 pub const CLIENT_KEYS: &str = "ck-first-1a2b, ck-second-3c4d";
 
+/// The webhook secret of gateways configured with `secret_env = "HOURGLASS_TEST_WEBHOOK_SECRET"`
+/// (the Standard Webhooks specification's example secret).
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 /// Model `m` on simulators `a` then `b`, with short timeouts and two attempts: what the client
 /// tests (SDKs, curl) call through.
 pub const MODEL_M_ON_A_AND_B: &str = r#"
@@ -103,6 +107,7 @@ async fn start_with(extra: &str, time_scale: f64, jobs: bool) -> Running {
     let env = |name: &str| match name {
         "HOURGLASS_TEST_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
         "HOURGLASS_TEST_CLIENT_KEYS" => Some(CLIENT_KEYS.to_owned()),
+        "HOURGLASS_TEST_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.to_owned()),
         _ => None,
     };
     let config = Config::from_toml(&text, "test.toml", &env).unwrap();
