@@ -4,7 +4,8 @@
 //! docs/jobs.md says, none lost, and the simulators' request counts prove that no job that had
 //! completed or begun its answer ran again.
 
-#![allow(clippy::unwrap_used)] // test helpers may panic on what a test does not expect
+#![allow(clippy::unwrap_used)]
+// test helpers may panic on what a test does not expect
 // The test's own thread polls a child process between sleeps; no runtime worker is blocked (the
 // simulators run on the runtime's worker threads).
 #![allow(clippy::disallowed_methods)]

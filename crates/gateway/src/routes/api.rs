@@ -47,17 +47,17 @@ pub(super) async fn call(
     let engine = gateway.engine();
     let protocol = endpoint.protocol();
     // Whose jobs and stored responses these are: read before the gateway's key is removed.
-    let owner = background::owner(&parts.headers);
+    let key = background::Key::of(&parts.headers);
     let (mut request, heartbeat) = match prepare(&engine, endpoint, parts, body, start).await {
         Ok(prepared) => prepared,
         Err(error) => return error_response(protocol, &error),
     };
     request.pinned = pinned;
-    if let Err(error) = background::continuation(&gateway, &mut request, &owner).await {
+    if let Err(error) = background::continuation(&gateway, &mut request, &key).await {
         return error_response(protocol, &error);
     }
     if let Some(form) = background::form(&gateway, &request) {
-        return background::submit(&gateway, &engine, request, owner, form).await;
+        return background::submit(&gateway, &engine, request, key, form).await;
     }
     if let Some(interval) = heartbeat {
         return with_heartbeats(&gateway, engine, request, interval);

@@ -61,20 +61,36 @@ fn prefers_async(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The owner of a request's jobs: the key it presented (a bearer token, or `api-key`).
-pub(super) fn owner(headers: &HeaderMap) -> String {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let key = bearer.or_else(|| {
-        ["api-key", "x-api-key"]
-            .iter()
-            .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
-    });
-    hourglass_jobs::ids::owner(key.filter(|k| !k.is_empty()))
+/// The key a request presented (a bearer token, or `api-key`), kept aside before the gateway
+/// removes its own: whose jobs and stored responses these are. Hashed only when asked.
+pub(super) struct Key(Option<HeaderValue>);
+
+impl Key {
+    /// The key `headers` carry.
+    pub(super) fn of(headers: &HeaderMap) -> Key {
+        let bearer = headers.get(header::AUTHORIZATION).filter(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        });
+        let key = bearer.or_else(|| {
+            ["api-key", "x-api-key"]
+                .iter()
+                .find_map(|n| headers.get(*n))
+        });
+        Key(key.cloned())
+    }
+
+    /// The owner's fingerprint ([`hourglass_jobs::ids::owner`]).
+    pub(super) fn owner(&self) -> String {
+        let text = self.0.as_ref().and_then(|v| v.to_str().ok());
+        let key = text.map(|t| match t.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => t.trim(),
+        });
+        hourglass_jobs::ids::owner(key.filter(|k| !k.is_empty()))
+    }
 }
 
 /// Takes a background call: stored, queued, and answered at once.
@@ -82,7 +98,7 @@ pub(super) async fn submit(
     gateway: &Gateway,
     engine: &Engine,
     request: CallRequest,
-    owner: String,
+    key: Key,
     form: Form,
 ) -> Response<GatewayBody> {
     let protocol = request.endpoint.protocol();
@@ -94,7 +110,7 @@ pub(super) async fn submit(
         );
         return error_response(protocol, &error);
     };
-    match submission(engine, request, owner, form) {
+    match submission(engine, request, key.owner(), form) {
         Ok(submission) => match jobs.submit(submission).await {
             Ok(job) => accepted(jobs, &job, form),
             Err(error) => error_response(protocol, &error),
@@ -241,7 +257,7 @@ pub(super) async fn route(gateway: &Arc<Gateway>, parts: &Parts) -> Routed {
         }
         return through;
     };
-    let owner = owner(&parts.headers);
+    let owner = Key::of(&parts.headers).owner();
     let answer = if jobs_path {
         job_endpoint(jobs, parts, id, rest, &owner).await
     } else if id.starts_with(OWN_RESPONSE) {
@@ -481,7 +497,7 @@ fn job_url(id: &str) -> String {
 pub(super) async fn continuation(
     gateway: &Gateway,
     request: &mut CallRequest,
-    owner: &str,
+    key: &Key,
 ) -> Result<(), CallError> {
     let (Some(jobs), Some(previous)) = (&gateway.jobs, request.continues.clone()) else {
         return Ok(());
@@ -490,7 +506,7 @@ pub(super) async fn continuation(
         request.pinned = jobs.affinity(&previous).await;
         return Ok(());
     }
-    let job = jobs.get(&previous, owner).await?;
+    let job = jobs.get(&previous, &key.owner()).await?;
     let (Some(upstream), Some(upstream_id)) = (job.upstream, job.upstream_id) else {
         return Err(bad_request(format!(
             "previous_response_id `{previous}` is a background response that has no answer yet to continue from (it is {})",
