@@ -32,6 +32,7 @@ const shown = await page.evaluate(() => ({
     ...Object.fromEntries([...tr.querySelectorAll("td[data-field]")].map((td) => [td.dataset.field, td.textContent])),
   })),
   upstreams: [...document.querySelectorAll("#upstreams .chip")].map((c) => c.textContent),
+  jobs: { ...document.getElementById("jobs").dataset, text: document.getElementById("jobs").textContent },
   error: document.getElementById("error").textContent,
 }));
 const status = answers.find((a) => shown.generated === "As of " + a.generated_at + ".");
@@ -66,10 +67,15 @@ if (status) {
       if (row[field] !== String(m[field])) problems.push(`${m.model} ${field}: page ${row[field]}, /status ${m[field]}`);
     }
   }
+  if (status.jobs) {
+    if (shown.jobs.queued !== String(status.jobs.queued)) problems.push(`jobs queued: page ${shown.jobs.queued}, /status ${status.jobs.queued}`);
+    if (shown.jobs.running !== String(status.jobs.running)) problems.push(`jobs running: page ${shown.jobs.running}, /status ${status.jobs.running}`);
+    if (!shown.jobs.text.includes(`${status.jobs.submitted} submitted`)) problems.push(`jobs: page "${shown.jobs.text}", /status submitted ${status.jobs.submitted}`);
+  }
   const codes = status.recent_failures.slice(0, 20).map((f) => f.code);
   if (JSON.stringify(codes) !== JSON.stringify(shown.failures)) problems.push(`failures: page ${shown.failures}, /status ${codes}`);
 }
 await page.screenshot({ path: screenshot, fullPage: true });
 await browser.close();
-console.log(JSON.stringify({ refreshed: shown.refreshed, rows: shown.rows, models: shown.models, failures: shown.failures.length, upstreams: shown.upstreams, problems }));
+console.log(JSON.stringify({ refreshed: shown.refreshed, rows: shown.rows, models: shown.models, failures: shown.failures.length, upstreams: shown.upstreams, jobs: shown.jobs, problems }));
 process.exit(problems.length ? 1 : 0);

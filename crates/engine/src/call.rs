@@ -94,12 +94,14 @@ impl<'a> Call<'a> {
         // A `total` written in the configuration ends streams too; the built-in one does not.
         let configured_total = (route.sources.iter())
             .any(|s| s.key == "timeouts.total" && !s.source.starts_with("built-in"));
-        let deadlines = Deadlines::new(
-            request.start,
-            &route.policy.timeouts,
-            request.client_deadline.as_ref().map(|d| d.0),
-        )
-        .total_ends_streams(configured_total);
+        let client = request.client_deadline.as_ref().map(|d| d.0);
+        let mut timeouts = route.policy.timeouts;
+        // An unattended call's deadline replaces `total` (it is never longer than the deadline).
+        if let (true, Some(at)) = (request.unattended, client) {
+            timeouts.total = at.saturating_duration_since(request.start);
+        }
+        let deadlines =
+            Deadlines::new(request.start, &timeouts, client).total_ends_streams(configured_total);
         Call {
             shared,
             request,

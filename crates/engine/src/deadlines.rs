@@ -63,7 +63,8 @@ impl Deadlines {
     pub fn new(start: Instant, timeouts: &Timeouts, client: Option<Instant>) -> Deadlines {
         let configured = start + timeouts.total;
         let (total, client_set_total) = match client {
-            Some(client) if client < configured => (client, true),
+            // A client deadline equal to the total set it (an unattended call's replaces it).
+            Some(client) if client <= configured => (client, true),
             _ => (configured, false),
         };
         Deadlines {

@@ -38,6 +38,9 @@ pub struct CallRequest {
     pub continues: Option<String>,
     /// The client's own deadline less the margin, and where it came from (for messages).
     pub client_deadline: Option<(Instant, String)>,
+    /// Nobody waits on this call (a background job): its `client_deadline` takes the place of
+    /// `timeouts.total` instead of only shortening it — the caller's patience is the job's.
+    pub unattended: bool,
     /// When the request arrived.
     pub start: Instant,
     /// The one upstream this call may go to, by name: where a stored response it refers to
@@ -84,6 +87,7 @@ impl CallRequest {
             background: head.background,
             continues: head.continues,
             client_deadline: None,
+            unattended: false,
             start: Instant::now(),
             pinned: None,
         }

@@ -276,6 +276,7 @@ fn request_of(job: &Job, body: Bytes, deadline: Instant) -> Result<CallRequest, 
         request.headers.insert("x-request-id", id);
     }
     request.client_deadline = Some((deadline, "timeouts.job".to_owned()));
+    request.unattended = true;
     request.pinned = job.asked.pinned.clone();
     Ok(request)
 }

@@ -1,6 +1,6 @@
 //! `GET /dashboard` in a real browser (Debian's chromium, driven by playwright-core): while calls
-//! with faults flow, every number the page shows must be the one in the `/status` answer it
-//! rendered. The screenshot is kept as a test artifact.
+//! with faults (and background jobs) flow, every number the page shows must be the one in the
+//! `/status` answer it rendered. The screenshot is kept as a test artifact.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,9 +18,10 @@ async fn the_dashboard_shows_what_status_says_while_traffic_flows() {
             .exists(),
         "playwright-core is missing: run `scripts/test` once to install it"
     );
-    let gateway = start(
+    let gateway = start_jobs(
         "[server]\nadmin_key_env = \"HOURGLASS_TEST_ADMIN_KEY\"\n\
          [models.m]\ntargets = [\"a:gpt-4o-mini\", \"b:gpt-4o-mini\"]\n",
+        0.01,
     )
     .await;
     let addr = gateway.addr;
@@ -36,11 +37,15 @@ async fn the_dashboard_shows_what_status_says_while_traffic_flows() {
                     4 => "stall;after_chunks=2;for=50ms;upstream=b",
                     _ => "",
                 };
-                let headers: Vec<(&str, &str)> = if fault.is_empty() {
+                let mut headers: Vec<(&str, &str)> = if fault.is_empty() {
                     vec![]
                 } else {
                     vec![("x-sim-fault", fault)]
                 };
+                // Every seventh call is a background job too.
+                if i.is_multiple_of(7) {
+                    headers.push(("prefer", "respond-async"));
+                }
                 let _ = chat(addr, "m", i.is_multiple_of(2), &headers).await;
                 i += 1;
                 tokio::time::sleep(ms(20)).await;
@@ -83,6 +88,8 @@ async fn the_dashboard_shows_what_status_says_while_traffic_flows() {
         summary["failures"].as_u64().unwrap() > 0,
         "the failure feed shows a's 503s: {summary}"
     );
+    let jobs = &summary["jobs"]["text"];
+    assert!(jobs.as_str().unwrap().contains("submitted"), "{summary}");
     let png = std::fs::read(&screenshot).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,

@@ -18,6 +18,10 @@ targets = ["a:sim-instant", "b:sim-instant"]
 timeouts = { first_byte = "1s", first_token = "1s", total = "20s" }
 retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
 
+[models.brief]
+targets = ["a:sim-instant"]
+timeouts = { first_byte = "5s", first_token = "5s", idle = "5s", total = "1s" }
+
 [models.short]
 targets = ["a:sim-instant"]
 timeouts = { first_byte = "10s", first_token = "10s", total = "20s", job = "1s" }
@@ -645,4 +649,103 @@ async fn a_job_names_its_own_webhook_only_under_an_allowed_prefix() {
     ];
     let outside = chat(open.addr, "m", false, &elsewhere).await;
     assert_eq!(outside.status, 400, "{}", outside.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_deleted_after_their_retention() {
+    let extra = format!("[jobs]\nretention = \"1s\"\n{MODELS}");
+    let gateway = start_jobs(&extra, 0.01).await;
+    let submitted = chat(gateway.addr, "m", false, &[("prefer", "respond-async")]).await;
+    let location = submitted.header("location").unwrap().to_owned();
+    assert_eq!(
+        settle(&gateway, &location, &[], Duration::from_secs(10))
+            .await
+            .status,
+        200
+    );
+    // The sweep runs every quarter of the retention (at least every second).
+    let start = tokio::time::Instant::now();
+    loop {
+        let reply = send(gateway.addr, "GET", &location, &[], "").await;
+        if reply.status == 404 {
+            assert_eq!(reply.json()["error"]["code"], "job_not_found");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still kept: {}",
+            reply.status
+        );
+        tokio::time::sleep(ms(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_open_refuses_jobs_and_leaves_synchronous_calls_alone() {
+    // The data directory is a file: nothing can be created in it.
+    let file = std::env::temp_dir().join(format!("hourglass-not-a-dir-{}", fastrand::u64(..)));
+    std::fs::write(&file, b"not a directory").unwrap();
+    let gateway = start_jobs_in(MODELS, file.clone()).await;
+    let refused = chat(gateway.addr, "m", false, &[("prefer", "respond-async")]).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "jobs_unavailable");
+    assert_eq!(chat(gateway.addr, "m", false, &[]).await.status, 200);
+    std::fs::remove_file(file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_responses_other_reads_go_to_its_upstream_under_the_upstreams_id() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    let fault = [("x-sim-fault", "status;code=503;upstream=a")];
+    let body = r#"{"model":"m","input":"hi","background":true}"#;
+    let created = send(gateway.addr, "POST", "/v1/responses", &fault, body).await;
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        settle_response(&gateway, &id, &[]).await["status"],
+        "completed"
+    );
+    let (a, b) = (gateway.requests("a"), gateway.requests("b"));
+    // The simulator keeps no input items (404), but the request reached `b`, under its own id.
+    let items = send(
+        gateway.addr,
+        "GET",
+        &format!("/v1/responses/{id}/input_items"),
+        &[],
+        "",
+    )
+    .await;
+    let error = items.json()["error"].clone();
+    assert_eq!(
+        error["hourglass"]["attempts"][0]["upstream"], "b",
+        "{error}"
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("/v1/responses/resp_sim") && !message.contains(&id),
+        "{message}"
+    );
+    assert_eq!((gateway.requests("a"), gateway.requests("b")), (a, b + 1));
+}
+
+/// Nobody waits on a job, so `timeouts.job` takes the place of `timeouts.total`: an answer
+/// longer than the model's total fails synchronously and completes as a job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_deadline_takes_the_place_of_the_models_total() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    // Sixteen tokens at eight a second: two seconds, past the model's one-second total.
+    let slow = ("x-sim-fault", "slow;tokens_per_s=8");
+    let synchronous = chat(gateway.addr, "brief", false, &[slow]).await;
+    assert_eq!(synchronous.status, 504, "{}", synchronous.body);
+    assert_eq!(synchronous.json()["error"]["code"], "deadline_exceeded");
+    let submitted = chat(
+        gateway.addr,
+        "brief",
+        false,
+        &[slow, ("prefer", "respond-async")],
+    )
+    .await;
+    let location = submitted.header("location").unwrap().to_owned();
+    let done = settle(&gateway, &location, &[], Duration::from_secs(10)).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("chat.completion"), "{}", done.body);
 }

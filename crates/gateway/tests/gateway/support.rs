@@ -75,16 +75,28 @@ impl Drop for Running {
 
 /// Simulators `a` and `b` on free ports, and a gateway configured with them plus `extra`.
 pub async fn start(extra: &str) -> Running {
-    start_with(extra, 0.01, false).await
+    start_with(extra, 0.01, None).await
 }
 
 /// As [`start`], with simulators at `time_scale`, and taking background jobs into a store in a
 /// fresh directory.
 pub async fn start_jobs(extra: &str, time_scale: f64) -> Running {
-    start_with(extra, time_scale, true).await
+    let dir = std::env::temp_dir().join(format!(
+        "hourglass-jobs-test-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    start_with(extra, time_scale, Some(dir)).await
 }
 
-async fn start_with(extra: &str, time_scale: f64, jobs: bool) -> Running {
+/// As [`start_jobs`], with the store in `dir` (which the test owns).
+pub async fn start_jobs_in(extra: &str, dir: std::path::PathBuf) -> Running {
+    let mut running = start_with(extra, 0.01, Some(dir)).await;
+    running.data_dir = None;
+    running
+}
+
+async fn start_with(extra: &str, time_scale: f64, jobs: Option<std::path::PathBuf>) -> Running {
     let mut sims = HashMap::new();
     let mut text = String::new();
     for name in ["a", "b"] {
@@ -117,12 +129,7 @@ async fn start_with(extra: &str, time_scale: f64, jobs: bool) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let mut gateway = Gateway::new(engine);
     let mut data_dir = None;
-    if jobs {
-        let dir = std::env::temp_dir().join(format!(
-            "hourglass-jobs-test-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+    if let Some(dir) = jobs {
         let settings = gateway.engine().config().jobs.clone();
         let clock = hourglass_jobs::ids::wall_clock();
         let service =
