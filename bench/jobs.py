@@ -103,7 +103,9 @@ def main():
         with tempfile.TemporaryDirectory() as on_dir, tempfile.TemporaryDirectory() as off_dir:
             on, on_port = gateway("on", sim_port, on_dir, True)
             off, off_port = gateway("off", sim_port, off_dir, False)
-            services += [on, off]
+            # A second gateway without jobs: the A/A control that shows this machine's noise.
+            control, control_port = gateway("control", sim_port, off_dir, False)
+            services += [on, off, control]
             # The store is open (a first job made it) before anything is measured.
             status, body = request(on_port, "POST", "/v1/chat/completions", CHAT, {"prefer": "respond-async"})
             assert status == 202, body
@@ -111,13 +113,15 @@ def main():
             settle(on_port, first)
 
             # 1. A synchronous call with jobs enabled and disabled, interleaved.
-            sync = {"jobs enabled": [], "jobs disabled": []}
+            sync = {"jobs enabled": [], "jobs disabled": [], "jobs disabled (control)": []}
             for rep in range(args.repetitions):
-                order = [("jobs enabled", on_port), ("jobs disabled", off_port)]
-                for label, port in order if rep % 2 == 0 else order[::-1]:
+                order = [("jobs enabled", on_port), ("jobs disabled", off_port),
+                         ("jobs disabled (control)", control_port)]
+                rotated = order[rep % 3:] + order[:rep % 3]
+                for label, port in rotated:
                     r = oha(f"http://127.0.0.1:{port}/v1/chat/completions", body=CHAT, duration=args.duration, connections=64)
                     sync[label].append(r)
-                    print(f"  sync, {label:<14} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms", flush=True)
+                    print(f"  sync, {label:<24} {r['rps']:>8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms", flush=True)
             results["sync"] = sync
 
             # 2. Submissions: each one durable (a group commit shared with others) before its 202;
@@ -174,7 +178,7 @@ def median(runs, key):
 
 def render(results, args):
     sync = results["sync"]
-    on, off = sync["jobs enabled"], sync["jobs disabled"]
+    on, off, control = sync["jobs enabled"], sync["jobs disabled"], sync["jobs disabled (control)"]
     m = machine()
     lines = [
         f"Background jobs, {args.repetitions} × {args.duration} per measurement, 64 connections, medians; "
@@ -183,17 +187,20 @@ def render(results, args):
         "| measurement | per second | p50 | p99 |",
         "|---|---|---|---|",
     ]
-    for label, runs in (("synchronous call, jobs enabled", on), ("synchronous call, jobs disabled", off)):
+    for label, runs in (("synchronous call, jobs enabled", on), ("synchronous call, jobs disabled", off),
+                        ("synchronous call, jobs disabled (A/A control)", control)):
         lines.append(f"| {label} | {median(runs, 'rps'):,.0f} | {median(runs, 'p50_ms'):.2f} ms | {median(runs, 'p99_ms'):.2f} ms |")
     lines.append(f"| jobs submitted (durable before the 202) | {median(results['submit'], 'rps'):,.0f} | "
                  f"{median(results['submit'], 'p50_ms'):.2f} ms | {median(results['submit'], 'p99_ms'):.2f} ms |")
     for label, runs in results["poll"].items():
         lines.append(f"| polls of a {label} | {median(runs, 'rps'):,.0f} | {median(runs, 'p50_ms'):.2f} ms | {median(runs, 'p99_ms'):.2f} ms |")
     ratio = median(on, "rps") / max(1.0, median(off, "rps"))
+    noise = median(control, "rps") / max(1.0, median(off, "rps"))
     drained = results["drained"]
     lines += [
         "",
-        f"Synchronous throughput with jobs enabled: {ratio:.3f}× that with jobs disabled. "
+        f"Synchronous throughput with jobs enabled: {ratio:.3f}× that with jobs disabled; "
+        f"the A/A control (a second gateway without jobs): {noise:.3f}×. "
         f"{drained['submitted']:,} jobs submitted, {drained['completed']:,} completed once the queue drained; "
         f"store {drained['store_file_bytes'] / 1048576:.1f} MiB on disk ({drained['store_used_bytes'] / 1048576:.1f} MiB in use).",
         "",
