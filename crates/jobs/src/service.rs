@@ -303,11 +303,6 @@ impl Jobs {
         }
     }
 
-    /// Whether the gateway made a job (or background response) with this id, whoever owns it.
-    pub async fn exists(&self, id: &str) -> Result<bool, CallError> {
-        Ok(self.inner.find(id).await?.is_some())
-    }
-
     /// A finished job's answer body: what the synchronous call would have returned (a
     /// streamed job's is its events, as the stream sent them).
     pub async fn answer(&self, job: &Job) -> Result<Bytes, CallError> {
@@ -387,8 +382,8 @@ impl Jobs {
         Ok(job)
     }
 
-    /// The job's events from number `from` on, then each as it is stored, until the job ends;
-    /// `last` is sent after the stored ones once it has (a non-streaming job's whole answer).
+    /// The job's events from number `from` on, then each as it is stored, until the job ends
+    /// (a job made without a stream has one event: its whole answer, once it has ended).
     pub fn follow(&self, job: &Job, from: u64) -> mpsc::Receiver<Bytes> {
         crate::follow::spawn(self.inner.clone(), job.id.clone(), from)
     }
@@ -453,7 +448,13 @@ impl Inner {
                             }
                         }
                     }
-                    (None, None) => unreachable!("a service has a store or a path"),
+                    (None, None) => {
+                        return Err(StoreError {
+                            store: "none".to_owned(),
+                            doing: "opening",
+                            message: "the jobs service was built without a store".to_owned(),
+                        });
+                    }
                 };
                 tracing::info!(target: "hourglass::jobs", store = %store.describe(), "job store open");
                 Ok(store)
