@@ -25,7 +25,8 @@ pub(crate) fn render(config: &Config) -> String {
             upstream.name, upstream.base_url
         );
     }
-    render_jobs(&mut out, &config.jobs);
+    render_jobs(&mut out, &config.jobs, &config.cluster);
+    render_cluster(&mut out, &config.cluster);
     for model in &config.models {
         let _ = writeln!(
             out,
@@ -74,8 +75,43 @@ pub(crate) fn render(config: &Config) -> String {
     out
 }
 
+/// The `[cluster]` table: what this instance shares with others and what it keeps to itself
+/// (never the database's URL: it may hold a password).
+fn render_cluster(out: &mut String, cluster: &crate::ClusterSettings) {
+    let f = crate::duration::format;
+    let instance = cluster.instance.as_deref().unwrap_or("the host's name");
+    if !cluster.is_shared() {
+        let _ = writeln!(
+            out,
+            "\ncluster    one instance ({instance}): nothing is shared; jobs stay in its own store"
+        );
+        return;
+    }
+    let _ = writeln!(out, "\ncluster    instance {instance}, one of several");
+    let _ = writeln!(
+        out,
+        "  shared     background jobs and their events, webhook deliveries, response affinities (PostgreSQL, up to {} connections)",
+        cluster.postgres_pool
+    );
+    let _ = writeln!(
+        out,
+        "  leases     a replica holds the jobs it runs for {}, renewed every {}; another takes them when it lapses",
+        f(cluster.job_lease),
+        f(cluster.job_lease / 3)
+    );
+    let _ = writeln!(
+        out,
+        "  local      breakers, latency estimates, hedge windows, the retry budget, connection pools, timers"
+    );
+    let _ = writeln!(
+        out,
+        "  starting   not ready until PostgreSQL answers, for at most {}; then it runs without it (jobs answer 503)",
+        f(cluster.wait_for_stores)
+    );
+}
+
 /// The `[jobs]` table: the store, its limits and the webhooks (never a secret's value).
-fn render_jobs(out: &mut String, jobs: &JobsSettings) {
+fn render_jobs(out: &mut String, jobs: &JobsSettings, cluster: &crate::ClusterSettings) {
     let f = crate::duration::format;
     if !jobs.enabled {
         let _ = writeln!(
@@ -85,10 +121,13 @@ fn render_jobs(out: &mut String, jobs: &JobsSettings) {
         return;
     }
     let store = match &jobs.data_dir {
-        Some(dir) => format!("{}", dir.join("jobs.redb").display()),
-        None => "$XDG_DATA_HOME/hourglass/jobs.redb (else ~/.local/share/hourglass; --data-dir overrides)".to_owned(),
+        _ if cluster.postgres_url.is_some() => {
+            "PostgreSQL (cluster.postgres_url), shared by every replica".to_owned()
+        }
+        Some(dir) => format!("redb at {}", dir.join("jobs.redb").display()),
+        None => "redb at $XDG_DATA_HOME/hourglass/jobs.redb (else ~/.local/share/hourglass; --data-dir overrides)".to_owned(),
     };
-    let _ = writeln!(out, "\njobs       store redb at {store}");
+    let _ = writeln!(out, "\njobs       store {store}");
     let _ = writeln!(
         out,
         "  retention {}, at most {} queued and {} running, store up to {} MiB",

@@ -22,6 +22,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub jobs: crate::jobs::RawJobs,
     #[serde(default)]
+    pub cluster: crate::cluster::RawCluster,
+    #[serde(default)]
     pub upstreams: Ordered<RawUpstream>,
     #[serde(default)]
     pub models: Ordered<RawModel>,

@@ -650,3 +650,87 @@ fn a_bad_jobs_table_is_refused_with_the_key_at_fault() {
     );
     assert!(unknown.unwrap_err().to_string().contains("retension"));
 }
+
+#[test]
+fn the_cluster_table_loads_and_check_shows_what_is_shared_never_the_url() {
+    let env = |name: &str| {
+        (name == "PG_URL").then(|| "postgres://gw:pa55word@db.internal:5432/hourglass".to_owned())
+    };
+    let text = format!(
+        "{ONE_UPSTREAM}[cluster]\ninstance = \"gw-1\"\npostgres_url_env = \"PG_URL\"\npostgres_pool = 4\njob_lease = \"6s\"\nwait_for_stores = \"10s\"\n"
+    );
+    let config = Config::from_toml(&text, "test.toml", &env).unwrap();
+    let cluster = &config.cluster;
+    assert!(cluster.is_shared());
+    assert_eq!(cluster.instance.as_deref(), Some("gw-1"));
+    assert_eq!(cluster.postgres_pool, 4);
+    assert_eq!(cluster.job_lease, Duration::from_secs(6));
+    assert_eq!(cluster.wait_for_stores, Duration::from_secs(10));
+    let shown = config.render_check();
+    for words in [
+        "instance gw-1",
+        "store PostgreSQL",
+        "shared     background jobs",
+        "local      breakers",
+        "renewed every 2s",
+    ] {
+        assert!(shown.contains(words), "{words}: {shown}");
+    }
+    assert!(
+        !shown.contains("pa55word") && !shown.contains("db.internal"),
+        "{shown}"
+    );
+    assert!(!format!("{config:?}").contains("pa55word"));
+
+    // Without the table: one instance, nothing shared, the embedded store.
+    let single = Config::from_toml(ONE_UPSTREAM, "test.toml", &env).unwrap();
+    assert!(!single.cluster.is_shared());
+    let shown = single.render_check();
+    assert!(shown.contains("nothing is shared"), "{shown}");
+    assert!(shown.contains("store redb"), "{shown}");
+}
+
+#[test]
+fn a_bad_cluster_table_is_refused_with_the_key_at_fault_and_no_url() {
+    let env = |name: &str| match name {
+        "NOT_PG" => Some("https://user:pa55word@db.internal/x".to_owned()),
+        "PG_URL" => Some("postgres://db/x".to_owned()),
+        _ => None,
+    };
+    for (table, key, words) in [
+        ("instance = \"gw 1\"", "cluster.instance", "letters"),
+        ("instance = \"\"", "cluster.instance", "1 to 64"),
+        (
+            "postgres_url_env = \"UNSET\"",
+            "cluster.postgres_url_env",
+            "not set",
+        ),
+        (
+            "postgres_url_env = \"NOT_PG\"",
+            "cluster.postgres_url_env",
+            "PostgreSQL URL",
+        ),
+        (
+            "postgres_url_env = \"PG_URL\"\npostgres_url_file = \"/x\"",
+            "cluster.postgres_url_file",
+            "keep one",
+        ),
+        ("postgres_pool = 0", "cluster.postgres_pool", "1 to 256"),
+        (
+            "job_lease = \"100ms\"",
+            "cluster.job_lease",
+            "at least 500ms",
+        ),
+        ("postgres = true", "postgres", "unknown field"),
+    ] {
+        let text = format!("{ONE_UPSTREAM}[cluster]\n{table}\n");
+        let error = Config::from_toml(&text, "test.toml", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(key) && error.contains(words),
+            "{table}: {error}"
+        );
+        assert!(!error.contains("pa55word"), "{error}");
+    }
+}

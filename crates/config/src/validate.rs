@@ -105,6 +105,8 @@ pub(crate) fn from_toml(
     let health_check = health_check(&check, &raw)?;
     let jobs = crate::jobs::validate(raw.jobs, dir, &|source| source.read(dir, env))
         .or_else(|(key, message)| check.fail(key, message))?;
+    let cluster = crate::cluster::validate(raw.cluster, &|source| source.read(dir, env))
+        .or_else(|(key, message)| check.fail(key, message))?;
     if raw.upstreams.0.is_empty() {
         return check.fail("upstreams", "no upstream is configured; add a table such as [upstreams.openai] with base_url = \"https://api.openai.com/v1\"");
     }
@@ -130,6 +132,7 @@ pub(crate) fn from_toml(
         breaker,
         health_check,
         jobs,
+        cluster,
         upstreams,
         models: Vec::new(),
         layers,
@@ -904,6 +907,7 @@ fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
         breaker: crate::BreakerConfig::default(),
         health_check: crate::HealthCheckConfig::default(),
         jobs: crate::JobsSettings::default(),
+        cluster: crate::ClusterSettings::default(),
         upstreams,
         models: Vec::new(),
         layers: Layers::default(),

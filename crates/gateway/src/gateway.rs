@@ -24,6 +24,9 @@ pub struct Gateway {
     reloader: Option<Reloader>,
     /// Told when the shutdown grace period has run out.
     pub(crate) stopping: crate::stopping::Stopping,
+    /// When it was made: a replica waits `cluster.wait_for_stores` from then for its stores
+    /// before it is ready without them.
+    pub(crate) started: tokio::time::Instant,
 }
 
 /// The server settings in effect: the `[server]` table of the configuration the current engine
@@ -62,6 +65,30 @@ impl Gateway {
             jobs: None,
             reloader: None,
             stopping: crate::stopping::Stopping::default(),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether an orchestrator may send it traffic (`/health/ready`): its job store has
+    /// answered once, or it waited `cluster.wait_for_stores` for it and runs without it
+    /// (synchronous calls need none; a store that goes away later does not make it unready:
+    /// jobs answer 503 meanwhile); with the reason.
+    pub fn readiness(&self) -> (bool, &'static str) {
+        let Some(jobs) = &self.jobs else {
+            return (true, "ready");
+        };
+        let waited = self.started.elapsed() >= self.engine().config().cluster.wait_for_stores;
+        match (jobs.opened(), jobs.reachable()) {
+            (true, true) => (true, "ready"),
+            (true, false) => (
+                true,
+                "ready; its job store does not answer (background jobs answer 503 until it does)",
+            ),
+            (false, _) if waited => (
+                true,
+                "ready without its job store (background jobs answer 503 until it answers)",
+            ),
+            (false, _) => (false, "waiting for its job store (cluster.wait_for_stores)"),
         }
     }
 
@@ -130,6 +157,11 @@ impl Gateway {
             not_applied.push(format!(
                 "server.listen = {now} needs a restart; the gateway still listens on {was}"
             ));
+        }
+        if current.config().cluster != engine.config().cluster {
+            not_applied.push(
+                "[cluster] changed: the shared job store, the instance's name and its leases need a restart; the running ones stay".to_owned(),
+            );
         }
         if current.config().jobs != engine.config().jobs {
             not_applied.push(

@@ -48,6 +48,19 @@ pub(crate) fn default_data_dir() -> PathBuf {
     }
 }
 
+/// This instance's name: `cluster.instance`, else the host's (a pod's name under Kubernetes).
+fn instance_name(cluster: &hourglass_config::ClusterSettings) -> String {
+    if let Some(name) = &cluster.instance {
+        return name.clone();
+    }
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "hourglass".to_owned())
+}
+
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut dials: HashMap<String, Arc<dyn Dial>> = HashMap::new();
     let (mut config, note) = match &args.config {
@@ -86,6 +99,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let listen = config.server.listen;
     let jobs_settings = config.jobs.clone();
+    let cluster = config.cluster.clone();
     refuse_open_public_address(&config).map_err(anyhow::Error::msg)?;
     let upstreams: Vec<String> = config
         .upstreams
@@ -113,19 +127,43 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut gateway = Gateway::new(engine);
     if jobs_settings.enabled {
         let clock = hourglass_jobs::ids::wall_clock();
-        let jobs = Jobs::new(
-            jobs_settings,
-            default_data_dir(),
-            gateway.engine_source(),
-            clock,
-        );
-        let store = jobs
-            .path()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        let jobs = match &cluster.postgres_url {
+            Some(url) => {
+                let url = url.expose().to_owned();
+                let instance = instance_name(&cluster);
+                let (pool, lease) = (cluster.postgres_pool, cluster.job_lease);
+                let described = format!("PostgreSQL (instance {instance})");
+                let open: hourglass_jobs::Opener = Arc::new(move || {
+                    let (url, instance) = (url.clone(), instance.clone());
+                    Box::pin(async move {
+                        let store =
+                            hourglass_jobs::store::Postgres::connect(&url, pool, &instance, lease)
+                                .await?;
+                        Ok(Arc::new(store) as Arc<dyn hourglass_jobs::store::Store>)
+                    })
+                });
+                Jobs::remote(
+                    jobs_settings,
+                    described,
+                    open,
+                    gateway.engine_source(),
+                    clock,
+                )
+            }
+            None => Jobs::new(
+                jobs_settings,
+                default_data_dir(),
+                gateway.engine_source(),
+                clock,
+            ),
+        };
         match jobs.start().await {
-            Ok(()) => say!("hourglass serve: background jobs are kept in {store}"),
+            Ok(()) => say!(
+                "hourglass serve: background jobs are kept in {}",
+                jobs.stats().store
+            ),
             // Synchronous calls do not need the store: serve them, and say why jobs cannot run.
+            // A shared store is tried again at each submission and by `/health/ready`.
             Err(error) => tracing::error!("background jobs are unavailable: {}", error.message),
         }
         gateway = gateway.with_jobs(jobs);

@@ -11,137 +11,30 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use hourglass_testkit::http::http;
+use hourglass_testkit::jobs::{running, submit};
+use hourglass_testkit::serve::Serve;
 
 use hourglass_sim::{Server, ServerConfig};
 use serde_json::Value;
 
-/// `hourglass serve`, killed (by its own PID) when dropped.
-struct Serve {
-    child: Child,
-    addr: String,
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(config: &Path, data_dir: &Path) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hourglass"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env(
+    Serve::start(
+        env!("CARGO_BIN_EXE_hourglass"),
+        config,
+        &["--data-dir", data_dir.to_str().unwrap()],
+        &[(
             "HOURGLASS_CRASH_WEBHOOK_SECRET",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary runs");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let addr = loop {
-        let mut line = String::new();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "serve exited");
-        if let Some(at) = line.find("listening on http://") {
-            let rest = &line[at + "listening on http://".len()..];
-            break rest[..rest.find("/v1").unwrap()].to_owned();
-        }
-    };
-    Serve {
-        child,
-        addr,
-        _stdout: stdout,
-    }
+        )],
+    )
 }
 
-/// One HTTP/1.1 exchange: the status and the body.
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text[9..12].parse().unwrap();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(rest)
-    } else {
-        rest.to_owned()
-    };
-    (status, body)
-}
-
-fn dechunk(mut text: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = text.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        text = &rest[size + 2..];
-    }
-    out
-}
-
-fn submit(addr: &str, stream: bool, fault: Option<&str>) -> String {
-    let body = format!(
-        r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":{stream}}}"#
-    );
-    let mut headers = vec![("prefer", "respond-async")];
-    if let Some(fault) = fault {
-        headers.push(("x-sim-fault", fault));
-    }
-    let (status, body) = http(addr, "POST", "/v1/chat/completions", &headers, &body);
-    assert_eq!(status, 202, "{body}");
-    let job: Value = serde_json::from_str(&body).unwrap();
-    job["id"].as_str().unwrap().to_owned()
-}
-
-/// The job object while it runs, or `None` once it has ended.
-fn running(addr: &str, id: &str) -> Option<Value> {
-    let (status, body) = http(addr, "GET", &format!("/v1/hourglass/jobs/{id}"), &[], "");
-    (status == 202).then(|| serde_json::from_str(&body).unwrap())
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if done() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting until {what}");
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    hourglass_testkit::wait_until(what, 60, done);
 }
 
 /// Receives webhook deliveries on `listener`: the `webhook-id` of each, answered 204.

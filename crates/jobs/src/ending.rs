@@ -151,14 +151,10 @@ pub(crate) async fn finish(
 }
 
 /// Ends a job the queue held when it was cancelled (its runner never started).
-pub(crate) async fn cancel_queued(inner: &Arc<Inner>, live: &Live) {
+pub(crate) async fn cancel_queued(inner: &Arc<Inner>, store: &dyn Store, live: &Live) {
     let job = live.snapshot();
-    let store = match inner.store().await {
-        Ok(store) => store,
-        Err(_) => return,
-    };
     let end = End::failed(cancelled());
-    if let Err(error) = finish(inner, store.as_ref(), Some(live), job, end).await {
+    if let Err(error) = finish(inner, store, Some(live), job, end).await {
         tracing::warn!(target: "hourglass::jobs", %error, "a cancelled job's end was not stored");
     }
 }

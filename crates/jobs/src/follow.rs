@@ -32,7 +32,7 @@ async fn follow(inner: Arc<Inner>, id: String, mut next: u64, sender: mpsc::Send
     };
     loop {
         // Watch before reading, so a change between the read and the wait is not missed.
-        let mut changed = inner.live(&id).map(|live| live.changed.subscribe());
+        let mut changed = inner.watch(&id);
         let Ok(events) = store.events(&id, next, BATCH).await else {
             return;
         };
@@ -59,13 +59,9 @@ async fn follow(inner: Arc<Inner>, id: String, mut next: u64, sender: mpsc::Send
             }
             return;
         }
-        match &mut changed {
-            Some(changed) => {
-                let _ = changed.changed().await;
-            }
-            // Not running in this process (another instance runs it): look again shortly.
-            None => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
+        // A notice may be lost (another instance's store connection dropping): look again
+        // after a while even without one.
+        let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
         if sender.is_closed() {
             return;
         }

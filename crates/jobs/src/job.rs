@@ -135,6 +135,10 @@ pub struct Job {
     /// The request fields its Response object repeats (a background response's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<serde_json::Value>,
+    /// Whether a client asked for it to be cancelled while another instance held it (kept by
+    /// a shared store beside the record, not in it).
+    #[serde(skip)]
+    pub cancel_requested: bool,
 }
 
 impl Job {

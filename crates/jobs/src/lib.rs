@@ -13,8 +13,8 @@ pub mod recovery; // what a restart does to the jobs left unfinished
 mod webhooks; // signed deliveries of a job's end, retried durably
 pub mod responses; // OpenAI's Responses in background mode: objects and events made the job's
 pub mod ids; // job ids, the owner's fingerprint, the wall clock
-pub mod store; // where jobs live: the Store trait and the embedded redb store
+pub mod store; // where jobs live: the Store trait, the embedded redb store, PostgreSQL
 pub mod job; // a job as stored: what was asked, whose, where it stands, how it ended
 
 pub use job::{Job, Kind, State};
-pub use service::{EngineSource, Jobs, STORE_FILE, Stats, Submission, not_found};
+pub use service::{EngineSource, Jobs, Opener, STORE_FILE, Stats, Submission, not_found};

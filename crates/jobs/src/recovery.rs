@@ -66,6 +66,7 @@ mod tests {
             upstream_id: None,
             webhook: None,
             echo: None,
+            cancel_requested: false,
         }
     }
 

@@ -41,6 +41,11 @@ pub(crate) async fn run(inner: Arc<Inner>, live: Arc<Live>, permit: OwnedSemapho
         end = call(&inner, store.as_ref(), &live, &mut job) => end,
         () = cancelled(&mut cancel) => End::failed(ending::cancelled()),
     };
+    if live.lost.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(target: "hourglass::jobs", job = %job.id, request_id = %job.request_id, "another instance took this job (this one's lease lapsed): this run stops and leaves the job to it");
+        inner.finished(&job.id);
+        return;
+    }
     if let Err(error) = ending::finish(&inner, store.as_ref(), Some(&live), job, end).await {
         tracing::warn!(target: "hourglass::jobs", %error, "a job's end was not stored");
     }
@@ -245,6 +250,13 @@ async fn write(
 ) -> Result<(), crate::store::StoreError> {
     changes.push(Change::Job(Box::new(job.clone())));
     let written = store.apply(changes).await;
+    if let Err(error) = &written
+        && error.lease_lost
+    {
+        live.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+        live.cancel.send_replace(true);
+        return written;
+    }
     *live
         .job
         .lock()

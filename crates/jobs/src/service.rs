@@ -20,15 +20,33 @@ use crate::ids::{self, Clock};
 use crate::job::{Asked, Job, Kind, State};
 use crate::recovery::{self, Recovered};
 use crate::responses;
-use crate::store::{Blob, Change, Embedded, Store, StoreError};
+use crate::store::{Blob, BoxFuture, Change, Embedded, Notice, Store, StoreError};
 use crate::webhooks::Webhooks;
 
 /// The engine a job runs on when it starts: the gateway's current one (a reload applies to jobs
 /// that start after it).
 pub type EngineSource = Arc<dyn Fn() -> Arc<Engine> + Send + Sync>;
 
+/// Opens a store that lives elsewhere (a server database); tried again at each use until it
+/// opens.
+pub type Opener =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn Store>, StoreError>> + Send + Sync>;
+
+/// Where the service's store comes from.
+enum Source {
+    /// The embedded store, in this file (opened at the first job, or at start when it exists).
+    Embedded(PathBuf),
+    /// A store the caller made (tests).
+    Given(Arc<dyn Store>),
+    /// A store opened by the caller's function (described without its secrets).
+    Remote { describe: String, open: Opener },
+}
+
 /// The file of the embedded store, in its data directory.
 pub const STORE_FILE: &str = "jobs.redb";
+
+/// How long a cancel waits for the job's runner to record its end.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// How long an affinity (which upstream holds a response the gateway did not make) is kept:
 /// as long as OpenAI keeps a stored response.
@@ -70,6 +88,8 @@ pub struct Submission {
 pub struct Stats {
     /// Whether the store is open.
     pub open: bool,
+    /// Whether the store answered its last use (an embedded store not yet opened counts).
+    pub reachable: bool,
     /// The store, described.
     pub store: String,
     /// Jobs waiting for a runner.
@@ -117,6 +137,9 @@ pub(crate) struct Live {
     pub changed: watch::Sender<u64>,
     /// Set to ask its runner to stop.
     pub cancel: watch::Sender<bool>,
+    /// Set when another instance took the job (this one's lease lapsed): its runner stops
+    /// without a word, as the job is no longer its to end.
+    pub lost: std::sync::atomic::AtomicBool,
 }
 
 impl Live {
@@ -126,6 +149,7 @@ impl Live {
             phase: Mutex::new(Phase::Queued),
             changed: watch::Sender::new(0),
             cancel: watch::Sender::new(false),
+            lost: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -154,10 +178,11 @@ pub(crate) const ENDINGS: [State; 4] = [
 /// The shared state of the service.
 pub(crate) struct Inner {
     pub settings: JobsSettings,
-    path: Option<PathBuf>,
+    source: Source,
     store: OnceCell<Arc<dyn Store>>,
     started: OnceCell<()>,
-    given: Option<Arc<dyn Store>>,
+    /// Followers of jobs other instances run, by job: told by the store's notices.
+    remote: Mutex<HashMap<String, watch::Sender<u64>>>,
     pub engine: EngineSource,
     pub clock: Clock,
     live: Mutex<HashMap<String, Arc<Live>>>,
@@ -195,7 +220,24 @@ impl Jobs {
         clock: Clock,
     ) -> Jobs {
         let dir = settings.data_dir.clone().unwrap_or(default_dir);
-        Jobs::build(settings, Some(dir.join(STORE_FILE)), None, engine, clock)
+        Jobs::build(
+            settings,
+            Source::Embedded(dir.join(STORE_FILE)),
+            engine,
+            clock,
+        )
+    }
+
+    /// The service on a store `open` opens (a server database shared by several gateways),
+    /// described as `describe` until it is open.
+    pub fn remote(
+        settings: JobsSettings,
+        describe: String,
+        open: Opener,
+        engine: EngineSource,
+        clock: Clock,
+    ) -> Jobs {
+        Jobs::build(settings, Source::Remote { describe, open }, engine, clock)
     }
 
     /// The service on a store of the caller's (a server database; tests).
@@ -205,25 +247,19 @@ impl Jobs {
         engine: EngineSource,
         clock: Clock,
     ) -> Jobs {
-        Jobs::build(settings, None, Some(store), engine, clock)
+        Jobs::build(settings, Source::Given(store), engine, clock)
     }
 
-    fn build(
-        settings: JobsSettings,
-        path: Option<PathBuf>,
-        given: Option<Arc<dyn Store>>,
-        engine: EngineSource,
-        clock: Clock,
-    ) -> Jobs {
+    fn build(settings: JobsSettings, source: Source, engine: EngineSource, clock: Clock) -> Jobs {
         let running = Arc::new(Semaphore::new(settings.max_running));
         let webhooks = Webhooks::new(&settings, clock.clone());
         Jobs {
             inner: Arc::new(Inner {
                 settings,
-                path,
+                source,
                 store: OnceCell::new(),
                 started: OnceCell::new(),
-                given,
+                remote: Mutex::new(HashMap::new()),
                 engine,
                 clock,
                 live: Mutex::new(HashMap::new()),
@@ -239,17 +275,58 @@ impl Jobs {
 
     /// The store's path, for the embedded store.
     pub fn path(&self) -> Option<&std::path::Path> {
-        self.inner.path.as_deref()
+        match &self.inner.source {
+            Source::Embedded(path) => Some(path),
+            _ => None,
+        }
     }
 
-    /// Opens the store now if there may be jobs to recover in it (a store given by the caller,
-    /// or an embedded file that exists), recovers them and starts the runners.
+    /// Opens the store now if there may be jobs to recover in it (a store given by the caller
+    /// or opened elsewhere, or an embedded file that exists), recovers them and starts the
+    /// runners.
     pub async fn start(&self) -> Result<(), CallError> {
-        let exists = self.inner.path.as_ref().is_some_and(|p| p.exists());
-        if self.inner.given.is_some() || exists {
-            self.inner.store().await?;
+        let open_now = match &self.inner.source {
+            Source::Embedded(path) => path.exists(),
+            Source::Given(_) | Source::Remote { .. } => true,
+        };
+        if !open_now {
+            return Ok(());
         }
-        Ok(())
+        let Err(error) = self.inner.store().await else {
+            return Ok(());
+        };
+        if matches!(self.inner.source, Source::Remote { .. }) {
+            // A server database may come later: keep trying, so the replica recovers jobs and
+            // becomes ready once it answers, not only at the next submission.
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let mut stop = inner.stop.subscribe();
+                while inner.opened().is_none() {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = stopped(&mut stop) => return,
+                    }
+                    if inner.store().await.is_ok() {
+                        tracing::info!(target: "hourglass::jobs", "the job store answers: background jobs are taken again");
+                    }
+                }
+            });
+        }
+        Err(error)
+    }
+
+    /// Whether the store has opened (an embedded store not yet opened counts: it opens at the
+    /// first job): a replica is ready once it has, even if the store is away later.
+    pub fn opened(&self) -> bool {
+        self.inner.store.get().is_some() || matches!(self.inner.source, Source::Embedded(_))
+    }
+
+    /// Whether the store answered its last use (jobs can be taken now).
+    pub fn reachable(&self) -> bool {
+        match self.inner.store.get() {
+            Some(store) => store.reachable(),
+            None => matches!(self.inner.source, Source::Embedded(_)),
+        }
     }
 
     /// Takes a job: stored durably, then queued. Refused when the queue is full or the store
@@ -336,36 +413,9 @@ impl Jobs {
         if job.state.is_terminal() {
             return Ok(job);
         }
-        let Some(live) = self.inner.live(id) else {
-            return self.get(id, owner).await;
-        };
-        let phase = {
-            let mut phase = lock(&live.phase);
-            let was = *phase;
-            if was == Phase::Queued {
-                *phase = Phase::Done;
-            }
-            was
-        };
-        match phase {
-            Phase::Queued => {
-                lock(&self.inner.queue).retain(|queued| queued != id);
-                ending::cancel_queued(&self.inner, &live).await;
-            }
-            Phase::Running => {
-                let mut changed = live.changed.subscribe();
-                live.cancel.send_replace(true);
-                // The runner drops the upstream call and records the end; wait for it, briefly.
-                let ended = async {
-                    while !live.snapshot().state.is_terminal() {
-                        if changed.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(10), ended).await;
-            }
-            Phase::Done => {}
+        match self.inner.live(id) {
+            Some(live) => self.inner.cancel_here(&live).await,
+            None => self.inner.cancel_elsewhere(id).await?,
         }
         self.get(id, owner).await
     }
@@ -426,14 +476,99 @@ impl Jobs {
 }
 
 impl Inner {
+    /// Cancels a job this process holds: a queued one ends at once, a running one's runner is
+    /// told to drop its call, and its end is waited for (briefly).
+    pub(crate) async fn cancel_here(self: &Arc<Self>, live: &Arc<Live>) {
+        let phase = {
+            let mut phase = lock(&live.phase);
+            let was = *phase;
+            if was == Phase::Queued {
+                *phase = Phase::Done;
+            }
+            was
+        };
+        match phase {
+            Phase::Queued => {
+                let id = live.snapshot().id;
+                lock(&self.queue).retain(|queued| *queued != id);
+                // A job is live only once the store is open.
+                if let Some(store) = self.opened() {
+                    ending::cancel_queued(self, store.as_ref(), live).await;
+                }
+            }
+            Phase::Running => {
+                let mut changed = live.changed.subscribe();
+                live.cancel.send_replace(true);
+                // The runner drops the upstream call and records the end; wait for it, briefly.
+                let ended = async {
+                    while !live.snapshot().state.is_terminal() {
+                        if changed.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(CANCEL_WAIT, ended).await;
+            }
+            Phase::Done => {}
+        }
+    }
+
+    /// Asks the instance that holds job `id` to cancel it, and waits (briefly) for its end.
+    async fn cancel_elsewhere(self: &Arc<Self>, id: &str) -> Result<(), CallError> {
+        let store = self.store().await?;
+        if store.lease().is_none() {
+            return Ok(());
+        }
+        let mut changed = self.watch(id);
+        store.request_cancel(id).await.map_err(unavailable)?;
+        let ended = async {
+            loop {
+                match self.find(id).await {
+                    Ok(Some(job)) if !job.state.is_terminal() => {}
+                    _ => return,
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(250), changed.changed()).await;
+            }
+        };
+        let _ = tokio::time::timeout(CANCEL_WAIT, ended).await;
+        Ok(())
+    }
+
+    /// A receiver that changes when job `id` does: from this process's runner when it holds
+    /// the job, else from the store's notices of other instances' writes.
+    pub(crate) fn watch(&self, id: &str) -> watch::Receiver<u64> {
+        if let Some(live) = self.live(id) {
+            return live.changed.subscribe();
+        }
+        lock(&self.remote)
+            .entry(id.to_owned())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
+    }
+
+    /// Tells the followers of job `id` (or of every job, for `None`) that it changed elsewhere.
+    fn changed_elsewhere(&self, id: Option<&str>) {
+        let mut remote = lock(&self.remote);
+        remote.retain(|_, sender| sender.receiver_count() > 0);
+        match id {
+            Some(id) => {
+                if let Some(sender) = remote.get(id) {
+                    sender.send_modify(|n| *n += 1);
+                }
+            }
+            None => remote.values().for_each(|s| s.send_modify(|n| *n += 1)),
+        }
+    }
+
     /// The store, opened (and its jobs recovered, its runners started) on first use.
     pub async fn store(self: &Arc<Self>) -> Result<Arc<dyn Store>, CallError> {
         let store = self
             .store
             .get_or_try_init(|| async {
-                let store: Arc<dyn Store> = match (&self.given, &self.path) {
-                    (Some(store), _) => store.clone(),
-                    (None, Some(path)) => {
+                let store: Arc<dyn Store> = match &self.source {
+                    Source::Given(store) => store.clone(),
+                    Source::Remote { open, .. } => open().await?,
+                    Source::Embedded(path) => {
                         let path = path.clone();
                         let opened =
                             tokio::task::spawn_blocking(move || Embedded::open(&path)).await;
@@ -444,16 +579,10 @@ impl Inner {
                                     store: "redb".to_owned(),
                                     doing: "opening",
                                     message: error.to_string(),
+                                    lease_lost: false,
                                 });
                             }
                         }
-                    }
-                    (None, None) => {
-                        return Err(StoreError {
-                            store: "none".to_owned(),
-                            doing: "opening",
-                            message: "the jobs service was built without a store".to_owned(),
-                        });
                     }
                 };
                 tracing::info!(target: "hourglass::jobs", store = %store.describe(), "job store open");
@@ -476,18 +605,41 @@ impl Inner {
     async fn started(self: &Arc<Self>, store: &Arc<dyn Store>) {
         self.started
             .get_or_init(|| async {
+                if let Some(notices) = store.notices() {
+                    tokio::spawn(relay(self.clone(), notices));
+                }
                 if let Err(error) = self.recover(store).await {
                     tracing::error!(target: "hourglass::jobs", %error, "unfinished jobs could not be recovered");
                 }
                 tokio::spawn(dispatch(self.clone()));
                 tokio::spawn(sweep(self.clone(), store.clone()));
                 self.webhooks.start(store.clone(), self.stop.subscribe()).await;
+                if let Some(lease) = store.lease() {
+                    tokio::spawn(hold(self.clone(), store.clone(), lease));
+                }
             })
             .await;
     }
 
+    /// Takes the unfinished jobs no live process holds (at start: every one the last process
+    /// left; with a shared store, also those whose instance died) and runs, re-runs or ends
+    /// each by the restart rule — up to the room the queue has.
     async fn recover(self: &Arc<Self>, store: &Arc<dyn Store>) -> Result<(), StoreError> {
-        for job in store.unfinished().await? {
+        let room = self
+            .settings
+            .max_queued
+            .saturating_sub(lock(&self.queue).len());
+        if room == 0 {
+            return Ok(());
+        }
+        for job in store.claim(room).await? {
+            if job.cancel_requested {
+                let live = Live::new(job);
+                *lock(&live.phase) = Phase::Done;
+                lock(&self.live).insert(live.snapshot().id, live.clone());
+                ending::cancel_queued(self, store.as_ref(), &live).await;
+                continue;
+            }
             match recovery::recover(job) {
                 Recovered::Run(job) => {
                     let changes = vec![
@@ -584,10 +736,16 @@ impl Inner {
         let webhooks = self.webhooks.stats();
         Stats {
             open: store.is_some(),
+            reachable: store.map_or(matches!(self.source, Source::Embedded(_)), |s| {
+                s.reachable()
+            }),
             store: store.map_or_else(
-                || match &self.path {
-                    Some(path) => format!("redb at {} (opens at the first job)", path.display()),
-                    None => "none".to_owned(),
+                || match &self.source {
+                    Source::Embedded(path) => {
+                        format!("redb at {} (opens at the first job)", path.display())
+                    }
+                    Source::Remote { describe, .. } => format!("{describe} (not reachable yet)"),
+                    Source::Given(store) => store.describe(),
                 },
                 |s| s.describe(),
             ),
@@ -649,6 +807,51 @@ async fn dispatch(inner: Arc<Inner>) {
             *phase = Phase::Running;
         }
         tokio::spawn(crate::runner::run(inner.clone(), live, permit));
+    }
+}
+
+/// Acts on other instances' notices: followers of a job told when it changed, a cancel asked
+/// of a job this process holds carried out.
+async fn relay(inner: Arc<Inner>, mut notices: tokio::sync::broadcast::Receiver<Notice>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut stop = inner.stop.subscribe();
+    loop {
+        let notice = tokio::select! {
+            notice = notices.recv() => notice,
+            () = stopped(&mut stop) => return,
+        };
+        match notice {
+            Ok(Notice::Changed(id)) => inner.changed_elsewhere(Some(&id)),
+            Ok(Notice::Cancel(id)) => {
+                if let Some(live) = inner.live(&id) {
+                    let inner = inner.clone();
+                    tokio::spawn(async move { inner.cancel_here(&live).await });
+                }
+            }
+            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => inner.changed_elsewhere(None),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Holds this process's jobs in a shared store: renews its leases every third of one, and
+/// takes the jobs and webhook deliveries of instances whose leases lapsed (they died).
+async fn hold(inner: Arc<Inner>, store: Arc<dyn Store>, lease: Duration) {
+    let mut stop = inner.stop.subscribe();
+    let every = lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stopped(&mut stop) => return,
+        }
+        if let Err(error) = store.renew().await {
+            tracing::warn!(target: "hourglass::jobs", %error, "this instance's job leases were not renewed; other instances take its jobs if it stays cut off");
+            continue;
+        }
+        if let Err(error) = inner.recover(&store).await {
+            tracing::warn!(target: "hourglass::jobs", %error, "jobs whose instance died could not be taken");
+        }
+        inner.webhooks.take_owed(store.as_ref()).await;
     }
 }
 
@@ -723,6 +926,7 @@ fn new_job(s: Submission, now: u64) -> Job {
         upstream_id: None,
         webhook: s.webhook,
         echo: s.echo,
+        cancel_requested: false,
     }
 }
 

@@ -199,28 +199,34 @@ impl Webhooks {
     /// Starts the sender with the deliveries the store still owes.
     pub async fn start(&self, store: Arc<dyn Store>, stop: watch::Receiver<bool>) {
         let (queue, incoming) = mpsc::unbounded_channel();
+        *self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(queue);
+        self.take_owed(store.as_ref()).await;
+        tokio::spawn(sender(self.shared.clone(), store, incoming, stop));
+    }
+
+    /// Takes the deliveries the store owes and no one else is sending (all of them for a store
+    /// of one process; those whose sender's lease lapsed for a shared one) and sends them.
+    pub async fn take_owed(&self, store: &dyn Store) {
         match store.deliveries().await {
             Ok(stored) => {
+                let mut owed = Vec::with_capacity(stored.len());
                 for (id, bytes) in stored {
                     match serde_json::from_slice::<Delivery>(&bytes) {
-                        Ok(delivery) => {
-                            let _ = queue.send(delivery);
-                        }
+                        Ok(delivery) => owed.push(delivery),
                         Err(error) => {
                             tracing::warn!(target: "hourglass::jobs", delivery = %id, %error, "a stored webhook delivery does not read; dropped");
                         }
                     }
                 }
+                self.send(owed);
             }
             Err(error) => {
                 tracing::error!(target: "hourglass::jobs", %error, "pending webhook deliveries could not be read");
             }
         }
-        *self
-            .queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(queue);
-        tokio::spawn(sender(self.shared.clone(), store, incoming, stop));
     }
 
     pub fn stats(&self) -> WebhookStats {

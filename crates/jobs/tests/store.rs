@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hourglass_jobs::job::{Asked, Job, Kind, State};
+mod common;
+
+use common::{events, job, put};
+use hourglass_jobs::job::State;
 use hourglass_jobs::store::{Blob, Change, Embedded, Store};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -19,47 +22,6 @@ fn temp_dir(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn job(id: &str, state: State, created_at: u64, finished_at: Option<u64>) -> Job {
-    Job {
-        id: id.to_owned(),
-        kind: Kind::Job,
-        owner: "owner".to_owned(),
-        state,
-        created_at,
-        started_at: None,
-        finished_at,
-        deadline_at: created_at + 3_600_000,
-        asked: Asked {
-            endpoint: "chat".to_owned(),
-            path: "/chat/completions".to_owned(),
-            model: Some("m".to_owned()),
-            stream: true,
-            headers: Vec::new(),
-            pinned: None,
-        },
-        request_id: "r".to_owned(),
-        runs: 0,
-        events: 0,
-        own_events: 0,
-        answer: None,
-        failure: None,
-        upstream: None,
-        upstream_id: None,
-        webhook: None,
-        echo: None,
-    }
-}
-
-fn put(job: &Job) -> Change {
-    Change::Job(Box::new(job.clone()))
-}
-
-fn events(n: usize) -> Vec<Bytes> {
-    (0..n)
-        .map(|i| Bytes::from(format!("data: {{\"n\":{i}}}\n\n")))
-        .collect()
 }
 
 #[tokio::test]
@@ -120,82 +82,38 @@ async fn what_is_applied_is_there_after_a_reopen() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+fn embedded(name: &str) -> (Arc<dyn Store>, PathBuf) {
+    let dir = temp_dir(name);
+    let store = Embedded::open(&dir.join("jobs.redb")).unwrap();
+    (Arc::new(store), dir)
+}
+
 #[tokio::test]
 async fn a_deleted_job_takes_its_bodies_and_events_and_expiry_goes_oldest_first() {
-    let dir = temp_dir("expire");
-    let store = Embedded::open(&dir.join("jobs.redb")).unwrap();
-    let mut changes = Vec::new();
-    for (i, finished) in [30u64, 10, 20].into_iter().enumerate() {
-        let id = format!("job_{i}");
-        changes.push(put(&job(&id, State::Completed, 1, Some(finished))));
-        changes.push(Change::Events {
-            id: id.clone(),
-            first: 0,
-            events: events(3),
-        });
-        changes.push(Change::Blob {
-            id,
-            blob: Blob::Answer,
-            bytes: Bytes::from_static(b"answer"),
-        });
-    }
-    // A running job is never expired, however old.
-    changes.push(put(&job("job_running", State::InProgress, 0, None)));
-    store.apply(changes).await.unwrap();
-
-    let expired = store.expire(25, 0, 10).await.unwrap();
-    assert_eq!(expired, ["job_1", "job_2"], "ended at 10, then 20");
-    assert!(store.job("job_1").await.unwrap().is_none());
-    assert!(store.events("job_1", 0, 10).await.unwrap().is_empty());
-    assert!(store.blob("job_1", Blob::Answer).await.unwrap().is_none());
-    assert_eq!(store.events("job_0", 0, 10).await.unwrap().len(), 3);
-
-    let all = store.expire(u64::MAX, 0, 10).await.unwrap();
-    assert_eq!(all, ["job_0"]);
-    assert_eq!(store.unfinished().await.unwrap().len(), 1);
+    let (store, dir) = embedded("expire");
+    common::deletion_and_expiry(store).await;
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]
-async fn dropping_events_from_a_number_keeps_the_ones_before() {
-    let dir = temp_dir("drop");
-    let store = Embedded::open(&dir.join("jobs.redb")).unwrap();
-    store
-        .apply(vec![Change::Events {
-            id: "j".to_owned(),
-            first: 0,
-            events: events(6),
-        }])
-        .await
-        .unwrap();
-    store
-        .apply(vec![Change::DropEventsFrom {
-            id: "j".to_owned(),
-            from: 2,
-        }])
-        .await
-        .unwrap();
-    assert_eq!(store.events("j", 0, 10).await.unwrap(), events(2));
+async fn events_come_back_in_order_and_dropping_from_a_number_keeps_the_ones_before() {
+    let (store, dir) = embedded("events");
+    common::events_in_order_and_dropped_from_a_number(store).await;
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// Many writers at once: each is durable when it returns, and they share transactions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_all_land() {
-    let dir = temp_dir("concurrent");
-    let store = Arc::new(Embedded::open(&dir.join("jobs.redb")).unwrap());
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let job = job(&format!("job_{i:03}"), State::Queued, i, None);
-            store.apply(vec![put(&job)]).await.unwrap();
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(store.unfinished().await.unwrap().len(), 200);
+    let (store, dir) = embedded("concurrent");
+    common::concurrent_writers_all_land(store).await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn deliveries_and_affinities_are_kept_until_deleted_or_expired() {
+    let (store, dir) = embedded("deliveries");
+    common::deliveries_and_affinities(store).await;
     std::fs::remove_dir_all(dir).unwrap();
 }
 

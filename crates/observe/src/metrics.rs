@@ -542,6 +542,13 @@ impl Metrics {
 pub fn render_jobs(out: &mut String, jobs: &hourglass_jobs::Stats) {
     scalar(
         out,
+        "hourglass_jobs_store_up",
+        "Whether the job store answered its last use (1) or not (0: background jobs answer 503).",
+        "gauge",
+        if jobs.reachable { 1.0 } else { 0.0 },
+    );
+    scalar(
+        out,
         "hourglass_jobs_queued",
         "Background jobs waiting for a runner.",
         "gauge",

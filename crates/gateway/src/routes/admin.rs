@@ -1,4 +1,5 @@
-//! The gateway's own endpoints: `/health` for the gateway itself, `/metrics` (Prometheus) and
+//! The gateway's own endpoints: `/health` for the gateway itself, `/health/live` and
+//! `/health/ready` for orchestrators, `/metrics` (Prometheus) and
 //! `/status` (recent state) behind the admin key when one is configured, `/dashboard` (a live page
 //! over `/status`), `POST /admin/reload`, and `GET /v1/models` when models are configured (behind
 //! the client keys, like the rest of the API).
@@ -21,6 +22,11 @@ pub(super) fn answer(gateway: &Gateway, parts: &Parts) -> Option<Response<Gatewa
             StatusCode::OK,
             Bytes::from_static(b"{\"status\":\"ok\"}"),
         )),
+        (&Method::GET, "/health/live") => Ok(json_response(
+            StatusCode::OK,
+            Bytes::from_static(b"{\"status\":\"live\"}"),
+        )),
+        (&Method::GET, "/health/ready") => Ok(ready(gateway)),
         (&Method::GET, "/dashboard") => Ok(dashboard()),
         (&Method::GET, "/status" | "/metrics") | (&Method::POST, "/admin/reload") => {
             auth::admin(&gateway.settings(), &parts.headers)
@@ -34,6 +40,27 @@ pub(super) fn answer(gateway: &Gateway, parts: &Parts) -> Option<Response<Gatewa
     };
     let protocol = Endpoint::Other.protocol();
     Some(result.unwrap_or_else(|error| error_response(protocol, &error)))
+}
+
+/// `/health/ready`: 200 when it may take traffic, else 503; the body says why and how its job
+/// store is (never its URL).
+fn ready(gateway: &Gateway) -> Response<GatewayBody> {
+    let (ready, why) = gateway.readiness();
+    let jobs = gateway.jobs.as_ref().map(|jobs| {
+        let stats = jobs.stats();
+        json!({ "store": stats.store, "reachable": jobs.reachable() })
+    });
+    let body = json!({
+        "status": if ready { "ready" } else { "starting" },
+        "why": why,
+        "jobs": jobs,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, Bytes::from(body.to_string()))
 }
 
 /// `/status`, `/metrics` and `/admin/reload`, once the caller is allowed.

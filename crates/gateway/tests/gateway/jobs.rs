@@ -749,3 +749,38 @@ async fn a_jobs_deadline_takes_the_place_of_the_models_total() {
     assert_eq!(done.status, 200, "{}", done.body);
     assert!(done.body.contains("chat.completion"), "{}", done.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orchestrator_endpoints_answer_as_docs_cluster_md_says() {
+    let gateway = start_jobs(MODELS, 0.01).await;
+    let docs = doc("cluster.md");
+    for (path, word) in [
+        ("/health", "ok"),
+        ("/health/live", "live"),
+        ("/health/ready", "ready"),
+    ] {
+        let reply = send(gateway.addr, "GET", path, &[], "").await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        assert_eq!(reply.json()["status"], word, "{path}");
+        assert!(
+            docs.contains(&format!("`GET {path}`")),
+            "{path} is documented"
+        );
+        assert!(
+            docs.contains(&format!("{{\"status\":\"{word}\"")),
+            "{path}'s body is documented"
+        );
+    }
+    // The embedded store counts as reachable before it opens: a single instance is ready.
+    let ready = send(gateway.addr, "GET", "/health/ready", &[], "")
+        .await
+        .json();
+    assert_eq!(ready["jobs"]["reachable"], true, "{ready}");
+    assert_eq!(ready["why"], "ready");
+    assert!(
+        docs.contains("{\"status\":\"starting\""),
+        "the 503 body is documented"
+    );
+    let metrics = send(gateway.addr, "GET", "/metrics", &[], "").await.body;
+    assert!(metrics.contains("hourglass_jobs_store_up 1"), "{metrics}");
+}

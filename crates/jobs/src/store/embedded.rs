@@ -76,6 +76,7 @@ impl Embedded {
             store: format!("redb at {}", path.display()),
             doing,
             message,
+            lease_lost: false,
         };
         if let Some(dir) = path.parent() {
             create_private_dir(dir).map_err(|e| fail("creating its directory", e.to_string()))?;
@@ -117,6 +118,7 @@ impl Embedded {
             store: self.describe(),
             doing,
             message: error.to_string(),
+            lease_lost: false,
         }
     }
 
@@ -332,6 +334,7 @@ impl Writer {
             store: format!("redb at {}", self.path.display()),
             doing: "writing",
             message: e.to_string(),
+            lease_lost: false,
         };
         let mut expired = expired.into_iter();
         for work in batch {

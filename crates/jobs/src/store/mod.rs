@@ -8,13 +8,17 @@
 //! before it began.
 
 mod embedded; // redb: one file, group commits from one writer thread, reads in parallel
+mod postgres; // PostgreSQL: shared by replicas, jobs held by leases, changes told by NOTIFY
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 pub use embedded::Embedded;
+pub use postgres::Postgres;
+use tokio::sync::broadcast;
 
 use crate::job::Job;
 
@@ -92,6 +96,31 @@ pub struct StoreError {
     pub doing: &'static str,
     /// What went wrong.
     pub message: String,
+    /// Whether the write touched a job another instance holds now (this one's lease lapsed):
+    /// its runner stops, and the other instance's run stands.
+    pub lease_lost: bool,
+}
+
+/// What another instance changed, as a shared store tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Job `id` has new events, or a new record.
+    Changed(String),
+    /// A client asked for job `id` to be cancelled, wherever it runs.
+    Cancel(String),
+    /// Notices may have been missed (the store's connection was lost): every follower looks.
+    Resync,
+}
+
+impl Notice {
+    /// Reads a notice's payload: `e:<id>` or `c:<id>`.
+    pub fn parse(payload: &str) -> Option<Notice> {
+        match payload.split_once(':')? {
+            ("e", id) if !id.is_empty() => Some(Notice::Changed(id.to_owned())),
+            ("c", id) if !id.is_empty() => Some(Notice::Cancel(id.to_owned())),
+            _ => None,
+        }
+    }
 }
 
 /// The store's size: the file (or table space) it takes, and the part of it holding data.
@@ -146,4 +175,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Its size now (cheap: kept up to date as it is written).
     fn size(&self) -> Size;
+
+    /// How long this process holds a job it runs without renewing it, for a store several
+    /// instances share; `None` (the default): the store is this process's alone.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Takes up to `limit` unfinished jobs no live instance holds, oldest first. A store of
+    /// one process's own gives every unfinished job: the process that left them is gone.
+    fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Job>, StoreError>> {
+        Box::pin(async move {
+            let mut jobs = self.unfinished().await?;
+            jobs.truncate(limit);
+            Ok(jobs)
+        })
+    }
+
+    /// Renews this process's leases on the jobs and deliveries it holds.
+    fn renew(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Asks the instance that holds job `id` to cancel it (a shared store; the default, with
+    /// one process, has no one else to ask).
+    fn request_cancel(&self, _id: &str) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Changes other instances make, as they are committed (`None`: there are none).
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        None
+    }
+
+    /// Whether its last use succeeded.
+    fn reachable(&self) -> bool {
+        true
+    }
 }

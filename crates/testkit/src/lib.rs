@@ -1,0 +1,29 @@
+//! What tests across the workspace need to stand up real things: a PostgreSQL server from
+//! Debian's packages started in a directory of its own on a loopback port (`postgres`), an
+//! `hourglass serve` process killed by its own PID (`serve`), and one HTTP/1.1 exchange at a time
+//! over a plain socket (`http`). Only tests depend on it.
+
+// A kit for tests: it panics with a clear message on what a test does not expect, and its
+// helpers wait on the test's own thread (no runtime worker is blocked).
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    clippy::disallowed_types
+)]
+
+pub mod http; // one exchange per connection: status, headers, de-chunked body
+pub mod jobs; // submitting a chat job and looking at it while it runs
+pub mod postgres; // a throwaway PostgreSQL cluster on loopback
+pub mod serve; // `hourglass serve` as a child process
+
+/// Waits until `done` holds, looking every 50 ms for at most `seconds`; panics naming `what`.
+pub fn wait_until(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(done(), "timed out after {seconds} s waiting until {what}");
+}
