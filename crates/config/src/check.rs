@@ -26,7 +26,7 @@ pub(crate) fn render(config: &Config) -> String {
         );
     }
     render_jobs(&mut out, &config.jobs, &config.cluster);
-    render_cluster(&mut out, &config.cluster);
+    render_cluster(&mut out, &config.cluster, &config.client_limits);
     for model in &config.models {
         let _ = writeln!(
             out,
@@ -77,35 +77,75 @@ pub(crate) fn render(config: &Config) -> String {
 
 /// The `[cluster]` table: what this instance shares with others and what it keeps to itself
 /// (never the database's URL: it may hold a password).
-fn render_cluster(out: &mut String, cluster: &crate::ClusterSettings) {
+fn render_cluster(
+    out: &mut String,
+    cluster: &crate::ClusterSettings,
+    limits: &crate::ClientLimits,
+) {
     let f = crate::duration::format;
     let instance = cluster.instance.as_deref().unwrap_or("the host's name");
+    let mut limited: Vec<String> = Vec::new();
+    if let Some(n) = limits.requests_per_minute {
+        limited.push(format!("{n} requests/min"));
+    }
+    if let Some(n) = limits.tokens_per_minute {
+        limited.push(format!("{n} tokens/min"));
+    }
+    if let Some(n) = limits.concurrent {
+        limited.push(format!("{n} at once"));
+    }
+    let limits_text = if limited.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{} per client key", limited.join(", "))
+    };
     if !cluster.is_shared() {
         let _ = writeln!(
             out,
             "\ncluster    one instance ({instance}): nothing is shared; jobs stay in its own store"
         );
+        let _ = writeln!(out, "  limits     {limits_text} (counted in this process)");
         return;
     }
     let _ = writeln!(out, "\ncluster    instance {instance}, one of several");
-    let _ = writeln!(
-        out,
-        "  shared     background jobs and their events, webhook deliveries, response affinities (PostgreSQL, up to {} connections)",
-        cluster.postgres_pool
-    );
-    let _ = writeln!(
-        out,
-        "  leases     a replica holds the jobs it runs for {}, renewed every {}; another takes them when it lapses",
-        f(cluster.job_lease),
-        f(cluster.job_lease / 3)
-    );
+    if cluster.postgres_url.is_some() {
+        let _ = writeln!(
+            out,
+            "  shared     background jobs and their events, webhook deliveries, response affinities (PostgreSQL, up to {} connections)",
+            cluster.postgres_pool
+        );
+        let _ = writeln!(
+            out,
+            "  leases     a replica holds the jobs it runs for {}, renewed every {}; another takes them when it lapses",
+            f(cluster.job_lease),
+            f(cluster.job_lease / 3)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  jobs       each replica keeps its own (no cluster.postgres_url)"
+        );
+    }
+    if cluster.redis_url.is_some() {
+        let _ = writeln!(
+            out,
+            "  shared     cool-downs (429/503 Retry-After, rejected keys, upstreams found down) and client limits (Redis, off the call path)"
+        );
+        let _ = writeln!(out, "  limits     {limits_text}, counted across replicas");
+    } else {
+        let _ = writeln!(
+            out,
+            "  cool-downs each replica learns its own (no cluster.redis_url)"
+        );
+        let _ = writeln!(out, "  limits     {limits_text} (counted per replica)");
+    }
     let _ = writeln!(
         out,
         "  local      breakers, latency estimates, hedge windows, the retry budget, connection pools, timers"
     );
     let _ = writeln!(
         out,
-        "  starting   not ready until PostgreSQL answers, for at most {}; then it runs without it (jobs answer 503)",
+        "  starting   not ready until its job store answers, for at most {}; then it runs without it (jobs answer 503)",
         f(cluster.wait_for_stores)
     );
 }

@@ -1,7 +1,8 @@
 //! The `[cluster]` table: several gateways acting as one — the instance's name, the PostgreSQL
-//! database that keeps background jobs for every replica (its URL from a secret), and the lease
-//! by which a replica holds the jobs it runs. Without it a gateway is one instance with its
-//! embedded store, as before.
+//! database that keeps background jobs for every replica, the Redis server through which they
+//! share cool-downs and client limits (both URLs from secrets), and the lease by which a replica
+//! holds the jobs it runs. Without it a gateway is one instance with its embedded store, as
+//! before. Also `[client_limits]`: requests, tokens and calls at once per client key.
 
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ pub struct ClusterSettings {
     /// The PostgreSQL URL that keeps background jobs (`cluster.postgres_url_env` / `_file`);
     /// `None`: the embedded store.
     pub postgres_url: Option<Secret>,
+    /// The Redis URL through which replicas share cool-downs and client limits
+    /// (`cluster.redis_url_env` / `_file`); `None`: each instance keeps them to itself.
+    pub redis_url: Option<Secret>,
     /// Connections to PostgreSQL at most (`cluster.postgres_pool`).
     pub postgres_pool: usize,
     /// How long a replica holds a job it runs without renewing it (`cluster.job_lease`); a
@@ -35,6 +39,7 @@ impl Default for ClusterSettings {
         ClusterSettings {
             instance: None,
             postgres_url: None,
+            redis_url: None,
             postgres_pool: 8,
             job_lease: Duration::from_secs(15),
             wait_for_stores: Duration::from_secs(30),
@@ -45,7 +50,7 @@ impl Default for ClusterSettings {
 impl ClusterSettings {
     /// Whether this gateway shares anything with others.
     pub fn is_shared(&self) -> bool {
-        self.postgres_url.is_some()
+        self.postgres_url.is_some() || self.redis_url.is_some()
     }
 }
 
@@ -56,6 +61,8 @@ pub(crate) struct RawCluster {
     pub instance: Option<String>,
     pub postgres_url_env: Option<String>,
     pub postgres_url_file: Option<String>,
+    pub redis_url_env: Option<String>,
+    pub redis_url_file: Option<String>,
     pub postgres_pool: Option<usize>,
     pub job_lease: Option<Positive>,
     pub wait_for_stores: Option<Positive>,
@@ -103,6 +110,29 @@ pub(crate) fn validate(
             "does not hold a PostgreSQL URL (postgres://user@host:port/database) or key=value settings (host=… dbname=…)".to_owned(),
         ));
     }
+    let redis_url = secret(Source {
+        key: "cluster.redis_url",
+        env_var: raw.redis_url_env.as_deref(),
+        file: raw.redis_url_file.as_deref(),
+        without: "to keep cool-downs and client limits to this instance",
+    })?;
+    if let Some(url) = &redis_url
+        && !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+    {
+        let key = if raw.redis_url_env.is_some() {
+            "redis_url_env"
+        } else {
+            "redis_url_file"
+        };
+        return Err(fault(
+            key,
+            "does not hold a Redis URL (redis://[:password@]host:port/db, or rediss:// for TLS)"
+                .to_owned(),
+        ));
+    }
     let postgres_pool = match raw.postgres_pool {
         None => defaults.postgres_pool,
         Some(n @ 1..=256) => n,
@@ -118,6 +148,7 @@ pub(crate) fn validate(
     Ok(ClusterSettings {
         instance: raw.instance,
         postgres_url: postgres_url.map(Secret::new),
+        redis_url: redis_url.map(Secret::new),
         postgres_pool,
         job_lease,
         wait_for_stores: raw
@@ -134,4 +165,56 @@ fn is_postgres_url(text: &str) -> bool {
             .split_whitespace()
             .next()
             .is_some_and(|pair| pair.contains('=') && !pair.contains("://"))
+}
+
+/// Limits per client key (`[client_limits]`): in memory on one instance, across replicas through
+/// Redis. `None` in a field: no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Requests a key may start per minute (`client_limits.requests_per_minute`).
+    pub requests_per_minute: Option<u64>,
+    /// Tokens (the answers' `usage.total_tokens`) a key may use per minute
+    /// (`client_limits.tokens_per_minute`).
+    pub tokens_per_minute: Option<u64>,
+    /// Calls a key may have running at once (`client_limits.concurrent`).
+    pub concurrent: Option<u64>,
+}
+
+impl ClientLimits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.requests_per_minute.is_some()
+            || self.tokens_per_minute.is_some()
+            || self.concurrent.is_some()
+    }
+}
+
+/// `[client_limits]` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientLimits {
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub concurrent: Option<u64>,
+}
+
+/// Checks `[client_limits]`: every limit given is at least 1.
+pub(crate) fn client_limits(raw: RawClientLimits) -> Result<ClientLimits, Fault> {
+    for (key, value) in [
+        ("requests_per_minute", raw.requests_per_minute),
+        ("tokens_per_minute", raw.tokens_per_minute),
+        ("concurrent", raw.concurrent),
+    ] {
+        if value == Some(0) {
+            return Err((
+                format!("client_limits.{key}"),
+                "must be at least 1 (leave it out for no limit)".to_owned(),
+            ));
+        }
+    }
+    Ok(ClientLimits {
+        requests_per_minute: raw.requests_per_minute,
+        tokens_per_minute: raw.tokens_per_minute,
+        concurrent: raw.concurrent,
+    })
 }

@@ -11,12 +11,12 @@ mod validate; // raw → Config, errors with key paths
 pub mod policy; // priors, layers, provenance
 mod check; // `hourglass config check`: the effective policy of every model
 pub mod jobs; // [jobs]: the store of background calls, its limits, webhooks
-pub mod cluster; // [cluster]: several gateways as one (PostgreSQL for jobs)
+pub mod cluster; // [cluster]: several gateways as one (PostgreSQL, Redis); [client_limits]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use cluster::ClusterSettings;
+pub use cluster::{ClientLimits, ClusterSettings};
 pub use jobs::{JobsSettings, WebhookEndpoint};
 pub use policy::{Family, Policy, Retry, Scenario, Sourced, Timeouts};
 
@@ -42,6 +42,8 @@ pub struct Config {
     pub jobs: JobsSettings,
     /// Several gateways as one: the shared job store and this instance's name.
     pub cluster: ClusterSettings,
+    /// Limits per client key.
+    pub client_limits: ClientLimits,
     /// The upstreams, in file order.
     pub upstreams: Vec<Upstream>,
     /// The models clients can ask for by name (configured ones and those upstreams list).

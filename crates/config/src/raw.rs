@@ -24,6 +24,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub cluster: crate::cluster::RawCluster,
     #[serde(default)]
+    pub client_limits: crate::cluster::RawClientLimits,
+    #[serde(default)]
     pub upstreams: Ordered<RawUpstream>,
     #[serde(default)]
     pub models: Ordered<RawModel>,

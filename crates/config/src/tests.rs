@@ -654,10 +654,14 @@ fn a_bad_jobs_table_is_refused_with_the_key_at_fault() {
 #[test]
 fn the_cluster_table_loads_and_check_shows_what_is_shared_never_the_url() {
     let env = |name: &str| {
-        (name == "PG_URL").then(|| "postgres://gw:pa55word@db.internal:5432/hourglass".to_owned())
+        match name {
+            "PG_URL" => Some("postgres://gw:pa55word@db.internal:5432/hourglass".to_owned()),
+            "REDIS_URL" => Some("rediss://:r3dispass@cache.internal:6380/0".to_owned()),
+            _ => None,
+        }
     };
     let text = format!(
-        "{ONE_UPSTREAM}[cluster]\ninstance = \"gw-1\"\npostgres_url_env = \"PG_URL\"\npostgres_pool = 4\njob_lease = \"6s\"\nwait_for_stores = \"10s\"\n"
+        "{ONE_UPSTREAM}[cluster]\ninstance = \"gw-1\"\npostgres_url_env = \"PG_URL\"\nredis_url_env = \"REDIS_URL\"\npostgres_pool = 4\njob_lease = \"6s\"\nwait_for_stores = \"10s\"\n\n[client_limits]\nrequests_per_minute = 600\nconcurrent = 8\n"
     );
     let config = Config::from_toml(&text, "test.toml", &env).unwrap();
     let cluster = &config.cluster;
@@ -694,6 +698,7 @@ fn the_cluster_table_loads_and_check_shows_what_is_shared_never_the_url() {
 fn a_bad_cluster_table_is_refused_with_the_key_at_fault_and_no_url() {
     let env = |name: &str| match name {
         "NOT_PG" => Some("https://user:pa55word@db.internal/x".to_owned()),
+        "NOT_REDIS" => Some("http://:pa55word@cache/0".to_owned()),
         "PG_URL" => Some("postgres://db/x".to_owned()),
         _ => None,
     };
@@ -722,6 +727,7 @@ fn a_bad_cluster_table_is_refused_with_the_key_at_fault_and_no_url() {
             "at least 500ms",
         ),
         ("postgres = true", "postgres", "unknown field"),
+        ("redis_url_env = \"NOT_REDIS\"", "cluster.redis_url_env", "Redis URL"),
     ] {
         let text = format!("{ONE_UPSTREAM}[cluster]\n{table}\n");
         let error = Config::from_toml(&text, "test.toml", &env)
@@ -733,4 +739,16 @@ fn a_bad_cluster_table_is_refused_with_the_key_at_fault_and_no_url() {
         );
         assert!(!error.contains("pa55word"), "{error}");
     }
+}
+
+#[test]
+fn a_client_limit_of_zero_is_refused() {
+    let text = format!("{ONE_UPSTREAM}[client_limits]\ntokens_per_minute = 0\n");
+    let error = Config::from_toml(&text, "test.toml", &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("client_limits.tokens_per_minute") && error.contains("at least 1"),
+        "{error}"
+    );
 }

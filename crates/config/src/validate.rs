@@ -107,6 +107,8 @@ pub(crate) fn from_toml(
         .or_else(|(key, message)| check.fail(key, message))?;
     let cluster = crate::cluster::validate(raw.cluster, &|source| source.read(dir, env))
         .or_else(|(key, message)| check.fail(key, message))?;
+    let client_limits = crate::cluster::client_limits(raw.client_limits)
+        .or_else(|(key, message)| check.fail(key, message))?;
     if raw.upstreams.0.is_empty() {
         return check.fail("upstreams", "no upstream is configured; add a table such as [upstreams.openai] with base_url = \"https://api.openai.com/v1\"");
     }
@@ -133,6 +135,7 @@ pub(crate) fn from_toml(
         health_check,
         jobs,
         cluster,
+        client_limits,
         upstreams,
         models: Vec::new(),
         layers,
@@ -908,6 +911,7 @@ fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
         health_check: crate::HealthCheckConfig::default(),
         jobs: crate::JobsSettings::default(),
         cluster: crate::ClusterSettings::default(),
+        client_limits: crate::ClientLimits::default(),
         upstreams,
         models: Vec::new(),
         layers: Layers::default(),

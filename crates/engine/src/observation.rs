@@ -45,6 +45,14 @@ pub(crate) fn attempt_ended(
             elapsed: record.elapsed,
         });
     }
+    if let Some(FailureKind::Status {
+        status,
+        retry_after,
+        ..
+    }) = failure
+    {
+        learn(call, target, *status, *retry_after);
+    }
     let Some(lease) = lease else {
         return;
     };
@@ -55,6 +63,43 @@ pub(crate) fn attempt_ended(
         }
         Some(failure) if failure.blames_upstream() => lease.finish(true),
         Some(_) => lease.finish_client_error(),
+    }
+}
+
+/// What an upstream's status teaches every call (and every replica): a 429 or 503/529 with
+/// `Retry-After` cools that upstream and model for that long; a 401 or 403 for the upstream's
+/// own key cools the whole upstream. A client's own key passed through is the client's matter:
+/// a 429 or 401 for it cools nothing.
+fn learn(call: &Call<'_>, target: &Target, status: u16, retry_after: Option<Duration>) {
+    use crate::health::cooldown::{KEY_REJECTED_FOR, Reason};
+    let own_key = call
+        .shared
+        .config
+        .upstreams
+        .get(target.upstream)
+        .is_some_and(|u| u.api_key.is_some());
+    let health = &call.shared.health;
+    match (status, retry_after) {
+        (429, Some(after)) if own_key => {
+            health.learned(
+                target.upstream,
+                Some(&target.model),
+                after,
+                Reason::RateLimited,
+            );
+        }
+        (503 | 529, Some(after)) => {
+            health.learned(
+                target.upstream,
+                Some(&target.model),
+                after,
+                Reason::Overloaded,
+            );
+        }
+        (401 | 403, _) if own_key => {
+            health.learned(target.upstream, None, KEY_REJECTED_FOR, Reason::KeyRejected);
+        }
+        _ => {}
     }
 }
 

@@ -147,6 +147,8 @@ named! {
         TooManyJobs = "too_many_jobs",
         /// The background job was cancelled before it ended.
         JobCancelled = "job_cancelled",
+        /// The client's key is past one of its `[client_limits]`.
+        ClientRateLimited = "client_rate_limited",
         /// The store of background jobs cannot be opened or written.
         JobsUnavailable = "jobs_unavailable",
     }
@@ -254,6 +256,9 @@ impl ErrorCode {
             }
             ErrorCode::JobCancelled => {
                 "the background job was cancelled (DELETE or /cancel) before it ended: there is no answer; submit it again if it is still wanted"
+            }
+            ErrorCode::ClientRateLimited => {
+                "your key is past one of the gateway's [client_limits] (requests or tokens per minute, or calls at once; x-hourglass-limit says which): wait Retry-After, spread the calls, or ask for a higher limit"
             }
             ErrorCode::JobsUnavailable => {
                 "the store of background jobs cannot be opened or written (jobs.data_dir: permissions, a full disk, another process holding it): synchronous calls still work; fix the store and restart"

@@ -27,6 +27,14 @@ pub enum GatewayBody {
     Heartbeat(Box<crate::heartbeat::HeartbeatBody>),
     /// A background job's events, as its follower reads them from the store.
     Events(tokio::sync::mpsc::Receiver<Bytes>),
+    /// An answer under a client limit: it counts as running until it ends, and the tokens its
+    /// usage reports are counted then.
+    Counted {
+        /// The answer.
+        inner: Box<GatewayBody>,
+        /// The call's place under the limits.
+        permit: hourglass_cluster::limits::Permit,
+    },
 }
 
 impl GatewayBody {
@@ -58,17 +66,31 @@ impl Body for GatewayBody {
             GatewayBody::Events(events) => {
                 events.poll_recv(cx).map(|e| e.map(|b| Ok(Frame::data(b))))
             }
+            GatewayBody::Counted { inner, permit } => {
+                let polled = Pin::new(inner.as_mut()).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled
+                    && let Some(data) = frame.data_ref()
+                    && let Some(tokens) = hourglass_cluster::limits::total_tokens(data)
+                {
+                    permit.used(tokens);
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, GatewayBody::Full(None))
+        match self {
+            GatewayBody::Counted { inner, .. } => inner.is_end_stream(),
+            other => matches!(other, GatewayBody::Full(None)),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             GatewayBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             GatewayBody::Full(None) => SizeHint::with_exact(0),
+            GatewayBody::Counted { inner, .. } => inner.size_hint(),
             GatewayBody::Stream { .. } | GatewayBody::Heartbeat(_) | GatewayBody::Events(_) => {
                 SizeHint::default()
             }

@@ -24,9 +24,23 @@ pub struct Gateway {
     reloader: Option<Reloader>,
     /// Told when the shutdown grace period has run out.
     pub(crate) stopping: crate::stopping::Stopping,
+    /// Client limits' counters: in this process, or shared through Redis.
+    pub limits: Arc<hourglass_cluster::limits::Limits>,
+    /// What it shares with other replicas through Redis, when configured.
+    pub cluster: Option<Cluster>,
     /// When it was made: a replica waits `cluster.wait_for_stores` from then for its stores
     /// before it is ready without them.
     pub(crate) started: tokio::time::Instant,
+}
+
+/// What a gateway shares with other replicas through Redis.
+pub struct Cluster {
+    /// The link to Redis.
+    pub link: Arc<hourglass_cluster::link::Link>,
+    /// Cool-downs published and heard.
+    pub cooldowns: hourglass_cluster::cooldowns::Cooldowns,
+    /// This instance's name.
+    pub instance: String,
 }
 
 /// The server settings in effect: the `[server]` table of the configuration the current engine
@@ -66,20 +80,70 @@ impl Gateway {
             reloader: None,
             stopping: crate::stopping::Stopping::default(),
             started: tokio::time::Instant::now(),
+            limits: Arc::new(hourglass_cluster::limits::Limits::local(
+                hourglass_cluster::limits::wall_clock(),
+            )),
+            cluster: None,
         }
     }
 
-    /// Whether an orchestrator may send it traffic (`/health/ready`): its job store has
-    /// answered once, or it waited `cluster.wait_for_stores` for it and runs without it
-    /// (synchronous calls need none; a store that goes away later does not make it unready:
-    /// jobs answer 503 meanwhile); with the reason.
+    /// The same gateway, sharing cool-downs and client limits with other replicas through
+    /// `link` as `instance`: cool-downs its engines learn are published, others' applied.
+    pub fn with_redis(
+        mut self,
+        link: Arc<hourglass_cluster::link::Link>,
+        instance: &str,
+    ) -> Gateway {
+        let holder = hourglass_cluster::holder(instance);
+        let cooldowns = hourglass_cluster::cooldowns::Cooldowns::start(
+            link.clone(),
+            holder.clone(),
+            self.engine_source(),
+        );
+        self.engine().health().set_cooldown_sink(cooldowns.sink());
+        self.limits = Arc::new(hourglass_cluster::limits::Limits::shared(
+            hourglass_cluster::limits::wall_clock(),
+            link.clone(),
+            holder,
+        ));
+        self.cluster = Some(Cluster {
+            link,
+            cooldowns,
+            instance: instance.to_owned(),
+        });
+        self
+    }
+
+    /// Whether an orchestrator may send it traffic (`/health/ready`): its stores — the job
+    /// store, Redis — have answered once, or it waited `cluster.wait_for_stores` for them and
+    /// runs without (synchronous calls need neither; a store that goes away later does not make
+    /// it unready: jobs answer 503 and cool-downs and limits are this replica's own meanwhile);
+    /// with the reason.
     pub fn readiness(&self) -> (bool, &'static str) {
+        let waited = self.started.elapsed() >= self.engine().config().cluster.wait_for_stores;
+        let redis = self
+            .cluster
+            .as_ref()
+            .map(|c| (c.link.answered_once(), c.link.is_up()));
+        if let Some((false, _)) = redis {
+            return if waited {
+                (
+                    true,
+                    "ready without Redis (cool-downs and client limits are this replica's own until it answers)",
+                )
+            } else {
+                (false, "waiting for Redis (cluster.wait_for_stores)")
+            };
+        }
         let Some(jobs) = &self.jobs else {
             return (true, "ready");
         };
-        let waited = self.started.elapsed() >= self.engine().config().cluster.wait_for_stores;
         match (jobs.opened(), jobs.reachable()) {
-            (true, true) => (true, "ready"),
+            (true, true) if redis.is_none_or(|(_, up)| up) => (true, "ready"),
+            (true, true) => (
+                true,
+                "ready; Redis does not answer (cool-downs and client limits are this replica's own until it does)",
+            ),
             (true, false) => (
                 true,
                 "ready; its job store does not answer (background jobs answer 503 until it does)",

@@ -168,6 +168,14 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         gateway = gateway.with_jobs(jobs);
     }
+    if let Some(url) = &cluster.redis_url {
+        let link = hourglass_cluster::link::Link::open(url.expose()).map_err(anyhow::Error::msg)?;
+        say!(
+            "hourglass serve: sharing cool-downs and client limits through Redis at {}",
+            link.describe()
+        );
+        gateway = gateway.with_redis(Arc::new(link), &instance_name(&cluster));
+    }
     if let Some(path) = args.config.clone() {
         // SIGHUP or POST /admin/reload read the file again; a bad file leaves the old engine.
         // `--listen` still wins over the file's address.

@@ -1,9 +1,12 @@
-//! Several `hourglass serve` replicas on one real PostgreSQL (Debian's, started on loopback for
-//! this test): a job submitted to one is read, followed and resumed from the others; a replica
-//! killed with `kill -9` while it runs twenty jobs leaves each to the others, which end it by the
-//! restart rule (none lost, nothing that had begun its answer run twice); a stopped database
-//! refuses job submissions with 503 while synchronous calls go on, and a replica started while it
-//! is away is not ready until it returns or `cluster.wait_for_stores` runs out.
+//! Several `hourglass serve` replicas on one real PostgreSQL and one real Redis (Debian's, started
+//! on loopback for each test): a job submitted to one is read, followed and resumed from the
+//! others; a replica killed with `kill -9` while it runs twenty jobs leaves each to the others,
+//! which end it by the restart rule (none lost, nothing that had begun its answer run twice); a
+//! stopped database refuses job submissions with 503 while synchronous calls go on, and a replica
+//! started while it is away is not ready until it returns or `cluster.wait_for_stores` runs out;
+//! a 429 cool-down learned by one replica is honoured by the others within 100 ms; Redis stopped
+//! under load fails no call, and sharing resumes when it returns; client limits count every
+//! replica's calls.
 
 #![allow(clippy::unwrap_used)]
 // a test panics on what it does not expect
@@ -16,16 +19,22 @@ use hourglass_sim::{Server, ServerConfig};
 use hourglass_testkit::http::{exchange, http};
 use hourglass_testkit::jobs::{running, submit};
 use hourglass_testkit::postgres::TestPostgres;
+use hourglass_testkit::redis::TestRedis;
 use hourglass_testkit::serve::Serve;
 use hourglass_testkit::wait_until;
 use serde_json::Value;
 
 const URL_VAR: &str = "HOURGLASS_TEST_POSTGRES_URL";
+const REDIS_VAR: &str = "HOURGLASS_TEST_REDIS_URL";
+const KEY_VAR: &str = "HOURGLASS_TEST_UPSTREAM_KEY";
 
 struct Cluster {
     _runtime: tokio::runtime::Runtime,
     postgres: TestPostgres,
     url: String,
+    redis: TestRedis,
+    /// Lines added to every replica's configuration.
+    extra: String,
     a: Server,
     b: Server,
     dir: PathBuf,
@@ -52,12 +61,15 @@ impl Cluster {
         let (a, b) = (sim("a"), sim("b"));
         let postgres = TestPostgres::start();
         let url = postgres.database("hourglass");
+        let redis = TestRedis::start();
         let dir = std::env::temp_dir().join(format!("hourglass-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Cluster {
             _runtime: runtime,
             postgres,
             url,
+            redis,
+            extra: String::new(),
             a,
             b,
             dir,
@@ -72,6 +84,7 @@ impl Cluster {
 [cluster]
 instance = "{instance}"
 postgres_url_env = "{URL_VAR}"
+redis_url_env = "{REDIS_VAR}"
 job_lease = "1s"
 wait_for_stores = "{wait_for_stores}"
 
@@ -84,17 +97,21 @@ mode = "off"
 
 [upstreams.a]
 base_url = "{a}"
+api_key_env = "{KEY_VAR}"
 
 [upstreams.b]
 base_url = "{b}"
+api_key_env = "{KEY_VAR}"
+{extra}
 
 [models.m]
 targets = ["{target}:sim-instant"]
 timeouts = {{ first_byte = "300s", first_token = "300s", idle = "300s", attempt = "600s", total = "900s" }}
-retry = {{ max_attempts = 1 }}
+retry = {{ max_attempts = 2 }}
 "#,
             a = self.a.base_url(),
             b = self.b.base_url(),
+            extra = self.extra,
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -111,7 +128,11 @@ retry = {{ max_attempts = 1 }}
             env!("CARGO_BIN_EXE_hourglass"),
             &config,
             &["--data-dir", data.to_str().unwrap()],
-            &[(URL_VAR, self.url.as_str())],
+            &[
+                (URL_VAR, self.url.as_str()),
+                (REDIS_VAR, self.redis.url().as_str()),
+                (KEY_VAR, "sk-upstream-test"),
+            ],
         )
     }
 }
@@ -276,7 +297,7 @@ fn while_the_database_is_away_jobs_get_503_synchronous_calls_go_on_and_readiness
     let cluster = Cluster::start("cluster-away");
     let r1 = cluster.replica_waiting("r1", "a", "1s");
     let ready = |addr: &str| exchange(addr, "GET", "/health/ready", &[], "").unwrap();
-    assert_eq!(ready(&r1.addr).status, 200, "{}", ready(&r1.addr).body);
+    wait_until("r1 is ready", 30, || ready(&r1.addr).status == 200);
 
     cluster.postgres.stop();
     let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
@@ -309,6 +330,10 @@ fn while_the_database_is_away_jobs_get_503_synchronous_calls_go_on_and_readiness
 
     // A replica started now waits for the store: not ready, until it answers.
     let r2 = cluster.replica_waiting("r2", "a", "120s");
+    wait_until("r2 has reached Redis", 30, || {
+        ready(&r2.addr).body.contains("\"redis\":{\"at\"")
+            && !ready(&r2.addr).body.contains("waiting for Redis")
+    });
     let answer = ready(&r2.addr);
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert!(
@@ -333,4 +358,173 @@ fn while_the_database_is_away_jobs_get_503_synchronous_calls_go_on_and_readiness
         "",
     );
     assert_eq!(status, 200, "{body}");
+}
+
+fn ready(addr: &str) -> bool {
+    exchange(addr, "GET", "/health/ready", &[], "").is_ok_and(|a| {
+        a.status == 200
+            && a.body.contains("\"reachable\":true")
+            && !a.body.contains("\"reachable\":false")
+    })
+}
+
+/// A chat call to `addr`: its status and the upstream that answered.
+fn chat(addr: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let answer = exchange(addr, "POST", "/v1/chat/completions", headers, body).unwrap();
+    let upstream = answer
+        .header("x-hourglass-upstream")
+        .unwrap_or("")
+        .to_owned();
+    (answer.status, upstream)
+}
+
+#[test]
+fn a_429_cool_down_learned_by_one_replica_is_honoured_by_the_others_within_100_ms() {
+    let cluster = Cluster::start("cluster-cool");
+    let replicas: Vec<Serve> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|name| cluster.replica(name, "a:sim-instant\", \"b"))
+        .collect();
+    let [r1, r2, r3] = [&replicas[0].addr, &replicas[1].addr, &replicas[2].addr];
+    wait_until("every replica is ready with both stores", 30, || {
+        [r1, r2, r3].iter().all(|r| ready(r))
+    });
+    let fault = [("x-sim-fault", "rate_limit;retry_after=30;upstream=a")];
+    assert_eq!(
+        chat(r1, &fault),
+        (200, "b".to_owned()),
+        "r1 fails over and learns"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let before = cluster.a.stats().requests;
+    for r in [r2, r3] {
+        for _ in 0..10 {
+            assert_eq!(chat(r, &[]), (200, "b".to_owned()), "{r} keeps off a");
+        }
+    }
+    assert_eq!(
+        cluster.a.stats().requests,
+        before,
+        "a saw none of the twenty"
+    );
+    let (_, status) = http(r2, "GET", "/status", &[], "");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let cooling = &status["cluster"]["cooldowns"][0];
+    assert_eq!(cooling["upstream"], "a", "{status}");
+    assert_eq!(cooling["reason"], "rate_limited");
+    assert!(cooling["remaining_s"].as_f64().unwrap() <= 30.0);
+    let (_, metrics) = http(r3, "GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains("hourglass_cooldowns_shared_total{direction=\"heard\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hourglass_redis_up 1"), "{metrics}");
+}
+
+#[test]
+fn redis_stopped_under_load_fails_no_call_and_sharing_resumes_when_it_returns() {
+    let cluster = Cluster::start("cluster-redis-away");
+    let replicas: Vec<Serve> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|name| cluster.replica(name, "a:sim-instant\", \"b"))
+        .collect();
+    let addrs: Vec<String> = replicas.iter().map(|r| r.addr.clone()).collect();
+    wait_until("every replica is ready with both stores", 30, || {
+        addrs.iter().all(|r| ready(r))
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = std::thread::spawn({
+        let (addrs, stop) = (addrs.clone(), stop.clone());
+        move || {
+            let mut failed = Vec::new();
+            let mut calls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for addr in &addrs {
+                    let (status, _) = chat(addr, &[]);
+                    calls += 1;
+                    if status != 200 {
+                        failed.push(status);
+                    }
+                }
+            }
+            (calls, failed)
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    cluster.redis.stop();
+    wait_until("a replica sees Redis gone", 10, || {
+        http(&addrs[0], "GET", "/metrics", &[], "")
+            .1
+            .contains("hourglass_redis_up 0")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    cluster.redis.resume();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (calls, failed) = load.join().unwrap();
+    assert!(calls > 100, "{calls} calls");
+    assert!(
+        failed.is_empty(),
+        "{} of {calls} calls failed: {failed:?}",
+        failed.len()
+    );
+    // Sharing resumes: a cool-down learned by r3 now reaches r1.
+    wait_until("every replica has its subscription back", 30, || {
+        addrs.iter().all(|r| {
+            let (_, status) = http(r, "GET", "/status", &[], "");
+            status.contains("\"up\":true")
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let fault = [("x-sim-fault", "rate_limit;retry_after=30;upstream=a")];
+    assert_eq!(chat(&addrs[2], &fault).0, 200);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let before = cluster.a.stats().requests;
+    for _ in 0..5 {
+        assert_eq!(chat(&addrs[0], &[]), (200, "b".to_owned()));
+    }
+    assert_eq!(cluster.a.stats().requests, before);
+}
+
+#[test]
+fn client_limits_count_every_replicas_calls() {
+    let mut cluster = Cluster::start("cluster-limits");
+    cluster.extra = "\n[client_limits]\nrequests_per_minute = 10\n".to_owned();
+    let replicas: Vec<Serve> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|name| cluster.replica(name, "a"))
+        .collect();
+    let [r1, r2, r3] = [&replicas[0].addr, &replicas[1].addr, &replicas[2].addr];
+    wait_until("every replica is ready with both stores", 30, || {
+        [r1, r2, r3].iter().all(|r| ready(r))
+    });
+    let key = [("authorization", "Bearer client-one")];
+    // One call on each replica, then seven more on r1: ten in all.
+    for r in [r1, r2, r3] {
+        assert_eq!(chat(r, &key).0, 200);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..7 {
+        assert_eq!(chat(r1, &key).0, 200);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // r2 and r3 each admitted one call themselves, and refuse the eleventh.
+    for r in [r2, r3] {
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let answer = exchange(r, "POST", "/v1/chat/completions", &key, body).unwrap();
+        assert_eq!(answer.status, 429, "{}", answer.body);
+        assert!(
+            answer.body.contains("client_rate_limited"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            answer.header("x-hourglass-limit"),
+            Some("requests_per_minute")
+        );
+        assert!(answer.header("retry-after").is_some());
+    }
+    // Another key is counted apart.
+    assert_eq!(chat(r2, &[("authorization", "Bearer client-two")]).0, 200);
 }

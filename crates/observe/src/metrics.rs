@@ -681,6 +681,76 @@ fn number(v: f64) -> String {
     }
 }
 
+/// What a gateway shares with other replicas, and its client limits, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterStats {
+    /// Whether Redis answered its last use; `None`: no Redis is configured.
+    pub redis_up: Option<bool>,
+    /// Cool-downs published, heard and dropped (with Redis).
+    pub cooldowns_published: u64,
+    /// Cool-downs heard from other replicas.
+    pub cooldowns_heard: u64,
+    /// Cool-downs not published (queue full, Redis away).
+    pub cooldowns_dropped: u64,
+    /// Cool-downs in force here now.
+    pub cooldowns_active: usize,
+    /// Calls refused by each client limit.
+    pub limited: Vec<(&'static str, u64)>,
+    /// Syncs of client-limit counts with Redis that failed.
+    pub limit_sync_failures: u64,
+}
+
+/// The cluster's and the client limits' series.
+pub fn render_cluster(out: &mut String, stats: &ClusterStats) {
+    scalar(
+        out,
+        "hourglass_cooldowns_active",
+        "Cool-downs in force (429/503 Retry-After, rejected keys, upstreams down), learned here or from other replicas.",
+        "gauge",
+        stats.cooldowns_active as f64,
+    );
+    let limited: Vec<(Labels, u64)> = stats
+        .limited
+        .iter()
+        .map(|(limit, n)| (vec![(*limit).to_owned()], *n))
+        .collect();
+    counter(
+        out,
+        "hourglass_client_limited_total",
+        "Calls refused with client_rate_limited, by limit: requests_per_minute, tokens_per_minute, concurrent.",
+        &["limit"],
+        &limited,
+    );
+    let Some(up) = stats.redis_up else {
+        return;
+    };
+    scalar(
+        out,
+        "hourglass_redis_up",
+        "Whether Redis answered its last use (1) or not (0: cool-downs and limits are this replica's own meanwhile).",
+        "gauge",
+        if up { 1.0 } else { 0.0 },
+    );
+    counter(
+        out,
+        "hourglass_cooldowns_shared_total",
+        "Cool-downs shared through Redis: published (learned here), heard (from other replicas), dropped (not published).",
+        &["direction"],
+        &[
+            (vec!["published".to_owned()], stats.cooldowns_published),
+            (vec!["heard".to_owned()], stats.cooldowns_heard),
+            (vec!["dropped".to_owned()], stats.cooldowns_dropped),
+        ],
+    );
+    scalar(
+        out,
+        "hourglass_client_limit_sync_failures_total",
+        "Syncs of client-limit counts with Redis that failed (the counts are sent with the next one).",
+        "counter",
+        stats.limit_sync_failures as f64,
+    );
+}
+
 fn scalar(out: &mut String, name: &str, help: &str, kind: &str, value: f64) {
     header(out, name, help, kind);
     let _ = writeln!(out, "{name} {}", number(value));

@@ -14,6 +14,7 @@
 pub mod http; // one exchange per connection: status, headers, de-chunked body
 pub mod jobs; // submitting a chat job and looking at it while it runs
 pub mod postgres; // a throwaway PostgreSQL cluster on loopback
+pub mod redis; // a throwaway Redis server on loopback
 pub mod serve; // `hourglass serve` as a child process
 
 /// Waits until `done` holds, looking every 50 ms for at most `seconds`; panics naming `what`.

@@ -100,6 +100,7 @@ pub fn spawn(
                         result.await,
                         settings.healthy_threshold,
                         settings.unhealthy_threshold,
+                        (settings.interval * 3).max(Duration::from_secs(10)),
                     );
                     drop(pools);
                     let jitter = settings.interval.mul_f64(rng.f64() * 0.1);

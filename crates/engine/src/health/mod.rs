@@ -5,6 +5,7 @@
 //! [`Health`] touches shared state.
 
 pub mod active; // checks of every upstream over the pool
+pub mod cooldown; // 429/503 Retry-After, rejected keys, upstreams down: shared by replicas
 pub mod breaker; // ejection after failures, half-open trials
 pub mod ewma; // the peak-EWMA latency estimate
 pub mod hedge; // the hedge threshold from recent first-token latencies
@@ -147,6 +148,8 @@ pub struct Health {
     /// The recent first-token latencies of each model (adaptive hedge thresholds).
     latencies: Arc<Mutex<HashMap<String, LatencyWindow>>>,
     events: Arc<Mutex<VecDeque<(Instant, Event)>>>,
+    /// Where cool-downs learned here go (the gateway's shared state), if anywhere.
+    sink: Arc<Mutex<Option<cooldown::Sink>>>,
 }
 
 /// One upstream's health: its targets (one per model), whether active checks find it up, and
@@ -158,6 +161,8 @@ struct UpstreamHealth {
     /// Whether active checks find it up (read on every call without a lock).
     up: std::sync::atomic::AtomicBool,
     probe: Mutex<active::ProbeState>,
+    /// Its cool-downs, by model.
+    cooldowns: cooldown::Table,
 }
 
 impl UpstreamHealth {
@@ -167,6 +172,7 @@ impl UpstreamHealth {
             targets: Mutex::new(HashMap::new()),
             up: std::sync::atomic::AtomicBool::new(true),
             probe: Mutex::new(active::ProbeState::default()),
+            cooldowns: cooldown::Table::default(),
         })
     }
 }
@@ -199,7 +205,67 @@ impl Health {
             upstreams: names.into_iter().map(UpstreamHealth::new).collect(),
             latencies: Arc::new(Mutex::new(HashMap::new())),
             events: Arc::new(Mutex::new(VecDeque::new())),
+            sink: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Sends every cool-down learned from now on to `sink` too (it must not block).
+    pub fn set_cooldown_sink(&self, sink: cooldown::Sink) {
+        *lock(&self.sink) = Some(sink);
+    }
+
+    /// A cool-down learned by this process's calls or checks: kept, and sent to the sink.
+    pub fn learned(
+        &self,
+        upstream: usize,
+        model: Option<&str>,
+        remaining: Duration,
+        reason: cooldown::Reason,
+    ) {
+        let Some(entry) = self.upstreams.get(upstream) else {
+            return;
+        };
+        let remaining = remaining.min(cooldown::MAX_COOLDOWN);
+        entry
+            .cooldowns
+            .set(model, remaining, reason, Instant::now());
+        let sink = lock(&self.sink).clone();
+        if let Some(sink) = sink {
+            sink(&cooldown::Cooldown {
+                upstream: entry.name.clone(),
+                model: model.map(str::to_owned),
+                remaining_ms: remaining.as_millis() as u64,
+                reason,
+            });
+        }
+    }
+
+    /// A cool-down another replica learned; `false` when no upstream here has its name.
+    pub fn cool(&self, shared: &cooldown::Cooldown) -> bool {
+        let Some(entry) = self.upstreams.iter().find(|u| u.name == shared.upstream) else {
+            return false;
+        };
+        entry.cooldowns.set(
+            shared.model.as_deref(),
+            Duration::from_millis(shared.remaining_ms),
+            shared.reason,
+            Instant::now(),
+        );
+        true
+    }
+
+    /// The cool-downs in force: `(upstream, model, remaining, reason)`.
+    pub fn cooldowns(&self) -> Vec<(String, Option<String>, Duration, cooldown::Reason)> {
+        let now = Instant::now();
+        self.upstreams
+            .iter()
+            .flat_map(|u| {
+                u.cooldowns
+                    .active(now)
+                    .into_iter()
+                    .map(|(model, left, reason)| (u.name.clone(), model, left, reason))
+            })
+            .collect()
     }
 
     /// The health table for a reloaded configuration: the upstreams `same` names (still
@@ -237,6 +303,7 @@ impl Health {
             upstreams,
             latencies: self.latencies.clone(),
             events: self.events.clone(),
+            sink: self.sink.clone(),
         }
     }
 
@@ -388,13 +455,12 @@ impl Health {
         order
     }
 
-    /// Whether a target may take a call now: its breaker admits one and active checks have not
-    /// found its upstream down.
+    /// Whether a target may take a call now: its breaker admits one, active checks have not
+    /// found its upstream down, and it is not cooling down.
     fn available(&self, c: &Candidate<'_>, now: Instant) -> bool {
-        let up = self
-            .upstreams
-            .get(c.upstream)
-            .is_none_or(|u| u.up.load(std::sync::atomic::Ordering::Relaxed));
+        let up = self.upstreams.get(c.upstream).is_none_or(|u| {
+            u.up.load(std::sync::atomic::Ordering::Relaxed) && !u.cooldowns.cooling(c.model, now)
+        });
         up && self.with(c.upstream, c.model, now, |t| t.breaker.available(now))
     }
 
@@ -407,6 +473,7 @@ impl Health {
         result: Result<Duration, String>,
         healthy_threshold: u32,
         unhealthy_threshold: u32,
+        down_for: Duration,
     ) {
         let now = Instant::now();
         if let (hourglass_config::CheckMode::Completion(model), Ok(latency)) = (mode, &result) {
@@ -416,11 +483,20 @@ impl Health {
         let Some(entry) = self.upstreams.get(index) else {
             return;
         };
+        let failed = result.is_err();
         let flipped = lock(&entry.probe).record(result, healthy_threshold, unhealthy_threshold);
         if let Some(healthy) = flipped {
             entry
                 .up
                 .store(healthy, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Other replicas hear that it is down (again at each failed check, so it stays fresh
+        // there), and that it is up again.
+        let down = !entry.up.load(std::sync::atomic::Ordering::Relaxed);
+        if down && failed {
+            self.learned(index, None, down_for, cooldown::Reason::Down);
+        } else if flipped == Some(true) {
+            self.learned(index, None, Duration::ZERO, cooldown::Reason::Down);
         }
         let upstream = entry.name.clone();
         match flipped {

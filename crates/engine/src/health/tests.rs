@@ -236,3 +236,88 @@ async fn a_reload_keeps_the_state_of_upstreams_that_stay_and_drops_the_others() 
         "the event log carried over"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_sends_a_target_last_until_it_ends_and_every_cooling_target_is_tried_anyway() {
+    use cooldown::{Cooldown, Reason};
+    let h = health(1.0);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let into = sent.clone();
+    h.set_cooldown_sink(Arc::new(move |c: &Cooldown| lock(&into).push(c.clone())));
+    let mut rng = fastrand::Rng::with_seed(1);
+    let rank = |h: &Health, rng: &mut fastrand::Rng| {
+        h.rank(
+            "m",
+            &candidates(),
+            &[false; 3],
+            Balance::Ordered,
+            rng,
+            Instant::now(),
+        )
+    };
+
+    h.learned(0, Some("m"), Duration::from_secs(30), Reason::RateLimited);
+    assert_eq!(rank(&h, &mut rng), [1, 2, 0], "a is cooling for model m");
+    assert_eq!(
+        *lock(&sent),
+        [Cooldown {
+            upstream: "a".into(),
+            model: Some("m".into()),
+            remaining_ms: 30_000,
+            reason: Reason::RateLimited,
+        }],
+        "told to the sink, relative to now"
+    );
+    // Another model of the same upstream is not held back.
+    let other = [Candidate {
+        model: "n",
+        ..candidates()[0]
+    }];
+    assert!(!h.all_ejected(&other, Instant::now()));
+
+    // One from another replica, for the whole upstream; not sent back out.
+    assert!(h.cool(&Cooldown {
+        upstream: "b".into(),
+        model: None,
+        remaining_ms: 10_000,
+        reason: Reason::KeyRejected,
+    }));
+    assert!(!h.cool(&Cooldown {
+        upstream: "unknown".into(),
+        model: None,
+        remaining_ms: 10_000,
+        reason: Reason::Down,
+    }));
+    assert_eq!(lock(&sent).len(), 1);
+    assert_eq!(rank(&h, &mut rng), [2, 0, 1]);
+    assert_eq!(h.cooldowns().len(), 2);
+
+    // Every target cooling: tried anyway, in order (panic mode), never refused.
+    h.learned(2, None, Duration::from_secs(5), Reason::Down);
+    assert_eq!(rank(&h, &mut rng), [0, 1, 2]);
+
+    // Ends as they end; a lift (zero) ends one at once.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(rank(&h, &mut rng), [2, 0, 1], "c's 5 s are over");
+    h.cool(&Cooldown {
+        upstream: "b".into(),
+        model: None,
+        remaining_ms: 0,
+        reason: Reason::KeyRejected,
+    });
+    assert_eq!(rank(&h, &mut rng), [1, 2, 0]);
+    tokio::time::advance(Duration::from_secs(25)).await;
+    assert_eq!(rank(&h, &mut rng), [0, 1, 2], "a's 30 s are over");
+    assert!(h.cooldowns().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cooldown_is_capped_and_a_shorter_one_does_not_shorten_a_longer() {
+    use cooldown::Reason;
+    let h = health(1.0);
+    h.learned(0, None, Duration::from_secs(3600), Reason::Overloaded);
+    let (_, _, left, _) = h.cooldowns()[0].clone();
+    assert_eq!(left, cooldown::MAX_COOLDOWN);
+    h.learned(0, None, Duration::from_secs(1), Reason::Overloaded);
+    assert_eq!(h.cooldowns()[0].2, cooldown::MAX_COOLDOWN);
+}

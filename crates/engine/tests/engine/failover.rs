@@ -295,3 +295,58 @@ async fn a_retry_skipped_for_lack_of_time_is_named_in_the_error() {
         error.message
     );
 }
+
+/// A 429 with `Retry-After` for the upstream's own key keeps later calls off that upstream
+/// until it ends; for a client's key passed through (no key of the upstream's), it does not.
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_for_the_upstreams_key_keeps_later_calls_off_it() {
+    let key = std::env::temp_dir().join(format!("hourglass-key-{}", std::process::id()));
+    std::fs::write(&key, "sk-test").unwrap();
+    let keyed = format!(
+        "[upstreams.a]\nbase_url = \"http://a.invalid/v1\"\napi_key_file = \"{}\"\n\
+         [upstreams.b]\nbase_url = \"http://b.invalid/v1\"\napi_key_file = \"{}\"\n{POLICY}",
+        key.display(),
+        key.display()
+    );
+    let keyed = setup_raw(&["a", "b"], &keyed);
+    let first = call(
+        &keyed,
+        chat("m", false, Some("rate_limit;retry_after=30;upstream=a")),
+    )
+    .await;
+    assert_eq!(first.ok().upstream, "b");
+    assert_eq!(keyed.requests("a"), 1);
+    let cooling = keyed.engine.health().cooldowns();
+    assert_eq!(cooling.len(), 1, "{cooling:?}");
+    assert_eq!(
+        (cooling[0].0.as_str(), cooling[0].1.as_deref()),
+        ("a", Some("sim-instant"))
+    );
+    for _ in 0..5 {
+        let later = call(&keyed, chat("m", false, None)).await;
+        assert_eq!(later.trail(), [("b".to_owned(), "ok")], "straight to b");
+    }
+    assert_eq!(keyed.requests("a"), 1, "a was left alone for its 30 s");
+    tokio::time::advance(31 * SECOND).await;
+    assert_eq!(
+        call(&keyed, chat("m", false, None)).await.ok().upstream,
+        "a"
+    );
+
+    let passed_through = setup(POLICY);
+    let first = call(
+        &passed_through,
+        chat("m", false, Some("rate_limit;retry_after=30;upstream=a")),
+    )
+    .await;
+    assert_eq!(first.ok().upstream, "b");
+    assert!(passed_through.engine.health().cooldowns().is_empty());
+    assert_eq!(
+        call(&passed_through, chat("m", false, None))
+            .await
+            .ok()
+            .upstream,
+        "a"
+    );
+    std::fs::remove_file(key).unwrap();
+}

@@ -50,10 +50,15 @@ fn ready(gateway: &Gateway) -> Response<GatewayBody> {
         let stats = jobs.stats();
         json!({ "store": stats.store, "reachable": jobs.reachable() })
     });
+    let redis = gateway
+        .cluster
+        .as_ref()
+        .map(|c| json!({ "at": c.link.describe(), "reachable": c.link.is_up() }));
     let body = json!({
         "status": if ready { "ready" } else { "starting" },
         "why": why,
         "jobs": jobs,
+        "redis": redis,
     });
     let status = if ready {
         StatusCode::OK
@@ -61,6 +66,69 @@ fn ready(gateway: &Gateway) -> Response<GatewayBody> {
         StatusCode::SERVICE_UNAVAILABLE
     };
     json_response(status, Bytes::from(body.to_string()))
+}
+
+/// What `/status` shows under `cluster`: the instance, Redis (where, whether it answers — never
+/// its URL), the cool-downs in force and what was shared, and the client limits' refusals.
+fn cluster_status(gateway: &Gateway, engine: &hourglass_engine::Engine) -> serde_json::Value {
+    let stats = cluster_stats(gateway, engine);
+    let cooldowns: Vec<serde_json::Value> = engine
+        .health()
+        .cooldowns()
+        .into_iter()
+        .map(|(upstream, model, left, reason)| {
+            json!({"upstream": upstream, "model": model, "remaining_s": left.as_secs_f64(), "reason": reason.name()})
+        })
+        .collect();
+    let limited: serde_json::Map<String, serde_json::Value> = stats
+        .limited
+        .iter()
+        .map(|(limit, n)| ((*limit).to_owned(), json!(n)))
+        .collect();
+    let redis = gateway.cluster.as_ref().map(|c| {
+        json!({
+            "at": c.link.describe(),
+            "up": c.link.is_up(),
+            "failures": c.link.failures(),
+            "last_error": c.link.last_error(),
+            "cooldowns_published": stats.cooldowns_published,
+            "cooldowns_heard": stats.cooldowns_heard,
+            "cooldowns_dropped": stats.cooldowns_dropped,
+            "limit_sync_failures": stats.limit_sync_failures,
+        })
+    });
+    json!({
+        "instance": gateway.cluster.as_ref().map(|c| c.instance.clone()),
+        "redis": redis,
+        "cooldowns": cooldowns,
+        "client_limits": {"keys": gateway.limits.keys(), "refused": limited},
+    })
+}
+
+fn cluster_stats(
+    gateway: &Gateway,
+    engine: &hourglass_engine::Engine,
+) -> hourglass_observe::metrics::ClusterStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = gateway.limits.counts();
+    let limited = hourglass_cluster::limits::LIMITS
+        .iter()
+        .zip(&counts.refused)
+        .map(|(limit, n)| (*limit, n.load(Relaxed)))
+        .collect();
+    let shared = gateway.cluster.as_ref();
+    let count = |f: fn(&hourglass_cluster::cooldowns::Counts) -> u64| {
+        shared.map_or(0, |c| f(&c.cooldowns.counts))
+    };
+    hourglass_observe::metrics::ClusterStats {
+        redis_up: shared.map(|c| c.link.is_up()),
+        cooldowns_published: count(|c| c.published.load(Relaxed)),
+        cooldowns_heard: count(|c| c.heard.load(Relaxed)),
+        cooldowns_dropped: count(|c| c.dropped.load(Relaxed)),
+        cooldowns_active: engine.health().cooldowns().len(),
+        limited,
+        limit_sync_failures: counts.sync_failures.load(Relaxed),
+    }
 }
 
 /// `/status`, `/metrics` and `/admin/reload`, once the caller is allowed.
@@ -76,6 +144,7 @@ fn admin(
             if let Some(jobs) = &gateway.jobs {
                 status["jobs"] = serde_json::to_value(jobs.stats()).unwrap_or_default();
             }
+            status["cluster"] = cluster_status(gateway, &engine);
             let body = serde_json::to_vec(&status).unwrap_or_default();
             Ok(json_response(StatusCode::OK, Bytes::from(body)))
         }
@@ -84,6 +153,7 @@ fn admin(
             if let Some(jobs) = &gateway.jobs {
                 hourglass_observe::metrics::render_jobs(&mut text, &jobs.stats());
             }
+            hourglass_observe::metrics::render_cluster(&mut text, &cluster_stats(gateway, &engine));
             let mut response = Response::new(GatewayBody::full(text));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

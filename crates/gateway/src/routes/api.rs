@@ -53,14 +53,64 @@ pub(super) async fn call(
         Err(error) => return error_response(protocol, &error),
     };
     request.pinned = pinned;
-    if let Err(error) = background::continuation(&gateway, &mut request, &key).await {
+    // Past the client key check: the key's limits, decided from memory.
+    let limits = engine.config().client_limits;
+    let permit = if limits.any() {
+        match gateway.limits.admit(&key.owner(), &limits) {
+            Ok(permit) => Some(permit),
+            Err(refused) => return limited(protocol, refused),
+        }
+    } else {
+        None
+    };
+    let response = answer(&gateway, engine, endpoint, request, key, heartbeat).await;
+    match permit {
+        Some(permit) => response.map(|inner| GatewayBody::Counted {
+            inner: Box::new(inner),
+            permit,
+        }),
+        None => response,
+    }
+}
+
+/// A refusal by a client limit: 429 `client_rate_limited` with `Retry-After` and the limit's
+/// name in `x-hourglass-limit`.
+fn limited(
+    protocol: &dyn hourglass_engine::protocol::Protocol,
+    refused: hourglass_cluster::limits::Refused,
+) -> Response<GatewayBody> {
+    let mut error = CallError::before_attempts(
+        ErrorCode::ClientRateLimited,
+        StatusCode::TOO_MANY_REQUESTS,
+        refused.message,
+    );
+    error.retry_after = Some(refused.retry_after);
+    let mut response = error_response(protocol, &error);
+    response
+        .headers_mut()
+        .insert("x-hourglass-limit", HeaderValue::from_static(refused.limit));
+    response
+}
+
+/// The call made and answered: continued from a stored response, submitted as a job, with
+/// heartbeats, or plainly.
+async fn answer(
+    gateway: &Arc<Gateway>,
+    engine: Arc<Engine>,
+    endpoint: Endpoint,
+    mut request: CallRequest,
+    key: background::Key,
+    heartbeat: Option<Duration>,
+) -> Response<GatewayBody> {
+    let protocol = endpoint.protocol();
+    if let Err(error) = background::continuation(gateway, &mut request, &key).await {
         return error_response(protocol, &error);
     }
-    if let Some(form) = background::form(&gateway, &request) {
-        return background::submit(&gateway, &engine, request, key, form).await;
+    if let Some(form) = background::form(gateway, &request) {
+        return background::submit(gateway, &engine, request, key, form).await;
     }
     if let Some(interval) = heartbeat {
-        return with_heartbeats(&gateway, engine, request, interval);
+        return with_heartbeats(gateway, engine, request, interval);
     }
     let result = tokio::select! {
         result = engine.call(request) => result,
@@ -73,7 +123,7 @@ pub(super) async fn call(
                     ResponseBody::Full(bytes) => Some(bytes.as_ref()),
                     ResponseBody::Stream(stream) => stream.opening(),
                 };
-                background::remember(&gateway, &engine, &response.headers, opening);
+                background::remember(gateway, &engine, &response.headers, opening);
             }
             let mut out = Response::new(match response.body {
                 ResponseBody::Full(bytes) => GatewayBody::full(bytes),

@@ -8,6 +8,7 @@ mod dashboard;
 mod hostile;
 mod http_api;
 mod jobs;
+mod limits;
 mod llama;
 mod metrics;
 mod middlebox;

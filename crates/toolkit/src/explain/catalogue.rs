@@ -350,6 +350,18 @@ pub static PATTERNS: &[Pattern] = &[
         ]
     ),
     p!(
+        "hourglass.client_rate_limited",
+        "hourglass",
+        Upstream429,
+        BeforeSend,
+        r#""code"\s*:\s*"client_rate_limited""#,
+        "the gateway refused the call: the client's key is past one of its `[client_limits]` (requests or tokens per minute, or calls at once)",
+        "wait for Retry-After (the `x-hourglass-limit` header names the limit), spread the calls over time, or raise `client_limits.*` for this gateway",
+        [
+            r#"{"error":{"code":"client_rate_limited","message":"this key started 600 requests in the last minute (client_limits.requests_per_minute = 600)"}}"#
+        ]
+    ),
+    p!(
         "hourglass.jobs_unavailable",
         "hourglass",
         Upstream5xx,
