@@ -653,12 +653,10 @@ fn a_bad_jobs_table_is_refused_with_the_key_at_fault() {
 
 #[test]
 fn the_cluster_table_loads_and_check_shows_what_is_shared_never_the_url() {
-    let env = |name: &str| {
-        match name {
-            "PG_URL" => Some("postgres://gw:pa55word@db.internal:5432/hourglass".to_owned()),
-            "REDIS_URL" => Some("rediss://:r3dispass@cache.internal:6380/0".to_owned()),
-            _ => None,
-        }
+    let env = |name: &str| match name {
+        "PG_URL" => Some("postgres://gw:pa55word@db.internal:5432/hourglass".to_owned()),
+        "REDIS_URL" => Some("rediss://:r3dispass@cache.internal:6380/0".to_owned()),
+        _ => None,
     };
     let text = format!(
         "{ONE_UPSTREAM}[cluster]\ninstance = \"gw-1\"\npostgres_url_env = \"PG_URL\"\nredis_url_env = \"REDIS_URL\"\npostgres_pool = 4\njob_lease = \"6s\"\nwait_for_stores = \"10s\"\n\n[client_limits]\nrequests_per_minute = 600\nconcurrent = 8\n"
@@ -727,7 +725,11 @@ fn a_bad_cluster_table_is_refused_with_the_key_at_fault_and_no_url() {
             "at least 500ms",
         ),
         ("postgres = true", "postgres", "unknown field"),
-        ("redis_url_env = \"NOT_REDIS\"", "cluster.redis_url_env", "Redis URL"),
+        (
+            "redis_url_env = \"NOT_REDIS\"",
+            "cluster.redis_url_env",
+            "Redis URL",
+        ),
     ] {
         let text = format!("{ONE_UPSTREAM}[cluster]\n{table}\n");
         let error = Config::from_toml(&text, "test.toml", &env)
