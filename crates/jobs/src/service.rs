@@ -625,10 +625,15 @@ impl Inner {
     /// left; with a shared store, also those whose instance died) and runs, re-runs or ends
     /// each by the restart rule — up to the room the queue has.
     async fn recover(self: &Arc<Self>, store: &Arc<dyn Store>) -> Result<(), StoreError> {
-        let room = self
-            .settings
-            .max_queued
-            .saturating_sub(lock(&self.queue).len());
+        // A store of this process's own is recovered whole, once; a shared one a queue's worth
+        // at a time (the rest stays for this replica's next look, or another's).
+        let room = match store.lease() {
+            None => usize::MAX,
+            Some(_) => self
+                .settings
+                .max_queued
+                .saturating_sub(lock(&self.queue).len()),
+        };
         if room == 0 {
             return Ok(());
         }
