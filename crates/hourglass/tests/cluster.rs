@@ -203,6 +203,38 @@ fn a_job_submitted_to_one_replica_is_read_followed_and_resumed_from_the_others()
     let (_, cancelled) = http(r1, "POST", &format!("/v1/responses/{rid}/cancel"), &[], "");
     assert!(cancelled.contains("\"completed\""), "{cancelled}");
 
+    // A streamed background Response made on r1, replayed from r3 and resumed on r2 after
+    // sequence number 3: exactly the events after it, as r1 sent them.
+    let body = r#"{"model":"m","input":"hi","background":true,"stream":true}"#;
+    let (status, streamed) = http(r1, "POST", "/v1/responses", &[], body);
+    assert_eq!(status, 200, "{streamed}");
+    let events: Vec<&str> = streamed
+        .split("\n\n")
+        .filter(|e| e.contains("data: "))
+        .collect();
+    assert!(events.len() > 5, "{streamed}");
+    assert!(
+        events.last().unwrap().contains("response.completed"),
+        "{streamed}"
+    );
+    let rid = streamed
+        .split("\"id\":\"")
+        .find_map(|rest| {
+            rest.starts_with("resp_hg")
+                .then(|| rest.split('"').next().unwrap())
+        })
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/responses/{rid}?stream=true");
+    let (_, replayed) = http(r3, "GET", &path, &[], "");
+    assert_eq!(replayed, streamed, "r3 replays the stream r1 sent");
+    let (_, resumed) = http(r2, "GET", &format!("{path}&starting_after=3"), &[], "");
+    let rest: Vec<&str> = resumed
+        .split("\n\n")
+        .filter(|e| e.contains("data: "))
+        .collect();
+    assert_eq!(rest, events[4..], "r2 resumes after sequence number 3");
+
     // A cancel on r3 reaches the job r1 runs: its upstream call is dropped and it ends.
     let long = submit(r1, true, Some("slow;tokens_per_s=1"));
     wait_until("the long job runs", 30, || {
