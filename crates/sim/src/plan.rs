@@ -120,7 +120,7 @@ pub(crate) fn plan(request: &Parsed, faults: &FaultSet, ctx: &Context<'_>) -> Pl
             };
             whole(draw.first_token, body, faults)
         }
-        Endpoint::Chat | Endpoint::Completions | Endpoint::Responses => {
+        Endpoint::Chat | Endpoint::Completions | Endpoint::Responses | Endpoint::Messages => {
             let answer = answer(request, ctx, &mut rng, &draw, created);
             let slow_gap = faults
                 .slow
@@ -177,7 +177,7 @@ fn answer(
     } else {
         "stop"
     };
-    let choices = if ctx.endpoint == Endpoint::Responses {
+    let choices = if matches!(ctx.endpoint, Endpoint::Responses | Endpoint::Messages) {
         1
     } else {
         request.n
@@ -186,6 +186,7 @@ fn answer(
     let id = match ctx.endpoint {
         Endpoint::Chat => format!("chatcmpl-sim{}", hex(rng)),
         Endpoint::Completions => format!("cmpl-sim{}", hex(rng)),
+        Endpoint::Messages => format!("msg_sim{}", hex(rng)),
         _ => format!("resp_sim{}", hex(rng)),
     };
     let item_id = if request.tool.is_some() {
@@ -193,10 +194,15 @@ fn answer(
     } else {
         format!("msg_sim{}", hex(rng))
     };
+    let call_prefix = if ctx.endpoint == Endpoint::Messages {
+        "toolu_sim"
+    } else {
+        "call_sim"
+    };
     let tool = request
         .tool
         .clone()
-        .map(|tool| (format!("call_sim{}", hex(rng)), tool));
+        .map(|tool| (format!("{call_prefix}{}", hex(rng)), tool));
     let reasoning = if ctx.model.kind == crate::ModelKind::Reasoning {
         let thinking = draw.first_token.as_secs_f64() / ctx.time_scale;
         (thinking * ctx.model.latency.tokens_per_s).round() as u32
@@ -337,8 +343,7 @@ impl StreamScript {
         match self.keepalive {
             Some(interval) if remaining > interval => {
                 self.queue.push_back(Step::Wait(interval));
-                self.queue
-                    .push_back(Step::Data(Bytes::from_static(render::KEEPALIVE)));
+                self.queue.push_back(Step::Data(self.answer.keepalive()));
                 self.stage = Stage::FirstToken(remaining - interval);
             }
             _ => {

@@ -1,7 +1,8 @@
-//! OpenAI-shaped bodies: whole JSON answers, SSE chunks and events, and errors.
+//! OpenAI- and Anthropic-shaped bodies: whole JSON answers, SSE chunks and events, and errors.
 //!
 //! Shapes follow OpenAI's API closely enough that the official Python and Node SDKs parse them,
-//! including the Responses API's typed events. Streams and whole answers of one [`Answer`] carry
+//! including the Responses API's typed events, and Anthropic's Messages API (`message_start` …
+//! `message_stop`, `ping`, its `error` event and error bodies) as its SDKs read it. Streams and whole answers of one [`Answer`] carry
 //! the same ids, text and usage, so a body assembled from a stream can be compared field by field.
 
 use bytes::Bytes;
@@ -42,6 +43,8 @@ pub(crate) struct Usage {
 
 /// An SSE comment that keeps a connection alive; clients must ignore it.
 pub(crate) const KEEPALIVE: &[u8] = b": keep-alive\n\n";
+/// Anthropic's keep-alive: a `ping` event, which its clients ignore.
+pub(crate) const PING: &[u8] = b"event: ping\ndata: {\"type\": \"ping\"}\n\n";
 /// The end of a chat or completions stream.
 pub(crate) const DONE: &[u8] = b"data: [DONE]\n\n";
 
@@ -260,7 +263,35 @@ impl Answer {
                 }
                 frames
             }
+            Endpoint::Messages => {
+                let block = match &self.tool {
+                    None => json!({"type": "text", "text": ""}),
+                    Some((call_id, tool)) => {
+                        json!({"type": "tool_use", "id": call_id, "name": tool.name, "input": {}})
+                    }
+                };
+                vec![
+                    anthropic_event(
+                        "message_start",
+                        json!({"message": self.message_json(json!([]), None, 1)}),
+                    ),
+                    anthropic_event(
+                        "content_block_start",
+                        json!({"index": 0, "content_block": block}),
+                    ),
+                    Bytes::from_static(PING),
+                ]
+            }
             _ => Vec::new(),
+        }
+    }
+
+    /// What keeps the stream alive while the first token is awaited: a comment, or Anthropic's
+    /// `ping` event.
+    pub(crate) fn keepalive(&self) -> Bytes {
+        match self.endpoint {
+            Endpoint::Messages => Bytes::from_static(PING),
+            _ => Bytes::from_static(KEEPALIVE),
         }
     }
 
@@ -292,6 +323,15 @@ impl Answer {
                         self.chat_chunk(choice, delta, None)
                     }
                     Endpoint::Completions => self.text_chunk(choice, &fragment, None),
+                    Endpoint::Messages => {
+                        let delta = match &self.tool {
+                            None => json!({"type": "text_delta", "text": fragment}),
+                            Some(_) => {
+                                json!({"type": "input_json_delta", "partial_json": fragment})
+                            }
+                        };
+                        anthropic_event("content_block_delta", json!({"index": 0, "delta": delta}))
+                    }
                     _ => {
                         let kind = if self.tool.is_some() {
                             "response.function_call_arguments.delta"
@@ -313,9 +353,16 @@ impl Answer {
     /// Frames that end a complete stream, after the last content chunk.
     /// What ends a stream the server interrupted: a bare `[DONE]` for chat and completions (no
     /// finish chunk, no usage), nothing for the Responses API (no `response.completed`).
+    /// Anthropic's Messages API ends it with its mid-stream `error` event (`overloaded_error`).
     pub(crate) fn interrupted_end(&self) -> Option<Bytes> {
-        matches!(self.endpoint, Endpoint::Chat | Endpoint::Completions)
-            .then(|| Bytes::from_static(DONE))
+        match self.endpoint {
+            Endpoint::Chat | Endpoint::Completions => Some(Bytes::from_static(DONE)),
+            Endpoint::Messages => Some(anthropic_event(
+                "error",
+                json!({"error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            )),
+            _ => None,
+        }
     }
 
     pub(crate) fn finish(&self, seq: &mut u32) -> Vec<Bytes> {
@@ -327,6 +374,7 @@ impl Answer {
             Endpoint::Completions => choices
                 .map(|c| self.text_chunk(c, "", Some(self.finish_reason)))
                 .collect(),
+            Endpoint::Messages => return self.messages_finish(),
             _ => return self.responses_finish(seq),
         };
         if self.include_usage {
@@ -338,6 +386,55 @@ impl Answer {
         }
         frames.push(Bytes::from_static(DONE));
         frames
+    }
+
+    /// Anthropic's `stop_reason` for the answer's finish.
+    fn stop_reason(&self) -> &'static str {
+        match self.finish_reason {
+            "tool_calls" => "tool_use",
+            "length" => "max_tokens",
+            _ => "end_turn",
+        }
+    }
+
+    /// A Message object: its content blocks, `stop_reason` (`None` while it streams) and usage.
+    fn message_json(
+        &self,
+        content: serde_json::Value,
+        stop_reason: Option<&str>,
+        output_tokens: u32,
+    ) -> serde_json::Value {
+        json!({
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+            "content": content, "stop_reason": stop_reason, "stop_sequence": null,
+            "usage": {"input_tokens": self.usage.prompt, "output_tokens": output_tokens,
+                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        })
+    }
+
+    /// The answer's one content block, whole.
+    fn message_block(&self) -> serde_json::Value {
+        let text = self.full_text(0);
+        match &self.tool {
+            None => json!({"type": "text", "text": text}),
+            Some((call_id, tool)) => {
+                let input: serde_json::Value =
+                    serde_json::from_str(&text).unwrap_or_else(|_| json!({}));
+                json!({"type": "tool_use", "id": call_id, "name": tool.name, "input": input})
+            }
+        }
+    }
+
+    fn messages_finish(&self) -> Vec<Bytes> {
+        vec![
+            anthropic_event("content_block_stop", json!({"index": 0})),
+            anthropic_event(
+                "message_delta",
+                json!({"delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
+                       "usage": {"output_tokens": self.usage.completion}}),
+            ),
+            anthropic_event("message_stop", json!({})),
+        ]
     }
 
     fn responses_finish(&self, seq: &mut u32) -> Vec<Bytes> {
@@ -476,6 +573,11 @@ impl Answer {
                     .collect();
                 self.whole_json("text_completion", choices)
             }
+            Endpoint::Messages => serde_json::to_vec(&self.message_json(
+                json!([self.message_block()]),
+                Some(self.stop_reason()),
+                self.usage.completion,
+            )),
             _ => serde_json::to_vec(&self.response_json("completed", true)),
         };
         Bytes::from(body.expect("serializing plain structs cannot fail"))
@@ -622,6 +724,30 @@ pub(crate) fn models<'a>(names: impl Iterator<Item = &'a str>) -> Bytes {
         serde_json::to_vec(&json!({"object": "list", "data": data}))
             .expect("serializing a json value cannot fail"),
     )
+}
+
+/// An Anthropic event: `event: kind` with `{"type": kind, …}`.
+fn anthropic_event(kind: &str, mut value: serde_json::Value) -> Bytes {
+    value["type"] = json!(kind);
+    sse_event(kind, &value)
+}
+
+/// Anthropic's error shape: `{"type": "error", "error": {"type", "message"}}`, its `type` from
+/// the status as Anthropic's API sets it (529 `overloaded_error`, 429 `rate_limit_error`, …).
+pub(crate) fn anthropic_error(status: u16, message: &str) -> Bytes {
+    let kind = match status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 | 503 => "overloaded_error",
+        _ => "api_error",
+    };
+    let value = json!({"type": "error", "error": {"type": kind, "message": message}});
+    Bytes::from(serde_json::to_vec(&value).expect("serializing a json value cannot fail"))
 }
 
 /// OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`.

@@ -17,6 +17,8 @@ pub(crate) enum Endpoint {
     Embeddings,
     /// `POST /v1/images/generations`
     Images,
+    /// `POST /v1/messages` (Anthropic's Messages API)
+    Messages,
 }
 
 /// A tool the model will call, with the name of the argument it fills.
@@ -83,6 +85,9 @@ struct ToolDef {
     name: Option<String>,
     #[serde(default)]
     parameters: Option<Parameters>,
+    /// Anthropic's shape: `{"name", "description", "input_schema"}`.
+    #[serde(default)]
+    input_schema: Option<Parameters>,
 }
 
 #[derive(Deserialize)]
@@ -145,8 +150,11 @@ pub(crate) fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Parsed, BadReque
     };
     let stream = body.stream.unwrap_or(false);
     match endpoint {
-        Endpoint::Chat if body.messages.is_none() => {
+        Endpoint::Chat | Endpoint::Messages if body.messages.is_none() => {
             return Err(bad("missing required parameter: 'messages'", "messages"));
+        }
+        Endpoint::Messages if body.max_tokens.is_none() => {
+            return Err(bad("max_tokens: Field required", "max_tokens"));
         }
         Endpoint::Completions | Endpoint::Images if body.prompt.is_none() => {
             return Err(bad("missing required parameter: 'prompt'", "prompt"));
@@ -164,7 +172,11 @@ pub(crate) fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Parsed, BadReque
         .or(body.input.as_ref().map(|i| i.to_string().len()))
         .unwrap_or(0);
     let prompt_tokens = (prompt_bytes as u32 / 4).max(1);
-    let n = body.n.unwrap_or(1);
+    let n = if endpoint == Endpoint::Messages {
+        1
+    } else {
+        body.n.unwrap_or(1)
+    };
     if !(1..=16).contains(&n) {
         return Err(bad(
             format!("`n` is {n}; the simulator serves 1 to 16"),
@@ -248,7 +260,8 @@ fn tool_choice(
     tools: Option<Vec<ToolDef>>,
     choice: Option<&serde_json::Value>,
 ) -> Option<ToolChoice> {
-    if choice.and_then(|c| c.as_str()) == Some("none") {
+    let kind = choice.and_then(|c| c.as_str().or_else(|| c.get("type")?.as_str()));
+    if kind == Some("none") {
         return None;
     }
     let wanted = choice.and_then(|c| {
@@ -260,7 +273,7 @@ fn tool_choice(
     let named = tools.into_iter().filter_map(|tool| {
         let (name, parameters) = match tool.function {
             Some(function) => (function.name, function.parameters),
-            None => (tool.name?, tool.parameters),
+            None => (tool.name?, tool.parameters.or(tool.input_schema)),
         };
         Some((name, parameters))
     });

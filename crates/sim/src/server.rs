@@ -403,6 +403,20 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<SimBody> {
     response
 }
 
+/// An error in Anthropic's shape (for `/v1/messages`) or OpenAI's (everything else).
+fn error_for(
+    endpoint: Option<Endpoint>,
+    status: StatusCode,
+    message: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response<SimBody> {
+    if endpoint == Some(Endpoint::Messages) {
+        return json_response(status, render::anthropic_error(status.as_u16(), message));
+    }
+    error_response(status, message, param, code)
+}
+
 fn error_response(
     status: StatusCode,
     message: &str,
@@ -416,8 +430,8 @@ fn error_response(
     )
 }
 
-/// The response to an injected `status` or `rate_limit` fault.
-fn fault_status(fault: &Fault) -> Option<Response<SimBody>> {
+/// The response to an injected `status` or `rate_limit` fault (in `endpoint`'s error shape).
+fn fault_status(fault: &Fault, endpoint: Option<Endpoint>) -> Option<Response<SimBody>> {
     let (code, retry_after, retry_after_ms, body) = match *fault {
         Fault::Status {
             code,
@@ -435,7 +449,7 @@ fn fault_status(fault: &Fault) -> Option<Response<SimBody>> {
     let reason = status.canonical_reason().unwrap_or("Error");
     let message = format!("simulated fault `{fault}`: {reason}");
     let mut response = match body {
-        ErrorBody::Json => error_response(status, &message, None, None),
+        ErrorBody::Json => error_for(endpoint, status, &message, None, None),
         ErrorBody::Html => {
             let mut response = json_response(status, render::html_page(code, reason));
             response
@@ -553,7 +567,11 @@ async fn handle(
                 shared.stopped().await;
             }
             status => {
-                if let Some(response) = fault_status(status) {
+                let endpoint = match &route {
+                    Route::Generate(endpoint) => Some(*endpoint),
+                    _ => None,
+                };
+                if let Some(response) = fault_status(status, endpoint) {
                     return Ok(response);
                 }
             }
@@ -596,7 +614,8 @@ async fn generate(
     let parsed = match request::parse(endpoint, bytes) {
         Ok(parsed) => parsed,
         Err(bad) => {
-            return error_response(
+            return error_for(
+                Some(endpoint),
                 StatusCode::BAD_REQUEST,
                 &bad.message,
                 bad.param.as_deref(),
@@ -616,7 +635,8 @@ async fn generate(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        return error_response(
+        return error_for(
+            Some(endpoint),
             StatusCode::NOT_FOUND,
             &message,
             Some("model"),
@@ -629,7 +649,8 @@ async fn generate(
             model.name,
             model.kind.name()
         );
-        return error_response(
+        return error_for(
+            Some(endpoint),
             StatusCode::BAD_REQUEST,
             &message,
             Some("model"),
@@ -675,6 +696,7 @@ fn serves(model: &ModelProfile, endpoint: Endpoint) -> bool {
         Endpoint::Chat | Endpoint::Completions | Endpoint::Responses => model.kind.generates_text(),
         Endpoint::Embeddings => model.kind == Embedding,
         Endpoint::Images => model.kind == Image,
+        Endpoint::Messages => model.kind.generates_text(),
     }
 }
 
@@ -696,6 +718,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Box<Response<SimBody>>> {
         "/v1/responses" => (Route::Generate(Endpoint::Responses), Method::POST),
         "/v1/embeddings" => (Route::Generate(Endpoint::Embeddings), Method::POST),
         "/v1/images/generations" => (Route::Generate(Endpoint::Images), Method::POST),
+        "/v1/messages" => (Route::Generate(Endpoint::Messages), Method::POST),
         _ => {
             let message = format!("Invalid URL ({method} {path})");
             return Err(Box::new(error_response(

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // test helpers may panic on what a test does not expect
 
 mod faults;
+mod messages;
 mod scenario;
 mod sdk;
 mod shapes;

@@ -1,5 +1,6 @@
 //! The official OpenAI SDKs (Python in a venv, Node from npm) parse everything the simulator
-//! sends. `scripts/test` installs both; these tests fail, saying so, when they are missing.
+//! sends, and the official Anthropic Python SDK its Messages API. `scripts/test` installs them;
+//! these tests fail, saying so, when they are missing.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -61,4 +62,13 @@ async fn the_official_node_sdk_parses_streams_tools_and_errors() {
     );
     let out = run_against_sim(PathBuf::from("node"), "tests/sdk/node/sim_roundtrip.mjs").await;
     assert!(out.contains("8 passed, 0 failed"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_anthropic_python_sdk_parses_messages_streams_tools_and_errors() {
+    let python = std::env::var_os("HOURGLASS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("tests/sdk/python/.venv/bin/python"));
+    let out = run_against_sim(python, "tests/sdk/python/anthropic_sim.py").await;
+    assert!(out.contains("5 passed, 0 failed"), "{out}");
 }
