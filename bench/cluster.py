@@ -22,8 +22,8 @@ import tempfile
 import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from harness import HOURGLASS, OUT, Service, free_port, machine  # noqa: E402
-from jobs import oha, request, settle, stats  # noqa: E402
+from harness import HOURGLASS, OUT, Service, free_port, machine, write_report  # noqa: E402
+from jobs import median, oha, request, settle, stats  # noqa: E402
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -219,15 +219,8 @@ def main():
             redis.wait(10)
             if postgres:
                 postgres.stop()
-    report = render(results, args)
-    (OUT / "cluster.json").write_text(json.dumps(results, indent=2))
-    (OUT / "cluster.md").write_text(report)
-    print(report)
+    write_report("cluster", results, render(results, args))
     return 0
-
-
-def median(runs, key):
-    return statistics.median(r[key] for r in runs)
 
 
 def render(results, args):

@@ -129,7 +129,13 @@ def oha(url, body, *, duration, connections, rate=None, headers=(), body_file=No
         cmd += ["-H", header]
     cmd += ["-D", str(body_file)] if body_file else ["-d", json.dumps(body)]
     cmd.append(url)
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return run_oha(cmd, timeout=600)
+
+
+def run_oha(cmd, *, timeout):
+    """Runs an oha command line (JSON output) and returns its throughput, success rate,
+    percentiles and status counts."""
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"oha failed: {result.stderr[:500]}")
     data = json.loads(result.stdout)
@@ -141,6 +147,13 @@ def oha(url, body, *, duration, connections, rate=None, headers=(), body_file=No
         "p99_ms": (latency.get("p99") or 0) * 1000,
         "statuses": data.get("statusCodeDistribution", {}),
     }
+
+
+def write_report(name, results, report):
+    """Writes bench/out/NAME.json and NAME.md and prints the report."""
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (OUT / f"{name}.md").write_text(report)
+    print(report)
 
 
 def timed_call(url, body, headers=None, stream_end=True):

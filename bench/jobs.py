@@ -13,13 +13,12 @@ import argparse
 import http.client
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from harness import HOURGLASS, OUT, Service, free_port, machine, wait_http  # noqa: E402
+from harness import HOURGLASS, OUT, Service, free_port, machine, run_oha, write_report  # noqa: E402
 
 USER = [{"role": "user", "content": "hi"}]
 CHAT = json.dumps({"model": "sim-instant", "messages": USER})
@@ -33,18 +32,7 @@ def oha(url, *, method="POST", body=None, duration, connections, headers=()):
     if body is not None:
         cmd += ["-H", "content-type: application/json", "-d", body]
     cmd.append(url)
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"oha failed: {result.stderr[:500]}")
-    data = json.loads(result.stdout)
-    summary, latency = data["summary"], data.get("latencyPercentiles") or {}
-    return {
-        "rps": summary.get("requestsPerSec") or 0.0,
-        "success": summary.get("successRate") or 0.0,
-        "p50_ms": (latency.get("p50") or 0) * 1000,
-        "p99_ms": (latency.get("p99") or 0) * 1000,
-        "statuses": data.get("statusCodeDistribution", {}),
-    }
+    return run_oha(cmd, timeout=300)
 
 
 def request(port, method, path, body=None, headers=None):
@@ -165,10 +153,7 @@ def main():
     finally:
         for service in services:
             service.stop()
-    report = render(results, args)
-    (OUT / "jobs.json").write_text(json.dumps(results, indent=2))
-    (OUT / "jobs.md").write_text(report)
-    print(report)
+    write_report("jobs", results, render(results, args))
     return 0
 
 

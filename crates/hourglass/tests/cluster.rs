@@ -15,12 +15,13 @@
 
 use std::path::PathBuf;
 
-use hourglass_sim::{Server, ServerConfig};
+use hourglass_sim::Server;
 use hourglass_testkit::http::{exchange, http};
 use hourglass_testkit::jobs::{running, submit};
 use hourglass_testkit::postgres::TestPostgres;
 use hourglass_testkit::redis::TestRedis;
 use hourglass_testkit::serve::Serve;
+use hourglass_testkit::sim;
 use hourglass_testkit::wait_until;
 use serde_json::Value;
 
@@ -49,16 +50,7 @@ impl Drop for Cluster {
 impl Cluster {
     fn start(name: &str) -> Cluster {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let sim = |name: &str| {
-            let config = ServerConfig {
-                name: name.to_owned(),
-                ..ServerConfig::default()
-            };
-            runtime
-                .block_on(Server::bind("127.0.0.1:0".parse().unwrap(), config))
-                .unwrap()
-        };
-        let (a, b) = (sim("a"), sim("b"));
+        let (a, b) = (sim(&runtime, "a"), sim(&runtime, "b"));
         let postgres = TestPostgres::start();
         let url = postgres.database("hourglass");
         let redis = TestRedis::start();

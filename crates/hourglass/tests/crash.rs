@@ -17,8 +17,8 @@ use std::time::Duration;
 use hourglass_testkit::http::http;
 use hourglass_testkit::jobs::{running, submit};
 use hourglass_testkit::serve::Serve;
+use hourglass_testkit::sim;
 
-use hourglass_sim::{Server, ServerConfig};
 use serde_json::Value;
 
 fn serve(config: &Path, data_dir: &Path) -> Serve {
@@ -105,16 +105,7 @@ retry = {{ max_attempts = 1 }}
 #[test]
 fn after_kill_9_every_job_ends_as_the_rules_say_and_nothing_completed_runs_twice() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sim = |name: &str| {
-        let config = ServerConfig {
-            name: name.to_owned(),
-            ..ServerConfig::default()
-        };
-        runtime
-            .block_on(Server::bind("127.0.0.1:0".parse().unwrap(), config))
-            .unwrap()
-    };
-    let (a, b) = (sim("a"), sim("b"));
+    let (a, b) = (sim(&runtime, "a"), sim(&runtime, "b"));
     let dir = std::env::temp_dir().join(format!("hourglass-crash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("data");

@@ -1,4 +1,5 @@
-//! What tests across the workspace need to stand up real things: a PostgreSQL server from
+//! What tests across the workspace need to stand up real things: simulated upstreams, a
+//! PostgreSQL server from
 //! Debian's packages started in a directory of its own on a loopback port (`postgres`), an
 //! `hourglass serve` process killed by its own PID (`serve`), and one HTTP/1.1 exchange at a time
 //! over a plain socket (`http`). Only tests depend on it.
@@ -16,6 +17,21 @@ pub mod jobs; // submitting a chat job and looking at it while it runs
 pub mod postgres; // a throwaway PostgreSQL cluster on loopback
 pub mod redis; // a throwaway Redis server on loopback
 pub mod serve; // `hourglass serve` as a child process
+
+/// A simulated upstream named `name` (what a fault's `upstream=` matches) on a loopback port,
+/// run by `runtime`.
+pub fn sim(runtime: &tokio::runtime::Runtime, name: &str) -> hourglass_sim::Server {
+    let config = hourglass_sim::ServerConfig {
+        name: name.to_owned(),
+        ..hourglass_sim::ServerConfig::default()
+    };
+    runtime
+        .block_on(hourglass_sim::Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            config,
+        ))
+        .unwrap()
+}
 
 /// Waits until `done` holds, looking every 50 ms for at most `seconds`; panics naming `what`.
 pub fn wait_until(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
