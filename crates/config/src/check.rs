@@ -12,17 +12,20 @@ pub(crate) fn render(config: &Config) -> String {
     let _ = writeln!(out, "\nupstreams");
     for upstream in &config.upstreams {
         let key = match (&upstream.api_key_from, &upstream.api_key) {
-            (Some(from), Some(_)) => format!("key from {from}"),
-            _ => "no key: the client's Authorization is passed on".to_owned(),
+            (Some(from), Some(_)) => format!("key from {from} in {}", upstream.key_header.name()),
+            _ => "no key: the client's own is passed on".to_owned(),
         };
+        let speaks: Vec<&str> = upstream.protocols.iter().map(|f| f.name()).collect();
         let models = match &upstream.models {
             Served::Any => "every model".to_owned(),
             Served::Only(list) => list.join(", "),
         };
         let _ = writeln!(
             out,
-            "  {:<12} {}  ({key}; serves {models})",
-            upstream.name, upstream.base_url
+            "  {:<12} {}  ({} protocol; {key}; serves {models})",
+            upstream.name,
+            upstream.base_url,
+            speaks.join(" and ")
         );
     }
     render_jobs(&mut out, &config.jobs, &config.cluster);

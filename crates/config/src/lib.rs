@@ -122,14 +122,97 @@ pub struct Upstream {
     pub name: String,
     /// Base URL; a client's `/v1/chat/completions` goes to `<base_url>/chat/completions`.
     pub base_url: http::Uri,
-    /// The key sent as `Authorization: Bearer …`; without one, the client's own header is passed on.
+    /// The key sent in [`Upstream::key_header`]; without one, the client's own header is passed on.
     pub api_key: Option<Secret>,
+    /// The header the key travels in (`api_key_header`).
+    pub key_header: KeyHeader,
+    /// The wire formats it speaks (`protocol`), in the order written.
+    pub protocols: Vec<WireFormat>,
     /// Where the key was read from, for `config check`: `$VAR` or `file PATH`.
     pub api_key_from: Option<String>,
     /// Extra headers sent on every request.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The models it serves.
     pub models: Served,
+}
+
+impl Upstream {
+    /// Whether it speaks `format`.
+    pub fn speaks(&self, format: WireFormat) -> bool {
+        self.protocols.contains(&format)
+    }
+}
+
+/// A wire format an upstream speaks and a client calls in. hourglass does not translate between
+/// them: a call goes only to upstreams that speak its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireFormat {
+    /// OpenAI's: `/chat/completions`, `/responses`, … (and every OpenAI-compatible server).
+    OpenAi,
+    /// Anthropic's Messages API: `/messages`, `/messages/count_tokens`.
+    Anthropic,
+}
+
+impl WireFormat {
+    /// Every format.
+    pub const ALL: [WireFormat; 2] = [WireFormat::OpenAi, WireFormat::Anthropic];
+
+    /// Its name in configuration: `openai`, `anthropic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WireFormat::OpenAi => "openai",
+            WireFormat::Anthropic => "anthropic",
+        }
+    }
+
+    /// The format of that name.
+    pub fn from_name(name: &str) -> Option<WireFormat> {
+        WireFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The header its own API takes keys in.
+    pub fn key_header(self) -> KeyHeader {
+        match self {
+            WireFormat::OpenAi => KeyHeader::Authorization,
+            WireFormat::Anthropic => KeyHeader::XApiKey,
+        }
+    }
+}
+
+/// The header an upstream's key travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyHeader {
+    /// `Authorization: Bearer KEY` (OpenAI and most compatible servers).
+    Authorization,
+    /// `x-api-key: KEY` (Anthropic).
+    XApiKey,
+    /// `api-key: KEY` (Azure OpenAI).
+    ApiKey,
+}
+
+impl KeyHeader {
+    /// Every placement.
+    pub const ALL: [KeyHeader; 3] = [
+        KeyHeader::Authorization,
+        KeyHeader::XApiKey,
+        KeyHeader::ApiKey,
+    ];
+
+    /// Its name in configuration: the header's own name.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyHeader::Authorization => "authorization",
+            KeyHeader::XApiKey => "x-api-key",
+            KeyHeader::ApiKey => "api-key",
+        }
+    }
+
+    /// The placement of that name.
+    pub fn from_name(name: &str) -> Option<KeyHeader> {
+        KeyHeader::ALL
+            .into_iter()
+            .find(|h| h.name().eq_ignore_ascii_case(name))
+    }
 }
 
 /// Which models an upstream serves.
@@ -331,10 +414,10 @@ impl Config {
         validate::wildcard_route(self, model).map(std::borrow::Cow::Owned)
     }
 
-    /// The route of a request that names no model (another `/v1/*` path): the first upstream,
-    /// once, with the chat policy.
-    pub fn passthrough_route(&self) -> ModelRoute {
-        validate::passthrough_route(self)
+    /// The route of a request that names no model (another `/v1/*` path): the first upstream
+    /// that speaks `format`, once, with the chat policy; `None` when none does.
+    pub fn passthrough_route(&self, format: WireFormat) -> Option<ModelRoute> {
+        validate::passthrough_route(self, format)
     }
 
     /// The upstream of that name.

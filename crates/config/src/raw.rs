@@ -101,6 +101,8 @@ pub(crate) struct RawBudget {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
     pub base_url: String,
+    pub protocol: Option<toml::Value>,
+    pub api_key_header: Option<String>,
     pub api_key_env: Option<String>,
     pub api_key_file: Option<String>,
     #[serde(default)]

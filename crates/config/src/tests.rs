@@ -754,3 +754,131 @@ fn a_client_limit_of_zero_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn upstreams_say_which_protocol_they_speak_and_where_their_key_goes() {
+    let config = load(
+        r#"
+[upstreams.openai]
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+
+[upstreams.anthropic]
+base_url = "https://api.anthropic.com/v1"
+protocol = "anthropic"
+api_key_env = "OPENAI_API_KEY"
+
+[upstreams.azure]
+base_url = "https://example.openai.azure.com/openai/v1"
+api_key_env = "OPENAI_API_KEY"
+api_key_header = "api-key"
+
+[upstreams.both]
+base_url = "http://127.0.0.1:4000/v1"
+protocol = ["openai", "anthropic"]
+
+[models.claude]
+targets = ["anthropic:claude-sonnet-4-5", "both"]
+"#,
+    )
+    .unwrap();
+    let upstream = |name: &str| config.upstream(name).unwrap();
+    assert_eq!(upstream("openai").protocols, [WireFormat::OpenAi]);
+    assert_eq!(upstream("openai").key_header, KeyHeader::Authorization);
+    assert_eq!(upstream("anthropic").protocols, [WireFormat::Anthropic]);
+    assert_eq!(upstream("anthropic").key_header, KeyHeader::XApiKey);
+    assert_eq!(upstream("azure").key_header, KeyHeader::ApiKey);
+    assert!(
+        upstream("both").speaks(WireFormat::OpenAi)
+            && upstream("both").speaks(WireFormat::Anthropic)
+    );
+    let check = config.render_check();
+    assert!(
+        check.contains("anthropic protocol; key from $OPENAI_API_KEY in x-api-key"),
+        "{check}"
+    );
+    assert!(check.contains("openai and anthropic protocol"), "{check}");
+    let pass = config.passthrough_route(WireFormat::Anthropic).unwrap();
+    assert_eq!(config.upstreams[pass.targets[0].upstream].name, "anthropic");
+}
+
+#[test]
+fn a_models_targets_and_fallbacks_must_speak_one_protocol() {
+    let upstreams = "[upstreams.openai]\nbase_url = \"http://o/v1\"\n\
+                     [upstreams.anthropic]\nbase_url = \"http://a/v1\"\nprotocol = \"anthropic\"\n";
+    let mixed = load(&format!(
+        "{upstreams}[models.m]\ntargets = [\"openai\", \"anthropic\"]\n"
+    ))
+    .unwrap_err();
+    assert!(
+        mixed.contains("models.m.targets")
+            && mixed.contains("`openai` speaks openai, `anthropic` speaks anthropic")
+            && mixed.contains("does not translate"),
+        "{mixed}"
+    );
+    let fallback = load(&format!(
+        "{upstreams}[models.m]\ntargets = [\"openai\"]\nfallbacks = [\"c\"]\n\
+         [models.c]\ntargets = [\"anthropic\"]\n"
+    ))
+    .unwrap_err();
+    assert!(
+        fallback.contains("models.m.fallbacks[0]") && fallback.contains("served over anthropic"),
+        "{fallback}"
+    );
+    for (value, says) in [
+        ("\"grpc\"", "`grpc` is not a protocol"),
+        ("[]", "is empty"),
+        ("[\"openai\", \"openai\"]", "lists `openai` twice"),
+        ("3", "a integer is not a protocol"),
+    ] {
+        let error = load(&format!(
+            "[upstreams.a]\nbase_url = \"http://a/v1\"\nprotocol = {value}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            error.contains("upstreams.a.protocol") && error.contains(says),
+            "{error}"
+        );
+    }
+    let header = load("[upstreams.a]\nbase_url = \"http://a/v1\"\napi_key_header = \"cookie\"\n")
+        .unwrap_err();
+    assert!(
+        header.contains("upstreams.a.api_key_header") && header.contains("\"x-api-key\""),
+        "{header}"
+    );
+    let twice = load(
+        "[upstreams.a]\nbase_url = \"http://a/v1\"\nprotocol = \"anthropic\"\napi_key_env = \"OPENAI_API_KEY\"\nheaders = { \"x-api-key\" = \"k\" }\n",
+    )
+    .unwrap_err();
+    assert!(twice.contains("already sets x-api-key"), "{twice}");
+}
+
+#[test]
+fn zero_configuration_adds_anthropic_from_its_key_alone() {
+    let both = Config::from_env(&|name| match name {
+        "OPENAI_API_KEY" => Some("sk-o".to_owned()),
+        "ANTHROPIC_API_KEY" => Some("sk-ant".to_owned()),
+        "ANTHROPIC_BASE_URL" => Some("http://127.0.0.1:8787".to_owned()),
+        _ => None,
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(both.upstreams.len(), 2);
+    let anthropic = both.upstream("anthropic").unwrap();
+    assert_eq!(
+        anthropic.base_url.to_string(),
+        "https://api.anthropic.com/v1",
+        "ANTHROPIC_BASE_URL points Claude Code at the gateway, so the gateway never reads it"
+    );
+    assert_eq!(anthropic.key_header, KeyHeader::XApiKey);
+    assert_eq!(anthropic.protocols, [WireFormat::Anthropic]);
+    let alone = Config::from_env(&|name| (name == "ANTHROPIC_API_KEY").then(|| "k".to_owned()))
+        .unwrap()
+        .unwrap();
+    assert!(alone.passthrough_route(WireFormat::OpenAi).is_none());
+    assert!(
+        alone.origin.contains("ANTHROPIC_API_KEY"),
+        "{}",
+        alone.origin
+    );
+}

@@ -9,8 +9,8 @@ use crate::policy::{self, Family, Layer, PolicyPatch, Scenario};
 use crate::raw::{Ordered, RawConfig, RawModel, RawTarget, RawUpstream};
 use crate::secrets::{self, Source};
 use crate::{
-    Config, DEFAULT_LISTEN, ModelRoute, RetryBudget, Secret, Served, ServerSettings, Target,
-    Upstream,
+    Config, DEFAULT_LISTEN, KeyHeader, ModelRoute, RetryBudget, Secret, Served, ServerSettings,
+    Target, Upstream, WireFormat,
 };
 
 /// What was wrong with a configuration.
@@ -144,6 +144,9 @@ pub(crate) fn from_toml(
     for (name, model) in raw.models.0 {
         let route = configured_route(&check, &config, &configured, name, model)?;
         config.models.push(route);
+    }
+    for route in &config.models {
+        fallbacks_speak_alike(&check, &config, route)?;
     }
     // Models the upstreams list by name are routable and shown by `config check` too.
     let listed: Vec<String> = config
@@ -543,6 +546,20 @@ fn upstream_of(
         (None, Some(file)) => Some(format!("file {file}")),
         (None, None) => None,
     };
+    let protocols = match raw.protocol {
+        None => vec![WireFormat::OpenAi],
+        Some(value) => protocols_of(check, &format!("{key}.protocol"), value)?,
+    };
+    let key_header = match raw.api_key_header.as_deref() {
+        None => protocols[0].key_header(),
+        Some(name) => KeyHeader::from_name(name.trim()).ok_or_else(|| ConfigError::Invalid {
+            origin: check.origin.to_owned(),
+            key: format!("{key}.api_key_header"),
+            message: format!(
+                "`{name}` is not a key header; write \"authorization\" (Bearer), \"x-api-key\" (Anthropic) or \"api-key\" (Azure OpenAI)"
+            ),
+        })?,
+    };
     let mut headers = Vec::with_capacity(raw.headers.0.len());
     for (header, value) in raw.headers.0 {
         let header_key = format!("{key}.headers.{header}");
@@ -558,10 +575,13 @@ fn upstream_of(
                 "is set by the gateway itself and cannot be configured",
             );
         }
-        if header_name == http::header::AUTHORIZATION && api_key.is_some() {
+        if header_name.as_str() == key_header.name() && api_key.is_some() {
             return check.fail(
                 header_key,
-                "conflicts with the upstream's api_key, which already sets Authorization",
+                format!(
+                    "conflicts with the upstream's api_key, which already sets {}",
+                    key_header.name()
+                ),
             );
         }
         let Ok(header_value) = http::HeaderValue::from_str(&value) else {
@@ -587,10 +607,45 @@ fn upstream_of(
         name,
         base_url,
         api_key,
+        key_header,
+        protocols,
         api_key_from,
         headers,
         models,
     })
+}
+
+/// The wire formats of `upstreams.NAME.protocol`: one name or a list of them, each known, none
+/// twice.
+fn protocols_of(
+    check: &Check<'_>,
+    key: &str,
+    value: toml::Value,
+) -> Result<Vec<WireFormat>, ConfigError> {
+    let known =
+        "write \"openai\", \"anthropic\", or a list of both for an upstream that speaks each";
+    let names: Vec<toml::Value> = match value {
+        toml::Value::Array(list) => list,
+        one => vec![one],
+    };
+    if names.is_empty() {
+        return check.fail(key, format!("is empty; {known}"));
+    }
+    let mut formats = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(format) = name.as_str().and_then(WireFormat::from_name) else {
+            let written = match name.as_str() {
+                Some(text) => format!("`{text}`"),
+                None => format!("a {}", name.type_str()),
+            };
+            return check.fail(key, format!("{written} is not a protocol; {known}"));
+        };
+        if formats.contains(&format) {
+            return check.fail(key, format!("lists `{}` twice", format.name()));
+        }
+        formats.push(format);
+    }
+    Ok(formats)
 }
 
 /// The `[families.NAME]` or `[scenarios.NAME]` layers (`kind`: `family` or `scenario`) by their
@@ -743,6 +798,23 @@ fn configured_route(
             targets
         }
     };
+    if formats_of(config, &targets).is_empty() {
+        let spoken: Vec<String> = targets
+            .iter()
+            .map(|t| {
+                let upstream = &config.upstreams[t.upstream];
+                let formats: Vec<&str> = upstream.protocols.iter().map(|f| f.name()).collect();
+                format!("`{}` speaks {}", upstream.name, formats.join(" and "))
+            })
+            .collect();
+        return check.fail(
+            format!("{key}.targets"),
+            format!(
+                "its targets speak no protocol in common ({}); a model's targets must all speak its protocol, since hourglass does not translate between OpenAI's and Anthropic's — make one model per protocol",
+                spoken.join(", ")
+            ),
+        );
+    }
     // Ordered targets without written tiers are tiers of one, in the order written; balanced
     // ones share tier 0 unless tiers are written.
     if balance == crate::Balance::Ordered && !explicit_tiers {
@@ -790,6 +862,63 @@ fn configured_route(
     })
 }
 
+/// The wire formats every one of `targets` speaks.
+fn formats_of(config: &Config, targets: &[Target]) -> Vec<WireFormat> {
+    WireFormat::ALL
+        .into_iter()
+        .filter(|&f| {
+            targets
+                .iter()
+                .all(|t| config.upstreams[t.upstream].speaks(f))
+        })
+        .collect()
+}
+
+/// A configured model's fallbacks must speak a protocol the model speaks: a call falls back only
+/// to targets in its own protocol.
+fn fallbacks_speak_alike(
+    check: &Check<'_>,
+    config: &Config,
+    route: &ModelRoute,
+) -> Result<(), ConfigError> {
+    if !route.configured {
+        return Ok(());
+    }
+    let own = formats_of(config, &route.targets);
+    for (i, fallback) in route.fallbacks.iter().enumerate() {
+        let Some(other) = config.route(fallback) else {
+            continue;
+        };
+        let theirs: Vec<WireFormat> = WireFormat::ALL
+            .into_iter()
+            .filter(|&f| {
+                other
+                    .targets
+                    .iter()
+                    .any(|t| config.upstreams[t.upstream].speaks(f))
+            })
+            .collect();
+        if !own.iter().any(|f| theirs.contains(f)) {
+            let names = |list: &[WireFormat]| {
+                list.iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            };
+            return check.fail(
+                format!("models.{}.fallbacks[{i}]", route.name),
+                format!(
+                    "`{fallback}` is served over {} and `{}` over {}: a call falls back only within its protocol (hourglass does not translate between them)",
+                    names(&theirs),
+                    route.name,
+                    names(&own)
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The upstreams that serve `model` by name or by wildcard, in file order.
 fn serving(config: &Config, model: &str) -> Vec<Target> {
     config
@@ -832,14 +961,15 @@ fn implicit_route(config: &Config, model: &str) -> Option<ModelRoute> {
     })
 }
 
-pub(crate) fn passthrough_route(config: &Config) -> ModelRoute {
+pub(crate) fn passthrough_route(config: &Config, format: WireFormat) -> Option<ModelRoute> {
+    let upstream = config.upstreams.iter().position(|u| u.speaks(format))?;
     let (policy, sources) = resolve(&config.layers, Family::Chat, Scenario::Content, None);
-    ModelRoute {
+    Some(ModelRoute {
         name: String::new(),
         family: Family::Chat,
         scenario: Scenario::Content,
         targets: vec![Target {
-            upstream: 0,
+            upstream,
             model: String::new(),
             tier: 0,
             weight: 1,
@@ -850,7 +980,7 @@ pub(crate) fn passthrough_route(config: &Config) -> ModelRoute {
         policy,
         sources,
         configured: false,
-    }
+    })
 }
 
 pub(crate) fn wildcard_route(config: &Config, model: &str) -> Option<ModelRoute> {
@@ -921,31 +1051,69 @@ fn plain_config(origin: &str, upstreams: Vec<Upstream>) -> Config {
 pub(crate) fn from_env(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Config>, ConfigError> {
-    let key = env("OPENAI_API_KEY").filter(|k| !k.trim().is_empty());
-    let base = env("OPENAI_BASE_URL").filter(|b| !b.trim().is_empty());
-    if key.is_none() && base.is_none() {
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut upstreams = Vec::new();
+    let mut origins = Vec::new();
+    let key = set("OPENAI_API_KEY");
+    let base = set("OPENAI_BASE_URL");
+    if key.is_some() || base.is_some() {
+        let base_url = match base.as_deref() {
+            None => http::Uri::from_static("https://api.openai.com/v1"),
+            Some(text) => parse_base_url(text.trim()).map_err(|message| ConfigError::Invalid {
+                origin: "the environment".to_owned(),
+                key: "OPENAI_BASE_URL".to_owned(),
+                message,
+            })?,
+        };
+        upstreams.push(from_env_key(
+            "openai",
+            base_url,
+            WireFormat::OpenAi,
+            key,
+            "$OPENAI_API_KEY",
+        ));
+        origins.push("OPENAI_API_KEY / OPENAI_BASE_URL");
+    }
+    // Only the key: ANTHROPIC_BASE_URL is what points Claude Code at this gateway, so reading it
+    // would make the gateway call itself.
+    if let Some(key) = set("ANTHROPIC_API_KEY") {
+        let base_url = http::Uri::from_static("https://api.anthropic.com/v1");
+        upstreams.push(from_env_key(
+            "anthropic",
+            base_url,
+            WireFormat::Anthropic,
+            Some(key),
+            "$ANTHROPIC_API_KEY",
+        ));
+        origins.push("ANTHROPIC_API_KEY");
+    }
+    if upstreams.is_empty() {
         return Ok(None);
     }
-    let base_url = match base.as_deref() {
-        None => http::Uri::from_static("https://api.openai.com/v1"),
-        Some(text) => parse_base_url(text.trim()).map_err(|message| ConfigError::Invalid {
-            origin: "the environment".to_owned(),
-            key: "OPENAI_BASE_URL".to_owned(),
-            message,
-        })?,
-    };
-    let upstream = Upstream {
-        name: "openai".to_owned(),
+    Ok(Some(plain_config(
+        &format!("zero configuration ({})", origins.join("; ")),
+        upstreams,
+    )))
+}
+
+/// An upstream of the zero configuration, serving every model in `format`.
+fn from_env_key(
+    name: &str,
+    base_url: http::Uri,
+    format: WireFormat,
+    key: Option<String>,
+    from: &str,
+) -> Upstream {
+    Upstream {
+        name: name.to_owned(),
         base_url,
-        api_key_from: key.as_ref().map(|_| "$OPENAI_API_KEY".to_owned()),
+        api_key_from: key.as_ref().map(|_| from.to_owned()),
         api_key: key.map(|k| Secret::new(k.trim().to_owned())),
+        key_header: format.key_header(),
+        protocols: vec![format],
         headers: Vec::new(),
         models: Served::Any,
-    };
-    Ok(Some(plain_config(
-        "zero configuration (OPENAI_API_KEY / OPENAI_BASE_URL)",
-        vec![upstream],
-    )))
+    }
 }
 
 pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {
@@ -954,6 +1122,9 @@ pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {
         base_url: parse_base_url(base_url)
             .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1/v1")),
         api_key: None,
+        // The embedded simulator speaks both.
+        key_header: KeyHeader::Authorization,
+        protocols: WireFormat::ALL.to_vec(),
         api_key_from: None,
         headers: Vec::new(),
         models: Served::Any,

@@ -159,7 +159,13 @@ impl CommittedStream {
             "{}; after the response had begun, so it was not retried",
             self.describer.describe(&kind, &self.upstream.name)
         );
-        let event = self.end_with(kind.code(), kind.status(), message);
+        let upstream_error = match &kind {
+            FailureKind::Status { body, .. } => serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .map(|v| v.get("error").cloned().unwrap_or(v)),
+            _ => None,
+        };
+        let event = self.end_with(kind.code(), kind.status(), message, upstream_error);
         Poll::Ready(Some(Ok(Frame::data(event))))
     }
 
@@ -173,7 +179,7 @@ impl CommittedStream {
         drop(self.lease.take());
         let message = "the gateway stopped before the answer ended (server.shutdown_grace ran out); retry the call";
         let status = StatusCode::SERVICE_UNAVAILABLE;
-        Some(self.end_with(ErrorCode::GatewayShutdown, status, message.to_owned()))
+        Some(self.end_with(ErrorCode::GatewayShutdown, status, message.to_owned(), None))
     }
 
     /// The bytes read before the commit point and not yet passed on (the stream's opening
@@ -191,7 +197,13 @@ impl CommittedStream {
     }
 
     /// The error event that ends the stream with `code`: observed, and the call told.
-    fn end_with(&mut self, code: ErrorCode, status: StatusCode, message: String) -> Bytes {
+    fn end_with(
+        &mut self,
+        code: ErrorCode,
+        status: StatusCode,
+        message: String,
+        upstream_error: Option<serde_json::Value>,
+    ) -> Bytes {
         self.finished = true;
         self.failure = Some((code, status, message.clone()));
         self.observe(Outcome::Failed(code));
@@ -203,7 +215,7 @@ impl CommittedStream {
             trail: trail.unwrap_or_default(),
             elapsed: self.deadlines.start.elapsed(),
             retry_after: None,
-            upstream_error: None,
+            upstream_error,
         };
         let sequence = self.last_sequence.map_or(0, |n| n + 1);
         let event = self.protocol.error_event(self.endpoint, &error, sequence);
@@ -266,7 +278,7 @@ impl CommittedStream {
         &mut self,
         data: Bytes,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        let (mut content, mut malformed) = (false, None);
+        let (mut content, mut malformed, mut upstream_error) = (false, None, None);
         // Where the end event starts and ends in `data`, once one came.
         let (mut end, mut last) = (None::<(usize, usize)>, 0);
         let (protocol, endpoint) = (self.protocol, self.endpoint);
@@ -284,8 +296,12 @@ impl CommittedStream {
                 Signal::End => {
                     end.get_or_insert((last, at));
                 }
-                // The upstream's own error event goes on to the client as it is.
-                Signal::Nothing | Signal::UpstreamError(_) => {}
+                Signal::Nothing => {}
+                // The upstream's own error event: the stream ends with one error event, the
+                // gateway's, which carries it (so a client never reads two).
+                Signal::UpstreamError(message) => {
+                    upstream_error.get_or_insert((last, message));
+                }
                 Signal::Malformed(message) => {
                     malformed.get_or_insert(message);
                 }
@@ -300,6 +316,18 @@ impl CommittedStream {
             self.max_gap = self.max_gap.max(now - self.last_content);
             self.last_content = now;
             self.content_events += 1;
+        }
+        if let Some((start, message)) = upstream_error {
+            let failure = FailureKind::Status {
+                status: 500,
+                retry_after: None,
+                body: Bytes::from(message),
+            };
+            if start == 0 {
+                return self.fail(failure);
+            }
+            self.pending = Some(failure);
+            return Poll::Ready(Some(Ok(Frame::data(data.slice(..start)))));
         }
         match end {
             // Interrupted: pass on what came before the end marker, then the error event in its

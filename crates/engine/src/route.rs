@@ -4,12 +4,11 @@
 
 use std::borrow::Cow;
 
-use hourglass_config::{Config, ModelRoute};
+use hourglass_config::{Config, ModelRoute, WireFormat};
 use http::StatusCode;
 
 use crate::call::Target;
 use crate::error::CallError;
-use crate::protocol::Endpoint;
 use crate::request::CallRequest;
 use crate::vocabulary::ErrorCode;
 
@@ -18,11 +17,18 @@ pub(crate) fn route<'a>(
     config: &'a Config,
     request: &CallRequest,
 ) -> Result<Cow<'a, ModelRoute>, CallError> {
-    let model = match (&request.model, request.endpoint) {
-        (Some(model), _) => model.as_str(),
-        // Pass-through paths name no model: the first upstream's chat policy applies.
-        (None, Endpoint::Other) => return Ok(Cow::Owned(config.passthrough_route())),
-        (None, _) => {
+    let format = request.endpoint.protocol().format();
+    let model = match request.model.as_deref() {
+        Some(model) if !model.is_empty() => model,
+        // Pass-through paths name no model: the first upstream that speaks the client's protocol,
+        // with the chat policy.
+        _ if request.endpoint.passes_through() || request.model.is_some() => {
+            return config
+                .passthrough_route(format)
+                .map(Cow::Owned)
+                .ok_or_else(|| unspoken(format, None));
+        }
+        _ => {
             return Err(CallError::before_attempts(
                 ErrorCode::BadRequest,
                 StatusCode::BAD_REQUEST,
@@ -30,10 +36,7 @@ pub(crate) fn route<'a>(
             ));
         }
     };
-    if model.is_empty() {
-        return Ok(Cow::Owned(config.passthrough_route()));
-    }
-    config.route(model).ok_or_else(|| {
+    let route = config.route(model).ok_or_else(|| {
         let known: Vec<&str> = config
             .models
             .iter()
@@ -50,11 +53,42 @@ pub(crate) fn route<'a>(
             StatusCode::NOT_FOUND,
             format!("no upstream serves model `{model}`{configured}"),
         )
-    })
+    })?;
+    if route
+        .targets
+        .iter()
+        .any(|t| config.upstreams[t.upstream].speaks(format))
+    {
+        Ok(route)
+    } else {
+        Err(unspoken(format, Some(model)))
+    }
 }
 
-/// The route's targets, then each fallback model's, after every tier of the model itself.
-pub(crate) fn targets(config: &Config, route: &ModelRoute) -> Vec<Target> {
+/// Why a call has nowhere to go in its own protocol: the model (or, for a pass-through path,
+/// every upstream) is served only in the other one, and hourglass does not translate.
+fn unspoken(format: WireFormat, model: Option<&str>) -> CallError {
+    let (path, other) = match format {
+        WireFormat::OpenAi => ("OpenAI's API (/v1/chat/completions, …)", "anthropic"),
+        WireFormat::Anthropic => ("Anthropic's Messages API (/v1/messages)", "openai"),
+    };
+    let what = match model {
+        Some(model) => format!("model `{model}` is served only by upstreams that speak {other}"),
+        None => format!("no upstream speaks {}", format.name()),
+    };
+    CallError::before_attempts(
+        ErrorCode::NoRoute,
+        StatusCode::NOT_FOUND,
+        format!(
+            "{what}: this call is in {path}, and hourglass does not translate between protocols; call it in its own, or add an upstream with protocol = \"{}\"",
+            format.name()
+        ),
+    )
+}
+
+/// The route's targets in the call's protocol, then each fallback model's, after every tier of
+/// the model itself.
+pub(crate) fn targets(config: &Config, route: &ModelRoute, format: WireFormat) -> Vec<Target> {
     let target = |t: &hourglass_config::Target, tier: u32| Target {
         upstream: t.upstream,
         name: config.upstreams[t.upstream].name.clone(),
@@ -62,12 +96,20 @@ pub(crate) fn targets(config: &Config, route: &ModelRoute) -> Vec<Target> {
         tier,
         weight: t.weight,
     };
-    let mut targets: Vec<Target> = route.targets.iter().map(|t| target(t, t.tier)).collect();
+    let speaks = |t: &&hourglass_config::Target| config.upstreams[t.upstream].speaks(format);
+    let mut targets: Vec<Target> = route
+        .targets
+        .iter()
+        .filter(speaks)
+        .map(|t| target(t, t.tier))
+        .collect();
     let mut base = targets.iter().map(|t| t.tier + 1).max().unwrap_or(0);
     for fallback in &route.fallbacks {
         if let Some(other) = config.route(fallback) {
-            targets.extend(other.targets.iter().map(|t| target(t, base + t.tier)));
-            base += other.targets.iter().map(|t| t.tier + 1).max().unwrap_or(0);
+            let theirs: Vec<&hourglass_config::Target> =
+                other.targets.iter().filter(speaks).collect();
+            targets.extend(theirs.iter().map(|t| target(t, base + t.tier)));
+            base += theirs.iter().map(|t| t.tier + 1).max().unwrap_or(0);
         }
     }
     targets
@@ -81,7 +123,7 @@ pub(crate) fn targets_of(
     route: &ModelRoute,
     request: &CallRequest,
 ) -> Result<Vec<Target>, CallError> {
-    let targets = targets(config, route);
+    let targets = targets(config, route, request.endpoint.protocol().format());
     let Some(name) = &request.pinned else {
         return Ok(targets);
     };

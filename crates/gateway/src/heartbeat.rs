@@ -2,7 +2,8 @@
 //! balancers between the client and the gateway (60 s at nginx and most cloud LBs, 100 s at
 //! Cloudflare, 29–30 s at API gateways) do not cut a long call.
 //!
-//! For a stream, heartbeats are SSE comments (`: keep-alive`), which the OpenAI SDKs skip; for a
+//! For a stream, heartbeats are the protocol's keep-alive — SSE comments (`: keep-alive`), which
+//! the OpenAI SDKs skip, or Anthropic's `event: ping`, which its SDKs and Claude Code skip; for a
 //! non-streaming answer (opt-in, per request), single spaces before the JSON body, which JSON
 //! parsers skip. The trade-off: the first heartbeat commits the HTTP status (200), so an error
 //! after it arrives in the body — an SSE error event, or an OpenAI-shaped error JSON.
@@ -71,7 +72,7 @@ impl HeartbeatBody {
     fn heartbeat(&self) -> Bytes {
         self.metrics.heartbeat();
         Bytes::from_static(if self.stream {
-            b": keep-alive\n\n"
+            self.endpoint.protocol().keepalive()
         } else {
             b" "
         })

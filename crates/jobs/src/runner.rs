@@ -268,7 +268,7 @@ async fn write(
 /// The engine's request for a stored job, under its deadline.
 fn request_of(job: &Job, body: Bytes, deadline: Instant) -> Result<CallRequest, CallError> {
     let endpoint = Endpoint::from_name(&job.asked.endpoint).unwrap_or(Endpoint::Other);
-    let head = if endpoint == Endpoint::Other {
+    let head = if endpoint.passes_through() {
         Default::default()
     } else {
         hourglass_engine::request::read_head(endpoint, &body).map_err(|bad| {

@@ -225,6 +225,7 @@ fn answer(
             reasoning,
         },
         item_id,
+        thinking: request.thinking,
     }
 }
 

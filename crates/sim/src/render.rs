@@ -31,6 +31,8 @@ pub(crate) struct Answer {
     pub usage: Usage,
     /// Responses API: the output item's id.
     pub item_id: String,
+    /// Messages API: the answer opens with a thinking block (extended thinking was asked for).
+    pub thinking: bool,
 }
 
 /// Token counts of one answer.
@@ -264,11 +266,10 @@ impl Answer {
                 frames
             }
             Endpoint::Messages => {
-                let block = match &self.tool {
-                    None => json!({"type": "text", "text": ""}),
-                    Some((call_id, tool)) => {
-                        json!({"type": "tool_use", "id": call_id, "name": tool.name, "input": {}})
-                    }
+                let first = if self.thinking {
+                    json!({"type": "thinking", "thinking": "", "signature": ""})
+                } else {
+                    self.open_block()
                 };
                 vec![
                     anthropic_event(
@@ -277,7 +278,7 @@ impl Answer {
                     ),
                     anthropic_event(
                         "content_block_start",
-                        json!({"index": 0, "content_block": block}),
+                        json!({"index": 0, "content_block": first}),
                     ),
                     Bytes::from_static(PING),
                 ]
@@ -295,8 +296,32 @@ impl Answer {
         }
     }
 
-    /// Content chunk `seq`: one frame per choice.
+    /// Content chunk `seq`: one frame per choice. A Messages answer with thinking streams its
+    /// thinking block (text, then signature) before its first answer token.
     pub(crate) fn content(&self, seq: u32, event_seq: &mut u32) -> Vec<Bytes> {
+        let mut frames = Vec::new();
+        if self.endpoint == Endpoint::Messages && self.thinking && seq == 0 {
+            frames.extend([
+                anthropic_event(
+                    "content_block_delta",
+                    json!({"index": 0, "delta": {"type": "thinking_delta", "thinking": self.thinking_text()}}),
+                ),
+                anthropic_event(
+                    "content_block_delta",
+                    json!({"index": 0, "delta": {"type": "signature_delta", "signature": self.signature()}}),
+                ),
+                anthropic_event("content_block_stop", json!({"index": 0})),
+                anthropic_event(
+                    "content_block_start",
+                    json!({"index": 1, "content_block": self.open_block()}),
+                ),
+            ]);
+        }
+        frames.extend(self.content_frames(seq, event_seq));
+        frames
+    }
+
+    fn content_frames(&self, seq: u32, event_seq: &mut u32) -> Vec<Bytes> {
         (0..self.tags.len() as u32)
             .map(|choice| {
                 let fragment = self.fragment(choice, seq);
@@ -330,7 +355,11 @@ impl Answer {
                                 json!({"type": "input_json_delta", "partial_json": fragment})
                             }
                         };
-                        anthropic_event("content_block_delta", json!({"index": 0, "delta": delta}))
+                        let index = self.answer_block_index();
+                        anthropic_event(
+                            "content_block_delta",
+                            json!({"index": index, "delta": delta}),
+                        )
                     }
                     _ => {
                         let kind = if self.tool.is_some() {
@@ -425,9 +454,44 @@ impl Answer {
         }
     }
 
+    /// The answer's block as `content_block_start` opens it: empty text, or the tool call.
+    fn open_block(&self) -> serde_json::Value {
+        match &self.tool {
+            None => json!({"type": "text", "text": ""}),
+            Some((call_id, tool)) => {
+                json!({"type": "tool_use", "id": call_id, "name": tool.name, "input": {}})
+            }
+        }
+    }
+
+    /// The index of the answer's text or tool block: after the thinking block when there is one.
+    fn answer_block_index(&self) -> u32 {
+        u32::from(self.thinking)
+    }
+
+    /// The thinking block's text: names the answer's tag, so it can be checked end to end.
+    fn thinking_text(&self) -> String {
+        format!("Thinking about {} before answering.", self.tags[0])
+    }
+
+    /// The thinking block's signature: opaque base64, as Anthropic's are, and the same in a
+    /// stream and a whole answer, so a client can check it arrived byte for byte.
+    fn signature(&self) -> String {
+        let seed = format!("hourglass-sim/{}/{}/signature", self.id, self.tags[0]);
+        base64_encode(seed.repeat(3).as_bytes())
+    }
+
+    /// The whole thinking block.
+    fn thinking_block(&self) -> serde_json::Value {
+        json!({"type": "thinking", "thinking": self.thinking_text(), "signature": self.signature()})
+    }
+
     fn messages_finish(&self) -> Vec<Bytes> {
         vec![
-            anthropic_event("content_block_stop", json!({"index": 0})),
+            anthropic_event(
+                "content_block_stop",
+                json!({"index": self.answer_block_index()}),
+            ),
             anthropic_event(
                 "message_delta",
                 json!({"delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
@@ -574,7 +638,11 @@ impl Answer {
                 self.whole_json("text_completion", choices)
             }
             Endpoint::Messages => serde_json::to_vec(&self.message_json(
-                json!([self.message_block()]),
+                if self.thinking {
+                    json!([self.thinking_block(), self.message_block()])
+                } else {
+                    json!([self.message_block()])
+                },
                 Some(self.stop_reason()),
                 self.usage.completion,
             )),

@@ -44,6 +44,9 @@ pub(crate) struct Parsed {
     pub dimensions: Option<u32>,
     /// Images: return base64 data rather than a URL.
     pub b64_json: bool,
+    /// Anthropic's extended thinking asked for (`thinking.type` `enabled` or `adaptive`): the
+    /// answer opens with a thinking block carrying a signature.
+    pub thinking: bool,
     /// Tokens of the prompt, estimated as a quarter of the bytes of `messages`, `prompt` or
     /// `input` (so the same prompt counts the same whatever else the body carries).
     pub prompt_tokens: u32,
@@ -117,6 +120,15 @@ struct Body {
     encoding_format: Option<String>,
     dimensions: Option<u32>,
     response_format: Option<serde_json::Value>,
+    thinking: Option<Thinking>,
+}
+
+/// Anthropic's `thinking` setting: `{"type": "enabled", "budget_tokens": N}`, `adaptive` or
+/// `disabled`.
+#[derive(Deserialize)]
+struct Thinking {
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 fn bad(message: impl Into<String>, param: &str) -> BadRequest {
@@ -229,6 +241,10 @@ pub(crate) fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Parsed, BadReque
         base64,
         dimensions: body.dimensions,
         b64_json,
+        thinking: endpoint == Endpoint::Messages
+            && body
+                .thinking
+                .is_some_and(|t| matches!(t.kind.as_str(), "enabled" | "adaptive")),
         prompt_tokens,
     })
 }

@@ -569,6 +569,7 @@ async fn handle(
             status => {
                 let endpoint = match &route {
                     Route::Generate(endpoint) => Some(*endpoint),
+                    Route::CountTokens => Some(Endpoint::Messages),
                     _ => None,
                 };
                 if let Some(response) = fault_status(status, endpoint) {
@@ -599,9 +600,28 @@ async fn handle(
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
             return Ok(response);
         }
+        Route::CountTokens => return Ok(count_tokens(&bytes)),
         Route::Generate(endpoint) => endpoint,
     };
     Ok(generate(&shared, endpoint, &bytes, &faults, seed).await)
+}
+
+/// `{"input_tokens": N}` for a Messages request body (no `max_tokens` needed), counted as
+/// [`request::parse`] counts a prompt; errors in Anthropic's shape.
+fn count_tokens(bytes: &Bytes) -> Response<SimBody> {
+    match request::parse(Endpoint::Chat, bytes) {
+        Ok(parsed) => json_response(
+            StatusCode::OK,
+            Bytes::from(format!("{{\"input_tokens\":{}}}", parsed.prompt_tokens)),
+        ),
+        Err(bad) => error_for(
+            Some(Endpoint::Messages),
+            StatusCode::BAD_REQUEST,
+            &bad.message,
+            bad.param.as_deref(),
+            None,
+        ),
+    }
 }
 
 async fn generate(
@@ -704,6 +724,8 @@ enum Route {
     Health,
     Models,
     Image,
+    /// Anthropic's `/v1/messages/count_tokens`: the prompt's tokens, as a Message would count them.
+    CountTokens,
     Generate(Endpoint),
 }
 
@@ -719,6 +741,7 @@ fn route(method: &Method, path: &str) -> Result<Route, Box<Response<SimBody>>> {
         "/v1/embeddings" => (Route::Generate(Endpoint::Embeddings), Method::POST),
         "/v1/images/generations" => (Route::Generate(Endpoint::Images), Method::POST),
         "/v1/messages" => (Route::Generate(Endpoint::Messages), Method::POST),
+        "/v1/messages/count_tokens" => (Route::CountTokens, Method::POST),
         _ => {
             let message = format!("Invalid URL ({method} {path})");
             return Err(Box::new(error_response(

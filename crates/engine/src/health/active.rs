@@ -111,18 +111,23 @@ pub fn spawn(
         .collect()
 }
 
-/// The request a check sends: `GET /models`, or the protocol's one-token completion.
-fn check_request(mode: &CheckMode) -> Result<CallRequest, String> {
+/// The request a check sends: `GET /models`, or a one-token completion in the upstream's own
+/// protocol (its first, when it speaks several).
+fn check_request(mode: &CheckMode, upstream: &Upstream) -> Result<CallRequest, String> {
+    let protocol = crate::protocol::of(upstream.protocols[0]);
     match mode {
         CheckMode::Off | CheckMode::Models => Ok(CallRequest::with_head(
-            Endpoint::Other,
+            match protocol.format() {
+                hourglass_config::WireFormat::OpenAi => Endpoint::Other,
+                hourglass_config::WireFormat::Anthropic => Endpoint::AnthropicOther,
+            },
             Method::GET,
             "/models",
             Bytes::new(),
             RequestHead::default(),
         )),
         CheckMode::Completion(model) => {
-            let (endpoint, path, body) = Endpoint::Chat.protocol().check_request(model);
+            let (endpoint, path, body) = protocol.check_request(model);
             CallRequest::new(endpoint, path, body).map_err(|e| e.message)
         }
     }
@@ -137,7 +142,7 @@ pub async fn check(
     mode: &CheckMode,
     limit: Duration,
 ) -> Result<Duration, String> {
-    let request = check_request(mode)?;
+    let request = check_request(mode, upstream)?;
     let start = Instant::now();
     let run = async {
         let connection = upstreams

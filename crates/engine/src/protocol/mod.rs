@@ -6,12 +6,13 @@
 //! A second protocol is one new module implementing [`Protocol`], its endpoints in [`Endpoint`],
 //! and a route in the gateway.
 
+pub mod anthropic; // Anthropic's Messages API
 pub mod openai; // OpenAI's chat, completions, responses, embeddings and images APIs
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use hourglass_config::WireFormat;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -33,6 +34,13 @@ pub enum Endpoint {
     Images,
     /// Any other path, passed through.
     Other,
+    /// Anthropic's `/v1/messages`
+    Messages,
+    /// Anthropic's `/v1/messages/count_tokens`
+    CountTokens,
+    /// Any other path asked by an Anthropic client (it sends `anthropic-version`), passed through
+    /// to an upstream that speaks Anthropic's API.
+    AnthropicOther,
 }
 
 impl Endpoint {
@@ -45,21 +53,32 @@ impl Endpoint {
             | Endpoint::Embeddings
             | Endpoint::Images
             | Endpoint::Other => &openai::OpenAi,
+            Endpoint::Messages | Endpoint::CountTokens | Endpoint::AnthropicOther => {
+                &anthropic::Anthropic
+            }
         }
     }
 
     /// Every endpoint.
-    pub const ALL: [Endpoint; 6] = [
+    pub const ALL: [Endpoint; 9] = [
         Endpoint::Chat,
         Endpoint::Completions,
         Endpoint::Responses,
         Endpoint::Embeddings,
         Endpoint::Images,
         Endpoint::Other,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::AnthropicOther,
     ];
 
-    /// Its name in logs and stored jobs: `chat`, `completions`, `responses`, `embeddings`,
-    /// `images`, `other`.
+    /// Whether it is a pass-through path that names no model.
+    pub fn passes_through(self) -> bool {
+        matches!(self, Endpoint::Other | Endpoint::AnthropicOther)
+    }
+
+    /// Its name in logs, metrics and stored jobs: `chat`, `completions`, `responses`,
+    /// `embeddings`, `images`, `other`, `messages`, `count_tokens`, `anthropic_other`.
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat",
@@ -68,6 +87,9 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Images => "images",
             Endpoint::Other => "other",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
+            Endpoint::AnthropicOther => "anthropic_other",
         }
     }
 
@@ -80,8 +102,16 @@ impl Endpoint {
     pub fn streams(self) -> bool {
         matches!(
             self,
-            Endpoint::Chat | Endpoint::Completions | Endpoint::Responses
+            Endpoint::Chat | Endpoint::Completions | Endpoint::Responses | Endpoint::Messages
         )
+    }
+}
+
+/// The protocol of a wire format.
+pub fn of(format: WireFormat) -> &'static dyn Protocol {
+    match format {
+        WireFormat::OpenAi => &openai::OpenAi,
+        WireFormat::Anthropic => &anthropic::Anthropic,
     }
 }
 
@@ -155,6 +185,9 @@ pub trait Protocol: Send + Sync + 'static {
     /// Its name, as configuration and logs write it.
     fn name(&self) -> &'static str;
 
+    /// The wire format upstreams must speak to take its calls.
+    fn format(&self) -> WireFormat;
+
     /// What a request body for `endpoint` asks for.
     fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody>;
 
@@ -192,12 +225,75 @@ pub trait Protocol: Send + Sync + 'static {
     /// `sequence_number`); `None` otherwise.
     fn sequence_number(&self, endpoint: Endpoint, event: &Event<'_>) -> Option<u64>;
 
-    /// The header that carries an upstream's key (marked sensitive).
-    fn credentials(&self, key: &str) -> Result<(HeaderName, HeaderValue), String>;
+    /// What keeps a stream of it alive while no content flows (heartbeats), which its clients
+    /// skip.
+    fn keepalive(&self) -> &'static [u8] {
+        b": keep-alive\n\n"
+    }
+
+    /// Headers an upstream speaking it gets when the client did not send them.
+    fn default_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 
     /// A cheap request that checks an upstream serves `model` and measures its first token:
     /// the endpoint, the path under the base URL and the body.
     fn check_request(&self, model: &str) -> (Endpoint, &'static str, Bytes);
+}
+
+/// Whether a successful answer's content type is what the endpoint answers with (`stream`: the
+/// client asked for a stream; `passes_through`: a path that answers whatever it answers); `Err`
+/// says what came instead. A 200 web page (a captive portal, an SSO login, a `base_url` pointing
+/// at a web UI) is not an answer.
+pub(crate) fn check_content_type(
+    passes_through: bool,
+    stream: bool,
+    content_type: Option<&str>,
+) -> Result<(), String> {
+    let kind = content_type.map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase());
+    match kind.as_deref() {
+        // A pass-through path answers whatever it answers (audio, files, …).
+        _ if passes_through => Ok(()),
+        Some("text/event-stream") => Ok(()),
+        kind if stream => Err(format!(
+            "a stream was asked for and the upstream answered {} instead of text/event-stream",
+            kind.map_or("without a content type".to_owned(), |k| format!("`{k}`"))
+        )),
+        None => Ok(()),
+        Some(kind) if kind.contains("json") => Ok(()),
+        Some(kind) => Err(format!(
+            "the upstream answered with `{kind}`, not JSON: a web page (a captive portal, an SSO login, or a base_url that points at a web UI rather than the API?)"
+        )),
+    }
+}
+
+/// An upstream's error text, cut to its first 512 bytes (at a character boundary) for messages.
+pub(crate) fn excerpt(text: &str) -> String {
+    let mut end = text.len().min(512);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// The `hourglass` object every protocol's error body carries: the diagnosis, the attempts, the
+/// time taken, and the upstream's own error when it sent one.
+pub(crate) fn hourglass_details(error: &CallError) -> serde_json::Value {
+    let mut details = serde_json::json!({"diagnosis": error.code.diagnosis(), "attempts": error.trail,
+                                         "elapsed_ms": error.elapsed.as_millis() as u64});
+    if let Some(upstream) = &error.upstream_error {
+        details["upstream_error"] = upstream.clone();
+    }
+    details
+}
+
+/// An SSE event named `error` with `data` (JSON on one line).
+pub(crate) fn error_sse(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 24);
+    out.extend_from_slice(b"event: error\ndata: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 /// The longest model name a request may give.

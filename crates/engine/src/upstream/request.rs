@@ -3,8 +3,8 @@
 //! headers, and its key as the call's protocol sends keys. Hop-by-hop headers stop here both ways.
 
 use bytes::Bytes;
-use hourglass_config::Upstream;
-use http::{HeaderMap, HeaderValue, header};
+use hourglass_config::{KeyHeader, Upstream};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::RequestBody;
 use crate::error::FailureKind;
@@ -88,7 +88,7 @@ pub fn build(
     for (name, value) in &request.headers {
         if dropped_request_header(name.as_str())
             || named_by_connection(&request.headers, name.as_str())
-            || (upstream.api_key.is_some() && name == header::AUTHORIZATION)
+            || (upstream.api_key.is_some() && carries_a_key(name.as_str()))
         {
             continue;
         }
@@ -104,12 +104,25 @@ pub fn build(
         headers.insert(name.clone(), value.clone());
     }
     if let Some(key) = &upstream.api_key {
-        let (name, value) = request
-            .endpoint
-            .protocol()
-            .credentials(key.expose())
-            .map_err(FailureKind::Malformed)?;
+        let (name, value) =
+            credentials(upstream.key_header, key.expose()).map_err(FailureKind::Malformed)?;
         headers.insert(name, value);
+    }
+    // An upstream that speaks only Anthropic's API needs its version header on every request,
+    // health checks included; a client's own is kept.
+    let asked = request.endpoint.protocol().format();
+    let spoken = if upstream.speaks(asked) {
+        asked
+    } else {
+        upstream.protocols.first().copied().unwrap_or(asked)
+    };
+    for (name, value) in crate::protocol::of(spoken).default_headers() {
+        if !headers.contains_key(*name) {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
     }
     headers.insert(
         header::ACCEPT_ENCODING,
@@ -119,6 +132,24 @@ pub fn build(
         .body(body)
         .map_err(|e| FailureKind::Malformed(format!("cannot build the upstream request: {e}")))?;
     Ok((request, written))
+}
+
+/// Whether a client's header carries an API key: dropped when the upstream has its own, so a
+/// client's key never reaches it beside the gateway's.
+fn carries_a_key(name: &str) -> bool {
+    KeyHeader::ALL.iter().any(|h| h.name() == name)
+}
+
+/// The header carrying an upstream's key, marked sensitive (never logged by hyper or h2).
+pub fn credentials(placement: KeyHeader, key: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let text = match placement {
+        KeyHeader::Authorization => format!("Bearer {key}"),
+        KeyHeader::XApiKey | KeyHeader::ApiKey => key.to_owned(),
+    };
+    let mut value = HeaderValue::from_str(&text)
+        .map_err(|_| "the API key is not a valid header value".to_owned())?;
+    value.set_sensitive(true);
+    Ok((HeaderName::from_static(placement.name()), value))
 }
 
 /// The upstream's headers as sent to the client, less hop-by-hop ones, plus `x-hourglass-upstream`.
@@ -137,4 +168,30 @@ pub fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
 /// A header value from text, or `-` when the text cannot be one.
 pub fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_travels_sensitive_in_the_upstreams_chosen_header() {
+        let (name, value) = credentials(KeyHeader::Authorization, "sk-1").unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("authorization", "Bearer sk-1")
+        );
+        assert!(value.is_sensitive());
+        let (name, value) = credentials(KeyHeader::XApiKey, "sk-ant-1").unwrap();
+        assert_eq!(
+            (name.as_str(), value.to_str().unwrap()),
+            ("x-api-key", "sk-ant-1")
+        );
+        assert!(value.is_sensitive());
+        let (name, _) = credentials(KeyHeader::ApiKey, "az-1").unwrap();
+        assert_eq!(name.as_str(), "api-key");
+        assert!(credentials(KeyHeader::XApiKey, "bad\nkey").is_err());
+        assert!(carries_a_key("x-api-key") && carries_a_key("authorization"));
+        assert!(!carries_a_key("anthropic-version"));
+    }
 }

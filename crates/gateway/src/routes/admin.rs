@@ -5,7 +5,8 @@
 //! the client keys, like the rest of the API).
 
 use bytes::Bytes;
-use hourglass_engine::{CallError, Endpoint, ErrorCode};
+use hourglass_config::WireFormat;
+use hourglass_engine::{CallError, ErrorCode};
 use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::json;
@@ -34,11 +35,12 @@ pub(super) fn answer(gateway: &Gateway, parts: &Parts) -> Option<Response<Gatewa
         }
         // An API answer like any other `/v1` path: it needs a client key when those are set.
         (&Method::GET, "/v1/models") if !gateway.engine().config().models.is_empty() => {
-            auth::client(&gateway.settings(), &parts.headers).map(|()| models(gateway))
+            auth::client(&gateway.settings(), &parts.headers)
+                .map(|()| models(gateway, super::api::anthropic_client(&parts.headers)))
         }
         _ => return None,
     };
-    let protocol = Endpoint::Other.protocol();
+    let protocol = super::client_protocol(&parts.headers);
     Some(result.unwrap_or_else(|error| error_response(protocol, &error)))
 }
 
@@ -193,16 +195,43 @@ fn dashboard() -> Response<GatewayBody> {
     response
 }
 
-/// `GET /v1/models`: the configured models, in OpenAI's list shape.
-fn models(gateway: &Gateway) -> Response<GatewayBody> {
-    let data: Vec<_> = gateway
-        .engine()
-        .config()
+/// `GET /v1/models`: the configured models a client can call in its own protocol — in
+/// Anthropic's list shape for an Anthropic client (it sends `anthropic-version`), else OpenAI's.
+fn models(gateway: &Gateway, anthropic: bool) -> Response<GatewayBody> {
+    let engine = gateway.engine();
+    let config = engine.config();
+    let format = if anthropic {
+        WireFormat::Anthropic
+    } else {
+        WireFormat::OpenAi
+    };
+    let names: Vec<&str> = config
         .models
         .iter()
-        .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "hourglass"}))
+        .filter(|m| {
+            m.targets
+                .iter()
+                .any(|t| config.upstreams[t.upstream].speaks(format))
+        })
+        .map(|m| m.name.as_str())
         .collect();
-    let body = serde_json::to_vec(&json!({"object": "list", "data": data}))
-        .expect("serializing a json value cannot fail");
+    let body = if anthropic {
+        let data: Vec<_> = names
+            .iter()
+            .map(|name| {
+                json!({"type": "model", "id": name, "display_name": name,
+                               "created_at": "1970-01-01T00:00:00Z"})
+            })
+            .collect();
+        json!({"data": data, "has_more": false, "first_id": names.first(),
+               "last_id": names.last()})
+    } else {
+        let data: Vec<_> = names
+            .iter()
+            .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "hourglass"}))
+            .collect();
+        json!({"object": "list", "data": data})
+    };
+    let body = serde_json::to_vec(&body).expect("serializing a json value cannot fail");
     json_response(StatusCode::OK, Bytes::from(body))
 }

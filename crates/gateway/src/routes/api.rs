@@ -21,17 +21,27 @@ use crate::deadline;
 use crate::gateway::Gateway;
 use crate::heartbeat::{self, HeartbeatBody};
 
-/// The API a path is, or `None` when it is not under `/v1/`.
-pub(super) fn endpoint(method: &Method, path: &str) -> Option<Endpoint> {
+/// The API a path is, or `None` when it is not under `/v1/`. Another `/v1/*` path is passed
+/// through in Anthropic's protocol when the client is one (it sends `anthropic-version`, as
+/// Anthropic's SDKs and Claude Code always do), else in OpenAI's.
+pub(super) fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Option<Endpoint> {
     Some(match (method, path) {
         (&Method::POST, "/v1/chat/completions") => Endpoint::Chat,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/responses") => Endpoint::Responses,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
         (&Method::POST, "/v1/images/generations") => Endpoint::Images,
+        (&Method::POST, "/v1/messages") => Endpoint::Messages,
+        (&Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
+        (_, p) if p.starts_with("/v1/") && anthropic_client(headers) => Endpoint::AnthropicOther,
         (_, p) if p.starts_with("/v1/") => Endpoint::Other,
         _ => return None,
     })
+}
+
+/// Whether the client speaks Anthropic's API: it names the version it speaks.
+pub(super) fn anthropic_client(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
 }
 
 /// One API call: the request prepared, then answered (with heartbeats while it runs when asked).
@@ -155,7 +165,7 @@ async fn prepare(
     refuse_dot_segments(parts.uri.path())?;
     framing::declared_body(&parts, settings)?;
     let bytes = read_body(settings, body).await?;
-    let head = if endpoint == Endpoint::Other {
+    let head = if endpoint.passes_through() {
         Default::default()
     } else {
         hourglass_engine::request::read_head(endpoint, &bytes)
@@ -180,7 +190,9 @@ async fn prepare(
     let mut request = CallRequest::with_head(endpoint, parts.method, path, bytes, head);
     request.headers = parts.headers;
     if !settings.client_keys.is_empty() {
+        // The gateway's client key, in whichever header the client sent it: never passed on.
         request.headers.remove(header::AUTHORIZATION);
+        request.headers.remove("x-api-key");
     }
     request.client_deadline = client_deadline;
     request.start = start;

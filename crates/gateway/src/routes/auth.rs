@@ -7,19 +7,32 @@ use http::{HeaderMap, StatusCode, header};
 
 use hourglass_config::ServerSettings;
 
-/// Whether the request may call the API: it carries a client key, or the gateway has none.
+/// Whether the request may call the API: it carries a client key — as a bearer token, or in
+/// `x-api-key` as Anthropic's clients send keys — or the gateway has none.
 pub(super) fn client(settings: &ServerSettings, headers: &HeaderMap) -> Result<(), CallError> {
     let keys = &settings.client_keys;
-    let given = bearer(headers);
-    if keys.is_empty() || keys.iter().any(|key| same(given, key.expose())) {
+    let given = [bearer(headers), x_api_key(headers)];
+    if keys.is_empty()
+        || keys
+            .iter()
+            .any(|key| given.iter().any(|g| same(g, key.expose())))
+    {
         return Ok(());
     }
     Err(CallError::before_attempts(
         ErrorCode::InvalidApiKey,
         StatusCode::UNAUTHORIZED,
-        "missing or unknown API key: send one of the gateway's client keys as `Authorization: Bearer …`"
+        "missing or unknown API key: send one of the gateway's client keys as `Authorization: Bearer …` or `x-api-key: …`"
             .to_owned(),
     ))
+}
+
+/// The `x-api-key` a request carries, or "" (an empty key matches no client key).
+fn x_api_key(headers: &HeaderMap) -> &str {
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map_or("", str::trim)
 }
 
 /// Whether the request may use the admin endpoints: it carries the admin key when one is set;

@@ -43,6 +43,7 @@ pub(super) fn form(gateway: &Gateway, request: &CallRequest) -> Option<Form> {
             | Endpoint::Responses
             | Endpoint::Embeddings
             | Endpoint::Images
+            | Endpoint::Messages
     );
     (endpoint_takes_jobs && gateway.jobs.is_some() && prefers_async(&request.headers))
         .then_some(Form::Job)

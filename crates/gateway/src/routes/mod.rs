@@ -64,7 +64,7 @@ impl Drop for Abandoned<'_> {
 async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<GatewayBody> {
     let (mut parts, body) = request.into_parts();
     if let Err(error) = framing::check(&parts, &gateway.settings()) {
-        return error_response(hourglass_engine::Endpoint::Other.protocol(), &error);
+        return error_response(client_protocol(&parts.headers), &error);
     }
     if let Some(response) = admin::answer(&gateway, &parts) {
         return response;
@@ -79,7 +79,7 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Ga
         }
     };
     let path = parts.uri.path().trim_end_matches('/');
-    match api::endpoint(&parts.method, path) {
+    match api::endpoint(&parts.method, path, &parts.headers) {
         Some(endpoint) => api::call(gateway, endpoint, parts, body, pinned).await,
         None => {
             let message = format!(
@@ -89,8 +89,18 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Ga
             );
             let code = ErrorCode::NotFound;
             let error = CallError::before_attempts(code, StatusCode::NOT_FOUND, message);
-            error_response(hourglass_engine::Endpoint::Other.protocol(), &error)
+            error_response(client_protocol(&parts.headers), &error)
         }
+    }
+}
+
+/// The protocol whose error shape a client reads: Anthropic's when it names an Anthropic API
+/// version, else OpenAI's.
+pub(crate) fn client_protocol(headers: &http::HeaderMap) -> &'static dyn Protocol {
+    if api::anthropic_client(headers) {
+        hourglass_engine::Endpoint::AnthropicOther.protocol()
+    } else {
+        hourglass_engine::Endpoint::Other.protocol()
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers may panic on what a test does not expect
 
+mod anthropic;
 mod curl;
 mod dashboard;
 mod hostile;

@@ -78,6 +78,15 @@ pub async fn start(extra: &str) -> Running {
     start_with(extra, 0.01, None).await
 }
 
+/// As [`start`], with `a` and `b` configured as upstreams that speak Anthropic's Messages API.
+pub async fn start_anthropic(extra: &str) -> Running {
+    start_with(&format!("{SPEAK_ANTHROPIC}{extra}"), 0.01, None).await
+}
+
+/// A first line of `extra` that makes `start_with` configure the simulators as Anthropic
+/// upstreams.
+const SPEAK_ANTHROPIC: &str = "# the simulators speak anthropic\n";
+
 /// As [`start`], with simulators at `time_scale`, and taking background jobs into a store in a
 /// fresh directory.
 pub async fn start_jobs(extra: &str, time_scale: f64) -> Running {
@@ -112,6 +121,9 @@ async fn start_with(extra: &str, time_scale: f64, jobs: Option<std::path::PathBu
             "[upstreams.{name}]\nbase_url = \"{}\"\n",
             server.base_url()
         ));
+        if extra.starts_with(SPEAK_ANTHROPIC) {
+            text.push_str("protocol = \"anthropic\"\n");
+        }
         sims.insert(name.to_owned(), server);
     }
     text.push_str(extra);

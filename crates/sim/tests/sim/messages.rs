@@ -189,3 +189,89 @@ async fn an_interrupted_stream_ends_with_an_error_event_and_a_slow_first_token_w
     assert!(pings >= 4, "{:?}", names(&slow));
     assert!(!slow.text().contains(": keep-alive"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn extended_thinking_opens_with_a_signed_thinking_block_in_streams_and_whole_answers() {
+    let server = memory_server();
+    let thinking = json!({"thinking": {"type": "enabled", "budget_tokens": 1024}});
+    let whole = post("/v1/messages", messages(thinking.clone()))
+        .to(&server)
+        .await
+        .json();
+    assert_eq!(whole["content"][0]["type"], "thinking");
+    assert_eq!(whole["content"][1]["type"], "text");
+    let checked = content::check(whole["content"][1]["text"].as_str().unwrap()).unwrap();
+    let thought = whole["content"][0]["thinking"].as_str().unwrap();
+    assert!(thought.contains(&checked.tag), "{thought}");
+    assert!(
+        !whole["content"][0]["signature"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut streamed = thinking;
+    streamed["stream"] = json!(true);
+    let data = post("/v1/messages", messages(streamed))
+        .to(&server)
+        .await
+        .data();
+    let start = data
+        .iter()
+        .find(|e| e["type"] == "content_block_start")
+        .unwrap();
+    assert_eq!(
+        start["content_block"],
+        json!({"type": "thinking", "thinking": "", "signature": ""})
+    );
+    let deltas: Vec<&serde_json::Value> = data
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .collect();
+    assert_eq!(deltas[0]["delta"]["type"], "thinking_delta");
+    assert_eq!(deltas[1]["delta"]["type"], "signature_delta");
+    assert!(!deltas[1]["delta"]["signature"].as_str().unwrap().is_empty());
+    let text: String = deltas[2..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e["index"], 1, "the answer is the second block");
+            e["delta"]["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let checked = content::check(&text).unwrap();
+    assert!(
+        deltas[0]["delta"]["thinking"]
+            .as_str()
+            .unwrap()
+            .contains(&checked.tag)
+    );
+    let stops: Vec<&serde_json::Value> = data
+        .iter()
+        .filter(|e| e["type"] == "content_block_stop")
+        .collect();
+    assert_eq!(stops.len(), 2);
+    assert_eq!(stops[1]["index"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn count_tokens_counts_the_prompt_as_a_message_would() {
+    let server = memory_server();
+    let body =
+        json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]});
+    let count = post("/v1/messages/count_tokens", body.clone())
+        .to(&server)
+        .await;
+    assert_eq!(count.status, 200, "{}", count.text());
+    let mut whole = body;
+    whole["max_tokens"] = json!(8);
+    let message = post("/v1/messages", whole).to(&server).await.json();
+    assert_eq!(
+        count.json()["input_tokens"],
+        message["usage"]["input_tokens"]
+    );
+    let bad = post("/v1/messages/count_tokens", json!({"model": "gpt-4o-mini"}))
+        .to(&server)
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["type"], "error");
+}

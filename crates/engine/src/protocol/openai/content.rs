@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::protocol::{Endpoint, Signal};
+use crate::protocol::{Endpoint, Signal, excerpt};
 use crate::sse::Event;
 
 #[derive(Deserialize)]
@@ -129,7 +129,7 @@ pub fn classify(endpoint: Endpoint, event: &Event<'_>) -> Signal {
             let kind = typed.kind.as_deref().or(event.name).unwrap_or_default();
             match kind {
                 "response.completed" | "response.incomplete" => Signal::End,
-                "response.failed" | "error" => Signal::UpstreamError(truncate(data)),
+                "response.failed" | "error" => Signal::UpstreamError(excerpt(data)),
                 k if k.ends_with(".delta") => Signal::Content,
                 _ => Signal::Nothing,
             }
@@ -140,7 +140,7 @@ pub fn classify(endpoint: Endpoint, event: &Event<'_>) -> Signal {
                 Err(e) => return Signal::Malformed(format!("a stream chunk is not JSON: {e}")),
             };
             if filled(chunk.error) {
-                return Signal::UpstreamError(truncate(data));
+                return Signal::UpstreamError(excerpt(data));
             }
             match chunk.choices {
                 Some(Choices {
@@ -152,14 +152,6 @@ pub fn classify(endpoint: Endpoint, event: &Event<'_>) -> Signal {
             }
         }
     }
-}
-
-fn truncate(text: &str) -> String {
-    let mut end = text.len().min(512);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 #[cfg(test)]

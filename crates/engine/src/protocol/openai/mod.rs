@@ -7,7 +7,7 @@ pub mod assemble; // one chat completion body put together from a stream
 pub mod content; // which events of a stream are meaningful content
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, header};
+use hourglass_config::WireFormat;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -80,7 +80,7 @@ impl Head<'_> {
             }
             // The final event carries the whole response; a background response answers at once.
             Endpoint::Responses => !asks(self.background),
-            Endpoint::Embeddings | Endpoint::Images | Endpoint::Other => false,
+            _ => false,
         }
     }
 }
@@ -98,11 +98,7 @@ impl OpenAi {
 
     /// The error in OpenAI's shape with an `hourglass` object (the trail and the diagnosis).
     pub fn error_json(error: &CallError) -> serde_json::Value {
-        let mut hourglass = json!({"diagnosis": error.code.diagnosis(), "attempts": error.trail,
-                                   "elapsed_ms": error.elapsed.as_millis() as u64});
-        if let Some(upstream) = &error.upstream_error {
-            hourglass["upstream_error"] = upstream.clone();
-        }
+        let hourglass = super::hourglass_details(error);
         json!({"error": {"message": error.message, "type": OpenAi::error_type(error), "param": null,
                          "code": error.code, "hourglass": hourglass}})
     }
@@ -111,6 +107,10 @@ impl OpenAi {
 impl Protocol for OpenAi {
     fn name(&self) -> &'static str {
         "openai"
+    }
+
+    fn format(&self) -> WireFormat {
+        WireFormat::OpenAi
     }
 
     fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody> {
@@ -165,22 +165,7 @@ impl Protocol for OpenAi {
         stream: bool,
         content_type: Option<&str>,
     ) -> Result<(), String> {
-        let kind =
-            content_type.map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase());
-        match (endpoint, kind.as_deref()) {
-            // A pass-through path answers whatever it answers (audio, files, …).
-            (Endpoint::Other, _) => Ok(()),
-            (_, Some("text/event-stream")) => Ok(()),
-            (_, kind) if stream => Err(format!(
-                "a stream was asked for and the upstream answered {} instead of text/event-stream",
-                kind.map_or("without a content type".to_owned(), |k| format!("`{k}`"))
-            )),
-            (_, None) => Ok(()),
-            (_, Some(kind)) if kind.contains("json") => Ok(()),
-            (_, Some(kind)) => Err(format!(
-                "the upstream answered with `{kind}`, not JSON: a web page (a captive portal, an SSO login, or a base_url that points at a web UI rather than the API?)"
-            )),
-        }
+        super::check_content_type(endpoint == Endpoint::Other, stream, content_type)
     }
 
     fn error_body(&self, error: &CallError) -> Bytes {
@@ -198,10 +183,7 @@ impl Protocol for OpenAi {
                 event["type"] = json!("error");
                 event["sequence_number"] = json!(sequence);
                 let data = serde_json::to_vec(&event).expect("a json value serializes");
-                let mut out = b"event: error\ndata: ".to_vec();
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\n\n");
-                return Bytes::from(out);
+                return super::error_sse(&data);
             }
             // Chat and legacy completions: a `data:` line carrying the error object, as
             // OpenAI's own streams end when they fail.
@@ -223,13 +205,6 @@ impl Protocol for OpenAi {
         }
         let data = event.data.as_deref()?;
         serde_json::from_str::<Numbered>(data).ok()?.sequence_number
-    }
-
-    fn credentials(&self, key: &str) -> Result<(HeaderName, HeaderValue), String> {
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| "the API key is not a valid header value".to_owned())?;
-        value.set_sensitive(true);
-        Ok((header::AUTHORIZATION, value))
     }
 
     fn check_request(&self, model: &str) -> (Endpoint, &'static str, Bytes) {
@@ -386,14 +361,5 @@ mod tests {
             let value: serde_json::Value = serde_json::from_str(data.trim_end()).unwrap();
             assert_eq!(value["error"]["code"], "upstream_cut", "{endpoint:?}");
         }
-    }
-
-    #[test]
-    fn the_key_travels_as_a_sensitive_bearer_token() {
-        let (name, value) = OpenAi.credentials("sk-1").unwrap();
-        assert_eq!(name, header::AUTHORIZATION);
-        assert_eq!(value, "Bearer sk-1");
-        assert!(value.is_sensitive());
-        assert!(OpenAi.credentials("bad\nkey").is_err());
     }
 }
