@@ -99,8 +99,12 @@ impl Family {
         Family::Embedding,
     ];
 
-    /// The family a model name suggests: `o1`/`o3`/`o4` and `*-r1`/`*reason*` models reason,
-    /// `dall-e`/`gpt-image`/`flux`/`stable-diffusion`/`imagen` draw, `*embed*` embeds; the rest chat.
+    /// The family a model name suggests: `o1`/`o3`/`o4`, `*-r1`/`*reason*`/`*thinking*` and
+    /// `claude*` models reason, `dall-e`/`gpt-image`/`flux`/`stable-diffusion`/`imagen` draw,
+    /// `*embed*` embeds; the rest chat. Claude models count as reasoning: they think before they
+    /// answer (extended thinking), and the coding agents that call them send contexts of a
+    /// hundred thousand tokens and more, so their first token may come minutes late — a chat
+    /// model's 20 s `first_token` would cut (and pay for again) calls that were fine.
     pub fn infer(model: &str) -> Family {
         let name = model
             .rsplit('/')
@@ -125,6 +129,7 @@ impl Family {
             || name.ends_with("r1")
             || name.contains("reason")
             || name.contains("thinking")
+            || starts("claude")
         {
             Family::Reasoning
         } else {
@@ -483,7 +488,9 @@ mod tests {
             ("gpt-image-1", Family::Image),
             ("flux-kontext", Family::Image),
             ("text-embedding-3-small", Family::Embedding),
-            ("claude-4-sonnet", Family::Chat),
+            ("claude-4-sonnet", Family::Reasoning),
+            ("claude-sonnet-4-5", Family::Reasoning),
+            ("anthropic/claude-opus-4-1", Family::Reasoning),
         ] {
             assert_eq!(Family::infer(name), family, "{name}");
         }

@@ -205,7 +205,9 @@ impl Engine {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let model = request.model.as_deref().unwrap_or_default();
-        let mut ending = observation::CallEnding::new(shared, model, request_id, request.start);
+        let endpoint = request.endpoint.name();
+        let mut ending =
+            observation::CallEnding::new(shared, model, endpoint, request_id, request.start);
         let mut result = match route::route(&shared.config, &request) {
             Ok(route) => match route::targets_of(&shared.config, &route, &request) {
                 Ok(targets) => {

@@ -118,6 +118,8 @@ pub(crate) struct CallEnding {
     shared: Arc<Shared>,
     model: String,
     request_id: String,
+    /// The API called (`chat`, `messages`, … — see `Endpoint::name`).
+    endpoint: &'static str,
     start: Instant,
     /// When the call committed (its answer began), once it did.
     committed: Option<Duration>,
@@ -127,11 +129,19 @@ pub(crate) struct CallEnding {
 }
 
 impl CallEnding {
-    /// A call of `model` (as the client named it), with `request_id`, that arrived at `start`.
-    pub fn new(shared: &Arc<Shared>, model: &str, request_id: &str, start: Instant) -> CallEnding {
+    /// A call of `model` (as the client named it) to `endpoint`, with `request_id`, that arrived
+    /// at `start`.
+    pub fn new(
+        shared: &Arc<Shared>,
+        model: &str,
+        endpoint: &'static str,
+        request_id: &str,
+        start: Instant,
+    ) -> CallEnding {
         CallEnding {
             shared: shared.clone(),
             model: model.to_owned(),
+            endpoint,
             request_id: request_id.to_owned(),
             start,
             committed: None,
@@ -166,6 +176,7 @@ impl CallEnding {
             target: "hourglass::call",
             request_id = self.request_id,
             model = self.model,
+            endpoint = self.endpoint,
             outcome = outcome.name(),
             attempts = attempts.join(","),
             elapsed_ms = (self.start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,

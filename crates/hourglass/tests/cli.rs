@@ -617,6 +617,7 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
     assert_eq!(calls[0]["request_id"], "req-logs-1");
     assert_eq!(calls[0]["outcome"], "ok");
     assert_eq!(calls[0]["attempts"], "sim:ok@done");
+    assert_eq!(calls[0]["endpoint"], "chat");
     assert_eq!(calls[1]["outcome"], "upstream_status");
     let generated = calls[1]["request_id"].as_str().unwrap();
     let groups: Vec<usize> = generated.split('-').map(str::len).collect();

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use hourglass_engine::protocol::Protocol;
+use hourglass_engine::protocol::anthropic::{self, Anthropic};
 use hourglass_engine::protocol::openai::OpenAi;
 use hourglass_engine::{CallError, ErrorCode, Outcome, Phase};
 use hourglass_toolkit::diagnose::{Side, Step};
@@ -66,17 +67,22 @@ fn every_code_has_a_diagnosis_of_its_own() {
 #[test]
 fn explain_knows_every_code_from_the_body_the_gateway_sends() {
     let mut wrong = Vec::new();
-    for code in ErrorCode::ALL {
+    let protocols: [&dyn Protocol; 2] = [&OpenAi, &Anthropic];
+    for (code, protocol) in ErrorCode::ALL
+        .iter()
+        .flat_map(|code| protocols.map(|p| (code, p)))
+    {
         let error = CallError::before_attempts(
             *code,
             http::StatusCode::BAD_GATEWAY,
             format!("what happened for {code}"),
         );
-        let body = String::from_utf8(OpenAi.error_body(&error).to_vec()).unwrap();
+        let body = String::from_utf8(protocol.error_body(&error).to_vec()).unwrap();
         let explained = explain::explain(&body, None, None);
         if !explained.pattern.starts_with("hourglass.") || explained.class == Class::Unknown {
             wrong.push(format!(
-                "{code}: pattern `{}`, class {}",
+                "{code} in {}'s shape: pattern `{}`, class {}",
+                protocol.name(),
                 explained.pattern,
                 explained.class.name()
             ));
@@ -176,4 +182,49 @@ fn probe_and_diagnose_json_print_only_documented_names() {
     );
     let back: hourglass_toolkit::probe::Sample = serde_json::from_value(json).unwrap();
     assert_eq!(back.code, Some(ErrorCode::FirstTokenTimeout));
+}
+
+#[test]
+fn every_anthropic_error_type_the_gateway_sends_is_documented_and_explained() {
+    let docs = doc("anthropic.md");
+    for kind in anthropic::ERROR_TYPES {
+        assert!(
+            docs.contains(&format!("`{kind}`")),
+            "{kind} in docs/anthropic.md"
+        );
+    }
+    for kind in [
+        "overloaded_error",
+        "rate_limit_error",
+        "api_error",
+        "timeout_error",
+    ] {
+        let body = format!(
+            "Error code: 500 - {{'type': 'error', 'error': {{'type': '{kind}', 'message': 'x'}}}}"
+        );
+        let explained = explain::explain(&body, None, None);
+        assert_ne!(
+            explained.class,
+            Class::Unknown,
+            "{kind}: {}",
+            explained.pattern
+        );
+        assert!(
+            explained.pattern.starts_with("anthropic.") || explained.pattern.starts_with("openai."),
+            "{kind}: {}",
+            explained.pattern
+        );
+    }
+}
+
+#[test]
+fn every_endpoint_name_the_call_log_prints_is_documented() {
+    let metrics = doc("metrics.md");
+    for endpoint in hourglass_engine::Endpoint::ALL {
+        assert!(
+            metrics.contains(&format!("`{}`", endpoint.name())),
+            "{} in docs/metrics.md",
+            endpoint.name()
+        );
+    }
 }

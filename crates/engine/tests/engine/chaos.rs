@@ -3,7 +3,9 @@
 //! it succeeded with intact content (the simulator's `TAG:SEQ` tokens — nothing lost, repeated or
 //! spliced from two attempts), or it failed with a typed error after its stream had begun (the
 //! only failure a healthy path cannot save); and it ended within its deadline plus a small bound.
-//! `HOURGLASS_CHAOS_CALLS` runs a longer chaos (the default is a short run for `.ci/run`).
+//! The same chaos runs on OpenAI's chat completions and on Anthropic's Messages API (upstreams
+//! that speak it, its typed events and error event). `HOURGLASS_CHAOS_CALLS` runs a longer
+//! chaos (the default is a short run for `.ci/run`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,19 +73,50 @@ enum Outcome {
     },
 }
 
-async fn one(engine: Arc<Engine>, i: u64, stream: bool) -> (Outcome, Duration) {
+/// The text of a stream (chat chunks' content, or Messages' text deltas) and its error, if it
+/// ended with one.
+fn streamed(endpoint: Endpoint, body: &str) -> (String, Option<serde_json::Value>) {
+    if endpoint == Endpoint::Chat {
+        return stream_text(body);
+    }
+    let mut text = String::new();
+    let mut error = None;
+    for event in body.split("\n\n") {
+        let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_str(data).unwrap();
+        match value["type"].as_str() {
+            Some("error") => error = Some(value["error"].clone()),
+            Some("content_block_delta") => {
+                text.push_str(value["delta"]["text"].as_str().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    (text, error)
+}
+
+/// The text of a whole answer: a chat completion's message, or a Message's text block.
+fn whole(endpoint: Endpoint, value: &serde_json::Value) -> Option<&str> {
+    match endpoint {
+        Endpoint::Chat => value["choices"][0]["message"]["content"].as_str(),
+        _ => value["content"][0]["text"].as_str(),
+    }
+}
+
+async fn one(engine: Arc<Engine>, endpoint: Endpoint, i: u64, stream: bool) -> (Outcome, Duration) {
     let body = serde_json::json!({
         "model": "m",
         "messages": [{"role": "user", "content": format!("call {i}")}],
         "stream": stream,
         "max_tokens": 30,
     });
-    let request = CallRequest::new(
-        Endpoint::Chat,
-        "/chat/completions",
-        Bytes::from(body.to_string()),
-    )
-    .unwrap();
+    let path = match endpoint {
+        Endpoint::Chat => "/chat/completions",
+        _ => "/messages",
+    };
+    let request = CallRequest::new(endpoint, path, Bytes::from(body.to_string())).unwrap();
     let start = Instant::now();
     let outcome = match engine.call(request).await {
         Err(e) => Outcome::FailedBeforeCommit {
@@ -103,7 +136,7 @@ async fn one(engine: Arc<Engine>, i: u64, stream: bool) -> (Outcome, Duration) {
                 }
             };
             if stream {
-                let (content, error) = stream_text(&text);
+                let (content, error) = streamed(endpoint, &text);
                 hourglass_sim::content::check(&content)
                     .unwrap_or_else(|e| panic!("call {i}: streamed content broken: {e}\n{text}"));
                 match error {
@@ -114,7 +147,8 @@ async fn one(engine: Arc<Engine>, i: u64, stream: bool) -> (Outcome, Duration) {
                 }
             } else {
                 let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-                let content = value["choices"][0]["message"]["content"].as_str().unwrap();
+                let content = whole(endpoint, &value)
+                    .unwrap_or_else(|| panic!("call {i}: no text in the whole answer: {text}"));
                 let checked = hourglass_sim::content::check(content)
                     .unwrap_or_else(|e| panic!("call {i}: whole answer broken: {e}\n{text}"));
                 assert!(checked.tokens > 0, "call {i}: an empty answer");
@@ -127,19 +161,43 @@ async fn one(engine: Arc<Engine>, i: u64, stream: bool) -> (Outcome, Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn chaos_no_call_is_lost_broken_or_late() {
+    chaos(Endpoint::Chat, 1500).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn chaos_on_anthropic_messages_no_call_is_lost_broken_or_late() {
+    chaos(Endpoint::Messages, 1000).await;
+}
+
+async fn chaos(endpoint: Endpoint, default_calls: u64) {
     let calls: u64 = std::env::var("HOURGLASS_CHAOS_CALLS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1500);
-    let text = "[retry_budget]\nratio = 1.0\nmin_per_s = 1000\n\
-                [upstreams.f1]\nbase_url = \"http://f1.invalid/v1\"\n\
-                [upstreams.f2]\nbase_url = \"http://f2.invalid/v1\"\n\
-                [upstreams.f3]\nbase_url = \"http://f3.invalid/v1\"\n\
-                [upstreams.ok]\nbase_url = \"http://ok.invalid/v1\"\n\
-                [models.m]\ntargets = [\"f1:gpt-4o-mini\", \"f2:gpt-4o-mini\", \"f3:gpt-4o-mini\", \"ok:gpt-4o-mini\"]\n\
+        .unwrap_or(default_calls);
+    let speaks = match endpoint {
+        Endpoint::Chat => "",
+        _ => "protocol = \"anthropic\"\n",
+    };
+    let upstream = |name: &str| {
+        format!("[upstreams.{name}]\nbase_url = \"http://{name}.invalid/v1\"\n{speaks}")
+    };
+    let text = format!(
+        "[retry_budget]\nratio = 1.0\nmin_per_s = 1000\n{}{}{}{}{MODEL}",
+        upstream("f1"),
+        upstream("f2"),
+        upstream("f3"),
+        upstream("ok")
+    );
+    chaos_with(&text, endpoint, calls).await;
+}
+
+/// Model `m` on three faulty upstreams and a healthy one, balanced by latency.
+const MODEL: &str = "[models.m]\ntargets = [\"f1:gpt-4o-mini\", \"f2:gpt-4o-mini\", \"f3:gpt-4o-mini\", \"ok:gpt-4o-mini\"]\n\
                 balance = \"latency\"\n\
                 timeouts = { connect = \"1s\", first_byte = \"8s\", first_token = \"5s\", idle = \"5s\", attempt = \"10s\", total = \"60s\" }\n\
                 retry = { max_attempts = 5 }\n";
+
+async fn chaos_with(text: &str, endpoint: Endpoint, calls: u64) {
     let config = Config::from_toml(text, "chaos.toml", &|_| None).unwrap();
     let mut dials: HashMap<String, Arc<dyn Dial>> = HashMap::new();
     for (i, name) in ["f1", "f2", "f3", "ok"].iter().enumerate() {
@@ -158,7 +216,7 @@ async fn chaos_no_call_is_lost_broken_or_late() {
         let permit = semaphore.clone().acquire_owned().await.unwrap();
         let engine = engine.clone();
         tasks.push(tokio::spawn(async move {
-            let result = one(engine, i, i % 3 != 0).await;
+            let result = one(engine, endpoint, i, i % 3 != 0).await;
             drop(permit);
             result
         }));
@@ -189,8 +247,9 @@ async fn chaos_no_call_is_lost_broken_or_late() {
         |v: &[Duration], p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
     let mean_attempts = attempts.iter().sum::<usize>() as f64 / attempts.len().max(1) as f64;
     println!(
-        "chaos: {calls} calls at concurrency {concurrency}; ok {ok} ({:.2}%), failed after commit {after_commit:?}, \
+        "chaos ({}): {calls} calls at concurrency {concurrency}; ok {ok} ({:.2}%), failed after commit {after_commit:?}, \
          lost before commit {}; elapsed p50 {:?} p99 {:?} max {:?}; attempts per successful call mean {mean_attempts:.2}, max {}",
+        endpoint.name(),
         100.0 * ok as f64 / calls as f64,
         lost.len(),
         pct(&elapsed, 0.5),
@@ -202,7 +261,8 @@ async fn chaos_no_call_is_lost_broken_or_late() {
         lost.is_empty(),
         "calls lost though a healthy upstream existed: {lost:?}"
     );
-    // Only streams can fail after commit, and only by faults that strike mid-stream.
+    // Only streams can fail after commit, and only by faults that strike mid-stream (an
+    // interrupted Messages stream ends with the upstream's own error event: upstream_status).
     for code in after_commit.keys() {
         assert!(
             matches!(
@@ -212,7 +272,7 @@ async fn chaos_no_call_is_lost_broken_or_late() {
                     | "upstream_truncated"
                     | "upstream_malformed"
                     | "deadline_exceeded"
-            ),
+            ) || (endpoint == Endpoint::Messages && code == "upstream_status"),
             "{code}"
         );
     }

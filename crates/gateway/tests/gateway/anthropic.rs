@@ -11,11 +11,14 @@ use serde_json::json;
 
 use crate::support::*;
 
+/// Model `claude` on `a` then `b`. Without heartbeats (Claude models get them every 15 s by
+/// default), so the status and headers of an answer are its own and can be checked.
 const CLAUDE: &str = r#"
 [models.claude]
 targets = ["a:sim-instant", "b:sim-instant"]
 timeouts = { first_byte = "500ms", first_token = "800ms", total = "10s" }
 retry = { max_attempts = 2, backoff_base = "50ms", backoff_max = "100ms" }
+heartbeat = "off"
 "#;
 
 fn message(stream: bool, extra: serde_json::Value) -> String {
@@ -342,5 +345,108 @@ async fn client_keys_count_tokens_and_models_take_anthropics_forms() {
         openai.json(),
         json!({"object": "list", "data": []}),
         "an OpenAI client sees only the models it can call"
+    );
+}
+
+/// `claude` as above, and `claude-slow`, whose streams get `ping` heartbeats every 300 ms.
+const CLAUDE_AND_SLOW: &str = r#"
+[models.claude-slow]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "5s", first_token = "10s", total = "20s" }
+heartbeat = "300ms"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_python_sdk_fails_over_is_told_of_cuts_and_is_kept_alive_through_nginx() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gateway = start_anthropic(&format!("{CLAUDE}{CLAUDE_AND_SLOW}")).await;
+    let nginx = crate::middlebox::nginx_in_front_of(gateway.addr, "1s").await;
+    let script = root.join("tests/sdk/python/anthropic_gateway.py");
+    let proxied = format!("http://127.0.0.1:{}/v1", nginx.port);
+    let args = vec![gateway.base_url(), proxied];
+    let stdout = crate::sdk::run_script_with(crate::sdk::python(), script, args).await;
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    // Each failover call (2 faults × whole and streamed) reached `a` once and `b` once; every
+    // other call (tools 2, thinking 2, the cut 1, the slow one 1) reached `a` once: neither the
+    // SDK nor the gateway retried anything else.
+    assert_eq!(
+        (gateway.requests("a"), gateway.requests("b")),
+        (4 + 2 + 2 + 1 + 1, 4)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anthropic_typescript_sdk_fails_over_and_is_told_of_cuts() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let gateway = start_anthropic(CLAUDE).await;
+    let script = root.join("tests/sdk/node/anthropic_gateway.mjs");
+    let stdout = crate::sdk::run_script_with("node".into(), script, vec![gateway.base_url()]).await;
+    assert!(stdout.contains("4 passed, 0 failed"), "{stdout}");
+    // Two failover checks × (whole, streamed): `a` then `b` once each; tools 2 and the cut 1 on
+    // `a` alone.
+    assert_eq!(
+        (gateway.requests("a"), gateway.requests("b")),
+        (4 + 2 + 1, 4)
+    );
+}
+
+/// Claude Code's models, as it names them, on the simulators.
+const CLAUDE_CODE: &str = r#"
+[models.claude-sonnet-4-5]
+targets = ["a:sim-instant", "b:sim-instant"]
+timeouts = { first_byte = "1s", first_token = "2s", total = "30s" }
+"#;
+
+/// Runs `claude -p PROMPT` (non-interactive, no tools) against `gateway`, with `headers` added to
+/// every request it sends; returns its output after checking it succeeded.
+async fn claude_code(gateway: &Running, prompt: &str, headers: &str) -> String {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let claude = root.join("tests/claude-code/node_modules/.bin/claude");
+    assert!(
+        claude.exists(),
+        "{} is missing: run `scripts/test` once to install Claude Code",
+        claude.display()
+    );
+    let home = std::env::temp_dir().join(format!(
+        "hourglass-claude-home-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&home).unwrap();
+    let mut command = std::process::Command::new(claude);
+    command
+        .args(["-p", prompt, "--model", "claude-sonnet-4-5", "--tools", ""])
+        .current_dir(&home)
+        .env("HOME", &home)
+        .env("ANTHROPIC_BASE_URL", format!("http://{}", gateway.addr))
+        .env("ANTHROPIC_API_KEY", "sk-ant-claude-code-test")
+        .env("ANTHROPIC_DEFAULT_HAIKU_MODEL", "claude-sonnet-4-5")
+        .env("ANTHROPIC_CUSTOM_HEADERS", headers)
+        .env("API_TIMEOUT_MS", "600000")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+    let stdout = crate::sdk::run_command(command).await;
+    let _ = std::fs::remove_dir_all(&home);
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_completes_a_prompt_and_fails_over_from_a_hanging_upstream() {
+    let gateway = start_anthropic(CLAUDE_CODE).await;
+    let answer = claude_code(&gateway, "Say hello.", "").await;
+    let tokens = content::check(answer.trim()).unwrap().tokens;
+    assert!(tokens > 0);
+    assert_eq!(gateway.requests("b"), 0, "a answered");
+    let asked_a = gateway.requests("a");
+
+    let answer = claude_code(&gateway, "Say hello again.", "x-sim-fault: hang;upstream=a").await;
+    content::check(answer.trim()).unwrap();
+    assert!(gateway.requests("a") > asked_a, "a was tried");
+    assert_eq!(
+        gateway.requests("b"),
+        gateway.requests("a") - asked_a,
+        "each call that hung on a was answered by b, once"
     );
 }

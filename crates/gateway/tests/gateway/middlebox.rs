@@ -18,9 +18,9 @@ timeouts = { first_byte = "10s", first_token = "10s", idle = "10s", attempt = "2
 "#;
 
 /// nginx in front of `upstream`, stopped (by its PID) when dropped.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub port: u16,
     dir: PathBuf,
 }
 
@@ -40,7 +40,7 @@ fn nginx_binary() -> PathBuf {
         .expect("nginx is missing: run `scripts/test` (it installs Debian's nginx-light)")
 }
 
-async fn nginx_in_front_of(upstream: std::net::SocketAddr, read_timeout: &str) -> Nginx {
+pub(crate) async fn nginx_in_front_of(upstream: std::net::SocketAddr, read_timeout: &str) -> Nginx {
     let port = StdListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -9,13 +9,26 @@ use crate::support::*;
 
 /// Runs an SDK script against `gateway`; returns its output after checking it succeeded.
 async fn run_script(program: PathBuf, script: PathBuf, gateway: &Running) -> String {
-    let base_url = gateway.base_url();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(program).arg(script).arg(base_url).output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    run_script_with(program, script, vec![gateway.base_url()]).await
+}
+
+/// Runs an SDK script with `args`; returns its output after checking it succeeded.
+pub(crate) async fn run_script_with(
+    program: PathBuf,
+    script: PathBuf,
+    args: Vec<String>,
+) -> String {
+    let mut command = Command::new(program);
+    command.arg(script).args(args);
+    run_command(command).await
+}
+
+/// Runs `command` off the runtime; returns its output after checking it succeeded.
+pub(crate) async fn run_command(mut command: Command) -> String {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),

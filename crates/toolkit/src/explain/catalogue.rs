@@ -471,6 +471,61 @@ pub static PATTERNS: &[Pattern] = &[
         "use `client.messages.stream(...)` (or `stream=True`), or pass an explicit `timeout=` to the call",
         ["Streaming is required for operations that may take longer than 10 minutes."]
     ),
+    // Claude Code prints its API failures as `API Error: …`, and counts its own retries (10).
+    p!(
+        "claude_code.timeout",
+        "Claude Code",
+        FirstByteTimeout,
+        FirstByte,
+        r#"API Error:?\s*\(?Request timed out|Request timed out\.?\)?\s*·?\s*Retrying in \d+ ?\w*.*attempt \d+/\d+"#,
+        "Claude Code's timer (API_TIMEOUT_MS, 600 s by default) fired before the answer's first bytes; it retries up to 10 times, paying for each attempt",
+        "stream through a gateway that fails over before the first token and keeps the stream alive with `ping`s (ANTHROPIC_BASE_URL=http://127.0.0.1:8787 with hourglass, docs/anthropic.md); raise API_TIMEOUT_MS only if the model itself is that slow",
+        [
+            "API Error: Request timed out.",
+            "API Error (Request timed out.) · Retrying in 5 seconds… (attempt 3/10)"
+        ]
+    ),
+    p!(wraps "claude_code.connection", "Claude Code", Wrapper, Any,
+       r#"API Error:?\s*\(?Connection error"#,
+       "Claude Code wraps any failure before a response (DNS, refused, TLS, reset, a proxy) in this message",
+       "check ANTHROPIC_BASE_URL and any HTTPS_PROXY; run `hourglass diagnose` against the base URL",
+       ["API Error: Connection error.", "API Error (Connection error.) · Retrying in 2 seconds… (attempt 1/10)"]),
+    p!(
+        "anthropic.sdk_timeout",
+        "Anthropic SDK",
+        FirstByteTimeout,
+        FirstByte,
+        r#"Request timed out or interrupted"#,
+        "the Anthropic SDK's timeout (10 minutes by default, less for non-streamed calls with a large max_tokens) fired, or the connection dropped, before the answer came",
+        "stream (`client.messages.stream(...)`), or pass `timeout=`; behind hourglass a stream fails over before its first token and is kept alive by `ping` events",
+        [
+            "anthropic.APITimeoutError: Request timed out or interrupted. This could be due to a network timeout, dropped connection, or request cancellation. See https://docs.anthropic.com/en/api/errors#long-requests for more details."
+        ]
+    ),
+    p!(
+        "anthropic.timeout_error",
+        "Anthropic API",
+        FirstByteTimeout,
+        Response,
+        r#"'type': 'timeout_error'|"type":\s*"timeout_error"\s*,\s*"message"|Error code: 504"#,
+        "Anthropic's API (or a gateway in front of it) timed the request out before the answer was ready (HTTP 504 `timeout_error`)",
+        "stream long requests (`stream=True`): a stream's first token comes long before a whole answer; retry once with backoff",
+        [
+            "anthropic.APIStatusError: Error code: 504 - {'type': 'error', 'error': {'type': 'timeout_error', 'message': 'Request timed out'}}"
+        ]
+    ),
+    p!(
+        "anthropic.api_error",
+        "Anthropic API",
+        Upstream5xx,
+        Response,
+        r#"'type': 'api_error'|"type":\s*"api_error""#,
+        "Anthropic's API had an internal error (HTTP 500 `api_error`), or sent one as an `error` event in the middle of a stream",
+        "retry with backoff (the SDK's `max_retries`); a stream that failed mid-answer must be asked again",
+        [
+            "anthropic.InternalServerError: Error code: 500 - {'type': 'error', 'error': {'type': 'api_error', 'message': 'Internal server error'}}"
+        ]
+    ),
     p!(
         "openai_node.headers_timeout",
         "OpenAI Node SDK (fetch/undici)",
