@@ -266,6 +266,18 @@ async fn errors_before_the_answer_take_anthropics_shape_with_hourglasss_code() {
     .await;
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["error"]["type"], "invalid_request_error");
+    // The client's own deadline (Anthropic's SDKs send x-stainless-timeout; Claude Code 600):
+    // answered before it, as a timeout_error, never a bare disconnect.
+    let late = messages(
+        &gateway,
+        false,
+        &[("x-sim-fault", "hang"), ("x-stainless-timeout", "1")],
+    )
+    .await;
+    assert_eq!(late.status, 504, "{}", late.body);
+    assert!(late.elapsed < ms(1000), "{:?}", late.elapsed);
+    assert_eq!(late.json()["error"]["type"], "timeout_error");
+    assert_eq!(late.json()["error"]["code"], "deadline_exceeded");
     // An Anthropic call to a model only OpenAI-speaking upstreams serve is refused plainly.
     let openai = start(CLAUDE).await;
     let refused = messages(&openai, false, &[]).await;
