@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-call and per-chunk work: the SSE scanner with content
-//! classification, the deadline arithmetic, reading `model`/`stream` from a body, and the retry
+//! classification, a whole answer assembled from a stream, the deadline arithmetic, reading `model`/`stream` from a body, and the retry
 //! budget. Prints nanoseconds per operation; nothing is asserted.
 //!
 //!     cargo bench -p hourglass-engine --bench micro
@@ -52,6 +52,24 @@ fn main() {
                 })
                 .unwrap();
             assert_eq!(content, 20);
+        },
+    );
+    measure(
+        "assemble: a whole chat answer from the same stream",
+        20_000,
+        || {
+            let mut scanner = Scanner::new();
+            let mut assembler = Endpoint::Chat.protocol().assembler(Endpoint::Chat);
+            scanner
+                .push(black_box(&stream), |event| {
+                    if let Some(data) = event.data.as_deref()
+                        && data != "[DONE]"
+                    {
+                        assembler.push(data).unwrap();
+                    }
+                })
+                .unwrap();
+            black_box(assembler.finish());
         },
     );
     measure("sse: scan only, same stream", 20_000, || {

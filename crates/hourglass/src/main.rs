@@ -20,6 +20,7 @@ macro_rules! say {
 /// error, 2 a usage error).
 pub(crate) const EXIT_POOR: u8 = 3;
 
+mod log_writer; // log lines written to stderr by a thread of their own
 mod serve; // the gateway: configuration source, engine, reloads, graceful stop
 mod sim; // the simulator
 mod tools; // probe, diagnose, explain, tune
@@ -86,7 +87,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A tool's output is its report: the engine's own lines only when asked for.
     let quiet = !cli.verbose && !matches!(cli.command, Command::Serve(_) | Command::Sim(_));
-    init_logging(cli.log_format == "json", quiet);
+    // Held until the command ends: dropping it writes out the lines still queued.
+    let log = init_logging(cli.log_format == "json", quiet);
     let result = match cli.command {
         Command::Serve(args) => run(serve::serve(args)),
         Command::Config(ConfigArgs {
@@ -98,6 +100,8 @@ fn main() -> ExitCode {
         Command::Tune(args) => tools::tune(args),
         Command::Sim(args) => run(sim::sim(args)),
     };
+    // The log's last lines before anything printed after them.
+    drop(log);
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -107,8 +111,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr at `HOURGLASS_LOG`'s levels, else info (warnings only when `quiet`).
-fn init_logging(json: bool, quiet: bool) {
+/// Logs to stderr at `HOURGLASS_LOG`'s levels, else info (warnings only when `quiet`), written
+/// by a thread of its own (`log_writer`).
+fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
     let level = if quiet {
         tracing::Level::WARN
     } else {
@@ -121,13 +126,15 @@ fn init_logging(json: bool, quiet: bool) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let registry = tracing_subscriber::registry().with(filter);
+    let (lines, guard) = log_writer::spawn(std::io::stderr());
+    let writer = move || lines.clone();
     if json {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .init();
     } else {
@@ -137,10 +144,11 @@ fn init_logging(json: bool, quiet: bool) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(colour)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .init();
     }
+    guard
 }
 
 fn run(

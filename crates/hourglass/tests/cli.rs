@@ -601,7 +601,8 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
     );
     assert!(dashboard.contains("<title>hourglass"), "{dashboard}");
 
-    let _ = child.kill();
+    // A graceful stop writes out the log lines still waiting for the log's writer thread.
+    stop_gracefully(&child);
     let out = child.wait_with_output().unwrap();
     let logs = String::from_utf8(out.stderr).unwrap();
     let calls: Vec<serde_json::Value> = logs
@@ -641,6 +642,13 @@ fn serve_logs_one_json_line_per_call_with_its_request_id_and_never_the_key() {
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sends SIGTERM: `serve` stops gracefully, writing out its last log lines.
+fn stop_gracefully(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
 }
 
 /// Sends SIGHUP to `serve` and waits (up to 2.5 s) until `body` is answered 200.
@@ -927,7 +935,7 @@ fn the_text_log_written_to_a_file_is_plain_text_with_one_line_per_call() {
     let addr = &banner[start..start + banner[start..].find("/v1").unwrap()];
     let answer = post(addr, r#"{"model":"gpt-4o-mini","messages":[]}"#, None);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let _ = child.kill();
+    stop_gracefully(&child);
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(

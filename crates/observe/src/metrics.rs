@@ -13,6 +13,10 @@ use hourglass_engine::Engine;
 use hourglass_engine::events::{AttemptEvent, CallEvent, HedgeOutcome, Observer, StreamEvent};
 use hourglass_engine::{Outcome, Phase};
 
+/// Log lines dropped because the log writer's queue was full (the process has one log writer;
+/// it counts here so `/metrics` can show it).
+pub static LOG_LINES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Latency buckets, in seconds: from a fast proxy hop to a ten-minute reasoning call.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
@@ -437,6 +441,13 @@ impl Metrics {
             "Keep-alive heartbeats sent to clients.",
             "counter",
             self.heartbeats.load(Ordering::Relaxed) as f64,
+        );
+        scalar(
+            &mut out,
+            "hourglass_log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue was full (stderr read too slowly).",
+            "counter",
+            LOG_LINES_DROPPED.load(Ordering::Relaxed) as f64,
         );
         scalar(
             &mut out,

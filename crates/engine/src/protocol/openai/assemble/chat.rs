@@ -3,10 +3,13 @@
 //! content, refusals, tool calls, finish reasons and usage, choice by choice, in the shape of the
 //! upstream's own non-streaming answer.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{ChunkIn, Common};
+use super::{ChunkIn, Common, present};
 
 /// Collects the chunks of one chat completion stream.
 #[derive(Debug, Default)]
@@ -33,36 +36,46 @@ struct ToolCall {
 }
 
 #[derive(Deserialize)]
-struct ChoiceIn {
+struct ChoiceIn<'a> {
     #[serde(default)]
     index: usize,
-    delta: Option<DeltaIn>,
-    finish_reason: Option<Value>,
+    #[serde(borrow)]
+    delta: Option<DeltaIn<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<&'a RawValue>,
+}
+
+/// A delta's fields, borrowed from the chunk's text where JSON escapes allow.
+#[derive(Deserialize)]
+struct DeltaIn<'a> {
+    #[serde(borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Vec<ToolCallIn<'a>>,
 }
 
 #[derive(Deserialize)]
-struct DeltaIn {
-    role: Option<String>,
-    content: Option<String>,
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Vec<ToolCallIn>,
-}
-
-#[derive(Deserialize)]
-struct ToolCallIn {
+struct ToolCallIn<'a> {
     #[serde(default)]
     index: usize,
-    id: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    function: Option<FunctionIn>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: Option<FunctionIn<'a>>,
 }
 
 #[derive(Deserialize)]
-struct FunctionIn {
-    name: Option<String>,
-    arguments: Option<String>,
+struct FunctionIn<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<Cow<'a, str>>,
 }
 
 /// Most choices and tool calls per choice an assembled answer may have (guards memory).
@@ -89,12 +102,12 @@ impl Assembler {
                 self.choices.resize_with(c.index + 1, Choice::default);
             }
             let choice = &mut self.choices[c.index];
-            if let Some(reason) = c.finish_reason.filter(|r| !r.is_null()) {
-                choice.finish_reason = Some(reason);
+            if let Some(reason) = present(c.finish_reason) {
+                choice.finish_reason = serde_json::from_str(reason.get()).ok();
             }
             let Some(delta) = c.delta else { continue };
-            if delta.role.is_some() {
-                choice.role = delta.role;
+            if let Some(role) = delta.role {
+                choice.role = Some(role.into_owned());
             }
             if let Some(text) = delta.content {
                 choice
@@ -118,10 +131,10 @@ impl Assembler {
                         .resize_with(call.index + 1, ToolCall::default);
                 }
                 let slot = &mut choice.tool_calls[call.index];
-                slot.id = slot.id.take().or(call.id);
-                slot.kind = slot.kind.take().or(call.kind);
+                slot.id = slot.id.take().or(call.id.map(Cow::into_owned));
+                slot.kind = slot.kind.take().or(call.kind.map(Cow::into_owned));
                 if let Some(function) = call.function {
-                    slot.name = slot.name.take().or(function.name);
+                    slot.name = slot.name.take().or(function.name.map(Cow::into_owned));
                     if let Some(arguments) = function.arguments {
                         slot.arguments.push_str(&arguments);
                     }

@@ -1,10 +1,13 @@
 //! One legacy completion body (`text_completion`) assembled from a completions stream: each
 //! choice's text and finish reason, and the usage, in the shape of the non-streaming answer.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{ChunkIn, Common};
+use super::{ChunkIn, Common, present};
 
 /// Collects the chunks of one completions stream.
 #[derive(Debug, Default)]
@@ -20,11 +23,13 @@ struct Choice {
 }
 
 #[derive(Deserialize)]
-struct ChoiceIn {
+struct ChoiceIn<'a> {
     #[serde(default)]
     index: usize,
-    text: Option<String>,
-    finish_reason: Option<Value>,
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    finish_reason: Option<&'a RawValue>,
 }
 
 /// Most choices an assembled answer may have (guards memory).
@@ -47,8 +52,8 @@ impl CompletionAssembler {
             }
             let choice = &mut self.choices[c.index];
             choice.text.push_str(c.text.as_deref().unwrap_or_default());
-            if let Some(reason) = c.finish_reason.filter(|r| !r.is_null()) {
-                choice.finish_reason = Some(reason);
+            if let Some(reason) = present(c.finish_reason) {
+                choice.finish_reason = serde_json::from_str(reason.get()).ok();
             }
         }
         Ok(())

@@ -10,7 +10,10 @@ pub use chat::Assembler;
 pub use completions::CompletionAssembler;
 pub use responses::ResponseAssembler;
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// The fields every chunk of a chat or completions stream repeats, kept from the first chunk
@@ -25,29 +28,53 @@ struct Common {
     usage: Option<Value>,
 }
 
-/// One chunk of a chat or completions stream: the common fields and choices of type `C`.
+/// One chunk of a chat or completions stream: the common fields and choices of type `C`. The
+/// common fields are borrowed from the chunk's text and parsed only the first time each comes:
+/// every chunk repeats them, and allocating them per chunk was most of the assembler's cost.
 #[derive(Deserialize)]
-struct ChunkIn<C> {
-    id: Option<String>,
-    created: Option<Value>,
-    model: Option<Value>,
-    system_fingerprint: Option<Value>,
-    service_tier: Option<Value>,
-    usage: Option<Value>,
+struct ChunkIn<'a, C> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    created: Option<&'a RawValue>,
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    system_fingerprint: Option<&'a RawValue>,
+    #[serde(borrow)]
+    service_tier: Option<&'a RawValue>,
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
     #[serde(default = "Vec::new")]
     choices: Vec<C>,
 }
 
+/// The value of a field seen for the first time, parsed (a raw value is valid JSON).
+fn first(kept: &mut Option<Value>, raw: Option<&RawValue>) {
+    if kept.is_none()
+        && let Some(raw) = raw
+    {
+        *kept = serde_json::from_str(raw.get()).ok();
+    }
+}
+
+/// Whether a raw JSON value is something: not `null`.
+pub(super) fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|v| v.get().trim() != "null")
+}
+
 impl Common {
     /// Takes a chunk's common fields; returns its choices.
-    fn push<C>(&mut self, chunk: ChunkIn<C>) -> Vec<C> {
-        self.id = self.id.take().or(chunk.id);
-        self.created = self.created.take().or(chunk.created);
-        self.model = self.model.take().or(chunk.model);
-        self.system_fingerprint = self.system_fingerprint.take().or(chunk.system_fingerprint);
-        self.service_tier = self.service_tier.take().or(chunk.service_tier);
-        if chunk.usage.as_ref().is_some_and(|u| !u.is_null()) {
-            self.usage = chunk.usage;
+    fn push<C>(&mut self, chunk: ChunkIn<'_, C>) -> Vec<C> {
+        if self.id.is_none() {
+            self.id = chunk.id.map(Cow::into_owned);
+        }
+        first(&mut self.created, chunk.created);
+        first(&mut self.model, chunk.model);
+        first(&mut self.system_fingerprint, chunk.system_fingerprint);
+        first(&mut self.service_tier, chunk.service_tier);
+        if let Some(usage) = present(chunk.usage) {
+            self.usage = serde_json::from_str(usage.get()).ok();
         }
         chunk.choices
     }

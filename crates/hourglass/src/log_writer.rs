@@ -1,0 +1,202 @@
+//! The log's writer: lines are formatted on the calling thread and written to stderr by a thread
+//! of their own, so a call never waits on a write to a slow pipe, journald or a terminal, and
+//! pays no system call or wake-up for its line. Lines wait in a bounded buffer that the writer
+//! thread writes out every 20 ms in one write; a line that finds the buffer full is dropped and
+//! counted in `hourglass_log_lines_dropped_total`, never allowed to hold a call up. The guard
+//! writes out what waits when the process ends.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use hourglass_observe::metrics::LOG_LINES_DROPPED;
+
+/// Bytes of lines that may wait for the writer thread (about 16,000 call lines).
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// Past this many bytes waiting, the writer thread is woken at once rather than at its next tick.
+const WAKE_BYTES: usize = 256 << 10;
+
+/// How often the writer thread writes out what is waiting.
+const TICK: Duration = Duration::from_millis(20);
+
+/// What the logging threads and the writer thread share.
+struct Shared {
+    /// Lines waiting to be written, one after another.
+    waiting: Mutex<Vec<u8>>,
+    /// Wakes the writer thread before its tick when much is waiting.
+    wake: Condvar,
+    /// The output, held while a batch is written so batches never interleave or reorder.
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Shared {
+    /// Writes out everything waiting, in order, as one write.
+    fn write_waiting(&self, spare: &mut Vec<u8>) {
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut *waiting, spare);
+        }
+        if !spare.is_empty() {
+            let _ = out.write_all(spare);
+            let _ = out.flush();
+            spare.clear();
+        }
+    }
+}
+
+/// A handle the log layer writes each formatted line to (one `write` per line): the line is
+/// appended to what waits, under a lock held for a copy, with no system call and no wake-up.
+#[derive(Clone)]
+pub struct Lines {
+    shared: Arc<Shared>,
+}
+
+impl Write for Lines {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut waiting = self
+            .shared
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if waiting.len() + line.len() > QUEUE_BYTES {
+            LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
+            return Ok(line.len());
+        }
+        waiting.extend_from_slice(line);
+        if waiting.len() >= WAKE_BYTES {
+            self.shared.wake.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes out the waiting lines when dropped (at the end of `main`).
+pub struct Guard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shared.write_waiting(&mut Vec::new());
+    }
+}
+
+/// The writer of `out` on a thread of its own: the handle to log to, and the guard that writes
+/// out what is left.
+pub fn spawn(out: impl Write + Send + 'static) -> (Lines, Guard) {
+    let shared = Arc::new(Shared {
+        waiting: Mutex::new(Vec::with_capacity(64 << 10)),
+        wake: Condvar::new(),
+        out: Mutex::new(Box::new(out)),
+    });
+    let writer = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("hourglass-log".to_owned())
+        .spawn(move || write_lines(&writer));
+    if let Err(error) = thread {
+        // Without the thread, lines would wait until the end: say so once, where they would go.
+        eprintln!(
+            "hourglass: the log writer thread did not start ({error}); log lines are written at exit"
+        );
+    }
+    (
+        Lines {
+            shared: shared.clone(),
+        },
+        Guard { shared },
+    )
+}
+
+/// Every tick (or sooner when much is waiting), writes out what waits.
+fn write_lines(shared: &Shared) {
+    let mut spare = Vec::with_capacity(64 << 10);
+    loop {
+        {
+            let waiting = shared
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if waiting.len() < WAKE_BYTES {
+                let _ = shared.wake.wait_timeout(waiting, TICK);
+            }
+        }
+        shared.write_waiting(&mut spare);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer that keeps what it is given, and can be held back.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Kept {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_arrive_in_order_and_the_guard_flushes_them() {
+        let kept = Kept::default();
+        let (mut lines, guard) = spawn(kept.clone());
+        for i in 0..1000 {
+            lines.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        drop(guard);
+        let text = String::from_utf8(kept.0.lock().unwrap().clone()).unwrap();
+        let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    // Plain threads, no runtime: the wall clock and a blocking sleep are what is tested.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    fn a_full_queue_drops_and_counts_lines_instead_of_waiting() {
+        // A writer that blocks until released: the queue fills behind it.
+        let gate = Arc::new(Mutex::new(()));
+        struct Blocked(Arc<Mutex<()>>);
+        impl Write for Blocked {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                let _held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let held = gate.lock().unwrap();
+        let (mut lines, guard) = spawn(Blocked(gate.clone()));
+        // A first line the writer thread takes and then holds on to.
+        lines.write_all(b"first\n").unwrap();
+        std::thread::sleep(TICK * 5);
+        let before = LOG_LINES_DROPPED.load(Ordering::Relaxed);
+        let start = std::time::Instant::now();
+        let line = [b'x'; 1024];
+        for _ in 0..QUEUE_BYTES / line.len() + 100 {
+            lines.write_all(&line).unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "writing never waits on the writer"
+        );
+        let dropped = LOG_LINES_DROPPED.load(Ordering::Relaxed) - before;
+        assert!((99..=101).contains(&dropped), "{dropped}");
+        drop(held);
+        drop(guard);
+    }
+}
