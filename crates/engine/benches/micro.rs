@@ -55,16 +55,35 @@ fn main() {
         },
     );
     measure(
-        "assemble: a whole chat answer from the same stream",
+        "assemble: classify and assemble a whole chat answer, one parse",
+        20_000,
+        || {
+            let mut scanner = Scanner::new();
+            let mut assembler = Endpoint::Chat.protocol().assembler(Endpoint::Chat);
+            let mut content = 0;
+            scanner
+                .push(black_box(&stream), |event| {
+                    let data = event.data.as_deref().unwrap();
+                    if assembler.push_classified(data) == Some(Signal::Content) {
+                        content += 1;
+                    }
+                })
+                .unwrap();
+            assert_eq!(content, 20);
+            black_box(assembler.finish());
+        },
+    );
+    measure(
+        "assemble: classify, then assemble (two parses, as before)",
         20_000,
         || {
             let mut scanner = Scanner::new();
             let mut assembler = Endpoint::Chat.protocol().assembler(Endpoint::Chat);
             scanner
                 .push(black_box(&stream), |event| {
-                    if let Some(data) = event.data.as_deref()
-                        && data != "[DONE]"
-                    {
+                    let signal = Endpoint::Chat.protocol().classify(Endpoint::Chat, event);
+                    let data = event.data.as_deref().unwrap();
+                    if signal != Signal::End {
                         assembler.push(data).unwrap();
                     }
                 })

@@ -502,14 +502,22 @@ impl StreamReader {
         let last_sequence = &mut self.last_sequence;
         self.scanner
             .push_at(data, |event, at| {
-                let signal = protocol.classify(endpoint, event);
+                // An assembler that reads an event once for both jobs does; otherwise the event
+                // is classified, then pushed.
+                let once = match (assembler.as_mut(), event.data.as_deref()) {
+                    (Some(assembler), Some(data)) => assembler.push_classified(data),
+                    _ => None,
+                };
+                let pushed = once.is_some();
+                let signal = once.unwrap_or_else(|| protocol.classify(endpoint, event));
                 if let Some(n) = protocol.sequence_number(endpoint, event) {
                     *last_sequence = Some(n);
                 }
                 if let (
+                    false,
                     Some(assembler),
                     Signal::Nothing | Signal::Content | Signal::Finish { .. } | Signal::End,
-                ) = (assembler.as_mut(), &signal)
+                ) = (pushed, assembler.as_mut(), &signal)
                     && let Some(data) = event.data.as_deref()
                     && let Err(message) = assembler.push(data)
                 {

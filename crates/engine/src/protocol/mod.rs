@@ -176,6 +176,12 @@ pub struct BadBody {
 pub trait Assemble: Send {
     /// Adds the data of one event (not the end marker).
     fn push(&mut self, data: &str) -> Result<(), String>;
+    /// Reads one event's data once for both jobs: adds it to the answer and says what it means
+    /// (the same [`Signal`] the protocol's `classify` gives), for an assembler that can; `None`
+    /// when it cannot, and then the caller classifies the event and pushes it.
+    fn push_classified(&mut self, _data: &str) -> Option<Signal> {
+        None
+    }
     /// The whole answer's body, in the shape of the upstream's own non-streaming answer.
     fn finish(self: Box<Self>) -> Bytes;
 }

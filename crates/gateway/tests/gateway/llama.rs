@@ -218,7 +218,9 @@ async fn llama_cpp_as_a_real_upstream() {
 
     // 2. One request at a time per replica: while llama1 writes a long whole answer, a call
     //    queued behind it hears nothing, times out at first_byte and fails over to llama2.
-    let long = long_story("smollm2", 250, false);
+    // 600 tokens: found flaky with 250, which an idle machine wrote before the queued call's
+    // first_byte (1.5 s) ran out, so llama1 answered it.
+    let long = long_story("smollm2", 600, false);
     let busy = tokio::spawn(post(one.addr, long));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let queued = post(gateway.addr, greedy("smol", prompt, 20, true)).await;

@@ -104,7 +104,7 @@ impl Choice<'_> {
 }
 
 /// Whether a JSON value carries something: not null, not `""`, not `[]`, not `{}`.
-fn filled(value: Option<&RawValue>) -> bool {
+pub(crate) fn filled(value: Option<&RawValue>) -> bool {
     value.is_some_and(|v| !matches!(v.get().trim(), "null" | "\"\"" | "[]" | "{}"))
 }
 

@@ -10,6 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::{ChunkIn, Common, present};
+use crate::protocol::openai::content::filled;
+use crate::protocol::{Signal, excerpt};
 
 /// Collects the chunks of one chat completion stream.
 #[derive(Debug, Default)]
@@ -56,6 +58,29 @@ struct DeltaIn<'a> {
     refusal: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     tool_calls: Vec<ToolCallIn<'a>>,
+    // Not assembled, but content for the clocks (as `content::classify` counts it).
+    #[serde(borrow)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function_call: Option<&'a RawValue>,
+    #[serde(borrow)]
+    audio: Option<&'a RawValue>,
+}
+
+impl DeltaIn<'_> {
+    /// Whether it carries meaningful content, by `content::classify`'s rules.
+    fn has_content(&self) -> bool {
+        let text = |t: &Option<Cow<'_, str>>| t.as_deref().is_some_and(|t| !t.is_empty());
+        text(&self.content)
+            || text(&self.refusal)
+            || !self.tool_calls.is_empty()
+            || filled(self.reasoning_content)
+            || filled(self.reasoning)
+            || filled(self.function_call)
+            || filled(self.audio)
+    }
 }
 
 #[derive(Deserialize)]
@@ -89,11 +114,46 @@ impl Assembler {
 
     /// Adds the JSON data of one chunk (`[DONE]` adds nothing).
     pub fn push(&mut self, data: &str) -> Result<(), String> {
-        if data.trim() == "[DONE]" {
-            return Ok(());
+        match self.push_classified(data) {
+            Signal::Malformed(message) | Signal::UpstreamError(message) => Err(message),
+            _ => Ok(()),
         }
-        let chunk: ChunkIn<ChoiceIn> = serde_json::from_str(data)
-            .map_err(|e| format!("a stream chunk is not a chat chunk: {e}"))?;
+    }
+
+    /// Adds the JSON data of one chunk and says what it means: what `content::classify` says of
+    /// it, from one parse where classifying and then assembling took two.
+    pub fn push_classified(&mut self, data: &str) -> Signal {
+        let data = data.trim();
+        if data == "[DONE]" {
+            return Signal::End;
+        }
+        if data.is_empty() {
+            return Signal::Nothing;
+        }
+        let chunk: ChunkIn<ChoiceIn> = match serde_json::from_str(data) {
+            Ok(chunk) => chunk,
+            Err(e) => return Signal::Malformed(format!("a stream chunk is not a chat chunk: {e}")),
+        };
+        if filled(chunk.error) {
+            return Signal::UpstreamError(excerpt(data));
+        }
+        let (mut content, mut finished) = (false, false);
+        for c in &chunk.choices {
+            content |= c.delta.as_ref().is_some_and(DeltaIn::has_content);
+            finished |= filled(c.finish_reason);
+        }
+        if let Err(message) = self.add(chunk) {
+            return Signal::Malformed(message);
+        }
+        match (content, finished) {
+            (content, true) => Signal::Finish { content },
+            (true, false) => Signal::Content,
+            (false, false) => Signal::Nothing,
+        }
+    }
+
+    /// Adds a parsed chunk's choices.
+    fn add(&mut self, chunk: ChunkIn<'_, ChoiceIn<'_>>) -> Result<(), String> {
         for c in self.common.push(chunk) {
             if c.index >= MAX_INDEX {
                 return Err(format!("choice index {} is out of range", c.index));
@@ -179,6 +239,10 @@ impl crate::protocol::Assemble for Assembler {
         Assembler::push(self, data)
     }
 
+    fn push_classified(&mut self, data: &str) -> Option<Signal> {
+        Some(Assembler::push_classified(self, data))
+    }
+
     fn finish(self: Box<Self>) -> bytes::Bytes {
         bytes::Bytes::from(
             serde_json::to_vec(&Assembler::finish(*self)).expect("a json value serializes"),
@@ -189,6 +253,53 @@ impl crate::protocol::Assemble for Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One parse must say what two said: for every kind of chunk, the signal is classify's.
+    #[test]
+    fn the_signal_of_one_parse_is_classifys() {
+        use crate::protocol::Endpoint;
+        use crate::protocol::openai::content::classify;
+        for data in [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{}, "finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"."}, "finish_reason":"length"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"}, "finish_reason":null}]}"#,
+            r#"{"choices":[],"usage":{"total_tokens":3}}"#,
+            r#"{"choices":[{"delta":{"content":"Hi"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[]}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"hmm"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":""}}]}"#,
+            r#"{"choices":[{"delta":{"refusal":"no"}}]}"#,
+            r#"{"choices":[{"delta":{"function_call":{"name":"f"}}}]}"#,
+            r#"{"choices":[{"delta":{"audio":{"id":"a"}}}]}"#,
+            r#"{"choices":[{"index":1,"delta":{"content":"x"}},{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"object":"chat.completion.chunk"}"#,
+            "[DONE]",
+            " [DONE] ",
+            "",
+        ] {
+            let event = crate::sse::Event {
+                name: None,
+                data: Some(std::borrow::Cow::Borrowed(data)),
+            };
+            assert_eq!(
+                Assembler::new().push_classified(data),
+                classify(Endpoint::Chat, &event),
+                "{data}"
+            );
+        }
+        assert!(matches!(
+            Assembler::new().push_classified(r#"{"error":{"message":"overloaded"}}"#),
+            Signal::UpstreamError(_)
+        ));
+        assert!(matches!(
+            Assembler::new().push_classified(r#"{"choices":[{"delta":{"content":"#),
+            Signal::Malformed(_)
+        ));
+    }
 
     #[test]
     fn content_tool_calls_and_usage_are_put_back_together() {

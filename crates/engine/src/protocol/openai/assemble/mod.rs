@@ -45,6 +45,9 @@ struct ChunkIn<'a, C> {
     service_tier: Option<&'a RawValue>,
     #[serde(borrow)]
     usage: Option<&'a RawValue>,
+    /// An error the upstream reported inside its stream.
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
     #[serde(default = "Vec::new")]
     choices: Vec<C>,
 }
