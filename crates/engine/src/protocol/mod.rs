@@ -302,6 +302,31 @@ pub(crate) fn error_sse(data: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// The request body asking for a stream (both protocols take `stream: true`): `stream: true` and, with `usage`,
+/// `stream_options.include_usage: true`; everything else kept (values byte for byte).
+pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
+    let mut map: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(body)
+            .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
+    let raw = |text: &str| {
+        serde_json::value::RawValue::from_string(text.to_owned()).expect("literal JSON is valid")
+    };
+    map.insert("stream".into(), raw("true"));
+    if !usage {
+        return serde_json::to_vec(&map).map_err(|e| e.to_string());
+    }
+    let mut options: serde_json::Map<String, serde_json::Value> = map
+        .get("stream_options")
+        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .unwrap_or_default();
+    options.insert("include_usage".into(), serde_json::json!(true));
+    map.insert(
+        "stream_options".into(),
+        raw(&serde_json::Value::Object(options).to_string()),
+    );
+    serde_json::to_vec(&map).map_err(|e| e.to_string())
+}
+
 /// The longest model name a request may give.
 pub const MAX_MODEL_NAME: usize = 256;
 
@@ -368,4 +393,33 @@ pub(crate) fn model_and_span(
     // The raw value borrows from `body`: its offset is where the value starts.
     let start = value.as_ptr() as usize - body.as_ptr() as usize;
     Ok((Some(model), Some(start..start + value.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn the_request_asks_for_a_stream_with_usage_and_keeps_the_rest() {
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"stream_options":{"x":1},"temperature":0.25}"#;
+        let out: Value = serde_json::from_slice(&streaming_body(body, true).unwrap()).unwrap();
+        assert_eq!(out["stream"], true);
+        assert_eq!(
+            out["stream_options"],
+            json!({"x": 1, "include_usage": true})
+        );
+        assert_eq!(out["temperature"], 0.25);
+        assert_eq!(out["messages"][0]["content"], "hi");
+        assert!(streaming_body(b"[1]", true).is_err());
+    }
+
+    #[test]
+    fn a_responses_request_asks_for_a_stream_without_stream_options() {
+        let out: Value = serde_json::from_slice(
+            &streaming_body(br#"{"model":"m","input":"hi"}"#, false).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out, json!({"model": "m", "input": "hi", "stream": true}));
+    }
 }

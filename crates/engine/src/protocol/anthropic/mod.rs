@@ -123,7 +123,7 @@ impl Protocol for Anthropic {
     }
 
     fn streaming_request(&self, _endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String> {
-        super::openai::assemble::streaming_body(body, false).map(Bytes::from)
+        super::streaming_body(body, false).map(Bytes::from)
     }
 
     fn assembler(&self, _endpoint: Endpoint) -> Box<dyn Assemble> {

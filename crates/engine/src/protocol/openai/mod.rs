@@ -140,7 +140,7 @@ impl Protocol for OpenAi {
         // Chat and completions streams report usage only when asked; a response's final event
         // carries it anyway.
         let usage = endpoint != Endpoint::Responses;
-        assemble::streaming_body(body, usage).map(Bytes::from)
+        super::streaming_body(body, usage).map(Bytes::from)
     }
 
     fn assembler(&self, endpoint: Endpoint) -> Box<dyn Assemble> {
