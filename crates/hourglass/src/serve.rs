@@ -20,8 +20,9 @@ use crate::env_var;
 
 #[derive(Args)]
 #[command(
-    after_help = "Without --config: an `openai` upstream from OPENAI_API_KEY / OPENAI_BASE_URL, or else the\n\
-                        embedded simulator as upstream `sim`. See docs/config.md and examples/hourglass.toml."
+    after_help = "Without --config: an `openai` upstream from OPENAI_API_KEY / OPENAI_BASE_URL and an\n\
+                        `anthropic` one from ANTHROPIC_API_KEY (docs/anthropic.md), or else the embedded simulator\n\
+                        as upstream `sim`. See docs/config.md and examples/hourglass.toml."
 )]
 pub(crate) struct ServeArgs {
     /// Configuration file (TOML)
@@ -66,10 +67,19 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (mut config, note) = match &args.config {
         Some(path) => (hourglass_config::Config::load(path, &env_var)?, None),
         None => match hourglass_config::Config::from_env(&env_var)? {
-            Some(config) => (
-                config,
-                Some("no --config: upstream `openai` from OPENAI_API_KEY / OPENAI_BASE_URL"),
-            ),
+            Some(config) => {
+                let names: Vec<String> = config
+                    .upstreams
+                    .iter()
+                    .map(|u| format!("`{}`", u.name))
+                    .collect();
+                let note = format!(
+                    "no --config: {} from {}",
+                    names.join(" and "),
+                    config.origin
+                );
+                (config, Some(note))
+            }
             None => {
                 let simulator = Arc::new(Server::in_memory(ServerConfig::default()));
                 let dial = DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
@@ -85,7 +95,8 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         "http://sim.in-memory.invalid/v1",
                     ),
                     Some(
-                        "no --config and no OPENAI_API_KEY / OPENAI_BASE_URL: serving the embedded simulator as upstream `sim` (docs/sim.md); x-sim-fault headers reach it",
+                        "no --config and no OPENAI_API_KEY / OPENAI_BASE_URL / ANTHROPIC_API_KEY: serving the embedded simulator as upstream `sim` (docs/sim.md); x-sim-fault headers reach it"
+                            .to_owned(),
                     ),
                 )
             }
