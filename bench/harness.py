@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import pathlib
+import re
 import resource
 import shutil
 import socket
@@ -156,24 +157,43 @@ def write_report(name, results, report):
     print(report)
 
 
+FIRST_TOKEN = re.compile(rb'"content":"[^"]')
+
+
 def timed_call(url, body, headers=None, stream_end=True):
-    """One request: seconds to the response head and to the end of the body."""
+    """One request: seconds to the response head (first byte), to the first body chunk, to the
+    first content token (a delta with text) and to the end of the body."""
     host, port, path = split(url)
     conn = http.client.HTTPConnection(host, port, timeout=60)
     start = time.perf_counter()
     conn.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json", **(headers or {})})
     response = conn.getresponse()
     head = time.perf_counter() - start
-    first_chunk = None
+    first_chunk = first_token = None
+    seen = b""
     while True:
         chunk = response.read1(65536) if hasattr(response, "read1") else response.read(65536)
+        now = time.perf_counter() - start
         if first_chunk is None:
-            first_chunk = time.perf_counter() - start
+            first_chunk = now
+        if first_token is None and chunk:
+            seen = seen[-64:] + chunk
+            if FIRST_TOKEN.search(seen):
+                first_token = now
         if not chunk:
             break
     end = time.perf_counter() - start
     conn.close()
-    return {"status": response.status, "head": head, "first_chunk": first_chunk, "end": end}
+    return {"status": response.status, "head": head, "first_chunk": first_chunk,
+            "first_token": first_token if first_token is not None else end, "end": end}
+
+
+def seconds(duration):
+    """oha's duration (`5s`, `500ms`, `1m`) in seconds."""
+    for suffix, factor in (("ms", 0.001), ("s", 1), ("m", 60)):
+        if duration.endswith(suffix):
+            return float(duration[: -len(suffix)]) * factor
+    return float(duration)
 
 
 def pct(values, q):
@@ -212,6 +232,15 @@ jitter = 0.0
     return text
 
 
+# Models of the bench gateway that turn one protection off (the rest of the policy is the
+# default chat policy).
+PROTECTIONS_OFF = {
+    "sim-instant-whole": "stream_upstream = false\n",
+    "sim-instant-once": "retry = { max_attempts = 1 }\n",
+    "sim-instant-bare": "stream_upstream = false\nretry = { max_attempts = 1 }\n",
+}
+
+
 def hourglass_config(ports):
     b = "b:{m}"
     lines = [
@@ -221,10 +250,18 @@ def hourglass_config(ports):
         f'[upstreams.a]\nbase_url = "http://127.0.0.1:{ports["a"]}/v1"\n',
         f'[upstreams.dead]\nbase_url = "http://127.0.0.1:{ports["dead"]}/v1"\n',
         f'[upstreams.dark]\nbase_url = "http://127.0.0.1:{ports["dark"]}/v1"\n',
+        # The same simulator spoken to in HTTP/2 (prior knowledge), as OpenAI and Anthropic are
+        # over TLS: many calls share a connection.
+        f'[upstreams.b2]\nbase_url = "http://127.0.0.1:{ports["b"]}/v1"\nhttp = "2"\n',
     ]
     for model in ("sim-instant", "bench-20", "bench-20-10ms"):
         lines.append(f'[models.{model}]\ntargets = ["{b.format(m=model)}"]\n')
     lines.append('[models.bench-slow]\ntargets = ["b"]\ntimeouts = { idle = "5s", total = "300s", attempt = "300s" }\n')
+    lines.append('[models.bench-slow-h2]\ntargets = ["b2:bench-slow"]\n'
+                 'timeouts = { idle = "5s", total = "300s", attempt = "300s" }\n')
+    # One protection off each, for the table of what each costs.
+    for model, policy in PROTECTIONS_OFF.items():
+        lines.append(f'[models.{model}]\ntargets = ["b:sim-instant"]\n{policy}')
     lines.append('[models.failover-refused]\ntargets = ["dead:sim-instant", "b:sim-instant"]\n')
     lines.append('[models.failover-hang]\ntargets = ["a:sim-instant", "b:sim-instant"]\n'
                  'timeouts = { first_byte = "200ms", first_token = "300ms" }\n')
@@ -371,7 +408,10 @@ def happy_path(args, targets):
                 t = targets[target]
                 kwargs = dict(spec)
                 body = kwargs.pop("body", None)
+                cpu_before = t["service"].cpu_s()
                 result = oha(f"{t['url']}/chat/completions", body, duration=d, headers=t["headers"], **kwargs)
+                served = result["rps"] * seconds(d)
+                result["cpu_us"] = (t["service"].cpu_s() - cpu_before) / served * 1e6 if served else float("nan")
                 runs[name][target].append(result)
                 print(f"  rep {rep + 1} {name:<34} {target:<10} {result['rps']:>9.0f} req/s  p50 {result['p50_ms']:7.2f} ms"
                       f"  p99 {result['p99_ms']:7.2f} ms  ok {result['success'] * 100:5.1f}%", flush=True)
@@ -379,15 +419,21 @@ def happy_path(args, targets):
 
 
 def first_byte_probe(args, targets):
-    """Sequential streams: time to the first chunk (buffering shows here) and to the end."""
+    """Sequential calls, one at a time: time to the response head (first byte), the first chunk
+    (buffering shows here), the first content token and the end. hourglass holds a stream's head
+    until its first token, so that it can still fail over: its first byte is its first token."""
     out = {}
-    for name, model in (("stream, 20 chunks, no gaps", "bench-20"), ("stream, 20 chunks 10 ms apart", "bench-20-10ms")):
+    for name, model, stream in (("non-streaming, sequential", "sim-instant", False),
+                                ("stream, 20 chunks, no gaps", "bench-20", True),
+                                ("stream, 20 chunks 10 ms apart", "bench-20-10ms", True)):
         out[name] = {}
         for target, t in targets.items():
             headers = dict(h.split(": ", 1) for h in t["headers"])
-            samples = [timed_call(f"{t['url']}/chat/completions", chat(model, True), headers) for _ in range(args.probes)]
+            samples = [timed_call(f"{t['url']}/chat/completions", chat(model, stream), headers) for _ in range(args.probes)]
             out[name][target] = {
+                "head_ms": statistics.median(s["head"] for s in samples) * 1000,
                 "first_chunk_ms": statistics.median(s["first_chunk"] for s in samples) * 1000,
+                "first_token_ms": statistics.median(s["first_token"] for s in samples) * 1000,
                 "end_ms": statistics.median(s["end"] for s in samples) * 1000,
                 "ok": sum(s["status"] == 200 for s in samples) / len(samples),
             }
@@ -397,10 +443,12 @@ def first_byte_probe(args, targets):
 def concurrent_streams(args, targets):
     """Many slow streams held open at once: the gateway's RSS and CPU (hourglass and nginx)."""
     out = {}
-    body = chat("bench-slow", True)
-    for target in ("hourglass", "nginx"):
+    runs = [("hourglass", "hourglass", "bench-slow"), ("hourglass, HTTP/2 upstream", "hourglass", "bench-slow-h2"),
+            ("nginx", "nginx", "bench-slow")]
+    for label, target, model in runs:
         if target not in targets:
             continue
+        body = chat(model, True)
         t = targets[target]
         service = t["service"]
         idle_rss = service.rss_mb()
@@ -415,17 +463,66 @@ def concurrent_streams(args, targets):
             time.sleep(0.25)
         stdout, _ = proc.communicate()
         data = json.loads(stdout) if stdout else {"summary": {}}
-        out[target] = {
+        cpu = service.cpu_s() - cpu_before
+        # How much the flood leaves behind: RSS 5 s, 30 s and 60 s after the last stream ended.
+        after = {}
+        for at in ((1,) if args.smoke else (5, 30, 60)):
+            time.sleep(at - (max(after) if after else 0))
+            after[at] = service.rss_mb()
+        out[label] = {
             "streams": args.streams,
             "idle_rss_mb": idle_rss,
             "peak_rss_mb": peak,
-            "cpu_s": service.cpu_s() - cpu_before,
+            "rss_after_mb": after,
+            "cpu_s": cpu,
             "success": data["summary"].get("successRate", 0),
             "statuses": data.get("statusCodeDistribution", {}),
         }
-        print(f"  {args.streams} streams via {target}: RSS {idle_rss:.1f} → {peak:.1f} MB, CPU {out[target]['cpu_s']:.1f} s,"
-              f" ok {out[target]['success'] * 100:.1f}%", flush=True)
+        print(f"  {args.streams} streams via {label}: RSS {idle_rss:.1f} → {peak:.1f} MB, then "
+              + ", ".join(f"{v:.1f} MB at +{k}s" for k, v in after.items())
+              + f"; CPU {cpu:.1f} s, ok {out[label]['success'] * 100:.1f}%", flush=True)
     return out
+
+
+def protection_costs(args, targets, ports):
+    """Max throughput of whole answers with one protection off at a time, interleaved with the
+    default (every protection on): what each costs. The per-call log line is process-wide, so a
+    second gateway runs with it off."""
+    if "hourglass" not in targets:
+        return {}
+    quiet_port = free_port()
+    text = (OUT / "hourglass.toml").read_text().replace(f'listen = "127.0.0.1:{ports["hourglass"]}"',
+                                                        f'listen = "127.0.0.1:{quiet_port}"')
+    (OUT / "hourglass-quiet.toml").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env["HOURGLASS_LOG"] = "info,hourglass::call=off"
+    quiet = Service("hourglass-quiet", [str(HOURGLASS), "serve", "--config", str(OUT / "hourglass-quiet.toml")],
+                    env=env, ready_url=f"http://127.0.0.1:{quiet_port}/health")
+    hg = targets["hourglass"]
+    quiet_url = f"http://127.0.0.1:{quiet_port}/v1"
+    variants = [
+        ("default: every protection on", hg["url"], hg["service"], "sim-instant"),
+        ("stream_upstream = false (the upstream answers whole)", hg["url"], hg["service"], "sim-instant-whole"),
+        ("retries off (max_attempts = 1)", hg["url"], hg["service"], "sim-instant-once"),
+        ("per-call log line off", quiet_url, quiet, "sim-instant"),
+        ("all three off", quiet_url, quiet, "sim-instant-bare"),
+    ]
+    runs = {name: [] for name, *_ in variants}
+    try:
+        for rep in range(args.repetitions):
+            rotated = variants[rep % len(variants):] + variants[:rep % len(variants)]
+            for name, url, service, model in rotated:
+                cpu_before = service.cpu_s()
+                result = oha(f"{url}/chat/completions", chat(model), duration=args.duration, connections=64)
+                served = result["rps"] * seconds(args.duration)
+                result["cpu_us"] = (service.cpu_s() - cpu_before) / served * 1e6 if served else float("nan")
+                runs[name].append(result)
+                print(f"  rep {rep + 1} {name:<52} {result['rps']:>9.0f} req/s  {result['cpu_us']:6.1f} µs CPU/req",
+                      flush=True)
+    finally:
+        quiet.stop()
+    return {name: {k: statistics.median(r[k] for r in results) for k in ("rps", "cpu_us", "p50_ms", "success")}
+            for name, results in runs.items()}
 
 
 def failure_path(args, targets):
@@ -487,14 +584,14 @@ def failure_path(args, targets):
 # Tables.
 
 def table(runs, targets):
-    lines = ["| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | added p50 ÷ nginx's | req/s ÷ nginx's | ok |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | added p50 ÷ nginx's | req/s ÷ nginx's | CPU µs/req | CPU ÷ nginx's | ok |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     summary = {}
     for name, by_target in runs.items():
         med = {}
         for target, results in by_target.items():
             if results:
-                med[target] = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50_ms", "p99_ms", "success")}
+                med[target] = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50_ms", "p99_ms", "success", "cpu_us")}
         summary[name] = med
         direct = med.get("direct")
         nginx = med.get("nginx")
@@ -504,8 +601,10 @@ def table(runs, targets):
             n_added = nginx["p50_ms"] - direct["p50_ms"] if nginx and direct else float("nan")
             ratio_latency = added50 / n_added if target != "direct" and n_added and n_added > 0 else float("nan")
             ratio_rps = m["rps"] / nginx["rps"] if nginx and nginx["rps"] else float("nan")
+            ratio_cpu = m["cpu_us"] / nginx["cpu_us"] if nginx and nginx["cpu_us"] else float("nan")
             lines.append(f"| {name} | {target} | {m['rps']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
-                         f"{added50:.2f} | {added99:.2f} | {ratio_latency:.2f} | {ratio_rps:.2f} | {m['success'] * 100:.1f}% |")
+                         f"{added50:.2f} | {added99:.2f} | {ratio_latency:.2f} | {ratio_rps:.2f} | "
+                         f"{m['cpu_us']:.1f} | {ratio_cpu:.2f} | {m['success'] * 100:.1f}% |")
     return "\n".join(lines), summary
 
 
@@ -540,6 +639,8 @@ def main():
         results["first_chunk"] = first_byte_probe(args, targets)
         print("concurrent slow streams", flush=True)
         results["streams"] = concurrent_streams(args, targets)
+        print("what each protection costs (hourglass)", flush=True)
+        results["protections"] = protection_costs(args, targets, ports)
         print("failure path (hourglass)", flush=True)
         results["failure"] = failure_path(args, targets)
     finally:
@@ -571,15 +672,29 @@ def render(results, happy_table):
              + ", ".join(f"{k} {v}" for k, v in results["machine"]["versions"].items()), "",
              "Idle RSS (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in results["idle_rss_mb"].items()), "",
              "### Happy path (medians of interleaved repetitions)", "", happy_table, "",
-             "### Streams: time to the first chunk and to the end (sequential, medians)", "",
-             "| scenario | target | first chunk ms | end ms |", "|---|---|---:|---:|"]
+             "### One call at a time: first byte, first token, end (medians)", "",
+             "hourglass sends a stream's head with its first token (until then it can still fail over), so its first",
+             "byte is its first token; a plain proxy sends the head at once and the token when it comes.", "",
+             "| scenario | target | first byte ms | first chunk ms | first token ms | end ms | added end ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for name, by_target in results["first_chunk"].items():
+        direct = by_target.get("direct")
         for target, m in by_target.items():
-            lines.append(f"| {name} | {target} | {m['first_chunk_ms']:.2f} | {m['end_ms']:.2f} |")
-    lines += ["", "### Concurrent slow streams", "", "| target | streams | idle RSS MB | peak RSS MB | CPU s | ok |",
-              "|---|---:|---:|---:|---:|---:|"]
+            added = m["end_ms"] - direct["end_ms"] if direct else float("nan")
+            lines.append(f"| {name} | {target} | {m['head_ms']:.2f} | {m['first_chunk_ms']:.2f} | "
+                         f"{m['first_token_ms']:.2f} | {m['end_ms']:.2f} | {added:.2f} |")
+    lines += ["", "### Concurrent slow streams", "",
+              "| target | streams | idle RSS MB | peak RSS MB | RSS after (MB) | CPU s | ok |",
+              "|---|---:|---:|---:|---|---:|---:|"]
     for target, m in results["streams"].items():
-        lines.append(f"| {target} | {m['streams']} | {m['idle_rss_mb']:.1f} | {m['peak_rss_mb']:.1f} | {m['cpu_s']:.1f} | {m['success'] * 100:.1f}% |")
+        after = ", ".join(f"{v:.1f} at +{k}s" for k, v in m["rss_after_mb"].items())
+        lines.append(f"| {target} | {m['streams']} | {m['idle_rss_mb']:.1f} | {m['peak_rss_mb']:.1f} | {after} | "
+                     f"{m['cpu_s']:.1f} | {m['success'] * 100:.1f}% |")
+    if results.get("protections"):
+        lines += ["", "### What each protection costs (hourglass, whole answers, max throughput, medians)", "",
+                  "| configuration | req/s | CPU µs/req | p50 ms | ok |", "|---|---:|---:|---:|---:|"]
+        for name, m in results["protections"].items():
+            lines.append(f"| {name} | {m['rps']:,.0f} | {m['cpu_us']:.1f} | {m['p50_ms']:.2f} | {m['success'] * 100:.1f}% |")
     lines += ["", "### Failure path (hourglass)", "", "| measurement | figures |", "|---|---|"]
     for name, value in results["failure"].items():
         figures = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())

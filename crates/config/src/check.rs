@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{Config, JobsSettings, Served};
+use crate::{Config, HttpVersion, JobsSettings, Served};
 
 /// Renders the upstreams, then each model's targets and effective policy with each value's source.
 pub(crate) fn render(config: &Config) -> String {
@@ -20,9 +20,17 @@ pub(crate) fn render(config: &Config) -> String {
             Served::Any => "every model".to_owned(),
             Served::Only(list) => list.join(", "),
         };
+        let http = match upstream.http {
+            HttpVersion::Auto => String::new(),
+            HttpVersion::Http1 => "; HTTP/1.1".to_owned(),
+            HttpVersion::Http2 => format!(
+                "; HTTP/2, {} calls per connection",
+                upstream.http2_max_streams
+            ),
+        };
         let _ = writeln!(
             out,
-            "  {:<12} {}  ({} protocol; {key}; serves {models})",
+            "  {:<12} {}  ({} protocol{http}; {key}; serves {models})",
             upstream.name,
             upstream.base_url,
             speaks.join(" and ")

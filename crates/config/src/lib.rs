@@ -134,6 +134,45 @@ pub struct Upstream {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The models it serves.
     pub models: Served,
+    /// Which HTTP versions it is spoken to in (`http`).
+    pub http: HttpVersion,
+    /// How many calls share one HTTP/2 connection before another is opened (`http2_max_streams`).
+    pub http2_max_streams: u32,
+}
+
+/// Calls in flight on one HTTP/2 connection before another is opened, unless configured: the
+/// least a server should allow (RFC 9113 §6.5.2), so calls do not queue behind a server's limit.
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 100;
+
+/// The HTTP versions an upstream is spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HttpVersion {
+    /// HTTP/2 when TLS negotiates it (ALPN), else HTTP/1.1 (`"auto"`, the default).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only (`"1.1"`): ALPN offers nothing else.
+    Http1,
+    /// HTTP/2 only (`"2"`): negotiated over TLS, or with prior knowledge (h2c) over `http://`.
+    Http2,
+}
+
+impl HttpVersion {
+    /// Every choice.
+    pub const ALL: [HttpVersion; 3] = [HttpVersion::Auto, HttpVersion::Http1, HttpVersion::Http2];
+
+    /// Its name in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            HttpVersion::Auto => "auto",
+            HttpVersion::Http1 => "1.1",
+            HttpVersion::Http2 => "2",
+        }
+    }
+
+    /// The choice of that name.
+    pub fn from_name(name: &str) -> Option<HttpVersion> {
+        HttpVersion::ALL.into_iter().find(|v| v.name() == name)
+    }
 }
 
 impl Upstream {

@@ -103,6 +103,8 @@ pub(crate) struct RawUpstream {
     pub base_url: String,
     pub protocol: Option<toml::Value>,
     pub api_key_header: Option<String>,
+    pub http: Option<String>,
+    pub http2_max_streams: Option<i64>,
     pub api_key_env: Option<String>,
     pub api_key_file: Option<String>,
     #[serde(default)]

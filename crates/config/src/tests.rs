@@ -223,6 +223,16 @@ fn invalid_values_name_the_key_and_the_fix() {
             "`NOPE_KEY` is not set",
         ),
         (
+            "[upstreams.a]\nbase_url = \"http://x\"\nhttp = \"h2\"\n".to_owned(),
+            "upstreams.a.http",
+            "write \"auto\"",
+        ),
+        (
+            "[upstreams.a]\nbase_url = \"http://x\"\nhttp2_max_streams = 0\n".to_owned(),
+            "upstreams.a.http2_max_streams",
+            "1 to 10000",
+        ),
+        (
             "[upstreams.a]\nbase_url = \"http://x\"\nheaders = { host = \"y\" }\n".to_owned(),
             "upstreams.a.headers.host",
             "set by the gateway",
@@ -776,6 +786,8 @@ api_key_header = "api-key"
 [upstreams.both]
 base_url = "http://127.0.0.1:4000/v1"
 protocol = ["openai", "anthropic"]
+http = "2"
+http2_max_streams = 64
 
 [models.claude]
 targets = ["anthropic:claude-sonnet-4-5", "both"]
@@ -788,6 +800,15 @@ targets = ["anthropic:claude-sonnet-4-5", "both"]
     assert_eq!(upstream("anthropic").protocols, [WireFormat::Anthropic]);
     assert_eq!(upstream("anthropic").key_header, KeyHeader::XApiKey);
     assert_eq!(upstream("azure").key_header, KeyHeader::ApiKey);
+    assert_eq!(upstream("openai").http, HttpVersion::Auto);
+    assert_eq!(
+        upstream("openai").http2_max_streams,
+        DEFAULT_HTTP2_MAX_STREAMS
+    );
+    assert_eq!(
+        (upstream("both").http, upstream("both").http2_max_streams),
+        (HttpVersion::Http2, 64)
+    );
     assert!(
         upstream("both").speaks(WireFormat::OpenAi)
             && upstream("both").speaks(WireFormat::Anthropic)
@@ -797,7 +818,10 @@ targets = ["anthropic:claude-sonnet-4-5", "both"]
         check.contains("anthropic protocol; key from $OPENAI_API_KEY in x-api-key"),
         "{check}"
     );
-    assert!(check.contains("openai and anthropic protocol"), "{check}");
+    assert!(
+        check.contains("openai and anthropic protocol; HTTP/2, 64 calls per connection"),
+        "{check}"
+    );
     let pass = config.passthrough_route(WireFormat::Anthropic).unwrap();
     assert_eq!(config.upstreams[pass.targets[0].upstream].name, "anthropic");
 }

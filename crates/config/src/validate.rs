@@ -9,8 +9,8 @@ use crate::policy::{self, Family, Layer, PolicyPatch, Scenario};
 use crate::raw::{Ordered, RawConfig, RawModel, RawTarget, RawUpstream};
 use crate::secrets::{self, Source};
 use crate::{
-    Config, DEFAULT_LISTEN, KeyHeader, ModelRoute, RetryBudget, Secret, Served, ServerSettings,
-    Target, Upstream, WireFormat,
+    Config, DEFAULT_HTTP2_MAX_STREAMS, DEFAULT_LISTEN, HttpVersion, KeyHeader, ModelRoute,
+    RetryBudget, Secret, Served, ServerSettings, Target, Upstream, WireFormat,
 };
 
 /// What was wrong with a configuration.
@@ -560,6 +560,26 @@ fn upstream_of(
             ),
         })?,
     };
+    let http = match raw.http.as_deref() {
+        None => HttpVersion::Auto,
+        Some(name) => HttpVersion::from_name(name.trim()).ok_or_else(|| ConfigError::Invalid {
+            origin: check.origin.to_owned(),
+            key: format!("{key}.http"),
+            message: format!(
+                "`{name}` is not an HTTP choice; write \"auto\" (HTTP/2 when TLS negotiates it), \"1.1\" or \"2\" (over http:// with prior knowledge)"
+            ),
+        })?,
+    };
+    let http2_max_streams = match raw.http2_max_streams {
+        None => DEFAULT_HTTP2_MAX_STREAMS,
+        Some(n) if (1..=10_000).contains(&n) => n as u32,
+        Some(n) => {
+            return check.fail(
+                format!("{key}.http2_max_streams"),
+                format!("is {n}; calls per HTTP/2 connection are 1 to 10000"),
+            );
+        }
+    };
     let mut headers = Vec::with_capacity(raw.headers.0.len());
     for (header, value) in raw.headers.0 {
         let header_key = format!("{key}.headers.{header}");
@@ -612,6 +632,8 @@ fn upstream_of(
         api_key_from,
         headers,
         models,
+        http,
+        http2_max_streams,
     })
 }
 
@@ -1113,6 +1135,8 @@ fn from_env_key(
         protocols: vec![format],
         headers: Vec::new(),
         models: Served::Any,
+        http: HttpVersion::Auto,
+        http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
     }
 }
 
@@ -1128,6 +1152,8 @@ pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {
         api_key_from: None,
         headers: Vec::new(),
         models: Served::Any,
+        http: HttpVersion::Auto,
+        http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
     };
     plain_config(
         &format!("zero configuration (upstream `{name}`)"),

@@ -111,22 +111,31 @@ impl Engine {
         health: health::Health,
         budget: Arc<Mutex<retry::RetryBudget>>,
     ) -> Result<Arc<Engine>, String> {
-        let tls = upstream::dial::tls_config();
-        let mut dialers: Vec<Arc<dyn Dial>> = Vec::with_capacity(config.upstreams.len());
+        let mut tls = HashMap::new();
+        let mut pools = Vec::with_capacity(config.upstreams.len());
         for upstream in &config.upstreams {
             let dial = match dials.remove(&upstream.name) {
                 Some(dial) => dial,
-                None => Arc::new(
-                    upstream::dial::NetworkDial::new(&upstream.base_url, &tls)
-                        .map_err(|e| format!("upstream `{}`: {e}", upstream.name))?,
-                ),
+                None => {
+                    let tls = tls
+                        .entry(upstream.http)
+                        .or_insert_with(|| upstream::dial::tls_config_for(upstream.http));
+                    Arc::new(
+                        upstream::dial::NetworkDial::new(&upstream.base_url, tls)
+                            .map_err(|e| format!("upstream `{}`: {e}", upstream.name))?,
+                    )
+                }
             };
-            dialers.push(dial);
+            pools.push(upstream::PoolSettings {
+                dial,
+                http: upstream.http,
+                h2_max_streams: upstream.http2_max_streams as usize,
+            });
         }
         Ok(Arc::new(Engine {
             shared: Arc::new(call::Shared {
                 config: Arc::new(config),
-                upstreams: Arc::new(upstream::Upstreams::new(dialers)),
+                upstreams: Arc::new(upstream::Upstreams::new(pools)),
                 health: Arc::new(health),
                 budget,
                 rng: Mutex::new(fastrand::Rng::new()),
@@ -174,6 +183,11 @@ impl Engine {
     /// How many idle connections each upstream's pool holds now, in configuration order.
     pub fn idle_connections(&self) -> Vec<usize> {
         self.shared.upstreams.idle()
+    }
+
+    /// How many HTTP/2 connections each upstream has open now, in configuration order.
+    pub fn h2_connections(&self) -> Vec<usize> {
+        self.shared.upstreams.h2_connections()
     }
 
     /// Checks upstream number `index` once, as an active check would (`[health_check]`): the

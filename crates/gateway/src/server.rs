@@ -88,7 +88,12 @@ pub async fn serve(
                         continue;
                     };
                     let gateway_for_conn = gateway.clone();
-                    let service = service_fn(move |request| crate::routes::handle(gateway_for_conn.clone(), request));
+                    // Boxed: hyper keeps room for one in-flight request's future for as long as
+                    // the connection lives; a box makes that room a pointer, so a streamed answer
+                    // does not hold the finished handler's ~9 KB (docs/benchmarks.md).
+                    let service = service_fn(move |request| {
+                        Box::pin(crate::routes::handle(gateway_for_conn.clone(), request))
+                    });
                     let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(settings.header_read_timeout)

@@ -20,6 +20,7 @@ macro_rules! say {
 /// error, 2 a usage error).
 pub(crate) const EXIT_POOR: u8 = 3;
 
+mod allocator; // jemalloc, which returns a flood's memory
 mod log_writer; // log lines written to stderr by a thread of their own
 mod serve; // the gateway: configuration source, engine, reloads, graceful stop
 mod sim; // the simulator
@@ -89,6 +90,9 @@ fn main() -> ExitCode {
     let quiet = !cli.verbose && !matches!(cli.command, Command::Serve(_) | Command::Sim(_));
     // Held until the command ends: dropping it writes out the lines still queued.
     let log = init_logging(cli.log_format == "json", quiet);
+    if matches!(cli.command, Command::Serve(_) | Command::Sim(_)) {
+        allocator::return_memory_while_idle();
+    }
     let result = match cli.command {
         Command::Serve(args) => run(serve::serve(args)),
         Command::Config(ConfigArgs {

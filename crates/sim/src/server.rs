@@ -1,4 +1,5 @@
-//! The simulated server: its listener (TCP or in memory), one task per connection, the routes,
+//! The simulated server: its listener (TCP or in memory; HTTP/1.1, or HTTP/2 with prior knowledge),
+//! one task per connection, the routes,
 //! and the faults that act below HTTP — `reset` (an RST before any response byte) and
 //! `blackhole` (a listener that stops completing TCP handshakes).
 //!
@@ -19,9 +20,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
@@ -377,9 +377,10 @@ where
         let connection = connection.clone();
         service_fn(move |request| handle(shared.clone(), connection.clone(), request))
     };
-    let serving = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(io), service);
+    // HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when the client opens with its preface.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    let serving = builder.serve_connection(TokioIo::new(io), service);
     tokio::select! {
         _ = serving => {}
         _ = connection.reset.notified() => {

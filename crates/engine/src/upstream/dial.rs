@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::error::FailureKind;
+use hourglass_config::HttpVersion;
 
 /// A byte stream to an upstream.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
@@ -27,12 +28,13 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {
     }
 }
 
-/// Whether `io` is a TLS stream on which the server chose HTTP/2.
-pub fn negotiated_h2(io: &BoxIo) -> bool {
+/// The protocol the server chose by ALPN, for a TLS stream (`Some(b"")` when it chose none);
+/// `None` for a plain stream.
+pub fn alpn(io: &BoxIo) -> Option<Vec<u8>> {
     (**io)
         .as_any()
         .downcast_ref::<tokio_rustls::client::TlsStream<TcpStream>>()
-        .is_some_and(|tls| tls.get_ref().1.alpn_protocol() == Some(b"h2"))
+        .map(|tls| tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec())
 }
 
 /// A boxed connection.
@@ -230,6 +232,11 @@ impl Dial for NetworkDial {
 
 /// The TLS client configuration: ring, the Mozilla roots, HTTP/2 or HTTP/1.1 by ALPN.
 pub fn tls_config() -> Arc<rustls::ClientConfig> {
+    tls_config_for(HttpVersion::Auto)
+}
+
+/// The TLS client configuration offering by ALPN what `http` allows.
+pub fn tls_config_for(http: HttpVersion) -> Arc<rustls::ClientConfig> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -239,7 +246,11 @@ pub fn tls_config() -> Arc<rustls::ClientConfig> {
         .expect("ring supports the default TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = match http {
+        HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+        HttpVersion::Http2 => vec![b"h2".to_vec()],
+    };
     Arc::new(config)
 }
 

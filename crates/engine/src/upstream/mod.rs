@@ -5,8 +5,10 @@
 //! # Why our own pool
 //! hyper-util's pooled client hides whether a connection was reused and when the request body was
 //! handed over; the connect and write clocks need both. A pool of HTTP/1.1 connections per
-//! upstream is a few lines and makes every phase measurable. An upstream that offers HTTP/2 by
-//! ALPN gets one shared, multiplexed connection instead.
+//! upstream is a few lines and makes every phase measurable. An upstream that speaks HTTP/2 (by
+//! ALPN, or configured with `http = "2"`) gets shared, multiplexed connections instead: each
+//! carries up to `http2_max_streams` calls, and another is opened when all are full, so calls
+//! never queue behind a server's stream limit.
 //!
 //! # Why the body drives an HTTP/1.1 connection
 //! hyper's client connection is a future that moves bytes; spawned as its own task, every
@@ -21,6 +23,7 @@ pub mod timeline; // the moments of one attempt
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::error::FailureKind;
 use dial::Dial;
+use hourglass_config::HttpVersion;
 pub use timeline::Timeline;
 
 /// Idle connections kept per upstream.
@@ -46,6 +50,12 @@ pub const IDLE_EXPIRY: Duration = Duration::from_secs(60);
 const MAX_RESPONSE_BUFFER: usize = 256 * 1024;
 /// How often the idle pools are swept of expired connections and ones the server closed.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// How often an HTTP/2 connection is pinged, and how long an answer may take before it is
+/// closed: a connection that died silently (a NAT or a load balancer forgot it) must not keep
+/// being handed to calls.
+const H2_PING_EVERY: Duration = Duration::from_secs(15);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The future that runs an HTTP/1.1 connection: it reads and writes the socket.
 type Driver = hyper::client::conn::http1::Connection<TokioIo<dial::BoxIo>, RequestBody>;
@@ -59,11 +69,39 @@ enum Link {
         /// The driver has finished: the connection is closed.
         closed: bool,
     },
-    /// HTTP/2 (negotiated by ALPN): many requests over one connection, driven by a task of its
-    /// own since no single call owns it.
+    /// HTTP/2: many requests over one connection, driven by a task of its own since no single
+    /// call owns it. The slot counts this call among the connection's streams until dropped.
     H2 {
         sender: hyper::client::conn::http2::SendRequest<RequestBody>,
+        _slot: StreamSlot,
     },
+}
+
+/// One call's place on a shared HTTP/2 connection, given back when the call lets go of it.
+struct StreamSlot(Arc<H2Load>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self
+                .0
+                .idle_since
+                .lock()
+                .expect("the pool lock is never poisoned") = Instant::now();
+        }
+    }
+}
+
+/// The calls in flight on one HTTP/2 connection, and since when it has had none.
+struct H2Load {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+/// An open HTTP/2 connection, shared by calls.
+struct SharedH2 {
+    sender: hyper::client::conn::http2::SendRequest<RequestBody>,
+    load: Arc<H2Load>,
 }
 
 impl Link {
@@ -106,7 +144,7 @@ impl Connection {
         let open = self.link.poll_driver(&mut cx).is_pending();
         match &self.link {
             Link::H1 { sender, .. } => open && sender.is_ready(),
-            Link::H2 { sender } => !sender.is_closed(),
+            Link::H2 { sender, .. } => !sender.is_closed(),
         }
     }
 
@@ -131,7 +169,7 @@ impl Connection {
                 })
                 .await?
             }
-            Link::H2 { sender } => sender.send_request(request).await?,
+            Link::H2 { sender, .. } => sender.send_request(request).await?,
         };
         let (parts, body) = response.into_parts();
         Ok((
@@ -198,12 +236,115 @@ struct Idle {
     since: Instant,
 }
 
-/// One upstream's dialer, idle HTTP/1.1 connections and shared HTTP/2 connection.
+/// One upstream's dialer, idle HTTP/1.1 connections and shared HTTP/2 connections.
 struct Pool {
     dial: Arc<dyn Dial>,
+    http: HttpVersion,
+    h2_max_streams: usize,
     idle: Mutex<Vec<Idle>>,
-    /// The shared HTTP/2 connection, once the upstream negotiated it.
-    h2: Mutex<Option<hyper::client::conn::http2::SendRequest<RequestBody>>>,
+    /// The open HTTP/2 connections, once the upstream speaks it.
+    h2: Mutex<Vec<SharedH2>>,
+    /// Set once the upstream negotiated HTTP/2 (or is configured for it): from then on a call
+    /// that finds every connection full waits for the one being opened instead of dialing its own.
+    speaks_h2: AtomicBool,
+    /// Held while an HTTP/2 connection is opened: a burst of calls opens one, not one each.
+    h2_dialing: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    /// A stream on an open HTTP/2 connection with room for one more, the least loaded.
+    fn take_h2(self: &Arc<Self>) -> Option<Connection> {
+        let mut shared = self.h2.lock().expect("the pool lock is never poisoned");
+        shared.retain(|c| !c.sender.is_closed());
+        let chosen = (shared.iter())
+            .map(|c| (c.load.in_flight.load(Ordering::Acquire), c))
+            .filter(|(n, _)| *n < self.h2_max_streams)
+            .min_by_key(|(n, _)| *n)?
+            .1;
+        chosen.load.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Connection {
+            link: Link::H2 {
+                sender: chosen.sender.clone(),
+                _slot: StreamSlot(chosen.load.clone()),
+            },
+            reused: true,
+            pool: self.clone(),
+        })
+    }
+
+    /// Speaks HTTP over a new connection: HTTP/2 when configured or negotiated, else HTTP/1.1.
+    async fn open(self: &Arc<Self>, io: dial::BoxIo) -> Result<Connection, FailureKind> {
+        let alpn = dial::alpn(&io);
+        let h2 = match (self.http, &alpn) {
+            (HttpVersion::Http1, _) => false,
+            (HttpVersion::Auto, alpn) => alpn.as_deref() == Some(b"h2".as_slice()),
+            (HttpVersion::Http2, None) => true,
+            (HttpVersion::Http2, Some(chosen)) if chosen.as_slice() == b"h2" => true,
+            (HttpVersion::Http2, Some(chosen)) => {
+                return Err(FailureKind::Tls(format!(
+                    "the server did not agree to HTTP/2 (ALPN chose `{}`), and the upstream is configured with http = \"2\"",
+                    String::from_utf8_lossy(chosen)
+                )));
+            }
+        };
+        if !h2 {
+            let (sender, driver) = hyper::client::conn::http1::Builder::new()
+                .max_buf_size(MAX_RESPONSE_BUFFER)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
+            return Ok(Connection {
+                link: Link::H1 {
+                    sender,
+                    driver: Box::pin(driver),
+                    closed: false,
+                },
+                reused: false,
+                pool: self.clone(),
+            });
+        }
+        let (sender, driver) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(H2_PING_EVERY)
+                .keep_alive_timeout(H2_PING_TIMEOUT)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| FailureKind::Closed(format!("the HTTP/2 handshake failed: {e}")))?;
+        tokio::spawn(async move {
+            let _ = driver.await;
+        });
+        self.speaks_h2.store(true, Ordering::Release);
+        let load = Arc::new(H2Load {
+            in_flight: AtomicUsize::new(1),
+            idle_since: Mutex::new(Instant::now()),
+        });
+        self.h2
+            .lock()
+            .expect("the pool lock is never poisoned")
+            .push(SharedH2 {
+                sender: sender.clone(),
+                load: load.clone(),
+            });
+        Ok(Connection {
+            link: Link::H2 {
+                sender,
+                _slot: StreamSlot(load),
+            },
+            reused: false,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// How each upstream is spoken to: its dialer and HTTP choices.
+pub struct PoolSettings {
+    /// Opens its connections.
+    pub dial: Arc<dyn Dial>,
+    /// HTTP/1.1, HTTP/2 or whichever TLS negotiates.
+    pub http: HttpVersion,
+    /// Calls in flight on one HTTP/2 connection before another is opened.
+    pub h2_max_streams: usize,
 }
 
 /// Every upstream's dialer and pool of idle connections.
@@ -212,16 +353,20 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// One dialer per upstream, in configuration order.
-    pub fn new(dials: Vec<Arc<dyn Dial>>) -> Upstreams {
+    /// One pool per upstream, in configuration order.
+    pub fn new(settings: Vec<PoolSettings>) -> Upstreams {
         Upstreams {
-            pools: dials
+            pools: settings
                 .into_iter()
-                .map(|dial| {
+                .map(|settings| {
                     Arc::new(Pool {
-                        dial,
+                        dial: settings.dial,
+                        http: settings.http,
+                        h2_max_streams: settings.h2_max_streams.max(1),
                         idle: Mutex::new(Vec::new()),
-                        h2: Mutex::new(None),
+                        h2: Mutex::new(Vec::new()),
+                        speaks_h2: AtomicBool::new(settings.http == HttpVersion::Http2),
+                        h2_dialing: tokio::sync::Mutex::new(()),
                     })
                 })
                 .collect(),
@@ -229,13 +374,25 @@ impl Upstreams {
     }
 
     /// Closes the idle connections that expired or that the server has closed (a socket left in
-    /// CLOSE-WAIT otherwise); the pools keep the rest. [`Upstreams::sweep_until_dropped`] runs it
-    /// every [`SWEEP_EVERY`].
+    /// CLOSE-WAIT otherwise), and HTTP/2 connections without a call for as long; the pools keep
+    /// the rest. [`Upstreams::sweep_until_dropped`] runs it every [`SWEEP_EVERY`].
     pub fn sweep(&self) {
         let now = Instant::now();
         for pool in &self.pools {
             let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
             idle.retain_mut(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
+            drop(idle);
+            let mut shared = pool.h2.lock().expect("the pool lock is never poisoned");
+            shared.retain(|c| {
+                let since = *c
+                    .load
+                    .idle_since
+                    .lock()
+                    .expect("the pool lock is never poisoned");
+                !c.sender.is_closed()
+                    && (c.load.in_flight.load(Ordering::Acquire) > 0
+                        || now.duration_since(since) < IDLE_EXPIRY)
+            });
         }
     }
 
@@ -262,23 +419,34 @@ impl Upstreams {
             .collect()
     }
 
-    /// A connection to upstream `index`: the shared HTTP/2 one, an idle pooled HTTP/1.1 one, or a
-    /// new one (not bounded here: the caller puts the connect deadline around this).
+    /// How many HTTP/2 connections each upstream has open, in configuration order.
+    pub fn h2_connections(&self) -> Vec<usize> {
+        (self.pools.iter())
+            .map(|pool| {
+                pool.h2
+                    .lock()
+                    .expect("the pool lock is never poisoned")
+                    .len()
+            })
+            .collect()
+    }
+
+    /// A connection to upstream `index`: a stream on a shared HTTP/2 one with room, an idle
+    /// pooled HTTP/1.1 one, or a new one (not bounded here: the caller puts the connect deadline
+    /// around this).
     pub async fn connect(&self, index: usize) -> Result<Connection, FailureKind> {
         let pool = &self.pools[index];
-        let shared = pool
-            .h2
-            .lock()
-            .expect("the pool lock is never poisoned")
-            .clone();
-        if let Some(sender) = shared
-            && !sender.is_closed()
-        {
-            return Ok(Connection {
-                link: Link::H2 { sender },
-                reused: true,
-                pool: pool.clone(),
-            });
+        if let Some(connection) = pool.take_h2() {
+            return Ok(connection);
+        }
+        if pool.speaks_h2.load(Ordering::Acquire) {
+            // One opener at a time; whoever waited finds room on the connection just opened.
+            let _opening = pool.h2_dialing.lock().await;
+            if let Some(connection) = pool.take_h2() {
+                return Ok(connection);
+            }
+            let io = pool.dial.dial().await?;
+            return pool.open(io).await;
         }
         let now = Instant::now();
         loop {
@@ -294,35 +462,7 @@ impl Upstreams {
             }
         }
         let io = pool.dial.dial().await?;
-        let link = if dial::negotiated_h2(&io) {
-            let (sender, driver) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                TokioIo::new(io),
-            )
-            .await
-            .map_err(|e| FailureKind::Closed(format!("the HTTP/2 handshake failed: {e}")))?;
-            tokio::spawn(async move {
-                let _ = driver.await;
-            });
-            *pool.h2.lock().expect("the pool lock is never poisoned") = Some(sender.clone());
-            Link::H2 { sender }
-        } else {
-            let (sender, driver) = hyper::client::conn::http1::Builder::new()
-                .max_buf_size(MAX_RESPONSE_BUFFER)
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
-            Link::H1 {
-                sender,
-                driver: Box::pin(driver),
-                closed: false,
-            }
-        };
-        Ok(Connection {
-            link,
-            reused: false,
-            pool: pool.clone(),
-        })
+        pool.open(io).await
     }
 }
 

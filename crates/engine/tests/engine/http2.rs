@@ -150,3 +150,60 @@ async fn an_upstream_offering_http2_gets_one_multiplexed_connection() {
         "every request was HTTP/2 with an authority"
     );
 }
+
+/// `http = "2"` over `http://`: HTTP/2 with prior knowledge (h2c) to the simulator over loopback,
+/// each connection carrying at most `http2_max_streams` calls — the 26th call in flight opens a
+/// third connection instead of queueing behind the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prior_knowledge_http2_opens_another_connection_when_one_is_full() {
+    let sim = hourglass_sim::Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        hourglass_sim::ServerConfig {
+            name: "s".into(),
+            ..hourglass_sim::ServerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let config = Config::from_toml(
+        &format!(
+            "[upstreams.s]\nbase_url = \"{}\"\nhttp = \"2\"\nhttp2_max_streams = 10\n[models.m]\ntargets = [\"s:sim-instant\"]\n",
+            sim.base_url()
+        ),
+        "t.toml",
+        &|_| None,
+    )
+    .unwrap();
+    let engine = Engine::new(config, HashMap::new()).unwrap();
+    // Each stream pauses after its first chunk, so all 25 are in flight at once.
+    let mut calls = Vec::new();
+    for _ in 0..25 {
+        let engine = engine.clone();
+        calls.push(tokio::spawn(async move {
+            let request = chat("m", true, Some("stall;after_chunks=1;for=1s"));
+            let response = engine.call(request).await.unwrap();
+            let ResponseBody::Stream(stream) = response.body else {
+                panic!("a stream")
+            };
+            let body = stream.collect().await.unwrap().to_bytes();
+            String::from_utf8(body.to_vec()).unwrap()
+        }));
+    }
+    for call in calls {
+        let body = call.await.unwrap();
+        assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    }
+    assert_eq!(sim.stats().requests, 25);
+    assert_eq!(
+        sim.stats().connections,
+        3,
+        "25 calls in flight at 10 per connection"
+    );
+    assert_eq!(engine.h2_connections(), vec![3]);
+    // Later calls share the open connections.
+    for _ in 0..5 {
+        let response = engine.call(chat("m", false, None)).await.unwrap();
+        assert!(response.timeline.unwrap().reused);
+    }
+    assert_eq!(sim.stats().connections, 3);
+}
