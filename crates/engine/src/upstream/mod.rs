@@ -50,6 +50,9 @@ pub const IDLE_EXPIRY: Duration = Duration::from_secs(60);
 const MAX_RESPONSE_BUFFER: usize = 256 * 1024;
 /// How often the idle pools are swept of expired connections and ones the server closed.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+/// How long an HTTP/2 connection without calls is kept when another idle one is open too: the
+/// extra connections a burst opened are closed soon after it, so a flood's memory goes back.
+pub const SPARE_H2_EXPIRY: Duration = Duration::from_secs(10);
 
 /// How often an HTTP/2 connection is pinged, and how long an answer may take before it is
 /// closed: a connection that died silently (a NAT or a load balancer forgot it) must not keep
@@ -288,6 +291,9 @@ impl Pool {
             }
         };
         if !h2 {
+            // An upstream that negotiated HTTP/2 before and now does not (a new deployment):
+            // its calls go back to the HTTP/1.1 pool instead of dialing one at a time.
+            self.speaks_h2.store(false, Ordering::Release);
             let (sender, driver) = hyper::client::conn::http1::Builder::new()
                 .max_buf_size(MAX_RESPONSE_BUFFER)
                 .handshake(TokioIo::new(io))
@@ -382,16 +388,29 @@ impl Upstreams {
             let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
             idle.retain_mut(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
             drop(idle);
+            // HTTP/2: a connection without calls is kept IDLE_EXPIRY if it is the only one idle,
+            // SPARE_H2_EXPIRY if another idle one could take its calls (what a burst opened).
             let mut shared = pool.h2.lock().expect("the pool lock is never poisoned");
-            shared.retain(|c| {
-                let since = *c
-                    .load
-                    .idle_since
-                    .lock()
-                    .expect("the pool lock is never poisoned");
-                !c.sender.is_closed()
-                    && (c.load.in_flight.load(Ordering::Acquire) > 0
-                        || now.duration_since(since) < IDLE_EXPIRY)
+            shared.retain(|c| !c.sender.is_closed());
+            let idle_for = |c: &SharedH2| {
+                (c.load.in_flight.load(Ordering::Acquire) == 0).then(|| {
+                    now.duration_since(
+                        *c.load
+                            .idle_since
+                            .lock()
+                            .expect("the pool lock is never poisoned"),
+                    )
+                })
+            };
+            let freshest_idle = shared.iter().filter_map(idle_for).min();
+            let mut kept_one = false;
+            shared.retain(|c| match idle_for(c) {
+                None => true,
+                Some(idle) if Some(idle) == freshest_idle && !kept_one => {
+                    kept_one = true;
+                    idle < IDLE_EXPIRY
+                }
+                Some(idle) => idle < SPARE_H2_EXPIRY,
             });
         }
     }
@@ -423,10 +442,8 @@ impl Upstreams {
     pub fn h2_connections(&self) -> Vec<usize> {
         (self.pools.iter())
             .map(|pool| {
-                pool.h2
-                    .lock()
-                    .expect("the pool lock is never poisoned")
-                    .len()
+                let shared = pool.h2.lock().expect("the pool lock is never poisoned");
+                shared.iter().filter(|c| !c.sender.is_closed()).count()
             })
             .collect()
     }

@@ -24,7 +24,8 @@ const SSE: &str = "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"ch
 
 /// An HTTP/2-only TLS server that answers every chat call with a short stream; counts the TLS
 /// connections it accepted and the requests that came as HTTP/2 with an authority.
-async fn h2_server() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+/// A TLS acceptor for `localhost` (the test CA's leaf) offering `alpn`.
+fn acceptor(alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
     let cert = rustls::pki_types::CertificateDer::from(include_bytes!("../data/leaf.der").to_vec());
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
         include_bytes!("../data/leaf.key.der").to_vec(),
@@ -36,8 +37,39 @@ async fn h2_server() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// The engine's own dialer for `base`, trusting the test CA instead of the Mozilla roots.
+fn test_ca_dial(base: &str) -> HashMap<String, Arc<dyn Dial>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            include_bytes!("../data/ca.der").to_vec(),
+        ))
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let dial = NetworkDial::new(&base.parse().unwrap(), &Arc::new(tls)).unwrap();
+    [("h2".to_owned(), Arc::new(dial) as Arc<dyn Dial>)].into()
+}
+
+fn sse_response() -> http::Response<Full<Bytes>> {
+    http::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Full::new(Bytes::from_static(SSE.as_bytes())))
+        .unwrap()
+}
+
+async fn h2_server() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let acceptor = acceptor(b"h2");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (connections, good) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -94,25 +126,7 @@ async fn an_upstream_offering_http2_gets_one_multiplexed_connection() {
         &|_| None,
     )
     .unwrap();
-    // The engine's own dialer, trusting the test CA instead of the Mozilla roots.
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            include_bytes!("../data/ca.der").to_vec(),
-        ))
-        .unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let dial = NetworkDial::new(&base.parse().unwrap(), &Arc::new(tls)).unwrap();
-    let dials: HashMap<String, Arc<dyn Dial>> =
-        [("h2".to_owned(), Arc::new(dial) as Arc<dyn Dial>)].into();
-    let engine = Engine::new(config, dials).unwrap();
+    let engine = Engine::new(config, test_ca_dial(&base)).unwrap();
 
     // One call opens the connection; twenty at once then share it.
     let first = engine.call(chat("m", true, None)).await.unwrap();
@@ -206,4 +220,108 @@ async fn prior_knowledge_http2_opens_another_connection_when_one_is_full() {
         assert!(response.timeline.unwrap().reused);
     }
     assert_eq!(sim.stats().connections, 3);
+}
+
+/// After a burst, the extra HTTP/2 connections it opened close once idle for `SPARE_H2_EXPIRY`;
+/// the last one stays for `IDLE_EXPIRY`, ready for the next call (in memory, paused clock).
+#[tokio::test(start_paused = true)]
+async fn a_bursts_extra_http2_connections_close_soon_after_it() {
+    let setup = crate::support::setup_raw(
+        &["s"],
+        // No health checks: they would keep the last connection busy, and so open.
+        "[health_check]\nmode = \"off\"\n[upstreams.s]\nbase_url = \"http://s.invalid/v1\"\nhttp = \"2\"\nhttp2_max_streams = 10\n[models.m]\ntargets = [\"s:sim-instant\"]\n",
+    );
+    let engine = setup.engine.clone();
+    let mut calls = Vec::new();
+    for _ in 0..25 {
+        let engine = engine.clone();
+        calls.push(tokio::spawn(async move {
+            let request = chat("m", true, Some("stall;after_chunks=1;for=1s"));
+            let ResponseBody::Stream(stream) = engine.call(request).await.unwrap().body else {
+                panic!("a stream")
+            };
+            stream.collect().await.unwrap().to_bytes()
+        }));
+    }
+    for call in calls {
+        assert!(call.await.unwrap().ends_with(b"data: [DONE]\n\n"));
+    }
+    assert_eq!(engine.h2_connections(), vec![3]);
+    let _background = engine.spawn_background();
+    // The first sweep (15 s) finds all three idle longer than SPARE_H2_EXPIRY: two go.
+    tokio::time::sleep(std::time::Duration::from_secs(16)).await;
+    assert_eq!(engine.h2_connections(), vec![1]);
+    // The last one goes after IDLE_EXPIRY (60 s) without a call.
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    assert_eq!(engine.h2_connections(), vec![0]);
+    assert_eq!(setup.sims["s"].stats().connections, 3);
+}
+
+/// An upstream that negotiated HTTP/2 and later answers ALPN with http/1.1 (a new deployment):
+/// its calls go back to pooled HTTP/1.1 connections, not to one new connection each.
+#[tokio::test]
+async fn an_upstream_that_stops_offering_http2_gets_pooled_http1_again() {
+    let (h2, h1) = (acceptor(b"h2"), acceptor(b"http/1.1"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            let acceptor = if first { h2.clone() } else { h1.clone() };
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let service =
+                    service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        Ok::<_, Infallible>(sse_response())
+                    });
+                if first {
+                    // The HTTP/2 deployment goes away shortly after its first answer.
+                    let serving = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service);
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_millis(200), serving).await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                }
+            });
+        }
+    });
+    let base = format!("https://localhost:{port}/v1");
+    let config = Config::from_toml(
+        &format!(
+            "[upstreams.h2]\nbase_url = \"{base}\"\n[models.m]\ntargets = [\"h2:gpt-4o-mini\"]\n"
+        ),
+        "t.toml",
+        &|_| None,
+    )
+    .unwrap();
+    let engine = Engine::new(config, test_ca_dial(&base)).unwrap();
+    let whole = |engine: Arc<Engine>| async move {
+        let response = engine.call(chat("m", false, None)).await.unwrap();
+        response.timeline.unwrap().reused
+    };
+    assert!(!whole(engine.clone()).await, "the HTTP/2 connection");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(engine.h2_connections(), vec![0], "the server closed it");
+    assert!(
+        !whole(engine.clone()).await,
+        "a new connection, HTTP/1.1 now"
+    );
+    for _ in 0..3 {
+        assert!(
+            whole(engine.clone()).await,
+            "the pooled HTTP/1.1 connection"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -24,12 +24,67 @@ pub(crate) struct Nginx {
     dir: PathBuf,
 }
 
+impl Nginx {
+    /// The PIDs of nginx's worker processes (children of the master this test started).
+    fn workers(&self) -> Vec<u32> {
+        let master = self.child.id();
+        let mut workers = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`: the parent is the second field after the name.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if parent == Some(master) {
+                workers.push(pid);
+            }
+        }
+        workers
+    }
+}
+
 impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers before it exits (a SIGKILL would orphan
+    /// them); a SIGKILL only when the signal could not be sent.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let termed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !termed {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+#[tokio::test]
+async fn stopping_nginx_leaves_no_worker_behind() {
+    let gateway = start(POLICY).await;
+    let nginx = nginx_in_front_of(gateway.addr, "1s").await;
+    let workers = nginx.workers();
+    assert!(!workers.is_empty(), "nginx runs a worker");
+    drop(nginx);
+    // Gone, or a zombie waiting for init to reap it: not running either way.
+    let running = |pid: &u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    for _ in 0..100 {
+        if !workers.iter().any(running) {
+            return;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+    panic!("nginx workers still running after the test stopped nginx: {workers:?}");
 }
 
 fn nginx_binary() -> PathBuf {
