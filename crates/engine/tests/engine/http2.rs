@@ -41,6 +41,21 @@ fn acceptor(alpn: &[u8]) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// An engine with one upstream `h2` at `https://localhost:PORT/v1` (HTTP `auto`) serving model
+/// `m`, dialed with the engine's own dialer trusting the test CA.
+fn tls_engine(port: u16) -> Arc<Engine> {
+    let base = format!("https://localhost:{port}/v1");
+    let config = Config::from_toml(
+        &format!(
+            "[upstreams.h2]\nbase_url = \"{base}\"\n[models.m]\ntargets = [\"h2:gpt-4o-mini\"]\n"
+        ),
+        "t.toml",
+        &|_| None,
+    )
+    .unwrap();
+    Engine::new(config, test_ca_dial(&base)).unwrap()
+}
+
 /// The engine's own dialer for `base`, trusting the test CA instead of the Mozilla roots.
 fn test_ca_dial(base: &str) -> HashMap<String, Arc<dyn Dial>> {
     let mut roots = rustls::RootCertStore::empty();
@@ -117,16 +132,7 @@ async fn h2_server() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn an_upstream_offering_http2_gets_one_multiplexed_connection() {
     let (port, connections, good) = h2_server().await;
-    let base = format!("https://localhost:{port}/v1");
-    let config = Config::from_toml(
-        &format!(
-            "[upstreams.h2]\nbase_url = \"{base}\"\n[models.m]\ntargets = [\"h2:gpt-4o-mini\"]\n"
-        ),
-        "t.toml",
-        &|_| None,
-    )
-    .unwrap();
-    let engine = Engine::new(config, test_ca_dial(&base)).unwrap();
+    let engine = tls_engine(port);
 
     // One call opens the connection; twenty at once then share it.
     let first = engine.call(chat("m", true, None)).await.unwrap();
@@ -296,16 +302,7 @@ async fn an_upstream_that_stops_offering_http2_gets_pooled_http1_again() {
             });
         }
     });
-    let base = format!("https://localhost:{port}/v1");
-    let config = Config::from_toml(
-        &format!(
-            "[upstreams.h2]\nbase_url = \"{base}\"\n[models.m]\ntargets = [\"h2:gpt-4o-mini\"]\n"
-        ),
-        "t.toml",
-        &|_| None,
-    )
-    .unwrap();
-    let engine = Engine::new(config, test_ca_dial(&base)).unwrap();
+    let engine = tls_engine(port);
     let whole = |engine: Arc<Engine>| async move {
         let response = engine.call(chat("m", false, None)).await.unwrap();
         response.timeline.unwrap().reused
