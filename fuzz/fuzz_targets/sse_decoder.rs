@@ -34,16 +34,21 @@ fuzz_target!(|input: &[u8]| {
     let bytes: Vec<&[u8]> = stream.chunks(1).collect();
     assert_eq!(whole, events(&bytes), "one byte per read");
 
-    // Whatever the events say, classifying and assembling them never panics.
-    let mut assembler = Assembler::new();
+    // Whatever the events say, classifying and assembling them never panics, and the hand
+    // scanner of plain text chunks says what serde says of every chunk.
+    let (mut assembler, mut by_serde) = (Assembler::new(), Assembler::without_fast_path());
     let mut scanner = Scanner::new();
     let _ = scanner.push(stream, |event| {
         for endpoint in [Endpoint::Chat, Endpoint::Completions, Endpoint::Responses] {
             let _ = endpoint.protocol().classify(endpoint, event);
         }
         if let Some(data) = event.data.as_deref() {
-            let _ = assembler.push(data);
+            assert_eq!(
+                assembler.push_classified(data),
+                by_serde.push_classified(data),
+                "{data}"
+            );
         }
     });
-    let _ = assembler.finish();
+    assert_eq!(assembler.finish(), by_serde.finish());
 });

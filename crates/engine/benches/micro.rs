@@ -74,6 +74,26 @@ fn main() {
         },
     );
     measure(
+        "assemble: the same, every chunk through serde (no hand scanner)",
+        20_000,
+        || {
+            let mut scanner = Scanner::new();
+            let mut assembler =
+                hourglass_engine::protocol::openai::assemble::Assembler::without_fast_path();
+            let mut content = 0;
+            scanner
+                .push(black_box(&stream), |event| {
+                    let data = event.data.as_deref().unwrap();
+                    if assembler.push_classified(data) == Signal::Content {
+                        content += 1;
+                    }
+                })
+                .unwrap();
+            assert_eq!(content, 20);
+            black_box(assembler.finish());
+        },
+    );
+    measure(
         "assemble: classify, then assemble (two parses, as before)",
         20_000,
         || {

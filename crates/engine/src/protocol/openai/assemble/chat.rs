@@ -14,10 +14,22 @@ use crate::protocol::openai::content::filled;
 use crate::protocol::{Signal, excerpt};
 
 /// Collects the chunks of one chat completion stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Assembler {
     common: Common,
     choices: Vec<Choice>,
+    /// Whether plain text chunks are read by the hand scanner (`fast`); off only to check it.
+    fast: bool,
+}
+
+impl Default for Assembler {
+    fn default() -> Assembler {
+        Assembler {
+            common: Common::default(),
+            choices: Vec::new(),
+            fast: true,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +124,15 @@ impl Assembler {
         Assembler::default()
     }
 
+    /// An assembler that parses every chunk with serde, never with the hand scanner: what the
+    /// scanner's answers are checked against (tests, the fuzz target).
+    pub fn without_fast_path() -> Assembler {
+        Assembler {
+            fast: false,
+            ..Assembler::default()
+        }
+    }
+
     /// Adds the JSON data of one chunk (`[DONE]` adds nothing).
     pub fn push(&mut self, data: &str) -> Result<(), String> {
         match self.push_classified(data) {
@@ -129,6 +150,11 @@ impl Assembler {
         }
         if data.is_empty() {
             return Signal::Nothing;
+        }
+        if self.fast
+            && let Some(text) = super::fast::text_chunk(data, self.common.kept())
+        {
+            return self.add_text(text);
         }
         let chunk: ChunkIn<ChoiceIn> = match serde_json::from_str(data) {
             Ok(chunk) => chunk,
@@ -149,6 +175,32 @@ impl Assembler {
             (content, true) => Signal::Finish { content },
             (true, false) => Signal::Content,
             (false, false) => Signal::Nothing,
+        }
+    }
+
+    /// Adds a plain text chunk read by the hand scanner: what `add` does with the same chunk.
+    fn add_text(&mut self, text: super::fast::TextChunk<'_>) -> Signal {
+        if text.index >= MAX_INDEX {
+            return Signal::Malformed(format!("choice index {} is out of range", text.index));
+        }
+        if self.choices.len() <= text.index {
+            self.choices.resize_with(text.index + 1, Choice::default);
+        }
+        let choice = &mut self.choices[text.index];
+        if let Some(role) = text.role {
+            choice.role = Some(role.into_owned());
+        }
+        let Some(content) = text.content else {
+            return Signal::Nothing;
+        };
+        choice
+            .content
+            .get_or_insert_with(String::new)
+            .push_str(&content);
+        if content.is_empty() {
+            Signal::Nothing
+        } else {
+            Signal::Content
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod chat; // choices, content, refusals, tool calls, finish reasons, usage
 mod completions; // choices' text, finish reasons, usage
+mod fast; // the common one-choice text chunk, read without serde
 mod responses; // the response object the final event carries
 
 pub use chat::Assembler;
@@ -67,6 +68,17 @@ pub(super) fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
 }
 
 impl Common {
+    /// Which common fields are kept already (a later chunk's values for them are not read).
+    fn kept(&self) -> fast::Kept {
+        fast::Kept {
+            id: self.id.is_some(),
+            created: self.created.is_some(),
+            model: self.model.is_some(),
+            system_fingerprint: self.system_fingerprint.is_some(),
+            service_tier: self.service_tier.is_some(),
+        }
+    }
+
     /// Takes a chunk's common fields; returns its choices.
     fn push<C>(&mut self, chunk: ChunkIn<'_, C>) -> Vec<C> {
         if self.id.is_none() {
