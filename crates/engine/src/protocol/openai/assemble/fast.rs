@@ -33,9 +33,9 @@ pub(super) fn text_chunk(data: &str, kept: Kept) -> Option<TextChunk<'_>> {
         bytes: data.as_bytes(),
     };
     let mut chunk = None;
-    let mut seen = [false; 6];
+    let mut seen = [false; 7];
     s.object(|s, key| {
-        let known = |i: usize, seen: &mut [bool; 6]| !std::mem::replace(&mut seen[i], true);
+        let known = |i: usize, seen: &mut [bool; 7]| !std::mem::replace(&mut seen[i], true);
         match key {
             "id" => (kept.id && known(0, &mut seen)).then(|| s.plain_string())?,
             "created" => (kept.created && known(1, &mut seen)).then(|| s.digits())?,
@@ -44,7 +44,7 @@ pub(super) fn text_chunk(data: &str, kept: Kept) -> Option<TextChunk<'_>> {
                 .then(|| s.null().or_else(|| s.plain_string()))?,
             "service_tier" => (kept.service_tier && known(4, &mut seen))
                 .then(|| s.null().or_else(|| s.plain_string()))?,
-            "usage" => s.null(),
+            "usage" if known(6, &mut seen) => s.null(),
             // Fields the assembler does not read at all (serde ignores them too).
             "object" | "obfuscation" => s.plain_string(),
             "choices" if known(5, &mut seen) => {
@@ -309,6 +309,9 @@ mod tests {
             r#"{"usage":{"total_tokens":1},"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
             r#"{"error":{"message":"overloaded"},"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
             r#"{"obfuscation":"a","obfuscation":"b","choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"usage":null,"usage":null,"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"a"},"logprobs":null,"logprobs":null}]}"#,
+            r#"{"choices":[{"index":0,"finish_reason":null,"finish_reason":null,"delta":{"content":"a"}}]}"#,
             r#"{"\u0069d":"x","choices":[{"index":0,"delta":{"content":"a"}}]}"#,
             r#"{"choices":[{"index":0}]}"#,
             r#"{"choices":[{}]}"#,
