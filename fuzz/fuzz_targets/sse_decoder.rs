@@ -3,8 +3,8 @@
 
 #![no_main]
 
+use hourglass_engine::protocol::Endpoint;
 use hourglass_engine::protocol::openai::assemble::Assembler;
-use hourglass_engine::protocol::{Endpoint, Protocol};
 use hourglass_engine::sse::Scanner;
 use libfuzzer_sys::fuzz_target;
 
