@@ -91,8 +91,8 @@ impl<'a> Scan<'a> {
             return Some(());
         }
         loop {
-            let key = self.raw_string()?;
-            if key.contains('\\') {
+            let (key, escaped) = self.raw_string()?;
+            if escaped {
                 return None;
             }
             self.byte(b':')?;
@@ -111,18 +111,22 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A string's text between its quotes, escapes left as written. Control characters (which
-    /// JSON forbids in strings) give up.
-    fn raw_string(&mut self) -> Option<&'a str> {
+    /// A string's text between its quotes, escapes left as written, and whether it has any.
+    /// Control characters (which JSON forbids in strings) give up.
+    fn raw_string(&mut self) -> Option<(&'a str, bool)> {
         self.byte(b'"')?;
         let start = self.at;
+        let mut escaped = false;
         loop {
             match *self.bytes.get(self.at)? {
                 b'"' => {
                     self.at += 1;
-                    return Some(&self.text[start..self.at - 1]);
+                    return Some((&self.text[start..self.at - 1], escaped));
                 }
-                b'\\' => self.at += 2,
+                b'\\' => {
+                    escaped = true;
+                    self.at += 2;
+                }
                 0..0x20 => return None,
                 _ => self.at += 1,
             }
@@ -132,14 +136,14 @@ impl<'a> Scan<'a> {
     /// A string whose value is not needed: one without escapes (an escape would have to be
     /// checked, which serde does).
     fn plain_string(&mut self) -> Option<()> {
-        (!self.raw_string()?.contains('\\')).then_some(())
+        (!self.raw_string()?.1).then_some(())
     }
 
     /// A string's value, unescaped (by serde, for the rare string with escapes).
     fn string(&mut self) -> Option<Cow<'a, str>> {
         let start = self.at;
-        let raw = self.raw_string()?;
-        if raw.contains('\\') {
+        let (raw, escaped) = self.raw_string()?;
+        if escaped {
             return serde_json::from_str::<String>(&self.text[start..self.at])
                 .ok()
                 .map(Cow::Owned);
