@@ -68,7 +68,15 @@ impl Drop for Nginx {
 async fn stopping_nginx_leaves_no_worker_behind() {
     let gateway = start(POLICY).await;
     let nginx = nginx_in_front_of(gateway.addr, "1s").await;
-    let workers = nginx.workers();
+    // The master listens before it forks its worker: wait for the worker to exist.
+    let mut workers = nginx.workers();
+    for _ in 0..100 {
+        if !workers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(ms(50)).await;
+        workers = nginx.workers();
+    }
     assert!(!workers.is_empty(), "nginx runs a worker");
     drop(nginx);
     // Gone, or a zombie waiting for init to reap it: not running either way.
