@@ -78,6 +78,9 @@ pub fn round_up(d: Duration) -> Duration {
     Duration::from_millis(((ms / step).ceil() * step) as u64)
 }
 
+/// The shortest heartbeat the configuration accepts.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
 fn fmt(d: Duration) -> String {
     hourglass_config::duration::format(d)
 }
@@ -300,63 +303,6 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         );
     }
 
-    // The smallest middlebox cuts any silence longer than its limit. A stream can be kept open
-    // with heartbeats; a whole answer silent for longer is cut anyway, so its wait is capped.
-    if let Some(limit) = options.middlebox {
-        let cap = limit
-            .saturating_sub(Duration::from_secs(1))
-            .max(Duration::from_secs(1));
-        let need = t.first_token.max(t.idle);
-        if need > cap {
-            let beat = round_up(limit / 4);
-            policy.heartbeat = Some(beat);
-            warnings.push(format!(
-                "a stream can be silent for {} but a proxy on the path cuts silence at {}: heartbeats every {} keep it open",
-                fmt(need),
-                fmt(limit),
-                fmt(beat)
-            ));
-            push(
-                &mut derived,
-                "heartbeat",
-                fmt(beat),
-                format!("--middlebox {} ÷ 4", fmt(limit)),
-            );
-        }
-        for (key, value) in [
-            ("timeouts.first_byte", &mut t.first_byte),
-            ("timeouts.attempt", &mut t.attempt),
-        ] {
-            if *value > cap {
-                *value = cap;
-                if let Some(d) = derived.iter_mut().find(|d| d.key == key) {
-                    d.value = fmt(cap);
-                    d.rule.push_str(&format!(
-                        "; capped at --middlebox {} − 1s: the proxy cuts a longer silence anyway",
-                        fmt(limit)
-                    ));
-                }
-            }
-        }
-        if t.first_byte == cap {
-            warnings.push(format!(
-                "a whole (non-streamed) answer can take longer than the proxy's {}: stream it, or send `x-hourglass-heartbeat` so the gateway keeps the proxy fed",
-                fmt(limit)
-            ));
-        }
-    }
-
-    if let Some(beat) = policy.heartbeat
-        && !derived.iter().any(|d| d.key == "heartbeat")
-    {
-        push(
-            &mut derived,
-            "heartbeat",
-            fmt(beat),
-            prior_rule("its long silences need heartbeats through proxies"),
-        );
-    }
-
     // Tries, backoff and the total: the scenario's patience.
     let tries = prior.retry.max_attempts;
     push(
@@ -406,6 +352,76 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         );
     }
 
+    settle(&mut policy, &mut derived);
+
+    // A proxy on the path cuts any silence longer than its limit. What it sees as silence is a
+    // stream's wait for its first token and its gaps — heartbeats fill those — and the whole
+    // wait of a non-streamed answer, which only a per-request heartbeat fills. The gateway's own
+    // timers are never capped to the proxy's limit: with heartbeats there is no silence, and a
+    // stream that flows tokens for longer than the limit is not silent either. Capping them
+    // would fail every call the heartbeat was recommended to save.
+    if let Some(limit) = options.middlebox {
+        let cap = limit
+            .saturating_sub(Duration::from_secs(1))
+            .max(Duration::from_secs(1));
+        let quarter = round_up(limit / 4).max(MIN_HEARTBEAT);
+        let to = &policy.timeouts;
+        let (silence, whole) = (to.first_token.max(to.idle), to.first_byte.max(to.attempt));
+        if silence > cap {
+            let beat = policy.heartbeat.map_or(quarter, |b| b.min(quarter));
+            policy.heartbeat = Some(beat);
+            warnings.push(format!(
+                "a stream can be silent for {} but a proxy on the path cuts silence at {}: heartbeats every {} keep it open",
+                fmt(silence),
+                fmt(limit),
+                fmt(beat)
+            ));
+            push(
+                &mut derived,
+                "heartbeat",
+                fmt(beat),
+                format!(
+                    "--middlebox {} ÷ 4 (or the family's, when shorter): the longest silence a stream may have ({}) is longer than the proxy allows",
+                    fmt(limit),
+                    fmt(silence)
+                ),
+            );
+        } else if let Some(beat) = policy.heartbeat
+            && beat > quarter
+        {
+            policy.heartbeat = Some(quarter);
+            push(
+                &mut derived,
+                "heartbeat",
+                fmt(quarter),
+                format!(
+                    "--middlebox {} ÷ 4: a beat must come well inside the proxy's limit",
+                    fmt(limit)
+                ),
+            );
+        }
+        if whole > cap {
+            let beat = policy.heartbeat.unwrap_or(quarter);
+            warnings.push(format!(
+                "a non-streamed answer may wait up to {} for its whole body, longer than the proxy's {}: stream it (the policy's heartbeats then keep the proxy fed), send `x-hourglass-heartbeat: {}` with it, or submit it as a background call (`Prefer: respond-async`)",
+                fmt(whole),
+                fmt(limit),
+                fmt(beat)
+            ));
+        }
+    }
+
+    if let Some(beat) = policy.heartbeat
+        && !derived.iter().any(|d| d.key == "heartbeat")
+    {
+        push(
+            &mut derived,
+            "heartbeat",
+            fmt(beat),
+            prior_rule("its long silences need heartbeats through proxies"),
+        );
+    }
+
     // Hedging: a second request after the p95 of the wait wins against the slowest 5 %.
     let wait = if first_tokens.is_empty() {
         &whole
@@ -429,7 +445,7 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         );
     }
 
-    ModelTuning {
+    let mut tuning = ModelTuning {
         model: model.to_owned(),
         family: family.name(),
         scenario: scenario.name(),
@@ -443,7 +459,116 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         warnings,
         policy,
         hedge_after,
+    };
+    let found = contradictions(&tuning, options.middlebox);
+    tuning.warnings.extend(
+        found
+            .into_iter()
+            .map(|f| format!("inconsistent settings (a bug in `hourglass tune`): {f}")),
+    );
+    tuning
+}
+
+/// Makes the timers agree with each other: no phase may be allowed longer than the attempt that
+/// contains it, and no attempt longer than the whole call (a scenario's patience can be shorter
+/// than a family's attempt: a reasoning model for a person who waits). A value that is cut keeps
+/// its rule and says why.
+fn settle(policy: &mut Policy, derived: &mut [Derived]) {
+    let t = &mut policy.timeouts;
+    let mut cut = |key: &'static str, value: &mut Duration, bound: Duration, why: &str| {
+        if *value > bound {
+            *value = bound;
+            if let Some(d) = derived.iter_mut().find(|d| d.key == key) {
+                d.value = fmt(bound);
+                d.rule.push_str(&format!("; cut to {why} ({})", fmt(bound)));
+            }
+        }
+    };
+    let total = t.total;
+    cut(
+        "timeouts.attempt",
+        &mut t.attempt,
+        total,
+        "the total: one try cannot outlast the call",
+    );
+    let attempt = t.attempt;
+    for (key, value) in [
+        ("timeouts.connect", &mut t.connect),
+        ("timeouts.first_byte", &mut t.first_byte),
+        ("timeouts.first_token", &mut t.first_token),
+        ("timeouts.idle", &mut t.idle),
+    ] {
+        cut(key, value, attempt, "the attempt that contains it");
     }
+}
+
+/// Every pair of settings in `t` where one cuts a call the other allows, given the heartbeat it
+/// recommends and the smallest proxy limit on the path (`middlebox`). `tune` never prints such a
+/// pair; the tests check it for every family, scenario and proxy.
+pub fn contradictions(t: &ModelTuning, middlebox: Option<Duration>) -> Vec<String> {
+    let p = &t.policy;
+    let to = &p.timeouts;
+    let mut found = Vec::new();
+    for (name, value) in [
+        ("connect", to.connect),
+        ("first_byte", to.first_byte),
+        ("first_token", to.first_token),
+        ("idle", to.idle),
+    ] {
+        if value > to.attempt {
+            found.push(format!(
+                "{name} {} is longer than attempt {}",
+                fmt(value),
+                fmt(to.attempt)
+            ));
+        }
+    }
+    if to.attempt > to.total {
+        found.push(format!(
+            "attempt {} is longer than total {}",
+            fmt(to.attempt),
+            fmt(to.total)
+        ));
+    }
+    if let Some(limit) = middlebox {
+        let silence = to.first_token.max(to.idle);
+        let cap = limit.saturating_sub(Duration::from_secs(1));
+        match p.heartbeat {
+            None if silence > cap => found.push(format!(
+                "a stream may be silent for {} but the proxy cuts at {} and no heartbeat is set",
+                fmt(silence),
+                fmt(limit)
+            )),
+            Some(beat) if beat >= cap && silence > cap => found.push(format!(
+                "heartbeat {} does not come inside the proxy's {}",
+                fmt(beat),
+                fmt(limit)
+            )),
+            _ => {}
+        }
+    }
+    if let Some(hedge) = t.hedge_after
+        && hedge >= to.attempt
+    {
+        found.push(format!(
+            "hedge {} never fires inside attempt {}",
+            fmt(hedge),
+            fmt(to.attempt)
+        ));
+    }
+    let read = python_read(to);
+    if read < to.first_token.max(to.idle).max(to.first_byte) {
+        found.push(format!(
+            "the Python SDK's read timeout {} cuts a wait the policy allows",
+            fmt(read)
+        ));
+    }
+    found
+}
+
+/// The Python SDK's `read` timeout: every wait for bytes, so the longest of them.
+fn python_read(to: &hourglass_config::Timeouts) -> Duration {
+    to.first_byte.max(to.first_token).max(to.idle)
 }
 
 /// The table a person reads: every value with its rule.
@@ -538,10 +663,10 @@ fn secs(d: Duration) -> String {
 /// Settings for the OpenAI Python SDK (httpx has no overall deadline: `read` bounds each wait).
 pub fn render_python(t: &ModelTuning) -> String {
     let to = &t.policy.timeouts;
-    let read = to.first_byte.max(to.idle);
+    let read = python_read(to);
     format!(
         "# {model}: OpenAI Python SDK (httpx). `read` bounds every wait for bytes: the whole answer\n\
-         # when not streaming ({first_byte}), the gap between chunks when streaming.\n\
+         # when not streaming ({first_byte}), the first token and the gaps between chunks when streaming.\n\
          import httpx\nfrom openai import OpenAI\n\n\
          client = OpenAI(\n    timeout=httpx.Timeout({read}, connect={connect}, write={write}, pool={connect}),\n    max_retries={retries},\n)\n",
         model = t.model,
