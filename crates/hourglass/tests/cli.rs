@@ -371,6 +371,75 @@ fn explain_reads_a_log_from_stdin_one_object_per_line() {
     assert_eq!(lines[2]["line"], 4, "line numbers count blank lines");
 }
 
+/// A log as applications write it: JSON lines, a Python traceback spanning lines, a Node stack,
+/// ordinary lines at quiet levels. `--file` finds the error texts in it and sums them up by class
+/// with counts and first/last time seen.
+#[test]
+fn explain_finds_errors_inside_an_ordinary_log_and_sums_them_up() {
+    let dir = std::env::temp_dir().join(format!("hourglass-explain-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.log");
+    std::fs::write(
+        &path,
+        r#"2026-11-30 10:00:00,001 INFO served /chat in 812 ms (timeout=60s)
+{"timestamp":"2026-11-30T10:00:05Z","level":"error","msg":"call failed","error":"Post \"https://api.openai.com/v1/chat/completions\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"}
+2026-11-30 10:01:00,500 ERROR summarise failed
+Traceback (most recent call last):
+  File "/app/run.py", line 40, in summarise
+    for chunk in stream:
+  File "/venv/lib/python3.12/site-packages/httpx/_client.py", line 127, in iter_bytes
+    for part in self._stream:
+httpx.ReadTimeout: The read operation timed out
+{"timestamp":"2026-11-30T10:02:00Z","level":"info","msg":"retrying"}
+{"timestamp":"2026-11-30T10:03:07Z","level":"error","msg":"Error code: 524 - {'error': {'code': 524, 'type': 'cf_gateway_timeout'}}"}
+2026-11-30T10:04:00Z TypeError: fetch failed
+    at node:internal/deps/undici/undici:13502:13
+    at async postToApi (file:///app/node_modules/@ai-sdk/provider-utils/dist/index.mjs:1:1) {
+  [cause]: HeadersTimeoutError: Headers Timeout Error
+}
+{"timestamp":"2026-11-30T10:09:59Z","level":"error","msg":"Error code: 524 - A timeout occurred"}
+"#,
+    )
+    .unwrap();
+    let out = hourglass(&["explain", "--file", path.to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    let row = |class: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{class} ")))
+            .unwrap_or_else(|| panic!("no {class} row in:\n{text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<String>>()
+    };
+    // The two 524s: counted together, first and last time as the log wrote them.
+    let middlebox = row("middlebox_timeout");
+    assert_eq!(middlebox[1], "2", "{text}");
+    assert_eq!(middlebox[3], "2026-11-30T10:03:07Z", "{text}");
+    assert_eq!(middlebox[4], "2026-11-30T10:09:59Z", "{text}");
+    // The traceback is one record: its exception line, raised while a stream was read.
+    let stall = row("idle_stream_stall");
+    assert_eq!(stall[1], "1");
+    assert_eq!(stall[3], "2026-11-30");
+    assert!(
+        text.contains("line 4 [2026-11-30 10:01:00,500]: idle_stream_stall"),
+        "{text}"
+    );
+    // Go's client-wide clock, in a JSON log's error field.
+    assert_eq!(row("total_deadline")[1], "1");
+    // The Node stack and its cause: undici's header timeout.
+    assert!(
+        text.contains("line 12 [2026-11-30T10:04:00Z]: first_byte_timeout"),
+        "{text}"
+    );
+    // A line that only says something failed is no error text; a time in it is no status.
+    assert!(!text.contains("line 3 "), "{text}");
+    // Quiet levels are not errors, even when they say "timeout".
+    assert!(!text.contains("line 1 "), "{text}");
+    assert!(text.starts_with("line 2 "), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_arguments_are_refused_with_the_reason() {
     let out = hourglass(&["sim", "--time-scale", "-1"]);

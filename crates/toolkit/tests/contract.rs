@@ -143,6 +143,28 @@ fn explain_json_prints_only_documented_names() {
     );
     let json = serde_json::to_value(&e).unwrap();
     assert_eq!(json["class"], "upstream_429");
+    // The catalogue's size as the docs give it.
+    let count = format!("{} patterns", explain::PATTERNS.len());
+    assert!(errors.contains(&count), "docs/errors.md should say {count}");
+    // Every field `--json` prints is documented, the rules' ones too.
+    let ambiguous = explain::explain("openai.APITimeoutError: Request timed out.", None, None);
+    let json = serde_json::to_value(&ambiguous).unwrap();
+    let fields = json.as_object().unwrap();
+    for field in ["because", "candidates", "question"] {
+        assert!(fields.contains_key(field), "{field} missing from {json}");
+    }
+    for field in fields.keys() {
+        assert!(
+            errors.contains(&format!("`{field}`")),
+            "--json field `{field}` is not documented in docs/errors.md"
+        );
+    }
+    for field in json["candidates"][0].as_object().unwrap().keys() {
+        assert!(
+            errors.contains(&format!("`{field}`")),
+            "candidate field `{field}`"
+        );
+    }
 }
 
 #[test]

@@ -80,6 +80,94 @@ fn every_row_of_the_shared_examples_is_classified() {
     );
 }
 
+/// Whether `got` is one of the `/`-separated classes of `expected`: its class, or for a wrapper
+/// the class of the error it wraps (the output names both).
+fn accepted(expected: &str, got: &hourglass_toolkit::explain::Explanation) -> bool {
+    expected.split('/').map(str::trim).any(|e| {
+        e == got.class.name()
+            || (got.class == Class::Wrapper && got.wrapped.is_some_and(|w| w.name() == e))
+    })
+}
+
+/// Real error texts the catalogue was not written from, collected from public issue threads
+/// (`tests/data/explain-real.tsv`: id, message, accepted classes, client, source, note), in sets
+/// gathered one after another (A, B, then C and D each held out until the rules were written, and
+/// measured before any change they prompted: docs/errors.md gives both figures): at least 95 %
+/// must be classified into an accepted class. The misses are printed, and their ids must be the
+/// known ones listed here, each with why.
+#[test]
+fn real_texts_from_public_threads_are_classified() {
+    let table = include_str!("data/explain-real.tsv");
+    let mut rows = 0;
+    let mut misses = Vec::new();
+    for line in table.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let columns: Vec<&str> = line.split('\t').collect();
+        assert_eq!(columns.len(), 6, "malformed row: {line}");
+        let (id, message, expected, source) = (columns[0], columns[1], columns[2], columns[4]);
+        assert!(source.starts_with("https://"), "{id} has no source");
+        rows += 1;
+        let got = explain(message, None, None);
+        if !accepted(expected, &got) {
+            misses.push((
+                id,
+                format!(
+                    "{id}: expected {expected}, got {} (pattern {}, wrapped {:?})\n    {message}",
+                    got.class.name(),
+                    got.pattern,
+                    got.wrapped.map(Class::name)
+                ),
+            ));
+        }
+    }
+    assert!(rows >= 40, "only {rows} real texts");
+    let report: Vec<&str> = misses.iter().map(|(_, m)| m.as_str()).collect();
+    println!(
+        "{} of {rows} accepted; misses:\n{}",
+        rows - misses.len(),
+        report.join("\n")
+    );
+    let rate = (rows - misses.len()) as f64 / rows as f64;
+    assert!(
+        rate >= 0.95,
+        "{:.1} % accepted:\n{}",
+        rate * 100.0,
+        report.join("\n")
+    );
+    let ids: Vec<&str> = misses.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        KNOWN_MISSES,
+        "the misses changed:\n{}",
+        report.join("\n")
+    );
+}
+
+/// Texts classified otherwise than their thread decided, each with why (docs/errors.md lists
+/// them too). The text alone does not carry what decided them.
+const KNOWN_MISSES: &[&str] = &[
+    // "Timeout on reading data from socket": aiohttp's sock_read fires both before the headers
+    // and between chunks; the thread says it was mid-stream, the text does not.
+    "A24",
+    // "Request timed out.." from an agents SDK: a TLS handshake timeout per the thread; the text
+    // names no phase, so it is a wrapper with readings (connect first).
+    "A34",
+    // "litellm.Timeout: Connection timed out after None seconds.": LiteLLM says "Connection"
+    // for every timeout; read literally it is a connect timeout.
+    "A45",
+    // "timeout after 120002ms … This operation was aborted": a fetch wrapper's own abort timer,
+    // which bounds the whole call (total_deadline); the thread's label is the phase it cut.
+    "B22",
+    // "AbortError: This operation was aborted": a timer fired it per the thread; the text is
+    // the one a person's cancel prints.
+    "B23",
+    // "Failed to read stream: error decoding response body": reqwest's overall timeout per the
+    // thread; the text is also what a stalled stream prints.
+    "B57",
+    // LangChain4j's "TimeoutException: request timed out" from its JDK client: the JDK's request
+    // timeout runs to the response headers, but the text names no phase (a wrapper).
+    "C15",
+];
+
 #[test]
 fn an_elapsed_time_at_a_layer_default_names_that_layer() {
     let e = explain("upstream error", None, Some(Duration::from_secs_f64(100.4)));
@@ -165,4 +253,99 @@ fn the_json_form_has_the_promised_fields() {
 fn nothing_known_is_unknown() {
     let e = explain("everything is fine", None, None);
     assert_eq!(e.class, Class::Unknown);
+}
+
+#[test]
+fn a_timeout_that_names_no_phase_is_a_wrapper_with_readings_and_a_question() {
+    let e = explain("openai.APITimeoutError: Request timed out.", None, None);
+    assert_eq!(e.class, Class::Wrapper);
+    let readings: Vec<&str> = e.candidates.iter().map(|c| c.class.name()).collect();
+    assert_eq!(
+        readings,
+        [
+            "tcp_connect_timeout",
+            "first_byte_timeout",
+            "idle_stream_stall"
+        ]
+    );
+    assert!(
+        e.question
+            .as_deref()
+            .is_some_and(|q| q.contains("--elapsed"))
+    );
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(json["candidates"][0]["class"], "tcp_connect_timeout");
+    // The elapsed time decides: the SDK's 5 s connect timeout, or a long wait for the answer.
+    let e = explain("Request timed out.", None, Some(Duration::from_secs(5)));
+    assert_eq!(e.class, Class::TcpConnectTimeout);
+    assert_eq!(e.phase, "connect");
+    let e = explain("Request timed out.", None, Some(Duration::from_secs(120)));
+    assert_eq!(e.class, Class::FirstByteTimeout);
+    // A frame or the words around it name the phase.
+    let e = explain(
+        "File \"httpcore/_backends/sync.py\", in connect_tcp ... openai.APITimeoutError: Request timed out.",
+        None,
+        None,
+    );
+    assert_eq!(e.class, Class::TcpConnectTimeout);
+}
+
+#[test]
+fn a_status_a_proxy_produced_is_about_the_path_even_inside_an_sdk_error() {
+    let alb = explain(
+        "openai.InternalServerError: Error code: 504 - <html><head><title>504 Gateway Time-out</title></head><body><center><h1>504 Gateway Time-out</h1></center></body></html>",
+        None,
+        None,
+    );
+    assert_eq!(alb.class, Class::MiddleboxTimeout);
+    assert!(alb.because[0].contains("status 504"), "{:?}", alb.because);
+    let cf = explain(
+        r#"openai.InternalServerError: Error code: 502 - {'error': {'code': 502, 'message': 'Bad gateway.', 'type': 'cf_bad_gateway'}}"#,
+        None,
+        None,
+    );
+    assert_eq!(cf.class, Class::PeerClosed);
+    assert_eq!(cf.side, "path");
+    // The API's own typed timeout is not a proxy's.
+    let api = explain(
+        "anthropic.APIStatusError: Error code: 504 - {'type': 'error', 'error': {'type': 'timeout_error', 'message': 'Request timed out'}}",
+        None,
+        None,
+    );
+    assert_eq!(api.class, Class::FirstByteTimeout);
+    // A bare 5xx the API answered stays the API's.
+    let e = explain(
+        "openai.InternalServerError: Error code: 500 - {'error': {'message': 'The server had an error', 'type': 'server_error'}}",
+        None,
+        None,
+    );
+    assert_eq!(e.class, Class::Upstream5xx);
+}
+
+#[test]
+fn where_a_timeout_was_raised_and_which_clock_fired_decide_its_class() {
+    let stall = explain(
+        "File \"openai/_streaming.py\", line 72, in __iter__ ... in iter_bytes ... httpx.ReadTimeout: The read operation timed out",
+        None,
+        None,
+    );
+    assert_eq!(stall.class, Class::IdleStreamStall);
+    assert_eq!(stall.phase, "stream");
+    let read = explain(
+        "httpx.ReadTimeout: The read operation timed out",
+        None,
+        None,
+    );
+    assert_eq!(read.class, Class::FirstByteTimeout);
+    for whole in [
+        "AxiosError: timeout of 60000ms exceeded",
+        "DOMException [TimeoutError]: The operation was aborted due to timeout",
+        r#"Post "https://api.openai.com/v1/chat/completions": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"#,
+    ] {
+        assert_eq!(
+            explain(whole, None, None).class,
+            Class::TotalDeadline,
+            "{whole}"
+        );
+    }
 }

@@ -578,6 +578,20 @@ pub static PATTERNS: &[Pattern] = &[
         ["An error occurred during streaming"]
     ),
     p!(
+        "api.client_error",
+        "OpenAI / Anthropic / OpenAI-compatible API",
+        ClientError,
+        Response,
+        r#"BadRequestError|AuthenticationError|PermissionDeniedError|NotFoundError|UnprocessableEntityError|ConflictError|invalid_request_error|authentication_error|permission_error|not_found_error|context_length_exceeded|maximum context length|model_not_found|does not exist or you do not have access|Incorrect API key|invalid x-api-key|\b(?:Error code|status(?: code)?):?\s*4(?:0[0-7]|1[0-7]|2[0-8]|3\d)\b"#,
+        "the API refused the request as it is: a bad parameter, too long a prompt, an unknown model, a missing or wrong key",
+        "fix the request (the message names the field); retrying the same request cannot help, and a gateway must not fail it over",
+        [
+            "openai.BadRequestError: Error code: 400 - {'error': {'message': 'Invalid value for temperature', 'type': 'invalid_request_error'}}",
+            "anthropic.AuthenticationError: Error code: 401 - {'type': 'error', 'error': {'type': 'authentication_error', 'message': 'invalid x-api-key'}}",
+            "NotFoundError: 404 The model `gpt-5-turbo` does not exist or you do not have access to it."
+        ]
+    ),
+    p!(
         "openai.quota",
         "OpenAI API",
         Upstream429,
@@ -618,7 +632,7 @@ pub static PATTERNS: &[Pattern] = &[
         "OpenAI / Anthropic SDK",
         Upstream5xx,
         Response,
-        r#"InternalServerError|Error code: 5(\d\d|NN)|The server had an error while processing your request|currently overloaded with other requests"#,
+        r#"InternalServerError|Error code: 5(\d\d|NN)|The server had an error while processing your request|An error occurred while processing your request|currently overloaded with other requests"#,
         "the API answered 5xx",
         "the SDK retries 5xx `max_retries` times (2 by default); fail over for longer outages",
         [
@@ -807,7 +821,7 @@ pub static PATTERNS: &[Pattern] = &[
         "any TLS client",
         TlsError,
         Tls,
-        r#"CERTIFICATE_VERIFY_FAILED|certificate verify failed|x509:|tls: failed to verify certificate|SSL certificate problem|curl: \(60\)|PKIX path building failed|SSLHandshakeException|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_HAS_EXPIRED|ERR_TLS_CERT_ALTNAME_INVALID|invalid peer certificate|SSLCertVerificationError|ClientConnectorCertificateError"#,
+        r#"CERTIFICATE_VERIFY_FAILED|certificate verify failed|x509:|tls: failed to verify certificate|SSL certificate problem|curl: \(60\)|PKIX path building failed|SSLHandshakeException|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_HAS_EXPIRED|ERR_TLS_CERT_ALTNAME_INVALID|invalid peer certificate|SSLCertVerificationError|ClientConnectorCertificateError|unable to verify the first certificate|unable to get (?:local )?issuer certificate|self[- ]signed certificate|certificate has expired|CERTIFICATE_VERIFICATION_ERROR|ERR_TLS_CERT\w*"#,
         "the server's certificate is not trusted here: self-signed, expired, wrong name, or replaced by an intercepting proxy",
         "Python: `SSL_CERT_FILE`/`REQUESTS_CA_BUNDLE`; Node: `NODE_EXTRA_CA_CERTS`; Go/curl: the system store or `--cacert`; never disable verification in production",
         [
@@ -1045,6 +1059,18 @@ pub static PATTERNS: &[Pattern] = &[
         "Cloudflare could not connect to the origin (refused, 521) or reach it (523)",
         "check the origin is up and allows Cloudflare's IP ranges",
         ["Error 521: Web server is down", "523 Origin is unreachable"]
+    ),
+    p!(
+        "envoy.reset",
+        "Envoy / Istio",
+        PeerClosed,
+        FirstByte,
+        r#"reset reason: (?:connection termination|remote reset|local reset|protocol error|overflow)|upstream_reset_before_response_started\{(?:connection_termination|remote_reset|local_reset)"#,
+        "what is behind Envoy closed or reset the connection before it answered (a crash, an idle connection reused after the backend closed it)",
+        "retry on a new connection; keep the backend's keep-alive timeout longer than Envoy's idle timeout",
+        [
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        ]
     ),
     p!(
         "envoy.connection_failure",
@@ -1737,7 +1763,7 @@ pub static PATTERNS: &[Pattern] = &[
         "Node.js / Rust / Java",
         ClientCancel,
         Any,
-        r#"AbortError|This operation was aborted|operation was canceled|IOException: Canceled|stream was reset: CANCEL|asyncio\.CancelledError|CancelledError|UND_ERR_ABORTED"#,
+        r#"AbortError|This operation was aborted|operation was canceled|IOException: Canceled|stream was reset: CANCEL|asyncio\.CancelledError|CancelledError|UND_ERR_ABORTED|ResponseAborted|RequestAborted|request aborted|aborted by the (?:user|client|caller)|Controller is already closed"#,
         "the caller cancelled the request",
         "check which timeout or abort signal fired in the caller",
         [
@@ -1785,17 +1811,37 @@ pub static PATTERNS: &[Pattern] = &[
         ]
     ),
     p!(wraps "wrapper.generic", "any client", Wrapper, Any,
-       r#"error sending request|fetch failed|HttpRequestException|APIError|ProxyError|Unable to connect to proxy|Tunnel connection failed|ClientError"#,
+       r#"error sending request|fetch failed|HttpRequestException|APIError|ProxyError|Unable to connect to proxy|Tunnel connection failed|ClientError|\bconnection failed\b|\bnetwork (?:error|disconnected)\b|\bunknown (?:\w+ ){0,3}error\b"#,
        "a generic wrapper: the real cause is in the chained error",
        "print the full error chain (Node: `err.cause`; Python: `__cause__`; Rust: `source()` chain; .NET: InnerException)",
        ["TypeError: fetch failed", "error sending request for url (https://api.x.com/v1/chat/completions)"]),
     // ---- bare timeouts: the phase is unknown, first byte is the most common -----------------------
     p!(
+        "server.crash",
+        "a model server (Ollama, vLLM, llama.cpp, TGI)",
+        Upstream5xx,
+        Response,
+        r#"\b(?:process|runner|worker|engine|server)\b[^\n]{0,30}\b(?:no longer running|exited|crashed|died|terminated unexpectedly)|\bout of memory\b|\bCUDA error\b|segmentation fault|EngineDeadError|EngineCore encountered"#,
+        "the model server's process died or ran out of memory while serving the request",
+        "retry on another replica; look at the server's own log for the crash, and give it memory for the context it is asked to hold",
+        ["Error: model runner has unexpectedly stopped: process exited"]
+    ),
+    p!(
+        "generic.closed",
+        "any",
+        PeerClosed,
+        Any,
+        r#"\b(?:connection|socket|stream)\b[^\n]{0,30}\b(?:closed|disconnected|dropped|lost|terminated)\b(?:[^\n]{0,20}unexpectedly)?|closed the connection|connection (?:was )?(?:closed|aborted) by (?:the )?(?:server|peer|remote)"#,
+        "the other side closed the connection before the answer was complete",
+        "retry on a new connection; if it happens at a fixed duration, find the proxy whose idle timeout that is",
+        ["The socket connection was closed unexpectedly."]
+    ),
+    p!(
         "generic.timeout",
         "any",
         FirstByteTimeout,
         FirstByte,
-        r#"timed out|timeout|time out"#,
+        r#"timed out|timeout|time out|took longer than|exceeded the (?:configured )?(?:maximum )?time"#,
         "a read timeout fired; most often while waiting for a non-streamed answer",
         "find which timer fired by the elapsed time (`--elapsed`) and the client's settings",
         ["socket.timeout: timed out", "TimeoutError: timed out"]

@@ -5,6 +5,8 @@
 
 pub mod catalogue;
 pub mod class;
+pub mod log;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 pub use catalogue::{PATTERNS, Pattern, Phase};
 pub use class::Class;
+pub use rules::Candidate;
 
 /// A layer whose well-known default timeout an elapsed time can match.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -31,85 +34,124 @@ pub struct KnownDefault {
     pub setting: &'static str,
 }
 
-/// Well-known default timeouts, by duration.
+/// Well-known default timeouts, by duration. Each figure's source is in the comment above it;
+/// defaults drift (LiteLLM's went from 600 s to 6000 s, Vercel's from 10 s to 300 s), so the
+/// table names the version or date it was read at. Last reviewed 2026-11-30.
 pub static KNOWN_DEFAULTS: &[KnownDefault] = &[
+    // openai-python and anthropic-sdk-python `_constants.py`: `httpx.Timeout(600, connect=5.0)`.
     KnownDefault {
         seconds: 5,
-        layer: "OpenAI Python SDK connect timeout",
+        layer: "OpenAI / Anthropic Python SDK connect timeout",
         class: Class::TcpConnectTimeout,
         setting: "httpx.Timeout(connect=...)",
     },
+    // undici `Client` docs: `connect.timeout` 10e3 ms; Go net/http `DefaultTransport`:
+    // `TLSHandshakeTimeout: 10 * time.Second`; OkHttp `OkHttpClient.Builder`: connect, read and
+    // write 10 s each.
     KnownDefault {
         seconds: 10,
-        layer: "undici connect timeout / Go TLSHandshakeTimeout / OkHttp read timeout",
+        layer: "undici connect timeout / Go TLSHandshakeTimeout / OkHttp connect-read-write timeouts",
         class: Class::TcpConnectTimeout,
-        setting: "Agent({ connect: { timeout } }) / Transport.TLSHandshakeTimeout / readTimeout",
+        setting: "Agent({ connect: { timeout } }) / Transport.TLSHandshakeTimeout / connectTimeout, readTimeout",
     },
+    // Envoy `config.route.v3.RouteAction.timeout`: "defaults to 15 seconds" (Istio's
+    // VirtualService sets no timeout unless told to).
     KnownDefault {
         seconds: 15,
-        layer: "Envoy / Istio route timeout",
+        layer: "Envoy route timeout",
         class: Class::MiddleboxTimeout,
-        setting: "route `timeout` (VirtualService `timeout:`)",
+        setting: "route `timeout` (Istio VirtualService `timeout:`)",
     },
+    // AWS API Gateway quotas: REST API integration timeout 29 s (raisable for regional and
+    // private APIs since 2024-06).
     KnownDefault {
         seconds: 29,
         layer: "AWS API Gateway REST integration timeout",
         class: Class::MiddleboxTimeout,
-        setting: "integration timeout (29 s quota)",
+        setting: "integration timeout (29 s quota; raise it for regional APIs)",
     },
+    // Go `DefaultTransport` dialer 30 s; Heroku router H12 at 30 s; CloudFront origin response
+    // timeout 30 s; API Gateway HTTP API 30 s; Azure Front Door origin response timeout 30 s
+    // (troubleshoot-issues, up to 240 s); GCP Application LB backend service timeout 30 s.
     KnownDefault {
         seconds: 30,
-        layer: "Go net.Dialer in DefaultTransport / Heroku router / CloudFront origin response / AWS HTTP API",
+        layer: "Heroku router (H12) / CloudFront origin response / AWS HTTP API / Azure Front Door / GCP load balancer backend timeout / Go net.Dialer",
         class: Class::MiddleboxTimeout,
-        setting: "net.Dialer.Timeout / move off the synchronous path / origin response timeout",
+        setting: "move off the synchronous path or stream / origin response timeout / backend service timeoutSec",
     },
+    // Heroku router: after the first byte, a 55 s rolling window between bytes.
+    KnownDefault {
+        seconds: 55,
+        layer: "Heroku router rolling window between bytes",
+        class: Class::MiddleboxTimeout,
+        setting: "send a byte at least every 55 s (heartbeats)",
+    },
+    // nginx `proxy_read_timeout 60s`; AWS ALB `idle_timeout.timeout_seconds` 60; Kong
+    // `read_timeout` 60000 ms; Node's http.Server `headersTimeout` 60 s.
     KnownDefault {
         seconds: 60,
         layer: "nginx proxy_read_timeout / AWS ALB idle timeout / Kong read_timeout",
         class: Class::MiddleboxTimeout,
         setting: "proxy_read_timeout / idle_timeout.timeout_seconds / read_timeout",
     },
+    // Cloudflare: 100 s to the origin's first byte (error 524; Enterprise can raise it);
+    // .NET `HttpClient.Timeout` default 100 s.
     KnownDefault {
         seconds: 100,
         layer: "Cloudflare proxy read timeout (524) / .NET HttpClient.Timeout",
         class: Class::MiddleboxTimeout,
         setting: "stream or heartbeat inside 100 s / HttpClient.Timeout",
     },
+    // Azure App Service: the front end ends a request after 230 s.
     KnownDefault {
         seconds: 230,
         layer: "Azure App Service front end",
         class: Class::MiddleboxTimeout,
         setting: "stream, or run the call in a background job",
     },
+    // Azure Load Balancer TCP idle timeout 4 min (up to 30).
     KnownDefault {
         seconds: 240,
         layer: "Azure Load Balancer idle timeout (4 min)",
         class: Class::MiddleboxTimeout,
         setting: "idle timeout (up to 30 min) or TCP keep-alive",
     },
+    // undici `headersTimeout`/`bodyTimeout` 300e3 ms (Node's fetch); aiohttp `ClientTimeout`
+    // total 5 min; Envoy `stream_idle_timeout` 5 min; Vercel Functions default maximum duration
+    // 300 s (functions/limitations, 2025-12); Cloud Run request timeout 300 s.
     KnownDefault {
         seconds: 300,
-        layer: "undici headersTimeout/bodyTimeout (Node fetch) / aiohttp ClientTimeout.total / Envoy stream idle timeout",
+        layer: "undici headersTimeout/bodyTimeout (Node fetch) / aiohttp ClientTimeout.total / Envoy stream idle timeout / Vercel function duration / Cloud Run request timeout",
         class: Class::FirstByteTimeout,
-        setting: "Agent({ headersTimeout, bodyTimeout }) / ClientTimeout(total=...) / stream_idle_timeout",
+        setting: "Agent({ headersTimeout, bodyTimeout }) / ClientTimeout(total=...) / stream_idle_timeout / maxDuration",
     },
+    // AWS NAT Gateway: idle connections are dropped after 350 s.
     KnownDefault {
         seconds: 350,
         layer: "AWS NAT Gateway idle timeout",
         class: Class::PeerClosed,
         setting: "TCP keep-alive below 350 s",
     },
+    // openai-python / openai-node / Anthropic SDKs: 10 minutes.
     KnownDefault {
         seconds: 600,
-        layer: "OpenAI / Anthropic SDK default timeout (10 min) / LiteLLM request timeout",
+        layer: "OpenAI / Anthropic SDK default timeout (10 min)",
         class: Class::TotalDeadline,
-        setting: "timeout= on the client / litellm `timeout`",
+        setting: "timeout= on the client",
     },
+    // Cloudflare proxy idle timeout 900 s; AWS Lambda maximum 900 s.
     KnownDefault {
         seconds: 900,
         layer: "Cloudflare proxy idle timeout / AWS Lambda maximum",
         class: Class::MiddleboxTimeout,
         setting: "keep the connection busy / split the work",
+    },
+    // LiteLLM `litellm/constants.py`: `request_timeout: float = 6000  # time in seconds`.
+    KnownDefault {
+        seconds: 6000,
+        layer: "LiteLLM request_timeout",
+        class: Class::TotalDeadline,
+        setting: "litellm `timeout` / `request_timeout`",
     },
 ];
 
@@ -143,6 +185,16 @@ pub struct Explanation {
     /// The wrapped error's class, when the message wraps a known one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wrapped: Option<Class>,
+    /// Why the rules about layers and phases changed the pattern's class (a status a proxy
+    /// produced, an error raised mid-stream, a client-wide clock, a timeout that names no phase).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub because: Vec<String>,
+    /// For a message that does not say its phase: the readings, likeliest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
+    /// For a message that does not say its phase: what to find out to decide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<String>,
     /// Layers whose default timeout the elapsed time matches.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub elapsed_matches: Vec<KnownDefault>,
@@ -180,7 +232,24 @@ pub fn matching_pattern(text: &str, skip_wrappers: bool) -> Option<&'static Patt
 /// Explains one message; `model` and `elapsed` sharpen the causes when given.
 pub fn explain(message: &str, model: Option<&str>, elapsed: Option<Duration>) -> Explanation {
     let text = message.trim();
-    let pattern = matching_pattern(text, false);
+    // A timeout that names no phase often quotes the timeout it wraps (`httpx.PoolTimeout …
+    // APITimeoutError: Request timed out`): the quoted one says more.
+    let pattern = matching_pattern(text, false).map(|p| {
+        if rules::is_ambiguous(p.id) {
+            PATTERNS
+                .iter()
+                .zip(&COMPILED.regexes)
+                .find(|(q, re)| {
+                    !q.wraps
+                        && q.class.is_timeout()
+                        && !rules::is_ambiguous(q.id)
+                        && re.is_match(text)
+                })
+                .map_or(p, |(q, _)| q)
+        } else {
+            p
+        }
+    });
     let wrapped = pattern
         .filter(|p| p.wraps)
         .and_then(|_| matching_pattern(text, true));
@@ -195,10 +264,25 @@ pub fn explain(message: &str, model: Option<&str>, elapsed: Option<Duration>) ->
         .unwrap_or_default();
 
     // An unrecognised text at a layer's well-known default is most likely that layer.
-    let (class, phase) = match (pattern, elapsed_matches.first()) {
+    let start = match (pattern, elapsed_matches.first()) {
         (Some(p), _) => (p.class, p.phase.name()),
         (None, Some(d)) => (d.class, "any"),
         (None, None) => (Class::Unknown, "unknown"),
+    };
+    // The rules read the facts of the text; for a wrapper they judge the error it wraps (its
+    // class stays `wrapper`, and `wrapped` says what the rules made of the inside).
+    let facts = rules::read(text);
+    let (class, phase, wrapped_class, ruling) = match pattern {
+        Some(p) if p.wraps => {
+            let inside = wrapped.map_or((Class::Unknown, "unknown"), |w| (w.class, w.phase.name()));
+            let ruling = rules::rule(wrapped, &facts, elapsed, inside);
+            let found = (ruling.class != Class::Unknown).then_some(ruling.class);
+            (p.class, p.phase.name(), found, ruling)
+        }
+        _ => {
+            let ruling = rules::rule(pattern, &facts, elapsed, start);
+            (ruling.class, ruling.phase, None, ruling)
+        }
     };
     let mut causes: Vec<String> = Vec::new();
     let mut fixes: Vec<String> = Vec::new();
@@ -216,11 +300,12 @@ pub fn explain(message: &str, model: Option<&str>, elapsed: Option<Duration>) ->
             fixes.push(format!("raise or avoid that timer: {}", d.setting));
         }
     }
-    if let Some(p) = pattern {
+    causes.extend(ruling.because.iter().cloned());
+    if let Some(p) = pattern.filter(|p| p.class == class) {
         causes.push(p.cause.to_owned());
         fixes.push(p.fix.to_owned());
     }
-    if let Some(inner) = wrapped {
+    if let Some(inner) = wrapped.filter(|w| Some(w.class) == wrapped_class) {
         causes.push(format!(
             "the wrapped error is {} ({}): {}",
             inner.class.name(),
@@ -228,6 +313,9 @@ pub fn explain(message: &str, model: Option<&str>, elapsed: Option<Duration>) ->
             inner.cause
         ));
         fixes.push(inner.fix.to_owned());
+    } else if let Some(inner) = wrapped_class {
+        causes.push(format!("the wrapped error is {}", inner.name()));
+        fixes.extend(inner.fixes().iter().map(|f| (*f).to_owned()));
     }
     if let Some(model) = model {
         model_causes(model, class, elapsed, &mut causes, &mut fixes);
@@ -243,7 +331,10 @@ pub fn explain(message: &str, model: Option<&str>, elapsed: Option<Duration>) ->
         side: class.side(),
         layer: pattern.map_or("", |p| p.layer),
         pattern: pattern.map_or("", |p| p.id),
-        wrapped: wrapped.map(|p| p.class),
+        wrapped: wrapped_class,
+        because: ruling.because,
+        candidates: ruling.candidates,
+        question: ruling.question,
         elapsed_matches,
         causes,
         fixes,
@@ -327,6 +418,21 @@ pub fn render(e: &Explanation) -> String {
     for d in &e.elapsed_matches {
         out.push_str(&format!("elapsed: matches {} ({} s)\n", d.layer, d.seconds));
     }
+    if !e.candidates.is_empty() {
+        out.push_str("could be:\n");
+        for (i, c) in e.candidates.iter().enumerate() {
+            out.push_str(&format!(
+                "  {}. {} ({}) — if {}\n",
+                i + 1,
+                c.class.name(),
+                c.phase,
+                c.when
+            ));
+        }
+    }
+    if let Some(q) = &e.question {
+        out.push_str(&format!("decide:  {q}\n"));
+    }
     out.push_str("probable causes:\n");
     for (i, cause) in e.causes.iter().enumerate() {
         out.push_str(&format!("  {}. {cause}\n", i + 1));
@@ -338,70 +444,148 @@ pub fn render(e: &Explanation) -> String {
     out
 }
 
-/// Counts of many explanations by class, for the summary of a log.
-pub fn summary(explanations: &[Explanation]) -> BTreeMap<Class, usize> {
-    let mut counts = BTreeMap::new();
-    for e in explanations {
-        *counts.entry(e.class).or_insert(0) += 1;
-    }
-    counts
+/// One class's share of a log: how often, when first and last, mostly from whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassSummary {
+    /// The class.
+    pub class: Class,
+    /// How many records.
+    pub count: usize,
+    /// When first seen, as the log wrote it (empty when the log has no times).
+    pub first_seen: String,
+    /// When last seen.
+    pub last_seen: String,
+    /// The line of the first record.
+    pub first_line: usize,
+    /// The layer most of its messages came from (empty when none was recognised).
+    pub layer: &'static str,
+    /// The first fix for the class's first record.
+    pub fix: String,
 }
 
-/// Renders the summary of many explanations: one line per class, with its most common layer.
-pub fn render_summary(explanations: &[Explanation]) -> String {
-    let total = explanations.len();
-    let mut out = format!("{total} messages\n");
-    for (class, count) in summary(explanations) {
-        let mut layers: BTreeMap<&str, usize> = BTreeMap::new();
-        for e in explanations
-            .iter()
-            .filter(|e| e.class == class && !e.layer.is_empty())
-        {
-            *layers.entry(e.layer).or_insert(0) += 1;
-        }
-        let top = layers
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(l, _)| format!("  (mostly {l})"))
-            .unwrap_or_default();
+/// Sums records up by class, in the order classes are listed.
+pub fn summarise(found: &[(log::Record, Explanation)]) -> Vec<ClassSummary> {
+    let mut by_class: BTreeMap<Class, Vec<&(log::Record, Explanation)>> = BTreeMap::new();
+    for pair in found {
+        by_class.entry(pair.1.class).or_default().push(pair);
+    }
+    by_class
+        .into_iter()
+        .map(|(class, pairs)| {
+            let mut layers: BTreeMap<&'static str, usize> = BTreeMap::new();
+            for (_, e) in &pairs {
+                if !e.layer.is_empty() {
+                    *layers.entry(e.layer).or_insert(0) += 1;
+                }
+            }
+            let seen = |(r, _): &&(log::Record, Explanation)| r.time.clone();
+            ClassSummary {
+                class,
+                count: pairs.len(),
+                first_seen: pairs.first().map(seen).unwrap_or_default(),
+                last_seen: pairs.last().map(seen).unwrap_or_default(),
+                first_line: pairs.first().map_or(0, |(r, _)| r.line),
+                layer: layers
+                    .iter()
+                    .max_by_key(|(_, n)| **n)
+                    .map_or("", |(l, _)| l),
+                fix: pairs
+                    .first()
+                    .and_then(|(_, e)| e.fixes.first().cloned())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Renders a log's summary: one line per class with its count, share, first and last time seen
+/// and its most common layer, then each class's fix.
+pub fn render_summary(found: &[(log::Record, Explanation)]) -> String {
+    let known: Vec<(log::Record, Explanation)> = found
+        .iter()
+        .filter(|(_, e)| e.class != Class::Unknown)
+        .cloned()
+        .collect();
+    let total = known.len();
+    let mut summary = summarise(&known);
+    summary.sort_by_key(|s| std::cmp::Reverse(s.count));
+    let mut out = format!(
+        "{total} error texts found ({} other {} with no known error text)\n  {:<20} {:>6} {:>6}  {:<26} {:<26} from\n",
+        found.len() - total,
+        if found.len() - total == 1 {
+            "line"
+        } else {
+            "lines"
+        },
+        "class",
+        "count",
+        "share",
+        "first seen",
+        "last seen"
+    );
+    for s in &summary {
+        let when = |t: &str, line: usize| {
+            if t.is_empty() {
+                format!("line {line}")
+            } else {
+                t.to_owned()
+            }
+        };
         out.push_str(&format!(
-            "  {:<20} {count:>6}  {:>5.1}%{top}\n",
-            class.name(),
-            100.0 * count as f64 / total.max(1) as f64
+            "  {:<20} {:>6} {:>5.1}%  {:<26} {:<26} {}\n",
+            s.class.name(),
+            s.count,
+            100.0 * s.count as f64 / total.max(1) as f64,
+            when(&s.first_seen, s.first_line),
+            when(&s.last_seen, s.first_line),
+            if s.layer.is_empty() { "—" } else { s.layer }
         ));
+    }
+    out.push_str("fixes:\n");
+    for s in &summary {
+        out.push_str(&format!("  {}: {}\n", s.class.name(), s.fix));
     }
     out
 }
 
-/// Explains every non-empty line of a log and renders the result: in text, one line per
-/// recognised message and a summary by class; in JSON, one object per line (JSON Lines).
+/// Explains every error text in a log ([`log::records`]: plain lines, JSON log lines, Python
+/// tracebacks, JavaScript stacks) and renders the result: in text, one line per recognised
+/// record and a summary by class with counts and first/last time seen; in JSON, one object per
+/// record (JSON Lines) with its `line` and `time`.
 pub fn explain_lines(
     text: &str,
     model: Option<&str>,
     elapsed: Option<Duration>,
     json: bool,
 ) -> (String, Vec<Explanation>) {
-    let explanations: Vec<(usize, Explanation)> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(n, line)| (n + 1, explain(line, model, elapsed)))
+    let found: Vec<(log::Record, Explanation)> = log::records(text)
+        .into_iter()
+        .map(|r| {
+            let e = explain(&r.text, model, elapsed);
+            (r, e)
+        })
         .collect();
     let mut out = String::new();
     if json {
-        for (line, e) in &explanations {
+        for (record, e) in &found {
             let mut value = serde_json::to_value(e).unwrap_or_default();
-            value["line"] = (*line).into();
+            value["line"] = record.line.into();
+            if !record.time.is_empty() {
+                value["time"] = record.time.clone().into();
+            }
             out.push_str(&value.to_string());
             out.push('\n');
         }
     } else {
-        for (line, e) in explanations
-            .iter()
-            .filter(|(_, e)| e.class != Class::Unknown)
-        {
+        for (record, e) in found.iter().filter(|(_, e)| e.class != Class::Unknown) {
+            let when = if record.time.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", record.time)
+            };
             out.push_str(&format!(
-                "line {line}: {} ({}, {}) — {}\n",
+                "line {}{when}: {} ({}, {})\n",
+                record.line,
                 e.class.name(),
                 e.phase,
                 if e.layer.is_empty() {
@@ -409,12 +593,10 @@ pub fn explain_lines(
                 } else {
                     e.layer
                 },
-                e.fixes.first().map_or("", String::as_str)
             ));
         }
-        let all: Vec<Explanation> = explanations.iter().map(|(_, e)| e.clone()).collect();
         out.push_str("\nsummary: ");
-        out.push_str(&render_summary(&all));
+        out.push_str(&render_summary(&found));
     }
-    (out, explanations.into_iter().map(|(_, e)| e).collect())
+    (out, found.into_iter().map(|(_, e)| e).collect())
 }
