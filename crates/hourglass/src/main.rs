@@ -101,7 +101,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => run(tools::probe(args)),
         Command::Diagnose(args) => run(tools::diagnose(args)),
         Command::Explain(args) => tools::explain(args),
-        Command::Tune(args) => tools::tune(args),
+        Command::Tune(args) => run(tools::tune(args)),
         Command::Sim(args) => run(sim::sim(args)),
     };
     // The log's last lines before anything printed after them.

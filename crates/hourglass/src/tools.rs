@@ -116,9 +116,18 @@ pub struct TuneArgs {
     /// Results saved by `hourglass probe --save FILE`
     #[arg(long, value_name = "FILE", conflicts_with = "gateway")]
     from: Option<PathBuf>,
-    /// A running gateway's latency histograms (arrives with the observability work)
+    /// A running gateway (its base URL, e.g. http://127.0.0.1:8787): tune from its /metrics
+    /// histograms and /status windows, what production traffic measured
     #[arg(long, value_name = "URL")]
     gateway: Option<String>,
+    /// Environment variable holding the gateway's admin key (sent as a bearer token)
+    #[arg(
+        long,
+        value_name = "VAR",
+        default_value = "HOURGLASS_ADMIN_KEY",
+        requires = "gateway"
+    )]
+    admin_key_env: String,
     /// Only these models (repeatable); without --from, the models to give priors for
     #[arg(long = "model", short = 'm', value_name = "M")]
     models: Vec<String>,
@@ -292,14 +301,8 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
-pub fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
+pub async fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
     use hourglass_toolkit::tune::{self, TuneOptions};
-    if let Some(url) = &args.gateway {
-        anyhow::bail!(
-            "--gateway {url}: the gateway does not expose latency histograms yet (they arrive with the observability work); \
-             run `hourglass probe URL --save results.json` and `hourglass tune --from results.json`"
-        );
-    }
     let scenario = args.scenario.as_deref().map(|s| match s {
         "realtime" => hourglass_config::Scenario::Realtime,
         "reasoning" => hourglass_config::Scenario::Reasoning,
@@ -311,8 +314,26 @@ pub fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
         middlebox: args.middlebox,
         output_tokens: args.output_tokens,
     };
-    let mut tunings = match &args.from {
-        Some(path) => {
+    let mut tunings = match (&args.from, &args.gateway) {
+        (_, Some(url)) => {
+            let key = crate::env_var(&args.admin_key_env).filter(|k| !k.is_empty());
+            let snapshot = hourglass_toolkit::gateway::snapshot(
+                url,
+                key.as_deref(),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("--gateway: {e}"))?;
+            tune::from_gateway(
+                &snapshot.metrics,
+                &snapshot.status,
+                url.trim_end_matches('/'),
+                &args.models,
+                &options,
+            )
+            .map_err(|e| anyhow::anyhow!("--gateway: {e}"))?
+        }
+        (Some(path), None) => {
             let text = std::fs::read(path)
                 .with_context(|| format!("cannot read --from {}", path.display()))?;
             let report: hourglass_toolkit::probe::Report = serde_json::from_slice(&text)
@@ -332,10 +353,10 @@ pub fn tune(args: TuneArgs) -> anyhow::Result<ExitCode> {
             }
             tune::from_report(&report, &options)
         }
-        None if args.models.is_empty() => anyhow::bail!(
-            "give --from RESULTS (from `hourglass probe --save`) or at least one --model for the built-in priors"
+        (None, None) if args.models.is_empty() => anyhow::bail!(
+            "give --from RESULTS (from `hourglass probe --save`), --gateway URL (a running gateway), or at least one --model for the built-in priors"
         ),
-        None => args
+        (None, None) => args
             .models
             .iter()
             .map(|m| tune::from_priors(m, &options))

@@ -35,9 +35,14 @@ fn start_sim(args: &[&str], banner_lines: usize) -> Sim {
 }
 
 fn start(command: &str, args: &[&str], banner_lines: usize) -> Sim {
+    start_with_env(command, args, &[], banner_lines)
+}
+
+fn start_with_env(command: &str, args: &[&str], env: &[(&str, &str)], banner_lines: usize) -> Sim {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hourglass"))
         .arg(command)
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .stdout(Stdio::piped())
@@ -250,9 +255,11 @@ fn probe_profiles_a_running_simulator_and_gates_on_the_verdict() {
     ]);
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.contains("p99 first token"), "{table}");
+    // A gateway that is not there: said plainly.
     let out = hourglass(&["tune", "--gateway", "http://127.0.0.1:1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("--from"));
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(said.contains("cannot connect to 127.0.0.1:1"), "{said}");
 
     // Every call failing with 503: a poor verdict exits 3 (a deploy gate), shown per status.
     let out = hourglass(&[
@@ -437,6 +444,143 @@ httpx.ReadTimeout: The read operation timed out
     // Quiet levels are not errors, even when they say "timeout".
     assert!(!text.contains("line 1 "), "{text}");
     assert!(text.starts_with("line 2 "), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tune --gateway` reads what a gateway measured while serving a few hundred simulated calls
+/// (behind its admin key) and prints TOML that `config check` accepts, every value with its rule;
+/// a second gateway started from that TOML serves the same traffic with no false timeout.
+#[test]
+fn tune_reads_a_running_gateway_and_its_toml_runs_a_gateway() {
+    let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.05"], 2);
+    let upstream = address(&sim, 0);
+    let dir = std::env::temp_dir().join(format!("hourglass-tune-gateway-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let upstream_table = format!("[upstreams.sim]\nbase_url = \"http://{upstream}/v1\"\n");
+    let first = dir.join("first.toml");
+    std::fs::write(
+        &first,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_key_env = \"TUNE_TEST_ADMIN\"\n{upstream_table}\
+             [models.gpt-4o-mini]\ntargets = [\"sim:gpt-4o-mini\"]\n"
+        ),
+    )
+    .unwrap();
+    let key = "admin-key-for-the-tune-test";
+    let serve = start_with_env(
+        "serve",
+        &["--config", first.to_str().unwrap()],
+        &[("TUNE_TEST_ADMIN", key)],
+        1,
+    );
+    let gateway = address(&serve, 0);
+    let traffic = |gateway: &str, calls: usize| -> Vec<String> {
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let gateway = gateway.to_owned();
+                std::thread::spawn(move || {
+                    let mut failed = Vec::new();
+                    for i in (t..calls).step_by(6) {
+                        let body = format!(
+                            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}],"max_tokens":24,"stream":{}}}"#,
+                            i % 2 == 0
+                        );
+                        let answer = post(&gateway, &body, None);
+                        if !answer.starts_with("HTTP/1.1 200") {
+                            failed.push(answer);
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    };
+    let failed = traffic(&gateway, 300);
+    assert!(failed.is_empty(), "{failed:?}");
+
+    let tune = |args: &[&str], env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_hourglass"))
+            .arg("tune")
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("HOURGLASS_ADMIN_KEY")
+            .output()
+            .unwrap()
+    };
+    let url = format!("http://{gateway}");
+    // Without the admin key: refused, saying what to do.
+    let refused = tune(&["--gateway", &url], &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8(refused.stderr).unwrap();
+    assert!(said.contains("admin key") && said.contains("401"), "{said}");
+    assert!(!said.contains(key));
+    // With it: every value has its rule, measured from the gateway's own histograms.
+    let with_key = [("TUNE_TEST_ADMIN", key)];
+    let table = tune(
+        &[
+            "--gateway",
+            &url,
+            "--admin-key-env",
+            "TUNE_TEST_ADMIN",
+            "--format",
+            "table",
+        ],
+        &with_key,
+    );
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.contains("300 calls (300 ok)"), "{table}");
+    for key in [
+        "timeouts.connect",
+        "timeouts.first_token",
+        "timeouts.first_byte",
+        "timeouts.idle",
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{table}"));
+        assert!(row.contains("(gateway histogram)"), "{row}");
+    }
+    let toml = tune(
+        &[
+            "--gateway",
+            &url,
+            "--admin-key-env",
+            "TUNE_TEST_ADMIN",
+            "--format",
+            "toml",
+        ],
+        &with_key,
+    );
+    assert!(toml.status.success());
+    let toml = String::from_utf8(toml.stdout).unwrap();
+    assert!(toml.contains(r#"targets = ["sim:gpt-4o-mini"]"#), "{toml}");
+    // `config check` accepts it, and a second gateway runs on it.
+    let tuned = dir.join("tuned.toml");
+    std::fs::write(
+        &tuned,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{upstream_table}{toml}"),
+    )
+    .unwrap();
+    let check = hourglass(&["config", "check", tuned.to_str().unwrap()]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    drop(serve);
+    let second = start("serve", &["--config", tuned.to_str().unwrap()], 1);
+    let failed = traffic(&address(&second, 0), 120);
+    assert!(
+        failed.is_empty(),
+        "the tuned gateway failed calls: {failed:?}"
+    );
+    drop(second);
+    drop(sim);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -98,6 +98,72 @@ fn margin(scenario: Scenario) -> f64 {
     }
 }
 
+/// What measurements say about one model, however they were taken (probe samples, or a running
+/// gateway's histograms): the percentiles the rules use, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    /// Calls measured.
+    pub calls: usize,
+    /// Of which succeeded.
+    pub ok: usize,
+    /// p99 of connecting, of calls that dialed.
+    pub connect_p99: Option<f64>,
+    /// p99 and p95 of a stream's first token.
+    pub first_token: Option<(f64, f64)>,
+    /// p99 of a whole answer (a non-streamed answer's first byte, a stream's end), and the
+    /// percentile (and its value) the hedge is set at.
+    pub whole: Option<(f64, u8, f64)>,
+    /// p99 of each stream's longest gap.
+    pub gap_p99: Option<f64>,
+    /// p10 of output tokens per second.
+    pub tokens_per_s_p10: Option<f64>,
+    /// The longest answer seen, in tokens.
+    pub answer_tokens: Option<u64>,
+    /// Where the numbers came from, for the basis line.
+    pub basis: String,
+    /// Said after each measured figure in a rule (how it was measured), or empty.
+    pub note: &'static str,
+}
+
+impl Measured {
+    /// From probe samples.
+    pub fn from_samples(samples: &[&Sample]) -> Measured {
+        let ok: Vec<&&Sample> = samples.iter().filter(|s| s.ok).collect();
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let of =
+            |f: &dyn Fn(&Sample) -> Option<f64>| sorted(ok.iter().filter_map(|s| f(s)).collect());
+        let connects = sorted(samples.iter().filter_map(|s| s.connect_ms).collect());
+        let first_tokens = of(&|s| s.first_token_ms);
+        let whole = of(&|s| {
+            if s.first_token_ms.is_some() {
+                Some(s.total_ms)
+            } else {
+                s.first_byte_ms
+            }
+        });
+        let gaps = of(&|s| s.max_gap_ms);
+        let speeds = of(&|s| s.tokens_per_s);
+        let p = |v: &[f64], q: f64| (!v.is_empty()).then(|| percentile(v, q));
+        Measured {
+            calls: samples.len(),
+            ok: ok.len(),
+            connect_p99: p(&connects, 99.0),
+            first_token: p(&first_tokens, 99.0).zip(p(&first_tokens, 95.0)),
+            whole: p(&whole, 99.0)
+                .zip(p(&whole, 95.0))
+                .map(|(p99, p95)| (p99, 95, p95)),
+            gap_p99: p(&gaps, 99.0),
+            tokens_per_s_p10: p(&speeds, 10.0),
+            answer_tokens: ok.iter().filter_map(|s| s.completion_tokens).max(),
+            basis: format!("{} measured calls ({} succeeded)", samples.len(), ok.len()),
+            note: "",
+        }
+    }
+}
+
 /// Tunes every model in `report` (samples of the same model pooled across endpoints).
 pub fn from_report(report: &Report, options: &TuneOptions) -> Vec<ModelTuning> {
     let mut by_model: BTreeMap<&str, (Vec<&Sample>, Vec<String>, Family)> = BTreeMap::new();
@@ -113,31 +179,133 @@ pub fn from_report(report: &Report, options: &TuneOptions) -> Vec<ModelTuning> {
     by_model
         .into_iter()
         .map(|(model, (samples, upstreams, family))| {
-            let mut t = derive(model, family, &samples, options);
+            let measured = Measured::from_samples(&samples);
+            let mut t = derive(model, family, Some(&measured), options);
             t.upstreams = upstreams;
             t
         })
         .collect()
 }
 
-/// Tunes a model with no data: the family's built-in priors, with the rules that set them.
-pub fn from_priors(model: &str, options: &TuneOptions) -> ModelTuning {
-    derive(model, Family::infer(model), &[], options)
+/// Tunes every model a running gateway has served (`models`: only these), from its `/metrics`
+/// histograms — connect, first token, each stream's longest gap, tokens per second, calls by
+/// outcome — and its `/status` windows (the whole answer's p99 and p90 over the last five
+/// minutes, or the last minute). `source` names the gateway in each basis line.
+pub fn from_gateway(
+    metrics: &str,
+    status: &serde_json::Value,
+    source: &str,
+    models: &[String],
+    options: &TuneOptions,
+) -> Result<Vec<ModelTuning>, String> {
+    use crate::prom::{self, Histogram};
+    let samples = prom::parse(metrics).map_err(|e| format!("{source}/metrics: {e}"))?;
+    let served: std::collections::BTreeSet<&str> = samples
+        .iter()
+        .filter(|s| s.name == "hourglass_calls_total")
+        .filter_map(|s| s.labels.get("model").map(String::as_str))
+        .filter(|m| *m != "other" && !m.is_empty())
+        .filter(|m| models.is_empty() || models.iter().any(|want| want == m))
+        .collect();
+    if served.is_empty() {
+        return Err(format!(
+            "{source} has served no calls{} yet: tune reads what it has measured",
+            if models.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", models.join(", "))
+            }
+        ));
+    }
+    let targets = status["targets"].as_array().cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    for model in served {
+        let q = |name: &str, extra: &[(&str, &str)], quantile: f64| {
+            let mut want = vec![("model", model)];
+            want.extend_from_slice(extra);
+            Histogram::of(&samples, name, &want)
+                .quantile(quantile)
+                .map(|v| v * 1000.0)
+        };
+        let phase = "hourglass_phase_duration_seconds";
+        let calls = prom::total(&samples, "hourglass_calls_total", &[("model", model)]);
+        let ok = prom::total(
+            &samples,
+            "hourglass_calls_total",
+            &[("model", model), ("outcome", "ok")],
+        );
+        // The whole answer: the slowest target's p99 (and p90) of the freshest window with data.
+        let mine: Vec<&serde_json::Value> =
+            targets.iter().filter(|t| t["model"] == model).collect();
+        let whole = ["5m", "1m"].iter().find_map(|window| {
+            let p = |pct: &str| {
+                mine.iter()
+                    .filter_map(|t| t["windows"][window]["total_ms"][pct].as_f64())
+                    .reduce(f64::max)
+            };
+            p("p99")
+                .zip(p("p90"))
+                .map(|(p99, p90)| (*window, (p99, 90, p90)))
+        });
+        let measured = Measured {
+            calls: calls as usize,
+            ok: ok as usize,
+            connect_p99: q(phase, &[("phase", "connect")], 0.99),
+            first_token: q(phase, &[("phase", "first_token")], 0.99).zip(q(
+                phase,
+                &[("phase", "first_token")],
+                0.95,
+            )),
+            whole: whole.map(|(_, w)| w),
+            gap_p99: q("hourglass_stream_max_gap_seconds", &[], 0.99),
+            tokens_per_s_p10: q("hourglass_stream_tokens_per_second", &[], 0.10)
+                .map(|v| v / 1000.0),
+            answer_tokens: None,
+            basis: format!(
+                "{source}: {calls} calls ({ok} ok) in /metrics; {}",
+                match whole {
+                    Some((window, _)) => format!("whole answers from /status ({window} window)"),
+                    None => "no recent whole answers in /status".to_owned(),
+                }
+            ),
+            note: " (gateway histogram)",
+        };
+        let mut tuning = derive(model, Family::infer(model), Some(&measured), options);
+        tuning.upstreams = mine
+            .iter()
+            .filter_map(|t| {
+                let upstream = t["upstream"].as_str()?;
+                let sent = t["upstream_model"].as_str().unwrap_or(model);
+                Some(format!("{upstream}:{sent}"))
+            })
+            .collect();
+        tuning.upstreams.dedup();
+        out.push(tuning);
+    }
+    Ok(out)
 }
 
-fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOptions) -> ModelTuning {
+/// Tunes a model with no data: the family's built-in priors, with the rules that set them.
+pub fn from_priors(model: &str, options: &TuneOptions) -> ModelTuning {
+    derive(model, Family::infer(model), None, options)
+}
+
+/// Tunes one model from what was measured of it (`None`: the family's priors).
+pub fn derive(
+    model: &str,
+    family: Family,
+    measured: Option<&Measured>,
+    options: &TuneOptions,
+) -> ModelTuning {
     let scenario = options.scenario.unwrap_or(family.default_scenario());
     let prior = hourglass_config::policy::prior(family, scenario);
     let m = margin(scenario);
     let mut policy = prior;
     let mut derived = Vec::new();
     let mut warnings = Vec::new();
-    let ok: Vec<&&Sample> = samples.iter().filter(|s| s.ok).collect();
-    let values = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> {
-        let mut v: Vec<f64> = ok.iter().filter_map(|s| f(s)).collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
+    let none = Measured::default();
+    let data = measured.unwrap_or(&none);
+    let note = data.note;
     let prior_rule = |what: &str| {
         format!(
             "built-in prior for {} models, {} scenario ({what})",
@@ -148,51 +316,43 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
     let t = &mut policy.timeouts;
 
     // connect: the handshake is either quick or broken; a slow one is better retried.
-    let connects: Vec<f64> = {
-        let mut v: Vec<f64> = samples.iter().filter_map(|s| s.connect_ms).collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    if connects.is_empty() {
-        push(
-            &mut derived,
-            "timeouts.connect",
-            fmt(t.connect),
-            prior_rule("no connect samples"),
-        );
-    } else {
-        let p99 = percentile(&connects, 99.0);
+    if let Some(p99) = data.connect_p99 {
         t.connect = round_up(ms(p99 * 3.0)).clamp(Duration::from_secs(1), Duration::from_secs(10));
         push(
             &mut derived,
             "timeouts.connect",
             fmt(t.connect),
             format!(
-                "p99 connect {} × 3, at least 1s, at most 10s",
+                "p99 connect {}{note} × 3, at least 1s, at most 10s",
                 crate::probe::human_ms(p99)
             ),
+        );
+    } else {
+        push(
+            &mut derived,
+            "timeouts.connect",
+            fmt(t.connect),
+            prior_rule("no connect samples"),
         );
     }
 
     // first_token: streams only.
-    let first_tokens = values(&|s| s.first_token_ms);
     let floor_ft = Duration::from_secs(2);
-    if first_tokens.is_empty() {
+    if data.first_token.is_none() {
         push(
             &mut derived,
             "timeouts.first_token",
             fmt(t.first_token),
             prior_rule("no streamed samples"),
         );
-    } else {
-        let p99 = percentile(&first_tokens, 99.0);
+    } else if let Some((p99, _)) = data.first_token {
         t.first_token = round_up(ms(p99 * m)).max(floor_ft);
         push(
             &mut derived,
             "timeouts.first_token",
             fmt(t.first_token),
             format!(
-                "p99 first token {} × {m}, at least 2s",
+                "p99 first token {}{note} × {m}, at least 2s",
                 crate::probe::human_ms(p99)
             ),
         );
@@ -200,28 +360,16 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
 
     // first_byte and attempt: a whole answer's headers come when it is done, so both cover the
     // whole generation: the p99 of a whole answer's first byte, or of a stream's total.
-    let whole: Vec<f64> = {
-        let mut v: Vec<f64> = ok
-            .iter()
-            .filter_map(|s| {
-                if s.first_token_ms.is_some() {
-                    Some(s.total_ms)
-                } else {
-                    s.first_byte_ms
-                }
-            })
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
-    };
     // Answers longer than the probe's take longer: first token plus the extra tokens at a slow
     // (10th percentile) decode rate.
-    let measured_tokens = ok.iter().filter_map(|s| s.completion_tokens).max();
-    let speeds = values(&|s| s.tokens_per_s);
-    let extra_ms = match (options.output_tokens, measured_tokens, speeds.is_empty()) {
-        (Some(want), Some(had), false) if u64::from(want) > had => {
-            let slow = percentile(&speeds, 10.0).max(1e-3);
-            (u64::from(want) - had) as f64 / slow * 1000.0
+    let measured_tokens = data.answer_tokens;
+    let extra_ms = match (
+        options.output_tokens,
+        measured_tokens,
+        data.tokens_per_s_p10,
+    ) {
+        (Some(want), Some(had), Some(slow)) if u64::from(want) > had => {
+            (u64::from(want) - had) as f64 / slow.max(1e-3) * 1000.0
         }
         _ => 0.0,
     };
@@ -232,21 +380,7 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
             "first_byte and attempt assume answers up to {had} tokens, as probed; pass --output-tokens N for longer ones"
         ));
     }
-    if whole.is_empty() {
-        push(
-            &mut derived,
-            "timeouts.first_byte",
-            fmt(t.first_byte),
-            prior_rule("no successful samples"),
-        );
-        push(
-            &mut derived,
-            "timeouts.attempt",
-            fmt(t.attempt),
-            prior_rule("no successful samples"),
-        );
-    } else {
-        let p99 = percentile(&whole, 99.0);
+    if let Some((p99, _, _)) = data.whole {
         t.first_byte = round_up(ms((p99 + extra_ms) * m)).max(Duration::from_secs(5));
         let longer = if extra_ms > 0.0 {
             format!(
@@ -261,7 +395,7 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
             "timeouts.first_byte",
             fmt(t.first_byte),
             format!(
-                "(p99 whole-answer time {}{longer}) × {m}, at least 5s (a non-streamed answer's headers come when it is done)",
+                "(p99 whole-answer time {}{note}{longer}) × {m}, at least 5s (a non-streamed answer's headers come when it is done)",
                 crate::probe::human_ms(p99)
             ),
         );
@@ -272,31 +406,42 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
             fmt(t.attempt),
             "= the larger of first_byte and first_token: one try's whole answer".to_owned(),
         );
+    } else {
+        push(
+            &mut derived,
+            "timeouts.first_byte",
+            fmt(t.first_byte),
+            prior_rule("no successful samples"),
+        );
+        push(
+            &mut derived,
+            "timeouts.attempt",
+            fmt(t.attempt),
+            prior_rule("no successful samples"),
+        );
     }
 
     // idle: the longest silence inside a healthy stream, with room for a slow moment.
-    let gaps = values(&|s| s.max_gap_ms);
     let floor_idle = if scenario == Scenario::Realtime {
         Duration::from_secs(3)
     } else {
         Duration::from_secs(5)
     };
-    if gaps.is_empty() {
+    if data.gap_p99.is_none() {
         push(
             &mut derived,
             "timeouts.idle",
             fmt(t.idle),
             prior_rule("no streamed samples"),
         );
-    } else {
-        let p99 = percentile(&gaps, 99.0);
+    } else if let Some(p99) = data.gap_p99 {
         t.idle = round_up(ms(p99 * 4.0)).max(floor_idle);
         push(
             &mut derived,
             "timeouts.idle",
             fmt(t.idle),
             format!(
-                "p99 of each stream's longest gap {} × 4, at least {} (a stall rarely recovers: fail over)",
+                "p99 of each stream's longest gap {}{note} × 4, at least {} (a stall rarely recovers: fail over)",
                 crate::probe::human_ms(p99),
                 fmt(floor_idle)
             ),
@@ -323,7 +468,7 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         fmt(policy.retry.backoff_max),
         format!("{} scenario prior", scenario.name()),
     );
-    if !samples.is_empty() {
+    if measured.is_some_and(|d| d.calls > 0) {
         let t = &mut policy.timeouts;
         t.attempt_growth = 1.0;
         t.total = round_up(t.attempt * tries + policy.retry.backoff_max * (tries - 1));
@@ -336,7 +481,7 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
                 fmt(policy.retry.backoff_max)
             ),
         );
-        let rate = ok.len() as f64 / samples.len() as f64;
+        let rate = data.ok as f64 / data.calls as f64;
         if rate < 0.95 {
             warnings.push(format!(
                 "only {:.0}% of the measured calls succeeded: retries cannot make up for a failing upstream; run `hourglass explain` on its errors",
@@ -423,24 +568,20 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
     }
 
     // Hedging: a second request after the p95 of the wait wins against the slowest 5 %.
-    let wait = if first_tokens.is_empty() {
-        &whole
-    } else {
-        &first_tokens
+    let wait = match (data.first_token, data.whole) {
+        (Some((_, p95)), _) => Some((p95, 95, "first token")),
+        (None, Some((_, pct, value))) => Some((value, pct, "whole answer")),
+        (None, None) => None,
     };
-    let hedge_after = (!wait.is_empty()).then(|| round_up(ms(percentile(wait, 95.0))));
-    if let Some(h) = hedge_after {
+    let hedge_after = wait.map(|(value, _, _)| round_up(ms(value)));
+    if let (Some(h), Some((_, pct, what))) = (hedge_after, wait) {
         push(
             &mut derived,
             "hedge",
             fmt(h),
             format!(
-                "p95 {}: a second request on another upstream then beats the slowest 5%",
-                if first_tokens.is_empty() {
-                    "whole answer"
-                } else {
-                    "first token"
-                }
+                "p{pct} {what}{note}: a second request on another upstream then beats the slowest {}%",
+                100 - pct
             ),
         );
     }
@@ -449,10 +590,10 @@ fn derive(model: &str, family: Family, samples: &[&Sample], options: &TuneOption
         model: model.to_owned(),
         family: family.name(),
         scenario: scenario.name(),
-        basis: if samples.is_empty() {
+        basis: if data.calls == 0 {
             "no measurements: the family's built-in priors".to_owned()
         } else {
-            format!("{} measured calls ({} succeeded)", samples.len(), ok.len())
+            data.basis.clone()
         },
         upstreams: Vec::new(),
         derived,
@@ -608,7 +749,15 @@ pub fn render_toml(tunings: &[ModelTuning]) -> String {
             let targets: Vec<String> = t
                 .upstreams
                 .iter()
-                .map(|u| serde_json::to_string(&format!("{u}:{}", t.model)).unwrap_or_default())
+                .map(|u| {
+                    // A gateway's targets come as `upstream:model sent`; a probe's as upstreams.
+                    let target = if u.contains(':') {
+                        u.clone()
+                    } else {
+                        format!("{u}:{}", t.model)
+                    };
+                    serde_json::to_string(&target).unwrap_or_default()
+                })
                 .collect();
             out.push_str(&format!("targets = [{}]\n", targets.join(", ")));
         }

@@ -166,6 +166,12 @@ const KNOWN_MISSES: &[&str] = &[
     // LangChain4j's "TimeoutException: request timed out" from its JDK client: the JDK's request
     // timeout runs to the response headers, but the text names no phase (a wrapper).
     "C15",
+    // "Unknown agent error: ReadTimeout": a read timeout mid-stream per the thread; the text
+    // names a read, not a stream (a wrapper around a first-byte timeout).
+    "D20",
+    // Ollama's "error reading llm response … forcibly closed by the remote host": its runner
+    // crashed per the thread; the text is a connection reset.
+    "D30",
 ];
 
 #[test]

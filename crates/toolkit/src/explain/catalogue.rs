@@ -730,7 +730,7 @@ pub static PATTERNS: &[Pattern] = &[
         "Python (socket / httpx / requests / aiohttp)",
         Dns,
         Dns,
-        r#"Name or service not known|Temporary failure in name resolution|nodename nor servname provided|NameResolutionError|Failed to resolve|ClientConnectorDNSError|\[Errno -[235]\]|getaddrinfo failed|\[Errno 11001\]"#,
+        r#"Name or service not known|Temporary failure in name resolution|nodename nor servname provided|NameResolutionError|Failed to resolve|ClientConnectorDNSError|\[Errno -[235]\]|getaddrinfo failed|\[Errno 11001\]|DNS resolution failed|dns lookup failed"#,
         "the resolver could not resolve the host (Errno -2 = no such name, -3 = temporary failure)",
         "check the base URL's host and the machine's DNS; httpx/requests honour HTTPS_PROXY, which changes who resolves",
         [
@@ -821,7 +821,7 @@ pub static PATTERNS: &[Pattern] = &[
         "any TLS client",
         TlsError,
         Tls,
-        r#"CERTIFICATE_VERIFY_FAILED|certificate verify failed|x509:|tls: failed to verify certificate|SSL certificate problem|curl: \(60\)|PKIX path building failed|SSLHandshakeException|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_HAS_EXPIRED|ERR_TLS_CERT_ALTNAME_INVALID|invalid peer certificate|SSLCertVerificationError|ClientConnectorCertificateError|unable to verify the first certificate|unable to get (?:local )?issuer certificate|self[- ]signed certificate|certificate has expired|CERTIFICATE_VERIFICATION_ERROR|ERR_TLS_CERT\w*"#,
+        r#"CERTIFICATE_VERIFY_FAILED|certificate verify failed|x509:|tls: failed to verify certificate|SSL certificate problem|curl: \(60\)|PKIX path building failed|SSLHandshakeException|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_HAS_EXPIRED|ERR_TLS_CERT_ALTNAME_INVALID|invalid peer certificate|SSLCertVerificationError|ClientConnectorCertificateError|unable to verify the first certificate|unable to get (?:local )?issuer certificate|self[- ]signed certificate|certificate has expired|CERTIFICATE_VERIFICATION_ERROR|ERR_TLS_CERT\w*|does not match certificate's altnames|not in the cert's altnames"#,
         "the server's certificate is not trusted here: self-signed, expired, wrong name, or replaced by an intercepting proxy",
         "Python: `SSL_CERT_FILE`/`REQUESTS_CA_BUNDLE`; Node: `NODE_EXTRA_CA_CERTS`; Go/curl: the system store or `--cacert`; never disable verification in production",
         [
@@ -1065,7 +1065,7 @@ pub static PATTERNS: &[Pattern] = &[
         "Envoy / Istio",
         PeerClosed,
         FirstByte,
-        r#"reset reason: (?:connection termination|remote reset|local reset|protocol error|overflow)|upstream_reset_before_response_started\{(?:connection_termination|remote_reset|local_reset)"#,
+        r#"reset.reason:.(?:connection.termination|remote.reset|local.reset|protocol.error|overflow)|upstream_reset_before_response_started\{(?:connection_termination|remote_reset|local_reset|overflow)"#,
         "what is behind Envoy closed or reset the connection before it answered (a crash, an idle connection reused after the backend closed it)",
         "retry on a new connection; keep the backend's keep-alive timeout longer than Envoy's idle timeout",
         [
@@ -1123,6 +1123,16 @@ pub static PATTERNS: &[Pattern] = &[
             "dial tcp 127.0.0.1:8080: connect: connection refused",
             "No connection could be made because the target machine actively refused it"
         ]
+    ),
+    p!(
+        "bun.refused",
+        "Bun (fetch)",
+        ConnRefused,
+        Connect,
+        r#"Unable to connect\. Is the computer able to access the url"#,
+        "Bun could not open a connection to the host (refused or unreachable)",
+        "check the URL's host and port and that the service is up; behind a proxy, set HTTPS_PROXY",
+        ["Unable to connect. Is the computer able to access the url?"]
     ),
     p!(
         "os.unreachable",
@@ -1341,7 +1351,7 @@ pub static PATTERNS: &[Pattern] = &[
         "Rust (reqwest / hyper)",
         TotalDeadline,
         Any,
-        r#"operation timed out"#,
+        r#"operation timed out|source: TimedOut\b"#,
         "reqwest's `timeout` (the whole request, body included) fired",
         "reqwest: `.timeout()` covers the whole call; use `.read_timeout()` for streams and `.connect_timeout()` for dialing",
         [
@@ -1495,7 +1505,7 @@ pub static PATTERNS: &[Pattern] = &[
         "OkHttp",
         PeerClosed,
         FirstByte,
-        r#"unexpected end of stream|\\n not found: limit=0|EOFException"#,
+        r#"unexpected end of stream|\\n not found: limit=0|EOFException|Unexpected end of file"#,
         "the pooled connection was closed by the server before the response",
         "OkHttp retries this with `retryOnConnectionFailure(true)` (the default)",
         ["java.io.IOException: unexpected end of stream on https://api.x.com/..."]
@@ -1589,7 +1599,7 @@ pub static PATTERNS: &[Pattern] = &[
         "nginx / ALB",
         ClientCancel,
         Any,
-        r#"client prematurely closed connection|\b499\b|\b460\b[^\n]*(ALB|load balancer)|\bH27\b"#,
+        r#"client prematurely closed connection|\b499\b|\b460\b[^\n]*(ALB|load balancer)|\bH27\b|\bclient (?:disconnected|went away|closed the connection)\b"#,
         "the client went away before the answer (nginx logs 499, ALB 460)",
         "raise the client's own timeout above the model's p99",
         [
@@ -1788,7 +1798,7 @@ pub static PATTERNS: &[Pattern] = &[
         "any HTTP client",
         Upstream429,
         Response,
-        r#"\b429\b|Too Many Requests|too many 429 error responses"#,
+        r#"\b429\b|Too Many Requests|too many 429 error responses|\brate[- ]limited\b|\blimiting requests\b"#,
         "the API rate-limited the call",
         "honour Retry-After; spread load over more keys or upstreams",
         [
@@ -1811,7 +1821,7 @@ pub static PATTERNS: &[Pattern] = &[
         ]
     ),
     p!(wraps "wrapper.generic", "any client", Wrapper, Any,
-       r#"error sending request|fetch failed|HttpRequestException|APIError|ProxyError|Unable to connect to proxy|Tunnel connection failed|ClientError|\bconnection failed\b|\bnetwork (?:error|disconnected)\b|\bunknown (?:\w+ ){0,3}error\b"#,
+       r#"error sending request|fetch failed|HttpRequestException|APIError|ProxyError|Unable to connect to proxy|Tunnel connection failed|ClientError|\bconnection failed\b|\bnetwork (?:error|disconnected)\b|\bunknown (?:\w+ ){0,3}error\b|problem reaching|(?:could not|couldn't|unable to) reach\b"#,
        "a generic wrapper: the real cause is in the chained error",
        "print the full error chain (Node: `err.cause`; Python: `__cause__`; Rust: `source()` chain; .NET: InnerException)",
        ["TypeError: fetch failed", "error sending request for url (https://api.x.com/v1/chat/completions)"]),

@@ -276,7 +276,9 @@ pub fn explain(message: &str, model: Option<&str>, elapsed: Option<Duration>) ->
         Some(p) if p.wraps => {
             let inside = wrapped.map_or((Class::Unknown, "unknown"), |w| (w.class, w.phase.name()));
             let ruling = rules::rule(wrapped, &facts, elapsed, inside);
-            let found = (ruling.class != Class::Unknown).then_some(ruling.class);
+            // A wrapper around a timeout that names no phase wraps nothing more telling.
+            let found =
+                (!matches!(ruling.class, Class::Unknown | Class::Wrapper)).then_some(ruling.class);
             (p.class, p.phase.name(), found, ruling)
         }
         _ => {

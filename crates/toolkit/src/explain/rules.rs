@@ -123,7 +123,7 @@ static MIDDLEBOXES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (r"\bgoogle frontend\b|that.s an error", "Google's front end"),
         (r"\bingress\b", "a Kubernetes ingress"),
         (
-            r"failed to forward (?:the )?request|error forwarding|\bproxy error\b|\breverse proxy\b|\bthe upstream server\b|from (?:the )?upstream\b",
+            r"failed to forward (?:the )?request|error forwarding|\bproxy error\b|\breverse proxy\b|\bthe upstream server\b|from (?:the )?(?:upstream|provider|origin|backend)\b",
             "a proxy (it speaks of forwarding, or of its upstream)",
         ),
         (
@@ -151,7 +151,7 @@ static STREAMING: LazyLock<Regex> = LazyLock::new(|| {
         r"|while reading (?:the )?(?:response )?body|reading (?:the )?response body|\bbody timeout|UND_ERR_BODY_TIMEOUT",
         r"|during streaming|mid-?stream|MidStreamFallbackError|while streaming|\bin stream\b|stream (?:was )?interrupted",
         r"|ReadableStream|\breadChunk\b|\bprocessStream\b|\bstreamText\b|\btext_stream\b|\bSSEDecoder\b|\bStream\.__",
-        r"|\bidle timeout|\btimeout\b[^\n]{0,20}\bidle\b|partial response|\bstall(?:ed)?\b|kind: Body\b|hyper::Error\(Body",
+        r"|\bidle timeout|\btimeout\b[^\n]{0,20}\bidle\b|partial response|\bstall(?:ed)?\b|kind: Body\b|hyper::Error\(Body|\bstream (?:disconnected|closed|ended|interrupted)\b",
     ))
 });
 
@@ -159,7 +159,10 @@ static STREAMING: LazyLock<Regex> = LazyLock::new(|| {
 static CLIENT_DEADLINES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     [
         (r"Client\.Timeout", "Go's http.Client.Timeout"),
-        (r"timeout of \d+ ?ms exceeded", "axios's `timeout`"),
+        (
+            r"timeout of \d+(?:\.\d+)? ?m?s exceeded",
+            "a client's overall timeout (axios's `timeout`, a retry deadline)",
+        ),
         (
             r"AbortSignal\.timeout|aborted due to timeout|signal timed out|DOMException \[TimeoutError\]",
             "an AbortSignal.timeout",
@@ -196,10 +199,13 @@ static NAMED_PHASES: LazyLock<Vec<(Regex, Class)>> = LazyLock::new(|| {
             Class::TcpConnectTimeout,
         ),
         (
-            r"header|_read_status|receive_response_headers|getresponse|first byte|waiting for (?:a |the )?response|awaiting response",
+            r"header|_read_status|receive_response_headers|getresponse|first (?:byte|event|chunk)|waiting for (?:a |the )?response|awaiting response",
             Class::FirstByteTimeout,
         ),
-        (r"\bbody\b|reading (?:data|from)|\bread\b", Class::FirstByteTimeout),
+        (
+            r"\bbody\b|reading (?:data|from)|\bread\b|ReadTimeout|read_timeout",
+            Class::FirstByteTimeout,
+        ),
     ]
     .iter()
     .map(|(p, class)| (re(p), *class))
@@ -223,8 +229,11 @@ const AMBIGUOUS_TIMEOUTS: &[&str] = &[
     "claude_code.timeout",
     "litellm.timeout",
     "generic.timeout",
-    "rust.timeout",
 ];
+
+/// Patterns whose class holds unless the text names the step the timer cut (reqwest's
+/// "operation timed out" is its whole-request timeout, unless it says "trying to connect").
+const REFINABLE_TIMEOUTS: &[&str] = &["rust.timeout"];
 
 /// Whether a pattern's timeout says nothing of its phase unless the text around it does.
 pub fn is_ambiguous(id: &str) -> bool {
@@ -333,17 +342,6 @@ pub fn rule(
         return ruling;
     }
 
-    // A refusal comes at once; one that timed out was a connect that never got an answer.
-    if ruling.class == Class::ConnRefused && facts.says_timeout {
-        ruling.class = Class::TcpConnectTimeout;
-        ruling.phase = Phase::Connect.name();
-        ruling.because.push(
-            "the connect did not fail at once, it timed out: nothing answered the handshake"
-                .to_owned(),
-        );
-        return ruling;
-    }
-
     // An abort that speaks of a timeout was fired by the caller's own timer, not by a person.
     if ruling.class == Class::ClientCancel && facts.says_timeout {
         ruling.class = Class::TotalDeadline;
@@ -363,6 +361,8 @@ pub fn rule(
                 | Class::IdleStreamStall
                 | Class::Wrapper
                 | Class::ClientCancel
+                | Class::TcpConnectTimeout
+                | Class::ConnRefused
                 | Class::Unknown
         )
     {
@@ -374,12 +374,25 @@ pub fn rule(
         return ruling;
     }
 
+    // A refusal comes at once; one that timed out was a connect that never got an answer.
+    if ruling.class == Class::ConnRefused && facts.says_timeout {
+        ruling.class = Class::TcpConnectTimeout;
+        ruling.phase = Phase::Connect.name();
+        ruling.because.push(
+            "the connect did not fail at once, it timed out: nothing answered the handshake"
+                .to_owned(),
+        );
+        return ruling;
+    }
+
     // A timeout raised while a streamed body was being read is a stall, not a wait for the
     // first byte; a close there happened mid-stream.
     if facts.while_streaming {
         match ruling.class {
             Class::FirstByteTimeout | Class::TotalDeadline | Class::Wrapper
-                if ambiguous || ruling.class == Class::FirstByteTimeout =>
+                if ambiguous
+                    || REFINABLE_TIMEOUTS.contains(&id)
+                    || ruling.class == Class::FirstByteTimeout =>
             {
                 ruling.class = Class::IdleStreamStall;
                 ruling.phase = Phase::Stream.name();
@@ -403,7 +416,7 @@ pub fn rule(
         }
     }
 
-    if !ambiguous {
+    if !ambiguous && !REFINABLE_TIMEOUTS.contains(&id) {
         return ruling;
     }
     // A timeout whose words or frames name the step it cut.
@@ -423,7 +436,9 @@ pub fn rule(
         return ruling;
     }
     // A timeout that names no phase: the readings, and the question that decides.
-    ambiguous_timeout(&mut ruling, elapsed);
+    if ambiguous {
+        ambiguous_timeout(&mut ruling, elapsed);
+    }
     ruling
 }
 
@@ -450,8 +465,14 @@ fn status_rules(ruling: &mut Ruling, facts: &Facts, ambiguous: bool) -> bool {
     let Some(status) = facts.status else {
         return false;
     };
-    let from_path = facts.middlebox.is_some() || (status == 504 && !facts.api_typed);
-    let who = facts.middlebox.unwrap_or("a gateway on the way");
+    // Cloudflare's own statuses (520–527, 530) say who produced them.
+    let cloudflare = (520..=530).contains(&status);
+    let from_path = facts.middlebox.is_some() || cloudflare || (status == 504 && !facts.api_typed);
+    let who = facts.middlebox.unwrap_or(if cloudflare {
+        "Cloudflare (520–530 are its own statuses)"
+    } else {
+        "a gateway on the way"
+    });
     let class = ruling.class;
     if from_path
         && is_gateway_timeout(status)
@@ -522,7 +543,7 @@ fn proxy_timer(ruling: &mut Ruling, facts: &Facts) -> bool {
         return false;
     }
     // A proxy that says what is behind it failed reports a path failure, not the API's error.
-    if ruling.class == Class::Upstream5xx {
+    if matches!(ruling.class, Class::Upstream5xx | Class::Unknown) {
         ruling.class = Class::PeerClosed;
         ruling.phase = Phase::FirstByte.name();
         ruling.because.push(format!(
@@ -629,7 +650,7 @@ mod tests {
         assert!(!read("httpx.ReadTimeout: The read operation timed out").while_streaming);
         assert_eq!(
             read("AxiosError: timeout of 60000ms exceeded").client_deadline,
-            Some("axios's `timeout`")
+            Some("a client's overall timeout (axios's `timeout`, a retry deadline)")
         );
         assert_eq!(read("Request timed out.").named_phase, None);
         assert_eq!(
