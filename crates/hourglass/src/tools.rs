@@ -17,16 +17,21 @@ use crate::{EXIT_POOR, env_var};
                   Metric definitions and thresholds: docs/toolkit.md. Results saved with --save feed `hourglass tune --from`."
 )]
 pub struct ProbeArgs {
-    /// Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1
+    /// Base URL of an OpenAI-compatible API (https://api.openai.com/v1) or of Anthropic's
+    /// (https://api.anthropic.com/v1)
     #[arg(required_unless_present = "config", conflicts_with = "config")]
     url: Option<String>,
     /// Probe every upstream of this configuration file instead, with its timeouts and keys
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Model to call (repeat for several); default: the models the configuration routes to each
-    /// upstream, or gpt-4o-mini for a URL
+    /// upstream, or for a URL gpt-4o-mini (claude-haiku-4-5 for Anthropic's API)
     #[arg(long = "model", short = 'm', value_name = "M")]
     models: Vec<String>,
+    /// The API to call: OpenAI's chat completions or Anthropic's Messages (default: what the
+    /// upstream speaks; for a URL, anthropic on anthropic.com, else openai)
+    #[arg(long, value_name = "API", value_parser = ["openai", "anthropic"])]
+    api: Option<String>,
     /// Calls per endpoint and model
     #[arg(short = 'n', long = "requests", value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     n: u32,
@@ -49,9 +54,10 @@ pub struct ProbeArgs {
     /// Extra request header, `Name: value` (repeatable)
     #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    /// Environment variable holding the API key for a URL (sent as a bearer token)
-    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
-    api_key_env: String,
+    /// Environment variable holding the API key for a URL (a bearer token; `x-api-key` for
+    /// Anthropic's API) [default: OPENAI_API_KEY, or ANTHROPIC_API_KEY for Anthropic's API]
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
     /// Overall timeout of each call (default: the model family's, as the gateway runs it)
     #[arg(long, value_name = "DURATION", value_parser = parse_elapsed)]
     timeout: Option<std::time::Duration>,
@@ -83,20 +89,26 @@ fn parse_header(text: &str) -> Result<(http::HeaderName, http::HeaderValue), Str
     after_help = "Exit status: 0 when every phase completed, 3 when one failed (the verdict names it), 1 on errors."
 )]
 pub struct DiagnoseArgs {
-    /// Base URL of the API, e.g. https://api.openai.com/v1
+    /// Base URL of the API, e.g. https://api.openai.com/v1 or https://api.anthropic.com/v1
     url: String,
-    /// Model of the tiny streamed completion that measures first token and gaps
-    #[arg(long, short = 'm', value_name = "M", default_value = "gpt-4o-mini")]
-    model: String,
+    /// Model of the tiny streamed completion that measures first token and gaps [default:
+    /// gpt-4o-mini, or claude-haiku-4-5 for Anthropic's API]
+    #[arg(long, short = 'm', value_name = "M")]
+    model: Option<String>,
+    /// The API of the completion: OpenAI's chat completions or Anthropic's Messages (default:
+    /// anthropic on anthropic.com, else openai)
+    #[arg(long, value_name = "API", value_parser = ["openai", "anthropic"])]
+    api: Option<String>,
     /// Stop after TLS: no completion (for endpoints that are not an AI API)
     #[arg(long)]
     no_completion: bool,
     /// Extra request header of the completion, `Name: value` (repeatable)
     #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header)]
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    /// Environment variable holding the API key (sent as a bearer token)
-    #[arg(long, value_name = "VAR", default_value = "OPENAI_API_KEY")]
-    api_key_env: String,
+    /// Environment variable holding the API key (a bearer token; `x-api-key` for Anthropic's
+    /// API) [default: OPENAI_API_KEY, or ANTHROPIC_API_KEY for Anthropic's API]
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
     /// Limit of each network step: DNS, each TCP connect, the TLS handshake
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_elapsed)]
     step_timeout: std::time::Duration,
@@ -167,6 +179,22 @@ pub struct ExplainArgs {
     json: bool,
 }
 
+/// The API asked for with `--api`, or the one `url` speaks by default.
+fn api_for(asked: Option<&str>, url: Option<&str>) -> hourglass_config::WireFormat {
+    asked
+        .and_then(hourglass_config::WireFormat::from_name)
+        .or_else(|| url.map(hourglass_toolkit::probe::api_of_url))
+        .unwrap_or(hourglass_config::WireFormat::OpenAi)
+}
+
+/// The environment variable of the API key and the model a URL is called with by default.
+fn defaults_for(api: hourglass_config::WireFormat) -> (&'static str, &'static str) {
+    match api {
+        hourglass_config::WireFormat::Anthropic => ("ANTHROPIC_API_KEY", "claude-haiku-4-5"),
+        hourglass_config::WireFormat::OpenAi => ("OPENAI_API_KEY", "gpt-4o-mini"),
+    }
+}
+
 pub fn parse_elapsed(text: &str) -> Result<std::time::Duration, String> {
     if let Ok(seconds) = text.trim().parse::<f64>() {
         return std::time::Duration::try_from_secs_f64(seconds)
@@ -189,6 +217,10 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         prompt: args.prompt,
         headers,
         timeout: args.timeout,
+        api: args
+            .api
+            .as_deref()
+            .and_then(hourglass_config::WireFormat::from_name),
     };
     let targets = match (&args.config, &args.url) {
         (Some(path), _) => {
@@ -197,12 +229,14 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?
         }
         (None, Some(url)) => {
+            let (key_env, model) = defaults_for(api_for(args.api.as_deref(), Some(url)));
             let models = if args.models.is_empty() {
-                vec!["gpt-4o-mini".to_owned()]
+                vec![model.to_owned()]
             } else {
                 args.models.clone()
             };
-            probe::targets_for_url(url, env_var(&args.api_key_env), &models, &options, None)
+            let key = env_var(args.api_key_env.as_deref().unwrap_or(key_env));
+            probe::targets_for_url(url, key, &models, &options, None)
                 .map_err(|e| anyhow::anyhow!("{url}: {e}"))?
         }
         (None, None) => anyhow::bail!("give a URL or --config FILE"),
@@ -276,9 +310,12 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
             .map(|v| (name.to_owned(), v))
     })
     .collect();
+    let api = api_for(args.api.as_deref(), Some(&args.url));
+    let (key_env, model) = defaults_for(api);
     let options = DiagnoseOptions {
-        model: (!args.no_completion).then_some(args.model),
-        api_key: env_var(&args.api_key_env),
+        model: (!args.no_completion).then(|| args.model.unwrap_or_else(|| model.to_owned())),
+        api_key: env_var(args.api_key_env.as_deref().unwrap_or(key_env)),
+        api: Some(api),
         headers,
         step_timeout: args.step_timeout,
         call_timeout: args.timeout,

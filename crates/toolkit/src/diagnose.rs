@@ -34,6 +34,8 @@ pub struct DiagnoseOptions {
     pub call_timeout: Duration,
     /// The proxy variables in effect (name, value), read by the caller from the environment.
     pub proxy_env: Vec<(String, String)>,
+    /// The API of the test completion (`None`: Anthropic's on anthropic.com, else OpenAI's).
+    pub api: Option<hourglass_config::WireFormat>,
 }
 
 /// One address and how connecting to it went.
@@ -404,6 +406,7 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
             prompt: "Say hi.".to_owned(),
             headers: options.headers.clone(),
             timeout: Some(options.call_timeout),
+            api: options.api,
         };
         if d.verdict.phase == Step::Ok {
             let targets = probe::targets_for_url(

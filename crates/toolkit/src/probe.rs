@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hourglass_config::{Config, Family, ModelRoute, Policy, Target as RouteTarget};
+use hourglass_config::{Config, Family, ModelRoute, Policy, Target as RouteTarget, WireFormat};
 use hourglass_engine::protocol::Signal;
 use hourglass_engine::sse::Scanner;
 use hourglass_engine::{CallRequest, Dial, Endpoint, Engine, ErrorCode, Phase, ResponseBody};
@@ -50,7 +50,27 @@ pub struct Options {
     pub headers: HeaderMap,
     /// Overrides the total (and attempt) timeout of each call.
     pub timeout: Option<Duration>,
+    /// The API to call: OpenAI's chat completions or Anthropic's Messages. `None`: what the
+    /// upstream speaks (a URL on anthropic.com speaks Anthropic's, any other OpenAI's).
+    pub api: Option<WireFormat>,
 }
+
+/// The API a URL speaks when nothing says: Anthropic's on anthropic.com, else OpenAI's.
+pub fn api_of_url(url: &str) -> WireFormat {
+    let host = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    if host == "anthropic.com" || host.ends_with(".anthropic.com") {
+        WireFormat::Anthropic
+    } else {
+        WireFormat::OpenAi
+    }
+}
+
+/// The `anthropic-version` a probe sends to Anthropic's API.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// One endpoint and model to probe.
 pub struct Target {
@@ -64,6 +84,8 @@ pub struct Target {
     pub policy: Policy,
     /// The model's family.
     pub family: Family,
+    /// The API it is called with.
+    pub api: WireFormat,
     engine: Arc<Engine>,
 }
 
@@ -82,7 +104,11 @@ pub fn targets_for_url(
         ""
     };
     let quoted = serde_json::to_string(url).map_err(|e| e.to_string())?;
-    let text = format!("[upstreams.probe]\nbase_url = {quoted}\n{key_line}");
+    let api = options.api.unwrap_or_else(|| api_of_url(url));
+    let text = format!(
+        "[upstreams.probe]\nbase_url = {quoted}\nprotocol = \"{}\"\n{key_line}",
+        api.name()
+    );
     let key = api_key.clone();
     let config = Config::from_toml(&text, "the URL", &move |name: &str| {
         (name == "HOURGLASS_PROBE_KEY")
@@ -202,12 +228,21 @@ fn targets(
             configured: true,
         }];
         let engine = Engine::new(probe_config, dials.clone())?;
+        // Asked for, or what the upstream speaks (OpenAI's when it speaks both).
+        let api = options
+            .api
+            .unwrap_or(if upstream.speaks(WireFormat::OpenAi) {
+                WireFormat::OpenAi
+            } else {
+                WireFormat::Anthropic
+            });
         out.push(Target {
             endpoint: label.to_owned(),
             base_url: upstream.base_url.to_string(),
             model: model.clone(),
             policy,
             family,
+            api,
             engine,
         });
     }
@@ -317,7 +352,8 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
-fn request_body(model: &str, options: &Options) -> Bytes {
+/// The endpoint, path and body of one call in `api`.
+fn request_for(api: WireFormat, model: &str, options: &Options) -> (Endpoint, &'static str, Bytes) {
     let mut body = serde_json::json!({
         "model": model,
         "messages": [{"role": "user", "content": options.prompt}],
@@ -325,19 +361,22 @@ fn request_body(model: &str, options: &Options) -> Bytes {
     });
     if options.stream {
         body["stream"] = true.into();
-        body["stream_options"] = serde_json::json!({"include_usage": true});
+        if api == WireFormat::OpenAi {
+            body["stream_options"] = serde_json::json!({"include_usage": true});
+        }
     }
-    Bytes::from(body.to_string())
+    let (endpoint, path) = match api {
+        WireFormat::OpenAi => (Endpoint::Chat, "/chat/completions"),
+        WireFormat::Anthropic => (Endpoint::Messages, "/messages"),
+    };
+    (endpoint, path, Bytes::from(body.to_string()))
 }
 
 /// Makes one call and measures it.
 pub async fn measure(target: &Target, options: &Options) -> Sample {
     let start = Instant::now();
-    let mut request = match CallRequest::new(
-        Endpoint::Chat,
-        "/chat/completions",
-        request_body(&target.model, options),
-    ) {
+    let (endpoint, path, body) = request_for(target.api, &target.model, options);
+    let mut request = match CallRequest::new(endpoint, path, body) {
         Ok(request) => request,
         Err(_) => {
             return Sample {
@@ -347,6 +386,12 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
         }
     };
     request.headers = options.headers.clone();
+    if target.api == WireFormat::Anthropic && !request.headers.contains_key("anthropic-version") {
+        request.headers.insert(
+            "anthropic-version",
+            http::HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+    }
     let response = match target.engine.call(request).await {
         Ok(response) => response,
         Err(error) => {
@@ -401,7 +446,7 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
                     continue;
                 };
                 let result = scanner.push(&data, |event| {
-                    match Endpoint::Chat.protocol().classify(Endpoint::Chat, event) {
+                    match endpoint.protocol().classify(endpoint, event) {
                         Signal::Content | Signal::Finish { content: true } => {
                             if seen_first {
                                 if let Some(previous) = last_token {
@@ -467,11 +512,20 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
     sample
 }
 
+/// The answer's output tokens: OpenAI's `usage.completion_tokens`, Anthropic's
+/// `usage.output_tokens` (in a whole message, and in a stream's `message_delta`).
 fn completion_tokens(body: &[u8]) -> Option<u64> {
     // Most stream events carry no usage: skip the JSON parse unless the word is there.
-    memchr::memmem::find(body, b"completion_tokens")?;
+    if memchr::memmem::find(body, b"completion_tokens").is_none()
+        && memchr::memmem::find(body, b"output_tokens").is_none()
+    {
+        return None;
+    }
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value["usage"]["completion_tokens"].as_u64()
+    let usage = &value["usage"];
+    usage["completion_tokens"]
+        .as_u64()
+        .or_else(|| usage["output_tokens"].as_u64())
 }
 
 /// Probes one target `options.n` times, `options.concurrency` at once; `tick` is called after

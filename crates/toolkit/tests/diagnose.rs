@@ -21,6 +21,7 @@ fn options(fault: Option<&str>) -> DiagnoseOptions {
         step_timeout: Duration::from_millis(500),
         call_timeout: Duration::from_secs(1),
         proxy_env: Vec::new(),
+        api: None,
     }
 }
 
@@ -219,4 +220,28 @@ async fn a_name_that_does_not_resolve_is_the_networks_fault_at_dns() {
 async fn a_bad_url_is_an_error_that_says_so() {
     let e = diagnose("ftp://x/v1", &options(None)).await.unwrap_err();
     assert!(e.contains("http:// or https://"), "{e}");
+}
+
+/// Anthropic's Messages API, phase by phase: a healthy stream completes, an overloaded one (529,
+/// Anthropic's `overloaded_error`) is the server's fault at first byte.
+#[tokio::test]
+async fn anthropics_api_is_diagnosed_phase_by_phase() {
+    let sim = sim().await;
+    let url = format!("http://127.0.0.1:{}/v1", sim.local_addr().unwrap().port());
+    let mut healthy = options(None);
+    healthy.model = Some("claude-4-sonnet".to_owned());
+    healthy.api = Some(hourglass_config::WireFormat::Anthropic);
+    healthy.call_timeout = Duration::from_secs(20);
+    let d = diagnose(&url, &healthy).await.unwrap();
+    let call = d.call.as_ref().expect("the completion ran");
+    assert!(call.sample.ok, "{:?}", call.sample);
+    assert!(call.sample.first_token_ms.is_some());
+    let mut overloaded = options(Some("status;code=529"));
+    overloaded.model = Some("claude-4-sonnet".to_owned());
+    overloaded.api = Some(hourglass_config::WireFormat::Anthropic);
+    let d = diagnose(&url, &overloaded).await.unwrap();
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["verdict"]["phase"], "first_byte", "{json}");
+    assert_eq!(json["verdict"]["side"], "server", "{json}");
+    assert!(d.verdict.summary.contains("529"), "{}", d.verdict.summary);
 }

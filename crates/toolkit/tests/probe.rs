@@ -35,6 +35,7 @@ fn options(n: usize, stream: bool, fault: Option<&str>) -> Options {
         prompt: "hi".to_owned(),
         headers,
         timeout: None,
+        api: None,
     }
 }
 
@@ -179,4 +180,47 @@ async fn a_configuration_probes_every_upstream_side_by_side() {
     let json = serde_json::to_string(&report).unwrap();
     let back: Report = serde_json::from_str(&json).unwrap();
     assert_eq!(back.results[1].samples.len(), 10);
+}
+
+/// Anthropic's Messages API: the same phases, measured from Anthropic's own stream
+/// (`message_start` … `content_block_delta` … `message_stop`), its usage (`output_tokens`) and
+/// its error shape; the simulator speaks it.
+#[tokio::test(start_paused = true)]
+async fn probe_measures_anthropics_messages_api_streamed_and_whole() {
+    let mut streamed = options(40, true, None);
+    streamed.api = Some(hourglass_config::WireFormat::Anthropic);
+    let r = run("claude-4-sonnet", &streamed).await;
+    assert_eq!(r.ok, 40, "{:?}", r.errors);
+    let ft = r.latency_ms["first_token"];
+    assert!(
+        ft.p50 > 100.0,
+        "a first token measured from text_delta: {ft:?}"
+    );
+    assert!(r.latency_ms["gap"].p50 > 0.0);
+    assert!(
+        r.samples
+            .iter()
+            .all(|s| s.completion_tokens.is_some_and(|n| (1..=64).contains(&n))),
+        "output_tokens read from message_delta"
+    );
+    let mut whole = options(10, false, None);
+    whole.api = Some(hourglass_config::WireFormat::Anthropic);
+    let r = run("claude-4-sonnet", &whole).await;
+    assert_eq!(r.ok, 10, "{:?}", r.errors);
+    assert!(r.samples.iter().all(|s| s.completion_tokens.is_some()));
+    // Overloaded, in Anthropic's shape: counted by status, a poor verdict.
+    let mut overloaded = options(5, true, Some("status;code=529"));
+    overloaded.api = Some(hourglass_config::WireFormat::Anthropic);
+    let r = run("claude-4-sonnet", &overloaded).await;
+    assert_eq!(r.errors.get("http_529"), Some(&5), "{:?}", r.errors);
+    assert_eq!(r.verdict, Verdict::Poor);
+    // A URL on anthropic.com is Anthropic's API without being told.
+    assert_eq!(
+        probe::api_of_url("https://api.anthropic.com/v1"),
+        hourglass_config::WireFormat::Anthropic
+    );
+    assert_eq!(
+        probe::api_of_url("https://api.openai.com/v1"),
+        hourglass_config::WireFormat::OpenAi
+    );
 }

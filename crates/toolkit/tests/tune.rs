@@ -41,6 +41,7 @@ async fn measured(model: &str) -> Report {
             prompt: "hi".to_owned(),
             headers: http::HeaderMap::new(),
             timeout: None,
+            api: None,
         };
         let targets = probe::targets_for_url(
             "http://sim.invalid/v1",
