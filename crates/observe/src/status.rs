@@ -1,6 +1,7 @@
 //! What `GET /status` answers: per model and upstream, the recent attempts' success and timeout
-//! rates and latency percentiles over the last minute and five minutes, joined with the engine's
-//! health (breaker, in flight, latency estimate, checks), and the last failures with their
+//! rates and latency percentiles over the last minute and five minutes, fifteen minutes of them
+//! in ten-second steps ([`crate::series`]), joined with the engine's health (breaker and when it
+//! changes next, in flight, latency estimate, checks), and the last failures with their
 //! one-line diagnoses. Kept in bounded rings fed by the engine's attempt events.
 
 use std::collections::{HashMap, VecDeque};
@@ -11,6 +12,8 @@ use hourglass_engine::events::AttemptEvent;
 use hourglass_engine::{Engine, ErrorCode, Phase};
 use serde_json::{Value, json};
 use tokio::time::Instant;
+
+use crate::series::Series;
 
 /// The longest window reported.
 const LONGEST: Duration = Duration::from_secs(300);
@@ -40,11 +43,20 @@ struct Failure {
     phase: Phase,
 }
 
+/// One target's recent attempts.
+#[derive(Debug, Default)]
+struct Kept {
+    /// The last five minutes' attempts, for the windows.
+    ring: VecDeque<Sample>,
+    /// The last fifteen minutes in steps, for the charts.
+    series: Series,
+}
+
 /// Recent attempts and failures.
 #[derive(Debug, Default)]
 pub struct Recent {
     /// By (model, upstream, upstream model).
-    targets: Mutex<HashMap<(String, String, String), VecDeque<Sample>>>,
+    targets: Mutex<HashMap<(String, String, String), Kept>>,
     failures: Mutex<VecDeque<Failure>>,
 }
 
@@ -68,7 +80,7 @@ impl Recent {
                 .targets
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ring = match targets.get_mut(&(
+            let kept = match targets.get_mut(&(
                 model.to_owned(),
                 e.upstream.to_owned(),
                 e.upstream_model.to_owned(),
@@ -82,6 +94,13 @@ impl Recent {
                     ))
                     .or_default(),
             };
+            kept.series.record(
+                jiff::Timestamp::now().as_second(),
+                sample.ok,
+                e.outcome.code().map(|_| e.phase),
+                first_token_ms,
+            );
+            let ring = &mut kept.ring;
             while ring.len() >= PER_TARGET
                 || ring
                     .front()
@@ -117,6 +136,7 @@ impl Recent {
     /// The `/status` document.
     pub fn status(&self, engine: &Engine) -> Value {
         let now = Instant::now();
+        let now_s = jiff::Timestamp::now().as_second();
         let health = engine.health().snapshot();
         let mut targets: Vec<Value> = {
             let map = self
@@ -124,7 +144,8 @@ impl Recent {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.iter()
-                .map(|((model, upstream, upstream_model), ring)| {
+                .map(|((model, upstream, upstream_model), kept)| {
+                    let ring = &kept.ring;
                     let state = health
                         .iter()
                         .find(|t| &t.upstream == upstream && &t.model == upstream_model);
@@ -144,12 +165,17 @@ impl Recent {
                         "in_flight": state.map(|t| t.outstanding),
                         "ejections": state.map(|t| t.ejections),
                         "latency_estimate_ms": state.map(|t| round(t.ewma.as_secs_f64() * 1000.0)),
+                        "half_open_in_s": state.and_then(|t| t.half_open_in).map(|d| round(d.as_secs_f64())),
+                        "trials_to_close": state.and_then(|t| t.trials_to_close),
                         "windows": windows,
+                        "series": kept.series.render(now_s),
                     })
                 })
                 .collect()
         };
         targets.sort_by_key(|t| (t["model"].to_string(), t["upstream"].to_string()));
+        let checks = &engine.config().health_check;
+        let checked = checks.mode != hourglass_config::CheckMode::Off;
         let upstreams: Vec<Value> = engine
             .health()
             .probes()
@@ -158,6 +184,8 @@ impl Recent {
                 json!({
                     "name": name,
                     "up": p.healthy,
+                    "next_check_in_s": p.next_check.filter(|_| checked).map(|at| round(at.saturating_duration_since(now).as_secs_f64())),
+                    "checks_to_flip": checked.then(|| p.results_to_flip(checks.healthy_threshold, checks.unhealthy_threshold)),
                     "last_check": match &p.last {
                         None => Value::Null,
                         Some(Ok(latency)) => json!({"ok": true, "latency_ms": round(latency.as_secs_f64() * 1000.0)}),

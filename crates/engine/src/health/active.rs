@@ -29,6 +29,8 @@ pub struct ProbeState {
     fail_streak: u32,
     /// The last check's latency, or why it failed.
     pub last: Option<Result<Duration, String>>,
+    /// When the next check runs.
+    pub next_check: Option<Instant>,
 }
 
 impl Default for ProbeState {
@@ -38,11 +40,22 @@ impl Default for ProbeState {
             ok_streak: 0,
             fail_streak: 0,
             last: None,
+            next_check: None,
         }
     }
 }
 
 impl ProbeState {
+    /// How many results in a row of the other kind flip it (healthy: failed checks to go down;
+    /// unhealthy: good checks to come back).
+    pub fn results_to_flip(&self, healthy_threshold: u32, unhealthy_threshold: u32) -> u32 {
+        if self.healthy {
+            unhealthy_threshold.saturating_sub(self.fail_streak).max(1)
+        } else {
+            healthy_threshold.saturating_sub(self.ok_streak).max(1)
+        }
+    }
+
     /// Adds a check's result; returns the new health when it flipped.
     pub fn record(
         &mut self,
@@ -104,7 +117,9 @@ pub fn spawn(
                     );
                     drop(pools);
                     let jitter = settings.interval.mul_f64(rng.f64() * 0.1);
-                    tokio::time::sleep(settings.interval + jitter).await;
+                    let next = Instant::now() + settings.interval + jitter;
+                    health.probe_scheduled(index, next);
+                    tokio::time::sleep_until(next).await;
                 }
             })
         })
@@ -205,14 +220,21 @@ mod tests {
         let mut p = ProbeState::default();
         let ok = || Ok(Duration::from_millis(5));
         let bad = || Err("refused".to_owned());
+        assert_eq!(p.results_to_flip(2, 3), 3);
         assert_eq!(p.record(bad(), 2, 3), None);
         assert_eq!(p.record(bad(), 2, 3), None);
+        assert_eq!(
+            p.results_to_flip(2, 3),
+            1,
+            "one more failed check takes it down"
+        );
         assert_eq!(p.record(ok(), 2, 3), None, "a success breaks the streak");
         assert_eq!(p.record(bad(), 2, 3), None);
         assert_eq!(p.record(bad(), 2, 3), None);
         assert_eq!(p.record(bad(), 2, 3), Some(false));
         assert!(!p.healthy);
         assert_eq!(p.record(bad(), 2, 3), None, "no repeated flip");
+        assert_eq!(p.results_to_flip(2, 3), 2, "two good checks bring it back");
         assert_eq!(p.record(ok(), 2, 3), None);
         assert_eq!(p.record(ok(), 2, 3), Some(true));
         assert!(p.healthy);

@@ -173,6 +173,19 @@ impl Breaker {
         self.state
     }
 
+    /// When it changes next without a call: an open breaker's end of ejection. For a half-open
+    /// one, the trial calls that must still succeed to close it.
+    pub fn next_change(&mut self, now: Instant) -> (Option<Instant>, Option<u32>) {
+        match self.state(now) {
+            State::Open { until } => (Some(until), None),
+            State::HalfOpen { succeeded, .. } => (
+                None,
+                Some(self.settings.half_open_calls.saturating_sub(succeeded)),
+            ),
+            State::Closed => (None, None),
+        }
+    }
+
     /// How many times it has been ejected.
     pub fn ejections(&self) -> u32 {
         self.ejections
@@ -393,6 +406,22 @@ mod tests {
         // 20 s later the earlier failures no longer count: one failure of one call is no rate.
         assert_eq!(b.record(t0 + secs(25), true), None);
         assert_eq!(b.state(t0 + secs(25)), State::Closed);
+    }
+
+    #[test]
+    fn the_next_change_is_when_an_ejection_ends_or_how_many_trials_close_it() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(settings());
+        assert_eq!(b.next_change(t0), (None, None));
+        for _ in 0..3 {
+            b.record(t0, true);
+        }
+        assert_eq!(b.next_change(t0 + secs(2)), (Some(t0 + secs(5)), None));
+        // Half-open: two trials must succeed; after one, one more.
+        assert_eq!(b.next_change(t0 + secs(5)), (None, Some(2)));
+        assert!(b.admit(t0 + secs(5)));
+        b.record(t0 + secs(6), false);
+        assert_eq!(b.next_change(t0 + secs(6)), (None, Some(1)));
     }
 
     #[test]

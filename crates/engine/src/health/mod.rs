@@ -136,6 +136,10 @@ pub struct TargetStatus {
     pub failures: u64,
     /// Of which were answered successfully.
     pub answered: u64,
+    /// An open breaker: how long until it lets trial calls through (half-open).
+    pub half_open_in: Option<Duration>,
+    /// A half-open breaker: trial calls that must still succeed to close it.
+    pub trials_to_close: Option<u32>,
 }
 
 /// Every target's health, shared by all calls of an engine — and by the engines that follow it
@@ -506,6 +510,13 @@ impl Health {
         }
     }
 
+    /// Notes when an upstream's next active check runs (the status page shows it).
+    pub fn probe_scheduled(&self, index: usize, at: Instant) {
+        if let Some(entry) = self.upstreams.get(index) {
+            lock(&entry.probe).next_check = Some(at);
+        }
+    }
+
     /// Each upstream's active-check state, in configuration order.
     pub fn probes(&self) -> Vec<(String, active::ProbeState)> {
         self.upstreams
@@ -573,6 +584,7 @@ impl Health {
         let mut out: Vec<TargetStatus> = Vec::new();
         for upstream in &self.upstreams {
             for (model, t) in lock(&upstream.targets).iter_mut() {
+                let (until, trials_to_close) = t.breaker.next_change(now);
                 out.push(TargetStatus {
                     upstream: upstream.name.clone(),
                     model: model.clone(),
@@ -583,6 +595,8 @@ impl Health {
                     calls: t.calls,
                     failures: t.failures,
                     answered: t.answered,
+                    half_open_in: until.map(|u| u.saturating_duration_since(now)),
+                    trials_to_close,
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! `GET /dashboard` in a real browser (Debian's chromium, driven by playwright-core): while calls
-//! with faults (and background jobs) flow, every number the page shows must be the one in the
-//! `/status` answer it rendered. The screenshot is kept as a test artifact.
+//! with faults (and background jobs) flow, every number the page shows and every point of its
+//! charts must be the one in the `/status` answer it rendered. The screenshot is kept as a test
+//! artifact.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -83,7 +84,21 @@ async fn the_dashboard_shows_what_status_says_while_traffic_flows() {
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(calls > 20, "traffic flowed during the test: {calls} calls");
     let rows = summary["rows"].as_array().unwrap();
-    assert!(rows.iter().any(|r| r["upstream"] == "a"), "{summary}");
+    let a = rows
+        .iter()
+        .find(|r| r["upstream"] == "a")
+        .unwrap_or_else(|| panic!("no card for a: {summary}"));
+    // a's 503s are drawn in the failures chart, in the phase they failed in.
+    assert!(
+        a["failure_phases"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{summary}"
+    );
+    assert!(
+        summary["plotted"].as_u64().unwrap() >= 5,
+        "the charts have points, each checked against /status: {summary}"
+    );
     assert!(
         summary["failures"].as_u64().unwrap() > 0,
         "the failure feed shows a's 503s: {summary}"

@@ -179,6 +179,51 @@ async fn status_shows_recent_windows_and_failures_behind_the_admin_key() {
     assert!(minute["first_token_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert_eq!(a["breaker"], "closed");
     assert_eq!(a["upstream_model"], "gpt-4o-mini");
+    // Fifteen minutes in ten-second steps: the four attempts (one failed at first_byte) sit in
+    // the last step or two.
+    let series = &a["series"];
+    assert_eq!(series["step_s"], 10);
+    let attempts: Vec<u64> = series["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts.len(), 90);
+    assert_eq!(attempts.iter().sum::<u64>(), 4, "{series}");
+    assert_eq!(
+        series["failures"]["first_byte"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>(),
+        1,
+        "{series}"
+    );
+    assert!(
+        series["first_token_p99_ms"][89].as_f64().is_some()
+            || series["first_token_p99_ms"][88].as_f64().is_some()
+    );
+    // Every field of a target and an upstream is documented.
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/metrics.md"
+    ))
+    .unwrap();
+    let upstream = &status["upstreams"][0];
+    for field in a
+        .as_object()
+        .unwrap()
+        .keys()
+        .chain(series.as_object().unwrap().keys())
+        .chain(upstream.as_object().unwrap().keys())
+    {
+        assert!(
+            docs.contains(&format!("`{field}`")),
+            "/status field `{field}` is not in docs/metrics.md"
+        );
+    }
     let failure = &status["recent_failures"][0];
     assert_eq!(
         (failure["upstream"].as_str(), failure["code"].as_str()),

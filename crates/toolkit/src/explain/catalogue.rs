@@ -641,6 +641,18 @@ pub static PATTERNS: &[Pattern] = &[
     ),
     // ---- Google Gemini / gRPC status words ------------------------------------------------------
     p!(
+        "bedrock.server",
+        "AWS Bedrock (boto3 / AWS SDKs)",
+        Upstream5xx,
+        Response,
+        r#"ModelTimeoutException|ModelNotReadyException|ModelStreamErrorException|ServiceUnavailableException|InternalServerException"#,
+        "Bedrock's model did not finish in its own time limit (ModelTimeoutException, HTTP 408), was not ready, or its service failed",
+        "retry with backoff (boto3's `retries={'mode': 'adaptive'}`); for long answers use InvokeModelWithResponseStream so tokens flow, and raise `read_timeout` in botocore's Config above the model's time",
+        [
+            "botocore.errorfactory.ModelTimeoutException: An error occurred (ModelTimeoutException) when calling the InvokeModel operation: Model has timed out in processing the request."
+        ]
+    ),
+    p!(
         "google.resource_exhausted",
         "Google Gemini API",
         Upstream429,
