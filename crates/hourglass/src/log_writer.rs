@@ -1,9 +1,11 @@
 //! The log's writer: lines are formatted on the calling thread and written to stderr by a thread
 //! of their own, so a call never waits on a write to a slow pipe, journald or a terminal, and
-//! pays no system call or wake-up for its line. Lines wait in a bounded buffer that the writer
-//! thread writes out every 20 ms in one write; a line that finds the buffer full is dropped and
-//! counted in `hourglass_log_lines_dropped_total`, never allowed to hold a call up. The guard
-//! writes out what waits when the process ends.
+//! pays no system call for its line. Lines wait in a bounded buffer that the writer thread writes
+//! out every 20 ms in one write while lines keep coming; after a tick with nothing to write the
+//! thread sleeps until the next line wakes it (an idle gateway wakes nobody 50 times a second).
+//! A line that finds the buffer full is dropped and counted in
+//! `hourglass_log_lines_dropped_total`, never allowed to hold a call up. The guard writes out what
+//! waits when the process ends.
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -21,10 +23,19 @@ const WAKE_BYTES: usize = 256 << 10;
 /// How often the writer thread writes out what is waiting.
 const TICK: Duration = Duration::from_millis(20);
 
+/// Lines waiting to be written, and whether the writer thread sleeps until one comes.
+#[derive(Default)]
+struct Queue {
+    /// Lines, one after another.
+    bytes: Vec<u8>,
+    /// The writer thread found nothing at its last tick and waits for a line to wake it.
+    asleep: bool,
+}
+
 /// What the logging threads and the writer thread share.
 struct Shared {
-    /// Lines waiting to be written, one after another.
-    waiting: Mutex<Vec<u8>>,
+    /// Lines waiting to be written.
+    waiting: Mutex<Queue>,
     /// Wakes the writer thread before its tick when much is waiting.
     wake: Condvar,
     /// The output, held while a batch is written so batches never interleave or reorder.
@@ -37,7 +48,7 @@ impl Shared {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::swap(&mut *waiting, spare);
+            std::mem::swap(&mut waiting.bytes, spare);
         }
         if !spare.is_empty() {
             let _ = out.write_all(spare);
@@ -48,7 +59,8 @@ impl Shared {
 }
 
 /// A handle the log layer writes each formatted line to (one `write` per line): the line is
-/// appended to what waits, under a lock held for a copy, with no system call and no wake-up.
+/// appended to what waits, under a lock held for a copy, with no system call — and a wake-up only
+/// for the first line after the writer went to sleep.
 #[derive(Clone)]
 pub struct Lines {
     shared: Arc<Shared>,
@@ -61,12 +73,13 @@ impl Write for Lines {
             .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if waiting.len() + line.len() > QUEUE_BYTES {
+        if waiting.bytes.len() + line.len() > QUEUE_BYTES {
             LOG_LINES_DROPPED.fetch_add(1, Ordering::Relaxed);
             return Ok(line.len());
         }
-        waiting.extend_from_slice(line);
-        if waiting.len() >= WAKE_BYTES {
+        waiting.bytes.extend_from_slice(line);
+        if waiting.asleep || waiting.bytes.len() >= WAKE_BYTES {
+            waiting.asleep = false;
             self.shared.wake.notify_one();
         }
         Ok(line.len())
@@ -92,7 +105,10 @@ impl Drop for Guard {
 /// out what is left.
 pub fn spawn(out: impl Write + Send + 'static) -> (Lines, Guard) {
     let shared = Arc::new(Shared {
-        waiting: Mutex::new(Vec::with_capacity(64 << 10)),
+        waiting: Mutex::new(Queue {
+            bytes: Vec::with_capacity(64 << 10),
+            asleep: false,
+        }),
         wake: Condvar::new(),
         out: Mutex::new(Box::new(out)),
     });
@@ -114,16 +130,26 @@ pub fn spawn(out: impl Write + Send + 'static) -> (Lines, Guard) {
     )
 }
 
-/// Every tick (or sooner when much is waiting), writes out what waits.
+/// Every tick (or sooner when much is waiting), writes out what waits; after a tick with
+/// nothing, sleeps until a line comes, then gives the lines a tick to gather.
 fn write_lines(shared: &Shared) {
     let mut spare = Vec::with_capacity(64 << 10);
     loop {
         {
-            let waiting = shared
+            let mut waiting = shared
                 .waiting
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if waiting.len() < WAKE_BYTES {
+            if waiting.bytes.is_empty() {
+                waiting.asleep = true;
+                while waiting.asleep {
+                    waiting = shared
+                        .wake
+                        .wait(waiting)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            if waiting.bytes.len() < WAKE_BYTES {
                 let _ = shared.wake.wait_timeout(waiting, TICK);
             }
         }
@@ -163,6 +189,41 @@ mod tests {
         assert_eq!(text, expected);
     }
 
+    /// Waits (yielding, up to a minute: a correctness bound, not a speed one) until `done`.
+    fn until(done: impl Fn() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    #[test]
+    fn an_idle_writer_sleeps_until_a_line_wakes_it() {
+        let kept = Kept::default();
+        let (lines, guard) = spawn(kept.clone());
+        let asleep = || lines.shared.waiting.lock().unwrap().asleep;
+        assert!(
+            until(asleep),
+            "with nothing to write, the writer goes to sleep"
+        );
+        let mut lines2 = lines.clone();
+        lines2.write_all(b"one\n").unwrap();
+        let written = |n: usize| kept.0.lock().unwrap().len() == n;
+        assert!(
+            until(|| written(4)),
+            "the line is written without any other"
+        );
+        assert!(until(asleep), "and it sleeps again");
+        lines2.write_all(b"two\n").unwrap();
+        assert!(until(|| written(8)));
+        assert_eq!(kept.0.lock().unwrap().as_slice(), b"one\ntwo\n");
+        drop(guard);
+    }
+
     #[test]
     fn a_full_queue_drops_and_counts_lines_instead_of_waiting() {
         // A writer that blocks until released: the queue fills behind it.
@@ -181,7 +242,7 @@ mod tests {
         let (mut lines, guard) = spawn(Blocked(gate.clone()));
         // A first line the writer thread takes and then holds on to, stuck in its write.
         lines.write_all(b"first\n").unwrap();
-        while !lines.shared.waiting.lock().unwrap().is_empty() {
+        while !lines.shared.waiting.lock().unwrap().bytes.is_empty() {
             std::thread::yield_now();
         }
         // With the writer stuck, a full buffer and 100 lines more: were a write to wait on the
@@ -193,7 +254,10 @@ mod tests {
         }
         let dropped = LOG_LINES_DROPPED.load(Ordering::Relaxed) - before;
         assert_eq!(dropped, 100);
-        assert_eq!(lines.shared.waiting.lock().unwrap().len(), QUEUE_BYTES);
+        assert_eq!(
+            lines.shared.waiting.lock().unwrap().bytes.len(),
+            QUEUE_BYTES
+        );
         drop(held);
         drop(guard);
     }
