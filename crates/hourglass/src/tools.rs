@@ -180,11 +180,10 @@ pub struct ExplainArgs {
 }
 
 /// The API asked for with `--api`, or the one `url` speaks by default.
-fn api_for(asked: Option<&str>, url: Option<&str>) -> hourglass_config::WireFormat {
+fn api_for(asked: Option<&str>, url: &str) -> hourglass_config::WireFormat {
     asked
         .and_then(hourglass_config::WireFormat::from_name)
-        .or_else(|| url.map(hourglass_toolkit::probe::api_of_url))
-        .unwrap_or(hourglass_config::WireFormat::OpenAi)
+        .unwrap_or_else(|| hourglass_toolkit::probe::api_of_url(url))
 }
 
 /// The environment variable of the API key and the model a URL is called with by default.
@@ -229,7 +228,7 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
                 .map_err(anyhow::Error::msg)?
         }
         (None, Some(url)) => {
-            let (key_env, model) = defaults_for(api_for(args.api.as_deref(), Some(url)));
+            let (key_env, model) = defaults_for(api_for(args.api.as_deref(), url));
             let models = if args.models.is_empty() {
                 vec![model.to_owned()]
             } else {
@@ -310,7 +309,7 @@ pub async fn diagnose(args: DiagnoseArgs) -> anyhow::Result<ExitCode> {
             .map(|v| (name.to_owned(), v))
     })
     .collect();
-    let api = api_for(args.api.as_deref(), Some(&args.url));
+    let api = api_for(args.api.as_deref(), &args.url);
     let (key_env, model) = defaults_for(api);
     let options = DiagnoseOptions {
         model: (!args.no_completion).then(|| args.model.unwrap_or_else(|| model.to_owned())),

@@ -229,8 +229,9 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1000.0
 }
 
-/// Runs every step against `url` (a base URL such as `https://api.openai.com/v1`).
-pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis, String> {
+/// An http(s) URL's parts: the URI, whether it is https, the host (an IPv6 address without its
+/// brackets) and the port; an error that says what is wrong with it otherwise.
+pub(crate) fn split_url(url: &str) -> Result<(http::Uri, bool, String, u16), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| format!("`{url}` is not a URL; write e.g. https://api.openai.com/v1"))?;
@@ -245,6 +246,12 @@ pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis,
         .trim_matches(['[', ']'])
         .to_owned();
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Ok((uri, https, host, port))
+}
+
+/// Runs every step against `url` (a base URL such as `https://api.openai.com/v1`).
+pub async fn diagnose(url: &str, options: &DiagnoseOptions) -> Result<Diagnosis, String> {
+    let (_, https, host, port) = split_url(url)?;
     let mut d = Diagnosis {
         url: url.to_owned(),
         host: host.clone(),

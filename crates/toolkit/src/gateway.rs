@@ -44,20 +44,7 @@ pub async fn get(
     limit: Duration,
 ) -> Result<String, String> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("`{base}` is not a URL ({e})"))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err(format!("`{base}` must start with http:// or https://")),
-    };
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("`{base}` names no host"))?
-        .trim_matches(['[', ']'])
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let (uri, tls, host, port) = crate::diagnose::split_url(&url)?;
     let fetch = async {
         let tcp = TcpStream::connect((host.as_str(), port))
             .await

@@ -69,9 +69,6 @@ pub fn api_of_url(url: &str) -> WireFormat {
     }
 }
 
-/// The `anthropic-version` a probe sends to Anthropic's API.
-const ANTHROPIC_VERSION: &str = "2023-06-01";
-
 /// One endpoint and model to probe.
 pub struct Target {
     /// The endpoint's label: the upstream's name, or the URL.
@@ -385,13 +382,8 @@ pub async fn measure(target: &Target, options: &Options) -> Sample {
             };
         }
     };
+    // The engine adds `anthropic-version` for Anthropic's API when the headers do not say one.
     request.headers = options.headers.clone();
-    if target.api == WireFormat::Anthropic && !request.headers.contains_key("anthropic-version") {
-        request.headers.insert(
-            "anthropic-version",
-            http::HeaderValue::from_static(ANTHROPIC_VERSION),
-        );
-    }
     let response = match target.engine.call(request).await {
         Ok(response) => response,
         Err(error) => {

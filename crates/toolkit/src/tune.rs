@@ -338,14 +338,7 @@ pub fn derive(
 
     // first_token: streams only.
     let floor_ft = Duration::from_secs(2);
-    if data.first_token.is_none() {
-        push(
-            &mut derived,
-            "timeouts.first_token",
-            fmt(t.first_token),
-            prior_rule("no streamed samples"),
-        );
-    } else if let Some((p99, _)) = data.first_token {
+    if let Some((p99, _)) = data.first_token {
         t.first_token = round_up(ms(p99 * m)).max(floor_ft);
         push(
             &mut derived,
@@ -355,6 +348,13 @@ pub fn derive(
                 "p99 first token {}{note} × {m}, at least 2s",
                 crate::probe::human_ms(p99)
             ),
+        );
+    } else {
+        push(
+            &mut derived,
+            "timeouts.first_token",
+            fmt(t.first_token),
+            prior_rule("no streamed samples"),
         );
     }
 
@@ -427,14 +427,7 @@ pub fn derive(
     } else {
         Duration::from_secs(5)
     };
-    if data.gap_p99.is_none() {
-        push(
-            &mut derived,
-            "timeouts.idle",
-            fmt(t.idle),
-            prior_rule("no streamed samples"),
-        );
-    } else if let Some(p99) = data.gap_p99 {
+    if let Some(p99) = data.gap_p99 {
         t.idle = round_up(ms(p99 * 4.0)).max(floor_idle);
         push(
             &mut derived,
@@ -445,6 +438,13 @@ pub fn derive(
                 crate::probe::human_ms(p99),
                 fmt(floor_idle)
             ),
+        );
+    } else {
+        push(
+            &mut derived,
+            "timeouts.idle",
+            fmt(t.idle),
+            prior_rule("no streamed samples"),
         );
     }
 
@@ -506,9 +506,7 @@ pub fn derive(
     // stream that flows tokens for longer than the limit is not silent either. Capping them
     // would fail every call the heartbeat was recommended to save.
     if let Some(limit) = options.middlebox {
-        let cap = limit
-            .saturating_sub(Duration::from_secs(1))
-            .max(Duration::from_secs(1));
+        let cap = longest_silence(limit);
         let quarter = round_up(limit / 4).max(MIN_HEARTBEAT);
         let to = &policy.timeouts;
         let (silence, whole) = (to.first_token.max(to.idle), to.first_byte.max(to.attempt));
@@ -610,6 +608,13 @@ pub fn derive(
     tuning
 }
 
+/// The longest silence a proxy that cuts at `limit` lets through: a second less, at least one.
+fn longest_silence(limit: Duration) -> Duration {
+    limit
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_secs(1))
+}
+
 /// Makes the timers agree with each other: no phase may be allowed longer than the attempt that
 /// contains it, and no attempt longer than the whole call (a scenario's patience can be shorter
 /// than a family's attempt: a reasoning model for a person who waits). A value that is cut keeps
@@ -673,7 +678,7 @@ pub fn contradictions(t: &ModelTuning, middlebox: Option<Duration>) -> Vec<Strin
     }
     if let Some(limit) = middlebox {
         let silence = to.first_token.max(to.idle);
-        let cap = limit.saturating_sub(Duration::from_secs(1));
+        let cap = longest_silence(limit);
         match p.heartbeat {
             None if silence > cap => found.push(format!(
                 "a stream may be silent for {} but the proxy cuts at {} and no heartbeat is set",

@@ -355,3 +355,27 @@ fn where_a_timeout_was_raised_and_which_clock_fired_decide_its_class() {
         );
     }
 }
+
+/// A log without times is placed by line: first and last seen are the lines of the first and the
+/// last record of the class.
+#[test]
+fn a_log_without_times_is_summed_up_by_line() {
+    let log = "Error: connect ECONNREFUSED 127.0.0.1:8080\nall good\nError: connect ECONNREFUSED 127.0.0.1:8081\n";
+    let found: Vec<_> = hourglass_toolkit::explain::log::records(log)
+        .into_iter()
+        .map(|r| {
+            let e = explain(&r.text, None, None);
+            (r, e)
+        })
+        .collect();
+    let summary = hourglass_toolkit::explain::summarise(&found);
+    assert_eq!(
+        summary.len(),
+        1,
+        "unknown lines are not a class: {summary:?}"
+    );
+    assert_eq!(summary[0].class, Class::ConnRefused);
+    assert_eq!(summary[0].count, 2);
+    assert_eq!(summary[0].first_seen, "line 1");
+    assert_eq!(summary[0].last_seen, "line 3");
+}

@@ -220,12 +220,17 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| Compiled {
 
 /// The first catalogue pattern that matches `text`, skipping wrappers when `skip_wrappers`.
 pub fn matching_pattern(text: &str, skip_wrappers: bool) -> Option<&'static Pattern> {
+    first_match(text, |p| {
+        !(skip_wrappers && (p.wraps || p.class == Class::Wrapper))
+    })
+}
+
+/// The first catalogue pattern that `considered` lets through and that matches `text`.
+fn first_match(text: &str, considered: impl Fn(&Pattern) -> bool) -> Option<&'static Pattern> {
     PATTERNS
         .iter()
         .zip(&COMPILED.regexes)
-        .find(|(p, re)| {
-            !(skip_wrappers && (p.wraps || p.class == Class::Wrapper)) && re.is_match(text)
-        })
+        .find(|(p, re)| considered(p) && re.is_match(text))
         .map(|(p, _)| p)
 }
 
@@ -236,16 +241,10 @@ pub fn explain(message: &str, model: Option<&str>, elapsed: Option<Duration>) ->
     // APITimeoutError: Request timed out`): the quoted one says more.
     let pattern = matching_pattern(text, false).map(|p| {
         if rules::is_ambiguous(p.id) {
-            PATTERNS
-                .iter()
-                .zip(&COMPILED.regexes)
-                .find(|(q, re)| {
-                    !q.wraps
-                        && q.class.is_timeout()
-                        && !rules::is_ambiguous(q.id)
-                        && re.is_match(text)
-                })
-                .map_or(p, |(q, _)| q)
+            first_match(text, |q| {
+                !q.wraps && q.class.is_timeout() && !rules::is_ambiguous(q.id)
+            })
+            .unwrap_or(p)
         } else {
             p
         }
@@ -453,25 +452,23 @@ pub struct ClassSummary {
     pub class: Class,
     /// How many records.
     pub count: usize,
-    /// When first seen, as the log wrote it (empty when the log has no times).
+    /// When first seen, as the log wrote it, else `line N`.
     pub first_seen: String,
-    /// When last seen.
+    /// When last seen, as the log wrote it, else `line N`.
     pub last_seen: String,
-    /// The line of the first record.
-    pub first_line: usize,
     /// The layer most of its messages came from (empty when none was recognised).
     pub layer: &'static str,
     /// The first fix for the class's first record.
     pub fix: String,
 }
 
-/// Sums records up by class, in the order classes are listed.
+/// Sums the recognised records up by class, the most frequent first.
 pub fn summarise(found: &[(log::Record, Explanation)]) -> Vec<ClassSummary> {
     let mut by_class: BTreeMap<Class, Vec<&(log::Record, Explanation)>> = BTreeMap::new();
-    for pair in found {
+    for pair in found.iter().filter(|(_, e)| e.class != Class::Unknown) {
         by_class.entry(pair.1.class).or_default().push(pair);
     }
-    by_class
+    let mut summary = by_class
         .into_iter()
         .map(|(class, pairs)| {
             let mut layers: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -480,13 +477,18 @@ pub fn summarise(found: &[(log::Record, Explanation)]) -> Vec<ClassSummary> {
                     *layers.entry(e.layer).or_insert(0) += 1;
                 }
             }
-            let seen = |(r, _): &&(log::Record, Explanation)| r.time.clone();
+            let seen = |(r, _): &&(log::Record, Explanation)| {
+                if r.time.is_empty() {
+                    format!("line {}", r.line)
+                } else {
+                    r.time.clone()
+                }
+            };
             ClassSummary {
                 class,
                 count: pairs.len(),
                 first_seen: pairs.first().map(seen).unwrap_or_default(),
                 last_seen: pairs.last().map(seen).unwrap_or_default(),
-                first_line: pairs.first().map_or(0, |(r, _)| r.line),
                 layer: layers
                     .iter()
                     .max_by_key(|(_, n)| **n)
@@ -497,20 +499,16 @@ pub fn summarise(found: &[(log::Record, Explanation)]) -> Vec<ClassSummary> {
                     .unwrap_or_default(),
             }
         })
-        .collect()
+        .collect::<Vec<_>>();
+    summary.sort_by_key(|s| std::cmp::Reverse(s.count));
+    summary
 }
 
 /// Renders a log's summary: one line per class with its count, share, first and last time seen
 /// and its most common layer, then each class's fix.
 pub fn render_summary(found: &[(log::Record, Explanation)]) -> String {
-    let known: Vec<(log::Record, Explanation)> = found
-        .iter()
-        .filter(|(_, e)| e.class != Class::Unknown)
-        .cloned()
-        .collect();
-    let total = known.len();
-    let mut summary = summarise(&known);
-    summary.sort_by_key(|s| std::cmp::Reverse(s.count));
+    let summary = summarise(found);
+    let total: usize = summary.iter().map(|s| s.count).sum();
     let mut out = format!(
         "{total} error texts found ({} other {} with no known error text)\n  {:<20} {:>6} {:>6}  {:<26} {:<26} from\n",
         found.len() - total,
@@ -526,20 +524,13 @@ pub fn render_summary(found: &[(log::Record, Explanation)]) -> String {
         "last seen"
     );
     for s in &summary {
-        let when = |t: &str, line: usize| {
-            if t.is_empty() {
-                format!("line {line}")
-            } else {
-                t.to_owned()
-            }
-        };
         out.push_str(&format!(
             "  {:<20} {:>6} {:>5.1}%  {:<26} {:<26} {}\n",
             s.class.name(),
             s.count,
             100.0 * s.count as f64 / total.max(1) as f64,
-            when(&s.first_seen, s.first_line),
-            when(&s.last_seen, s.first_line),
+            s.first_seen,
+            s.last_seen,
             if s.layer.is_empty() { "—" } else { s.layer }
         ));
     }

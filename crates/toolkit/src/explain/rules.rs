@@ -11,6 +11,7 @@ use std::time::Duration;
 use regex_lite::Regex;
 use serde::Serialize;
 
+use super::KNOWN_DEFAULTS;
 use super::catalogue::{Pattern, Phase};
 use super::class::Class;
 
@@ -302,6 +303,15 @@ pub struct Ruling {
     pub question: Option<String>,
 }
 
+impl Ruling {
+    /// Settles the message as `class` in `phase`, saying why.
+    fn decide(&mut self, class: Class, phase: Phase, why: impl Into<String>) {
+        self.class = class;
+        self.phase = phase.name();
+        self.because.push(why.into());
+    }
+}
+
 /// Statuses a gateway produces when it gave up waiting for what is behind it.
 fn is_gateway_timeout(status: u16) -> bool {
     matches!(status, 504 | 522 | 524 | 408 | 598 | 599)
@@ -337,18 +347,17 @@ pub fn rule(
         return ruling;
     }
     let elapsed = elapsed.or(facts.elapsed);
-    let ambiguous = AMBIGUOUS_TIMEOUTS.contains(&id);
+    let ambiguous = is_ambiguous(id);
     if status_rules(&mut ruling, facts, ambiguous) || proxy_timer(&mut ruling, facts) {
         return ruling;
     }
 
     // An abort that speaks of a timeout was fired by the caller's own timer, not by a person.
     if ruling.class == Class::ClientCancel && facts.says_timeout {
-        ruling.class = Class::TotalDeadline;
-        ruling.phase = Phase::Any.name();
-        ruling.because.push(
-            "the call was aborted by a timer (the caller's own deadline), not by a person"
-                .to_owned(),
+        ruling.decide(
+            Class::TotalDeadline,
+            Phase::Any,
+            "the call was aborted by a timer (the caller's own deadline), not by a person",
         );
         return ruling;
     }
@@ -366,21 +375,20 @@ pub fn rule(
                 | Class::Unknown
         )
     {
-        ruling.class = Class::TotalDeadline;
-        ruling.phase = Phase::Any.name();
-        ruling.because.push(format!(
-            "{clock} bounds the whole call: it fired whatever step the call was at"
-        ));
+        ruling.decide(
+            Class::TotalDeadline,
+            Phase::Any,
+            format!("{clock} bounds the whole call: it fired whatever step the call was at"),
+        );
         return ruling;
     }
 
     // A refusal comes at once; one that timed out was a connect that never got an answer.
     if ruling.class == Class::ConnRefused && facts.says_timeout {
-        ruling.class = Class::TcpConnectTimeout;
-        ruling.phase = Phase::Connect.name();
-        ruling.because.push(
-            "the connect did not fail at once, it timed out: nothing answered the handshake"
-                .to_owned(),
+        ruling.decide(
+            Class::TcpConnectTimeout,
+            Phase::Connect,
+            "the connect did not fail at once, it timed out: nothing answered the handshake",
         );
         return ruling;
     }
@@ -394,21 +402,20 @@ pub fn rule(
                     || REFINABLE_TIMEOUTS.contains(&id)
                     || ruling.class == Class::FirstByteTimeout =>
             {
-                ruling.class = Class::IdleStreamStall;
-                ruling.phase = Phase::Stream.name();
-                ruling.because.push(
-                    "it was raised while a streamed body was being read: the stream went silent"
-                        .to_owned(),
+                ruling.decide(
+                    Class::IdleStreamStall,
+                    Phase::Stream,
+                    "it was raised while a streamed body was being read: the stream went silent",
                 );
                 return ruling;
             }
             // A stream that was closed because a timer found it silent stalled first.
             Class::PeerClosed if facts.says_timeout => {
-                ruling.class = Class::IdleStreamStall;
-                ruling.phase = Phase::Stream.name();
-                ruling
-                    .because
-                    .push("the stream was closed because it went silent past a timeout".to_owned());
+                ruling.decide(
+                    Class::IdleStreamStall,
+                    Phase::Stream,
+                    "the stream was closed because it went silent past a timeout",
+                );
                 return ruling;
             }
             Class::PeerClosed => ruling.phase = Phase::Stream.name(),
@@ -425,14 +432,15 @@ pub fn rule(
             && elapsed.is_some_and(|e| e > LONGEST_CONNECT))
     });
     if let Some(named) = named {
-        if named != ruling.class {
-            ruling.because.push(format!(
+        if named == ruling.class {
+            ruling.phase = phase_of(named).name();
+        } else {
+            let why = format!(
                 "the message names the step the timeout cut: {}",
                 named.name()
-            ));
+            );
+            ruling.decide(named, phase_of(named), why);
         }
-        ruling.class = named;
-        ruling.phase = phase_of(named);
         return ruling;
     }
     // A timeout that names no phase: the readings, and the question that decides.
@@ -443,7 +451,7 @@ pub fn rule(
 }
 
 /// The phase a timeout class happens in.
-fn phase_of(class: Class) -> &'static str {
+fn phase_of(class: Class) -> Phase {
     match class {
         Class::Dns => Phase::Dns,
         Class::TcpConnectTimeout => Phase::Connect,
@@ -454,7 +462,6 @@ fn phase_of(class: Class) -> &'static str {
         Class::IdleStreamStall => Phase::Stream,
         _ => Phase::Any,
     }
-    .name()
 }
 
 /// A status and who produced it. A CDN's, load balancer's or gateway's status is about the
@@ -483,15 +490,18 @@ fn status_rules(ruling: &mut Ruling, facts: &Facts, ambiguous: bool) -> bool {
                 Class::Upstream5xx | Class::Wrapper | Class::Unknown | Class::PeerClosed
             ))
     {
-        ruling.class = Class::MiddleboxTimeout;
-        ruling.phase = if status == 522 {
-            Phase::Connect.name()
+        let phase = if status == 522 {
+            Phase::Connect
         } else {
-            Phase::FirstByte.name()
+            Phase::FirstByte
         };
-        ruling.because.push(format!(
-            "status {status} was produced by {who}: it gave up waiting for what is behind it"
-        ));
+        ruling.decide(
+            Class::MiddleboxTimeout,
+            phase,
+            format!(
+                "status {status} was produced by {who}: it gave up waiting for what is behind it"
+            ),
+        );
         return true;
     }
     if from_path
@@ -501,11 +511,10 @@ fn status_rules(ruling: &mut Ruling, facts: &Facts, ambiguous: bool) -> bool {
             Class::Upstream5xx | Class::Wrapper | Class::Unknown | Class::FirstByteTimeout
         )
     {
-        ruling.class = Class::PeerClosed;
-        ruling.phase = Phase::FirstByte.name();
-        ruling.because.push(format!(
+        let why = format!(
             "status {status} was produced by {who}: what is behind it closed the connection or answered nothing it could read"
-        ));
+        );
+        ruling.decide(Class::PeerClosed, Phase::FirstByte, why);
         return true;
     }
     if from_path || !(ambiguous || matches!(class, Class::Wrapper | Class::Unknown)) {
@@ -527,9 +536,7 @@ fn status_rules(ruling: &mut Ruling, facts: &Facts, ambiguous: bool) -> bool {
         500..=599 => (Class::Upstream5xx, "the API answered a server error"),
         _ => return false,
     };
-    ruling.class = answered;
-    ruling.phase = Phase::Response.name();
-    ruling.because.push(why.to_owned());
+    ruling.decide(answered, Phase::Response, why);
     true
 }
 
@@ -544,26 +551,23 @@ fn proxy_timer(ruling: &mut Ruling, facts: &Facts) -> bool {
     }
     // A proxy that says what is behind it failed reports a path failure, not the API's error.
     if matches!(ruling.class, Class::Upstream5xx | Class::Unknown) {
-        ruling.class = Class::PeerClosed;
-        ruling.phase = Phase::FirstByte.name();
-        ruling.because.push(format!(
-            "{who} reports that what is behind it failed to answer"
-        ));
+        ruling.decide(
+            Class::PeerClosed,
+            Phase::FirstByte,
+            format!("{who} reports that what is behind it failed to answer"),
+        );
         return true;
     }
     if !ruling.class.is_timeout() || ruling.class == Class::MiddleboxTimeout {
         return false;
     }
-    ruling.class = Class::MiddleboxTimeout;
-    ruling.phase = Phase::FirstByte.name();
-    ruling.because.push(format!(
-        "the timeout is {who}'s own: it gave up waiting for what is behind it"
-    ));
+    ruling.decide(
+        Class::MiddleboxTimeout,
+        Phase::FirstByte,
+        format!("the timeout is {who}'s own: it gave up waiting for what is behind it"),
+    );
     true
 }
-
-/// The SDKs' connect timeouts (OpenAI and Anthropic Python: 5 s; undici in Node: 10 s).
-const CONNECT_DEFAULTS: [u64; 2] = [5, 10];
 
 /// A bare "Request timed out.": a connect timeout (the SDK's 5 s — the common case when the
 /// network blocks the API) or a read timeout (600 s, or the caller's own); `elapsed` decides.
@@ -589,38 +593,35 @@ fn ambiguous_timeout(ruling: &mut Ruling, elapsed: Option<Duration>) {
         "how long after the call began did it fail? (pass --elapsed): about 5–10 s means connect; the read timeout means the answer never came".to_owned(),
     );
     let Some(elapsed) = elapsed else {
-        ruling.class = Class::Wrapper;
-        ruling.phase = Phase::Any.name();
-        ruling.because.push(
-            "the message says a timeout fired but not in which phase: it is one of the readings (`could be`), and the elapsed time decides"
-                .to_owned(),
-        );
+        let why = "the message says a timeout fired but not in which phase: it is one of the readings (`could be`), and the elapsed time decides";
+        ruling.decide(Class::Wrapper, Phase::Any, why);
         return;
     };
     let secs = elapsed.as_secs_f64();
-    let near_connect_default = CONNECT_DEFAULTS
+    // The clients' connect timeouts of the table of layer defaults (5 s, 10 s).
+    let near_connect_default = KNOWN_DEFAULTS
         .iter()
-        .any(|&d| secs >= d as f64 - 0.5 && secs <= d as f64 + 1.5);
+        .any(|d| d.class == Class::TcpConnectTimeout && d.matches(elapsed));
     if near_connect_default {
-        ruling.class = Class::TcpConnectTimeout;
-        ruling.phase = Phase::Connect.name();
-        ruling.because.push(format!(
-            "it failed after {secs:.1} s, an SDK's connect timeout: the connection never opened"
-        ));
+        ruling.decide(
+            Class::TcpConnectTimeout,
+            Phase::Connect,
+            format!(
+                "it failed after {secs:.1} s, an SDK's connect timeout: the connection never opened"
+            ),
+        );
     } else if secs >= 15.0 {
-        ruling.class = Class::FirstByteTimeout;
-        ruling.phase = Phase::FirstByte.name();
         ruling.candidates.swap(0, 1);
-        ruling.because.push(format!(
+        let why = format!(
             "it failed after {secs:.0} s, far past any connect timeout: the answer did not come in time"
-        ));
+        );
+        ruling.decide(Class::FirstByteTimeout, Phase::FirstByte, why);
     } else {
-        ruling.class = Class::Wrapper;
-        ruling.phase = Phase::Any.name();
         ruling.candidates.swap(0, 1);
-        ruling.because.push(format!(
+        let why = format!(
             "{secs:.1} s is nobody's default: it is the timeout the caller set, and the message does not say which phase it cut"
-        ));
+        );
+        ruling.decide(Class::Wrapper, Phase::Any, why);
     }
 }
 
