@@ -35,13 +35,21 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(whole, events(&bytes), "one byte per read");
 
     // Whatever the events say, classifying and assembling them never panics, and the hand
-    // scanner of plain text chunks says what serde says of every chunk.
+    // scanner of the common chunks says what serde says of every chunk.
+    // A chat stream's classifier (which remembers the last text chunk) says what the
+    // protocol's stateless classify says of every event.
     let (mut assembler, mut by_serde) = (Assembler::new(), Assembler::without_fast_path());
+    let mut classifier = Endpoint::Chat.protocol().classifier(Endpoint::Chat);
     let mut scanner = Scanner::new();
     let _ = scanner.push(stream, |event| {
         for endpoint in [Endpoint::Chat, Endpoint::Completions, Endpoint::Responses] {
             let _ = endpoint.protocol().classify(endpoint, event);
         }
+        assert_eq!(
+            classifier.classify(event),
+            Endpoint::Chat.protocol().classify(Endpoint::Chat, event),
+            "{event:?}"
+        );
         if let Some(data) = event.data.as_deref() {
             assert_eq!(
                 assembler.push_classified(data),

@@ -13,7 +13,7 @@ use crate::commit::{CommittedStream, Handover, Response, ResponseBody};
 use crate::deadlines::AttemptDeadlines;
 use crate::error::{AttemptRecord, FailureKind};
 use crate::health::Lease;
-use crate::protocol::{Assemble, Endpoint, Protocol, Signal};
+use crate::protocol::{Assemble, Classify, Endpoint, Protocol, Signal};
 use crate::sse::Scanner;
 use crate::upstream::request::{self, header_value, response_headers};
 use crate::upstream::{Connection, Timeline, UpstreamBody};
@@ -317,6 +317,7 @@ impl Attempt<'_> {
             shared: self.call.shared.clone(),
             body,
             scanner: reader.scanner,
+            classifier: reader.classifier,
             held,
             deadlines: self.deadlines,
             endpoint: reader.endpoint,
@@ -435,6 +436,8 @@ struct StreamReader {
     endpoint: Endpoint,
     protocol: &'static dyn Protocol,
     scanner: Scanner,
+    /// Reads what each event means (handed on to the committed stream).
+    classifier: Box<dyn Classify>,
     /// The end marker was seen.
     ended: bool,
     /// A finish reason was seen (or the endpoint needs none).
@@ -454,6 +457,7 @@ impl StreamReader {
             endpoint,
             protocol,
             scanner: Scanner::new(),
+            classifier: protocol.classifier(endpoint),
             ended: false,
             finished: !protocol.needs_finish_reason(endpoint),
             last_content: None,
@@ -499,6 +503,7 @@ impl StreamReader {
         let (mut content, mut failure, mut end) = (false, None, None);
         let (ended, finished, assembler) =
             (&mut self.ended, &mut self.finished, &mut self.assembler);
+        let classifier = &mut self.classifier;
         let last_sequence = &mut self.last_sequence;
         self.scanner
             .push_at(data, |event, at| {
@@ -509,7 +514,7 @@ impl StreamReader {
                     _ => None,
                 };
                 let pushed = once.is_some();
-                let signal = once.unwrap_or_else(|| protocol.classify(endpoint, event));
+                let signal = once.unwrap_or_else(|| classifier.classify(event));
                 if let Some(n) = protocol.sequence_number(endpoint, event) {
                     *last_sequence = Some(n);
                 }

@@ -20,7 +20,7 @@ use crate::describe::Describer;
 use crate::error::{AttemptRecord, CallError, FailureKind};
 use crate::health::Lease;
 use crate::observation::CallEnding;
-use crate::protocol::{Endpoint, Protocol, Signal};
+use crate::protocol::{Classify, Endpoint, Protocol, Signal};
 use crate::sse::Scanner;
 use crate::upstream::{Timeline, UpstreamBody};
 use crate::vocabulary::{ErrorCode, Outcome};
@@ -55,6 +55,8 @@ pub struct CommittedStream {
     /// cleanly.
     body: Option<UpstreamBody>,
     scanner: Scanner,
+    /// Reads what each event means, carrying on from the reading before the commit point.
+    classifier: Box<dyn Classify>,
     /// Bytes read before the commit point, sent first.
     held: Option<Bytes>,
     deadlines: AttemptDeadlines,
@@ -100,6 +102,7 @@ pub(crate) struct Handover {
     pub shared: Arc<Shared>,
     pub body: UpstreamBody,
     pub scanner: Scanner,
+    pub classifier: Box<dyn Classify>,
     pub held: Vec<Bytes>,
     pub deadlines: AttemptDeadlines,
     pub endpoint: Endpoint,
@@ -119,6 +122,7 @@ impl CommittedStream {
             shared: h.shared,
             body: Some(h.body),
             scanner: h.scanner,
+            classifier: h.classifier,
             held: (!held.is_empty()).then(|| Bytes::from(held)),
             deadlines: h.deadlines,
             endpoint: h.endpoint,
@@ -283,11 +287,12 @@ impl CommittedStream {
         let (mut end, mut last) = (None::<(usize, usize)>, 0);
         let (protocol, endpoint) = (self.protocol, self.endpoint);
         let (finish_seen, last_sequence) = (&mut self.finish_seen, &mut self.last_sequence);
+        let classifier = &mut self.classifier;
         let scanned = self.scanner.push_at(&data, |event, at| {
             if let Some(n) = protocol.sequence_number(endpoint, event) {
                 *last_sequence = Some(n);
             }
-            match protocol.classify(endpoint, event) {
+            match classifier.classify(event) {
                 Signal::Content => content = true,
                 Signal::Finish { content: with } => {
                     content |= with;

@@ -167,18 +167,19 @@ impl CallEnding {
 
     fn tell(&mut self, outcome: Outcome, message: &str) {
         self.told = true;
-        let attempts: Vec<String> = self
-            .trail
-            .iter()
-            .map(|a| format!("{}:{}@{}", a.upstream, a.outcome, a.phase))
-            .collect();
+        let mut attempts = String::with_capacity(32 * self.trail.len());
+        for a in &self.trail {
+            use std::fmt::Write as _;
+            let comma = if attempts.is_empty() { "" } else { "," };
+            let _ = write!(attempts, "{comma}{}:{}@{}", a.upstream, a.outcome, a.phase);
+        }
         tracing::info!(
             target: "hourglass::call",
             request_id = self.request_id,
             model = self.model,
             endpoint = self.endpoint,
             outcome = outcome.name(),
-            attempts = attempts.join(","),
+            attempts,
             elapsed_ms = (self.start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
             error = message,
             "call"

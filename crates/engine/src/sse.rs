@@ -113,7 +113,17 @@ fn scan(
 /// The end of the first event in `bytes` and the length of the blank line that ends it.
 fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize)> {
     if !crlf {
-        return memchr::memmem::find(bytes, b"\n\n").map(|at| (at, 2));
+        // A line end followed by another. Not `memmem::find`: it builds a searcher per call, and
+        // most events are one line, so the first `\n` found is usually the boundary.
+        let mut i = 0;
+        while let Some(offset) = memchr::memchr(b'\n', &bytes[i..]) {
+            let at = i + offset;
+            if bytes.get(at + 1) == Some(&b'\n') {
+                return Some((at, 2));
+            }
+            i = at + 1;
+        }
+        return None;
     }
     // Rare: "\r\n\r\n", "\r\r", "\n\r\n" as well.
     let mut i = 0;

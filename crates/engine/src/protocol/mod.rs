@@ -186,6 +186,25 @@ pub trait Assemble: Send {
     fn finish(self: Box<Self>) -> Bytes;
 }
 
+/// Reads what each event of one stream means (as [`Protocol::classify`] does), and may keep
+/// what it learned from one event to read the next faster.
+pub trait Classify: Send {
+    /// What `event` means.
+    fn classify(&mut self, event: &Event<'_>) -> Signal;
+}
+
+/// A classifier that keeps nothing: the protocol's `classify`, event by event.
+pub(crate) struct Stateless {
+    pub protocol: &'static dyn Protocol,
+    pub endpoint: Endpoint,
+}
+
+impl Classify for Stateless {
+    fn classify(&mut self, event: &Event<'_>) -> Signal {
+        self.protocol.classify(self.endpoint, event)
+    }
+}
+
 /// A wire format: everything the engine and the gateway need to know of one.
 pub trait Protocol: Send + Sync + 'static {
     /// Its name, as configuration and logs write it.
@@ -205,6 +224,9 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// What one event of a stream from `endpoint` means.
     fn classify(&self, endpoint: Endpoint, event: &Event<'_>) -> Signal;
+
+    /// A classifier for one stream from `endpoint`: what `classify` says of each event.
+    fn classifier(&self, endpoint: Endpoint) -> Box<dyn Classify>;
 
     /// Whether a stream of `endpoint` is complete only once a finish reason was seen (a bare
     /// end marker before it means the server interrupted the answer).
@@ -303,8 +325,82 @@ pub(crate) fn error_sse(data: &[u8]) -> Bytes {
 }
 
 /// The request body asking for a stream (both protocols take `stream: true`): `stream: true` and, with `usage`,
-/// `stream_options.include_usage: true`; everything else kept (values byte for byte).
+/// `stream_options.include_usage: true`; everything else kept (values byte for byte, fields in
+/// their order).
 pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
+    // The common body is read once, borrowed, and written back field by field; a body with an
+    // escaped or repeated key takes the general path.
+    let Some(fields) = borrowed_fields(body) else {
+        return streaming_body_general(body, usage);
+    };
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.push(b'{');
+    let mut options = None;
+    for (key, value) in fields {
+        match key {
+            "stream" => continue,
+            "stream_options" if usage => {
+                options = Some(value);
+                continue;
+            }
+            _ => {}
+        }
+        for part in [b"\"", key.as_bytes(), b"\":", value.get().as_bytes(), b","] {
+            out.extend_from_slice(part);
+        }
+    }
+    out.extend_from_slice(b"\"stream\":true");
+    if usage {
+        out.extend_from_slice(b",\"stream_options\":");
+        out.extend_from_slice(stream_options_with_usage(options).as_bytes());
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A JSON object's fields in order, borrowed from `body`: `None` when it is not an object, or a
+/// key has an escape or comes twice.
+fn borrowed_fields(body: &[u8]) -> Option<Vec<(&str, &serde_json::value::RawValue)>> {
+    struct Fields<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
+    impl<'de> Deserialize<'de> for Fields<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: M,
+                ) -> Result<Fields<'de>, M::Error> {
+                    let mut fields = Vec::new();
+                    while let Some(key) = map.next_key::<&'de str>()? {
+                        fields.push((key, map.next_value()?));
+                    }
+                    Ok(Fields(fields))
+                }
+            }
+            d.deserialize_map(Visit)
+        }
+    }
+    let fields = serde_json::from_slice::<Fields>(body).ok()?.0;
+    let repeated = (1..fields.len()).any(|i| fields[..i].iter().any(|f| f.0 == fields[i].0));
+    (!repeated).then_some(fields)
+}
+
+/// `stream_options` (an object, else nothing kept) with `include_usage: true`.
+fn stream_options_with_usage(options: Option<&serde_json::value::RawValue>) -> String {
+    let mut options: serde_json::Map<String, serde_json::Value> = options
+        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .unwrap_or_default();
+    options.insert("include_usage".into(), serde_json::json!(true));
+    serde_json::Value::Object(options).to_string()
+}
+
+/// [`streaming_body`] for any JSON object: escaped and repeated keys (the last one counts), and
+/// what is wrong with a body that is not an object.
+fn streaming_body_general(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
     let mut map: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
         serde_json::from_slice(body)
             .map_err(|e| format!("the request body is not a JSON object: {e}"))?;
@@ -312,18 +408,11 @@ pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
         serde_json::value::RawValue::from_string(text.to_owned()).expect("literal JSON is valid")
     };
     map.insert("stream".into(), raw("true"));
-    if !usage {
-        return serde_json::to_vec(&map).map_err(|e| e.to_string());
+    if usage {
+        let options = map.get("stream_options").map(|o| &**o);
+        let options = stream_options_with_usage(options);
+        map.insert("stream_options".into(), raw(&options));
     }
-    let mut options: serde_json::Map<String, serde_json::Value> = map
-        .get("stream_options")
-        .and_then(|o| serde_json::from_str(o.get()).ok())
-        .unwrap_or_default();
-    options.insert("include_usage".into(), serde_json::json!(true));
-    map.insert(
-        "stream_options".into(),
-        raw(&serde_json::Value::Object(options).to_string()),
-    );
     serde_json::to_vec(&map).map_err(|e| e.to_string())
 }
 
@@ -412,6 +501,36 @@ mod tests {
         assert_eq!(out["temperature"], 0.25);
         assert_eq!(out["messages"][0]["content"], "hi");
         assert!(streaming_body(b"[1]", true).is_err());
+    }
+
+    #[test]
+    fn the_stream_request_keeps_every_field_and_value_as_written_in_order() {
+        let body = br#"{"model":"m", "stream" : false,"messages":[{"role":"user","content":"h\u00e9"}],"n":1.50}"#;
+        assert_eq!(
+            String::from_utf8(streaming_body(body, true).unwrap()).unwrap(),
+            r#"{"model":"m","messages":[{"role":"user","content":"h\u00e9"}],"n":1.50,"stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        // Escaped or repeated keys, and every other shape, read as the general path reads them.
+        for body in [
+            &br#"{"m\u006fdel":"m","stream_options":{"include_usage":false}}"#[..],
+            br#"{"model":"a","model":"b"}"#,
+            br#"{"stream_options":[1],"stream_options":{"x":2}}"#,
+            br#"{"stream_options":"no"}"#,
+            br#"{}"#,
+            br#" { "a" : 1 } "#,
+        ] {
+            for usage in [true, false] {
+                let fast: Value =
+                    serde_json::from_slice(&streaming_body(body, usage).unwrap()).unwrap();
+                let general: Value =
+                    serde_json::from_slice(&streaming_body_general(body, usage).unwrap()).unwrap();
+                assert_eq!(fast, general, "{}", String::from_utf8_lossy(body));
+            }
+        }
+        for bad in [&b"[1]"[..], b"{", b"{\"a\":1}x", b"", b"\"s\""] {
+            assert_eq!(streaming_body(bad, true), streaming_body_general(bad, true));
+            assert!(streaming_body(bad, true).is_err());
+        }
     }
 
     #[test]

@@ -134,6 +134,13 @@ impl Protocol for Anthropic {
         content::classify(event)
     }
 
+    fn classifier(&self, endpoint: Endpoint) -> Box<dyn super::Classify> {
+        Box::new(super::Stateless {
+            protocol: &Anthropic,
+            endpoint,
+        })
+    }
+
     fn needs_finish_reason(&self, endpoint: Endpoint) -> bool {
         endpoint == Endpoint::Messages
     }

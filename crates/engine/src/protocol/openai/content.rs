@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::assemble::fast::{self, Kept, Memo};
 use crate::protocol::{Endpoint, Signal, excerpt};
 use crate::sse::Event;
 
@@ -106,6 +107,34 @@ impl Choice<'_> {
 /// Whether a JSON value carries something: not null, not `""`, not `[]`, not `{}`.
 pub(crate) fn filled(value: Option<&RawValue>) -> bool {
     value.is_some_and(|v| !matches!(v.get().trim(), "null" | "\"\"" | "[]" | "{}"))
+}
+
+/// Classifies the events of one chat stream as [`classify`] does, faster: the common chunk
+/// shapes are read by the assembler's hand scanner, and a chunk that differs from the last text
+/// chunk only in its text by comparison with it (see `assemble::fast`). Anything else, serde.
+#[derive(Default)]
+pub struct ChatClassifier {
+    memo: Memo,
+}
+
+impl crate::protocol::Classify for ChatClassifier {
+    fn classify(&mut self, event: &Event<'_>) -> Signal {
+        let Some(data) = event.data.as_deref() else {
+            return Signal::Nothing;
+        };
+        let data = data.trim();
+        if let Some(choice) = self.memo.recall(data, Kept::ALL) {
+            return choice.signal();
+        }
+        if let Some(chunk) = fast::chunk(data, Kept::ALL) {
+            self.memo.remember(data, &chunk, Kept::ALL);
+            return chunk
+                .choice
+                .as_ref()
+                .map_or(Signal::Nothing, |c| c.signal());
+        }
+        classify(Endpoint::Chat, event)
+    }
 }
 
 /// Classifies one event of a stream from `endpoint`.

@@ -155,6 +155,16 @@ impl Protocol for OpenAi {
         content::classify(endpoint, event)
     }
 
+    fn classifier(&self, endpoint: Endpoint) -> Box<dyn super::Classify> {
+        match endpoint {
+            Endpoint::Chat => Box::new(content::ChatClassifier::default()),
+            _ => Box::new(super::Stateless {
+                protocol: &OpenAi,
+                endpoint,
+            }),
+        }
+    }
+
     fn needs_finish_reason(&self, endpoint: Endpoint) -> bool {
         matches!(endpoint, Endpoint::Chat | Endpoint::Completions)
     }

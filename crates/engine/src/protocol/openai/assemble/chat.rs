@@ -5,9 +5,9 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
 
 use super::{ChunkIn, Common, present};
 use crate::protocol::openai::content::filled;
@@ -20,6 +20,8 @@ pub struct Assembler {
     choices: Vec<Choice>,
     /// Whether plain text chunks are read by the hand scanner (`fast`); off only to check it.
     fast: bool,
+    /// The last text chunk the scanner read, which the next is compared with.
+    memo: super::fast::Memo,
 }
 
 impl Default for Assembler {
@@ -28,6 +30,7 @@ impl Default for Assembler {
             common: Common::default(),
             choices: Vec::new(),
             fast: true,
+            memo: super::fast::Memo::default(),
         }
     }
 }
@@ -151,10 +154,19 @@ impl Assembler {
         if data.is_empty() {
             return Signal::Nothing;
         }
-        if self.fast
-            && let Some(text) = super::fast::text_chunk(data, self.common.kept())
-        {
-            return self.add_text(text);
+        if self.fast {
+            let kept = self.common.kept();
+            if let Some(choice) = self.memo.recall(data, kept) {
+                return self.add_text(choice);
+            }
+            if let Some(chunk) = super::fast::chunk(data, kept) {
+                self.memo.remember(data, &chunk, kept);
+                self.common.take_first(chunk.first, chunk.usage);
+                return match chunk.choice {
+                    Some(choice) => self.add_text(choice),
+                    None => Signal::Nothing,
+                };
+            }
         }
         let chunk: ChunkIn<ChoiceIn> = match serde_json::from_str(data) {
             Ok(chunk) => chunk,
@@ -178,7 +190,7 @@ impl Assembler {
         }
     }
 
-    /// Adds a plain text chunk read by the hand scanner: what `add` does with the same chunk.
+    /// Adds the choice of a chunk read by the hand scanner: what `add` does with the same chunk.
     fn add_text(&mut self, text: super::fast::TextChunk<'_>) -> Signal {
         if text.index >= MAX_INDEX {
             return Signal::Malformed(format!("choice index {} is out of range", text.index));
@@ -186,22 +198,21 @@ impl Assembler {
         if self.choices.len() <= text.index {
             self.choices.resize_with(text.index + 1, Choice::default);
         }
+        let signal = text.signal();
         let choice = &mut self.choices[text.index];
+        if let Some(reason) = text.finish_reason {
+            choice.finish_reason = Some(Value::from(reason));
+        }
         if let Some(role) = text.role {
             choice.role = Some(role.into_owned());
         }
-        let Some(content) = text.content else {
-            return Signal::Nothing;
-        };
-        choice
-            .content
-            .get_or_insert_with(String::new)
-            .push_str(&content);
-        if content.is_empty() {
-            Signal::Nothing
-        } else {
-            Signal::Content
+        if let Some(text) = text.content {
+            choice
+                .content
+                .get_or_insert_with(String::new)
+                .push_str(&text);
         }
+        signal
     }
 
     /// Adds a parsed chunk's choices.
@@ -258,33 +269,71 @@ impl Assembler {
 
     /// The non-streaming body: `chat.completion` with every choice's message.
     pub fn finish(self) -> Value {
-        let choices: Vec<Value> = self
-            .choices
-            .into_iter()
-            .enumerate()
-            .map(|(index, c)| {
-                let mut message = Map::new();
-                message.insert("role".into(), json!(c.role.unwrap_or_else(|| "assistant".into())));
-                message.insert("content".into(), json!(c.content));
-                message.insert("refusal".into(), json!(c.refusal));
-                message.insert("annotations".into(), json!([]));
-                if !c.tool_calls.is_empty() {
-                    let calls: Vec<Value> = c
-                        .tool_calls
-                        .into_iter()
-                        .map(|t| {
-                            json!({"id": t.id, "type": t.kind.unwrap_or_else(|| "function".into()),
-                                   "function": {"name": t.name, "arguments": t.arguments}})
+        self.answer().to_value()
+    }
+
+    fn answer(&self) -> super::Whole<'_, Vec<ChoiceOut<'_>>> {
+        let choices = (self.choices.iter().enumerate())
+            .map(|(index, c)| ChoiceOut {
+                index,
+                message: MessageOut {
+                    role: c.role.as_deref().unwrap_or("assistant"),
+                    content: c.content.as_deref(),
+                    refusal: c.refusal.as_deref(),
+                    annotations: [],
+                    tool_calls: (c.tool_calls.iter())
+                        .map(|t| ToolCallOut {
+                            id: t.id.as_deref(),
+                            kind: t.kind.as_deref().unwrap_or("function"),
+                            function: FunctionOut {
+                                name: t.name.as_deref(),
+                                arguments: &t.arguments,
+                            },
                         })
-                        .collect();
-                    message.insert("tool_calls".into(), Value::Array(calls));
-                }
-                json!({"index": index, "message": message, "logprobs": null, "finish_reason": c.finish_reason})
+                        .collect(),
+                },
+                logprobs: (),
+                finish_reason: c.finish_reason.as_ref(),
             })
             .collect();
-        self.common.body("chat.completion", choices)
+        self.common.whole("chat.completion", choices)
     }
 }
+
+/// One choice of the whole answer.
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: usize,
+    message: MessageOut<'a>,
+    logprobs: (),
+    finish_reason: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'a str,
+    content: Option<&'a str>,
+    refusal: Option<&'a str>,
+    annotations: [(); 0],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    id: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+impl Assembler {}
 
 impl crate::protocol::Assemble for Assembler {
     fn push(&mut self, data: &str) -> Result<(), String> {
@@ -296,9 +345,7 @@ impl crate::protocol::Assemble for Assembler {
     }
 
     fn finish(self: Box<Self>) -> bytes::Bytes {
-        bytes::Bytes::from(
-            serde_json::to_vec(&Assembler::finish(*self)).expect("a json value serializes"),
-        )
+        self.answer().to_bytes()
     }
 }
 

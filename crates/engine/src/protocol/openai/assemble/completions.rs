@@ -3,9 +3,9 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use super::{ChunkIn, Common, present};
 
@@ -61,13 +61,29 @@ impl CompletionAssembler {
 
     /// The non-streaming body: `text_completion` with every choice's text.
     pub fn finish(self) -> Value {
-        let choices: Vec<Value> = (self.choices.into_iter().enumerate())
-            .map(|(index, c)| {
-                json!({"text": c.text, "index": index, "logprobs": null, "finish_reason": c.finish_reason})
+        self.answer().to_value()
+    }
+
+    fn answer(&self) -> super::Whole<'_, Vec<ChoiceOut<'_>>> {
+        let choices = (self.choices.iter().enumerate())
+            .map(|(index, c)| ChoiceOut {
+                text: &c.text,
+                index,
+                logprobs: (),
+                finish_reason: c.finish_reason.as_ref(),
             })
             .collect();
-        self.common.body("text_completion", choices)
+        self.common.whole("text_completion", choices)
     }
+}
+
+/// One choice of the whole answer.
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    text: &'a str,
+    index: usize,
+    logprobs: (),
+    finish_reason: Option<&'a Value>,
 }
 
 impl crate::protocol::Assemble for CompletionAssembler {
@@ -76,10 +92,7 @@ impl crate::protocol::Assemble for CompletionAssembler {
     }
 
     fn finish(self: Box<Self>) -> bytes::Bytes {
-        bytes::Bytes::from(
-            serde_json::to_vec(&CompletionAssembler::finish(*self))
-                .expect("a json value serializes"),
-        )
+        self.answer().to_bytes()
     }
 }
 

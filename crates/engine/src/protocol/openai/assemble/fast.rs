@@ -1,23 +1,117 @@
-//! A hand scanner for the chunk almost every chat stream is made of — one choice whose delta
-//! carries text (or a role) and no finish reason — read without serde. It answers only when the
-//! chunk is exactly that shape and nothing in it needs keeping beyond the text: any other key or
-//! value, a field the assembler still has to keep the first time, a duplicate key, or anything
-//! serde would refuse, and it answers `None` so the caller parses the chunk with serde as before.
-//! Its answers are checked against serde's by the tests below and by the SSE fuzz target.
+//! A hand scanner for the chunks almost every chat stream is made of — the first one (role and
+//! the common fields), the many that carry text, the one with the finish reason and the one with
+//! the usage — read without serde. Each has at most one choice whose delta carries text or a role.
+//! It answers only when the chunk is exactly such a shape: any other key or value, a duplicate
+//! key, two choices, an escape where a value is kept, or anything serde would refuse, and it
+//! answers `None` so the caller parses the chunk with serde as before. Its answers are checked
+//! against serde's by the tests below and by the SSE fuzz target.
 
 use std::borrow::Cow;
 
-/// The text of a one-choice chunk.
+use serde_json::Value;
+
+/// A chunk read by the scanner.
+#[derive(Debug, PartialEq, Default)]
+pub(crate) struct FastChunk<'a> {
+    /// The common fields the assembler does not keep yet, as serde would have read them.
+    pub first: FirstFields<'a>,
+    /// The one choice, or `None` for `"choices": []`.
+    pub choice: Option<TextChunk<'a>>,
+    /// A usage that is not `null`.
+    pub usage: Option<Value>,
+}
+
+/// Common fields met for the first time (each `None` when absent or already kept).
+#[derive(Debug, PartialEq, Default)]
+pub(crate) struct FirstFields<'a> {
+    pub id: Option<&'a str>,
+    pub created: Option<Value>,
+    pub model: Option<Value>,
+    pub system_fingerprint: Option<Value>,
+    pub service_tier: Option<Value>,
+}
+
+/// The one choice of a chunk: its text, role and finish reason.
 #[derive(Debug, PartialEq)]
-pub(super) struct TextChunk<'a> {
+pub(crate) struct TextChunk<'a> {
     pub index: usize,
     pub role: Option<Cow<'a, str>>,
     pub content: Option<Cow<'a, str>>,
+    /// A finish reason that is a string without escapes (`None` for `null` or absent).
+    pub finish_reason: Option<&'a str>,
+    /// Where the content's string (quotes included) is in the chunk.
+    pub content_at: Option<(usize, usize)>,
+}
+
+/// The text around the content of the last plain text chunk read. A stream's text chunks are
+/// the same but for their content, so the next one is read by comparing it with these (two
+/// `memcmp`s and the content's string), not by scanning it key by key: the scan of ~20 chunks
+/// was the largest cost of assembling a whole answer.
+///
+/// Reading by comparison answers exactly what a scan would: the scan of a chunk is decided by
+/// its bytes and by which common fields are kept, and the chunk differs from the remembered one
+/// only inside a complete string literal, read by the same rules the scan reads it by.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    before: String,
+    after: String,
+    index: usize,
+    kept: Kept,
+}
+
+impl Memo {
+    /// Remembers `data` if the scanner read it as a text chunk with content and nothing else: no
+    /// role, finish reason, usage or newly kept field.
+    pub fn remember(&mut self, data: &str, chunk: &FastChunk<'_>, kept: Kept) {
+        let Some(choice) = &chunk.choice else { return };
+        let Some((start, end)) = choice.content_at else {
+            return;
+        };
+        if chunk.first != FirstFields::default()
+            || chunk.usage.is_some()
+            || choice.role.is_some()
+            || choice.finish_reason.is_some()
+        {
+            return;
+        }
+        self.before.clear();
+        self.before.push_str(&data[..start]);
+        self.after.clear();
+        self.after.push_str(&data[end..]);
+        self.index = choice.index;
+        self.kept = kept;
+    }
+
+    /// The chunk `data`, when it is the remembered one with another string as its content.
+    pub fn recall<'a>(&self, data: &'a str, kept: Kept) -> Option<TextChunk<'a>> {
+        if self.before.is_empty() || self.kept != kept {
+            return None;
+        }
+        let rest = data.strip_prefix(self.before.as_str())?;
+        let literal = rest.strip_suffix(self.after.as_str())?;
+        if !literal.starts_with('"') {
+            return None;
+        }
+        let mut s = Scan {
+            text: literal,
+            at: 0,
+            bytes: literal.as_bytes(),
+        };
+        let content = s.string()?;
+        let start = self.before.len();
+        (s.at == literal.len()).then_some(TextChunk {
+            index: self.index,
+            role: None,
+            content: Some(content),
+            finish_reason: None,
+            content_at: Some((start, start + literal.len())),
+        })
+    }
 }
 
 /// Which of the chunk's common fields the assembler already keeps: their values may be skipped.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Kept {
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Kept {
     pub id: bool,
     pub created: bool,
     pub model: bool,
@@ -25,38 +119,90 @@ pub(super) struct Kept {
     pub service_tier: bool,
 }
 
-/// The chunk `data` (already trimmed), when it is a plain one-choice text chunk.
-pub(super) fn text_chunk(data: &str, kept: Kept) -> Option<TextChunk<'_>> {
+impl Kept {
+    /// Every common field skipped: what a reader that keeps none of them (the classifier) uses.
+    pub const ALL: Kept = Kept {
+        id: true,
+        created: true,
+        model: true,
+        system_fingerprint: true,
+        service_tier: true,
+    };
+}
+
+impl TextChunk<'_> {
+    /// What the chunk with this one choice means, by `content::classify`'s rules: text is
+    /// content, a finish reason (not an empty one) finishes.
+    pub fn signal(&self) -> crate::protocol::Signal {
+        use crate::protocol::Signal;
+        let content = self.content.as_deref().is_some_and(|t| !t.is_empty());
+        match (content, self.finish_reason.is_some_and(|r| !r.is_empty())) {
+            (content, true) => Signal::Finish { content },
+            (true, false) => Signal::Content,
+            (false, false) => Signal::Nothing,
+        }
+    }
+}
+
+/// The chunk `data` (already trimmed), when it is one of the common shapes.
+pub(crate) fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
     let mut s = Scan {
         text: data,
         at: 0,
         bytes: data.as_bytes(),
     };
-    let mut chunk = None;
+    let mut chunk = FastChunk::default();
     let mut seen = [false; 7];
     s.object(|s, key| {
-        let known = |i: usize, seen: &mut [bool; 7]| !std::mem::replace(&mut seen[i], true);
+        let once = |i: usize, seen: &mut [bool; 7]| !std::mem::replace(&mut seen[i], true);
+        let first = &mut chunk.first;
         match key {
-            "id" => (kept.id && known(0, &mut seen)).then(|| s.plain_string())?,
-            "created" => (kept.created && known(1, &mut seen)).then(|| s.digits())?,
-            "model" => (kept.model && known(2, &mut seen)).then(|| s.plain_string())?,
-            "system_fingerprint" => (kept.system_fingerprint && known(3, &mut seen))
-                .then(|| s.null().or_else(|| s.plain_string()))?,
-            "service_tier" => (kept.service_tier && known(4, &mut seen))
-                .then(|| s.null().or_else(|| s.plain_string()))?,
-            "usage" if known(6, &mut seen) => s.null(),
+            "id" if once(0, &mut seen) => {
+                if kept.id {
+                    return s.plain_string();
+                }
+                first.id = Some(s.plain_text()?);
+                Some(())
+            }
+            "created" if once(1, &mut seen) => {
+                if kept.created {
+                    return s.digits();
+                }
+                first.created = Some(Value::from(s.unsigned(18)? as u64));
+                Some(())
+            }
+            "model" if once(2, &mut seen) => {
+                if kept.model {
+                    return s.plain_string();
+                }
+                first.model = Some(Value::from(s.plain_text()?));
+                Some(())
+            }
+            "system_fingerprint" if once(3, &mut seen) => {
+                s.first_nullable(kept.system_fingerprint, &mut first.system_fingerprint)
+            }
+            "service_tier" if once(4, &mut seen) => {
+                s.first_nullable(kept.service_tier, &mut first.service_tier)
+            }
+            "usage" if once(6, &mut seen) => s.null().or_else(|| {
+                chunk.usage = Some(s.value()?);
+                Some(())
+            }),
             // Fields the assembler does not read at all (serde ignores them too).
             "object" | "obfuscation" => s.plain_string(),
-            "choices" if known(5, &mut seen) => {
+            "choices" if once(5, &mut seen) => {
                 s.byte(b'[')?;
-                chunk = Some(s.choice()?);
+                s.space();
+                if s.bytes.get(s.at) != Some(&b']') {
+                    chunk.choice = Some(s.choice()?);
+                }
                 s.byte(b']')
             }
             _ => None,
         }
     })?;
     s.end()?;
-    chunk
+    seen[5].then_some(chunk)
 }
 
 struct Scan<'a> {
@@ -151,6 +297,34 @@ impl<'a> Scan<'a> {
         Some(Cow::Borrowed(raw))
     }
 
+    /// A string without escapes, as written.
+    fn plain_text(&mut self) -> Option<&'a str> {
+        let (text, escaped) = self.raw_string()?;
+        (!escaped).then_some(text)
+    }
+
+    /// `null` or a string without escapes, skipped when `kept` or `null` (which serde reads as
+    /// absent), else put in `slot`.
+    fn first_nullable(&mut self, kept: bool, slot: &mut Option<Value>) -> Option<()> {
+        if self.null().is_some() {
+            return Some(());
+        }
+        let text = self.plain_text()?;
+        if !kept {
+            *slot = Some(Value::from(text));
+        }
+        Some(())
+    }
+
+    /// Any JSON value, read by serde (which says where it ended).
+    fn value(&mut self) -> Option<Value> {
+        let mut values =
+            serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter::<Value>();
+        let value = values.next()?.ok()?;
+        self.at += values.byte_offset();
+        Some(value)
+    }
+
     fn null(&mut self) -> Option<()> {
         self.bytes[self.at..]
             .starts_with(b"null")
@@ -185,12 +359,15 @@ impl<'a> Scan<'a> {
         self.string().map(Some)
     }
 
-    /// `{"index": N, "delta": {"role"?: …, "content"?: …}, "logprobs"?: null, "finish_reason"?: null}`.
+    /// `{"index": N, "delta": {"role"?: …, "content"?: …, "refusal"?: null}, "logprobs"?: null,
+    /// "finish_reason"?: null or a string}`.
     fn choice(&mut self) -> Option<TextChunk<'a>> {
         let mut chunk = TextChunk {
             index: 0,
             role: None,
             content: None,
+            finish_reason: None,
+            content_at: None,
         };
         let mut seen = [false; 4];
         self.object(|s, key| {
@@ -207,24 +384,36 @@ impl<'a> Scan<'a> {
             match slot {
                 0 => chunk.index = s.unsigned(3)?,
                 1 => {
-                    let mut delta_seen = [false; 2];
+                    let mut delta_seen = [false; 3];
                     s.object(|s, key| {
                         let slot = match key {
                             "role" => 0,
                             "content" => 1,
+                            // The first chunk's `"refusal": null`; a refusal's text is serde's.
+                            "refusal" => 2,
                             _ => return None,
                         };
                         if std::mem::replace(&mut delta_seen[slot], true) {
                             return None;
                         }
-                        let value = s.nullable_string()?;
-                        if slot == 0 {
-                            chunk.role = value;
-                        } else {
-                            chunk.content = value;
+                        match slot {
+                            0 => chunk.role = s.nullable_string()?,
+                            1 => {
+                                let start = s.at;
+                                chunk.content = s.nullable_string()?;
+                                if chunk.content.is_some() {
+                                    chunk.content_at = Some((start, s.at));
+                                }
+                            }
+                            _ => s.null()?,
                         }
                         Some(())
                     })?
+                }
+                2 => {
+                    if s.null().is_none() {
+                        chunk.finish_reason = Some(s.plain_text()?);
+                    }
                 }
                 _ => s.null()?,
             }
@@ -241,44 +430,81 @@ mod tests {
 
     const FIRST: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","system_fingerprint":"fp_1","service_tier":"default","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}]}"#;
     const TEXT: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","system_fingerprint":"fp_1","service_tier":"default","choices":[{"index":0,"delta":{"content":"Hel\"lo\n \u00e9"},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x1"}"#;
+    const USAGE: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5,"prompt_tokens_details":{"cached_tokens":0}}}"#;
     const LAST: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
 
     /// Feeds `chunks` to an assembler with the scanner and to one without: every signal and the
     /// assembled answer must be the same.
     fn same_as_serde(chunks: &[&str]) {
+        use crate::protocol::Classify as _;
+        use crate::protocol::openai::content::{ChatClassifier, classify};
         let (mut fast, mut serde) = (Assembler::new(), Assembler::without_fast_path());
+        let mut classifier = ChatClassifier::default();
         for chunk in chunks {
             assert_eq!(
                 fast.push_classified(chunk),
                 serde.push_classified(chunk),
                 "{chunk}"
             );
+            // The stream classifier (scanner and memo, no assembling) says what serde says.
+            let event = crate::sse::Event {
+                name: None,
+                data: Some(Cow::Borrowed(chunk)),
+            };
+            assert_eq!(
+                classifier.classify(&event),
+                classify(crate::protocol::Endpoint::Chat, &event),
+                "classifying {chunk}"
+            );
         }
         assert_eq!(fast.finish(), serde.finish(), "{chunks:?}");
     }
 
+    /// Every common field kept (as after FIRST).
+    const ALL: Kept = Kept::ALL;
+
     #[test]
-    fn the_common_text_chunk_is_read_by_the_scanner() {
-        let all = Kept {
-            id: true,
-            created: true,
-            model: true,
-            system_fingerprint: true,
-            service_tier: true,
-        };
-        let chunk = text_chunk(TEXT, all).expect("a plain text chunk");
-        assert_eq!(chunk.content.as_deref(), Some("Hel\"lo\n \u{e9}"));
+    fn the_common_chunks_are_read_by_the_scanner() {
+        let all = ALL;
+        let text = chunk(TEXT, all).expect("a plain text chunk");
+        let choice = text.choice.expect("one choice");
+        assert_eq!(choice.content.as_deref(), Some("Hel\"lo\n \u{e9}"));
         assert_eq!(
-            text_chunk(FIRST, Kept::default()),
-            None,
-            "its fields are kept first"
+            text.first,
+            FirstFields::default(),
+            "kept fields are skipped"
         );
-        assert_eq!(text_chunk(LAST, all), None, "a finish reason and usage");
+        let first = chunk(FIRST, Kept::default()).expect("the first chunk");
+        assert_eq!(first.first.id, Some("chatcmpl-1"));
+        assert_eq!(first.first.created, Some(Value::from(1_700_000_000u64)));
+        assert_eq!(first.first.service_tier, Some(Value::from("default")));
+        assert_eq!(
+            first.choice.expect("a choice").role.as_deref(),
+            Some("assistant")
+        );
+        let last = chunk(LAST, all).expect("the last chunk");
+        assert_eq!(last.choice.expect("a choice").finish_reason, Some("stop"));
+        assert_eq!(last.usage.expect("a usage")["total_tokens"], 5);
+        let usage = chunk(USAGE, all).expect("the usage chunk");
+        assert_eq!((usage.choice, usage.usage.is_some()), (None, true));
+        assert_eq!(
+            chunk(r#"{"choices":[{"delta":{"content":"a"}}],"error":{}}"#, all),
+            None,
+            "an error is serde's"
+        );
     }
 
     #[test]
     fn every_answer_is_the_one_serde_gives() {
         same_as_serde(&[FIRST, TEXT, TEXT, LAST, "[DONE]"]);
+        same_as_serde(&[FIRST, TEXT, LAST, USAGE, "[DONE]"]);
+        // Every prefix of the first and last chunks, on their own and after a first chunk.
+        for whole in [FIRST, LAST, USAGE] {
+            for end in 0..=whole.len() {
+                same_as_serde(&[&whole[..end]]);
+                same_as_serde(&[FIRST, &whole[..end], TEXT]);
+            }
+        }
         // Every prefix of a text chunk (malformed JSON) after a good first chunk.
         for end in 0..=TEXT.len() {
             if TEXT.is_char_boundary(end) {
@@ -318,6 +544,38 @@ mod tests {
             r#"{"choices":[{"index":0,"finish_reason":null,"finish_reason":null,"delta":{"content":"a"}}]}"#,
             r#"{"\u0069d":"x","choices":[{"index":0,"delta":{"content":"a"}}]}"#,
             r#"{"choices":[{"index":0}]}"#,
+            r#"{"id":"a\"b","choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"id":null,"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"id":7,"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+            r#"{"created":null,"model":"m","choices":[]}"#,
+            r#"{"created":012,"choices":[]}"#,
+            r#"{"created":-5,"choices":[]}"#,
+            r#"{"created":99999999999999999999,"choices":[]}"#,
+            r#"{"model":"m\u00e9","choices":[]}"#,
+            r#"{"model":7,"choices":[]}"#,
+            r#"{"system_fingerprint":null,"service_tier":null,"choices":[]}"#,
+            r#"{"system_fingerprint":"fp","service_tier":"s","choices":[]}"#,
+            r#"{"system_fingerprint":5,"choices":[]}"#,
+            r#"{"choices":[],"usage":{"total_tokens":1}}"#,
+            r#"{"choices":[],"usage":5}"#,
+            r#"{"choices":[],"usage":[1,2]}"#,
+            r#"{"choices":[],"usage":"x"}"#,
+            r#"{"choices":[],"usage":{"total_tokens":1}x}"#,
+            r#"{"choices":[],"usage":{"total_tokens":1,}}"#,
+            r#"{"choices":[],"usage":{"a":1},"usage":{"a":2}}"#,
+            r#"{"choices":[ ],"usage":null}"#,
+            r#"{"choices":[],}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":""}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":""},"finish_reason":""}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"st\"op"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":5}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":{"a":1}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"refusal":"no"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"refusal":null,"refusal":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"refusal":""}}]}"#,
             r#"{"choices":[{}]}"#,
             r#"{"choices":[]}"#,
             r#"{}"#,
@@ -327,6 +585,49 @@ mod tests {
         for variant in variants {
             same_as_serde(&[variant]);
             same_as_serde(&[FIRST, variant, LAST]);
+            // After a text chunk the scanner remembers: compared, not scanned.
+            same_as_serde(&[FIRST, TEXT, variant, TEXT, LAST]);
         }
+    }
+
+    #[test]
+    fn a_chunk_read_by_comparison_is_read_as_a_scan_would() {
+        let literal = r#""Hel\"lo\n \u00e9""#;
+        assert!(TEXT.contains(literal));
+        let others = [
+            r#""x""#,
+            r#""""#,
+            "null",
+            r#""a\"b""#,
+            r#""bad \x""#,
+            r#""\ud800""#,
+            "\"a\tb\"",
+            r#""unterminated"#,
+            r#""a" "b""#,
+            r#""a","content":"b""#,
+            r#" "a""#,
+            r#""a" "#,
+            r#"7"#,
+            r#""é""#,
+        ];
+        for other in others {
+            let chunk = TEXT.replace(literal, other);
+            same_as_serde(&[FIRST, TEXT, &chunk, &chunk, TEXT, LAST]);
+            // The memo is taken only after the first chunk's fields are kept.
+            same_as_serde(&[TEXT, &chunk, FIRST, &chunk, LAST]);
+        }
+        // A hit: the same bytes but for the content, read by comparison, give its text.
+        let mut memo = Memo::default();
+        let first = chunk(TEXT, ALL).expect("a text chunk");
+        memo.remember(TEXT, &first, ALL);
+        let next = TEXT.replace(literal, r#""more""#);
+        let read = memo.recall(&next, ALL).expect("read by comparison");
+        assert_eq!(read.content.as_deref(), Some("more"));
+        assert_eq!(
+            memo.recall(&next, Kept::default()),
+            None,
+            "other fields kept: scanned"
+        );
+        assert_eq!(memo.recall(LAST, ALL), None);
     }
 }

@@ -4,7 +4,7 @@
 
 mod chat; // choices, content, refusals, tool calls, finish reasons, usage
 mod completions; // choices' text, finish reasons, usage
-mod fast; // the common one-choice text chunk, read without serde
+pub(crate) mod fast; // the common chunks, read without serde; a text chunk by comparison with the last
 mod responses; // the response object the final event carries
 
 pub use chat::Assembler;
@@ -13,9 +13,9 @@ pub use responses::ResponseAssembler;
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
 
 /// The fields every chunk of a chat or completions stream repeats, kept from the first chunk
 /// that has each, and the usage from the chunk that reports it.
@@ -94,23 +94,68 @@ impl Common {
         chunk.choices
     }
 
-    /// The whole answer: these fields around `choices`, as `object`.
-    fn body(self, object: &str, choices: Vec<Value>) -> Value {
-        let mut body = Map::new();
-        body.insert("id".into(), json!(self.id));
-        body.insert("object".into(), json!(object));
-        body.insert("created".into(), self.created.unwrap_or(Value::Null));
-        body.insert("model".into(), self.model.unwrap_or(Value::Null));
-        if let Some(fingerprint) = self.system_fingerprint {
-            body.insert("system_fingerprint".into(), fingerprint);
+    /// Takes what the hand scanner read: the common fields it met first, and a usage.
+    fn take_first(&mut self, first: fast::FirstFields<'_>, usage: Option<Value>) {
+        if let Some(id) = first.id {
+            self.id = Some(id.to_owned());
         }
-        if let Some(tier) = self.service_tier {
-            body.insert("service_tier".into(), tier);
+        let fields = [
+            (&mut self.created, first.created),
+            (&mut self.model, first.model),
+            (&mut self.system_fingerprint, first.system_fingerprint),
+            (&mut self.service_tier, first.service_tier),
+        ];
+        for (kept, value) in fields {
+            if value.is_some() {
+                *kept = value;
+            }
         }
-        body.insert("choices".into(), Value::Array(choices));
-        if let Some(usage) = self.usage {
-            body.insert("usage".into(), usage);
+        if usage.is_some() {
+            self.usage = usage;
         }
-        Value::Object(body)
+    }
+
+    /// The whole answer: these fields around `choices`, as `object`, in the order the upstream's
+    /// own answer has them. Serialized straight from the assembler's fields: building a
+    /// `serde_json::Value` first cost more than the rest of the assembling.
+    fn whole<'a, C: Serialize>(&'a self, object: &'a str, choices: C) -> Whole<'a, C> {
+        Whole {
+            id: self.id.as_deref(),
+            object,
+            created: self.created.as_ref(),
+            model: self.model.as_ref(),
+            system_fingerprint: self.system_fingerprint.as_ref(),
+            service_tier: self.service_tier.as_ref(),
+            choices,
+            usage: self.usage.as_ref(),
+        }
+    }
+}
+
+/// A whole chat or completions answer, borrowed from its assembler.
+#[derive(Serialize)]
+struct Whole<'a, C> {
+    id: Option<&'a str>,
+    object: &'a str,
+    created: Option<&'a Value>,
+    model: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'a Value>,
+    choices: C,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<&'a Value>,
+}
+
+impl<C: Serialize> Whole<'_, C> {
+    /// The answer's JSON.
+    fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).expect("an answer serializes"))
+    }
+
+    /// The answer as a JSON value (for tests and callers that look inside).
+    fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("an answer serializes")
     }
 }
