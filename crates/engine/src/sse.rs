@@ -144,6 +144,21 @@ fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize)> {
 }
 
 fn parse(block: &[u8], crlf: bool) -> Event<'_> {
+    // Most events are one `data: ` line: read without splitting lines.
+    if let Some(value) = block.strip_prefix(b"data: ")
+        && memchr::memchr2(b'\n', b'\r', value).is_none()
+        && let Ok(value) = std::str::from_utf8(value)
+    {
+        return Event {
+            name: None,
+            data: Some(Cow::Borrowed(value)),
+        };
+    }
+    parse_lines(block, crlf)
+}
+
+/// An event block, line by line.
+fn parse_lines(block: &[u8], crlf: bool) -> Event<'_> {
     let text = match std::str::from_utf8(block) {
         Ok(text) => text,
         // Invalid UTF-8 cannot be valid JSON: hand over what can be read, the classifier refuses it.
@@ -180,6 +195,26 @@ fn parse(block: &[u8], crlf: bool) -> Event<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_line_data_event_reads_as_its_lines_do() {
+        for block in [
+            &b"data: {\"a\":1}"[..],
+            b"data: ",
+            b"data:  two spaces",
+            b"data: x\ndata: y",
+            b"data: x\r",
+            b"data: \xff\xfe",
+            b"data: caf\xc3\xa9",
+            b"event: ping",
+            b"data:nospace",
+            b": comment",
+        ] {
+            for crlf in [false, true] {
+                assert_eq!(parse(block, crlf), parse_lines(block, crlf), "{block:?}");
+            }
+        }
+    }
 
     /// Where each event ends in the chunk it completes, so a stream can be cut right after its
     /// end marker — found by the event's framing, never by searching for `[DONE]` in content.

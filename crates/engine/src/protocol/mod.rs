@@ -391,6 +391,9 @@ fn borrowed_fields(body: &[u8]) -> Option<Vec<(&str, &serde_json::value::RawValu
 
 /// `stream_options` (an object, else nothing kept) with `include_usage: true`.
 fn stream_options_with_usage(options: Option<&serde_json::value::RawValue>) -> String {
+    if options.is_none() {
+        return r#"{"include_usage":true}"#.to_owned();
+    }
     let mut options: serde_json::Map<String, serde_json::Value> = options
         .and_then(|o| serde_json::from_str(o.get()).ok())
         .unwrap_or_default();
