@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-call and per-chunk work: the SSE scanner with content
-//! classification, a whole answer assembled from a stream, the deadline arithmetic, reading `model`/`stream` from a body, and the retry
+//! classification (serde, and a stream's own classifier), a whole answer assembled from a stream, the deadline arithmetic, reading `model`/`stream` from a body, and the retry
 //! budget. Prints nanoseconds per operation; nothing is asserted.
 //!
 //!     cargo bench -p hourglass-engine --bench micro
@@ -47,6 +47,23 @@ fn main() {
                 .push(black_box(&stream), |event| {
                     if Endpoint::Chat.protocol().classify(Endpoint::Chat, event) == Signal::Content
                     {
+                        content += 1;
+                    }
+                })
+                .unwrap();
+            assert_eq!(content, 20);
+        },
+    );
+    measure(
+        "sse: the same, classified by the stream's own classifier",
+        20_000,
+        || {
+            let mut scanner = Scanner::new();
+            let mut classifier = Endpoint::Chat.protocol().classifier(Endpoint::Chat);
+            let mut content = 0;
+            scanner
+                .push(black_box(&stream), |event| {
+                    if classifier.classify(event) == Signal::Content {
                         content += 1;
                     }
                 })
