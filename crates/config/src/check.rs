@@ -67,7 +67,7 @@ pub(crate) fn render(config: &Config) -> String {
         if !model.fallbacks.is_empty() {
             let _ = writeln!(out, "  fallbacks  {}", model.fallbacks.join(" → "));
         }
-        for sourced in &model.sources {
+        for sourced in model.sources.iter() {
             let _ = writeln!(
                 out,
                 "  {:<24} {:>8}   {}",

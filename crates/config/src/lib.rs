@@ -402,8 +402,8 @@ pub struct ModelRoute {
     pub hedge: Hedge,
     /// The effective policy.
     pub policy: Policy,
-    /// Where each policy value came from.
-    pub sources: Vec<Sourced>,
+    /// Where each policy value came from (shared: every call's error messages may name them).
+    pub sources: std::sync::Arc<[Sourced]>,
     /// Whether a `models.<name>` table configures it.
     pub configured: bool,
 }

@@ -879,7 +879,7 @@ fn configured_route(
         balance,
         hedge,
         policy,
-        sources,
+        sources: sources.into(),
         configured: true,
     })
 }
@@ -978,7 +978,7 @@ fn implicit_route(config: &Config, model: &str) -> Option<ModelRoute> {
         balance: crate::Balance::Ordered,
         hedge: crate::Hedge::Off,
         policy,
-        sources,
+        sources: sources.into(),
         configured: false,
     })
 }
@@ -1000,7 +1000,7 @@ pub(crate) fn passthrough_route(config: &Config, format: WireFormat) -> Option<M
         balance: crate::Balance::Ordered,
         hedge: crate::Hedge::Off,
         policy,
-        sources,
+        sources: sources.into(),
         configured: false,
     })
 }

@@ -115,7 +115,11 @@ pub(crate) struct Handover {
 
 impl CommittedStream {
     pub(crate) fn new(h: Handover) -> CommittedStream {
-        let held: Vec<u8> = h.held.iter().flat_map(|b| b.iter().copied()).collect();
+        // The frames read before the commit point, as one (usually it is one: no copy).
+        let held = match <[Bytes; 1]>::try_from(h.held) {
+            Ok([one]) => one,
+            Err(frames) => Bytes::from(frames.concat()),
+        };
         let now = Instant::now();
         CommittedStream {
             watchdog: Box::pin(tokio::time::sleep_until(h.deadlines.idle_committed(now).at)),
@@ -123,7 +127,7 @@ impl CommittedStream {
             body: Some(h.body),
             scanner: h.scanner,
             classifier: h.classifier,
-            held: (!held.is_empty()).then(|| Bytes::from(held)),
+            held: (!held.is_empty()).then_some(held),
             deadlines: h.deadlines,
             endpoint: h.endpoint,
             protocol: h.endpoint.protocol(),

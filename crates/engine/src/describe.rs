@@ -13,7 +13,7 @@ use crate::vocabulary::Limit;
 #[derive(Debug, Clone)]
 pub(crate) struct Describer {
     timeouts: Timeouts,
-    sources: Vec<hourglass_config::Sourced>,
+    sources: std::sync::Arc<[hourglass_config::Sourced]>,
     total: Duration,
     client_source: Option<String>,
 }

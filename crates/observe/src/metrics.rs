@@ -64,11 +64,25 @@ impl Histogram {
 type Labels = Vec<String>;
 
 /// Separates label values in a series key (a control character no label value carries).
-const SEP: char = '\u{1f}';
+pub(crate) const SEP: char = '\u{1f}';
 
-/// One key for a series: the label values joined, so a lookup costs one small allocation.
-fn key(labels: &[&str]) -> String {
-    labels.join(&SEP.to_string())
+/// Calls `f` with the key of a series, its label values joined, built in a buffer the thread
+/// keeps: looking a series up allocates nothing (only a new series' key is copied).
+pub(crate) fn with_key<R>(labels: &[&str], f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    KEY.with(|buffer| {
+        let mut key = buffer.borrow_mut();
+        key.clear();
+        for (i, label) in labels.iter().enumerate() {
+            if i > 0 {
+                key.push(SEP);
+            }
+            key.push_str(label);
+        }
+        f(&key)
+    })
 }
 
 fn unkey(key: &str) -> Labels {
@@ -81,11 +95,18 @@ struct Counters(Mutex<HashMap<String, u64>>);
 
 impl Counters {
     fn add(&self, labels: &[&str], n: u64) {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(key(labels)).or_insert(0) += n;
+        with_key(labels, |key| {
+            let mut map = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match map.get_mut(key) {
+                Some(count) => *count += n,
+                None => {
+                    map.insert(key.to_owned(), n);
+                }
+            }
+        });
     }
 
     fn snapshot(&self) -> Vec<(Labels, u64)> {
@@ -115,14 +136,20 @@ impl Histograms {
     }
 
     fn observe(&self, labels: &[&str], value: f64) {
-        let histogram = self
-            .series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key(labels))
-            .or_insert_with(|| Arc::new(Histogram::new(self.bounds)))
-            .clone();
-        histogram.observe(value);
+        with_key(labels, |key| {
+            let mut map = self
+                .series
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match map.get(key) {
+                Some(histogram) => histogram.observe(value),
+                None => {
+                    let histogram = Arc::new(Histogram::new(self.bounds));
+                    histogram.observe(value);
+                    map.insert(key.to_owned(), histogram);
+                }
+            }
+        });
     }
 
     fn snapshot(&self) -> Vec<(Labels, Arc<Histogram>)> {

@@ -55,8 +55,9 @@ struct Kept {
 /// Recent attempts and failures.
 #[derive(Debug, Default)]
 pub struct Recent {
-    /// By (model, upstream, upstream model).
-    targets: Mutex<HashMap<(String, String, String), Kept>>,
+    /// By model, upstream and upstream model, joined as a metric series key is (so a lookup
+    /// allocates nothing).
+    targets: Mutex<HashMap<String, Kept>>,
     failures: Mutex<VecDeque<Failure>>,
 }
 
@@ -80,20 +81,13 @@ impl Recent {
                 .targets
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let kept = match targets.get_mut(&(
-                model.to_owned(),
-                e.upstream.to_owned(),
-                e.upstream_model.to_owned(),
-            )) {
-                Some(ring) => ring,
-                None => targets
-                    .entry((
-                        model.to_owned(),
-                        e.upstream.to_owned(),
-                        e.upstream_model.to_owned(),
-                    ))
-                    .or_default(),
-            };
+            let key = [model, e.upstream, e.upstream_model];
+            let kept = crate::metrics::with_key(&key, |key| {
+                if !targets.contains_key(key) {
+                    targets.insert(key.to_owned(), Kept::default());
+                }
+                targets.get_mut(key).expect("just inserted")
+            });
             kept.series.record(
                 jiff::Timestamp::now().as_second(),
                 sample.ok,
@@ -144,11 +138,14 @@ impl Recent {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.iter()
-                .map(|((model, upstream, upstream_model), kept)| {
+                .map(|(key, kept)| {
+                    let mut parts = key.split(crate::metrics::SEP);
+                    let mut part = || parts.next().unwrap_or_default();
+                    let (model, upstream, upstream_model) = (part(), part(), part());
                     let ring = &kept.ring;
                     let state = health
                         .iter()
-                        .find(|t| &t.upstream == upstream && &t.model == upstream_model);
+                        .find(|t| t.upstream == upstream && t.model == upstream_model);
                     let mut windows = serde_json::Map::new();
                     for (name, width) in WINDOWS {
                         let recent: Vec<&Sample> = ring

@@ -221,7 +221,7 @@ fn targets(
             balance: hourglass_config::Balance::Ordered,
             hedge: hourglass_config::Hedge::Off,
             policy,
-            sources: Vec::new(),
+            sources: Vec::new().into(),
             configured: true,
         }];
         let engine = Engine::new(probe_config, dials.clone())?;

@@ -44,11 +44,11 @@ impl Timeline {
         use std::fmt::Write as _;
         // Tenths of a millisecond, rounded: integers, which format far faster than floats.
         let ms = |a: Instant, b: Option<Instant>| {
-            b.map(|b| (b.saturating_duration_since(a).as_micros() + 50) / 100)
+            b.map(|b| (b.saturating_duration_since(a).as_micros() as u64).saturating_add(50) / 100)
         };
         // One buffer written in place: this is on every answer's path.
         let mut out = String::with_capacity(96);
-        let mut part = |name: &str, tenths: u128, desc: &str| {
+        let mut part = |name: &str, tenths: u64, desc: &str| {
             let comma = if out.is_empty() { "" } else { ", " };
             let (whole, tenth) = (tenths / 10, tenths % 10);
             let _ = write!(out, "{comma}{name};dur={whole}.{tenth}{desc}");
