@@ -48,6 +48,9 @@ pub const IDLE_EXPIRY: Duration = Duration::from_secs(60);
 /// The largest read buffer of an upstream connection, which bounds a response head: an upstream
 /// (or a proxy) sending headers larger than this gets `upstream_malformed`, not relayed.
 const MAX_RESPONSE_BUFFER: usize = 256 * 1024;
+/// An idle connection returned to its pool less than this long ago is taken without polling it
+/// again: it was checked as it went back.
+const CHECKED_RECENTLY: Duration = Duration::from_millis(500);
 /// How often the idle pools are swept of expired connections and ones the server closed.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// How long an HTTP/2 connection without calls is kept when another idle one is open too: the
@@ -68,9 +71,9 @@ enum Link {
     /// HTTP/1.1: one request at a time, driven by whoever waits on it.
     H1 {
         sender: SendRequest<RequestBody>,
-        driver: Pin<Box<Driver>>,
-        /// The driver has finished: the connection is closed.
-        closed: bool,
+        /// `None` once the driver has finished (the connection closed): dropped then, so a
+        /// request handed to the connection afterwards fails at once instead of waiting.
+        driver: Option<Pin<Box<Driver>>>,
     },
     /// HTTP/2: many requests over one connection, driven by a task of its own since no single
     /// call owns it. The slot counts this call among the connection's streams until dropped.
@@ -78,6 +81,17 @@ enum Link {
         sender: hyper::client::conn::http2::SendRequest<RequestBody>,
         _slot: StreamSlot,
     },
+}
+
+/// Polls an HTTP/1.1 connection's driver; once it finishes (the connection closed) it is dropped,
+/// which fails every request still waiting on the connection (hyper cancels them): a request
+/// sent on a pooled connection the server closed meanwhile fails at once, and is redialed.
+fn drive(driver: &mut Option<Pin<Box<Driver>>>, cx: &mut Context<'_>) {
+    if let Some(running) = driver
+        && running.as_mut().poll(cx).is_ready()
+    {
+        *driver = None;
+    }
 }
 
 /// One call's place on a shared HTTP/2 connection, given back when the call lets go of it.
@@ -112,11 +126,9 @@ impl Link {
     /// An HTTP/2 connection runs on its own task: always `Pending` here.
     fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match self {
-            Link::H1 { driver, closed, .. } => {
-                if !*closed && driver.as_mut().poll(cx).is_ready() {
-                    *closed = true;
-                }
-                if *closed {
+            Link::H1 { driver, .. } => {
+                drive(driver, cx);
+                if driver.is_none() {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
@@ -158,16 +170,10 @@ impl Connection {
         request: http::Request<RequestBody>,
     ) -> hyper::Result<(http::response::Parts, UpstreamBody)> {
         let response = match &mut self.link {
-            Link::H1 {
-                sender,
-                driver,
-                closed,
-            } => {
+            Link::H1 { sender, driver } => {
                 let mut sending = std::pin::pin!(sender.send_request(request));
                 std::future::poll_fn(|cx| {
-                    if !*closed && driver.as_mut().poll(cx).is_ready() {
-                        *closed = true;
-                    }
+                    drive(driver, cx);
                     sending.as_mut().poll(cx)
                 })
                 .await?
@@ -302,8 +308,7 @@ impl Pool {
             return Ok(Connection {
                 link: Link::H1 {
                     sender,
-                    driver: Box::pin(driver),
-                    closed: false,
+                    driver: Some(Box::pin(driver)),
                 },
                 reused: false,
                 pool: self.clone(),
@@ -473,7 +478,10 @@ impl Upstreams {
                 .expect("the pool lock is never poisoned")
                 .pop();
             let Some(mut idle) = candidate else { break };
-            if now.duration_since(idle.since) < IDLE_EXPIRY && idle.connection.usable() {
+            // One that went back to the pool a moment ago was found usable then; the server
+            // closing it since is rare and costs one uncounted redial (`Attempt::exchange`).
+            let idle_for = now.duration_since(idle.since);
+            if idle_for < IDLE_EXPIRY && (idle_for < CHECKED_RECENTLY || idle.connection.usable()) {
                 idle.connection.reused = true;
                 return Ok(idle.connection);
             }

@@ -397,3 +397,56 @@ async fn a_response_head_larger_than_the_bound_is_malformed_not_relayed() {
     let error = engine.call(chat("m", false, None)).await.err().unwrap();
     assert_eq!(error.code, "upstream_malformed", "{}", error.message);
 }
+
+/// A pooled connection the server closed a moment after answering (a keep-alive timeout, a
+/// restart) is taken from the pool without being polled again; writing to it fails, and the
+/// call is sent once more on a new connection — uncounted, no failure for the client.
+#[tokio::test(start_paused = true)]
+async fn a_pooled_connection_the_server_closed_is_redialed_not_failed() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use hourglass_engine::error::FailureKind;
+    use hourglass_engine::{BoxFuture, BoxIo, DialFn, Engine};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const ANSWER: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
+                          data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                          data: [DONE]\n\n";
+    let dialed = Arc::new(AtomicUsize::new(0));
+    let count = dialed.clone();
+    let dial = Arc::new(DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let (client, mut server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = server.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+                    ANSWER.len()
+                );
+                let _ = server.write_all(head.as_bytes()).await;
+                let _ = server.write_all(ANSWER.as_bytes()).await;
+                // Keep-alive, then the server closes it 10 ms later.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                drop(server);
+            });
+            Ok(Box::new(client) as BoxIo)
+        })
+    }));
+    let text = "[upstreams.x]\nbase_url = \"http://x.invalid/v1\"\n[models.m]\ntargets = [\"x\"]\n";
+    let config = hourglass_config::Config::from_toml(text, "test.toml", &|_| None).unwrap();
+    let engine = Engine::new(config, HashMap::from([("x".to_owned(), dial as _)])).unwrap();
+    let first = engine.call(chat("m", false, None)).await.unwrap();
+    assert!(!first.timeline.unwrap().reused);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let second = engine
+        .call(chat("m", false, None))
+        .await
+        .expect("the closed connection is redialed, not failed");
+    assert_eq!(second.trail.len(), 1, "one attempt: {:?}", second.trail);
+    assert!(!second.timeline.unwrap().reused, "on a new connection");
+    assert_eq!(dialed.load(Ordering::SeqCst), 2);
+}
