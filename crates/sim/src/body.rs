@@ -76,7 +76,13 @@ impl SimBody {
                     if joined.as_ref().map_or(first.len(), BytesMut::len) < MAX_JOINED =>
                 {
                     joined
-                        .get_or_insert_with(|| BytesMut::from(&first[..]))
+                        .get_or_insert_with(|| {
+                            // Room for a typical burst (a whole short answer) without regrowing.
+                            let mut buffer =
+                                BytesMut::with_capacity(JOIN_START.max(2 * first.len()));
+                            buffer.extend_from_slice(&first);
+                            buffer
+                        })
                         .extend_from_slice(&more);
                 }
                 other => {
@@ -90,6 +96,8 @@ impl SimBody {
 
 /// Largest frame made by joining frames that fall due together.
 const MAX_JOINED: usize = 64 * 1024;
+/// The first buffer a joined frame gets.
+const JOIN_START: usize = 8 * 1024;
 
 impl Body for SimBody {
     type Data = Bytes;

@@ -226,6 +226,7 @@ fn answer(
         },
         item_id,
         thinking: request.thinking,
+        chat_frame: std::sync::OnceLock::new(),
     }
 }
 

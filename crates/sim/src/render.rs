@@ -33,6 +33,50 @@ pub(crate) struct Answer {
     pub item_id: String,
     /// Messages API: the answer opens with a thinking block (extended thinking was asked for).
     pub thinking: bool,
+    /// The constant parts of this answer's chat content chunks, rendered at the first one.
+    pub chat_frame: std::sync::OnceLock<ChatFrame>,
+}
+
+/// The parts of a chat content chunk that every chunk of one answer repeats, rendered once: a
+/// chunk is then `head`, the choice's index, the delta and `tail` — the bytes serde gives for
+/// [`ChatChunk`] (a test compares them), for a tenth of the work per chunk.
+#[derive(Debug, Clone)]
+pub(crate) struct ChatFrame {
+    /// `data: {"id":…,"choices":[{"index":`
+    head: String,
+    /// `,"logprobs":null,"finish_reason":null}]…}` and the blank line.
+    tail: String,
+}
+
+impl ChatFrame {
+    fn new(answer: &Answer) -> ChatFrame {
+        let json = |text: &str| serde_json::to_string(text).expect("a string serializes");
+        let head = format!(
+            "data: {{\"id\":{},\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"system_fingerprint\":\"fp_hourglass_sim\",\"choices\":[{{\"index\":",
+            json(&answer.id),
+            answer.created,
+            json(&answer.model),
+        );
+        let usage = if answer.include_usage {
+            ",\"usage\":null"
+        } else {
+            ""
+        };
+        let tail = format!(",\"logprobs\":null,\"finish_reason\":null}}]{usage}}}\n\n");
+        ChatFrame { head, tail }
+    }
+
+    /// The content chunk of `choice` carrying `text`.
+    fn content(&self, choice: u32, text: &str) -> Bytes {
+        let mut out = Vec::with_capacity(self.head.len() + self.tail.len() + text.len() + 32);
+        out.extend_from_slice(self.head.as_bytes());
+        serde_json::to_writer(&mut out, &choice).expect("a number serializes");
+        out.extend_from_slice(b",\"delta\":{\"content\":");
+        serde_json::to_writer(&mut out, text).expect("a string serializes");
+        out.push(b'}');
+        out.extend_from_slice(self.tail.as_bytes());
+        Bytes::from(out)
+    }
 }
 
 /// Token counts of one answer.
@@ -328,10 +372,12 @@ impl Answer {
                 match self.endpoint {
                     Endpoint::Chat => {
                         let delta = match &self.tool {
-                            None => Delta {
-                                content: Some(&fragment),
-                                ..Delta::default()
-                            },
+                            None => {
+                                return self
+                                    .chat_frame
+                                    .get_or_init(|| ChatFrame::new(self))
+                                    .content(choice, &fragment);
+                            }
                             Some((call_id, tool)) => Delta {
                                 tool_calls: Some([ToolCallDelta {
                                     index: 0,
@@ -894,6 +940,60 @@ mod tests {
         assert_ne!(a, unit_vector("world", 64));
         let norm: f32 = a.iter().map(|v| v * v).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    fn chat_answer(id: &str, model: &str, include_usage: bool) -> Answer {
+        Answer {
+            endpoint: Endpoint::Chat,
+            id: id.to_owned(),
+            created: 1_700_000_123,
+            model: model.to_owned(),
+            tags: vec!["t0".into(), "t1".into()],
+            tokens: 3,
+            finish_reason: "stop",
+            tool: None,
+            include_usage,
+            usage: Usage {
+                prompt: 1,
+                completion: 3,
+                reasoning: 0,
+            },
+            item_id: "msg_sim0".into(),
+            thinking: false,
+            chat_frame: std::sync::OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn a_content_chunk_from_the_rendered_frame_is_the_chunk_serde_writes() {
+        for (id, model, usage) in [
+            ("chatcmpl-sim0123456789abcdef", "sim-instant", false),
+            ("chatcmpl-sim0123456789abcdef", "gpt-4o-mini", true),
+            ("id \"quoted\" \\ \u{1}", "model/\u{e9}\n", true),
+        ] {
+            let answer = chat_answer(id, model, usage);
+            for choice in [0, 1, 12] {
+                for text in ["t0:0 ", "", "a \"b\" \\ \n \u{7f} \u{1f600}"] {
+                    let by_serde = answer.chat_chunk(
+                        choice,
+                        Delta {
+                            content: Some(text),
+                            ..Delta::default()
+                        },
+                        None,
+                    );
+                    let framed = answer
+                        .chat_frame
+                        .get_or_init(|| ChatFrame::new(&answer))
+                        .content(choice, text);
+                    assert_eq!(
+                        String::from_utf8_lossy(&framed),
+                        String::from_utf8_lossy(&by_serde),
+                        "choice {choice}, text {text:?}, usage {usage}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
