@@ -26,7 +26,8 @@ struct Common {
     model: Option<Value>,
     system_fingerprint: Option<Value>,
     service_tier: Option<Value>,
-    usage: Option<Value>,
+    /// Kept as the upstream wrote it: it is only passed on, never read.
+    usage: Option<Box<RawValue>>,
 }
 
 /// One chunk of a chat or completions stream: the common fields and choices of type `C`. The
@@ -89,13 +90,13 @@ impl Common {
         first(&mut self.system_fingerprint, chunk.system_fingerprint);
         first(&mut self.service_tier, chunk.service_tier);
         if let Some(usage) = present(chunk.usage) {
-            self.usage = serde_json::from_str(usage.get()).ok();
+            self.usage = Some(usage.to_owned());
         }
         chunk.choices
     }
 
     /// Takes what the hand scanner read: the common fields it met first, and a usage.
-    fn take_first(&mut self, first: fast::FirstFields<'_>, usage: Option<Value>) {
+    fn take_first(&mut self, first: fast::FirstFields<'_>, usage: Option<Box<RawValue>>) {
         if let Some(id) = first.id {
             self.id = Some(id.to_owned());
         }
@@ -127,7 +128,7 @@ impl Common {
             system_fingerprint: self.system_fingerprint.as_ref(),
             service_tier: self.service_tier.as_ref(),
             choices,
-            usage: self.usage.as_ref(),
+            usage: self.usage.as_deref(),
         }
     }
 }
@@ -145,7 +146,7 @@ struct Whole<'a, C> {
     service_tier: Option<&'a Value>,
     choices: C,
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<&'a Value>,
+    usage: Option<&'a RawValue>,
 }
 
 impl<C: Serialize> Whole<'_, C> {
