@@ -113,15 +113,11 @@ async fn answer(
     heartbeat: Option<Duration>,
 ) -> Response<GatewayBody> {
     let protocol = endpoint.protocol();
-    // The background paths are boxed: the plain call's future would otherwise carry (and copy)
-    // room for theirs on every call.
-    if request.continues.is_some()
-        && let Err(error) = Box::pin(background::continuation(gateway, &mut request, &key)).await
-    {
+    if let Err(error) = background::continuation(gateway, &mut request, &key).await {
         return error_response(protocol, &error);
     }
     if let Some(form) = background::form(gateway, &request) {
-        return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
+        return background::submit(gateway, &engine, request, key, form).await;
     }
     if let Some(interval) = heartbeat {
         return with_heartbeats(gateway, engine, request, interval);

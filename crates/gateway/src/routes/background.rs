@@ -259,19 +259,17 @@ pub(super) async fn route(gateway: &Arc<Gateway>, parts: &Parts) -> Routed {
         return through;
     };
     let owner = Key::of(&parts.headers).owner();
-    // The endpoints are boxed: every API call awaits this function, and its future would
-    // otherwise carry (and copy) room for theirs.
     let answer = if jobs_path {
-        Box::pin(job_endpoint(jobs, parts, id, rest, &owner)).await
+        job_endpoint(jobs, parts, id, rest, &owner).await
     } else if id.starts_with(OWN_RESPONSE) {
-        match Box::pin(response_endpoint(jobs, parts, id, rest, &owner)).await {
+        match response_endpoint(jobs, parts, id, rest, &owner).await {
             Ok(Routed::Answered(response)) => Ok(response),
             Ok(passed) => return passed,
             Err(error) => Err(error),
         }
     } else {
         // A response another party made: to the upstream that made it, when it was recorded.
-        let pinned = Box::pin(jobs.affinity(id)).await;
+        let pinned = jobs.affinity(id).await;
         return Routed::PassThrough { pinned, path: None };
     };
     Routed::Answered(answer.unwrap_or_else(|error| error_response(protocol, &error)))
