@@ -13,6 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
+use crate::wakes::SelfWakesInPlace;
 
 /// A client connection counted open until it ends.
 struct OpenConnection(Arc<Gateway>);
@@ -99,7 +100,7 @@ pub async fn serve(
                         .header_read_timeout(settings.header_read_timeout)
                         .max_buf_size(settings.max_header_bytes)
                         .serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
+                    let connection = SelfWakesInPlace::new(graceful.watch(connection));
                     tokio::spawn(async move {
                         let _ = connection.await;
                         drop(open);
