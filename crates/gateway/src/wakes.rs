@@ -103,11 +103,10 @@ impl Wake for WakeState {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self
-            .phase
-            .compare_exchange(POLLING, WOKEN, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-            || self.phase.load(Ordering::SeqCst) == WOKEN
+        // Being polled (or already marked): the poll under way runs again; otherwise tokio's.
+        if let Ok(_) | Err(WOKEN) =
+            self.phase
+                .compare_exchange(POLLING, WOKEN, Ordering::SeqCst, Ordering::SeqCst)
         {
             return;
         }
