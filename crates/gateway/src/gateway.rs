@@ -31,6 +31,9 @@ pub struct Gateway {
     /// When it was made: a replica waits `cluster.wait_for_stores` from then for its stores
     /// before it is ready without them.
     pub(crate) started: tokio::time::Instant,
+    /// The runtime it was made on: a reloaded engine's background tasks (health checks, pool
+    /// sweeps) start there, not on the serving thread that took `POST /admin/reload`.
+    home: Option<tokio::runtime::Handle>,
 }
 
 /// What a gateway shares with other replicas through Redis.
@@ -84,6 +87,7 @@ impl Gateway {
                 hourglass_cluster::limits::wall_clock(),
             )),
             cluster: None,
+            home: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -204,6 +208,7 @@ impl Gateway {
             .as_ref()
             .ok_or("this gateway has no configuration file to reload")?;
         let current = self.engine();
+        let _home = self.home.as_ref().map(tokio::runtime::Handle::enter);
         let engine = reloader(&current)?;
         let _ = engine.set_observer(self.metrics.clone());
         let models = engine

@@ -181,6 +181,10 @@ pub(crate) struct Inner {
     source: Source,
     store: OnceCell<Arc<dyn Store>>,
     started: OnceCell<()>,
+    /// The runtime the service was made on: the store is opened and the service's tasks
+    /// (runners, sweeps, database connections) run there, not on whichever of the gateway's
+    /// serving threads asked first.
+    home: Option<tokio::runtime::Handle>,
     /// Followers of jobs other instances run, by job: told by the store's notices.
     remote: Mutex<HashMap<String, watch::Sender<u64>>>,
     pub engine: EngineSource,
@@ -259,6 +263,7 @@ impl Jobs {
                 source,
                 store: OnceCell::new(),
                 started: OnceCell::new(),
+                home: tokio::runtime::Handle::try_current().ok(),
                 remote: Mutex::new(HashMap::new()),
                 engine,
                 clock,
@@ -560,8 +565,39 @@ impl Inner {
         }
     }
 
-    /// The store, opened (and its jobs recovered, its runners started) on first use.
+    /// The store, opened (and its jobs recovered, its runners started) on first use, on the
+    /// service's own runtime.
     pub async fn store(self: &Arc<Self>) -> Result<Arc<dyn Store>, CallError> {
+        if let Some(store) = self.store.get()
+            && self.started.initialized()
+        {
+            return Ok(store.clone());
+        }
+        let here = tokio::runtime::Handle::try_current().map(|handle| handle.id());
+        let Some(home) = (self.home.clone()).filter(|home| here.ok() != Some(home.id())) else {
+            return self.open_and_start().await;
+        };
+        let inner = self.clone();
+        match home
+            .spawn(async move { inner.open_and_start().await })
+            .await
+        {
+            Ok(opened) => opened,
+            Err(error) => Err(unavailable(StoreError {
+                store: match &self.source {
+                    Source::Embedded(_) => "redb".to_owned(),
+                    Source::Remote { describe, .. } => describe.clone(),
+                    Source::Given(store) => store.describe(),
+                },
+                doing: "opening",
+                message: format!("the runtime the job service runs on has stopped: {error}"),
+                lease_lost: false,
+            })),
+        }
+    }
+
+    /// [`Inner::store`]'s work, on the runtime it runs on.
+    async fn open_and_start(self: &Arc<Self>) -> Result<Arc<dyn Store>, CallError> {
         let store = self
             .store
             .get_or_try_init(|| async {
@@ -985,4 +1021,77 @@ pub(crate) fn unavailable(error: StoreError) -> CallError {
         StatusCode::SERVICE_UNAVAILABLE,
         error.to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gateway serves on one runtime per core; the first submission may come from any of
+    /// them. The service's tasks must not die with (or crowd) the runtime that asked first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_store_opened_from_another_runtime_runs_its_tasks_on_the_services_own() {
+        let text = "[upstreams.a]\nbase_url = \"http://127.0.0.1:9/v1\"\n[models.m]\ntargets = [\"a\"]\n[health_check]\nmode = \"off\"\n";
+        let config = hourglass_config::Config::from_toml(text, "t.toml", &|_| None).unwrap();
+        let settings = config.jobs.clone();
+        let engine = Engine::new(config, HashMap::new()).unwrap();
+        let dir = std::env::temp_dir().join(format!("hourglass-jobs-home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let jobs = Jobs::new(
+            settings,
+            dir.clone(),
+            Arc::new(move || engine.clone()),
+            ids::wall_clock(),
+        );
+
+        // Opened from a runtime that then stops.
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let inner = jobs.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            other.block_on(async move { inner.store().await.map(|_| ()) })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+
+        // A job submitted afterwards is still taken and run to its end (the upstream refuses).
+        let body =
+            Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#);
+        let job = jobs
+            .submit(Submission {
+                kind: Kind::Job,
+                owner: ids::owner(None),
+                endpoint: Endpoint::Chat,
+                path: "/chat/completions".to_owned(),
+                headers: HeaderMap::new(),
+                body,
+                model: Some("m".to_owned()),
+                stream: false,
+                request_id: "req-home".to_owned(),
+                webhook: None,
+                deadline: Duration::from_secs(30),
+                echo: None,
+                pinned: None,
+            })
+            .await
+            .unwrap();
+        let mut state = job.state;
+        for _ in 0..300 {
+            state = jobs.get(&job.id, &job.owner).await.unwrap().state;
+            if state.is_terminal() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            state,
+            State::Failed,
+            "the job was not run to its end: its runners died with the runtime that opened the store"
+        );
+        drop(jobs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -142,6 +142,8 @@ impl Link {
 /// A connection ready for one request.
 pub struct Connection {
     link: Link,
+    /// The runtime whose reactor its socket is registered with (the one that opened it).
+    runtime: Option<tokio::runtime::Id>,
     /// Whether it came from the pool (or is a shared HTTP/2 connection already open).
     pub reused: bool,
     pool: Arc<Pool>,
@@ -213,12 +215,10 @@ impl UpstreamBody {
         }
         let pool = connection.pool.clone();
         let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                connection,
-                since: Instant::now(),
-            });
-        }
+        idle.put(Idle {
+            connection,
+            since: Instant::now(),
+        });
     }
 }
 
@@ -245,12 +245,74 @@ struct Idle {
     since: Instant,
 }
 
+/// The runtime the caller runs on, if any.
+fn current_runtime() -> Option<tokio::runtime::Id> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|handle| handle.id())
+}
+
+/// Idle HTTP/1.1 connections, kept per runtime. A socket is registered with the reactor of the
+/// runtime that opened it, and the gateway serves on one single-threaded runtime per core: a
+/// connection another runtime opened would have every read woken from that other thread. So a
+/// runtime that has opened connections to the upstream takes only its own, and dials when none
+/// is idle (nginx's workers keep their pools apart the same way); one that has not (a serving
+/// thread's first call) takes another runtime's, such as the warm connection a health check left.
+#[derive(Default)]
+struct IdleConnections(Vec<(Option<tokio::runtime::Id>, Vec<Idle>)>);
+
+impl IdleConnections {
+    /// The connections kept for `runtime`, made room for when it has none yet.
+    fn of(&mut self, runtime: Option<tokio::runtime::Id>) -> &mut Vec<Idle> {
+        let at = match self.0.iter().position(|(r, _)| *r == runtime) {
+            Some(at) => at,
+            None => {
+                self.0.push((runtime, Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    /// Keeps `idle` for its runtime's calls, unless that runtime keeps [`MAX_IDLE`] already.
+    fn put(&mut self, idle: Idle) {
+        let kept = self.of(idle.connection.runtime);
+        if kept.len() < MAX_IDLE {
+            kept.push(idle);
+        }
+    }
+
+    /// A connection for a call on `runtime`: the one it returned last, or, for a runtime that
+    /// has opened none, one from the runtime keeping the most.
+    fn take(&mut self, runtime: Option<tokio::runtime::Id>) -> Option<Idle> {
+        if let Some((_, kept)) = self.0.iter_mut().find(|(r, _)| *r == runtime) {
+            return kept.pop();
+        }
+        let (_, most) = self.0.iter_mut().max_by_key(|(_, kept)| kept.len())?;
+        most.pop()
+    }
+
+    /// Keeps only the connections `keep` says to, over every runtime; a runtime left with none
+    /// may borrow again.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Idle) -> bool) {
+        for (_, kept) in &mut self.0 {
+            kept.retain_mut(&mut keep);
+        }
+        self.0.retain(|(_, kept)| !kept.is_empty());
+    }
+
+    /// How many are kept, over every runtime.
+    fn len(&self) -> usize {
+        self.0.iter().map(|(_, kept)| kept.len()).sum()
+    }
+}
+
 /// One upstream's dialer, idle HTTP/1.1 connections and shared HTTP/2 connections.
 struct Pool {
     dial: Arc<dyn Dial>,
     http: HttpVersion,
     h2_max_streams: usize,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<IdleConnections>,
     /// The open HTTP/2 connections, once the upstream speaks it.
     h2: Mutex<Vec<SharedH2>>,
     /// Set once the upstream negotiated HTTP/2 (or is configured for it): from then on a call
@@ -276,6 +338,7 @@ impl Pool {
                 sender: chosen.sender.clone(),
                 _slot: StreamSlot(chosen.load.clone()),
             },
+            runtime: None,
             reused: true,
             pool: self.clone(),
         })
@@ -305,11 +368,19 @@ impl Pool {
                 .handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
+            // From now on this runtime's calls wait for its own connections.
+            let runtime = current_runtime();
+            let _ = self
+                .idle
+                .lock()
+                .expect("the pool lock is never poisoned")
+                .of(runtime);
             return Ok(Connection {
                 link: Link::H1 {
                     sender,
                     driver: Some(Box::pin(driver)),
                 },
+                runtime,
                 reused: false,
                 pool: self.clone(),
             });
@@ -342,6 +413,7 @@ impl Pool {
                 sender,
                 _slot: StreamSlot(load),
             },
+            runtime: None,
             reused: false,
             pool: self.clone(),
         })
@@ -374,7 +446,7 @@ impl Upstreams {
                         dial: settings.dial,
                         http: settings.http,
                         h2_max_streams: settings.h2_max_streams.max(1),
-                        idle: Mutex::new(Vec::new()),
+                        idle: Mutex::new(IdleConnections::default()),
                         h2: Mutex::new(Vec::new()),
                         speaks_h2: AtomicBool::new(settings.http == HttpVersion::Http2),
                         h2_dialing: tokio::sync::Mutex::new(()),
@@ -391,7 +463,7 @@ impl Upstreams {
         let now = Instant::now();
         for pool in &self.pools {
             let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
-            idle.retain_mut(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
+            idle.retain(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
             drop(idle);
             // HTTP/2: a connection without calls is kept IDLE_EXPIRY if it is the only one idle,
             // SPARE_H2_EXPIRY if another idle one could take its calls (what a burst opened).
@@ -471,12 +543,13 @@ impl Upstreams {
             return pool.open(io).await;
         }
         let now = Instant::now();
+        let runtime = current_runtime();
         loop {
             let candidate = pool
                 .idle
                 .lock()
                 .expect("the pool lock is never poisoned")
-                .pop();
+                .take(runtime);
             let Some(mut idle) = candidate else { break };
             // One that went back to the pool a moment ago was found usable then; the server
             // closing it since is rare and costs one uncounted redial (`Attempt::exchange`).

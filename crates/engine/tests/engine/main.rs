@@ -9,6 +9,7 @@ mod chaos;
 mod failover;
 mod faults;
 mod http2;
+mod pools;
 mod shape;
 mod streamed;
 mod support;

@@ -1,0 +1,91 @@
+//! Idle connections are kept per runtime: the gateway serves on one runtime per core, and a
+//! socket is registered with the reactor of the runtime that opened it.
+
+use std::sync::Arc;
+
+use hourglass_engine::{Engine, ResponseBody};
+
+use crate::support::{chat, setup};
+
+/// One call on the current runtime, read to its end (so its connection goes back to the pool);
+/// whether it went over a reused connection.
+async fn reused(engine: &Engine) -> bool {
+    let response = engine.call(chat("m", true, None)).await.unwrap();
+    let reused = response.timeline.as_ref().unwrap().reused;
+    if let ResponseBody::Stream(stream) = response.body {
+        http_body_util::BodyExt::collect(stream).await.unwrap();
+    }
+    reused
+}
+
+/// Runs `job` on `runtime` (another thread's) while this runtime keeps running: the in-memory
+/// upstream of a connection opened here answers from here.
+async fn on<T: Send + 'static>(
+    runtime: &Arc<tokio::runtime::Runtime>,
+    job: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let runtime = runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.block_on(job))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_runtime_reuses_its_own_connections_and_borrows_only_until_it_has_opened_one() {
+    let setup =
+        setup("[models.m]\ntargets = [\"a:sim-instant\"]\n[health_check]\nmode = \"off\"\n");
+    let engine = setup.engine.clone();
+    let dialed = || setup.sims["a"].stats().connections;
+    let other = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+
+    // This runtime opens a connection and keeps it idle.
+    assert!(!reused(&engine).await);
+    assert!(reused(&engine).await);
+    assert_eq!((dialed(), engine.idle_connections()), (1, vec![1, 0]));
+
+    // A runtime that has opened none borrows it (the first call of a new serving thread gets a
+    // warm connection, not a dial), and it comes back to this runtime's pool.
+    let e = engine.clone();
+    assert!(on(&other, async move { reused(&e).await }).await);
+    assert_eq!((dialed(), engine.idle_connections()), (1, vec![1, 0]));
+
+    // Two calls at once there: one borrows, one dials the other runtime's own connection.
+    let e = engine.clone();
+    let both = on(&other, async move {
+        let (first, second) = tokio::join!(reused(&e), reused(&e));
+        [first, second]
+    })
+    .await;
+    assert_eq!(both.iter().filter(|r| **r).count(), 1, "{both:?}");
+    assert_eq!((dialed(), engine.idle_connections()), (2, vec![2, 0]));
+
+    // From now on it takes only its own: with its own connection busy (a stream held unread),
+    // another call there dials rather than take this runtime's idle one.
+    let e = engine.clone();
+    let (held_reused, next_reused) = on(&other, async move {
+        let held = e.call(chat("m", true, None)).await.unwrap();
+        let held_reused = held.timeline.as_ref().unwrap().reused;
+        let next = reused(&e).await;
+        drop(held);
+        (held_reused, next)
+    })
+    .await;
+    assert!(
+        held_reused,
+        "the held stream went over the runtime's own connection"
+    );
+    assert!(!next_reused, "a dial, not this runtime's connection");
+    assert_eq!(dialed(), 3);
+    // This runtime still finds its own.
+    assert!(reused(&engine).await);
+    assert_eq!(dialed(), 3);
+    // A runtime is dropped where blocking is allowed.
+    tokio::task::spawn_blocking(move || drop(other))
+        .await
+        .unwrap();
+}
