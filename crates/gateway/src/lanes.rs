@@ -4,11 +4,11 @@
 //!
 //! # Why not tokio's multi-threaded scheduler
 //! A proxied call is one task that mostly waits on sockets. Under tokio's work-stealing
-//! scheduler that task and its data move between cores, and idle workers are woken to steal it;
-//! measured on the project's 2-core machine, serving this way took a call from 34 to 29 µs of
-//! CPU and 16-18 % more calls per second through (docs/benchmarks.md, issue 19's step 9). nginx serves the same way:
-//! one event loop per core. The price is balance: a connection stays on its lane, so connections
-//! are handed to the lane with the fewest open at the moment they arrive.
+//! scheduler that task and its data move between cores, and idle workers are woken to steal it.
+//! Measured on the project's 2-core machine, serving this way took a call from 34 to 29 µs of
+//! CPU and let 16-18 % more calls through (docs/benchmarks.md, issue 19's step 9). nginx serves
+//! the same way: one event loop per core. The price is balance: a connection stays on its lane,
+//! so connections are handed to the lane with the fewest open at the moment they arrive.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

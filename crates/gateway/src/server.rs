@@ -47,20 +47,20 @@ fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: usize) {
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight calls finish within the
 /// grace period. Connections are accepted here and served on one thread per core (`lanes`).
-/// Returns how many connections were still open when the grace period ended.
+/// Returns how many connections were still open when the grace period ended, or why the
+/// serving threads could not start (the system refused a thread or a runtime).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
-) -> usize {
+) -> std::io::Result<usize> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let lanes = match Lanes::start(&gateway, threads) {
-        Ok(lanes) => lanes,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the serving threads; not serving");
-            return 0;
-        }
-    };
+    let lanes = Lanes::start(&gateway, threads).map_err(|error| {
+        std::io::Error::new(
+            error.kind(),
+            format!("cannot start {threads} serving threads: {error}"),
+        )
+    })?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -82,5 +82,5 @@ pub async fn serve(
         }
     }
     drop(listener);
-    lanes.drain().await
+    Ok(lanes.drain().await)
 }

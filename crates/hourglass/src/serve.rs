@@ -238,7 +238,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let open = hourglass_gateway::serve(listener, gateway, shutdown_signal()).await;
+    let open = hourglass_gateway::serve(listener, gateway, shutdown_signal()).await?;
     if open > 0 {
         say!(
             "hourglass serve: stopped; {open} connections were still open after server.shutdown_grace"

@@ -41,7 +41,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub sims: HashMap<String, Server>,
     stop: Option<oneshot::Sender<()>>,
-    pub done: Option<tokio::task::JoinHandle<usize>>,
+    pub done: Option<tokio::task::JoinHandle<std::io::Result<usize>>>,
     /// The job store's directory, removed when the gateway is dropped.
     pub data_dir: Option<std::path::PathBuf>,
 }
@@ -58,7 +58,7 @@ impl Running {
     /// Starts the graceful shutdown and waits for it.
     pub async fn shutdown(mut self) -> usize {
         let _ = self.stop.take().unwrap().send(());
-        self.done.take().unwrap().await.unwrap()
+        self.done.take().unwrap().await.unwrap().unwrap()
     }
 }
 
