@@ -18,6 +18,20 @@ async fn reused(engine: &Engine) -> bool {
     reused
 }
 
+/// Two calls on the current runtime, the second made while the first's stream is held unread
+/// (so its connection stays taken); the held one is then read to its end when `finish_held`
+/// (its connection goes back to the pool) or dropped. Whether each went over a reused
+/// connection.
+async fn second_while_first_held(engine: &Engine, finish_held: bool) -> (bool, bool) {
+    let held = engine.call(chat("m", true, None)).await.unwrap();
+    let first = held.timeline.as_ref().unwrap().reused;
+    let second = reused(engine).await;
+    if let (true, ResponseBody::Stream(stream)) = (finish_held, held.body) {
+        http_body_util::BodyExt::collect(stream).await.unwrap();
+    }
+    (first, second)
+}
+
 /// Runs `job` on `runtime` (another thread's) while this runtime keeps running: the in-memory
 /// upstream of a connection opened here answers from here.
 async fn on<T: Send + 'static>(
@@ -57,15 +71,10 @@ async fn a_runtime_reuses_its_own_connections_and_borrows_only_until_it_has_open
     // Two calls at once there (the first held unread while the second is made): the first
     // borrows, the second finds nothing idle and dials the other runtime's own connection.
     let e = engine.clone();
-    let (first, second) = on(&other, async move {
-        let held = e.call(chat("m", true, None)).await.unwrap();
-        let first = held.timeline.as_ref().unwrap().reused;
-        let second = reused(&e).await;
-        if let ResponseBody::Stream(stream) = held.body {
-            http_body_util::BodyExt::collect(stream).await.unwrap();
-        }
-        (first, second)
-    })
+    let (first, second) = on(
+        &other,
+        async move { second_while_first_held(&e, true).await },
+    )
     .await;
     assert!(first, "the first borrowed");
     assert!(!second, "the second dialed");
@@ -74,13 +83,10 @@ async fn a_runtime_reuses_its_own_connections_and_borrows_only_until_it_has_open
     // From now on it takes only its own: with its own connection busy (a stream held unread),
     // another call there dials rather than take this runtime's idle one.
     let e = engine.clone();
-    let (held_reused, next_reused) = on(&other, async move {
-        let held = e.call(chat("m", true, None)).await.unwrap();
-        let held_reused = held.timeline.as_ref().unwrap().reused;
-        let next = reused(&e).await;
-        drop(held);
-        (held_reused, next)
-    })
+    let (held_reused, next_reused) = on(
+        &other,
+        async move { second_while_first_held(&e, false).await },
+    )
     .await;
     assert!(
         held_reused,
