@@ -19,16 +19,12 @@ async fn reused(engine: &Engine) -> bool {
 }
 
 /// Two calls on the current runtime, the second made while the first's stream is held unread
-/// (so its connection stays taken); the held one is then read to its end when `finish_held`
-/// (its connection goes back to the pool) or dropped. Whether each went over a reused
-/// connection.
-async fn second_while_first_held(engine: &Engine, finish_held: bool) -> (bool, bool) {
+/// (so its connection stays taken). Whether each went over a reused connection.
+async fn second_while_first_held(engine: &Engine) -> (bool, bool) {
     let held = engine.call(chat("m", true, None)).await.unwrap();
     let first = held.timeline.as_ref().unwrap().reused;
     let second = reused(engine).await;
-    if let (true, ResponseBody::Stream(stream)) = (finish_held, held.body) {
-        http_body_util::BodyExt::collect(stream).await.unwrap();
-    }
+    drop(held);
     (first, second)
 }
 
@@ -45,7 +41,7 @@ async fn on<T: Send + 'static>(
 }
 
 #[tokio::test]
-async fn a_runtime_reuses_its_own_connections_and_borrows_only_until_it_has_opened_one() {
+async fn a_runtime_reuses_its_own_connections_and_opens_its_own_beside_the_one_it_borrows() {
     let setup =
         setup("[models.m]\ntargets = [\"a:sim-instant\"]\n[health_check]\nmode = \"off\"\n");
     let engine = setup.engine.clone();
@@ -63,38 +59,39 @@ async fn a_runtime_reuses_its_own_connections_and_borrows_only_until_it_has_open
     assert_eq!((dialed(), engine.idle_connections()), (1, vec![1, 0]));
 
     // A runtime that has opened none borrows it (the first call of a new serving thread gets a
-    // warm connection, not a dial), and it comes back to this runtime's pool.
+    // warm connection, not a dial), and it comes back to this runtime's pool; beside that call,
+    // the other runtime opens a connection of its own and keeps it idle.
     let e = engine.clone();
     assert!(on(&other, async move { reused(&e).await }).await);
-    assert_eq!((dialed(), engine.idle_connections()), (1, vec![1, 0]));
-
-    // Two calls at once there (the first held unread while the second is made): the first
-    // borrows, the second finds nothing idle and dials the other runtime's own connection.
     let e = engine.clone();
-    let (first, second) = on(
-        &other,
-        async move { second_while_first_held(&e, true).await },
-    )
+    let opened = on(&other, async move {
+        let wait = async {
+            while e.idle_connections() != vec![2, 0] {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), wait).await
+    })
     .await;
-    assert!(first, "the first borrowed");
-    assert!(!second, "the second dialed");
-    assert_eq!((dialed(), engine.idle_connections()), (2, vec![2, 0]));
+    assert!(
+        opened.is_ok(),
+        "the other runtime's own connection was not kept idle"
+    );
+    assert_eq!(dialed(), 2);
 
-    // From now on it takes only its own: with its own connection busy (a stream held unread),
-    // another call there dials rather than take this runtime's idle one.
+    // From now on it takes only its own: the next call there reuses the one it opened, and with
+    // that one busy (a stream held unread), another call there dials rather than take this
+    // runtime's idle one.
     let e = engine.clone();
-    let (held_reused, next_reused) = on(
-        &other,
-        async move { second_while_first_held(&e, false).await },
-    )
-    .await;
+    let (held_reused, next_reused) =
+        on(&other, async move { second_while_first_held(&e).await }).await;
     assert!(
         held_reused,
         "the held stream went over the runtime's own connection"
     );
     assert!(!next_reused, "a dial, not this runtime's connection");
     assert_eq!(dialed(), 3);
-    // This runtime still finds its own.
+    // This runtime still finds its own, and borrowed nothing more.
     assert!(reused(&engine).await);
     assert_eq!(dialed(), 3);
     // A runtime is dropped where blocking is allowed.
