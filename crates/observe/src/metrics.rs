@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,18 @@ struct Histogram {
 }
 
 impl Histogram {
+    /// Adds `other`'s observations (of the same bounds) to these.
+    fn add(&self, other: &Histogram) {
+        for (mine, theirs) in self.buckets.iter().zip(&other.buckets) {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.count
+            .fetch_add(other.count.load(Ordering::Relaxed), Ordering::Relaxed);
+        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed))
+            + f64::from_bits(other.sum.load(Ordering::Relaxed));
+        self.sum.store(sum.to_bits(), Ordering::Relaxed);
+    }
+
     fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
@@ -89,17 +101,97 @@ fn unkey(key: &str) -> Labels {
     key.split(SEP).map(str::to_owned).collect()
 }
 
+/// Shards of a family: each thread updates its own, so the serving threads (one per core) never
+/// wait on one another's lock or pull one another's cache lines; a scrape adds the shards up.
+const SHARDS: usize = 16;
+
+/// The shard the calling thread updates (threads are numbered as they first update a metric).
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
+/// A value on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// One value per shard.
+#[derive(Debug)]
+struct Sharded<T>([Padded<Mutex<T>>; SHARDS]);
+
+impl<T: Default> Default for Sharded<T> {
+    fn default() -> Self {
+        Sharded(std::array::from_fn(|_| Padded::default()))
+    }
+}
+
+impl<T> Sharded<T> {
+    /// The calling thread's shard.
+    fn local(&self) -> std::sync::MutexGuard<'_, T> {
+        (self.0[shard()].0.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every shard in turn.
+    fn each(&self, mut f: impl FnMut(&T)) {
+        for padded in &self.0 {
+            f(&padded
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner));
+        }
+    }
+}
+
+/// Hashes series keys (FxHash's mixing, a word at a time): the keys are label values of
+/// configured or admitted models, upstreams and fixed names, never an unbounded set a client
+/// could grow, so a keyed hash buys nothing and SipHash cost more than the update.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHash;
+
+/// The state of one [`KeyHash`] hashing.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher::default()
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Series of one family in one shard, by key.
+type SeriesMap<V> = HashMap<String, V, KeyHash>;
+
 /// A family of counters.
 #[derive(Debug, Default)]
-struct Counters(Mutex<HashMap<String, u64>>);
+struct Counters(Sharded<SeriesMap<u64>>);
 
 impl Counters {
     fn add(&self, labels: &[&str], n: u64) {
         with_key(labels, |key| {
-            let mut map = self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self.0.local();
             match map.get_mut(key) {
                 Some(count) => *count += n,
                 None => {
@@ -110,11 +202,13 @@ impl Counters {
     }
 
     fn snapshot(&self) -> Vec<(Labels, u64)> {
-        let map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut rows: Vec<(Labels, u64)> = map.iter().map(|(k, v)| (unkey(k), *v)).collect();
+        let mut total: HashMap<String, u64> = HashMap::new();
+        self.0.each(|map| {
+            for (k, v) in map {
+                *total.entry(k.clone()).or_default() += v;
+            }
+        });
+        let mut rows: Vec<(Labels, u64)> = total.into_iter().map(|(k, v)| (unkey(&k), v)).collect();
         rows.sort();
         rows
     }
@@ -124,27 +218,24 @@ impl Counters {
 #[derive(Debug)]
 struct Histograms {
     bounds: &'static [f64],
-    series: Mutex<HashMap<String, Arc<Histogram>>>,
+    series: Sharded<SeriesMap<Histogram>>,
 }
 
 impl Histograms {
     fn new(bounds: &'static [f64]) -> Histograms {
         Histograms {
             bounds,
-            series: Mutex::new(HashMap::new()),
+            series: Sharded::default(),
         }
     }
 
     fn observe(&self, labels: &[&str], value: f64) {
         with_key(labels, |key| {
-            let mut map = self
-                .series
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self.series.local();
             match map.get(key) {
                 Some(histogram) => histogram.observe(value),
                 None => {
-                    let histogram = Arc::new(Histogram::new(self.bounds));
+                    let histogram = Histogram::new(self.bounds);
                     histogram.observe(value);
                     map.insert(key.to_owned(), histogram);
                 }
@@ -153,12 +244,17 @@ impl Histograms {
     }
 
     fn snapshot(&self) -> Vec<(Labels, Arc<Histogram>)> {
-        let map = self
-            .series
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut rows: Vec<(Labels, Arc<Histogram>)> =
-            map.iter().map(|(k, v)| (unkey(k), v.clone())).collect();
+        let mut total: HashMap<String, Histogram> = HashMap::new();
+        self.series.each(|map| {
+            for (k, h) in map {
+                (total.entry(k.clone()))
+                    .or_insert_with(|| Histogram::new(self.bounds))
+                    .add(h);
+            }
+        });
+        let mut rows: Vec<(Labels, Arc<Histogram>)> = (total.into_iter())
+            .map(|(k, h)| (unkey(&k), Arc::new(h)))
+            .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         rows
     }
@@ -173,6 +269,9 @@ pub struct Metrics {
     /// Model names allowed as label values: configured ones, and ones that answered once (up to
     /// [`MAX_MODELS`]); anything else a client sends is `other`, so clients cannot mint series.
     models: Mutex<std::collections::HashSet<String>>,
+    /// Per shard, the models `models` admitted that its threads have seen: a call finds its model
+    /// here, without the lock every thread shares.
+    admitted: Sharded<std::collections::HashSet<String, KeyHash>>,
     /// Recent attempts and failures, for `/status`.
     recent: crate::status::Recent,
     calls: Counters,
@@ -197,6 +296,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             models: Mutex::new(std::collections::HashSet::new()),
+            admitted: Sharded::default(),
             recent: crate::status::Recent::default(),
             calls: Counters::default(),
             attempts: Counters::default(),
@@ -239,18 +339,21 @@ impl Metrics {
         if model.is_empty() {
             return "other";
         }
+        if self.admitted.local().contains(model) {
+            return model;
+        }
         let mut models = self
             .models
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if models.contains(model) {
-            return model;
+        let admitted = models.contains(model)
+            || (succeeded && models.len() < MAX_MODELS && models.insert(model.to_owned()));
+        drop(models);
+        if !admitted {
+            return "other";
         }
-        if succeeded && models.len() < MAX_MODELS {
-            models.insert(model.to_owned());
-            return model;
-        }
-        "other"
+        self.admitted.local().insert(model.to_owned());
+        model
     }
 }
 
@@ -921,5 +1024,41 @@ mod tests {
                 (vec!["b".to_owned(), "idle_timeout".to_owned()], 1)
             ]
         );
+    }
+
+    #[test]
+    fn series_updated_from_many_threads_add_up_in_one_row() {
+        let counters = Counters::default();
+        let histograms = Histograms::new(&[0.1, 1.0]);
+        let metrics = Metrics::default();
+        std::thread::scope(|scope| {
+            // More threads than shards: some share one.
+            for i in 0..(SHARDS + 4) {
+                let (counters, histograms, metrics) = (&counters, &histograms, &metrics);
+                scope.spawn(move || {
+                    counters.add(&["a", "ok"], 1);
+                    histograms.observe(&["a"], if i % 2 == 0 { 0.05 } else { 0.5 });
+                    assert_eq!(metrics.model("m", true), "m");
+                });
+            }
+        });
+        assert_eq!(
+            counters.snapshot(),
+            [(vec!["a".to_owned(), "ok".to_owned()], SHARDS as u64 + 4)]
+        );
+        let rows = histograms.snapshot();
+        assert_eq!(rows.len(), 1);
+        let (labels, h) = &rows[0];
+        assert_eq!(labels, &["a".to_owned()]);
+        let buckets: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(buckets, [10, 10]);
+        assert_eq!(h.count.load(Ordering::Relaxed), 20);
+        let sum = f64::from_bits(h.sum.load(Ordering::Relaxed));
+        assert!((sum - 5.5).abs() < 1e-9, "{sum}");
+        assert_eq!(metrics.models.lock().unwrap().len(), 1);
     }
 }
