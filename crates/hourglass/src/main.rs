@@ -21,6 +21,7 @@ macro_rules! say {
 pub(crate) const EXIT_POOR: u8 = 3;
 
 mod allocator; // jemalloc, which returns a flood's memory
+mod log_fields; // the text log's fields, without fmt where the default only copies
 mod log_writer; // log lines written to stderr by a thread of their own
 mod serve; // the gateway: configuration source, engine, reloads, graceful stop
 mod sim; // the simulator
@@ -147,6 +148,7 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .fmt_fields(log_fields::PlainFields)
                     .with_ansi(colour)
                     .with_writer(writer),
             )
