@@ -11,7 +11,7 @@
 //! so connections are handed to the lane with the fewest open at the moment they arrive.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -86,10 +86,11 @@ impl Lanes {
             let load = Arc::new(AtomicUsize::new(0));
             let gateway = gateway.clone();
             let mut released = released.clone();
+            let lane_load = load.clone();
             std::thread::Builder::new()
                 .name(format!("hourglass-lane-{index}"))
                 .spawn(move || {
-                    let open = runtime.block_on(run(gateway, handed));
+                    let open = runtime.block_on(run(gateway, handed, lane_load));
                     let _ = done.send(open);
                     runtime.block_on(async move { while released.changed().await.is_ok() {} });
                 })?;
@@ -140,13 +141,21 @@ impl Lanes {
 
 /// One lane's life: serves the connections handed to it until the accept loop stops, then
 /// drains them. Returns how many were still open when the grace period ended.
-async fn run(gateway: Arc<Gateway>, mut handed: mpsc::UnboundedReceiver<Handed>) -> usize {
+async fn run(
+    gateway: Arc<Gateway>,
+    mut handed: mpsc::UnboundedReceiver<Handed>,
+    load: Arc<AtomicUsize>,
+) -> usize {
     let graceful = GracefulShutdown::new();
+    let pacing = Arc::new(AtomicBool::new(false));
     while let Some((stream, open)) = handed.recv().await {
         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
             continue;
         };
         serve_connection(&gateway, &graceful, stream, open);
+        if !pacing.swap(true, Ordering::Relaxed) {
+            tokio::spawn(pace(load.clone(), pacing.clone()));
+        }
     }
     let open = graceful.count();
     let draining = graceful.shutdown();
@@ -160,6 +169,27 @@ async fn run(gateway: Arc<Gateway>, mut handed: mpsc::UnboundedReceiver<Handed>)
     gateway.stopping.now();
     let _ = tokio::time::timeout(FAREWELL, &mut draining).await;
     open
+}
+
+/// How far ahead [`pace`] keeps a timer due.
+const PACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Keeps a timer due within [`PACE`] while the lane has connections open, and ends (clearing
+/// `pacing`) once it has none. tokio wakes a runtime's reactor (an eventfd write, and one more
+/// turn of epoll) whenever a timer is set earlier than the earliest one it last parked with,
+/// even from the runtime's own thread, where nothing needs waking. A call sets timers of its own
+/// (its deadlines; hyper's header-read timeout for the connection's next request), and often
+/// each is the earliest: 0.21 such writes per call under load, one per call made one at a time
+/// (docs/benchmarks.md). With a timer always due sooner, none is; the price is 20 wakes a second
+/// of a lane that serves.
+async fn pace(load: Arc<AtomicUsize>, pacing: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(PACE).await;
+        if load.load(Ordering::Relaxed) == 0 {
+            pacing.store(false, Ordering::Relaxed);
+            return;
+        }
+    }
 }
 
 /// How long calls and streams still running at the end of the grace period get to write their
@@ -229,6 +259,26 @@ mod tests {
         let mut answer = vec![0u8; 4096];
         let read = client.read(&mut answer).await.unwrap();
         String::from_utf8_lossy(&answer[..read]).into_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacemaker_ticks_while_the_lane_has_connections_and_then_ends() {
+        let load = Arc::new(AtomicUsize::new(1));
+        let pacing = Arc::new(AtomicBool::new(true));
+        let pacemaker = tokio::spawn(pace(load.clone(), pacing.clone()));
+        tokio::time::sleep(PACE * 10).await;
+        assert!(
+            !pacemaker.is_finished(),
+            "a lane with a connection keeps a timer due"
+        );
+        assert!(pacing.load(Ordering::Relaxed));
+        load.store(0, Ordering::Relaxed);
+        tokio::time::sleep(PACE * 2).await;
+        assert!(pacemaker.is_finished(), "an idle lane is woken by nothing");
+        assert!(
+            !pacing.load(Ordering::Relaxed),
+            "the next connection starts another"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
