@@ -113,11 +113,16 @@ async fn answer(
     heartbeat: Option<Duration>,
 ) -> Response<GatewayBody> {
     let protocol = endpoint.protocol();
-    if let Err(error) = background::continuation(gateway, &mut request, &key).await {
+    // Boxed, and only for a request that continues another: the job store's future is larger
+    // than everything else a call holds, and every future above this one would carry (and copy)
+    // its room on every call.
+    if request.continues.is_some()
+        && let Err(error) = Box::pin(background::continuation(gateway, &mut request, &key)).await
+    {
         return error_response(protocol, &error);
     }
     if let Some(form) = background::form(gateway, &request) {
-        return background::submit(gateway, &engine, request, key, form).await;
+        return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
     }
     if let Some(interval) = heartbeat {
         return with_heartbeats(gateway, engine, request, interval);

@@ -217,6 +217,14 @@ pub(super) enum Routed {
     },
 }
 
+/// Whether [`route`] may answer `path`: the gateway's own API and `/v1/responses/{id}…`.
+pub(super) fn may_answer(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.starts_with("/v1/responses/")
+        || path.starts_with("/v1/hourglass/")
+        || path == "/v1/hourglass"
+}
+
 /// Answers `/v1/hourglass/jobs/…` and, for responses the gateway made, `/v1/responses/{id}…`.
 pub(super) async fn route(gateway: &Arc<Gateway>, parts: &Parts) -> Routed {
     let path = parts.uri.path().trim_end_matches('/');

@@ -69,7 +69,18 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Ga
     if let Some(response) = admin::answer(&gateway, &parts) {
         return response;
     }
-    let pinned = match background::route(&gateway, &parts).await {
+    // Boxed, and only for the paths it may answer: the job store's futures are larger than
+    // everything else a call holds, and every future above this one would carry (and copy)
+    // their room on every call.
+    let routed = if background::may_answer(parts.uri.path()) {
+        Box::pin(background::route(&gateway, &parts)).await
+    } else {
+        background::Routed::PassThrough {
+            pinned: None,
+            path: None,
+        }
+    };
+    let pinned = match routed {
         background::Routed::Answered(response) => return response,
         background::Routed::PassThrough { pinned, path } => {
             if let Some(uri) = path.and_then(|p| p.parse().ok()) {
