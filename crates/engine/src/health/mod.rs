@@ -322,12 +322,13 @@ impl Health {
             let mut models = lock(&self.upstreams[upstream].targets);
             // Clients can send any model name to an upstream serving `*`: past a bound, new
             // names share one entry instead of growing the table without end.
-            let model = if models.contains_key(model) || models.len() < MAX_MODELS_PER_UPSTREAM {
+            let known = models.contains_key(model);
+            let model = if known || models.len() < MAX_MODELS_PER_UPSTREAM {
                 model
             } else {
                 OVERFLOW_MODEL
             };
-            if !models.contains_key(model) {
+            if !known && !models.contains_key(model) {
                 models.insert(
                     model.to_owned(),
                     TargetHealth {
