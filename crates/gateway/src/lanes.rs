@@ -1,5 +1,5 @@
-//! The serving threads ("lanes"): one single-threaded runtime per core, each serving the client
-//! connections handed to it, from the first byte to the last, with the handler and the upstream
+//! The serving threads ("lanes"): one single-threaded runtime per core, each accepting client
+//! connections and serving them from the first byte to the last, with the handler and the upstream
 //! HTTP/1.1 connection a call drives on the same thread.
 //!
 //! # Why not tokio's multi-threaded scheduler
@@ -7,8 +7,11 @@
 //! scheduler that task and its data move between cores, and idle workers are woken to steal it.
 //! Measured on the project's 2-core machine, serving this way took a call from 34 to 29 µs of
 //! CPU and let 16-18 % more calls through (docs/benchmarks.md, issue 19's step 9). nginx serves
-//! the same way: one event loop per core. The price is balance: a connection stays on its lane,
-//! so connections are handed to the lane with the fewest open at the moment they arrive.
+//! the same way: one event loop per core, each accepting on the same listening socket (the kernel
+//! wakes every lane, one takes the connection). The price is balance: a connection stays on its
+//! lane, so a lane that accepts while another has fewer open hands it over; otherwise it serves
+//! it itself, with no other thread woken (a hand-over cost a new connection's first call about
+//! 0.05 ms one at a time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -53,85 +56,99 @@ impl Drop for OpenConnection {
 /// A connection on its way to a lane.
 type Handed = (std::net::TcpStream, OpenConnection);
 
-/// One serving thread, as the accept loop sees it.
-struct Lane {
-    /// Connections handed to it; closing this ends the lane (after a graceful drain).
+/// What every lane knows of each lane: where to hand it a connection, and how many it has open.
+struct Peer {
     incoming: mpsc::UnboundedSender<Handed>,
-    /// How many of its connections are open.
     load: Arc<AtomicUsize>,
-    /// How many connections it still held when its grace period ended.
-    drained: oneshot::Receiver<usize>,
+}
+
+/// The lane a connection accepted on lane `here` is served on: `here` while no lane has fewer
+/// open (no hand-over, so no wake of another thread), else the one with the fewest.
+fn lane_for(loads: &[usize], here: usize) -> usize {
+    let fewest = (0..loads.len()).min_by_key(|&i| loads[i]).unwrap_or(here);
+    if loads.get(here).is_some_and(|&mine| mine <= loads[fewest]) {
+        here
+    } else {
+        fewest
+    }
 }
 
 /// The serving threads of one `serve`.
 pub struct Lanes {
-    lanes: Vec<Lane>,
+    /// Each lane's load, as the tests read it.
+    #[cfg(test)]
+    peers: Arc<[Peer]>,
+    /// How many connections each lane still held when its grace period ended.
+    drained: Vec<oneshot::Receiver<usize>>,
+    /// Tells every lane to stop accepting and drain.
+    stop: watch::Sender<bool>,
     /// Dropped once every lane has drained: a lane keeps its runtime (and whatever runs on it,
     /// such as an HTTP/2 connection other lanes' calls share) until then.
     release: watch::Sender<()>,
 }
 
 impl Lanes {
-    /// Starts `count` serving threads (at least one) for `gateway`. Fails only when the system
-    /// cannot start a thread or a runtime.
-    pub fn start(gateway: &Arc<Gateway>, count: usize) -> std::io::Result<Lanes> {
+    /// Starts `count` serving threads (at least one) for `gateway`, each accepting on its own
+    /// handle on `listener`. Fails only when the system cannot start a thread or a runtime, or
+    /// cannot share the listening socket.
+    pub fn start(
+        gateway: &Arc<Gateway>,
+        count: usize,
+        listener: &std::net::TcpListener,
+    ) -> std::io::Result<Lanes> {
+        let count = count.max(1);
         let (release, released) = watch::channel(());
-        let mut lanes = Vec::with_capacity(count.max(1));
-        for index in 0..count.max(1) {
+        let (stop, stopped) = watch::channel(false);
+        let (mut peers, mut receivers) = (Vec::with_capacity(count), Vec::with_capacity(count));
+        for _ in 0..count {
+            let (incoming, handed) = mpsc::unbounded_channel();
+            peers.push(Peer {
+                incoming,
+                load: Arc::new(AtomicUsize::new(0)),
+            });
+            receivers.push(handed);
+        }
+        let peers: Arc<[Peer]> = peers.into();
+        let mut drained = Vec::with_capacity(count);
+        for (index, handed) in receivers.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (incoming, handed) = mpsc::unbounded_channel();
-            let (done, drained) = oneshot::channel();
-            let load = Arc::new(AtomicUsize::new(0));
-            let gateway = gateway.clone();
+            let (done, lane_drained) = oneshot::channel();
+            let lane = LaneRun {
+                gateway: gateway.clone(),
+                index,
+                peers: peers.clone(),
+                handed,
+                stop: stopped.clone(),
+            };
+            let listener = listener.try_clone()?;
             let mut released = released.clone();
-            let lane_load = load.clone();
             std::thread::Builder::new()
                 .name(format!("hourglass-lane-{index}"))
                 .spawn(move || {
-                    let open = runtime.block_on(run(gateway, handed, lane_load));
+                    let open = runtime.block_on(lane.run(listener));
                     let _ = done.send(open);
                     runtime.block_on(async move { while released.changed().await.is_ok() {} });
                 })?;
-            lanes.push(Lane {
-                incoming,
-                load,
-                drained,
-            });
+            drained.push(lane_drained);
         }
-        Ok(Lanes { lanes, release })
+        Ok(Lanes {
+            #[cfg(test)]
+            peers,
+            drained,
+            stop,
+            release,
+        })
     }
 
-    /// Hands a connection to the lane with the fewest open.
-    pub fn hand(&self, stream: tokio::net::TcpStream, mut open: OpenConnection) {
-        let Some(lane) = self
-            .lanes
-            .iter()
-            .min_by_key(|lane| lane.load.load(Ordering::Relaxed))
-        else {
-            return;
-        };
-        // Taken out of this runtime's reactor: the lane registers it with its own.
-        let Ok(stream) = stream.into_std() else {
-            return;
-        };
-        lane.load.fetch_add(1, Ordering::Relaxed);
-        open.lane_load = Some(lane.load.clone());
-        let _ = lane.incoming.send((stream, open));
-    }
-
-    /// Stops handing connections: every lane serves what it was handed, gives its calls
+    /// Stops accepting: every lane serves what it holds, gives its calls
     /// `server.shutdown_grace` to finish, and ends the rest. Returns how many connections were
     /// still open when the grace period ended, over all lanes.
     pub async fn drain(self) -> usize {
+        let _ = self.stop.send(true);
         let mut open = 0;
-        let mut drained = Vec::with_capacity(self.lanes.len());
-        for lane in self.lanes {
-            drop(lane.incoming);
-            drained.push(lane.drained);
-        }
-        for lane in drained {
+        for lane in self.drained {
             open += lane.await.unwrap_or(0);
         }
         drop(self.release);
@@ -139,36 +156,116 @@ impl Lanes {
     }
 }
 
-/// One lane's life: serves the connections handed to it until the accept loop stops, then
-/// drains them. Returns how many were still open when the grace period ended.
-async fn run(
+/// One lane, as its own thread runs it.
+struct LaneRun {
     gateway: Arc<Gateway>,
-    mut handed: mpsc::UnboundedReceiver<Handed>,
-    load: Arc<AtomicUsize>,
-) -> usize {
-    let graceful = GracefulShutdown::new();
-    let pacing = Arc::new(AtomicBool::new(false));
-    while let Some((stream, open)) = handed.recv().await {
-        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
-            continue;
+    index: usize,
+    peers: Arc<[Peer]>,
+    /// Connections other lanes accepted and handed here.
+    handed: mpsc::UnboundedReceiver<Handed>,
+    stop: watch::Receiver<bool>,
+}
+
+impl LaneRun {
+    /// Accepts on `listener` (as every lane does: the kernel wakes them all, and one takes the
+    /// connection) and serves what it accepts or is handed until told to stop, then drains.
+    /// Returns how many connections were still open when the grace period ended.
+    async fn run(mut self, listener: std::net::TcpListener) -> usize {
+        let gateway = self.gateway.clone();
+        let graceful = GracefulShutdown::new();
+        let pacing = Arc::new(AtomicBool::new(false));
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                // The other lanes accept; this one serves what they hand it.
+                tracing::warn!(%error, lane = self.index, "a serving thread cannot accept");
+                None
+            }
         };
-        serve_connection(&gateway, &graceful, stream, open);
-        if !pacing.swap(true, Ordering::Relaxed) {
-            tokio::spawn(pace(load.clone(), pacing.clone()));
+        let accept = async |listener: &Option<tokio::net::TcpListener>| match listener {
+            Some(listener) => listener.accept().await,
+            None => std::future::pending().await,
+        };
+        loop {
+            let served = tokio::select! {
+                accepted = accept(&listener) => match accepted {
+                    Ok((stream, _)) => self.accepted(stream),
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        None
+                    }
+                },
+                Some((stream, open)) = self.handed.recv() => {
+                    tokio::net::TcpStream::from_std(stream).ok().map(|stream| (stream, open))
+                }
+                _ = self.stop.changed() => break,
+            };
+            if let Some((stream, open)) = served {
+                serve_connection(&gateway, &graceful, stream, open);
+                if !pacing.swap(true, Ordering::Relaxed) {
+                    tokio::spawn(pace(self.peers[self.index].load.clone(), pacing.clone()));
+                }
+            }
         }
+        drop(listener);
+        // What other lanes handed over just before the stop is served (and drained) too.
+        self.handed.close();
+        while let Ok((stream, open)) = self.handed.try_recv() {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                serve_connection(&gateway, &graceful, stream, open);
+            }
+        }
+        let open = graceful.count();
+        let draining = graceful.shutdown();
+        tokio::pin!(draining);
+        let grace = gateway.settings().shutdown_grace;
+        if tokio::time::timeout(grace, &mut draining).await.is_ok() {
+            return 0;
+        }
+        // The grace period ran out: every call and stream still running ends with a
+        // `gateway_shutdown` error in its protocol's shape, given a moment to be written.
+        gateway.stopping.now();
+        let _ = tokio::time::timeout(FAREWELL, &mut draining).await;
+        open
     }
-    let open = graceful.count();
-    let draining = graceful.shutdown();
-    tokio::pin!(draining);
-    let grace = gateway.settings().shutdown_grace;
-    if tokio::time::timeout(grace, &mut draining).await.is_ok() {
-        return 0;
+
+    /// A connection this lane accepted: counted in (past `server.max_connections` refused),
+    /// then served here, or handed to the lane with the fewest open when that is another.
+    fn accepted(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Option<(tokio::net::TcpStream, OpenConnection)> {
+        let _ = stream.set_nodelay(true);
+        let max = self.gateway.settings().max_connections;
+        let Some(mut open) = OpenConnection::admit(&self.gateway, max) else {
+            crate::server::refuse(stream, &self.gateway, max);
+            return None;
+        };
+        let loads: Vec<usize> = (self.peers.iter())
+            .map(|peer| peer.load.load(Ordering::Relaxed))
+            .collect();
+        let lane = &self.peers[lane_for(&loads, self.index)];
+        lane.load.fetch_add(1, Ordering::Relaxed);
+        open.lane_load = Some(lane.load.clone());
+        if std::ptr::eq(lane, &self.peers[self.index]) {
+            return Some((stream, open));
+        }
+        // Taken out of this runtime's reactor: the lane registers it with its own.
+        let stream = stream.into_std().ok()?;
+        let Err(mpsc::error::SendError((stream, mut open))) = lane.incoming.send((stream, open))
+        else {
+            return None;
+        };
+        // That lane has stopped: this one serves it, and drains it with the rest.
+        let here = &self.peers[self.index].load;
+        lane.load.fetch_sub(1, Ordering::Relaxed);
+        here.fetch_add(1, Ordering::Relaxed);
+        open.lane_load = Some(here.clone());
+        tokio::net::TcpStream::from_std(stream)
+            .ok()
+            .map(|stream| (stream, open))
     }
-    // The grace period ran out: every call and stream still running ends with a
-    // `gateway_shutdown` error in its protocol's shape, given a moment to be written.
-    gateway.stopping.now();
-    let _ = tokio::time::timeout(FAREWELL, &mut draining).await;
-    open
 }
 
 /// How far ahead [`pace`] keeps a timer due.
@@ -230,25 +327,25 @@ mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
 
     use super::*;
 
     fn loads(lanes: &Lanes) -> Vec<usize> {
-        (lanes.lanes.iter())
-            .map(|lane| lane.load.load(Ordering::Relaxed))
+        (lanes.peers.iter())
+            .map(|peer| peer.load.load(Ordering::Relaxed))
             .collect()
     }
 
-    /// Waits (a bounded while) until the lanes hold `expected` connections.
-    async fn loads_become(lanes: &Lanes, expected: &[usize]) {
+    /// Waits (a bounded while) until the lanes' loads satisfy `done`.
+    async fn loads_become(lanes: &Lanes, done: impl Fn(&[usize]) -> bool) {
         for _ in 0..500 {
-            if loads(lanes) == expected {
+            if done(&loads(lanes)) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(loads(lanes), expected);
+        panic!("the lanes hold {:?}", loads(lanes));
     }
 
     async fn health(client: &mut TcpStream) -> String {
@@ -281,46 +378,61 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_lane_keeps_what_it_accepts_unless_another_has_fewer_open() {
+        assert_eq!(lane_for(&[0, 0], 1), 1, "no hand-over on a tie");
+        assert_eq!(lane_for(&[3, 2, 2], 2), 2);
+        assert_eq!(lane_for(&[1, 0], 0), 1, "to the one with fewer");
+        assert_eq!(lane_for(&[4, 2, 1], 1), 2);
+        assert_eq!(lane_for(&[0], 0), 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn connections_go_to_the_lane_with_fewest_and_are_counted_out_when_they_close() {
+    async fn lanes_accept_spread_connections_and_count_them_out_when_they_close() {
         let text = "[upstreams.a]\nbase_url = \"http://127.0.0.1:9/v1\"\n[models.m]\ntargets = [\"a\"]\n[health_check]\nmode = \"off\"\n";
         let config = hourglass_config::Config::from_toml(text, "t.toml", &|_| None).unwrap();
         let engine = hourglass_engine::Engine::new(config, HashMap::new()).unwrap();
         let gateway = Arc::new(Gateway::new(engine));
-        let lanes = Lanes::start(&gateway, 2).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
+        let lanes = Lanes::start(&gateway, 2, &listener).unwrap();
+        // One at a time, each answered before the next: whichever lane takes a connection, it
+        // goes to the one with fewer open.
         let mut clients = Vec::new();
-        for _ in 0..4 {
-            let client = TcpStream::connect(addr).await.unwrap();
-            let (served, _) = listener.accept().await.unwrap();
-            lanes.hand(served, OpenConnection::admit(&gateway, 100).unwrap());
-            clients.push(client);
-        }
-        assert_eq!(loads(&lanes), [2, 2]);
-        for client in &mut clients {
-            let answer = health(client).await;
+        for n in 1..=4 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let answer = health(&mut client).await;
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            clients.push(client);
+            let spread = loads(&lanes);
+            assert_eq!(spread.iter().sum::<usize>(), n, "{spread:?}");
+            assert!(
+                spread.iter().all(|&l| l == n / 2 || l == n.div_ceil(2)),
+                "{spread:?}"
+            );
         }
 
-        // Handed in turn, lane 0 took the first and third: closing both empties it, and the
-        // next connection goes there.
-        drop(clients.remove(2));
-        drop(clients.remove(0));
-        loads_become(&lanes, &[0, 2]).await;
+        // Closed connections are counted out.
+        drop(clients.drain(..3));
+        loads_become(&lanes, |l| l.iter().sum::<usize>() == 1).await;
         let mut client = TcpStream::connect(addr).await.unwrap();
-        let (served, _) = listener.accept().await.unwrap();
-        lanes.hand(served, OpenConnection::admit(&gateway, 100).unwrap());
-        assert_eq!(loads(&lanes), [1, 2]);
         assert!(health(&mut client).await.starts_with("HTTP/1.1 200"));
+        assert_eq!(loads(&lanes), [1, 1], "the new one went to the empty lane");
 
-        // Idle keep-alive connections close at once when the lanes drain.
+        // Idle keep-alive connections close at once when the lanes drain, and nothing more is
+        // accepted.
+        drop(listener);
         assert_eq!(lanes.drain().await, 0);
         let mut rest = [0u8; 16];
         assert_eq!(
             client.read(&mut rest).await.unwrap(),
             0,
             "closed by the gateway"
+        );
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "the listening socket closed"
         );
     }
 }

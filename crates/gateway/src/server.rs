@@ -1,5 +1,5 @@
-//! The accept loop: client connections counted in (past `server.max_connections` refused at
-//! once) and handed to the serving threads, and a graceful shutdown that stops accepting, gives
+//! The server: client connections accepted on the serving threads (`lanes`; past
+//! `server.max_connections` refused at once, here), and a graceful shutdown that stops accepting, gives
 //! in-flight calls `server.shutdown_grace` to finish, and then ends the rest with a
 //! `gateway_shutdown` error rather than a bare close.
 
@@ -9,11 +9,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
-use crate::lanes::{Lanes, OpenConnection};
+use crate::lanes::Lanes;
 
 /// Answers a connection past `server.max_connections` with a 503 at once and closes it: a flood
 /// is refused fast and visibly (a metric, and a warning at most once a second), never queued.
-fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: usize) {
+pub(crate) fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: usize) {
     use hourglass_engine::{CallError, Endpoint, ErrorCode};
     use tokio::io::AsyncWriteExt;
     if gateway.metrics.connection_refused() {
@@ -46,41 +46,25 @@ fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: usize) {
 }
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight calls finish within the
-/// grace period. Connections are accepted here and served on one thread per core (`lanes`).
-/// Returns how many connections were still open when the grace period ended, or why the
-/// serving threads could not start (the system refused a thread or a runtime).
+/// grace period. Connections are accepted and served on one thread per core (`lanes`), each
+/// accepting on the same listening socket. Returns how many connections were still open when the
+/// grace period ended, or why the serving threads could not start (the system refused a thread,
+/// a runtime, or a handle on the socket).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<usize> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let lanes = Lanes::start(&gateway, threads).map_err(|error| {
+    // Out of this runtime's reactor: each lane registers a handle on it with its own.
+    let listener = listener.into_std()?;
+    let lanes = Lanes::start(&gateway, threads, &listener).map_err(|error| {
         std::io::Error::new(
             error.kind(),
             format!("cannot start {threads} serving threads: {error}"),
         )
     })?;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let max = gateway.settings().max_connections;
-                    match OpenConnection::admit(&gateway, max) {
-                        Some(open) => lanes.hand(stream, open),
-                        None => refuse(stream, &gateway, max),
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-            },
-            _ = &mut shutdown => break,
-        }
-    }
+    shutdown.await;
     drop(listener);
     Ok(lanes.drain().await)
 }
