@@ -305,7 +305,7 @@ impl Attempt<'_> {
         let first = *self.timeline.first_token.get_or_insert_with(Instant::now);
         self.phase = Phase::Body;
         headers.insert(
-            "server-timing",
+            crate::header_names::SERVER_TIMING,
             header_value(&self.timeline.server_timing()),
         );
         if let (Some(lease), Some(written)) = (lease.as_ref(), self.timeline.written) {
@@ -409,7 +409,7 @@ impl Attempt<'_> {
     /// A whole answer, with its phases in `server-timing`.
     fn whole(&self, status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Response {
         headers.insert(
-            "server-timing",
+            crate::header_names::SERVER_TIMING,
             header_value(&self.timeline.server_timing()),
         );
         Response {

@@ -155,7 +155,9 @@ impl<'a> Attempts<'a> {
                     self.trail.append(&mut response.trail);
                     response.trail = std::mem::take(&mut self.trail);
                     let attempts = http::HeaderValue::from(response.trail.len());
-                    response.headers.insert("x-hourglass-attempts", attempts);
+                    response
+                        .headers
+                        .insert(crate::header_names::X_HOURGLASS_ATTEMPTS, attempts);
                     return Next::Answered(Box::new(response));
                 }
                 Err((failure, record)) => {

@@ -37,6 +37,7 @@ pub mod protocol; // wire formats: what a request asks, what is content, error s
 pub mod sse; // event boundaries in a byte stream (the one SSE parser)
 pub mod error; // failures, retryability, the error of a call
 pub mod vocabulary; // the documented words: error codes, phases, limits, outcomes
+pub mod header_names; // the gateway's own header names, parsed once
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -215,7 +216,7 @@ impl Engine {
         let shared = &self.shared;
         let request_id = request
             .headers
-            .get("x-request-id")
+            .get(header_names::X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let model = request.model.as_deref().unwrap_or_default();

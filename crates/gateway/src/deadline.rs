@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use hourglass_engine::header_names as names;
 use http::HeaderMap;
 
 /// The longest timeout a client may declare; a longer one counts as this (a day: longer than any
@@ -35,7 +36,7 @@ pub fn client_timeouts(
             best = Some(ClientTimeouts { timeout, source });
         }
     };
-    if let Some(value) = headers.get("x-hourglass-timeout") {
+    if let Some(value) = headers.get(names::X_HOURGLASS_TIMEOUT) {
         let text = value
             .to_str()
             .map_err(|_| "x-hourglass-timeout is not visible ASCII".to_owned())?
@@ -49,7 +50,7 @@ pub fn client_timeouts(
             Err(e) => return Err(format!("x-hourglass-timeout: {e}")),
         }
     }
-    let seconds = |name: &str| {
+    let seconds = |name: http::HeaderName| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -64,11 +65,11 @@ pub fn client_timeouts(
             // Below a nanosecond it rounds to nothing: a deadline already past, not a timeout.
             .filter(|(d, _)| !d.is_zero())
     };
-    if let Some((d, s)) = seconds("x-stainless-timeout") {
+    if let Some((d, s)) = seconds(names::X_STAINLESS_TIMEOUT) {
         offer(d, format!("x-stainless-timeout: {s}"));
     }
     // A read timeout bounds silence: a non-streaming client hears nothing until the whole answer.
-    if !flowing && let Some((d, s)) = seconds("x-stainless-read-timeout") {
+    if !flowing && let Some((d, s)) = seconds(names::X_STAINLESS_READ_TIMEOUT) {
         offer(d, format!("x-stainless-read-timeout: {s}"));
     }
     Ok(best)

@@ -247,7 +247,7 @@ pub const MAX_HEARTBEAT: Duration = Duration::from_secs(600);
 /// The heartbeat interval a request asks for: `x-hourglass-heartbeat: 5s` (100ms to 10m) or
 /// `off`; `Err` names a malformed or out-of-range value.
 pub fn requested(headers: &http::HeaderMap) -> Result<Option<Option<Duration>>, String> {
-    let Some(value) = headers.get("x-hourglass-heartbeat") else {
+    let Some(value) = headers.get(hourglass_engine::header_names::X_HOURGLASS_HEARTBEAT) else {
         return Ok(None);
     };
     let text = value

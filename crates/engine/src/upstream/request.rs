@@ -161,7 +161,10 @@ pub fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
         }
         headers.append(key.clone(), value.clone());
     }
-    headers.insert("x-hourglass-upstream", header_value(name));
+    headers.insert(
+        crate::header_names::X_HOURGLASS_UPSTREAM,
+        header_value(name),
+    );
     headers
 }
 

@@ -41,7 +41,7 @@ pub(super) fn endpoint(method: &Method, path: &str, headers: &HeaderMap) -> Opti
 
 /// Whether the client speaks Anthropic's API: it names the version it speaks.
 pub(super) fn anthropic_client(headers: &HeaderMap) -> bool {
-    headers.contains_key("anthropic-version")
+    headers.contains_key(hourglass_engine::header_names::ANTHROPIC_VERSION)
 }
 
 /// One API call: the request prepared, then answered (with heartbeats while it runs when asked).
@@ -197,7 +197,9 @@ async fn prepare(
     if !settings.client_keys.is_empty() {
         // The gateway's client key, in whichever header the client sent it: never passed on.
         request.headers.remove(header::AUTHORIZATION);
-        request.headers.remove("x-api-key");
+        request
+            .headers
+            .remove(hourglass_engine::header_names::X_API_KEY);
     }
     request.client_deadline = client_deadline;
     request.start = start;
@@ -310,7 +312,7 @@ fn with_heartbeats(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(value) = HeaderValue::from_str(&hourglass_config::duration::format(interval)) {
-        headers.insert("x-hourglass-heartbeat", value);
+        headers.insert(hourglass_engine::header_names::X_HOURGLASS_HEARTBEAT, value);
     }
     response
 }

@@ -30,7 +30,7 @@ pub(super) fn client(settings: &ServerSettings, headers: &HeaderMap) -> Result<(
 /// The `x-api-key` a request carries, or "" (an empty key matches no client key).
 fn x_api_key(headers: &HeaderMap) -> &str {
     headers
-        .get("x-api-key")
+        .get(hourglass_engine::header_names::X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map_or("", str::trim)
 }

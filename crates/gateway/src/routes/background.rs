@@ -52,7 +52,7 @@ pub(super) fn form(gateway: &Gateway, request: &CallRequest) -> Option<Form> {
 /// Whether a `Prefer` header (RFC 7240) holds the `respond-async` preference.
 fn prefers_async(headers: &HeaderMap) -> bool {
     headers
-        .get_all("prefer")
+        .get_all(hourglass_engine::header_names::PREFER)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))

@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hourglass_engine::header_names as names;
 use hourglass_engine::protocol::Protocol;
 use hourglass_engine::{CallError, ErrorCode};
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -29,7 +30,9 @@ pub(crate) async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let id = request_id::of(request.headers());
-    request.headers_mut().insert("x-request-id", id.clone());
+    request
+        .headers_mut()
+        .insert(names::X_REQUEST_ID, id.clone());
     let mut guard = Abandoned {
         gateway: &gateway,
         answered: false,
@@ -37,10 +40,10 @@ pub(crate) async fn handle(
     let mut response = route(gateway.clone(), request).await;
     guard.answered = true;
     let headers = response.headers_mut();
-    if let Some(upstream) = headers.insert("x-request-id", id.clone())
+    if let Some(upstream) = headers.insert(names::X_REQUEST_ID, id.clone())
         && upstream != id
     {
-        headers.insert("x-upstream-request-id", upstream);
+        headers.insert(names::X_UPSTREAM_REQUEST_ID, upstream);
     }
     Ok(response)
 }
@@ -132,7 +135,10 @@ pub(crate) fn error_response(protocol: &dyn Protocol, error: &CallError) -> Resp
     let mut response = json_response(error.status, protocol.error_body(error));
     let headers = response.headers_mut();
     headers.insert("x-should-retry", HeaderValue::from_static("false"));
-    headers.insert("x-hourglass-attempts", HeaderValue::from(error.trail.len()));
+    headers.insert(
+        names::X_HOURGLASS_ATTEMPTS,
+        HeaderValue::from(error.trail.len()),
+    );
     if let Some(after) = error.retry_after {
         headers.insert(
             header::RETRY_AFTER,

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue};
 /// letters, digits and `._:-`, else a new one.
 pub(super) fn of(headers: &HeaderMap) -> HeaderValue {
     let id = headers
-        .get("x-request-id")
+        .get(hourglass_engine::header_names::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             (1..=128).contains(&v.len())
