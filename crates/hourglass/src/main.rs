@@ -22,6 +22,7 @@ pub(crate) const EXIT_POOR: u8 = 3;
 
 mod allocator; // jemalloc, which returns a flood's memory
 mod log_fields; // the text log's fields, without fmt where the default only copies
+mod log_time; // the log's timestamps, the second formatted once a second
 mod log_writer; // log lines written to stderr by a thread of their own
 mod serve; // the gateway: configuration source, engine, reloads, graceful stop
 mod sim; // the simulator
@@ -139,6 +140,7 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
+                    .with_timer(log_time::SecondsCached)
                     .with_writer(writer),
             )
             .init();
@@ -149,6 +151,7 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
             .with(
                 tracing_subscriber::fmt::layer()
                     .fmt_fields(log_fields::PlainFields)
+                    .with_timer(log_time::SecondsCached)
                     .with_ansi(colour)
                     .with_writer(writer),
             )
