@@ -169,9 +169,12 @@ impl CallEnding {
         self.told = true;
         let mut attempts = String::with_capacity(32 * self.trail.len());
         for a in &self.trail {
-            use std::fmt::Write as _;
-            let comma = if attempts.is_empty() { "" } else { "," };
-            let _ = write!(attempts, "{comma}{}:{}@{}", a.upstream, a.outcome, a.phase);
+            if !attempts.is_empty() {
+                attempts.push(',');
+            }
+            for part in [&a.upstream, ":", a.outcome.name(), "@", a.phase.name()] {
+                attempts.push_str(part);
+            }
         }
         tracing::info!(
             target: "hourglass::call",

@@ -150,11 +150,11 @@ impl<T> Sharded<T> {
 /// configured or admitted models, upstreams and fixed names, never an unbounded set a client
 /// could grow, so a keyed hash buys nothing and SipHash cost more than the update.
 #[derive(Debug, Default, Clone, Copy)]
-struct KeyHash;
+pub(crate) struct KeyHash;
 
 /// The state of one [`KeyHash`] hashing.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl std::hash::BuildHasher for KeyHash {
     type Hasher = KeyHasher;

@@ -13,6 +13,7 @@ use hourglass_engine::{Engine, ErrorCode, Phase};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::metrics::KeyHash;
 use crate::series::Series;
 
 /// The longest window reported.
@@ -56,8 +57,8 @@ struct Kept {
 #[derive(Debug, Default)]
 pub struct Recent {
     /// By model, upstream and upstream model, joined as a metric series key is (so a lookup
-    /// allocates nothing).
-    targets: Mutex<HashMap<String, Kept>>,
+    /// allocates nothing), hashed as series keys are.
+    targets: Mutex<HashMap<String, Kept, KeyHash>>,
     failures: Mutex<VecDeque<Failure>>,
 }
 

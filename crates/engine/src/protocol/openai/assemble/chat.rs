@@ -120,6 +120,8 @@ struct FunctionIn<'a> {
 
 /// Most choices and tool calls per choice an assembled answer may have (guards memory).
 const MAX_INDEX: usize = 128;
+/// The bytes a choice's content starts with room for.
+const FIRST_CONTENT: usize = 256;
 
 impl Assembler {
     /// A new, empty answer.
@@ -207,9 +209,10 @@ impl Assembler {
             choice.role = Some(role.into_owned());
         }
         if let Some(text) = text.content {
+            // Room for a short answer at once: a token or two per chunk grew it 8 bytes at first.
             choice
                 .content
-                .get_or_insert_with(String::new)
+                .get_or_insert_with(|| String::with_capacity(FIRST_CONTENT))
                 .push_str(&text);
         }
         signal
