@@ -1,6 +1,6 @@
-//! The text log's timestamps: what `tracing_subscriber`'s default timer writes (RFC 3339 in UTC,
-//! to the microsecond), with the date and time to the second formatted once a second per thread
-//! instead of once a line through `fmt`.
+//! The log's timestamps, text and JSON: what `tracing_subscriber`'s default timer writes (RFC
+//! 3339 in UTC, to the microsecond), with the date and time to the second formatted once a second
+//! per thread instead of once a line through `fmt`.
 
 use std::cell::RefCell;
 use std::fmt;
