@@ -1,7 +1,7 @@
 //! The server: client connections accepted on the serving threads (`lanes`; past
-//! `server.max_connections` refused at once, here), and a graceful shutdown that stops accepting, gives
-//! in-flight calls `server.shutdown_grace` to finish, and then ends the rest with a
-//! `gateway_shutdown` error rather than a bare close.
+//! `server.max_connections` refused at once, here), and a graceful shutdown that stops
+//! accepting, gives in-flight calls `server.shutdown_grace` to finish, and then ends the rest
+//! with a `gateway_shutdown` error rather than a bare close.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -33,7 +33,8 @@ thread_local! {
     static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-/// Writes `unix_s` (at most [`CACHED_UNTIL`]) and `micros` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+/// Writes `unix_s` (at most [`CACHED_UNTIL`]) and `micros` (below a million) as
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 fn write_at(w: &mut impl fmt::Write, unix_s: u64, micros: u32) -> fmt::Result {
     SECOND.with_borrow_mut(|(second, text)| {
         if *second != unix_s {
@@ -45,7 +46,7 @@ fn write_at(w: &mut impl fmt::Write, unix_s: u64, micros: u32) -> fmt::Result {
         w.write_str(text)
     })?;
     let mut digits = *b"000000Z";
-    let mut rest = micros.min(999_999);
+    let mut rest = micros;
     for digit in digits[..6].iter_mut().rev() {
         *digit = b'0' + (rest % 10) as u8;
         rest /= 10;
