@@ -83,7 +83,7 @@ pub struct Lanes {
     /// Tells every lane to stop accepting and drain.
     stop: watch::Sender<bool>,
     /// Dropped once every lane has drained: a lane keeps its runtime (and whatever runs on it,
-    /// such as an HTTP/2 connection other lanes' calls share) until then.
+    /// such as an HTTP/2 connection other lanes' calls borrowed) until then.
     release: watch::Sender<()>,
 }
 

@@ -8,7 +8,9 @@
 //! upstream is a few lines and makes every phase measurable. An upstream that speaks HTTP/2 (by
 //! ALPN, or configured with `http = "2"`) gets shared, multiplexed connections instead: each
 //! carries up to `http2_max_streams` calls, and another is opened when all are full, so calls
-//! never queue behind a server's stream limit.
+//! never queue behind a server's stream limit. Those are kept per runtime too, like the idle
+//! HTTP/1.1 ones: a connection's task runs on the runtime that opened it, and a call from another
+//! serving thread would have its every frame handed across threads.
 //!
 //! # Why the body drives an HTTP/1.1 connection
 //! hyper's client connection is a future that moves bytes; spawned as its own task, every
@@ -121,6 +123,26 @@ struct H2Load {
 struct SharedH2 {
     sender: hyper::client::conn::http2::SendRequest<RequestBody>,
     load: Arc<H2Load>,
+    /// The runtime its task runs on (the one that opened it).
+    runtime: Option<tokio::runtime::Id>,
+}
+
+/// Which of the open HTTP/2 connections (each given as its runtime and calls in flight) a call
+/// on runtime `here` takes, and whether it borrows another runtime's: the least loaded of `here`'s
+/// own with room; when `here` has opened none yet, the least loaded of any with room (borrowed).
+/// `None` when the connections it may take are all full: then it opens one.
+fn pick_h2<R: PartialEq>(
+    open: impl Iterator<Item = (R, usize)> + Clone,
+    here: &R,
+    max_streams: usize,
+) -> Option<(usize, bool)> {
+    let has_own = open.clone().any(|(runtime, _)| runtime == *here);
+    let (at, (runtime, _)) = (open.enumerate())
+        .filter(|(_, (runtime, in_flight))| {
+            *in_flight < max_streams && (!has_own || runtime == here)
+        })
+        .min_by_key(|(_, (_, in_flight))| *in_flight)?;
+    Some((at, runtime != *here))
 }
 
 impl Link {
@@ -322,32 +344,51 @@ struct Pool {
     speaks_h2: AtomicBool,
     /// Held while an HTTP/2 connection is opened: a burst of calls opens one, not one each.
     h2_dialing: tokio::sync::Mutex<()>,
+    /// The runtimes opening an HTTP/2 connection of their own beside calls that borrowed
+    /// another's: one each, however many calls borrow meanwhile.
+    h2_opening_beside: Mutex<Vec<tokio::runtime::Id>>,
 }
 
 impl Pool {
-    /// Opens an HTTP/1.1 connection of this runtime's own beside the call that borrowed another
-    /// runtime's, and keeps it idle: every read on a borrowed connection is woken from the
-    /// thread that opened it (a hop that cost a sequential call ~0.05 ms), so only the first
-    /// call of a serving thread pays that, not every one after it while one connection
-    /// suffices. From the moment it starts, this runtime's calls take only its own connections.
-    fn open_own_beside(self: &Arc<Self>) {
+    /// Opens a connection of this runtime's own beside the call that borrowed another runtime's
+    /// (`h2`: an HTTP/2 one), and keeps it: every read on a borrowed connection is woken from
+    /// the thread that opened it (a hop that cost a sequential call ~0.05 ms), so only the first
+    /// calls of a serving thread pay that, not every one after them while one connection
+    /// suffices. HTTP/1.1: from the moment it starts, this runtime's calls take only its own
+    /// connections. HTTP/2: they go on borrowing until it is open, and take only their own then.
+    fn open_own_beside(self: &Arc<Self>, h2: bool) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let _ = self
-            .idle
-            .lock()
-            .expect("the pool lock is never poisoned")
-            .of(Some(runtime.id()));
+        let id = runtime.id();
+        if h2 {
+            let mut opening =
+                (self.h2_opening_beside.lock()).expect("the pool lock is never poisoned");
+            if opening.contains(&id) {
+                return;
+            }
+            opening.push(id);
+        } else {
+            let _ = (self.idle.lock())
+                .expect("the pool lock is never poisoned")
+                .of(Some(id));
+        }
         let pool = self.clone();
         runtime.spawn(async move {
             let opened = tokio::time::timeout(OPEN_BESIDE_LIMIT, async {
                 let io = pool.dial.dial().await?;
                 pool.open(io).await
             });
-            // A failure is no call's: the next call dials for itself and reports its own. An
-            // upstream that now negotiates HTTP/2 keeps the connection shared, not idle here.
-            if let Ok(Ok(connection)) = opened.await
+            // A failure is no call's: the next call dials for itself and reports its own (or,
+            // over HTTP/2, borrows again and tries again beside it). An HTTP/2 connection is kept
+            // shared by `open`; an HTTP/1.1 one is kept idle here.
+            let opened = opened.await;
+            if h2 {
+                (pool.h2_opening_beside.lock())
+                    .expect("the pool lock is never poisoned")
+                    .retain(|opening| *opening != id);
+            }
+            if let Ok(Ok(connection)) = opened
                 && !connection.is_h2()
             {
                 let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
@@ -359,25 +400,40 @@ impl Pool {
         });
     }
 
-    /// A stream on an open HTTP/2 connection with room for one more, the least loaded.
-    fn take_h2(self: &Arc<Self>) -> Option<Connection> {
+    /// A stream on an open HTTP/2 connection with room for one more (see [`pick_h2`]), and
+    /// whether it is another runtime's.
+    fn take_h2(
+        self: &Arc<Self>,
+        runtime: Option<tokio::runtime::Id>,
+    ) -> Option<(Connection, bool)> {
         let mut shared = self.h2.lock().expect("the pool lock is never poisoned");
         shared.retain(|c| !c.sender.is_closed());
-        let chosen = (shared.iter())
-            .map(|c| (c.load.in_flight.load(Ordering::Acquire), c))
-            .filter(|(n, _)| *n < self.h2_max_streams)
-            .min_by_key(|(n, _)| *n)?
-            .1;
+        let open = (shared.iter()).map(|c| (c.runtime, c.load.in_flight.load(Ordering::Acquire)));
+        let (at, borrowed) = pick_h2(open, &runtime, self.h2_max_streams)?;
+        let chosen = &shared[at];
         chosen.load.in_flight.fetch_add(1, Ordering::AcqRel);
-        Some(Connection {
+        let connection = Connection {
             link: Link::H2 {
                 sender: chosen.sender.clone(),
                 _slot: StreamSlot(chosen.load.clone()),
             },
-            runtime: None,
+            runtime: chosen.runtime,
             reused: true,
             pool: self.clone(),
-        })
+        };
+        Some((connection, borrowed))
+    }
+
+    /// [`Pool::take_h2`] for a call on `runtime`, opening this runtime's own beside a borrowed one.
+    fn take_h2_or_borrow(
+        self: &Arc<Self>,
+        runtime: Option<tokio::runtime::Id>,
+    ) -> Option<Connection> {
+        let (connection, borrowed) = self.take_h2(runtime)?;
+        if borrowed {
+            self.open_own_beside(true);
+        }
+        Some(connection)
     }
 
     /// Speaks HTTP over a new connection: HTTP/2 when configured or negotiated, else HTTP/1.1.
@@ -432,6 +488,7 @@ impl Pool {
         tokio::spawn(async move {
             let _ = driver.await;
         });
+        let runtime = current_runtime();
         self.speaks_h2.store(true, Ordering::Release);
         let load = Arc::new(H2Load {
             in_flight: AtomicUsize::new(1),
@@ -443,17 +500,42 @@ impl Pool {
             .push(SharedH2 {
                 sender: sender.clone(),
                 load: load.clone(),
+                runtime,
             });
         Ok(Connection {
             link: Link::H2 {
                 sender,
                 _slot: StreamSlot(load),
             },
-            runtime: None,
+            runtime,
             reused: false,
             pool: self.clone(),
         })
     }
+}
+
+/// Which HTTP/2 connections (each given as its runtime and, when it has no call, for how long)
+/// the sweep keeps: every busy one; per runtime, the one idle the shortest while under `expiry`;
+/// every other idle one while under `spare_expiry`.
+fn spare_h2_kept<R: PartialEq>(
+    open: &[(R, Option<Duration>)],
+    expiry: Duration,
+    spare_expiry: Duration,
+) -> Vec<bool> {
+    let freshest_of = |here: &R| {
+        (open.iter())
+            .enumerate()
+            .filter_map(|(at, (runtime, idle))| Some((at, (*idle)?)).filter(|_| runtime == here))
+            .min_by_key(|(_, idle)| *idle)
+            .map(|(at, _)| at)
+    };
+    (open.iter().enumerate())
+        .map(|(at, (runtime, idle))| match idle {
+            None => true,
+            Some(idle) if freshest_of(runtime) == Some(at) => *idle < expiry,
+            Some(idle) => *idle < spare_expiry,
+        })
+        .collect()
 }
 
 /// How each upstream is spoken to: its dialer and HTTP choices.
@@ -486,6 +568,7 @@ impl Upstreams {
                         h2: Mutex::new(Vec::new()),
                         speaks_h2: AtomicBool::new(settings.http == HttpVersion::Http2),
                         h2_dialing: tokio::sync::Mutex::new(()),
+                        h2_opening_beside: Mutex::new(Vec::new()),
                     })
                 })
                 .collect(),
@@ -501,8 +584,9 @@ impl Upstreams {
             let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
             idle.retain(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
             drop(idle);
-            // HTTP/2: a connection without calls is kept IDLE_EXPIRY if it is the only one idle,
-            // SPARE_H2_EXPIRY if another idle one could take its calls (what a burst opened).
+            // HTTP/2: a connection without calls is kept IDLE_EXPIRY if it is its runtime's
+            // only one idle, SPARE_H2_EXPIRY if another idle one of that runtime could take its
+            // calls (what a burst opened).
             let mut shared = pool.h2.lock().expect("the pool lock is never poisoned");
             shared.retain(|c| !c.sender.is_closed());
             let idle_for = |c: &SharedH2| {
@@ -515,15 +599,12 @@ impl Upstreams {
                     )
                 })
             };
-            let freshest_idle = shared.iter().filter_map(idle_for).min();
-            let mut kept_one = false;
-            shared.retain(|c| match idle_for(c) {
-                None => true,
-                Some(idle) if Some(idle) == freshest_idle && !kept_one => {
-                    kept_one = true;
-                    idle < IDLE_EXPIRY
-                }
-                Some(idle) => idle < SPARE_H2_EXPIRY,
+            let idle: Vec<_> = shared.iter().map(|c| (c.runtime, idle_for(c))).collect();
+            let keep = spare_h2_kept(&idle, IDLE_EXPIRY, SPARE_H2_EXPIRY);
+            let mut at = 0;
+            shared.retain(|_| {
+                at += 1;
+                keep[at - 1]
             });
         }
     }
@@ -566,20 +647,20 @@ impl Upstreams {
     /// around this).
     pub async fn connect(&self, index: usize) -> Result<Connection, FailureKind> {
         let pool = &self.pools[index];
-        if let Some(connection) = pool.take_h2() {
+        let runtime = current_runtime();
+        if let Some(connection) = pool.take_h2_or_borrow(runtime) {
             return Ok(connection);
         }
         if pool.speaks_h2.load(Ordering::Acquire) {
             // One opener at a time; whoever waited finds room on the connection just opened.
             let _opening = pool.h2_dialing.lock().await;
-            if let Some(connection) = pool.take_h2() {
+            if let Some(connection) = pool.take_h2_or_borrow(runtime) {
                 return Ok(connection);
             }
             let io = pool.dial.dial().await?;
             return pool.open(io).await;
         }
         let now = Instant::now();
-        let runtime = current_runtime();
         loop {
             let candidate = pool
                 .idle
@@ -594,7 +675,7 @@ impl Upstreams {
             let idle_for = now.duration_since(idle.since);
             if idle_for < IDLE_EXPIRY && (idle_for < CHECKED_RECENTLY || idle.connection.usable()) {
                 if borrowed {
-                    pool.open_own_beside();
+                    pool.open_own_beside(false);
                 }
                 idle.connection.reused = true;
                 return Ok(idle.connection);
@@ -649,5 +730,66 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_takes_its_own_runtimes_http2_connection_and_borrows_only_while_it_has_none() {
+        // Runtimes 1 and 2; each connection as (its runtime, calls in flight); 10 streams each.
+        assert_eq!(
+            pick_h2::<u8>([].into_iter(), &1, 10),
+            None,
+            "nothing open: open one"
+        );
+        // Runtime 2 has none: it borrows the least loaded with room of any runtime's.
+        assert_eq!(
+            pick_h2([(1, 4), (1, 2)].into_iter(), &2, 10),
+            Some((1, true))
+        );
+        assert_eq!(
+            pick_h2([(1, 10), (1, 10)].into_iter(), &2, 10),
+            None,
+            "all full"
+        );
+        // Runtime 1 takes only its own, the least loaded with room, even when another runtime's
+        // has more room; with its own all full it opens another rather than borrow.
+        assert_eq!(
+            pick_h2([(2, 0), (1, 7), (1, 3)].into_iter(), &1, 10),
+            Some((2, false))
+        );
+        assert_eq!(pick_h2([(2, 0), (1, 10)].into_iter(), &1, 10), None);
+    }
+
+    #[test]
+    fn the_sweep_keeps_each_runtimes_freshest_idle_http2_connection_longer() {
+        let s = Duration::from_secs;
+        let (expiry, spare) = (s(60), s(10));
+        // Busy ones stay; per runtime the freshest idle stays under `expiry`, the rest only
+        // under `spare`.
+        let open = [
+            (1, None),
+            (1, Some(s(30))),
+            (1, Some(s(20))),
+            (2, Some(s(40))),
+            (2, Some(s(5))),
+        ];
+        assert_eq!(
+            spare_h2_kept(&open, expiry, spare),
+            vec![true, false, true, false, true]
+        );
+        // A runtime's only idle one goes after `expiry`, not before.
+        assert_eq!(
+            spare_h2_kept(&[(1, Some(s(59))), (2, Some(s(61)))], expiry, spare),
+            vec![true, false]
+        );
+        // Two idle equally long: the first is the one kept.
+        assert_eq!(
+            spare_h2_kept(&[(1, Some(s(15))), (1, Some(s(15)))], expiry, spare),
+            vec![true, false]
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! Idle connections are kept per runtime: the gateway serves on one runtime per core, and a
-//! socket is registered with the reactor of the runtime that opened it.
+//! Connections are kept per runtime: the gateway serves on one runtime per core, a socket is
+//! registered with the reactor of the runtime that opened it, and an HTTP/2 connection's task
+//! runs there too.
 
 use std::sync::Arc;
 
 use hourglass_engine::{Engine, ResponseBody};
 
-use crate::support::{chat, setup};
+use crate::support::{chat, setup, setup_raw};
 
 /// One call on the current runtime, read to its end (so its connection goes back to the pool);
 /// whether it went over a reused connection.
@@ -40,18 +41,48 @@ async fn on<T: Send + 'static>(
         .unwrap()
 }
 
+/// Another single-threaded runtime, as a second serving thread.
+fn other_runtime() -> Arc<tokio::runtime::Runtime> {
+    Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    )
+}
+
+/// After `other` has a connection of its own (the only one it has, and one opened before it on
+/// this runtime, `dialed()` being 2): with its own busy (a stream held unread), another call
+/// there dials rather than take this runtime's free one, and this runtime finds its own.
+async fn takes_only_its_own(
+    engine: &Arc<Engine>,
+    other: Arc<tokio::runtime::Runtime>,
+    dialed: impl Fn() -> u64,
+) {
+    let e = engine.clone();
+    let (held_reused, next_reused) =
+        on(&other, async move { second_while_first_held(&e).await }).await;
+    assert!(
+        held_reused,
+        "the held stream went over the runtime's own connection"
+    );
+    assert!(!next_reused, "a dial, not this runtime's connection");
+    assert_eq!(dialed(), 3);
+    assert!(reused(engine).await, "this runtime's own");
+    assert_eq!(dialed(), 3, "borrowed nothing");
+    // A runtime is dropped where blocking is allowed.
+    tokio::task::spawn_blocking(move || drop(other))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_runtime_reuses_its_own_connections_and_opens_its_own_beside_the_one_it_borrows() {
     let setup =
         setup("[models.m]\ntargets = [\"a:sim-instant\"]\n[health_check]\nmode = \"off\"\n");
     let engine = setup.engine.clone();
     let dialed = || setup.sims["a"].stats().connections;
-    let other = Arc::new(
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
+    let other = other_runtime();
 
     // This runtime opens a connection and keeps it idle.
     assert!(!reused(&engine).await);
@@ -79,23 +110,51 @@ async fn a_runtime_reuses_its_own_connections_and_opens_its_own_beside_the_one_i
     );
     assert_eq!(dialed(), 2);
 
-    // From now on it takes only its own: the next call there reuses the one it opened, and with
-    // that one busy (a stream held unread), another call there dials rather than take this
-    // runtime's idle one.
-    let e = engine.clone();
-    let (held_reused, next_reused) =
-        on(&other, async move { second_while_first_held(&e).await }).await;
-    assert!(
-        held_reused,
-        "the held stream went over the runtime's own connection"
+    // From now on it takes only its own: the next call there reuses the one it opened.
+    takes_only_its_own(&engine, other, dialed).await;
+}
+
+#[tokio::test]
+async fn a_runtime_takes_its_own_http2_connections_and_opens_one_beside_the_one_it_borrows() {
+    // One stream per connection, so which connection a call took shows in what is dialed.
+    let setup = setup_raw(
+        &["s"],
+        "[health_check]\nmode = \"off\"\n[upstreams.s]\nbase_url = \"http://s.invalid/v1\"\nhttp = \"2\"\nhttp2_max_streams = 1\n[models.m]\ntargets = [\"s:sim-instant\"]\n",
     );
-    assert!(!next_reused, "a dial, not this runtime's connection");
-    assert_eq!(dialed(), 3);
-    // This runtime still finds its own, and borrowed nothing more.
+    let engine = setup.engine.clone();
+    let dialed = || setup.sims["s"].stats().connections;
+    let other = other_runtime();
+
+    // This runtime opens an HTTP/2 connection and keeps it.
+    assert!(!reused(&engine).await);
     assert!(reused(&engine).await);
-    assert_eq!(dialed(), 3);
-    // A runtime is dropped where blocking is allowed.
-    tokio::task::spawn_blocking(move || drop(other))
-        .await
-        .unwrap();
+    assert_eq!((dialed(), engine.h2_connections()), (1, vec![1]));
+
+    // A runtime that has opened none borrows it (no dial in the call's way), and opens its own
+    // beside that call, once however many calls borrow meanwhile.
+    let e = engine.clone();
+    let borrowed = on(&other, async move {
+        let first = reused(&e).await;
+        let second = reused(&e).await;
+        let wait = async {
+            while e.h2_connections() != vec![2] {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        let opened = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
+        (first, second, opened.is_ok())
+    })
+    .await;
+    assert_eq!(
+        borrowed,
+        (true, true, true),
+        "(borrowed, borrowed, opened its own)"
+    );
+    assert_eq!(
+        dialed(),
+        2,
+        "one connection opened beside two borrowing calls"
+    );
+
+    takes_only_its_own(&engine, other, dialed).await;
 }
