@@ -1,29 +1,61 @@
 //! The end of the shutdown grace period, told to everything still running: a call waiting for its
 //! engine answers `gateway_shutdown`, and a stream ends with that error in its protocol's shape,
 //! instead of a bare close when the process exits.
+//!
+//! Every call waits on it, so it is sharded by thread: a call registers with its own serving
+//! thread's `Notify`, and the lanes do not take one shared lock twice per call.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
+/// How many `Notify`s the waiters are spread over: more than the serving threads of most hosts;
+/// threads beyond share them.
+const SHARDS: usize = 16;
+
+/// The shard of the calling thread: threads take them in turn as they first wait.
+fn shard_of_this_thread() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
 /// The moment the shutdown grace period runs out: every call and stream still running then ends
 /// with a `gateway_shutdown` error in its protocol's shape, not a bare close.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Stopping {
-    notify: Arc<Notify>,
+    shards: Arc<[Arc<Notify>]>,
     now: Arc<AtomicBool>,
+}
+
+impl Default for Stopping {
+    fn default() -> Stopping {
+        Stopping {
+            shards: (0..SHARDS).map(|_| Arc::new(Notify::new())).collect(),
+            now: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 impl Stopping {
     /// Tells everything waiting that the grace period ran out.
     pub fn now(&self) {
         self.now.store(true, Ordering::Release);
-        self.notify.notify_waiters();
+        for shard in self.shards.iter() {
+            shard.notify_waiters();
+        }
+    }
+
+    /// The calling thread's `Notify`.
+    fn notify(&self) -> &Arc<Notify> {
+        &self.shards[shard_of_this_thread()]
     }
 
     /// Whether the grace period ran out.
@@ -35,7 +67,7 @@ impl Stopping {
     /// future.
     pub async fn arrived(&self) {
         // Created before the check: it hears a `now()` that comes after.
-        let notified = self.notify.notified();
+        let notified = self.notify().notified();
         if self.has_come() {
             return;
         }
@@ -45,7 +77,7 @@ impl Stopping {
     /// Resolves when the grace period runs out (at once if it has), owned: for a body.
     pub fn wait(&self) -> StoppingSoon {
         StoppingSoon {
-            notified: Box::pin(self.notify.clone().notified_owned()),
+            notified: Box::pin(self.notify().clone().notified_owned()),
             stopping: self.clone(),
         }
     }
@@ -76,5 +108,60 @@ impl Future for StoppingSoon {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waiters on threads of their own (each on its own shard) all hear `now`, both kinds.
+    #[test]
+    fn every_thread_hears_the_end_of_the_grace_period() {
+        let stopping = Stopping::default();
+        let waiters: Vec<_> = (0..SHARDS + 2)
+            .map(|i| {
+                let stopping = stopping.clone();
+                let (registered, ready) = std::sync::mpsc::channel();
+                let thread = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        if i % 2 == 0 {
+                            let arrived = std::pin::pin!(stopping.arrived());
+                            let mut arrived = arrived;
+                            assert!(futures_poll_once(arrived.as_mut()).is_pending());
+                            registered.send(()).unwrap();
+                            arrived.await;
+                        } else {
+                            let mut soon = stopping.wait();
+                            assert!(futures_poll_once(std::pin::Pin::new(&mut soon)).is_pending());
+                            registered.send(()).unwrap();
+                            soon.await;
+                        }
+                    });
+                });
+                ready.recv().unwrap();
+                thread
+            })
+            .collect();
+        stopping.now();
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        // After it, a new wait ends at once.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            stopping.arrived().await;
+            stopping.wait().await;
+        });
+    }
+
+    /// Polls once with a waker that does nothing.
+    fn futures_poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(std::task::Waker::noop()))
     }
 }
