@@ -126,6 +126,9 @@ pub struct Upstream {
     pub api_key: Option<Secret>,
     /// The header the key travels in (`api_key_header`).
     pub key_header: KeyHeader,
+    /// [`Upstream::api_key`] as the value of [`Upstream::key_header`] (`Bearer …` for
+    /// `authorization`), built and checked once at load and marked sensitive.
+    pub key_value: Option<http::HeaderValue>,
     /// The wire formats it speaks (`protocol`), in the order written.
     pub protocols: Vec<WireFormat>,
     /// Where the key was read from, for `config check`: `$VAR` or `file PATH`.
@@ -246,11 +249,35 @@ impl KeyHeader {
         }
     }
 
+    /// The header itself.
+    pub fn header_name(self) -> http::HeaderName {
+        const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+        const API_KEY: http::HeaderName = http::HeaderName::from_static("api-key");
+        match self {
+            KeyHeader::Authorization => http::header::AUTHORIZATION,
+            KeyHeader::XApiKey => X_API_KEY,
+            KeyHeader::ApiKey => API_KEY,
+        }
+    }
+
     /// The placement of that name.
     pub fn from_name(name: &str) -> Option<KeyHeader> {
         KeyHeader::ALL
             .into_iter()
             .find(|h| h.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The header value carrying `key` here (`Bearer KEY` for `authorization`), marked sensitive
+    /// so that hyper and h2 never log it or compress it into a shared table; `None` when the key
+    /// holds something no header value can (a control character).
+    pub fn value_for(self, key: &str) -> Option<http::HeaderValue> {
+        let mut value = match self {
+            KeyHeader::Authorization => http::HeaderValue::from_str(&format!("Bearer {key}")),
+            KeyHeader::XApiKey | KeyHeader::ApiKey => http::HeaderValue::from_str(key),
+        }
+        .ok()?;
+        value.set_sensitive(true);
+        Some(value)
     }
 }
 

@@ -906,3 +906,46 @@ fn zero_configuration_adds_anthropic_from_its_key_alone() {
         alone.origin
     );
 }
+
+/// A key that holds what no header can carry would fail every call: it is refused at load,
+/// naming where it came from, never showing it.
+#[test]
+fn an_upstream_key_no_header_can_carry_is_refused_at_load_without_showing_it() {
+    let bad = "sk-s3cret\u{1}tail";
+    let text = "[upstreams.a]\nbase_url = \"http://a/v1\"\napi_key_env = \"K\"\n";
+    let error = Config::from_toml(text, "t.toml", &|n| (n == "K").then(|| bad.to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("upstreams.a.api_key_env"), "{error}");
+    assert!(
+        error.contains("$K holds a character no HTTP header can carry"),
+        "{error}"
+    );
+    assert!(!error.contains("s3cret"), "{error}");
+    let env = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-s3cret\nsecond line".to_owned());
+    let error = Config::from_env(&env).unwrap_err().to_string();
+    assert!(error.contains("OPENAI_API_KEY"), "{error}");
+    assert!(error.contains("no HTTP header can carry"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
+    // A good key is built once, as its header carries it, and marked sensitive.
+    let env = |name: &str| (name == "K").then(|| "sk-1".to_owned());
+    let text = "[upstreams.a]\nbase_url = \"http://a/v1\"\napi_key_env = \"K\"\n[upstreams.b]\nbase_url = \"http://b/v1\"\napi_key_env = \"K\"\napi_key_header = \"api-key\"\n";
+    let config = Config::from_toml(text, "t.toml", &env).unwrap();
+    for (upstream, value) in [("a", "Bearer sk-1"), ("b", "sk-1")] {
+        let upstream = config
+            .upstreams
+            .iter()
+            .find(|u| u.name == upstream)
+            .unwrap();
+        let built = upstream.key_value.as_ref().unwrap();
+        assert_eq!(built.to_str().unwrap(), value);
+        assert!(built.is_sensitive());
+        assert_eq!(format!("{built:?}"), "Sensitive", "Debug never shows it");
+    }
+    assert_eq!(KeyHeader::ApiKey.header_name().as_str(), "api-key");
+    assert_eq!(KeyHeader::XApiKey.header_name().as_str(), "x-api-key");
+    assert_eq!(
+        KeyHeader::Authorization.header_name().as_str(),
+        "authorization"
+    );
+}

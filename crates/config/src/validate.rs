@@ -560,6 +560,21 @@ fn upstream_of(
             ),
         })?,
     };
+    let key_value = match &api_key {
+        Some(api_key) => Some(key_header.value_for(api_key.expose()).ok_or_else(|| {
+            let source = if raw.api_key_env.is_some() {
+                "api_key_env"
+            } else {
+                "api_key_file"
+            };
+            ConfigError::Invalid {
+                origin: check.origin.to_owned(),
+                key: format!("{key}.{source}"),
+                message: key_not_a_header(api_key_from.as_deref().unwrap_or("its source")),
+            }
+        })?),
+        None => None,
+    };
     let http = match raw.http.as_deref() {
         None => HttpVersion::Auto,
         Some(name) => HttpVersion::from_name(name.trim()).ok_or_else(|| ConfigError::Invalid {
@@ -628,6 +643,7 @@ fn upstream_of(
         base_url,
         api_key,
         key_header,
+        key_value,
         protocols,
         api_key_from,
         headers,
@@ -1093,7 +1109,7 @@ pub(crate) fn from_env(
             WireFormat::OpenAi,
             key,
             "$OPENAI_API_KEY",
-        ));
+        )?);
         origins.push("OPENAI_API_KEY / OPENAI_BASE_URL");
     }
     // Only the key: ANTHROPIC_BASE_URL is what points Claude Code at this gateway, so reading it
@@ -1106,7 +1122,7 @@ pub(crate) fn from_env(
             WireFormat::Anthropic,
             Some(key),
             "$ANTHROPIC_API_KEY",
-        ));
+        )?);
         origins.push("ANTHROPIC_API_KEY");
     }
     if upstreams.is_empty() {
@@ -1118,26 +1134,46 @@ pub(crate) fn from_env(
     )))
 }
 
-/// An upstream of the zero configuration, serving every model in `format`.
+/// Why an upstream's key from `from` (`$VAR` or `file PATH`) cannot be sent; never the key.
+fn key_not_a_header(from: &str) -> String {
+    format!(
+        "the key read from {from} holds a character no HTTP header can carry (a control character, such as a line break inside it); every call would fail, so fix the key (it is not shown here)"
+    )
+}
+
+/// An upstream of the zero configuration, serving every model in `format`; fails when the key
+/// (read from `from`) cannot be sent in a header.
 fn from_env_key(
     name: &str,
     base_url: http::Uri,
     format: WireFormat,
     key: Option<String>,
     from: &str,
-) -> Upstream {
-    Upstream {
+) -> Result<Upstream, ConfigError> {
+    let api_key = key.map(|k| Secret::new(k.trim().to_owned()));
+    let key_value = match &api_key {
+        Some(api_key) => Some(format.key_header().value_for(api_key.expose()).ok_or_else(
+            || ConfigError::Invalid {
+                origin: "the environment".to_owned(),
+                key: from.trim_start_matches('$').to_owned(),
+                message: key_not_a_header(from),
+            },
+        )?),
+        None => None,
+    };
+    Ok(Upstream {
         name: name.to_owned(),
         base_url,
-        api_key_from: key.as_ref().map(|_| from.to_owned()),
-        api_key: key.map(|k| Secret::new(k.trim().to_owned())),
+        api_key_from: api_key.as_ref().map(|_| from.to_owned()),
+        api_key,
         key_header: format.key_header(),
+        key_value,
         protocols: vec![format],
         headers: Vec::new(),
         models: Served::Any,
         http: HttpVersion::Auto,
         http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS,
-    }
+    })
 }
 
 pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {
@@ -1148,6 +1184,7 @@ pub(crate) fn single_upstream(name: &str, base_url: &str) -> Config {
         api_key: None,
         // The embedded simulator speaks both.
         key_header: KeyHeader::Authorization,
+        key_value: None,
         protocols: WireFormat::ALL.to_vec(),
         api_key_from: None,
         headers: Vec::new(),

@@ -103,10 +103,8 @@ pub fn build(
     for (name, value) in &upstream.headers {
         headers.insert(name.clone(), value.clone());
     }
-    if let Some(key) = &upstream.api_key {
-        let (name, value) =
-            credentials(upstream.key_header, key.expose()).map_err(FailureKind::Malformed)?;
-        headers.insert(name, value);
+    if let Some(value) = &upstream.key_value {
+        headers.insert(upstream.key_header.header_name(), value.clone());
     }
     // An upstream that speaks only Anthropic's API needs its version header on every request,
     // health checks included; a client's own is kept.
@@ -140,18 +138,6 @@ fn carries_a_key(name: &str) -> bool {
     KeyHeader::ALL.iter().any(|h| h.name() == name)
 }
 
-/// The header carrying an upstream's key, marked sensitive (never logged by hyper or h2).
-pub fn credentials(placement: KeyHeader, key: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let text = match placement {
-        KeyHeader::Authorization => format!("Bearer {key}"),
-        KeyHeader::XApiKey | KeyHeader::ApiKey => key.to_owned(),
-    };
-    let mut value = HeaderValue::from_str(&text)
-        .map_err(|_| "the API key is not a valid header value".to_owned())?;
-    value.set_sensitive(true);
-    Ok((HeaderName::from_static(placement.name()), value))
-}
-
 /// The upstream's headers as sent to the client, less hop-by-hop ones, plus `x-hourglass-upstream`.
 pub fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
@@ -178,22 +164,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_travels_sensitive_in_the_upstreams_chosen_header() {
-        let (name, value) = credentials(KeyHeader::Authorization, "sk-1").unwrap();
-        assert_eq!(
-            (name.as_str(), value.to_str().unwrap()),
-            ("authorization", "Bearer sk-1")
+    fn a_key_travels_sensitive_in_the_upstreams_chosen_header_and_replaces_the_clients() {
+        let config = hourglass_config::Config::from_toml(
+            "[upstreams.a]\nbase_url = \"http://a.example/v1\"\napi_key_env = \"K\"\n[upstreams.z]\nbase_url = \"http://z.example/v1\"\napi_key_env = \"K\"\napi_key_header = \"x-api-key\"\n[models.m]\ntargets = [\"a\"]\n",
+            "t.toml",
+            &|name| (name == "K").then(|| "sk-1".to_owned()),
+        )
+        .unwrap();
+        let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+        let mut request =
+            CallRequest::new(crate::protocol::Endpoint::Chat, "/chat/completions", body).unwrap();
+        request.headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer client"),
         );
-        assert!(value.is_sensitive());
-        let (name, value) = credentials(KeyHeader::XApiKey, "sk-ant-1").unwrap();
-        assert_eq!(
-            (name.as_str(), value.to_str().unwrap()),
-            ("x-api-key", "sk-ant-1")
-        );
-        assert!(value.is_sensitive());
-        let (name, _) = credentials(KeyHeader::ApiKey, "az-1").unwrap();
-        assert_eq!(name.as_str(), "api-key");
-        assert!(credentials(KeyHeader::XApiKey, "bad\nkey").is_err());
+        request
+            .headers
+            .insert("x-api-key", HeaderValue::from_static("client"));
+        for (upstream, name, value) in [
+            (&config.upstreams[0], "authorization", "Bearer sk-1"),
+            (&config.upstreams[1], "x-api-key", "sk-1"),
+        ] {
+            let (sent, _) = build(&request, upstream, Bytes::new(), false).unwrap();
+            let keys: Vec<_> = sent.headers().get_all(name).iter().collect();
+            assert_eq!(keys.len(), 1, "{name}: the upstream's key only");
+            assert_eq!(keys[0].to_str().unwrap(), value);
+            assert!(keys[0].is_sensitive());
+        }
         assert!(carries_a_key("x-api-key") && carries_a_key("authorization"));
         assert!(!carries_a_key("anthropic-version"));
     }
