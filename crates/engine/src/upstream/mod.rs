@@ -10,7 +10,8 @@
 //! carries up to `http2_max_streams` calls, and another is opened when all are full, so calls
 //! never queue behind a server's stream limit. Those are kept per runtime too, like the idle
 //! HTTP/1.1 ones: a connection's task runs on the runtime that opened it, and a call from another
-//! serving thread would have its every frame handed across threads.
+//! serving thread has its every frame handed across threads, so it borrows another runtime's
+//! only while its own are full (or it has none) and opens one of its own beside it.
 //!
 //! # Why the body drives an HTTP/1.1 connection
 //! hyper's client connection is a future that moves bytes; spawned as its own task, every
@@ -129,20 +130,52 @@ struct SharedH2 {
 
 /// Which of the open HTTP/2 connections (each given as its runtime and calls in flight) a call
 /// on runtime `here` takes, and whether it borrows another runtime's: the least loaded of `here`'s
-/// own with room; when `here` has opened none yet, the least loaded of any with room (borrowed).
-/// `None` when the connections it may take are all full: then it opens one.
+/// own with room; when none of its own has room (or it has opened none yet), the least loaded of
+/// any with room, borrowed, so that no call waits for a dial while a connection has room. `None`
+/// when all are full: then it opens one.
 fn pick_h2<R: PartialEq>(
     open: impl Iterator<Item = (R, usize)> + Clone,
     here: &R,
     max_streams: usize,
 ) -> Option<(usize, bool)> {
-    let has_own = open.clone().any(|(runtime, _)| runtime == *here);
-    let (at, (runtime, _)) = (open.enumerate())
-        .filter(|(_, (runtime, in_flight))| {
-            *in_flight < max_streams && (!has_own || runtime == here)
-        })
-        .min_by_key(|(_, (_, in_flight))| *in_flight)?;
-    Some((at, runtime != *here))
+    let with_room = open
+        .enumerate()
+        .filter(|(_, (_, in_flight))| *in_flight < max_streams);
+    let own = (with_room.clone())
+        .filter(|(_, (runtime, _))| runtime == here)
+        .min_by_key(|(_, (_, in_flight))| *in_flight);
+    if let Some((at, _)) = own {
+        return Some((at, false));
+    }
+    let (at, _) = with_room.min_by_key(|(_, (_, in_flight))| *in_flight)?;
+    Some((at, true))
+}
+
+/// After an HTTP/2 connection opened beside borrowing calls failed, how long the runtime goes on
+/// borrowing before it tries again: an upstream that refuses new connections is not dialed once
+/// per call.
+const BESIDE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether runtime `id` may start opening an HTTP/2 connection of its own at `now`, given each
+/// runtime's attempt (`None`: one is under way; `Some(t)`: the last failed, none before `t`);
+/// when it may, its attempt is marked under way.
+fn may_open_beside<R: PartialEq>(
+    attempts: &mut Vec<(R, Option<Instant>)>,
+    id: R,
+    now: Instant,
+) -> bool {
+    match attempts.iter_mut().find(|(runtime, _)| *runtime == id) {
+        Some((_, None)) => false,
+        Some((_, Some(after))) if now < *after => false,
+        Some((_, state)) => {
+            *state = None;
+            true
+        }
+        None => {
+            attempts.push((id, None));
+            true
+        }
+    }
 }
 
 impl Link {
@@ -345,8 +378,9 @@ struct Pool {
     /// Held while an HTTP/2 connection is opened: a burst of calls opens one, not one each.
     h2_dialing: tokio::sync::Mutex<()>,
     /// The runtimes opening an HTTP/2 connection of their own beside calls that borrowed
-    /// another's: one each, however many calls borrow meanwhile.
-    h2_opening_beside: Mutex<Vec<tokio::runtime::Id>>,
+    /// another's (one each, however many calls borrow meanwhile), or whose last such attempt
+    /// failed (see [`may_open_beside`]).
+    h2_opening_beside: Mutex<Vec<(tokio::runtime::Id, Option<Instant>)>>,
 }
 
 impl Pool {
@@ -355,19 +389,18 @@ impl Pool {
     /// the thread that opened it (a hop that cost a sequential call ~0.05 ms), so only the first
     /// calls of a serving thread pay that, not every one after them while one connection
     /// suffices. HTTP/1.1: from the moment it starts, this runtime's calls take only its own
-    /// connections. HTTP/2: they go on borrowing until it is open, and take only their own then.
+    /// connections. HTTP/2: they go on borrowing until it is open, and take their own then.
     fn open_own_beside(self: &Arc<Self>, h2: bool) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let id = runtime.id();
         if h2 {
-            let mut opening =
+            let mut attempts =
                 (self.h2_opening_beside.lock()).expect("the pool lock is never poisoned");
-            if opening.contains(&id) {
+            if !may_open_beside(&mut attempts, id, Instant::now()) {
                 return;
             }
-            opening.push(id);
         } else {
             let _ = (self.idle.lock())
                 .expect("the pool lock is never poisoned")
@@ -379,14 +412,23 @@ impl Pool {
                 let io = pool.dial.dial().await?;
                 pool.open(io).await
             });
-            // A failure is no call's: the next call dials for itself and reports its own (or,
-            // over HTTP/2, borrows again and tries again beside it). An HTTP/2 connection is kept
-            // shared by `open`; an HTTP/1.1 one is kept idle here.
+            // A failure is no call's: the next call dials for itself and reports its own (over
+            // HTTP/2, the runtime goes on borrowing and tries again after BESIDE_RETRY_AFTER). An
+            // HTTP/2 connection is kept shared by `open`; an HTTP/1.1 one is kept idle here.
             let opened = opened.await;
             if h2 {
-                (pool.h2_opening_beside.lock())
-                    .expect("the pool lock is never poisoned")
-                    .retain(|opening| *opening != id);
+                let mut attempts =
+                    (pool.h2_opening_beside.lock()).expect("the pool lock is never poisoned");
+                match &opened {
+                    Ok(Ok(_)) => attempts.retain(|(runtime, _)| *runtime != id),
+                    _ => {
+                        let retry = Some(Instant::now() + BESIDE_RETRY_AFTER);
+                        for (_, state) in attempts.iter_mut().filter(|(runtime, _)| *runtime == id)
+                        {
+                            *state = retry;
+                        }
+                    }
+                }
             }
             if let Ok(Ok(connection)) = opened
                 && !connection.is_h2()
@@ -424,13 +466,15 @@ impl Pool {
         Some((connection, borrowed))
     }
 
-    /// [`Pool::take_h2`] for a call on `runtime`, opening this runtime's own beside a borrowed one.
+    /// [`Pool::take_h2`] for a call on `runtime`, opening this runtime's own beside a borrowed
+    /// one, unless the upstream no longer speaks HTTP/2 (a new deployment that negotiates
+    /// HTTP/1.1: the old connection serves until it closes, and a dial would bring HTTP/1.1).
     fn take_h2_or_borrow(
         self: &Arc<Self>,
         runtime: Option<tokio::runtime::Id>,
     ) -> Option<Connection> {
         let (connection, borrowed) = self.take_h2(runtime)?;
-        if borrowed {
+        if borrowed && self.speaks_h2.load(Ordering::Acquire) {
             self.open_own_beside(true);
         }
         Some(connection)
@@ -755,13 +799,38 @@ mod tests {
             None,
             "all full"
         );
-        // Runtime 1 takes only its own, the least loaded with room, even when another runtime's
-        // has more room; with its own all full it opens another rather than borrow.
+        // Runtime 1 takes its own, the least loaded with room, even when another runtime's has
+        // more room; with its own all full it borrows rather than wait for a dial.
         assert_eq!(
             pick_h2([(2, 0), (1, 7), (1, 3)].into_iter(), &1, 10),
             Some((2, false))
         );
-        assert_eq!(pick_h2([(2, 0), (1, 10)].into_iter(), &1, 10), None);
+        assert_eq!(
+            pick_h2([(2, 3), (1, 10), (2, 1)].into_iter(), &1, 10),
+            Some((2, true))
+        );
+        assert_eq!(pick_h2([(2, 10), (1, 10)].into_iter(), &1, 10), None);
+    }
+
+    #[test]
+    fn a_runtime_opens_one_http2_connection_beside_at_a_time_and_waits_after_a_failure() {
+        let now = Instant::now();
+        let mut attempts = Vec::new();
+        assert!(may_open_beside(&mut attempts, 1, now));
+        assert!(!may_open_beside(&mut attempts, 1, now), "one under way");
+        assert!(
+            may_open_beside(&mut attempts, 2, now),
+            "another runtime's own"
+        );
+        // Runtime 1's attempt failed: none again before the retry time, one at it.
+        attempts[0].1 = Some(now + BESIDE_RETRY_AFTER);
+        let almost = now + BESIDE_RETRY_AFTER - Duration::from_millis(1);
+        assert!(!may_open_beside(&mut attempts, 1, almost));
+        assert!(may_open_beside(&mut attempts, 1, now + BESIDE_RETRY_AFTER));
+        assert!(
+            !may_open_beside(&mut attempts, 1, now + BESIDE_RETRY_AFTER),
+            "under way"
+        );
     }
 
     #[test]

@@ -136,13 +136,7 @@ async fn a_runtime_takes_its_own_http2_connections_and_opens_one_beside_the_one_
     let borrowed = on(&other, async move {
         let first = reused(&e).await;
         let second = reused(&e).await;
-        let wait = async {
-            while e.h2_connections() != vec![2] {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-        };
-        let opened = tokio::time::timeout(std::time::Duration::from_secs(10), wait).await;
-        (first, second, opened.is_ok())
+        (first, second, h2_connections_reach(&e, 2).await)
     })
     .await;
     assert_eq!(
@@ -156,5 +150,41 @@ async fn a_runtime_takes_its_own_http2_connections_and_opens_one_beside_the_one_
         "one connection opened beside two borrowing calls"
     );
 
-    takes_only_its_own(&engine, other, dialed).await;
+    // From now on it takes its own: the next call there reuses the one it opened. With that
+    // one busy (a stream held unread), another call there borrows this runtime's free one rather
+    // than wait for a dial, and opens another of its own beside it.
+    let e = engine.clone();
+    let calls = on(&other, async move {
+        let held = e.call(chat("m", true, None)).await.unwrap();
+        let own = held.timeline.as_ref().unwrap().reused;
+        let borrowed = reused(&e).await;
+        let opened = h2_connections_reach(&e, 3).await;
+        drop(held);
+        (own, borrowed, opened)
+    })
+    .await;
+    assert_eq!(
+        calls,
+        (true, true, true),
+        "(its own, borrowed, opened another)"
+    );
+    assert_eq!(dialed(), 3);
+    // This runtime still finds its own.
+    assert!(reused(&engine).await);
+    assert_eq!(dialed(), 3);
+    tokio::task::spawn_blocking(move || drop(other))
+        .await
+        .unwrap();
+}
+
+/// Whether the engine's open HTTP/2 connections reach `want` within 10 s.
+async fn h2_connections_reach(engine: &Engine, want: usize) -> bool {
+    let wait = async {
+        while engine.h2_connections() != vec![want] {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .is_ok()
 }
