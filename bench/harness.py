@@ -259,6 +259,8 @@ def hourglass_config(ports):
     lines.append('[models.bench-slow]\ntargets = ["b"]\ntimeouts = { idle = "5s", total = "300s", attempt = "300s" }\n')
     lines.append('[models.bench-slow-h2]\ntargets = ["b2:bench-slow"]\n'
                  'timeouts = { idle = "5s", total = "300s", attempt = "300s" }\n')
+    # The default policy with the upstream over HTTP/2, for the table of what each costs.
+    lines.append('[models.sim-instant-h2]\ntargets = ["b2:sim-instant"]\n')
     # One protection off each, for the table of what each costs.
     for model, policy in PROTECTIONS_OFF.items():
         lines.append(f'[models.{model}]\ntargets = ["b:sim-instant"]\n{policy}')
@@ -487,7 +489,8 @@ def concurrent_streams(args, targets):
 def protection_costs(args, targets, ports):
     """Max throughput of whole answers with one protection off at a time, interleaved with the
     default (every protection on): what each costs. The per-call log line is process-wide, so a
-    second gateway runs with it off."""
+    second gateway runs with it off. Beside them, the default policy with the upstream spoken to
+    over HTTP/2, as OpenAI and Anthropic are over TLS."""
     if "hourglass" not in targets:
         return {}
     quiet_port = free_port()
@@ -506,6 +509,7 @@ def protection_costs(args, targets, ports):
         ("retries off (max_attempts = 1)", hg["url"], hg["service"], "sim-instant-once"),
         ("per-call log line off", quiet_url, quiet, "sim-instant"),
         ("all three off", quiet_url, quiet, "sim-instant-bare"),
+        ("every protection on, upstream over HTTP/2 (h2c)", hg["url"], hg["service"], "sim-instant-h2"),
     ]
     runs = {name: [] for name, *_ in variants}
     try:
