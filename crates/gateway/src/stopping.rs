@@ -129,14 +129,13 @@ mod tests {
                         .unwrap();
                     runtime.block_on(async {
                         if i % 2 == 0 {
-                            let arrived = std::pin::pin!(stopping.arrived());
-                            let mut arrived = arrived;
-                            assert!(futures_poll_once(arrived.as_mut()).is_pending());
+                            let mut arrived = std::pin::pin!(stopping.arrived());
+                            assert!(poll_once(arrived.as_mut()).is_pending());
                             registered.send(()).unwrap();
                             arrived.await;
                         } else {
                             let mut soon = stopping.wait();
-                            assert!(futures_poll_once(std::pin::Pin::new(&mut soon)).is_pending());
+                            assert!(poll_once(Pin::new(&mut soon)).is_pending());
                             registered.send(()).unwrap();
                             soon.await;
                         }
@@ -161,7 +160,7 @@ mod tests {
     }
 
     /// Polls once with a waker that does nothing.
-    fn futures_poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
         future.poll(&mut Context::from_waker(std::task::Waker::noop()))
     }
 }

@@ -782,14 +782,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_call_takes_its_own_runtimes_http2_connection_and_borrows_only_while_it_has_none() {
+    fn a_call_takes_its_own_runtimes_http2_connection_and_borrows_only_while_none_has_room() {
         // Runtimes 1 and 2; each connection as (its runtime, calls in flight); 10 streams each.
         assert_eq!(
             pick_h2::<u8>([].into_iter(), &1, 10),
             None,
             "nothing open: open one"
         );
-        // Runtime 2 has none: it borrows the least loaded with room of any runtime's.
+        // Runtime 2 has none of its own: it borrows the least loaded with room of any runtime's.
         assert_eq!(
             pick_h2([(1, 4), (1, 2)].into_iter(), &2, 10),
             Some((1, true))
