@@ -8,24 +8,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
+use hourglass_observe::metrics::{SHARDS, shard};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
-
-/// How many `Notify`s the waiters are spread over: more than the serving threads of most hosts;
-/// threads beyond share them.
-const SHARDS: usize = 16;
-
-/// The shard of the calling thread: threads take them in turn as they first wait.
-fn shard_of_this_thread() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|shard| *shard)
-}
 
 /// The moment the shutdown grace period runs out: every call and stream still running then ends
 /// with a `gateway_shutdown` error in its protocol's shape, not a bare close.
@@ -55,7 +43,7 @@ impl Stopping {
 
     /// The calling thread's `Notify`.
     fn notify(&self) -> &Arc<Notify> {
-        &self.shards[shard_of_this_thread()]
+        &self.shards[shard()]
     }
 
     /// Whether the grace period ran out.

@@ -103,10 +103,12 @@ fn unkey(key: &str) -> Labels {
 
 /// Shards of a family: each thread updates its own, so the serving threads (one per core) never
 /// wait on one another's lock or pull one another's cache lines; a scrape adds the shards up.
-const SHARDS: usize = 16;
+/// The gateway's stopping signal is sharded the same way.
+pub const SHARDS: usize = 16;
 
-/// The shard the calling thread updates (threads are numbered as they first update a metric).
-fn shard() -> usize {
+/// The shard of the calling thread, below [`SHARDS`] (threads are numbered as they first ask;
+/// threads past `SHARDS` share).
+pub fn shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
