@@ -113,6 +113,17 @@ fn a_full_configuration_loads() {
             weight: 1
         }]
     );
+
+    // A wildcard model's policy is resolved once per family and scenario, not per call: two
+    // models of one family share it (sources and all), and another family has its own.
+    let again = config.route("mistral-large").unwrap();
+    assert!(std::sync::Arc::ptr_eq(&other.sources, &again.sources));
+    assert_eq!(other.policy, again.policy);
+    let reasoning = config.route("deepseek-r1").unwrap();
+    assert_eq!(reasoning.family, Family::Reasoning);
+    assert!(!std::sync::Arc::ptr_eq(&other.sources, &reasoning.sources));
+    let o1_again = config.route("o1-mini").unwrap();
+    assert!(std::sync::Arc::ptr_eq(&o1.sources, &o1_again.sources));
 }
 
 #[test]

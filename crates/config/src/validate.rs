@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::policy::{self, Family, Layer, PolicyPatch, Scenario};
@@ -56,6 +57,34 @@ pub(crate) struct Layers {
     defaults: PolicyPatch,
     families: HashMap<Family, PolicyPatch>,
     scenarios: HashMap<Scenario, PolicyPatch>,
+    /// The policy these layers give a model without a table of its own, per family and
+    /// scenario, resolved on first use: every call to a model served by wildcard (the zero
+    /// configuration's case) needs one, and resolving writes a value and a source per key.
+    unowned:
+        [OnceLock<(crate::Policy, Arc<[crate::Sourced]>)>; Family::ALL.len() * Scenario::ALL.len()],
+}
+
+impl Layers {
+    /// The policy of a model of `family` in `scenario` that has no table of its own, and where
+    /// each value came from.
+    fn unowned(
+        &self,
+        family: Family,
+        scenario: Scenario,
+    ) -> (crate::Policy, Arc<[crate::Sourced]>) {
+        let family = Family::ALL.iter().position(|f| *f == family).unwrap_or(0);
+        let scenario = Scenario::ALL
+            .iter()
+            .position(|s| *s == scenario)
+            .unwrap_or(0);
+        let slot = family * Scenario::ALL.len() + scenario;
+        let (policy, sources) = self.unowned[slot].get_or_init(|| {
+            let (policy, sources) =
+                resolve(self, Family::ALL[family], Scenario::ALL[scenario], None);
+            (policy, sources.into())
+        });
+        (*policy, sources.clone())
+    }
 }
 
 struct Check<'a> {
@@ -126,6 +155,7 @@ pub(crate) fn from_toml(
             &Scenario::ALL,
             Scenario::name,
         )?,
+        unowned: Default::default(),
     };
     let mut config = Config {
         origin: origin.to_owned(),
@@ -984,7 +1014,7 @@ fn implicit_route(config: &Config, model: &str) -> Option<ModelRoute> {
     }
     let family = Family::infer(model);
     let scenario = family.default_scenario();
-    let (policy, sources) = resolve(&config.layers, family, scenario, None);
+    let (policy, sources) = config.layers.unowned(family, scenario);
     Some(ModelRoute {
         name: model.to_owned(),
         family,
@@ -994,14 +1024,14 @@ fn implicit_route(config: &Config, model: &str) -> Option<ModelRoute> {
         balance: crate::Balance::Ordered,
         hedge: crate::Hedge::Off,
         policy,
-        sources: sources.into(),
+        sources,
         configured: false,
     })
 }
 
 pub(crate) fn passthrough_route(config: &Config, format: WireFormat) -> Option<ModelRoute> {
     let upstream = config.upstreams.iter().position(|u| u.speaks(format))?;
-    let (policy, sources) = resolve(&config.layers, Family::Chat, Scenario::Content, None);
+    let (policy, sources) = config.layers.unowned(Family::Chat, Scenario::Content);
     Some(ModelRoute {
         name: String::new(),
         family: Family::Chat,
@@ -1016,7 +1046,7 @@ pub(crate) fn passthrough_route(config: &Config, format: WireFormat) -> Option<M
         balance: crate::Balance::Ordered,
         hedge: crate::Hedge::Off,
         policy,
-        sources: sources.into(),
+        sources,
         configured: false,
     })
 }
