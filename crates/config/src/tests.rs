@@ -249,6 +249,11 @@ fn invalid_values_name_the_key_and_the_fix() {
             "set by the gateway",
         ),
         (
+            "[upstreams.a]\nbase_url = \"http://x\"\nheaders = { x-tag = \"a\\nb\" }\n".to_owned(),
+            "upstreams.a.headers.x-tag",
+            "a control character",
+        ),
+        (
             format!("{up}[models.m]\ntargets = [\"b\"]\n"),
             "models.m.targets[0]",
             "unknown upstream `b`; known: a",
@@ -959,4 +964,25 @@ fn an_upstream_key_no_header_can_carry_is_refused_at_load_without_showing_it() {
         KeyHeader::Authorization.header_name().as_str(),
         "authorization"
     );
+}
+
+/// An extra header's value may hold text beyond ASCII (HTTP carries it as bytes), but not a
+/// control character: the error says which, where.
+#[test]
+fn an_extra_header_value_may_hold_non_ascii_text_but_no_control_character() {
+    let text = "[upstreams.a]\nbase_url = \"http://a/v1\"\nheaders = { x-team = \"café\\tbar\" }\n";
+    let config = Config::from_toml(text, "t.toml", &|_| None).unwrap();
+    let (name, value) = &config.upstreams[0].headers[0];
+    assert_eq!(name.as_str(), "x-team");
+    assert_eq!(value.as_bytes(), "café\tbar".as_bytes());
+    for bad in ["a\\u0000b", "a\\rb", "a\\u007fb"] {
+        let text = format!(
+            "[upstreams.a]\nbase_url = \"http://a/v1\"\nheaders = {{ x-team = \"{bad}\" }}\n"
+        );
+        let error = Config::from_toml(&text, "t.toml", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("upstreams.a.headers.x-team"), "{error}");
+        assert!(error.contains("holds a control character"), "{error}");
+    }
 }

@@ -652,7 +652,7 @@ fn upstream_of(
         let Ok(header_value) = http::HeaderValue::from_str(&value) else {
             return check.fail(
                 header_key,
-                "the value is not a valid header value (visible ASCII only)",
+                "the value holds a control character (a line break, NUL or DEL; a tab is fine), which no header can carry",
             );
         };
         headers.push((header_name, header_value));
