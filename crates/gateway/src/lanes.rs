@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -23,6 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::gateway::Gateway;
+use crate::stopping::Stopping;
 use crate::wakes::SelfWakesInPlace;
 
 /// A client connection counted open until it ends (in the gateway's metrics and on its lane).
@@ -75,11 +77,10 @@ fn lane_for(loads: &[usize], here: usize) -> usize {
 
 /// The serving threads of one `serve`.
 pub struct Lanes {
-    /// Each lane's load, as the tests read it.
-    #[cfg(test)]
+    /// Each lane's load: what is still open when the grace period ends.
     peers: Arc<[Peer]>,
-    /// How many connections each lane still held when its grace period ended.
-    drained: Vec<oneshot::Receiver<usize>>,
+    /// Each lane says when it has drained (every connection ended, or the farewell passed).
+    drained: Vec<oneshot::Receiver<()>>,
     /// Tells every lane to stop accepting and drain.
     stop: watch::Sender<bool>,
     /// Dropped once every lane has drained: a lane keeps its runtime (and whatever runs on it,
@@ -127,14 +128,13 @@ impl Lanes {
             std::thread::Builder::new()
                 .name(format!("hourglass-lane-{index}"))
                 .spawn(move || {
-                    let open = runtime.block_on(lane.run(listener));
-                    let _ = done.send(open);
+                    runtime.block_on(lane.run(listener));
+                    let _ = done.send(());
                     runtime.block_on(async move { while released.changed().await.is_ok() {} });
                 })?;
             drained.push(lane_drained);
         }
         Ok(Lanes {
-            #[cfg(test)]
             peers,
             drained,
             stop,
@@ -142,14 +142,31 @@ impl Lanes {
         })
     }
 
-    /// Stops accepting: every lane serves what it holds, gives its calls
-    /// `server.shutdown_grace` to finish, and ends the rest. Returns how many connections were
-    /// still open when the grace period ended, over all lanes.
-    pub async fn drain(self) -> usize {
+    /// Stops accepting: every lane serves what it holds, and its calls get
+    /// `server.shutdown_grace` to finish; then every call and stream still running, on every lane
+    /// at once, ends with a `gateway_shutdown` error. Returns how many connections were still
+    /// open when the grace period ended, over all lanes (0 when every one ended within it).
+    ///
+    /// The grace period has one clock, here: were each lane to keep its own, the first to run out
+    /// would end the other lanes' calls before their own clocks did, and those lanes would report
+    /// their connections as drained in time.
+    pub async fn drain(self, stopping: &Stopping, grace: Duration) -> usize {
         let _ = self.stop.send(true);
+        let drained = self.drained;
+        let every_lane = async move {
+            for lane in drained {
+                let _ = lane.await;
+            }
+        };
+        tokio::pin!(every_lane);
         let mut open = 0;
-        for lane in self.drained {
-            open += lane.await.unwrap_or(0);
+        if tokio::time::timeout(grace, &mut every_lane).await.is_err() {
+            // Counted before anything is told, so a call ending on the news is still counted.
+            open = (self.peers.iter())
+                .map(|peer| peer.load.load(Ordering::Relaxed))
+                .sum();
+            stopping.now();
+            every_lane.await;
         }
         drop(self.release);
         open
@@ -169,8 +186,7 @@ struct LaneRun {
 impl LaneRun {
     /// Accepts on `listener` (as every lane does: the kernel wakes them all, and one takes the
     /// connection) and serves what it accepts or is handed until told to stop, then drains.
-    /// Returns how many connections were still open when the grace period ended.
-    async fn run(mut self, listener: std::net::TcpListener) -> usize {
+    async fn run(mut self, listener: std::net::TcpListener) {
         let gateway = self.gateway.clone();
         let graceful = GracefulShutdown::new();
         let pacing = Arc::new(AtomicBool::new(false));
@@ -216,18 +232,17 @@ impl LaneRun {
                 serve_connection(&gateway, &graceful, stream, open);
             }
         }
-        let open = graceful.count();
         let draining = graceful.shutdown();
         tokio::pin!(draining);
-        let grace = gateway.settings().shutdown_grace;
-        if tokio::time::timeout(grace, &mut draining).await.is_ok() {
-            return 0;
+        // Until every connection here has ended, or the grace period has run out (`Lanes::drain`
+        // keeps its clock, for every lane at once).
+        tokio::select! {
+            () = &mut draining => return,
+            () = gateway.stopping.arrived() => {}
         }
-        // The grace period ran out: every call and stream still running ends with a
-        // `gateway_shutdown` error in its protocol's shape, given a moment to be written.
-        gateway.stopping.now();
+        // Every call and stream still running ends with a `gateway_shutdown` error in its
+        // protocol's shape, given a moment to be written.
         let _ = tokio::time::timeout(FAREWELL, &mut draining).await;
-        open
     }
 
     /// A connection this lane accepted: counted in (past `server.max_connections` refused),
@@ -423,7 +438,8 @@ mod tests {
         // Idle keep-alive connections close at once when the lanes drain, and nothing more is
         // accepted.
         drop(listener);
-        assert_eq!(lanes.drain().await, 0);
+        let grace = gateway.settings().shutdown_grace;
+        assert_eq!(lanes.drain(&gateway.stopping, grace).await, 0);
         let mut rest = [0u8; 16];
         assert_eq!(
             client.read(&mut rest).await.unwrap(),
@@ -434,5 +450,76 @@ mod tests {
             TcpStream::connect(addr).await.is_err(),
             "the listening socket closed"
         );
+    }
+
+    /// Found as a flaky test: each lane kept its own grace clock, so the first to run out ended
+    /// the other lanes' calls before their clocks did, and those lanes reported their
+    /// connections as drained in time (1 of 2 open). One clock now ends the grace period for
+    /// every lane, and what is open is counted before any call hears of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_grace_period_ends_on_every_lane_at_once_and_counts_every_call_still_running() {
+        // An upstream that takes requests and never answers, counting them.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = silent.local_addr().unwrap();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let held = tokio::spawn({
+            let waiting = waiting.clone();
+            async move {
+                let mut held = Vec::new();
+                while let Ok((stream, _)) = silent.accept().await {
+                    held.push(stream);
+                    waiting.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let text = format!(
+            "[server]\nshutdown_grace = \"200ms\"\n[upstreams.a]\nbase_url = \"http://{upstream}/v1\"\n[models.m]\ntargets = [\"a\"]\n[health_check]\nmode = \"off\"\n"
+        );
+        let config = hourglass_config::Config::from_toml(&text, "t.toml", &|_| None).unwrap();
+        let engine = hourglass_engine::Engine::new(config, HashMap::new()).unwrap();
+        let gateway = Arc::new(Gateway::new(engine));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        const LANES: usize = 8;
+        let lanes = Lanes::start(&gateway, LANES, &listener).unwrap();
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        let mut clients = Vec::new();
+        for _ in 0..LANES {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            client.write_all(request.as_bytes()).await.unwrap();
+            clients.push(client);
+            // Each on a lane of its own: a lane hands a connection to one with fewer open.
+            let n = clients.len();
+            loads_become(&lanes, |l| l.iter().sum::<usize>() == n).await;
+        }
+        assert_eq!(loads(&lanes), [1; LANES]);
+        // Every call is in flight, waiting on the upstream.
+        for _ in 0..500 {
+            if waiting.load(Ordering::Relaxed) == LANES {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(waiting.load(Ordering::Relaxed), LANES);
+        drop(listener);
+        let grace = gateway.settings().shutdown_grace;
+        let still_open = lanes.drain(&gateway.stopping, grace).await;
+        assert_eq!(
+            still_open, LANES,
+            "every call was running when the grace ended"
+        );
+        for mut client in clients {
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+            assert!(answer.contains("gateway_shutdown"), "{answer}");
+        }
+        held.abort();
     }
 }

@@ -66,5 +66,6 @@ pub async fn serve(
     })?;
     shutdown.await;
     drop(listener);
-    Ok(lanes.drain().await)
+    let grace = gateway.settings().shutdown_grace;
+    Ok(lanes.drain(&gateway.stopping, grace).await)
 }
