@@ -71,6 +71,9 @@ pub struct ServerSettings {
     /// Client connections open at once; more are answered 503 at once and closed
     /// (`server.max_connections`).
     pub max_connections: usize,
+    /// Serving threads, each with its own connections to the upstreams (`server.threads`); `None`:
+    /// one per CPU the process may use. A change needs a restart.
+    pub threads: Option<usize>,
     /// How long before a client's own deadline the gateway answers with a timeout error
     /// (`server.client_deadline_margin`).
     pub client_deadline_margin: Duration,

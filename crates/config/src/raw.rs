@@ -49,6 +49,7 @@ pub(crate) struct RawServer {
     pub max_header_bytes: Option<String>,
     pub shutdown_grace: Option<Positive>,
     pub max_connections: Option<usize>,
+    pub threads: Option<usize>,
     pub client_deadline_margin: Option<String>,
     pub admin_key_env: Option<String>,
     pub admin_key_file: Option<String>,

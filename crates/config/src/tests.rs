@@ -18,6 +18,7 @@ const FULL: &str = r#"
 listen = "127.0.0.1:9000"
 max_request_body = "8MiB"
 client_deadline_margin = "250ms"
+threads = 3
 
 [retry_budget]
 ratio = 0.1
@@ -55,6 +56,12 @@ fn a_full_configuration_loads() {
     assert_eq!(
         config.server.client_deadline_margin,
         Duration::from_millis(250)
+    );
+    assert_eq!(config.server.threads, Some(3));
+    assert_eq!(
+        Config::single_upstream("a", "http://a/v1").server.threads,
+        None,
+        "one per CPU unless written"
     );
     assert_eq!(config.retry_budget.ratio, 0.1);
     let [openai, backup] = &config.upstreams[..] else {
@@ -242,6 +249,16 @@ fn invalid_values_name_the_key_and_the_fix() {
             "[upstreams.a]\nbase_url = \"http://x\"\nhttp2_max_streams = 0\n".to_owned(),
             "upstreams.a.http2_max_streams",
             "1 to 10000",
+        ),
+        (
+            format!("[server]\nthreads = 0\n{up}"),
+            "server.threads",
+            "must be 1 to 1024; leave it out for one per CPU",
+        ),
+        (
+            format!("[server]\nthreads = 1025\n{up}"),
+            "server.threads",
+            "must be 1 to 1024",
         ),
         (
             "[upstreams.a]\nbase_url = \"http://x\"\nheaders = { host = \"y\" }\n".to_owned(),

@@ -318,10 +318,21 @@ fn server(
             );
         }
     };
+    let threads = match s.threads {
+        None => None,
+        Some(n) if (1..=MAX_THREADS).contains(&n) => Some(n),
+        Some(_) => {
+            return check.fail(
+                "server.threads",
+                format!("must be 1 to {MAX_THREADS}; leave it out for one per CPU"),
+            );
+        }
+    };
     Ok(ServerSettings {
         listen,
         max_request_body,
         max_connections,
+        threads,
         header_read_timeout: s
             .header_read_timeout
             .map_or(Duration::from_secs(10), |p| p.0),
@@ -347,6 +358,10 @@ fn server(
 
 /// Client connections open at once by default: room for ten thousand slow streams and more.
 const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// The most serving threads `server.threads` allows: past the cores of any host, each thread
+/// costs a stack, a runtime and its own upstream connections.
+const MAX_THREADS: usize = 1024;
 
 /// Reads "32MiB", "500KB", "1048576" (bytes).
 pub(crate) fn parse_size(text: &str) -> Option<usize> {

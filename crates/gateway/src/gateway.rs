@@ -47,7 +47,8 @@ pub struct Cluster {
 }
 
 /// The server settings in effect: the `[server]` table of the configuration the current engine
-/// runs (keys, limits and timeouts reload with it; the listen address needs a restart).
+/// runs (keys, limits and timeouts reload with it; the listen address and `threads` need a
+/// restart).
 pub struct Settings(Arc<Engine>);
 
 impl Deref for Settings {
@@ -201,7 +202,8 @@ impl Gateway {
     /// Builds an engine from the configuration source again and, if it is valid, sends new calls
     /// to it (health and the retry budget carry over, see [`Engine::reload`]) and applies its
     /// `[server]` settings — keys, limits, timeouts — to new requests and connections; on an
-    /// error the current engine keeps serving. A new listen address is reported as not applied.
+    /// error the current engine keeps serving. A new listen address or thread count is reported
+    /// as not applied.
     pub fn reload(&self) -> Result<Reloaded, String> {
         let reloader = self
             .reloader
@@ -225,6 +227,20 @@ impl Gateway {
         if was != now {
             not_applied.push(format!(
                 "server.listen = {now} needs a restart; the gateway still listens on {was}"
+            ));
+        }
+        let (was, now) = (
+            current.config().server.threads,
+            engine.config().server.threads,
+        );
+        if was != now {
+            let count = |threads: Option<usize>| {
+                threads.map_or("one per CPU".to_owned(), |n| n.to_string())
+            };
+            not_applied.push(format!(
+                "server.threads changed from {} to {}: that needs a restart; the serving threads stay",
+                count(was),
+                count(now)
             ));
         }
         if current.config().cluster != engine.config().cluster {

@@ -46,16 +46,19 @@ pub(crate) fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: 
 }
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight calls finish within the
-/// grace period. Connections are accepted and served on one thread per core (`lanes`), each
-/// accepting on the same listening socket. Returns how many connections were still open when the
-/// grace period ended, or why the serving threads could not start (the system refused a thread,
-/// a runtime, or a handle on the socket).
+/// grace period. Connections are accepted and served on `server.threads` threads (`lanes`; by
+/// default one per CPU the process may use), each accepting on the same listening socket.
+/// Returns how many connections were still open when the grace period ended, or why the serving
+/// threads could not start (the system refused a thread, a runtime, or a handle on the socket).
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<usize> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = gateway
+        .settings()
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     // Out of this runtime's reactor: each lane registers a handle on it with its own.
     let listener = listener.into_std()?;
     let lanes = Lanes::start(&gateway, threads, &listener).map_err(|error| {

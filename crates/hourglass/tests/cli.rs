@@ -983,13 +983,13 @@ fn a_reload_revokes_a_client_key_and_reports_what_needs_a_restart() {
     std::fs::write(&keys, "ck-old-1111\n").unwrap();
     std::fs::write(&admin, "ak-old-2222\n").unwrap();
     let config = dir.join("hourglass.toml");
-    let text = |listen: &str| {
+    let text = |listen: &str, threads: usize| {
         format!(
-            "[server]\nlisten = \"{listen}\"\nclient_keys_file = \"client-keys\"\nadmin_key_file = \"admin-key\"\n\
+            "[server]\nlisten = \"{listen}\"\nthreads = {threads}\nclient_keys_file = \"client-keys\"\nadmin_key_file = \"admin-key\"\n\
              [upstreams.sim]\nbase_url = \"http://{upstream}/v1\"\nmodels = [\"gpt-4o-mini\"]\n"
         )
     };
-    std::fs::write(&config, text("127.0.0.1:0")).unwrap();
+    std::fs::write(&config, text("127.0.0.1:0", 3)).unwrap();
     let serve = start("serve", &["--config", config.to_str().unwrap()], 1);
     let gateway = address(&serve, 0);
     let call = |key: &str| {
@@ -1013,6 +1013,7 @@ fn a_reload_revokes_a_client_key_and_reports_what_needs_a_restart() {
     };
     assert!(call("ck-old-1111").starts_with("HTTP/1.1 200"));
     assert!(call("ck-new-3333").starts_with("HTTP/1.1 401"));
+    assert_eq!(serving_threads(&serve, 3), 3, "server.threads = 3");
 
     // Rotate both keys by replacing the files, then SIGHUP.
     std::fs::write(&keys, "ck-new-3333\n").unwrap();
@@ -1037,20 +1038,44 @@ fn a_reload_revokes_a_client_key_and_reports_what_needs_a_restart() {
         "the old admin key"
     );
 
-    // A new listen address cannot move a running gateway: the reload says so.
-    std::fs::write(&config, text("127.0.0.1:1")).unwrap();
+    // A new listen address or thread count cannot move a running gateway: the reload says so.
+    std::fs::write(&config, text("127.0.0.1:1", 2)).unwrap();
     let answer = reload("ak-new-4444");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         answer.contains("not_applied")
-            && answer.contains("server.listen = 127.0.0.1:1 needs a restart"),
+            && answer.contains("server.listen = 127.0.0.1:1 needs a restart")
+            && answer.contains(
+                "server.threads changed from 3 to 2: that needs a restart; the serving threads stay"
+            ),
         "{answer}"
     );
+    assert_eq!(serving_threads(&serve, 3), 3, "the threads stay");
     assert!(
         call("ck-new-3333").starts_with("HTTP/1.1 200"),
         "still serving"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// How many serving threads (`hourglass-lane-N`, cut to 15 bytes by the kernel) a process runs,
+/// once it runs `expected` or 2 s have passed (a served call only shows the first has started).
+fn serving_threads(process: &Sim, expected: usize) -> usize {
+    let tasks = format!("/proc/{}/task", process.child.id());
+    let count = || {
+        std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("hourglass-lane"))
+            .count()
+    };
+    for _ in 0..40 {
+        if count() == expected {
+            break;
+        }
+        std::thread::park_timeout(Duration::from_millis(50)); // a test thread, not a runtime
+    }
+    count()
 }
 
 /// The `x-hourglass-upstream` and `x-hourglass-attempts` of an answer.
