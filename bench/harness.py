@@ -490,7 +490,8 @@ def protection_costs(args, targets, ports):
     """Max throughput of whole answers with one protection off at a time, interleaved with the
     default (every protection on): what each costs. The per-call log line is process-wide, so a
     second gateway runs with it off. Beside them, the default policy with the upstream spoken to
-    over HTTP/2, as OpenAI and Anthropic are over TLS."""
+    over HTTP/2, as OpenAI and Anthropic are over TLS, and a third gateway with no configuration
+    at all (`serve` with OPENAI_BASE_URL), whose models are served by wildcard."""
     if "hourglass" not in targets:
         return {}
     quiet_port = free_port()
@@ -501,6 +502,16 @@ def protection_costs(args, targets, ports):
     env["HOURGLASS_LOG"] = "info,hourglass::call=off"
     quiet = Service("hourglass-quiet", [str(HOURGLASS), "serve", "--config", str(OUT / "hourglass-quiet.toml")],
                     env=env, ready_url=f"http://127.0.0.1:{quiet_port}/health")
+    zero_port = free_port()
+    zero_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
+    zero_env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{ports['b']}/v1"
+    zero_env["HOURGLASS_DATA_DIR"] = str(OUT / "zero-data")
+    try:
+        zero = Service("hourglass-zero", [str(HOURGLASS), "serve", "--listen", f"127.0.0.1:{zero_port}"],
+                       env=zero_env, ready_url=f"http://127.0.0.1:{zero_port}/health")
+    except BaseException:
+        quiet.stop()
+        raise
     hg = targets["hourglass"]
     quiet_url = f"http://127.0.0.1:{quiet_port}/v1"
     variants = [
@@ -510,6 +521,8 @@ def protection_costs(args, targets, ports):
         ("per-call log line off", quiet_url, quiet, "sim-instant"),
         ("all three off", quiet_url, quiet, "sim-instant-bare"),
         ("every protection on, upstream over HTTP/2 (h2c)", hg["url"], hg["service"], "sim-instant-h2"),
+        ("zero configuration (the model served by wildcard)", f"http://127.0.0.1:{zero_port}/v1", zero,
+         "sim-instant"),
     ]
     runs = {name: [] for name, *_ in variants}
     try:
@@ -525,6 +538,7 @@ def protection_costs(args, targets, ports):
                       flush=True)
     finally:
         quiet.stop()
+        zero.stop()
     return {name: {k: statistics.median(r[k] for r in results) for k in ("rps", "cpu_us", "p50_ms", "success")}
             for name, results in runs.items()}
 
