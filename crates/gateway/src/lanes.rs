@@ -1,6 +1,6 @@
-//! The serving threads ("lanes"): one single-threaded runtime per core, each accepting client
-//! connections and serving them from the first byte to the last, with the handler and the upstream
-//! HTTP/1.1 connection a call drives on the same thread.
+//! The serving threads ("lanes"): single-threaded runtimes, one per CPU unless `server.threads`
+//! says otherwise, each accepting client connections and serving them from the first byte to the
+//! last, with the handler and the upstream HTTP/1.1 connection a call drives on the same thread.
 //!
 //! # Why not tokio's multi-threaded scheduler
 //! A proxied call is one task that mostly waits on sockets. Under tokio's work-stealing
@@ -234,11 +234,21 @@ impl LaneRun {
         }
         let draining = graceful.shutdown();
         tokio::pin!(draining);
-        // Until every connection here has ended, or the grace period has run out (`Lanes::drain`
-        // keeps its clock, for every lane at once).
+        // Until every connection here has ended, or the grace period has run out: `Lanes::drain`
+        // keeps its clock, for every lane at once. Lanes dropped without a drain (a `serve`
+        // future cancelled) told no one to stop: then each lane keeps a clock of its own.
+        let abandoned = !*self.stop.borrow();
+        let own_clock = async {
+            if abandoned {
+                tokio::time::sleep(gateway.settings().shutdown_grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             () = &mut draining => return,
             () = gateway.stopping.arrived() => {}
+            () = own_clock => gateway.stopping.now(),
         }
         // Every call and stream still running ends with a `gateway_shutdown` error in its
         // protocol's shape, given a moment to be written.
@@ -452,13 +462,19 @@ mod tests {
         );
     }
 
-    /// Found as a flaky test: each lane kept its own grace clock, so the first to run out ended
-    /// the other lanes' calls before their clocks did, and those lanes reported their
-    /// connections as drained in time (1 of 2 open). One clock now ends the grace period for
-    /// every lane, and what is open is counted before any call hears of it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_grace_period_ends_on_every_lane_at_once_and_counts_every_call_still_running() {
-        // An upstream that takes requests and never answers, counting them.
+    /// `lanes` serving threads for a gateway whose one upstream takes requests and never
+    /// answers, with `shutdown_grace = 200ms`, and `calls` calls in flight on it (one per lane
+    /// while there are lanes enough). Returns the lanes, the gateway, the clients and the task
+    /// holding the upstream's connections.
+    async fn calls_waiting_on_a_silent_upstream(
+        lanes: usize,
+        calls: usize,
+    ) -> (
+        Lanes,
+        Arc<Gateway>,
+        Vec<TcpStream>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = silent.local_addr().unwrap();
         let waiting = Arc::new(AtomicUsize::new(0));
@@ -481,11 +497,10 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        const LANES: usize = 8;
-        let lanes = Lanes::start(&gateway, LANES, &listener).unwrap();
+        let started = Lanes::start(&gateway, lanes, &listener).unwrap();
         let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
         let mut clients = Vec::new();
-        for _ in 0..LANES {
+        for _ in 0..calls {
             let mut client = TcpStream::connect(addr).await.unwrap();
             let request = format!(
                 "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -495,24 +510,21 @@ mod tests {
             clients.push(client);
             // Each on a lane of its own: a lane hands a connection to one with fewer open.
             let n = clients.len();
-            loads_become(&lanes, |l| l.iter().sum::<usize>() == n).await;
+            loads_become(&started, |l| l.iter().sum::<usize>() == n).await;
         }
-        assert_eq!(loads(&lanes), [1; LANES]);
         // Every call is in flight, waiting on the upstream.
         for _ in 0..500 {
-            if waiting.load(Ordering::Relaxed) == LANES {
+            if waiting.load(Ordering::Relaxed) == calls {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(waiting.load(Ordering::Relaxed), LANES);
-        drop(listener);
-        let grace = gateway.settings().shutdown_grace;
-        let still_open = lanes.drain(&gateway.stopping, grace).await;
-        assert_eq!(
-            still_open, LANES,
-            "every call was running when the grace ended"
-        );
+        assert_eq!(waiting.load(Ordering::Relaxed), calls);
+        (started, gateway, clients, held)
+    }
+
+    /// Each client's whole answer: a 503 `gateway_shutdown`.
+    async fn every_one_ends_with_gateway_shutdown(clients: Vec<TcpStream>) {
         for mut client in clients {
             let mut answer = Vec::new();
             client.read_to_end(&mut answer).await.unwrap();
@@ -520,6 +532,48 @@ mod tests {
             assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
             assert!(answer.contains("gateway_shutdown"), "{answer}");
         }
+    }
+
+    /// Found as a flaky test: each lane kept its own grace clock, so the first to run out ended
+    /// the other lanes' calls before their clocks did, and those lanes reported their
+    /// connections as drained in time (1 of 2 open). One clock now ends the grace period for
+    /// every lane, and what is open is counted before any call hears of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_grace_period_ends_on_every_lane_at_once_and_counts_every_call_still_running() {
+        const LANES: usize = 8;
+        let (lanes, gateway, clients, held) =
+            calls_waiting_on_a_silent_upstream(LANES, LANES).await;
+        assert_eq!(loads(&lanes), [1; LANES]);
+        let grace = gateway.settings().shutdown_grace;
+        let still_open = lanes.drain(&gateway.stopping, grace).await;
+        assert_eq!(
+            still_open, LANES,
+            "every call was running when the grace ended"
+        );
+        every_one_ends_with_gateway_shutdown(clients).await;
+        held.abort();
+    }
+
+    /// Lanes dropped without a drain (a `serve` future cancelled) still end their calls after
+    /// the grace period, each on its own clock, rather than serving them for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lanes_dropped_without_a_drain_end_their_calls_after_the_grace_period() {
+        let (lanes, _gateway, clients, held) = calls_waiting_on_a_silent_upstream(2, 2).await;
+        let dropped = tokio::time::Instant::now();
+        drop(lanes);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(5),
+            every_one_ends_with_gateway_shutdown(clients),
+        )
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the calls were still served 5 s after the drop"
+        );
+        assert!(
+            dropped.elapsed() >= Duration::from_millis(200),
+            "not before the grace period"
+        );
         held.abort();
     }
 }
