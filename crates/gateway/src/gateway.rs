@@ -34,6 +34,18 @@ pub struct Gateway {
     /// The runtime it was made on: a reloaded engine's background tasks (health checks, pool
     /// sweeps) start there, not on the serving thread that took `POST /admin/reload`.
     home: Option<tokio::runtime::Handle>,
+    /// The settings only a restart applies, as the gateway started with them.
+    restart_only: RestartOnly,
+}
+
+/// The settings only a restart applies, as the gateway started with them: a reload is told
+/// which it did not apply against these, not against the last reload's file (which may have
+/// asked for a change that was not applied either).
+struct RestartOnly {
+    listen: std::net::SocketAddr,
+    threads: Option<usize>,
+    jobs: hourglass_config::JobsSettings,
+    cluster: hourglass_config::ClusterSettings,
 }
 
 /// What a gateway shares with other replicas through Redis.
@@ -77,7 +89,15 @@ impl Gateway {
         ));
         // An engine observed already (shared by two gateways) keeps its first observer.
         let _ = engine.set_observer(metrics.clone());
+        let config = engine.config();
+        let restart_only = RestartOnly {
+            listen: config.server.listen,
+            threads: config.server.threads,
+            jobs: config.jobs.clone(),
+            cluster: config.cluster.clone(),
+        };
         Gateway {
+            restart_only,
             engine: Arc::new(std::sync::RwLock::new(engine)),
             metrics,
             jobs: None,
@@ -219,20 +239,15 @@ impl Gateway {
             .iter()
             .map(|m| m.name.clone())
             .collect();
-        let (was, now) = (
-            current.config().server.listen,
-            engine.config().server.listen,
-        );
+        let running = &self.restart_only;
+        let (was, now) = (running.listen, engine.config().server.listen);
         let mut not_applied = Vec::new();
         if was != now {
             not_applied.push(format!(
                 "server.listen = {now} needs a restart; the gateway still listens on {was}"
             ));
         }
-        let (was, now) = (
-            current.config().server.threads,
-            engine.config().server.threads,
-        );
+        let (was, now) = (running.threads, engine.config().server.threads);
         if was != now {
             let count = |threads: Option<usize>| {
                 threads.map_or("one per CPU".to_owned(), |n| n.to_string())
@@ -243,12 +258,12 @@ impl Gateway {
                 count(now)
             ));
         }
-        if current.config().cluster != engine.config().cluster {
+        if running.cluster != engine.config().cluster {
             not_applied.push(
                 "[cluster] changed: the shared job store, the instance's name and its leases need a restart; the running ones stay".to_owned(),
             );
         }
-        if current.config().jobs != engine.config().jobs {
+        if running.jobs != engine.config().jobs {
             not_applied.push(
                 "[jobs] changed: the job store, its limits and webhooks need a restart; the running ones stay".to_owned(),
             );

@@ -201,9 +201,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             if let Some(dir) = &data_dir_flag {
                 config.jobs.data_dir = Some(dir.clone());
             }
-            // The address does not move until a restart: judge the keys against the one in use.
+            // The address does not move until a restart: judge the keys against the one in use
+            // (not the last reload's, which may have asked for another in vain).
             let mut serving = config.clone();
-            serving.server.listen = current.config().server.listen;
+            serving.server.listen = listen;
             refuse_open_public_address(&serving)?;
             let engine = current.reload(config, HashMap::new())?;
             let _background = engine.spawn_background();

@@ -1051,6 +1051,18 @@ fn a_reload_revokes_a_client_key_and_reports_what_needs_a_restart() {
         "{answer}"
     );
     assert_eq!(serving_threads(&serve, 3), 3, "the threads stay");
+    // Reloaded again, they are still not applied: told against what the gateway started with,
+    // not against the last reload's file. Back to the running values, nothing is left unapplied.
+    let again = reload("ak-new-4444");
+    assert!(
+        again.contains("server.listen = 127.0.0.1:1 needs a restart")
+            && again.contains("server.threads changed from 3 to 2"),
+        "{again}"
+    );
+    std::fs::write(&config, text("127.0.0.1:0", 3)).unwrap();
+    let back = reload("ak-new-4444");
+    assert!(back.starts_with("HTTP/1.1 200"), "{back}");
+    assert!(!back.contains("needs a restart"), "{back}");
     assert!(
         call("ck-new-3333").starts_with("HTTP/1.1 200"),
         "still serving"
