@@ -72,15 +72,22 @@ impl Layers {
         family: Family,
         scenario: Scenario,
     ) -> (crate::Policy, Arc<[crate::Sourced]>) {
-        let family = Family::ALL.iter().position(|f| *f == family).unwrap_or(0);
-        let scenario = Scenario::ALL
-            .iter()
-            .position(|s| *s == scenario)
-            .unwrap_or(0);
-        let slot = family * Scenario::ALL.len() + scenario;
+        // Matched in full, so a new family or scenario cannot share another's slot.
+        let row = match family {
+            Family::Chat => 0,
+            Family::Reasoning => 1,
+            Family::Image => 2,
+            Family::Embedding => 3,
+        };
+        let column = match scenario {
+            Scenario::Realtime => 0,
+            Scenario::Content => 1,
+            Scenario::Reasoning => 2,
+            Scenario::Image => 3,
+        };
+        let slot = row * Scenario::ALL.len() + column;
         let (policy, sources) = self.unowned[slot].get_or_init(|| {
-            let (policy, sources) =
-                resolve(self, Family::ALL[family], Scenario::ALL[scenario], None);
+            let (policy, sources) = resolve(self, family, scenario, None);
             (policy, sources.into())
         });
         (*policy, sources.clone())
