@@ -41,7 +41,11 @@ class Service:
         self.log = open(OUT / f"{name}.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env or os.environ.copy())
         if ready_url:
-            wait_http(ready_url, ready_timeout, self)
+            try:
+                wait_http(ready_url, ready_timeout, self)
+            except BaseException:
+                self.stop()  # started but never ready: not left running
+                raise
 
     def alive(self):
         return self.proc.poll() is None

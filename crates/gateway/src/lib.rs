@@ -4,7 +4,7 @@
 
 // Modules top-down: each uses only modules listed after it.
 mod server; // accept loop, connection limit, graceful shutdown
-mod lanes; // one serving thread per core: connection settings, draining at shutdown
+mod lanes; // the serving threads (`server.threads`): connection settings, draining at shutdown
 mod routes; // which path does what: the gateway's own endpoints, the API, keys, request ids
 mod gateway; // the engine new calls go through (swapped on reload), settings, metrics
 mod body; // the response body: whole, a stream from the engine, or heartbeats while waiting

@@ -310,11 +310,12 @@ fn current_runtime() -> Option<tokio::runtime::Id> {
 }
 
 /// Idle HTTP/1.1 connections, kept per runtime. A socket is registered with the reactor of the
-/// runtime that opened it, and the gateway serves on one single-threaded runtime per core: a
-/// connection another runtime opened would have every read woken from that other thread. So a
-/// runtime that has opened connections to the upstream takes only its own, and dials when none
-/// is idle (nginx's workers keep their pools apart the same way); one that has not (a serving
-/// thread's first call) takes another runtime's, such as the warm connection a health check left.
+/// runtime that opened it, and the gateway serves on single-threaded runtimes (one per CPU by
+/// default): a connection another runtime opened would have every read woken from that other
+/// thread. So a runtime that has opened connections to the upstream takes only its own, and
+/// dials when none is idle (nginx's workers keep their pools apart the same way); one that has
+/// not (a serving thread's first call) takes another runtime's, such as the warm connection a
+/// health check left.
 #[derive(Default)]
 struct IdleConnections(Vec<(Option<tokio::runtime::Id>, Vec<Idle>)>);
 
