@@ -612,21 +612,17 @@ fn upstream_of(
             ),
         })?,
     };
-    let key_value = match &api_key {
-        Some(api_key) => Some(key_header.value_for(api_key.expose()).ok_or_else(|| {
-            let source = if raw.api_key_env.is_some() {
-                "api_key_env"
-            } else {
-                "api_key_file"
-            };
-            ConfigError::Invalid {
-                origin: check.origin.to_owned(),
-                key: format!("{key}.{source}"),
-                message: key_not_a_header(api_key_from.as_deref().unwrap_or("its source")),
-            }
-        })?),
-        None => None,
+    let source = if raw.api_key_env.is_some() {
+        "api_key_env"
+    } else {
+        "api_key_file"
     };
+    let key_value = key_value(
+        key_header,
+        api_key.as_ref(),
+        api_key_from.as_deref().unwrap_or("its source"),
+        || (check.origin.to_owned(), format!("{key}.{source}")),
+    )?;
     let http = match raw.http.as_deref() {
         None => HttpVersion::Auto,
         Some(name) => HttpVersion::from_name(name.trim()).ok_or_else(|| ConfigError::Invalid {
@@ -1187,10 +1183,28 @@ pub(crate) fn from_env(
 }
 
 /// Why an upstream's key from `from` (`$VAR` or `file PATH`) cannot be sent; never the key.
-fn key_not_a_header(from: &str) -> String {
-    format!(
-        "the key read from {from} holds a character no HTTP header can carry (a control character, such as a line break inside it); every call would fail, so fix the key (it is not shown here)"
-    )
+/// `key` (read from `from`) as the value of `header`, built once at load; an error at `at()`
+/// (origin, key path) when no header can carry it, which never shows the key.
+fn key_value(
+    header: KeyHeader,
+    key: Option<&Secret>,
+    from: &str,
+    at: impl FnOnce() -> (String, String),
+) -> Result<Option<http::HeaderValue>, ConfigError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let value = header.value_for(key.expose()).ok_or_else(|| {
+        let (origin, key) = at();
+        ConfigError::Invalid {
+            origin,
+            key,
+            message: format!(
+                "the key read from {from} holds a character no HTTP header can carry (a control character, such as a line break inside it); every call would fail, so fix the key (it is not shown here)"
+            ),
+        }
+    })?;
+    Ok(Some(value))
 }
 
 /// An upstream of the zero configuration, serving every model in `format`; fails when the key
@@ -1203,16 +1217,10 @@ fn from_env_key(
     from: &str,
 ) -> Result<Upstream, ConfigError> {
     let api_key = key.map(|k| Secret::new(k.trim().to_owned()));
-    let key_value = match &api_key {
-        Some(api_key) => Some(format.key_header().value_for(api_key.expose()).ok_or_else(
-            || ConfigError::Invalid {
-                origin: "the environment".to_owned(),
-                key: from.trim_start_matches('$').to_owned(),
-                message: key_not_a_header(from),
-            },
-        )?),
-        None => None,
-    };
+    let key_value = key_value(format.key_header(), api_key.as_ref(), from, || {
+        let variable = from.trim_start_matches('$').to_owned();
+        ("the environment".to_owned(), variable)
+    })?;
     Ok(Upstream {
         name: name.to_owned(),
         base_url,
