@@ -15,7 +15,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,7 +23,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::gateway::Gateway;
-use crate::stopping::Stopping;
 use crate::wakes::SelfWakesInPlace;
 
 /// A client connection counted open until it ends (in the gateway's metrics and on its lane).
@@ -77,6 +75,8 @@ fn lane_for(loads: &[usize], here: usize) -> usize {
 
 /// The serving threads of one `serve`.
 pub struct Lanes {
+    /// The gateway they serve: its grace period and the signal that ends it.
+    gateway: Arc<Gateway>,
     /// Each lane's load: what is still open when the grace period ends.
     peers: Arc<[Peer]>,
     /// Each lane says when it has drained (every connection ended, or the farewell passed).
@@ -135,6 +135,7 @@ impl Lanes {
             drained.push(lane_drained);
         }
         Ok(Lanes {
+            gateway: gateway.clone(),
             peers,
             drained,
             stop,
@@ -150,8 +151,9 @@ impl Lanes {
     /// The grace period has one clock, here: were each lane to keep its own, the first to run out
     /// would end the other lanes' calls before their own clocks did, and those lanes would report
     /// their connections as drained in time.
-    pub async fn drain(self, stopping: &Stopping, grace: Duration) -> usize {
+    pub async fn drain(self) -> usize {
         let _ = self.stop.send(true);
+        let grace = self.gateway.settings().shutdown_grace;
         let drained = self.drained;
         let every_lane = async move {
             for lane in drained {
@@ -165,7 +167,7 @@ impl Lanes {
             open = (self.peers.iter())
                 .map(|peer| peer.load.load(Ordering::Relaxed))
                 .sum();
-            stopping.now();
+            self.gateway.stopping.now();
             every_lane.await;
         }
         drop(self.release);
@@ -448,8 +450,7 @@ mod tests {
         // Idle keep-alive connections close at once when the lanes drain, and nothing more is
         // accepted.
         drop(listener);
-        let grace = gateway.settings().shutdown_grace;
-        assert_eq!(lanes.drain(&gateway.stopping, grace).await, 0);
+        assert_eq!(lanes.drain().await, 0);
         let mut rest = [0u8; 16];
         assert_eq!(
             client.read(&mut rest).await.unwrap(),
@@ -464,17 +465,12 @@ mod tests {
 
     /// `lanes` serving threads for a gateway whose one upstream takes requests and never
     /// answers, with `shutdown_grace = 200ms`, and `calls` calls in flight on it (one per lane
-    /// while there are lanes enough). Returns the lanes, the gateway, the clients and the task
-    /// holding the upstream's connections.
+    /// while there are lanes enough). Returns the lanes, the clients and the task holding the
+    /// upstream's connections.
     async fn calls_waiting_on_a_silent_upstream(
         lanes: usize,
         calls: usize,
-    ) -> (
-        Lanes,
-        Arc<Gateway>,
-        Vec<TcpStream>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    ) -> (Lanes, Vec<TcpStream>, tokio::task::JoinHandle<()>) {
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = silent.local_addr().unwrap();
         let waiting = Arc::new(AtomicUsize::new(0));
@@ -520,7 +516,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(waiting.load(Ordering::Relaxed), calls);
-        (started, gateway, clients, held)
+        (started, clients, held)
     }
 
     /// Each client's whole answer: a 503 `gateway_shutdown`.
@@ -541,11 +537,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_grace_period_ends_on_every_lane_at_once_and_counts_every_call_still_running() {
         const LANES: usize = 8;
-        let (lanes, gateway, clients, held) =
-            calls_waiting_on_a_silent_upstream(LANES, LANES).await;
+        let (lanes, clients, held) = calls_waiting_on_a_silent_upstream(LANES, LANES).await;
         assert_eq!(loads(&lanes), [1; LANES]);
-        let grace = gateway.settings().shutdown_grace;
-        let still_open = lanes.drain(&gateway.stopping, grace).await;
+        let still_open = lanes.drain().await;
         assert_eq!(
             still_open, LANES,
             "every call was running when the grace ended"
@@ -558,7 +552,7 @@ mod tests {
     /// the grace period, each on its own clock, rather than serving them for ever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lanes_dropped_without_a_drain_end_their_calls_after_the_grace_period() {
-        let (lanes, _gateway, clients, held) = calls_waiting_on_a_silent_upstream(2, 2).await;
+        let (lanes, clients, held) = calls_waiting_on_a_silent_upstream(2, 2).await;
         let dropped = tokio::time::Instant::now();
         drop(lanes);
         let ended = tokio::time::timeout(

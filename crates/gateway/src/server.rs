@@ -69,6 +69,5 @@ pub async fn serve(
     })?;
     shutdown.await;
     drop(listener);
-    let grace = gateway.settings().shutdown_grace;
-    Ok(lanes.drain(&gateway.stopping, grace).await)
+    Ok(lanes.drain().await)
 }
