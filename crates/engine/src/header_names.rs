@@ -23,6 +23,8 @@ pub const X_STAINLESS_READ_TIMEOUT: HeaderName =
     HeaderName::from_static("x-stainless-read-timeout");
 /// Anthropic's key header.
 pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// Azure OpenAI's key header.
+pub const API_KEY: HeaderName = HeaderName::from_static("api-key");
 /// Anthropic's API version, which marks an Anthropic client.
 pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 /// RFC 7240's preferences (`respond-async`).

@@ -73,7 +73,7 @@ impl PlainVisitor<'_> {
     fn integer(
         &mut self,
         field: &Field,
-        value: impl fmt::Display,
+        value: impl itoa::Integer,
         by_default: impl FnOnce(&mut DefaultVisitor<'_>),
     ) {
         if !self.writes(field) {
@@ -81,7 +81,7 @@ impl PlainVisitor<'_> {
         }
         self.result = self
             .name(field)
-            .and_then(|()| write!(self.writer, "{value}"));
+            .and_then(|()| self.writer.write_str(itoa::Buffer::new().format(value)));
     }
 
     /// The space before a field (none before the first), then `name=`.
@@ -131,9 +131,12 @@ impl Visit for PlainVisitor<'_> {
             return self.by_default(|v| v.record_f64(field, value));
         }
         let tenths = tenths as u64;
-        self.result = self
-            .name(field)
-            .and_then(|()| write!(self.writer, "{}.{}", tenths / 10, tenths % 10));
+        let mut digits = itoa::Buffer::new();
+        self.result = self.name(field).and_then(|()| {
+            self.writer.write_str(digits.format(tenths / 10))?;
+            self.writer.write_char('.')?;
+            self.writer.write_str(digits.format(tenths % 10))
+        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {

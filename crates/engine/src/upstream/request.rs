@@ -70,16 +70,19 @@ pub fn build(
     FailureKind,
 > {
     let prefix = upstream.base_url.path().trim_end_matches('/');
-    let uri = match (
+    // Pushed, not `format!`ed: this is on every attempt's path.
+    let mut uri = String::with_capacity(64 + prefix.len() + request.path.len());
+    if let (true, Some(scheme), Some(authority)) = (
         h2,
         upstream.base_url.scheme_str(),
         upstream.base_url.authority(),
     ) {
-        (true, Some(scheme), Some(authority)) => {
-            format!("{scheme}://{authority}{prefix}{}", request.path)
-        }
-        _ => format!("{prefix}{}", request.path),
-    };
+        uri.push_str(scheme);
+        uri.push_str("://");
+        uri.push_str(authority.as_str());
+    }
+    uri.push_str(prefix);
+    uri.push_str(&request.path);
     let (body, written) = RequestBody::new(body);
     let mut builder = http::Request::builder()
         .method(request.method.clone())

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hourglass_engine::header_names as names;
 use hourglass_engine::sse::Scanner;
 use hourglass_engine::{CallError, CallRequest, Endpoint, Engine, ErrorCode};
 use hourglass_jobs::{Job, Jobs, Kind, Submission, responses};
@@ -76,9 +77,9 @@ impl Key {
                 .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         });
         let key = bearer.or_else(|| {
-            ["api-key", "x-api-key"]
-                .iter()
-                .find_map(|n| headers.get(*n))
+            [names::API_KEY, names::X_API_KEY]
+                .into_iter()
+                .find_map(|n| headers.get(n))
         });
         Key(key.cloned())
     }

@@ -6,31 +6,34 @@ use http::{HeaderMap, HeaderValue};
 /// The id of a request with `headers`: the client's `x-request-id` if it is 1–128 characters of
 /// letters, digits and `._:-`, else a new one.
 pub(super) fn of(headers: &HeaderMap) -> HeaderValue {
-    let id = headers
-        .get(hourglass_engine::header_names::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=128).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-        })
-        .map_or_else(new, str::to_owned);
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    let sane = |id: &[u8]| {
+        (1..=128).contains(&id.len())
+            && (id.iter())
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    };
+    match headers.get(hourglass_engine::header_names::X_REQUEST_ID) {
+        Some(id) if sane(id.as_bytes()) => id.clone(),
+        _ => new(),
+    }
 }
 
 /// A random UUID (version 4). Not a prefixed id: llama.cpp's Python server (starlette-context)
 /// answers a bare 400 to any `x-request-id` that is not a UUID. Written digit by digit: this is
 /// on every call's path, where two `format!`s cost more than the rest of the id.
-fn new() -> String {
+fn new() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where the 32 hex digits go, around the dashes at 8, 13, 18 and 23.
+    const DIGITS: [usize; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28,
+        29, 30, 31, 32, 33, 34, 35,
+    ];
     let bits = fastrand::u128(..) & !(0xf000 << 64) & !(0xc << 60);
     let bits = bits | (0x4000 << 64) | (0x8 << 60);
     let mut id = [b'-'; 36];
-    let positions = (0..36).filter(|at| ![8, 13, 18, 23].contains(at));
-    for (digit, at) in positions.enumerate() {
+    for (digit, at) in DIGITS.into_iter().enumerate() {
         id[at] = HEX[((bits >> (124 - 4 * digit)) & 0xf) as usize];
     }
-    String::from_utf8(id.to_vec()).expect("hex digits and dashes are ASCII")
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]
@@ -39,7 +42,9 @@ mod tests {
 
     #[test]
     fn a_new_id_is_a_version_4_uuid() {
-        let ids: Vec<String> = (0..200).map(|_| new()).collect();
+        let ids: Vec<String> = (0..200)
+            .map(|_| new().to_str().unwrap().to_owned())
+            .collect();
         for id in &ids {
             let bytes = id.as_bytes();
             assert_eq!(bytes.len(), 36, "{id}");
