@@ -100,9 +100,10 @@ fn scan(
 ) -> usize {
     let mut start = 0;
     let mut search = resume;
-    while let Some((end, len)) = boundary(&bytes[search..], crlf) {
+    while let Some((end, len, one_line)) = boundary(&bytes[search..], crlf) {
         let end = search + end;
-        let event = parse(&bytes[start..end], crlf);
+        // A single line only when the search began at the event's start.
+        let event = parse(&bytes[start..end], crlf, one_line && search == start);
         start = end + len;
         each(&event, start);
         search = start;
@@ -110,8 +111,9 @@ fn scan(
     start
 }
 
-/// The end of the first event in `bytes` and the length of the blank line that ends it.
-fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize)> {
+/// The end of the first event in `bytes`, the length of the blank line that ends it, and
+/// whether what comes before it is known to be one line (no line end at all).
+fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize, bool)> {
     if !crlf {
         // A line end followed by another. Not `memmem::find`: it builds a searcher per call, and
         // most events are one line, so the first `\n` found is usually the boundary.
@@ -119,7 +121,7 @@ fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize)> {
         while let Some(offset) = memchr::memchr(b'\n', &bytes[i..]) {
             let at = i + offset;
             if bytes.get(at + 1) == Some(&b'\n') {
-                return Some((at, 2));
+                return Some((at, 2, i == 0));
             }
             i = at + 1;
         }
@@ -136,17 +138,19 @@ fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize)> {
             _ => None,
         };
         if let Some(len) = len {
-            return Some((at, len));
+            return Some((at, len, false));
         }
         i = at + 1;
     }
     None
 }
 
-fn parse(block: &[u8], crlf: bool) -> Event<'_> {
+/// The event `block` (without the blank line that ends it); `one_line` when the boundary search
+/// already found no line end in it.
+fn parse(block: &[u8], crlf: bool, one_line: bool) -> Event<'_> {
     // Most events are one `data: ` line: read without splitting lines.
     if let Some(value) = block.strip_prefix(b"data: ")
-        && memchr::memchr2(b'\n', b'\r', value).is_none()
+        && (one_line || memchr::memchr2(b'\n', b'\r', value).is_none())
         && let Ok(value) = std::str::from_utf8(value)
     {
         return Event {
@@ -211,7 +215,19 @@ mod tests {
             b": comment",
         ] {
             for crlf in [false, true] {
-                assert_eq!(parse(block, crlf), parse_lines(block, crlf), "{block:?}");
+                assert_eq!(
+                    parse(block, crlf, false),
+                    parse_lines(block, crlf),
+                    "{block:?}"
+                );
+            }
+            // What the boundary search says of a block without a line end changes nothing.
+            if !block.contains(&b'\n') && !block.contains(&b'\r') {
+                assert_eq!(
+                    parse(block, false, true),
+                    parse_lines(block, false),
+                    "{block:?}"
+                );
             }
         }
     }

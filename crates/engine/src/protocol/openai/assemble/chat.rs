@@ -352,7 +352,15 @@ impl crate::protocol::Assemble for Assembler {
     }
 
     fn finish(self: Box<Self>) -> bytes::Bytes {
-        self.answer().to_bytes()
+        let text = (self.choices.iter())
+            .map(|c| {
+                let kept = [&c.role, &c.content, &c.refusal];
+                let kept: usize = kept.iter().map(|t| t.as_ref().map_or(0, String::len)).sum();
+                let calls: usize = (c.tool_calls.iter()).map(|t| t.arguments.len() + 128).sum();
+                kept + calls + 160
+            })
+            .sum();
+        self.answer().to_bytes(text)
     }
 }
 

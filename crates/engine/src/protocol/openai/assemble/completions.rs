@@ -92,7 +92,8 @@ impl crate::protocol::Assemble for CompletionAssembler {
     }
 
     fn finish(self: Box<Self>) -> bytes::Bytes {
-        self.answer().to_bytes()
+        let text = (self.choices.iter()).map(|c| c.text.len() + 96).sum();
+        self.answer().to_bytes(text)
     }
 }
 
