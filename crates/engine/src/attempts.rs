@@ -96,9 +96,7 @@ impl<'a> Attempts<'a> {
             // The first attempt may be hedged once: after the threshold without a first token,
             // a second attempt starts on another upstream and the first to commit wins.
             let tried = match self.hedge_threshold(n) {
-                // Boxed: a hedged pair holds two attempts at once, and every call's future
-                // would otherwise keep (and copy) room for both.
-                Some(after) => Box::pin(self.hedged(pick, after, n)).await,
+                Some(after) => self.hedged(pick, after, n).await,
                 None => vec![(pick, one(call, pick, n).await)],
             };
             match self.settle(tried) {
