@@ -460,6 +460,15 @@ pub(crate) fn read_fields<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, Ba
     })
 }
 
+/// An event's data without the whitespace around it. Nearly every chunk is a bare object: only
+/// another takes `trim`'s walk from both ends (Unicode whitespace, as before).
+pub(crate) fn trimmed(data: &str) -> &str {
+    match data.as_bytes() {
+        [b'{', .., b'}'] => data,
+        _ => data.trim(),
+    }
+}
+
 /// The `model` a body names, and where its value (with quotes) sits in `body`.
 pub(crate) fn model_and_span(
     raw: Option<&RawValue>,

@@ -50,7 +50,7 @@ pub fn classify(event: &Event<'_>) -> Signal {
     let Some(data) = event.data.as_deref() else {
         return Signal::Nothing;
     };
-    let data = data.trim();
+    let data = crate::protocol::trimmed(data);
     if data.is_empty() {
         return Signal::Nothing;
     }

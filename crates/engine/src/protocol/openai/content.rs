@@ -122,7 +122,7 @@ impl crate::protocol::Classify for ChatClassifier {
         let Some(data) = event.data.as_deref() else {
             return Signal::Nothing;
         };
-        let data = data.trim();
+        let data = crate::protocol::trimmed(data);
         if let Some(choice) = self.memo.recall(data, Kept::ALL) {
             return choice.signal();
         }
@@ -142,7 +142,7 @@ pub fn classify(endpoint: Endpoint, event: &Event<'_>) -> Signal {
     let Some(data) = event.data.as_deref() else {
         return Signal::Nothing;
     };
-    let data = data.trim();
+    let data = crate::protocol::trimmed(data);
     if data == "[DONE]" {
         return Signal::End;
     }

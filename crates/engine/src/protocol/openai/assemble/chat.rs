@@ -149,11 +149,7 @@ impl Assembler {
     /// Adds the JSON data of one chunk and says what it means: what `content::classify` says of
     /// it, from one parse where classifying and then assembling took two.
     pub fn push_classified(&mut self, data: &str) -> Signal {
-        // Nearly every chunk is a bare object; only another needs `trim`'s walk from both ends.
-        let data = match data.as_bytes() {
-            [b'{', .., b'}'] => data,
-            _ => data.trim(),
-        };
+        let data = crate::protocol::trimmed(data);
         if data == "[DONE]" {
             return Signal::End;
         }
