@@ -509,6 +509,8 @@ def protection_costs(args, targets, ports):
     zero_port = free_port()
     zero_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
     zero_env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{ports['b']}/v1"
+    # Its own data directory, emptied first: nothing a past run stored carries into this one.
+    shutil.rmtree(OUT / "zero-data", ignore_errors=True)
     zero_env["HOURGLASS_DATA_DIR"] = str(OUT / "zero-data")
     try:
         zero = Service("hourglass-zero", [str(HOURGLASS), "serve", "--listen", f"127.0.0.1:{zero_port}"],
