@@ -612,16 +612,18 @@ fn upstream_of(
             ),
         })?,
     };
-    let source = if raw.api_key_env.is_some() {
-        "api_key_env"
-    } else {
-        "api_key_file"
-    };
     let key_value = key_value(
         key_header,
         api_key.as_ref(),
         api_key_from.as_deref().unwrap_or("its source"),
-        || (check.origin.to_owned(), format!("{key}.{source}")),
+        || {
+            let source = if raw.api_key_env.is_some() {
+                "api_key_env"
+            } else {
+                "api_key_file"
+            };
+            (check.origin.to_owned(), format!("{key}.{source}"))
+        },
     )?;
     let http = match raw.http.as_deref() {
         None => HttpVersion::Auto,
@@ -1182,9 +1184,8 @@ pub(crate) fn from_env(
     )))
 }
 
-/// Why an upstream's key from `from` (`$VAR` or `file PATH`) cannot be sent; never the key.
-/// `key` (read from `from`) as the value of `header`, built once at load; an error at `at()`
-/// (origin, key path) when no header can carry it, which never shows the key.
+/// `key` (read from `from`: `$VAR` or `file PATH`) as the value of `header`, built once at load;
+/// an error at `at()` (origin, key path) when no header can carry it, which never shows the key.
 fn key_value(
     header: KeyHeader,
     key: Option<&Secret>,
