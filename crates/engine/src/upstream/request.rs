@@ -69,30 +69,10 @@ pub fn build(
     ),
     FailureKind,
 > {
-    let prefix = upstream.base_url.path().trim_end_matches('/');
-    // Over HTTP/2 the URI is absolute. Pushed into a string of its exact size, not `format!`ed:
-    // this is on every attempt's path, and the URI keeps the string's buffer.
-    let origin = match (
-        h2,
-        upstream.base_url.scheme_str(),
-        upstream.base_url.authority(),
-    ) {
-        (true, Some(scheme), Some(authority)) => Some((scheme, authority.as_str())),
-        _ => None,
-    };
-    let origin_len = origin.map_or(0, |(scheme, authority)| scheme.len() + 3 + authority.len());
-    let mut uri = String::with_capacity(origin_len + prefix.len() + request.path.len());
-    if let Some((scheme, authority)) = origin {
-        uri.push_str(scheme);
-        uri.push_str("://");
-        uri.push_str(authority);
-    }
-    uri.push_str(prefix);
-    uri.push_str(&request.path);
     let (body, written) = RequestBody::new(body);
     let mut builder = http::Request::builder()
         .method(request.method.clone())
-        .uri(uri);
+        .uri(uri_of(upstream, &request.path, h2));
     let headers = builder.headers_mut().expect("a fresh builder has headers");
     // Room for every header at once, the ones added below and hyper's `content-length`
     // included: growing the map on the way reallocated it on every call.
@@ -142,6 +122,31 @@ pub fn build(
         .body(body)
         .map_err(|e| FailureKind::Malformed(format!("cannot build the upstream request: {e}")))?;
     Ok((request, written))
+}
+
+/// The URI of `path` on `upstream`: absolute over HTTP/2 (`h2`), else the path alone. Pushed into
+/// a string of its exact size, not `format!`ed: this is on every attempt's path, and the URI
+/// keeps the string's buffer.
+fn uri_of(upstream: &Upstream, path: &str, h2: bool) -> String {
+    let prefix = upstream.base_url.path().trim_end_matches('/');
+    let origin = match (
+        h2,
+        upstream.base_url.scheme_str(),
+        upstream.base_url.authority(),
+    ) {
+        (true, Some(scheme), Some(authority)) => Some((scheme, authority.as_str())),
+        _ => None,
+    };
+    let origin_len = origin.map_or(0, |(scheme, authority)| scheme.len() + 3 + authority.len());
+    let mut uri = String::with_capacity(origin_len + prefix.len() + path.len());
+    if let Some((scheme, authority)) = origin {
+        uri.push_str(scheme);
+        uri.push_str("://");
+        uri.push_str(authority);
+    }
+    uri.push_str(prefix);
+    uri.push_str(path);
+    uri
 }
 
 /// Whether a client's header carries an API key: dropped when the upstream has its own, so a
