@@ -84,7 +84,7 @@ impl TestPostgres {
             );
             std::os::unix::fs::chown(&dir, Some(uid), None).unwrap();
         }
-        let server = TestPostgres {
+        let mut server = TestPostgres {
             bin,
             dir,
             port: free_port(),
@@ -107,17 +107,32 @@ impl TestPostgres {
         );
         assert!(out.status.success(), "initdb failed: {}", text(&out));
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nfull_page_writes = off\nmax_connections = 300\n",
-            server.port,
             server.dir.display()
         );
-        let conf_path = data.join("postgresql.auto.conf");
+        server.append_conf(&conf);
+        // The free port was free when it was picked; another test's connection may take it as
+        // its own end before the server binds it. Then another port is tried.
+        for _ in 0..5 {
+            server.append_conf(&format!("port = {}\n", server.port));
+            match server.try_resume() {
+                Err(log) if log.contains("could not bind") => server.port = free_port(),
+                started => {
+                    started.unwrap_or_else(|e| panic!("{e}"));
+                    return server;
+                }
+            }
+        }
+        panic!("PostgreSQL found no free loopback port in five tries");
+    }
+
+    /// Adds `conf` to the cluster's configuration (a later setting wins).
+    fn append_conf(&self, conf: &str) {
+        let conf_path = self.data().join("postgresql.auto.conf");
         let mut existing = std::fs::read_to_string(&conf_path).unwrap_or_default();
-        existing.push_str(&conf);
+        existing.push_str(conf);
         std::fs::write(&conf_path, existing).unwrap();
-        server.resume();
-        server
     }
 
     fn data(&self) -> PathBuf {
@@ -177,14 +192,24 @@ impl TestPostgres {
 
     /// Starts it again (or the first time), waiting until it takes connections.
     pub fn resume(&self) {
+        self.try_resume().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`TestPostgres::resume`], or what `pg_ctl` and the server's log said.
+    fn try_resume(&self) -> Result<(), String> {
         let log = self.dir.join("server.log");
+        // Only what this start wrote: the log grows across restarts.
+        let written_before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let out = self.pg_ctl(&["start", "-w", "-t", "60", "-l", log.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
+        if out.status.success() {
+            return Ok(());
+        }
+        let log = std::fs::read(&log).unwrap_or_default();
+        Err(format!(
             "pg_ctl start: {}\n{}",
             text(&out),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+            String::from_utf8_lossy(log.get(written_before..).unwrap_or_default())
+        ))
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
