@@ -28,15 +28,44 @@ fn measure(name: &str, iterations: u64, mut f: impl FnMut()) {
     println!("{name:<58} {per:>10.1} ns/op");
 }
 
-fn main() {
+/// A 20-chunk chat stream; `padded` adds the random `obfuscation` field OpenAI ends each chunk
+/// with.
+fn chat_stream(padded: bool) -> Vec<u8> {
     let mut stream = Vec::new();
     stream.extend_from_slice(br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#);
     stream.extend_from_slice(b"\n\n");
     for i in 0..20 {
-        stream.extend_from_slice(format!(r#"data: {{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}]}}"#).as_bytes());
+        let padding = match padded {
+            true => format!(r#","obfuscation":"{}""#, &"pQ8xZ2mW4kR7"[..4 + i % 8]),
+            false => String::new(),
+        };
+        stream.extend_from_slice(format!(r#"data: {{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"tok{i} "}},"finish_reason":null}}]{padding}}}"#).as_bytes());
         stream.extend_from_slice(b"\n\n");
     }
     stream.extend_from_slice(b"data: [DONE]\n\n");
+    stream
+}
+
+/// Classifies and assembles `stream` as a whole answer, one parse per chunk.
+fn assemble(stream: &[u8]) {
+    let mut scanner = Scanner::new();
+    let mut assembler = Endpoint::Chat.protocol().assembler(Endpoint::Chat);
+    let mut content = 0;
+    scanner
+        .push(black_box(stream), |event| {
+            let data = event.data.as_deref().unwrap();
+            if assembler.push_classified(data) == Some(Signal::Content) {
+                content += 1;
+            }
+        })
+        .unwrap();
+    assert_eq!(content, 20);
+    black_box(assembler.finish());
+}
+
+fn main() {
+    let stream = chat_stream(false);
+    let padded = chat_stream(true);
     measure(
         "sse: scan + classify a 20-chunk chat stream (22 events)",
         20_000,
@@ -74,21 +103,12 @@ fn main() {
     measure(
         "assemble: classify and assemble a whole chat answer, one parse",
         20_000,
-        || {
-            let mut scanner = Scanner::new();
-            let mut assembler = Endpoint::Chat.protocol().assembler(Endpoint::Chat);
-            let mut content = 0;
-            scanner
-                .push(black_box(&stream), |event| {
-                    let data = event.data.as_deref().unwrap();
-                    if assembler.push_classified(data) == Some(Signal::Content) {
-                        content += 1;
-                    }
-                })
-                .unwrap();
-            assert_eq!(content, 20);
-            black_box(assembler.finish());
-        },
+        || assemble(&stream),
+    );
+    measure(
+        "assemble: the same, each chunk padded as OpenAI pads it",
+        20_000,
+        || assemble(&padded),
     );
     measure(
         "assemble: the same, every chunk through serde (no hand scanner)",

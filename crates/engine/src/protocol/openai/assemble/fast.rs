@@ -20,6 +20,9 @@ pub(crate) struct FastChunk<'a> {
     pub choice: Option<TextChunk<'a>>,
     /// A usage that is not `null`, as the upstream wrote it.
     pub usage: Option<Box<RawValue>>,
+    /// Where the `obfuscation` string (quotes included) is in the chunk: OpenAI pads every
+    /// chunk with a random one, so it is the one other part of a text chunk that changes.
+    pub obfuscation_at: Option<(usize, usize)>,
 }
 
 /// Common fields met for the first time (each `None` when absent or already kept).
@@ -45,17 +48,21 @@ pub(crate) struct TextChunk<'a> {
 }
 
 /// The text around the content of the last plain text chunk read. A stream's text chunks are
-/// the same but for their content, so the next one is read by comparing it with these (two
-/// `memcmp`s and the content's string), not by scanning it key by key: the scan of ~20 chunks
-/// was the largest cost of assembling a whole answer.
+/// the same but for their content (and OpenAI's random `obfuscation` padding), so the next one
+/// is read by comparing it with these (`memcmp`s and the changing strings), not by scanning it
+/// key by key: the scan of ~20 chunks was the largest cost of assembling a whole answer.
 ///
 /// Reading by comparison answers exactly what a scan would: the scan of a chunk is decided by
 /// its bytes and by which common fields are kept, and the chunk differs from the remembered one
-/// only inside a complete string literal, read by the same rules the scan reads it by.
+/// only inside complete string literals, read by the same rules the scan reads them by.
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
+    /// The chunk up to its content's string.
     before: String,
+    /// From the content's string to the obfuscation's (or to the end, without one).
     after: String,
+    /// After the obfuscation's string, when the chunk has one after its content.
+    tail: Option<String>,
     index: usize,
     kept: Kept,
 }
@@ -78,7 +85,16 @@ impl Memo {
         self.before.clear();
         self.before.push_str(&data[..start]);
         self.after.clear();
-        self.after.push_str(&data[end..]);
+        match chunk.obfuscation_at {
+            Some((from, to)) if from >= end => {
+                self.after.push_str(&data[end..from]);
+                self.tail = Some(data[to..].to_owned());
+            }
+            _ => {
+                self.after.push_str(&data[end..]);
+                self.tail = None;
+            }
+        }
         self.index = choice.index;
         self.kept = kept;
     }
@@ -89,23 +105,39 @@ impl Memo {
             return None;
         }
         let rest = data.strip_prefix(self.before.as_str())?;
-        let literal = rest.strip_suffix(self.after.as_str())?;
-        if !literal.starts_with('"') {
+        if !rest.starts_with('"') {
             return None;
         }
         let mut s = Scan {
-            text: literal,
+            text: rest,
             at: 0,
-            bytes: literal.as_bytes(),
+            bytes: rest.as_bytes(),
         };
         let content = s.string()?;
+        let literal = s.at;
+        let after = rest[literal..].strip_prefix(self.after.as_str())?;
+        match &self.tail {
+            None if !after.is_empty() => return None,
+            None => {}
+            Some(tail) => {
+                // The padding is read as the scan reads it: a string without escapes.
+                let mut s = Scan {
+                    text: after,
+                    at: 0,
+                    bytes: after.as_bytes(),
+                };
+                if !after.starts_with('"') || s.plain_string().is_none() || &after[s.at..] != tail {
+                    return None;
+                }
+            }
+        }
         let start = self.before.len();
-        (s.at == literal.len()).then_some(TextChunk {
+        Some(TextChunk {
             index: self.index,
             role: None,
             content: Some(content),
             finish_reason: None,
-            content_at: Some((start, start + literal.len())),
+            content_at: Some((start, start + literal)),
         })
     }
 }
@@ -190,7 +222,13 @@ pub(crate) fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
                 Some(())
             }),
             // Fields the assembler does not read at all (serde ignores them too).
-            "object" | "obfuscation" => s.plain_string(),
+            "object" => s.plain_string(),
+            "obfuscation" => {
+                let start = s.at;
+                s.plain_string()?;
+                chunk.obfuscation_at = Some((start, s.at));
+                Some(())
+            }
             "choices" if once(5, &mut seen) => {
                 s.byte(b'[')?;
                 s.space();
@@ -204,6 +242,34 @@ pub(crate) fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
     })?;
     s.end()?;
     seen[5].then_some(chunk)
+}
+
+/// Where the first byte that ends a string's plain run is in `bytes`: a quote, a backslash or a
+/// control character. Eight bytes at a time, as serde_json's own string reader does: a byte-wise
+/// loop was the scanner's largest cost. In each lane mask the lowest flagged byte is a true
+/// match (a borrow can only flag bytes above one), so the lowest of the three is the answer.
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let flagged = |x: u64| -> u64 {
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        (zero(quote) | zero(backslash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH
+    };
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let found = flagged(u64::from_le_bytes(word.try_into().ok()?));
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|p| at + p)
 }
 
 struct Scan<'a> {
@@ -265,7 +331,8 @@ impl<'a> Scan<'a> {
         let start = self.at;
         let mut escaped = false;
         loop {
-            match *self.bytes.get(self.at)? {
+            self.at += string_stop(self.bytes.get(self.at..)?)?;
+            match self.bytes[self.at] {
                 b'"' => {
                     self.at += 1;
                     return Some((&self.text[start..self.at - 1], escaped));
@@ -274,8 +341,7 @@ impl<'a> Scan<'a> {
                     escaped = true;
                     self.at += 2;
                 }
-                0..0x20 => return None,
-                _ => self.at += 1,
+                _ => return None,
             }
         }
     }
@@ -592,6 +658,30 @@ mod tests {
     }
 
     #[test]
+    fn the_word_wise_search_finds_what_a_byte_wise_one_finds() {
+        let stops = [b'"', b'\\', 0, 0x1f, b'\n'];
+        let fillers = [b'a', b' ', 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff, 0x20];
+        for len in 0..=20 {
+            for &filler in &fillers {
+                let mut bytes = vec![filler; len];
+                let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+                assert_eq!(string_stop(&bytes), naive(&bytes));
+                for at in 0..len {
+                    for &stop in &stops {
+                        bytes[at] = stop;
+                        // A second stop later, and a borrow-prone byte before.
+                        if at + 3 < len {
+                            bytes[at + 3] = b'"';
+                        }
+                        assert_eq!(string_stop(&bytes), naive(&bytes), "{bytes:?}");
+                        bytes.fill(filler);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_chunk_read_by_comparison_is_read_as_a_scan_would() {
         let literal = r#""Hel\"lo\n \u00e9""#;
         assert!(TEXT.contains(literal));
@@ -630,5 +720,45 @@ mod tests {
             "other fields kept: scanned"
         );
         assert_eq!(memo.recall(LAST, ALL), None);
+        // OpenAI's padding changes in every chunk: still read by comparison.
+        let padded = next.replace(r#""x1""#, r#""Zq0""#);
+        let read = memo
+            .recall(&padded, ALL)
+            .expect("other padding, read by comparison");
+        assert_eq!(read.content.as_deref(), Some("more"));
+    }
+
+    #[test]
+    fn a_chunk_with_other_padding_is_read_as_a_scan_would() {
+        let padding = r#""x1""#;
+        assert!(TEXT.contains(padding));
+        let others = [
+            r#""x2""#,
+            r#""""#,
+            r#""a\"b""#,
+            r#""\u0041""#,
+            "7",
+            "null",
+            r#""x" "#,
+            r#" "x""#,
+            r#""unterminated"#,
+            r#""x"}"#,
+            r#""x","obfuscation":"y""#,
+            r#""x","usage":{"total_tokens":1}"#,
+            "\"a\tb\"",
+        ];
+        for other in others {
+            let chunk = TEXT.replace(padding, other);
+            let both = chunk.replace("Hel", "Bye");
+            same_as_serde(&[FIRST, TEXT, &chunk, &both, TEXT, LAST]);
+            same_as_serde(&[FIRST, &chunk, TEXT, &both, LAST]);
+        }
+        // Padding before the content is part of what is compared: another one is scanned.
+        let early = r#"{"obfuscation":"p1","choices":[{"index":0,"delta":{"content":"a"}}]}"#;
+        same_as_serde(&[
+            early,
+            &early.replace("p1", "p2"),
+            &early.replace("p1", "p\""),
+        ]);
     }
 }
