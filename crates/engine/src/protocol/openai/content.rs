@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::assemble::fast::{self, Kept, Memo};
+use super::assemble::fast::{Kept, Memo};
 use crate::protocol::{Endpoint, Signal, excerpt};
 use crate::sse::Event;
 
@@ -126,8 +126,7 @@ impl crate::protocol::Classify for ChatClassifier {
         if let Some(choice) = self.memo.recall(data, Kept::ALL) {
             return choice.signal();
         }
-        if let Some(chunk) = fast::chunk(data, Kept::ALL) {
-            self.memo.remember(data, &chunk, Kept::ALL);
+        if let Some(chunk) = self.memo.chunk(data, Kept::ALL) {
             return chunk
                 .choice
                 .as_ref()

@@ -161,8 +161,7 @@ impl Assembler {
             if let Some(choice) = self.memo.recall(data, kept) {
                 return self.add_text(choice);
             }
-            if let Some(chunk) = super::fast::chunk(data, kept) {
-                self.memo.remember(data, &chunk, kept);
+            if let Some(chunk) = self.memo.chunk(data, kept) {
                 self.common.take_first(chunk.first, chunk.usage);
                 return match chunk.choice {
                     Some(choice) => self.add_text(choice),

@@ -23,7 +23,14 @@ pub(crate) struct FastChunk<'a> {
     /// Where the `obfuscation` string (quotes included) is in the chunk: OpenAI pads every
     /// chunk with a random one, so it is the one other part of a text chunk that changes.
     pub obfuscation_at: Option<(usize, usize)>,
+    /// Where the `choices` key starts and which top-level keys came before it, when nothing
+    /// before it was taken: that head is what the next chunks usually repeat byte for byte.
+    head: Option<(usize, Seen)>,
 }
+
+/// Which of the top-level keys a scan has met (`id`, `created`, `model`, `system_fingerprint`,
+/// `service_tier`, `choices`, `usage`): each may come once.
+type Seen = [bool; 7];
 
 /// Common fields met for the first time (each `None` when absent or already kept).
 #[derive(Debug, PartialEq, Default)]
@@ -57,6 +64,11 @@ pub(crate) struct TextChunk<'a> {
 /// only inside complete string literals, read by the same rules the scan reads them by.
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
+    /// The common head of the last chunk scanned (up to its `choices` key), the keys in it and
+    /// what was kept when it was read: a chunk that starts with it is scanned from there.
+    head: String,
+    head_seen: Seen,
+    head_kept: Kept,
     /// The chunk up to its content's string.
     before: String,
     /// From the content's string to the obfuscation's (or to the end, without one).
@@ -68,9 +80,29 @@ pub(crate) struct Memo {
 }
 
 impl Memo {
+    /// The chunk `data` read by the scanner ([`chunk_from`]), from the end of the remembered head
+    /// when it starts with it; what it says is remembered for the next one.
+    pub fn chunk<'a>(&mut self, data: &'a str, kept: Kept) -> Option<FastChunk<'a>> {
+        let resume = (!self.head.is_empty()
+            && self.head_kept == kept
+            && data.starts_with(self.head.as_str()))
+        .then_some((self.head.len(), self.head_seen));
+        let chunk = chunk_from(data, kept, resume)?;
+        if resume.is_none()
+            && let Some((at, seen)) = chunk.head
+        {
+            self.head.clear();
+            self.head.push_str(&data[..at]);
+            self.head_seen = seen;
+            self.head_kept = kept;
+        }
+        self.remember(data, &chunk, kept);
+        Some(chunk)
+    }
+
     /// Remembers `data` if the scanner read it as a text chunk with content and nothing else: no
     /// role, finish reason, usage or newly kept field.
-    pub fn remember(&mut self, data: &str, chunk: &FastChunk<'_>, kept: Kept) {
+    fn remember(&mut self, data: &str, chunk: &FastChunk<'_>, kept: Kept) {
         let Some(choice) = &chunk.choice else { return };
         let Some((start, end)) = choice.content_at else {
             return;
@@ -108,11 +140,7 @@ impl Memo {
         if !rest.starts_with('"') {
             return None;
         }
-        let mut s = Scan {
-            text: rest,
-            at: 0,
-            bytes: rest.as_bytes(),
-        };
+        let mut s = Scan::new(rest);
         let content = s.string()?;
         let literal = s.at;
         let after = rest[literal..].strip_prefix(self.after.as_str())?;
@@ -121,11 +149,7 @@ impl Memo {
             None => {}
             Some(tail) => {
                 // The padding is read as the scan reads it: a string without escapes.
-                let mut s = Scan {
-                    text: after,
-                    at: 0,
-                    bytes: after.as_bytes(),
-                };
+                let mut s = Scan::new(after);
                 if !after.starts_with('"') || s.plain_string().is_none() || &after[s.at..] != tail {
                     return None;
                 }
@@ -177,16 +201,13 @@ impl TextChunk<'_> {
     }
 }
 
-/// The chunk `data` (already trimmed), when it is one of the common shapes.
-pub(crate) fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
-    let mut s = Scan {
-        text: data,
-        at: 0,
-        bytes: data.as_bytes(),
-    };
+/// The chunk `data` (already trimmed), when it is one of the common shapes; scanned from the
+/// end of a remembered head when `head` says where that is and which top-level keys it had.
+fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Option<FastChunk<'a>> {
+    let mut s = Scan::new(data);
     let mut chunk = FastChunk::default();
-    let mut seen = [false; 7];
-    s.object(|s, key| {
+    let mut seen = head.map_or([false; 7], |(_, seen)| seen);
+    let field = |s: &mut Scan<'a>, key: &'a str| {
         let once = |i: usize, seen: &mut [bool; 7]| !std::mem::replace(&mut seen[i], true);
         let first = &mut chunk.first;
         match key {
@@ -230,6 +251,16 @@ pub(crate) fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
                 Some(())
             }
             "choices" if once(5, &mut seen) => {
+                // Everything before this key is a head the next chunk may share: nothing in it
+                // was taken, so the scan's state there is its position and the keys seen.
+                if chunk.first == FirstFields::default()
+                    && chunk.usage.is_none()
+                    && chunk.obfuscation_at.is_none()
+                {
+                    let mut before = seen;
+                    before[5] = false;
+                    chunk.head = Some((s.key_at, before));
+                }
                 s.byte(b'[')?;
                 s.space();
                 if s.bytes.get(s.at) != Some(&b']') {
@@ -239,7 +270,14 @@ pub(crate) fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
             }
             _ => None,
         }
-    })?;
+    };
+    match head {
+        None => s.object(field)?,
+        Some((at, _)) => {
+            s.at = at;
+            s.members(field)?;
+        }
+    }
     s.end()?;
     seen[5].then_some(chunk)
 }
@@ -276,9 +314,20 @@ struct Scan<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
+    /// Where the key being read starts.
+    key_at: usize,
 }
 
 impl<'a> Scan<'a> {
+    fn new(text: &'a str) -> Scan<'a> {
+        Scan {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            key_at: 0,
+        }
+    }
+
     fn space(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
             self.at += 1;
@@ -296,14 +345,20 @@ impl<'a> Scan<'a> {
     }
 
     /// `{ "key": value, … }`, each value read by `field` (which answers `None` to give up).
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn object(&mut self, field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         self.byte(b'{')?;
         self.space();
         if self.bytes.get(self.at) == Some(&b'}') {
             self.at += 1;
             return Some(());
         }
+        self.members(field)
+    }
+
+    /// An object's `"key": value` pairs and its closing brace, from the first key on.
+    fn members(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         loop {
+            self.key_at = self.at;
             let (key, escaped) = self.raw_string()?;
             if escaped {
                 return None;
@@ -530,6 +585,10 @@ mod tests {
     /// Every common field kept (as after FIRST).
     const ALL: Kept = Kept::ALL;
 
+    fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
+        chunk_from(data, kept, None)
+    }
+
     #[test]
     fn the_common_chunks_are_read_by_the_scanner() {
         let all = ALL;
@@ -649,11 +708,17 @@ mod tests {
             r#"[]"#,
             r#"nul"#,
         ];
+        let head = &TEXT[..TEXT.find(r#""choices""#).unwrap()];
         for variant in variants {
             same_as_serde(&[variant]);
             same_as_serde(&[FIRST, variant, LAST]);
             // After a text chunk the scanner remembers: compared, not scanned.
             same_as_serde(&[FIRST, TEXT, variant, TEXT, LAST]);
+            // The text chunk's head and then the variant's keys: scanned from the head's end.
+            if let Some(keys) = variant.trim_start().strip_prefix('{') {
+                let headed = format!("{head}{}", keys.trim_start());
+                same_as_serde(&[FIRST, TEXT, &headed, TEXT, &headed, LAST]);
+            }
         }
     }
 
@@ -726,6 +791,30 @@ mod tests {
             .recall(&padded, ALL)
             .expect("other padding, read by comparison");
         assert_eq!(read.content.as_deref(), Some("more"));
+    }
+
+    #[test]
+    fn a_chunk_with_the_remembered_head_is_scanned_from_its_end() {
+        let mut memo = Memo::default();
+        memo.chunk(FIRST, Kept::default()).expect("the first chunk");
+        assert_eq!(memo.head, "", "a head that gave fields is not remembered");
+        memo.chunk(TEXT, ALL).expect("a text chunk");
+        let head = &TEXT[..TEXT.find(r#""choices""#).unwrap()];
+        assert_eq!(memo.head, head);
+        // The same head, then what the full scan also reads.
+        let last = format!(
+            "{head}{}",
+            r#""choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#
+        );
+        let read = memo.chunk(&last, ALL).expect("read from the head's end");
+        assert_eq!(read.choice.unwrap().finish_reason, Some("stop"));
+        // A key of the head again: refused, as the full scan refuses it.
+        let again = format!("{head}{}", r#""id":"x","choices":[]}"#);
+        assert!(chunk(&again, ALL).is_none());
+        assert!(memo.chunk(&again, ALL).is_none());
+        // Other fields kept: the head is not used (the scan reads what it would take).
+        let first = memo.chunk(&last, Kept::default()).expect("scanned whole");
+        assert_eq!(first.first.id, Some("chatcmpl-1"));
     }
 
     #[test]
