@@ -87,17 +87,20 @@ impl Memo {
             && self.head_kept == kept
             && data.starts_with(self.head.as_str()))
         .then_some((self.head.len(), self.head_seen));
-        let chunk = chunk_from(data, kept, resume)?;
-        if resume.is_none()
-            && let Some((at, seen)) = chunk.head
-        {
-            self.head.clear();
-            self.head.push_str(&data[..at]);
-            self.head_seen = seen;
-            self.head_kept = kept;
+        // Looked at in place, not moved out and back: the chunk is a few hundred bytes.
+        let chunk = chunk_from(data, kept, resume);
+        if let Some(read) = &chunk {
+            if resume.is_none()
+                && let Some((at, seen)) = read.head
+            {
+                self.head.clear();
+                self.head.push_str(&data[..at]);
+                self.head_seen = seen;
+                self.head_kept = kept;
+            }
+            self.remember(data, read, kept);
         }
-        self.remember(data, &chunk, kept);
-        Some(chunk)
+        chunk
     }
 
     /// Remembers `data` if the scanner read it as a text chunk with content and nothing else: no
