@@ -151,7 +151,7 @@ fn parse(block: &[u8], crlf: bool, one_line: bool) -> Event<'_> {
     // Most events are one `data: ` line: read without splitting lines.
     if let Some(value) = block.strip_prefix(b"data: ")
         && (one_line || memchr::memchr2(b'\n', b'\r', value).is_none())
-        && let Ok(value) = std::str::from_utf8(value)
+        && let Ok(value) = simdutf8::basic::from_utf8(value)
     {
         return Event {
             name: None,
