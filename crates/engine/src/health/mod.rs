@@ -320,15 +320,21 @@ impl Health {
     ) -> R {
         let (result, pending) = {
             let mut models = lock(&self.upstreams[upstream].targets);
+            // A known target (nearly every call) is found with one hash of its name.
+            if let Some(entry) = models.get_mut(model) {
+                let result = f(entry);
+                let pending = entry.breaker.take_pending();
+                drop(models);
+                return self.told(now, upstream, model, result, pending);
+            }
             // Clients can send any model name to an upstream serving `*`: past a bound, new
             // names share one entry instead of growing the table without end.
-            let known = models.contains_key(model);
-            let model = if known || models.len() < MAX_MODELS_PER_UPSTREAM {
+            let model = if models.len() < MAX_MODELS_PER_UPSTREAM {
                 model
             } else {
                 OVERFLOW_MODEL
             };
-            if !known && !models.contains_key(model) {
+            if !models.contains_key(model) {
                 models.insert(
                     model.to_owned(),
                     TargetHealth {
@@ -345,7 +351,19 @@ impl Health {
             let result = f(entry);
             (result, entry.breaker.take_pending())
         };
-        // An ejection that ended while the state was read is told here, outside the lock.
+        self.told(now, upstream, model, result, pending)
+    }
+
+    /// `result`, after telling an ejection that ended while the state was read (outside the
+    /// lock).
+    fn told<R>(
+        &self,
+        now: Instant,
+        upstream: usize,
+        model: &str,
+        result: R,
+        pending: Option<breaker::Transition>,
+    ) -> R {
         if let Some(t) = pending {
             self.transition(now, upstream, model, t);
         }
