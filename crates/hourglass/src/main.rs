@@ -151,7 +151,7 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
             .with(
                 tracing_subscriber::fmt::layer()
                     .fmt_fields(log_fields::PlainFields)
-                    .with_timer(log_time::SecondsCached)
+                    .event_format(log_fields::PlainLine::new(log_time::SecondsCached))
                     .with_ansi(colour)
                     .with_writer(writer),
             )
