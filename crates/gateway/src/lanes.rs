@@ -7,14 +7,11 @@
 //! scheduler that task and its data move between cores, and idle workers are woken to steal it.
 //! Measured on the project's 2-core machine, serving this way took a call from 34 to 29 µs of
 //! CPU and let 16-18 % more calls through (docs/benchmarks.md, issue 19's step 9). nginx serves
-//! the same way: one event loop per core, each accepting. On Linux each lane has a listening
-//! socket of its own on the address, in one `SO_REUSEPORT` group, so the kernel gives a new
-//! connection to one lane and wakes no other (on one shared socket it woke every lane, and a new
-//! connection's first call, one at a time, waited on the losers: issue 19's step 15); elsewhere
-//! the lanes share the socket. The price is balance: a connection stays on its lane, so a lane
-//! that accepts while another has fewer open hands it over; otherwise it serves it itself, with
-//! no other thread woken (a hand-over cost a new connection's first call about 0.05 ms one at a
-//! time).
+//! the same way: one event loop per core, each accepting on the same listening socket (the kernel
+//! wakes every lane, one takes the connection). The price is balance: a connection stays on its
+//! lane, so a lane that accepts while another has fewer open hands it over; otherwise it serves
+//! it itself, with no other thread woken (a hand-over cost a new connection's first call about
+//! 0.05 ms one at a time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -93,8 +90,8 @@ pub struct Lanes {
 
 impl Lanes {
     /// Starts `count` serving threads (at least one) for `gateway`, each accepting on its own
-    /// socket on `listener`'s address (see [`lane_listener`]). Fails only when the system cannot
-    /// start a thread or a runtime, or cannot share the listening socket.
+    /// handle on `listener`. Fails only when the system cannot start a thread or a runtime, or
+    /// cannot share the listening socket.
     pub fn start(
         gateway: &Arc<Gateway>,
         count: usize,
@@ -126,7 +123,7 @@ impl Lanes {
                 handed,
                 stop: stopped.clone(),
             };
-            let listener = lane_listener(listener, index)?;
+            let listener = listener.try_clone()?;
             let mut released = released.clone();
             std::thread::Builder::new()
                 .name(format!("hourglass-lane-{index}"))
@@ -178,48 +175,6 @@ impl Lanes {
     }
 }
 
-/// The socket lane `index` accepts on. The first lane takes a handle on `listener` itself; on
-/// Linux each other lane gets a socket of its own bound to the same address in an `SO_REUSEPORT`
-/// group with it, so that the kernel hands each new connection to one lane instead of waking
-/// them all. `listener` was bound without the option, so a second gateway started on the same
-/// address is still refused (`address in use`); the option is set on it only now, which Linux
-/// honours for the sockets bound after. Where a socket of its own cannot be made, the lane shares
-/// `listener`.
-fn lane_listener(
-    listener: &std::net::TcpListener,
-    index: usize,
-) -> std::io::Result<std::net::TcpListener> {
-    #[cfg(target_os = "linux")]
-    if index > 0 {
-        match reuse_port_twin(listener) {
-            Ok(own) => return Ok(own),
-            Err(error) => tracing::debug!(%error, "a serving thread shares the listening socket"),
-        }
-    }
-    let _ = index;
-    listener.try_clone()
-}
-
-/// A listening socket on `listener`'s address in one `SO_REUSEPORT` group with it.
-#[cfg(target_os = "linux")]
-fn reuse_port_twin(listener: &std::net::TcpListener) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, SockRef, Socket, Type};
-    let original = SockRef::from(listener);
-    original.set_reuse_port(true)?;
-    let address = listener.local_addr()?;
-    let twin = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
-    if address.is_ipv6() {
-        twin.set_only_v6(original.only_v6()?)?;
-    }
-    twin.set_reuse_address(true)?;
-    twin.set_reuse_port(true)?;
-    twin.bind(&address.into())?;
-    // What tokio's own `bind` asks for.
-    twin.listen(1024)?;
-    twin.set_nonblocking(true)?;
-    Ok(twin.into())
-}
-
 /// One lane, as its own thread runs it.
 struct LaneRun {
     gateway: Arc<Gateway>,
@@ -231,8 +186,8 @@ struct LaneRun {
 }
 
 impl LaneRun {
-    /// Accepts on `listener` (each lane on its own, see [`lane_listener`]) and serves what it
-    /// accepts or is handed until told to stop, then drains.
+    /// Accepts on `listener` (as every lane does: the kernel wakes them all, and one takes the
+    /// connection) and serves what it accepts or is handed until told to stop, then drains.
     async fn run(mut self, listener: std::net::TcpListener) {
         let gateway = self.gateway.clone();
         let graceful = GracefulShutdown::new();
@@ -457,38 +412,6 @@ mod tests {
         assert_eq!(lane_for(&[1, 0], 0), 1, "to the one with fewer");
         assert_eq!(lane_for(&[4, 2, 1], 1), 2);
         assert_eq!(lane_for(&[0], 0), 0);
-    }
-
-    /// Each lane past the first listens on a socket of its own, and the kernel spreads new
-    /// connections over them; a second server on the address is still refused.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn lanes_past_the_first_listen_on_sockets_of_their_own() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let address = listener.local_addr().unwrap();
-        let own = lane_listener(&listener, 1).unwrap();
-        assert_eq!(own.local_addr().unwrap(), address);
-        let refused = std::net::TcpListener::bind(address).map(|_| ());
-        assert_eq!(
-            refused.map_err(|e| e.kind()),
-            Err(std::io::ErrorKind::AddrInUse),
-            "another server on the same address"
-        );
-        let clients: Vec<_> = (0..40)
-            .map(|_| std::net::TcpStream::connect(address).unwrap())
-            .collect();
-        let accepted =
-            |socket: &std::net::TcpListener| std::iter::from_fn(|| socket.accept().ok()).count();
-        // On loopback a connection is in its listener's queue once `connect` has returned.
-        own.set_nonblocking(true).unwrap();
-        let (first, second) = (accepted(&listener), accepted(&own));
-        assert_eq!(first + second, clients.len());
-        // By a hash of each connection's addresses: all 40 on one socket is a 2^-39 chance.
-        assert!(first > 0 && second > 0, "spread: {first} and {second}");
-        // The first lane takes a handle on the socket itself.
-        let same = lane_listener(&listener, 0).unwrap();
-        assert_eq!(same.local_addr().unwrap(), address);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,8 +47,7 @@ pub(crate) fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: 
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight calls finish within the
 /// grace period. Connections are accepted and served on `server.threads` threads (`lanes`; by
-/// default one per CPU the process may use), each accepting on a socket of its own on the same
-/// address (Linux) or on the same socket.
+/// default one per CPU the process may use), each accepting on the same listening socket.
 /// Returns how many connections were still open when the grace period ended, or why the serving
 /// threads could not start (the system refused a thread, a runtime, or a handle on the socket).
 pub async fn serve(
