@@ -335,8 +335,6 @@ struct FunctionOut<'a> {
     arguments: &'a str,
 }
 
-impl Assembler {}
-
 impl crate::protocol::Assemble for Assembler {
     fn push(&mut self, data: &str) -> Result<(), String> {
         Assembler::push(self, data)
