@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The server ended before it answered.
+struct Exited;
+
 /// A test Redis server.
 pub struct TestRedis {
     port: u16,
@@ -22,17 +25,24 @@ impl Drop for TestRedis {
 impl TestRedis {
     /// A new server, started and answering.
     pub fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = TestRedis {
-            port,
-            child: Mutex::new(None),
-        };
-        server.resume();
-        server
+        // The free port was free when it was picked; another test's connection may take it as
+        // its own end before the server binds it, and then the server exits: another port.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let server = TestRedis {
+                port,
+                child: Mutex::new(None),
+            };
+            match server.try_resume() {
+                Err(Exited) => continue,
+                Ok(()) => return server,
+            }
+        }
+        panic!("redis-server found no free loopback port in five tries");
     }
 
     /// Its URL.
@@ -55,6 +65,14 @@ impl TestRedis {
 
     /// Starts it (again) on its port, waiting until it answers.
     pub fn resume(&self) {
+        if self.try_resume().is_err() {
+            panic!("redis-server on port {} exited at once", self.port);
+        }
+    }
+
+    /// [`TestRedis::resume`], or `Exited` when the server ended before it answered (as it does
+    /// when its port is taken).
+    fn try_resume(&self) -> Result<(), Exited> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
@@ -69,8 +87,16 @@ impl TestRedis {
         *self.child.lock().unwrap() = Some(child);
         for _ in 0..200 {
             if self.ping() {
-                return;
+                return Ok(());
             }
+            let mut child = self.child.lock().unwrap();
+            if let Some(running) = child.as_mut()
+                && running.try_wait().is_ok_and(|status| status.is_some())
+            {
+                *child = None;
+                return Err(Exited);
+            }
+            drop(child);
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!(
@@ -98,5 +124,23 @@ impl TestRedis {
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).ok()?;
         Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server whose port is taken exits at once, and is told apart from one that answers.
+    #[test]
+    fn a_server_on_a_taken_port_is_seen_to_exit() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let blocked = TestRedis {
+            port: taken.local_addr().unwrap().port(),
+            child: Mutex::new(None),
+        };
+        assert!(matches!(blocked.try_resume(), Err(Exited)));
+        let server = TestRedis::start();
+        assert!(server.ping());
     }
 }
