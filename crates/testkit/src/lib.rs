@@ -1,8 +1,7 @@
 //! What tests across the workspace need to stand up real things: simulated upstreams, a
-//! PostgreSQL server from
-//! Debian's packages started in a directory of its own on a loopback port (`postgres`), an
-//! `hourglass serve` process killed by its own PID (`serve`), and one HTTP/1.1 exchange at a time
-//! over a plain socket (`http`). Only tests depend on it.
+//! PostgreSQL server and a Redis server from Debian's packages on loopback ports (`postgres`,
+//! `redis`), an `hourglass serve` process killed by its own PID (`serve`), and one HTTP/1.1
+//! exchange at a time over a plain socket (`http`). Only tests depend on it.
 
 // A kit for tests: it panics with a clear message on what a test does not expect, and its
 // helpers wait on the test's own thread (no runtime worker is blocked).
@@ -17,6 +16,13 @@ pub mod jobs; // submitting a chat job and looking at it while it runs
 pub mod postgres; // a throwaway PostgreSQL cluster on loopback
 pub mod redis; // a throwaway Redis server on loopback
 pub mod serve; // `hourglass serve` as a child process
+
+/// A loopback port that was free a moment ago (the listener that found it is closed): a server
+/// started on it can still find it taken, so `postgres` and `redis` try another then.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
 
 /// A simulated upstream named `name` (what a fault's `upstream=` matches) on a loopback port,
 /// run by `runtime`.

@@ -55,11 +55,6 @@ fn bin_dir() -> PathBuf {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 impl TestPostgres {
     /// A new cluster, started.
     pub fn start() -> TestPostgres {
@@ -87,7 +82,7 @@ impl TestPostgres {
         let mut server = TestPostgres {
             bin,
             dir,
-            port: free_port(),
+            port: crate::free_port(),
             as_postgres,
         };
         let data = server.data();
@@ -117,7 +112,7 @@ impl TestPostgres {
         for _ in 0..5 {
             server.append_conf(&format!("port = {}\n", server.port));
             match server.try_resume() {
-                Err(log) if log.contains("could not bind") => server.port = free_port(),
+                Err(log) if log.contains("could not bind") => server.port = crate::free_port(),
                 started => {
                     started.unwrap_or_else(|e| panic!("{e}"));
                     return server;

@@ -28,13 +28,8 @@ impl TestRedis {
         // The free port was free when it was picked; another test's connection may take it as
         // its own end before the server binds it, and then the server exits: another port.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
             let server = TestRedis {
-                port,
+                port: crate::free_port(),
                 child: Mutex::new(None),
             };
             match server.try_resume() {
