@@ -23,9 +23,10 @@ pub(crate) struct FastChunk<'a> {
     /// Where the `obfuscation` string (quotes included) is in the chunk: OpenAI pads every
     /// chunk with a random one, so it is the one other part of a text chunk that changes.
     pub obfuscation_at: Option<(usize, usize)>,
-    /// Where the `choices` key starts and which top-level keys came before it, when nothing
-    /// before it was taken: that head is what the next chunks usually repeat byte for byte.
-    head: Option<(usize, Seen)>,
+    /// Where the `choices` key starts, which top-level keys came before it and which common
+    /// fields were taken there (when no usage or padding came before it): that head is what the
+    /// next chunks usually repeat byte for byte.
+    head: Option<(usize, Seen, Kept)>,
 }
 
 /// Which of the top-level keys a scan has met (`id`, `created`, `model`, `system_fingerprint`,
@@ -40,6 +41,19 @@ pub(crate) struct FirstFields<'a> {
     pub model: Option<Value>,
     pub system_fingerprint: Option<Value>,
     pub service_tier: Option<Value>,
+}
+
+impl FirstFields<'_> {
+    /// Which fields these are.
+    fn taken(&self) -> Kept {
+        Kept {
+            id: self.id.is_some(),
+            created: self.created.is_some(),
+            model: self.model.is_some(),
+            system_fingerprint: self.system_fingerprint.is_some(),
+            service_tier: self.service_tier.is_some(),
+        }
+    }
 }
 
 /// The one choice of a chunk: its text, role and finish reason.
@@ -65,7 +79,7 @@ pub(crate) struct TextChunk<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
     /// The common head of the last chunk scanned (up to its `choices` key), the keys in it and
-    /// what was kept when it was read: a chunk that starts with it is scanned from there.
+    /// what is kept once it has been read: a chunk that starts with it is scanned from there.
     head: String,
     head_seen: Seen,
     head_kept: Kept,
@@ -91,12 +105,14 @@ impl Memo {
         let chunk = chunk_from(data, kept, resume);
         if let Some(read) = &chunk {
             if resume.is_none()
-                && let Some((at, seen)) = read.head
+                && let Some((at, seen, taken)) = read.head
             {
+                // What the head gave is kept from now on, so read again with it kept, the head
+                // gives nothing: the first chunk's head serves the second, whose would too.
                 self.head.clear();
                 self.head.push_str(&data[..at]);
                 self.head_seen = seen;
-                self.head_kept = kept;
+                self.head_kept = kept.with(taken);
             }
             self.remember(data, read, kept);
         }
@@ -140,12 +156,15 @@ impl Memo {
             return None;
         }
         let rest = data.strip_prefix(self.before.as_str())?;
-        if !rest.starts_with('"') {
-            return None;
-        }
-        let mut s = Scan::new(rest);
-        let content = s.string()?;
-        let literal = s.at;
+        let text = rest.strip_prefix('"')?;
+        // The common content, a plain run up to its closing quote, is found by one search.
+        let (content, literal) = match string_stop(text.as_bytes()) {
+            Some(end) if text.as_bytes()[end] == b'"' => (Cow::Borrowed(&text[..end]), end + 2),
+            _ => {
+                let mut s = Scan::new(rest);
+                (s.string()?, s.at)
+            }
+        };
         let after = rest[literal..].strip_prefix(self.after.as_str())?;
         match &self.tail {
             None if !after.is_empty() => return None,
@@ -180,6 +199,17 @@ pub(crate) struct Kept {
 }
 
 impl Kept {
+    /// These fields and `taken`'s.
+    fn with(self, taken: Kept) -> Kept {
+        Kept {
+            id: self.id || taken.id,
+            created: self.created || taken.created,
+            model: self.model || taken.model,
+            system_fingerprint: self.system_fingerprint || taken.system_fingerprint,
+            service_tier: self.service_tier || taken.service_tier,
+        }
+    }
+
     /// Every common field skipped: what a reader that keeps none of them (the classifier) uses.
     pub const ALL: Kept = Kept {
         id: true,
@@ -254,15 +284,12 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
                 Some(())
             }
             "choices" if once(5, &mut seen) => {
-                // Everything before this key is a head the next chunk may share: nothing in it
-                // was taken, so the scan's state there is its position and the keys seen.
-                if chunk.first == FirstFields::default()
-                    && chunk.usage.is_none()
-                    && chunk.obfuscation_at.is_none()
-                {
+                // Everything before this key is a head the next chunk may share: the scan's
+                // state there is its position, the keys seen and the common fields taken.
+                if chunk.usage.is_none() && chunk.obfuscation_at.is_none() {
                     let mut before = seen;
                     before[5] = false;
-                    chunk.head = Some((s.key_at, before));
+                    chunk.head = Some((s.key_at, before, chunk.first.taken()));
                 }
                 s.byte(b'[')?;
                 s.space();
@@ -289,7 +316,7 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
 /// control character. Eight bytes at a time, as serde_json's own string reader does: a byte-wise
 /// loop was the scanner's largest cost. In each lane mask the lowest flagged byte is a true
 /// match (a borrow can only flag bytes above one), so the lowest of the three is the answer.
-fn string_stop(bytes: &[u8]) -> Option<usize> {
+pub(super) fn string_stop(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
     let flagged = |x: u64| -> u64 {
@@ -799,11 +826,29 @@ mod tests {
     #[test]
     fn a_chunk_with_the_remembered_head_is_scanned_from_its_end() {
         let mut memo = Memo::default();
-        memo.chunk(FIRST, Kept::default()).expect("the first chunk");
-        assert_eq!(memo.head, "", "a head that gave fields is not remembered");
-        memo.chunk(TEXT, ALL).expect("a text chunk");
+        let first = memo.chunk(FIRST, Kept::default()).expect("the first chunk");
+        assert_eq!(first.first.model, Some(Value::from("gpt-4o-mini")));
+        // Remembered with what it gave kept: read again so, it gives nothing.
         let head = &TEXT[..TEXT.find(r#""choices""#).unwrap()];
         assert_eq!(memo.head, head);
+        assert_eq!(memo.head_kept, ALL);
+        let text = memo
+            .chunk(TEXT, ALL)
+            .expect("a text chunk, read from the head's end");
+        assert_eq!(text.first, FirstFields::default());
+        assert_eq!(
+            text.choice.unwrap().content.as_deref(),
+            Some("Hel\"lo\n \u{e9}")
+        );
+        // Fewer fields kept than the head would leave: scanned whole, and the head kept as it was.
+        let partly = Kept {
+            id: true,
+            ..Kept::default()
+        };
+        let whole = memo.chunk(TEXT, partly).expect("scanned whole");
+        assert_eq!(whole.first.model, Some(Value::from("gpt-4o-mini")));
+        assert_eq!(whole.first.id, None);
+        assert_eq!(memo.head_kept, ALL);
         // The same head, then what the full scan also reads.
         let last = format!(
             "{head}{}",
