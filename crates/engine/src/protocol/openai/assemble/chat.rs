@@ -335,6 +335,48 @@ struct FunctionOut<'a> {
     arguments: &'a str,
 }
 
+impl super::WriteChoices for Vec<ChoiceOut<'_>> {
+    fn write(&self, out: &mut super::JsonOut) {
+        for (i, choice) in self.iter().enumerate() {
+            out.raw(if i == 0 {
+                "{\"index\":"
+            } else {
+                ",{\"index\":"
+            });
+            out.number(choice.index);
+            let message = &choice.message;
+            out.raw(",\"message\":{\"role\":");
+            out.string(message.role);
+            out.raw(",\"content\":");
+            out.option_string(message.content);
+            out.raw(",\"refusal\":");
+            out.option_string(message.refusal);
+            out.raw(",\"annotations\":[]");
+            for (j, call) in message.tool_calls.iter().enumerate() {
+                out.raw(if j == 0 {
+                    ",\"tool_calls\":[{\"id\":"
+                } else {
+                    ",{\"id\":"
+                });
+                out.option_string(call.id);
+                out.raw(",\"type\":");
+                out.string(call.kind);
+                out.raw(",\"function\":{\"name\":");
+                out.option_string(call.function.name);
+                out.raw(",\"arguments\":");
+                out.string(call.function.arguments);
+                out.raw("}}");
+            }
+            if !message.tool_calls.is_empty() {
+                out.raw("]");
+            }
+            out.raw("},\"logprobs\":null,\"finish_reason\":");
+            out.value(choice.finish_reason);
+            out.raw("}");
+        }
+    }
+}
+
 impl crate::protocol::Assemble for Assembler {
     fn push(&mut self, data: &str) -> Result<(), String> {
         Assembler::push(self, data)
@@ -442,5 +484,40 @@ mod tests {
                 .push(r#"{"choices":[{"index":100000}]}"#)
                 .is_err()
         );
+    }
+
+    /// The answer written by hand is byte for byte serde's, whatever the chunks held.
+    #[test]
+    fn the_hand_written_answer_is_serdes() {
+        let streams: &[&[&str]] = &[
+            &[],
+            &[r#"{"choices":[]}"#],
+            &[
+                r#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","system_fingerprint":"fp","service_tier":"default","choices":[{"index":0,"delta":{"role":"assistant","content":""}},{"index":1,"delta":{"role":"assistant"}}]}"#,
+                r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hel\"lo\\ \n\t\u0001 \u00e9\u2028 \ud83d\ude00 \u007f"}}]}"#,
+                r#"{"id":"c1","choices":[{"index":1,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":"}},{"index":1,"function":{"arguments":"x"}}]}}]}"#,
+                r#"{"id":"c1","choices":[{"index":1,"delta":{"refusal":"no\u0000"}},{"index":0,"delta":{},"finish_reason":"stop"},{"index":1,"delta":{},"finish_reason":{"odd":[1, 2]}}]}"#,
+                r#"{"id":"c1","choices":[],"usage":{ "prompt_tokens" : 3, "total_tokens":7 }}"#,
+            ],
+            &[
+                r#"{"id":"a\"b","created":null,"model":{"x":1},"system_fingerprint":7,"choices":[{"index":2,"delta":{"role":"tool\n","content":"x"},"finish_reason":"length"}]}"#,
+            ],
+            &[
+                r#"{"model":"m","created":1.5e3,"choices":[{"index":0,"delta":{"content":"plain text that is long enough to span a few words"}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            ],
+        ];
+        for chunks in streams {
+            let mut a = Assembler::new();
+            for chunk in *chunks {
+                a.push(chunk).unwrap();
+            }
+            let answer = a.answer();
+            assert_eq!(
+                String::from_utf8(answer.to_bytes(0).to_vec()).unwrap(),
+                String::from_utf8(answer.to_bytes_by_serde()).unwrap(),
+                "{chunks:?}"
+            );
+        }
     }
 }

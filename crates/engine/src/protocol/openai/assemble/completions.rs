@@ -86,6 +86,20 @@ struct ChoiceOut<'a> {
     finish_reason: Option<&'a Value>,
 }
 
+impl super::WriteChoices for Vec<ChoiceOut<'_>> {
+    fn write(&self, out: &mut super::JsonOut) {
+        for (i, choice) in self.iter().enumerate() {
+            out.raw(if i == 0 { "{\"text\":" } else { ",{\"text\":" });
+            out.string(choice.text);
+            out.raw(",\"index\":");
+            out.number(choice.index);
+            out.raw(",\"logprobs\":null,\"finish_reason\":");
+            out.value(choice.finish_reason);
+            out.raw("}");
+        }
+    }
+}
+
 impl crate::protocol::Assemble for CompletionAssembler {
     fn push(&mut self, data: &str) -> Result<(), String> {
         CompletionAssembler::push(self, data)
@@ -119,5 +133,29 @@ mod tests {
         assert_eq!(body["choices"][1]["text"], "Yo");
         assert_eq!(body["usage"]["total_tokens"], 4);
         assert!(CompletionAssembler::default().push("{").is_err());
+    }
+
+    /// The answer written by hand is byte for byte serde's.
+    #[test]
+    fn the_hand_written_answer_is_serdes() {
+        let streams: &[&[&str]] = &[
+            &[],
+            &[
+                r#"{"id":"c1","created":5,"model":"m","system_fingerprint":null,"choices":[{"text":"a\"b\u0002\n","index":0,"finish_reason":null},{"text":"x","index":1,"finish_reason":"stop"}]}"#,
+                r#"{"id":"c1","choices":[],"usage":{"total_tokens":4}}"#,
+            ],
+        ];
+        for chunks in streams {
+            let mut a = CompletionAssembler::default();
+            for chunk in *chunks {
+                a.push(chunk).unwrap();
+            }
+            let answer = a.answer();
+            assert_eq!(
+                String::from_utf8(answer.to_bytes(0).to_vec()).unwrap(),
+                String::from_utf8(answer.to_bytes_by_serde()).unwrap(),
+                "{chunks:?}"
+            );
+        }
     }
 }
