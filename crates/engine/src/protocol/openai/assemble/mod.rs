@@ -210,7 +210,7 @@ impl JsonOut {
         self.0.extend_from_slice(text.as_bytes());
     }
 
-    /// A JSON string. serde escapes `"`, `\\` and the control characters and nothing else.
+    /// A JSON string. serde escapes `"`, `\` and the control characters and nothing else.
     fn string(&mut self, text: &str) {
         if fast::string_stop(text.as_bytes()).is_some() {
             serde_json::to_writer(&mut self.0, text).expect("a string serializes");
