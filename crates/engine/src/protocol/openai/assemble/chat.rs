@@ -512,12 +512,7 @@ mod tests {
             for chunk in *chunks {
                 a.push(chunk).unwrap();
             }
-            let answer = a.answer();
-            assert_eq!(
-                String::from_utf8(answer.to_bytes(0).to_vec()).unwrap(),
-                String::from_utf8(answer.to_bytes_by_serde()).unwrap(),
-                "{chunks:?}"
-            );
+            a.answer().assert_written_as_serde_writes(chunks);
         }
     }
 }

@@ -188,10 +188,16 @@ impl<C: Serialize + WriteChoices> Whole<'_, C> {
         bytes::Bytes::from(out.0)
     }
 
-    /// What serde writes for the answer: what [`Whole::to_bytes`] is held to.
+    /// Holds [`Whole::to_bytes`] to what serde writes for the answer, byte for byte (`source`
+    /// says what the answer was assembled from).
     #[cfg(test)]
-    fn to_bytes_by_serde(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("an answer serializes")
+    fn assert_written_as_serde_writes(&self, source: &dyn std::fmt::Debug) {
+        let by_serde = serde_json::to_vec(self).expect("an answer serializes");
+        assert_eq!(
+            String::from_utf8_lossy(&self.to_bytes(0)),
+            String::from_utf8_lossy(&by_serde),
+            "{source:?}"
+        );
     }
 
     /// The answer as a JSON value (for tests and callers that look inside).
