@@ -77,9 +77,11 @@ pub fn build(
     // Room for every header at once, the ones added below and hyper's `content-length`
     // included: growing the map on the way reallocated it on every call.
     *headers = HeaderMap::with_capacity(request.headers.len() + upstream.headers.len() + 6);
+    // Looked up once: a client rarely sends `Connection`, and each header would look again.
+    let connection = request.headers.contains_key(header::CONNECTION);
     for (name, value) in &request.headers {
         if dropped_request_header(name.as_str())
-            || named_by_connection(&request.headers, name.as_str())
+            || (connection && named_by_connection(&request.headers, name.as_str()))
             || (upstream.api_key.is_some() && carries_a_key(name.as_str()))
         {
             continue;
@@ -158,8 +160,11 @@ fn carries_a_key(name: &str) -> bool {
 /// The upstream's headers as sent to the client, less hop-by-hop ones, plus `x-hourglass-upstream`.
 pub fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
+    let connection = upstream.contains_key(header::CONNECTION);
     for (key, value) in upstream {
-        if dropped_response_header(key.as_str()) || named_by_connection(upstream, key.as_str()) {
+        if dropped_response_header(key.as_str())
+            || (connection && named_by_connection(upstream, key.as_str()))
+        {
             continue;
         }
         headers.append(key.clone(), value.clone());
