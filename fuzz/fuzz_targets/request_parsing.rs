@@ -1,7 +1,8 @@
 //! What the gateway reads of a request before routing it, on arbitrary input: the body's head
 //! (`model`, its span, `stream`), the client's timeout headers and its heartbeat interval. No
 //! panic; a model's span points at exactly its JSON string, so the alias splice cannot corrupt a
-//! body.
+//! body; the hand scan of a body's fields takes nothing serde refuses; and a body rewritten to
+//! ask for a stream is the client's with the alias, `stream` and `stream_options` changed.
 
 #![no_main]
 
@@ -42,6 +43,19 @@ fuzz_target!(|input: &[u8]| {
         assert!(interval <= hourglass_gateway::MAX_HEARTBEAT);
     }
 
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(fields) = hourglass_engine::protocol::json::fields(text)
+    {
+        let refused =
+            |json: &str| serde_json::from_str::<&serde_json::value::RawValue>(json).is_err();
+        assert!(!refused(text), "the scan took a body serde refuses");
+        for field in &fields {
+            let (key, value) = field.in_text(text);
+            assert!(!refused(value), "the scan took a value serde refuses");
+            assert!(!key.contains(['"', '\\']), "a key with an escape or quote");
+        }
+    }
+
     if let Ok(head) = read_head(Endpoint::Chat, body) {
         if let (Some(model), Some(span)) = (&head.model, &head.model_span) {
             let raw = &body[span.clone()];
@@ -63,6 +77,22 @@ fuzz_target!(|input: &[u8]| {
                     .expect("a spliced body is JSON");
             expected["model"] = "alias-model".into();
             assert_eq!(spliced, expected);
+            // Asked for a stream (a whole answer assembled from one): only `stream` and
+            // `stream_options` change besides the alias.
+            let streaming: serde_json::Value = serde_json::from_slice(
+                &request
+                    .streaming_body_for("alias-model")
+                    .expect("a body that was read can be rewritten"),
+            )
+            .expect("a streaming body is JSON");
+            expected["stream"] = true.into();
+            match expected["stream_options"].as_object_mut() {
+                Some(options) => {
+                    options.insert("include_usage".into(), true.into());
+                }
+                None => expected["stream_options"] = serde_json::json!({"include_usage": true}),
+            }
+            assert_eq!(streaming, expected);
         }
     }
 });

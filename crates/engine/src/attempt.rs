@@ -108,18 +108,16 @@ impl Attempt<'_> {
     /// answer is to be assembled from one.
     fn request_body(&self) -> Result<Bytes, FailureKind> {
         let request = self.call.request;
-        let body = if self.target.model.is_empty() {
+        if self.call.assemble {
+            return request
+                .streaming_body_for(&self.target.model)
+                .map_err(FailureKind::Malformed);
+        }
+        Ok(if self.target.model.is_empty() {
             request.body.clone()
         } else {
             request.body_for(&self.target.model)
-        };
-        if !self.call.assemble {
-            return Ok(body);
-        }
-        let protocol = request.endpoint.protocol();
-        protocol
-            .streaming_request(request.endpoint, &body)
-            .map_err(FailureKind::Malformed)
+        })
     }
 
     /// Connect, write and first byte. A pooled connection the server had already closed before

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use tokio::time::Instant;
 
+use crate::protocol::json::Field;
 use crate::protocol::{BadBody, Endpoint, RequestHead};
 
 /// One call to make.
@@ -46,6 +47,9 @@ pub struct CallRequest {
     /// The one upstream this call may go to, by name: where a stored response it refers to
     /// lives (`None`: the route's targets, as usual).
     pub pinned: Option<String>,
+    /// Where the body's top-level fields are ([`RequestHead::fields`]), with the body they were
+    /// found in: a body replaced since is not described by them.
+    fields: Option<(Bytes, Vec<Field>)>,
 }
 
 /// Reads what a body for `endpoint` asks for (its protocol decides how).
@@ -74,6 +78,7 @@ impl CallRequest {
         body: Bytes,
         head: RequestHead,
     ) -> CallRequest {
+        let fields = head.fields.map(|fields| (body.clone(), fields));
         CallRequest {
             endpoint,
             method,
@@ -86,6 +91,7 @@ impl CallRequest {
             assemblable: head.assemblable,
             background: head.background,
             continues: head.continues,
+            fields,
             client_deadline: None,
             unattended: false,
             start: Instant::now(),
@@ -107,6 +113,35 @@ impl CallRequest {
             _ => self.body.clone(),
         }
     }
+
+    /// The body asking for a stream, for a whole answer to be assembled from it, with `model` in
+    /// place of the client's (unless it is empty). Written from the fields found when the body
+    /// was read, so it is not read again.
+    pub fn streaming_body_for(&self, model: &str) -> Result<Bytes, String> {
+        let usage = self.endpoint.protocol().stream_asks_usage(self.endpoint);
+        let renamed =
+            !model.is_empty() && self.model.as_deref().is_some_and(|asked| asked != model);
+        if let Some((read, fields)) = &self.fields
+            // The very buffer the fields were found in (held, so its address is not reused).
+            && read.as_ptr() == self.body.as_ptr()
+            && read.len() == self.body.len()
+            && let Ok(text) = std::str::from_utf8(&self.body)
+        {
+            let quoted =
+                renamed.then(|| serde_json::to_string(model).expect("a string serializes"));
+            if let Some(out) =
+                crate::protocol::streaming_body_from(text, fields, usage, quoted.as_deref())
+            {
+                return Ok(Bytes::from(out));
+            }
+        }
+        let body = if model.is_empty() {
+            self.body.clone()
+        } else {
+            self.body_for(model)
+        };
+        crate::protocol::streaming_body(&body, usage).map(Bytes::from)
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +161,57 @@ mod tests {
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&escaped).unwrap()["model"],
             "we\"ird"
+        );
+    }
+
+    #[test]
+    fn a_streaming_body_is_written_from_the_fields_as_a_second_read_would_write_it() {
+        let bodies = [
+            r#"{"model":"fast","stream":false,"messages":[{"role":"user","content":"h\u00e9"}],"n":1.50}"#,
+            r#" { "model" : "fast", "stream_options" : {"x":[1]}, "input":"hi" } "#,
+            r#"{"messages":[],"model":"fast","stream_options":null}"#,
+            r#"{"model":"fast"}"#,
+        ];
+        for (endpoint, path) in [
+            (Endpoint::Chat, "/chat/completions"),
+            (Endpoint::Responses, "/responses"),
+            (Endpoint::Messages, "/messages"),
+        ] {
+            let usage = endpoint.protocol().stream_asks_usage(endpoint);
+            for text in bodies {
+                let body = Bytes::from_static(text.as_bytes());
+                let request = CallRequest::new(endpoint, path, body).unwrap();
+                assert!(request.fields.is_some(), "{text}");
+                for model in ["", "fast", "gpt-4o", "we\"ird"] {
+                    let named = if model.is_empty() {
+                        request.body.clone()
+                    } else {
+                        request.body_for(model)
+                    };
+                    let read_again = crate::protocol::streaming_body(&named, usage).unwrap();
+                    let written = request.streaming_body_for(model).unwrap();
+                    assert_eq!(written, read_again, "{text} as {model}");
+                }
+            }
+        }
+        // A body replaced after it was read is read again; a repeated key takes the general way.
+        let mut request = CallRequest::new(
+            Endpoint::Chat,
+            "/chat/completions",
+            Bytes::from_static(br#"{"model":"fast","n":1}"#),
+        )
+        .unwrap();
+        request.body = Bytes::from_static(br#"{"model":"fast","n":2}"#);
+        let out: serde_json::Value =
+            serde_json::from_slice(&request.streaming_body_for("").unwrap()).unwrap();
+        assert_eq!(out["n"], 2);
+        let repeated = Bytes::from_static(br#"{"model":"fast","n":1,"n":3}"#);
+        let request = CallRequest::new(Endpoint::Chat, "/chat/completions", repeated).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&request.streaming_body_for("gpt-4o").unwrap()).unwrap();
+        assert_eq!(
+            (out["n"].as_i64(), out["model"].as_str()),
+            (Some(3), Some("gpt-4o"))
         );
     }
 }

@@ -7,6 +7,7 @@
 //! and a route in the gateway.
 
 pub mod anthropic; // Anthropic's Messages API
+pub mod json; // a request body's top-level fields read by hand, and the string scan chunks share
 pub mod openai; // OpenAI's chat, completions, responses, embeddings and images APIs
 
 use std::ops::Range;
@@ -161,6 +162,9 @@ pub struct RequestHead {
     /// The stored response it continues (OpenAI Responses' `previous_response_id`), which
     /// lives on the upstream that made it.
     pub continues: Option<String>,
+    /// Where each top-level field is in the body, when it was read by the hand scanner: a body
+    /// rewritten to ask for a stream is written from these without being read again.
+    pub fields: Option<Vec<json::Field>>,
 }
 
 /// Why a request body cannot be routed.
@@ -216,8 +220,9 @@ pub trait Protocol: Send + Sync + 'static {
     /// What a request body for `endpoint` asks for.
     fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody>;
 
-    /// The request body asking the upstream for a stream, for a whole answer to be assembled.
-    fn streaming_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String>;
+    /// Whether a request the gateway rewrites to ask for a stream (for a whole answer to be
+    /// assembled) asks for the usage in it too ([`streaming_body`]'s `usage`).
+    fn stream_asks_usage(&self, endpoint: Endpoint) -> bool;
 
     /// A new assembler of a whole answer from a stream of `endpoint`.
     fn assembler(&self, endpoint: Endpoint) -> Box<dyn Assemble>;
@@ -330,22 +335,54 @@ pub(crate) fn error_sse(data: &[u8]) -> Bytes {
 pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
     // The common body is read once, borrowed, and written back field by field; a body with an
     // escaped or repeated key takes the general path.
-    let Some(fields) = borrowed_fields(body) else {
-        return streaming_body_general(body, usage);
-    };
-    let mut out = Vec::with_capacity(body.len() + 64);
+    let text = std::str::from_utf8(body).ok();
+    let scanned = text.and_then(|text| Some((text, json::fields(text)?)));
+    if let Some((text, fields)) = scanned
+        && let Some(out) = streaming_body_from(text, &fields, usage, None)
+    {
+        return Ok(out);
+    }
+    match borrowed_fields(body) {
+        Some(fields) => Ok(write_streaming(body.len(), fields, usage, None)),
+        None => streaming_body_general(body, usage),
+    }
+}
+
+/// [`streaming_body`] for a body whose fields were found already ([`json::fields`]), with
+/// `model` (a JSON string, quotes included) in place of the body's own when given. `None` when
+/// a key comes twice: the caller takes the general path.
+pub fn streaming_body_from(
+    text: &str,
+    fields: &[json::Field],
+    usage: bool,
+    model: Option<&str>,
+) -> Option<Vec<u8>> {
+    let pairs: Vec<(&str, &str)> = fields.iter().map(|field| field.in_text(text)).collect();
+    (!repeats_a_key(&pairs)).then(|| write_streaming(text.len(), pairs, usage, model))
+}
+
+/// The streaming body from a body's fields (keys unique and without escapes), `model` in place
+/// of the `model` field's value when given.
+fn write_streaming(
+    size: usize,
+    fields: Vec<(&str, &str)>,
+    usage: bool,
+    model: Option<&str>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 64 + model.map_or(0, str::len));
     out.push(b'{');
     let mut options = None;
-    for (key, value) in fields {
+    for (key, mut value) in fields {
         match key {
             "stream" => continue,
             "stream_options" if usage => {
                 options = Some(value);
                 continue;
             }
+            "model" => value = model.unwrap_or(value),
             _ => {}
         }
-        for part in [b"\"", key.as_bytes(), b"\":", value.get().as_bytes(), b","] {
+        for part in [b"\"", key.as_bytes(), b"\":", value.as_bytes(), b","] {
             out.extend_from_slice(part);
         }
     }
@@ -355,12 +392,12 @@ pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
         out.extend_from_slice(stream_options_with_usage(options).as_bytes());
     }
     out.push(b'}');
-    Ok(out)
+    out
 }
 
-/// A JSON object's fields in order, borrowed from `body`: `None` when it is not an object, or a
-/// key has an escape or comes twice.
-fn borrowed_fields(body: &[u8]) -> Option<Vec<(&str, &serde_json::value::RawValue)>> {
+/// A JSON object's fields in order (each key and its value as written), borrowed from `body` and
+/// read by serde: `None` when it is not an object, or a key has an escape or comes twice.
+fn borrowed_fields(body: &[u8]) -> Option<Vec<(&str, &str)>> {
     struct Fields<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
     impl<'de> Deserialize<'de> for Fields<'de> {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -387,20 +424,25 @@ fn borrowed_fields(body: &[u8]) -> Option<Vec<(&str, &serde_json::value::RawValu
         }
     }
     let fields = serde_json::from_slice::<Fields>(body).ok()?.0;
-    // Sorted, not compared pairwise: the client chooses how many keys there are.
+    let fields: Vec<(&str, &str)> = fields.into_iter().map(|(k, v)| (k, v.get())).collect();
+    (!repeats_a_key(&fields)).then_some(fields)
+}
+
+/// Whether a key comes twice. Sorted, not compared pairwise: the client chooses how many keys
+/// there are.
+fn repeats_a_key(fields: &[(&str, &str)]) -> bool {
     let mut keys: Vec<&str> = fields.iter().map(|(key, _)| *key).collect();
     keys.sort_unstable();
-    let repeated = keys.windows(2).any(|pair| pair[0] == pair[1]);
-    (!repeated).then_some(fields)
+    keys.windows(2).any(|pair| pair[0] == pair[1])
 }
 
 /// `stream_options` (an object, else nothing kept) with `include_usage: true`.
-fn stream_options_with_usage(options: Option<&serde_json::value::RawValue>) -> String {
+fn stream_options_with_usage(options: Option<&str>) -> String {
     if options.is_none() {
         return r#"{"include_usage":true}"#.to_owned();
     }
     let mut options: serde_json::Map<String, serde_json::Value> = options
-        .and_then(|o| serde_json::from_str(o.get()).ok())
+        .and_then(|o| serde_json::from_str(o).ok())
         .unwrap_or_default();
     options.insert("include_usage".into(), serde_json::json!(true));
     serde_json::Value::Object(options).to_string()
@@ -417,7 +459,7 @@ fn streaming_body_general(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
     };
     map.insert("stream".into(), raw("true"));
     if usage {
-        let options = map.get("stream_options").map(|o| &**o);
+        let options = map.get("stream_options").map(|o| o.get());
         let options = stream_options_with_usage(options);
         map.insert("stream_options".into(), raw(&options));
     }
@@ -448,16 +490,27 @@ pub(crate) fn json_object(body: &[u8]) -> Result<&str, BadBody> {
     Ok(text)
 }
 
-/// Reads the fields a protocol's `T` names from a JSON object body, skipping the rest unbuilt.
-pub(crate) fn read_fields<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, BadBody> {
-    serde_json::from_str(text).map_err(|e| BadBody {
+/// Reads the fields a protocol's `T` names from a JSON object body, skipping the rest unbuilt,
+/// and where every top-level field is when the body was scanned by hand. The common body is
+/// scanned by hand and only the named fields' values are read by serde; any other (or one serde
+/// refuses) is read whole by serde, which says what is wrong.
+pub(crate) fn read_fields<'a, T: Deserialize<'a>>(
+    text: &'a str,
+) -> Result<(T, Option<Vec<json::Field>>), BadBody> {
+    if let Some(fields) = json::fields(text)
+        && let Some(read) = json::read_from(text, &fields)
+    {
+        return Ok((read, Some(fields)));
+    }
+    let read = serde_json::from_str(text).map_err(|e| BadBody {
         message: if e.is_data() {
             format!("invalid request body: {e}")
         } else {
             format!("the request body is not valid JSON: {e}")
         },
         param: None,
-    })
+    })?;
+    Ok((read, None))
 }
 
 /// An event's data without the whitespace around it. Nearly every chunk is a bare object: only

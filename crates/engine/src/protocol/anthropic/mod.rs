@@ -108,7 +108,7 @@ impl Protocol for Anthropic {
     }
 
     fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody> {
-        let head: Head<'_> = read_fields(json_object(body)?)?;
+        let (head, fields): (Head<'_>, _) = read_fields(json_object(body)?)?;
         let (model, model_span) = model_and_span(head.model, body)?;
         let messages = endpoint == Endpoint::Messages;
         Ok(RequestHead {
@@ -119,11 +119,13 @@ impl Protocol for Anthropic {
             assemblable: messages,
             background: false,
             continues: None,
+            fields,
         })
     }
 
-    fn streaming_request(&self, _endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String> {
-        super::streaming_body(body, false).map(Bytes::from)
+    fn stream_asks_usage(&self, _endpoint: Endpoint) -> bool {
+        // A Messages stream carries its usage without being asked.
+        false
     }
 
     fn assembler(&self, _endpoint: Endpoint) -> Box<dyn Assemble> {

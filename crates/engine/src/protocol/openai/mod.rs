@@ -114,7 +114,7 @@ impl Protocol for OpenAi {
     }
 
     fn read_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<RequestHead, BadBody> {
-        let head: Head<'_> = read_fields(json_object(body)?)?;
+        let (head, fields): (Head<'_>, _) = read_fields(json_object(body)?)?;
         let (model, model_span) = model_and_span(head.model, body)?;
         let responses = endpoint == Endpoint::Responses;
         let continues = match head.previous_response_id.filter(|_| responses) {
@@ -133,14 +133,14 @@ impl Protocol for OpenAi {
             assemblable: head.assemblable(endpoint),
             background: responses && asks(head.background),
             continues,
+            fields,
         })
     }
 
-    fn streaming_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<Bytes, String> {
+    fn stream_asks_usage(&self, endpoint: Endpoint) -> bool {
         // Chat and completions streams report usage only when asked; a response's final event
         // carries it anyway.
-        let usage = endpoint != Endpoint::Responses;
-        super::streaming_body(body, usage).map(Bytes::from)
+        endpoint != Endpoint::Responses
     }
 
     fn assembler(&self, endpoint: Endpoint) -> Box<dyn Assemble> {

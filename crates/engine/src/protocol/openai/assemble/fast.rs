@@ -11,6 +11,8 @@ use std::borrow::Cow;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::protocol::json::{self, string_stop};
+
 /// A chunk read by the scanner.
 #[derive(Debug, Default)]
 pub(crate) struct FastChunk<'a> {
@@ -52,6 +54,7 @@ impl FirstFields<'_> {
             model: self.model.is_some(),
             system_fingerprint: self.system_fingerprint.is_some(),
             service_tier: self.service_tier.is_some(),
+            usage: false,
         }
     }
 }
@@ -196,6 +199,8 @@ pub(crate) struct Kept {
     pub model: bool,
     pub system_fingerprint: bool,
     pub service_tier: bool,
+    /// The usage is not wanted at all (the classifier's case): it is checked, not kept.
+    pub usage: bool,
 }
 
 impl Kept {
@@ -207,16 +212,19 @@ impl Kept {
             model: self.model || taken.model,
             system_fingerprint: self.system_fingerprint || taken.system_fingerprint,
             service_tier: self.service_tier || taken.service_tier,
+            usage: self.usage || taken.usage,
         }
     }
 
-    /// Every common field skipped: what a reader that keeps none of them (the classifier) uses.
+    /// Every common field and the usage skipped: what a reader that keeps none of them (the
+    /// classifier) uses.
     pub const ALL: Kept = Kept {
         id: true,
         created: true,
         model: true,
         system_fingerprint: true,
         service_tier: true,
+        usage: true,
     };
 }
 
@@ -272,6 +280,9 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
                 s.first_nullable(kept.service_tier, &mut first.service_tier)
             }
             "usage" if once(6, &mut seen) => s.null().or_else(|| {
+                if kept.usage {
+                    return s.skip_value();
+                }
                 chunk.usage = Some(s.value()?);
                 Some(())
             }),
@@ -310,34 +321,6 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
     }
     s.end()?;
     seen[5].then_some(chunk)
-}
-
-/// Where the first byte that ends a string's plain run is in `bytes`: a quote, a backslash or a
-/// control character. Eight bytes at a time, as serde_json's own string reader does: a byte-wise
-/// loop was the scanner's largest cost. In each lane mask the lowest flagged byte is a true
-/// match (a borrow can only flag bytes above one), so the lowest of the three is the answer.
-pub(super) fn string_stop(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    let flagged = |x: u64| -> u64 {
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let backslash = x ^ (ONES * u64::from(b'\\'));
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        (zero(quote) | zero(backslash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH
-    };
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let found = flagged(u64::from_le_bytes(word.try_into().ok()?));
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let rest = words.remainder();
-    rest.iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|p| at + p)
 }
 
 struct Scan<'a> {
@@ -477,6 +460,12 @@ impl<'a> Scan<'a> {
         Some(value)
     }
 
+    /// Any JSON value, checked as serde checks one it skips ([`json::value_end`]), not kept.
+    fn skip_value(&mut self) -> Option<()> {
+        self.at = json::value_end(self.text, self.at)?;
+        Some(())
+    }
+
     fn null(&mut self) -> Option<()> {
         self.bytes[self.at..]
             .starts_with(b"null")
@@ -612,8 +601,23 @@ mod tests {
         assert_eq!(fast.finish(), serde.finish(), "{chunks:?}");
     }
 
-    /// Every common field kept (as after FIRST).
-    const ALL: Kept = Kept::ALL;
+    /// Every common field kept (as after FIRST), the usage still read: the assembler's case.
+    const ALL: Kept = Kept {
+        usage: false,
+        ..Kept::ALL
+    };
+
+    #[test]
+    fn a_reader_that_wants_no_usage_has_it_checked_not_kept() {
+        let read = chunk(USAGE, ALL).expect("a usage chunk");
+        assert!(read.usage.is_some());
+        let checked = chunk(USAGE, Kept::ALL).expect("a usage chunk, its usage checked");
+        assert!(checked.usage.is_none());
+        // A usage serde would refuse is refused either way (the caller then reads with serde).
+        let broken = USAGE.replace(r#""total_tokens":5"#, r#""total_tokens":05"#);
+        assert!(chunk(&broken, ALL).is_none());
+        assert!(chunk(&broken, Kept::ALL).is_none());
+    }
 
     fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
         chunk_from(data, kept, None)
@@ -748,30 +752,6 @@ mod tests {
             if let Some(keys) = variant.trim_start().strip_prefix('{') {
                 let headed = format!("{head}{}", keys.trim_start());
                 same_as_serde(&[FIRST, TEXT, &headed, TEXT, &headed, LAST]);
-            }
-        }
-    }
-
-    #[test]
-    fn the_word_wise_search_finds_what_a_byte_wise_one_finds() {
-        let stops = [b'"', b'\\', 0, 0x1f, b'\n'];
-        let fillers = [b'a', b' ', 0x21, 0x5b, 0x5d, 0x7f, 0x80, 0xff, 0x20];
-        for len in 0..=20 {
-            for &filler in &fillers {
-                let mut bytes = vec![filler; len];
-                let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-                assert_eq!(string_stop(&bytes), naive(&bytes));
-                for at in 0..len {
-                    for &stop in &stops {
-                        bytes[at] = stop;
-                        // A second stop later, and a borrow-prone byte before.
-                        if at + 3 < len {
-                            bytes[at + 3] = b'"';
-                        }
-                        assert_eq!(string_stop(&bytes), naive(&bytes), "{bytes:?}");
-                        bytes.fill(filler);
-                    }
-                }
             }
         }
     }

@@ -77,6 +77,7 @@ impl Common {
             model: self.model.is_some(),
             system_fingerprint: self.system_fingerprint.is_some(),
             service_tier: self.service_tier.is_some(),
+            usage: false,
         }
     }
 
@@ -218,7 +219,7 @@ impl JsonOut {
 
     /// A JSON string. serde escapes `"`, `\` and the control characters and nothing else.
     fn string(&mut self, text: &str) {
-        if fast::string_stop(text.as_bytes()).is_some() {
+        if crate::protocol::json::string_stop(text.as_bytes()).is_some() {
             serde_json::to_writer(&mut self.0, text).expect("a string serializes");
             return;
         }
