@@ -78,7 +78,12 @@ impl CallRequest {
         body: Bytes,
         head: RequestHead,
     ) -> CallRequest {
-        let fields = head.fields.map(|fields| (body.clone(), fields));
+        // Kept only for a body that may be rewritten to ask for a stream: a streamed call holds
+        // its request for as long as it runs, and 10,000 of them would hold 10,000 lists.
+        let rewritable = head.assemblable && !head.stream;
+        let fields = (head.fields)
+            .filter(|_| rewritable)
+            .map(|fields| (body.clone(), fields));
         CallRequest {
             endpoint,
             method,
@@ -194,6 +199,11 @@ mod tests {
                 }
             }
         }
+        // A streamed call keeps no fields: nothing rewrites its body, and it holds its request
+        // for as long as it runs.
+        let streamed = Bytes::from_static(br#"{"model":"fast","stream":true}"#);
+        let request = CallRequest::new(Endpoint::Chat, "/chat/completions", streamed).unwrap();
+        assert!(request.stream && request.fields.is_none());
         // A body replaced after it was read is read again; a repeated key takes the general way.
         let mut request = CallRequest::new(
             Endpoint::Chat,

@@ -41,7 +41,7 @@ pub fn fields(text: &str) -> Option<Vec<Field>> {
     s.space();
     s.byte(b'{')?;
     // Room for a request's usual fields at once: growing from empty costs more than the scan.
-    let mut fields = Vec::with_capacity(16);
+    let mut fields = Vec::with_capacity(8);
     s.space();
     if s.peek() == Some(b'}') {
         s.at += 1;
