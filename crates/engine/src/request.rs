@@ -130,12 +130,11 @@ impl CallRequest {
             // The very buffer the fields were found in (held, so its address is not reused).
             && read.as_ptr() == self.body.as_ptr()
             && read.len() == self.body.len()
-            && let Ok(text) = std::str::from_utf8(&self.body)
         {
             let quoted =
                 renamed.then(|| serde_json::to_string(model).expect("a string serializes"));
             if let Some(out) =
-                crate::protocol::streaming_body_from(text, fields, usage, quoted.as_deref())
+                crate::protocol::streaming_body_from(&self.body, fields, usage, quoted.as_deref())
             {
                 return Ok(Bytes::from(out));
             }

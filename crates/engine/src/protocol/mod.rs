@@ -335,10 +335,9 @@ pub(crate) fn error_sse(data: &[u8]) -> Bytes {
 pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
     // The common body is read once, borrowed, and written back field by field; a body with an
     // escaped or repeated key takes the general path.
-    let text = std::str::from_utf8(body).ok();
-    let scanned = text.and_then(|text| Some((text, json::fields(text)?)));
-    if let Some((text, fields)) = scanned
-        && let Some(out) = streaming_body_from(text, &fields, usage, None)
+    let scanned = std::str::from_utf8(body).ok().and_then(json::fields);
+    if let Some(fields) = scanned
+        && let Some(out) = streaming_body_from(body, &fields, usage, None)
     {
         return Ok(out);
     }
@@ -350,22 +349,25 @@ pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
 
 /// [`streaming_body`] for a body whose fields were found already ([`json::fields`]), with
 /// `model` (a JSON string, quotes included) in place of the body's own when given. `None` when
-/// a key comes twice: the caller takes the general path.
+/// a key comes twice: the caller takes the general path. The fields' places are used as found,
+/// so the body is neither parsed nor checked for UTF-8 again.
 pub fn streaming_body_from(
-    text: &str,
+    body: &[u8],
     fields: &[json::Field],
     usage: bool,
     model: Option<&str>,
 ) -> Option<Vec<u8>> {
-    let pairs: Vec<(&str, &str)> = fields.iter().map(|field| field.in_text(text)).collect();
-    (!repeats_a_key(&pairs)).then(|| write_streaming(text.len(), pairs, usage, model))
+    let pairs: Vec<(&[u8], &[u8])> = (fields.iter())
+        .map(|field| (&body[field.key.clone()], &body[field.value.clone()]))
+        .collect();
+    (!repeats_a_key(&pairs)).then(|| write_streaming(body.len(), pairs, usage, model))
 }
 
 /// The streaming body from a body's fields (keys unique and without escapes), `model` in place
 /// of the `model` field's value when given.
 fn write_streaming(
     size: usize,
-    fields: Vec<(&str, &str)>,
+    fields: Vec<(&[u8], &[u8])>,
     usage: bool,
     model: Option<&str>,
 ) -> Vec<u8> {
@@ -374,15 +376,15 @@ fn write_streaming(
     let mut options = None;
     for (key, mut value) in fields {
         match key {
-            "stream" => continue,
-            "stream_options" if usage => {
+            b"stream" => continue,
+            b"stream_options" if usage => {
                 options = Some(value);
                 continue;
             }
-            "model" => value = model.unwrap_or(value),
+            b"model" => value = model.map_or(value, str::as_bytes),
             _ => {}
         }
-        for part in [b"\"", key.as_bytes(), b"\":", value.as_bytes(), b","] {
+        for part in [b"\"", key, b"\":", value, b","] {
             out.extend_from_slice(part);
         }
     }
@@ -397,7 +399,7 @@ fn write_streaming(
 
 /// A JSON object's fields in order (each key and its value as written), borrowed from `body` and
 /// read by serde: `None` when it is not an object, or a key has an escape or comes twice.
-fn borrowed_fields(body: &[u8]) -> Option<Vec<(&str, &str)>> {
+fn borrowed_fields(body: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     struct Fields<'a>(Vec<(&'a str, &'a serde_json::value::RawValue)>);
     impl<'de> Deserialize<'de> for Fields<'de> {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -424,25 +426,27 @@ fn borrowed_fields(body: &[u8]) -> Option<Vec<(&str, &str)>> {
         }
     }
     let fields = serde_json::from_slice::<Fields>(body).ok()?.0;
-    let fields: Vec<(&str, &str)> = fields.into_iter().map(|(k, v)| (k, v.get())).collect();
+    let fields: Vec<(&[u8], &[u8])> = (fields.into_iter())
+        .map(|(key, value)| (key.as_bytes(), value.get().as_bytes()))
+        .collect();
     (!repeats_a_key(&fields)).then_some(fields)
 }
 
 /// Whether a key comes twice. Sorted, not compared pairwise: the client chooses how many keys
 /// there are.
-fn repeats_a_key(fields: &[(&str, &str)]) -> bool {
-    let mut keys: Vec<&str> = fields.iter().map(|(key, _)| *key).collect();
+fn repeats_a_key(fields: &[(&[u8], &[u8])]) -> bool {
+    let mut keys: Vec<&[u8]> = fields.iter().map(|(key, _)| *key).collect();
     keys.sort_unstable();
     keys.windows(2).any(|pair| pair[0] == pair[1])
 }
 
 /// `stream_options` (an object, else nothing kept) with `include_usage: true`.
-fn stream_options_with_usage(options: Option<&str>) -> String {
+fn stream_options_with_usage(options: Option<&[u8]>) -> String {
     if options.is_none() {
         return r#"{"include_usage":true}"#.to_owned();
     }
     let mut options: serde_json::Map<String, serde_json::Value> = options
-        .and_then(|o| serde_json::from_str(o).ok())
+        .and_then(|o| serde_json::from_slice(o).ok())
         .unwrap_or_default();
     options.insert("include_usage".into(), serde_json::json!(true));
     serde_json::Value::Object(options).to_string()
@@ -459,7 +463,7 @@ fn streaming_body_general(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
     };
     map.insert("stream".into(), raw("true"));
     if usage {
-        let options = map.get("stream_options").map(|o| o.get());
+        let options = map.get("stream_options").map(|o| o.get().as_bytes());
         let options = stream_options_with_usage(options);
         map.insert("stream_options".into(), raw(&options));
     }
