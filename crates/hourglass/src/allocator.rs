@@ -3,15 +3,16 @@
 //! (fragmented arenas are only trimmed at their top), jemalloc gives pages back within seconds
 //! of the load ending, and costs less CPU per call.
 
+use tikv_jemalloc_ctl::{Access, AsName};
+
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use tikv_jemalloc_ctl::{Access, AsName};
-
 /// How long a freed page stays unused before it goes back to the system: a second, not
 /// jemalloc's ten. 10,000 slow streams over HTTP/2 a minute after a flood over HTTP/1.1 peaked
-/// at 177–186 MB with it against 192–209 MB with the default (docs/benchmarks.md, step 18), at
-/// no cost in instructions per call: the background threads do the purging.
+/// at 178–196 MB with it against 192–209 MB with the default, and a flood's memory was back
+/// within 5 s (docs/benchmarks.md, step 18), at no cost in instructions per call: the background
+/// threads do the purging.
 const DIRTY_DECAY_MS: isize = 1000;
 /// jemalloc's own default; any other value was chosen in `_RJEM_MALLOC_CONF` and is kept.
 const JEMALLOC_DIRTY_DECAY_MS: isize = 10_000;
