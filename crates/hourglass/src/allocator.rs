@@ -1,7 +1,7 @@
 //! The process's memory allocator: jemalloc. Measured against glibc's malloc on 10,000
 //! concurrent streams (docs/benchmarks.md): glibc kept a flood's high-water mark for ever
-//! (fragmented arenas are only trimmed at their top), jemalloc gives pages back within seconds
-//! of the load ending, and costs less CPU per call.
+//! (fragmented arenas are only trimmed at their top), jemalloc gives pages back a second after
+//! they are freed, and costs less CPU per call.
 
 use tikv_jemalloc_ctl::{Access, AsName};
 
@@ -39,16 +39,24 @@ fn purge_after_a_second() -> Result<(), tikv_jemalloc_ctl::Error> {
     if chosen != JEMALLOC_DIRTY_DECAY_MS {
         return Ok(());
     }
+    // An arena not made yet will take `arenas.dirty_decay_ms` when it is.
     b"arenas.dirty_decay_ms\0".name().write(DIRTY_DECAY_MS)?;
-    for arena in 0..tikv_jemalloc_ctl::arenas::narenas::read()? {
-        // An arena not made yet will take `arenas.dirty_decay_ms` when it is.
-        let made = format!("arena.{arena}.initialized\0");
-        if Access::<bool>::read(made.as_bytes().name())? {
-            let key = format!("arena.{arena}.dirty_decay_ms\0");
-            key.as_bytes().name().write(DIRTY_DECAY_MS)?;
-        }
+    for key in decay_keys_of_made_arenas()? {
+        key.as_bytes().name().write(DIRTY_DECAY_MS)?;
     }
     Ok(())
+}
+
+/// `arena.<i>.dirty_decay_ms` of every arena jemalloc has made so far (NUL-terminated keys).
+fn decay_keys_of_made_arenas() -> Result<Vec<String>, tikv_jemalloc_ctl::Error> {
+    let mut keys = Vec::new();
+    for arena in 0..tikv_jemalloc_ctl::arenas::narenas::read()? {
+        let made = format!("arena.{arena}.initialized\0");
+        if Access::<bool>::read(made.as_bytes().name())? {
+            keys.push(format!("arena.{arena}.dirty_decay_ms\0"));
+        }
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -63,17 +71,15 @@ mod tests {
         // Freed pages go back after a second, in the arenas made later and in every one made.
         let later: isize = b"arenas.dirty_decay_ms\0".name().read().unwrap();
         assert_eq!(later, super::DIRTY_DECAY_MS);
-        let mut made = 0;
-        for arena in 0..tikv_jemalloc_ctl::arenas::narenas::read().unwrap() {
-            let initialized = format!("arena.{arena}.initialized\0");
-            if Access::<bool>::read(initialized.as_bytes().name()).unwrap() {
-                let key = format!("arena.{arena}.dirty_decay_ms\0");
-                let decay: isize = key.as_bytes().name().read().unwrap();
-                assert_eq!(decay, super::DIRTY_DECAY_MS, "arena {arena}");
-                made += 1;
-            }
+        let made = super::decay_keys_of_made_arenas().unwrap();
+        assert!(
+            made.iter().any(|key| key == "arena.0.dirty_decay_ms\0"),
+            "arena 0 is made as jemalloc starts: {made:?}"
+        );
+        for key in made {
+            let decay: isize = key.as_bytes().name().read().unwrap();
+            assert_eq!(decay, super::DIRTY_DECAY_MS, "{key}");
         }
-        assert!(made >= 1, "arena 0 is made as jemalloc starts");
         assert!(
             tikv_jemalloc_ctl::version::read()
                 .unwrap()
