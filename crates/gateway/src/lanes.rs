@@ -1,17 +1,24 @@
 //! The serving threads ("lanes"): single-threaded runtimes, one per CPU unless `server.threads`
-//! says otherwise, each accepting client connections and serving them from the first byte to the
-//! last, with the handler and the upstream HTTP/1.1 connection a call drives on the same thread.
+//! says otherwise, each serving client connections from the first byte to the last, with the
+//! handler and the upstream HTTP/1.1 connection a call drives on the same thread. The first lane
+//! accepts for all of them.
 //!
 //! # Why not tokio's multi-threaded scheduler
 //! A proxied call is one task that mostly waits on sockets. Under tokio's work-stealing
 //! scheduler that task and its data move between cores, and idle workers are woken to steal it.
 //! Measured on the project's 2-core machine, serving this way took a call from 34 to 29 µs of
 //! CPU and let 16-18 % more calls through (docs/benchmarks.md, issue 19's step 9). nginx serves
-//! the same way: one event loop per core, each accepting on the same listening socket (the kernel
-//! wakes every lane, one takes the connection). The price is balance: a connection stays on its
-//! lane, so a lane that accepts while another has fewer open hands it over; otherwise it serves
-//! it itself, with no other thread woken (a hand-over cost a new connection's first call about
-//! 0.05 ms one at a time).
+//! the same way: one event loop per core. The price is balance: a connection stays on its lane,
+//! so the accepting lane hands a new connection to another when that one has fewer open;
+//! otherwise it serves it itself, with no other thread woken.
+//!
+//! # Why one lane accepts
+//! When every lane waited on the listening socket, the kernel woke them all for each new
+//! connection, one took it and the rest woke for nothing: on a 2-core host that cost a new
+//! connection's call 0.05-0.07 ms one at a time (issue 19's step 16). A socket per lane
+//! (`SO_REUSEPORT`) spreads connections by a hash of their addresses, blind to load, and left
+//! the 10,000-stream flood's peak higher (step 15). So one lane accepts, and hands over by load;
+//! accepting is a small part of a connection's cost, and a busy lane accepts between turns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -81,7 +88,7 @@ pub struct Lanes {
     peers: Arc<[Peer]>,
     /// Each lane says when it has drained (every connection ended, or the farewell passed).
     drained: Vec<oneshot::Receiver<()>>,
-    /// Tells every lane to stop accepting and drain.
+    /// Tells the first lane to stop accepting, and every lane to drain.
     stop: watch::Sender<bool>,
     /// Dropped once every lane has drained: a lane keeps its runtime (and whatever runs on it,
     /// such as an HTTP/2 connection other lanes' calls borrowed) until then.
@@ -89,9 +96,9 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// Starts `count` serving threads (at least one) for `gateway`, each accepting on its own
-    /// handle on `listener`. Fails only when the system cannot start a thread or a runtime, or
-    /// cannot share the listening socket.
+    /// Starts `count` serving threads (at least one) for `gateway`, the first accepting on
+    /// `listener` for all. Fails only when the system cannot start a thread or a runtime, or
+    /// cannot hand the listening socket to the first thread's runtime.
     pub fn start(
         gateway: &Arc<Gateway>,
         count: usize,
@@ -123,7 +130,14 @@ impl Lanes {
                 handed,
                 stop: stopped.clone(),
             };
-            let listener = listener.try_clone()?;
+            // Registered with the first lane's reactor here, so a failure fails the start.
+            let listener = match index {
+                0 => {
+                    let _entered = runtime.enter();
+                    Some(tokio::net::TcpListener::from_std(listener.try_clone()?)?)
+                }
+                _ => None,
+            };
             let mut released = released.clone();
             std::thread::Builder::new()
                 .name(format!("hourglass-lane-{index}"))
@@ -186,20 +200,12 @@ struct LaneRun {
 }
 
 impl LaneRun {
-    /// Accepts on `listener` (as every lane does: the kernel wakes them all, and one takes the
-    /// connection) and serves what it accepts or is handed until told to stop, then drains.
-    async fn run(mut self, listener: std::net::TcpListener) {
+    /// Accepts on `listener` (the first lane; the others have none) and serves what it accepts
+    /// or is handed until told to stop, then drains.
+    async fn run(mut self, listener: Option<tokio::net::TcpListener>) {
         let gateway = self.gateway.clone();
         let graceful = GracefulShutdown::new();
         let pacing = Arc::new(AtomicBool::new(false));
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                // The other lanes accept; this one serves what they hand it.
-                tracing::warn!(%error, lane = self.index, "a serving thread cannot accept");
-                None
-            }
-        };
         let accept = async |listener: &Option<tokio::net::TcpListener>| match listener {
             Some(listener) => listener.accept().await,
             None => std::future::pending().await,
@@ -424,7 +430,7 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let lanes = Lanes::start(&gateway, 2, &listener).unwrap();
-        // One at a time, each answered before the next: whichever lane takes a connection, it
+        // One at a time, each answered before the next: the first lane accepts each, and it
         // goes to the one with fewer open.
         let mut clients = Vec::new();
         for n in 1..=4 {

@@ -47,7 +47,7 @@ pub(crate) fn refuse(mut stream: tokio::net::TcpStream, gateway: &Gateway, max: 
 
 /// Serves `listener` until `shutdown` resolves, then lets in-flight calls finish within the
 /// grace period. Connections are accepted and served on `server.threads` threads (`lanes`; by
-/// default one per CPU the process may use), each accepting on the same listening socket.
+/// default one per CPU the process may use), the first accepting for all.
 /// Returns how many connections were still open when the grace period ended, or why the serving
 /// threads could not start (the system refused a thread, a runtime, or a handle on the socket).
 pub async fn serve(
@@ -59,7 +59,7 @@ pub async fn serve(
         .settings()
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    // Out of this runtime's reactor: each lane registers a handle on it with its own.
+    // Out of this runtime's reactor: the first lane registers a handle on it with its own.
     let listener = listener.into_std()?;
     let lanes = Lanes::start(&gateway, threads, &listener).map_err(|error| {
         std::io::Error::new(
