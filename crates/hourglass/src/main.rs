@@ -24,6 +24,7 @@ mod allocator; // jemalloc, which returns a flood's memory
 mod log_fields; // the text log's fields, without fmt where the default only copies
 mod log_time; // the log's timestamps, the second formatted once a second
 mod log_writer; // log lines written to stderr by a thread of their own
+mod open_files; // the open-file limit, raised to the hard one for serve and sim
 mod serve; // the gateway: configuration source, engine, reloads, graceful stop
 mod sim; // the simulator
 mod tools; // probe, diagnose, explain, tune
@@ -94,6 +95,7 @@ fn main() -> ExitCode {
     let log = init_logging(cli.log_format == "json", quiet);
     if matches!(cli.command, Command::Serve(_) | Command::Sim(_)) {
         allocator::return_memory_while_idle();
+        open_files::raise();
     }
     let result = match cli.command {
         Command::Serve(args) => run(serve::serve(args)),

@@ -109,6 +109,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         config.jobs.data_dir = Some(dir.clone());
     }
     let listen = config.server.listen;
+    let open_files = crate::open_files::limit();
+    if let Some(shortfall) = crate::open_files::shortfall(open_files, config.server.max_connections)
+    {
+        tracing::warn!("open files: {shortfall}");
+    }
     let jobs_settings = config.jobs.clone();
     let cluster = config.cluster.clone();
     refuse_open_public_address(&config).map_err(anyhow::Error::msg)?;
