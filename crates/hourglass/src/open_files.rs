@@ -16,43 +16,27 @@ const SPARE: u64 = 64;
 /// than `fs.nr_open`, 1,048,576 by default).
 const UNLIMITED: u64 = 1 << 20;
 
-/// The open-file limit before and after [`raise`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Raised {
-    pub before: u64,
-    pub now: u64,
-}
-
-/// Raises the soft open-file limit to the hard one. Returns the limit before and after; when the
-/// system refuses, the limit stays as it was (`now == before`) and the refusal is logged.
-pub fn raise() -> Raised {
+/// Raises the soft open-file limit to the hard one, and returns the limit now; when the system
+/// refuses, the limit stays as it was and the refusal is logged.
+pub fn raise() -> u64 {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
     let before = current.unwrap_or(UNLIMITED);
     let wanted = maximum.unwrap_or(UNLIMITED);
     if wanted <= before {
-        return Raised {
-            before,
-            now: before,
-        };
+        return before;
     }
     let raised = Rlimit {
         current: Some(wanted),
         maximum,
     };
     match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => Raised {
-            before,
-            now: wanted,
-        },
+        Ok(()) => wanted,
         Err(error) => {
             tracing::warn!(
                 "open files: cannot raise the limit from {before} to {wanted} ({error}); about {} calls fit at once",
                 calls_that_fit(before)
             );
-            Raised {
-                before,
-                now: before,
-            }
+            before
         }
     }
 }
@@ -98,20 +82,12 @@ mod tests {
             maximum: Some(hard),
         };
         setrlimit(Resource::Nofile, lowered).unwrap();
-        let raised = raise();
-        assert_eq!(raised.before, hard - 1);
-        assert_eq!(raised.now, hard);
-        let limit = getrlimit(Resource::Nofile);
-        assert_eq!(limit.current, Some(hard));
-        assert_eq!(limit.maximum, Some(hard), "the hard limit is left alone");
-        assert_eq!(
-            raise(),
-            Raised {
-                before: raised.now,
-                now: raised.now
-            },
-            "raised once"
-        );
+        assert_eq!(limit(), hard - 1);
+        assert_eq!(raise(), hard);
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!(now.current, Some(hard));
+        assert_eq!(now.maximum, Some(hard), "the hard limit is left alone");
+        assert_eq!(raise(), hard, "already raised");
     }
 
     #[test]
