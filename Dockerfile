@@ -10,7 +10,8 @@
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-# The `dist` profile: thin LTO, one codegen unit, stripped.
+# The `dist` profile: thin LTO, one codegen unit, stripped; profile-guided through the rustc
+# wrapper in .cargo/config.toml (scripts/rustc-pgo, pgo/).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --profile dist --locked -p hourglass \
