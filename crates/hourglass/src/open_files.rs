@@ -16,28 +16,24 @@ const SPARE: u64 = 64;
 /// than `fs.nr_open`, 1,048,576 by default).
 const UNLIMITED: u64 = 1 << 20;
 
-/// Raises the soft open-file limit to the hard one, and returns the limit now; when the system
-/// refuses, the limit stays as it was and the refusal is logged.
-pub fn raise() -> u64 {
+/// Raises the soft open-file limit to the hard one; when the system refuses, the limit stays as
+/// it was and the refusal is logged.
+pub fn raise() {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
     let before = current.unwrap_or(UNLIMITED);
     let wanted = maximum.unwrap_or(UNLIMITED);
     if wanted <= before {
-        return before;
+        return;
     }
     let raised = Rlimit {
         current: Some(wanted),
         maximum,
     };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => wanted,
-        Err(error) => {
-            tracing::warn!(
-                "open files: cannot raise the limit from {before} to {wanted} ({error}); about {} calls fit at once",
-                calls_that_fit(before)
-            );
-            before
-        }
+    if let Err(error) = setrlimit(Resource::Nofile, raised) {
+        tracing::warn!(
+            "open files: cannot raise the limit from {before} to {wanted} ({error}); about {} calls fit at once",
+            calls_that_fit(before)
+        );
     }
 }
 
@@ -83,11 +79,12 @@ mod tests {
         };
         setrlimit(Resource::Nofile, lowered).unwrap();
         assert_eq!(limit(), hard - 1);
-        assert_eq!(raise(), hard);
+        raise();
         let now = getrlimit(Resource::Nofile);
         assert_eq!(now.current, Some(hard));
         assert_eq!(now.maximum, Some(hard), "the hard limit is left alone");
-        assert_eq!(raise(), hard, "already raised");
+        raise();
+        assert_eq!(limit(), hard, "already raised, left as it is");
     }
 
     #[test]
