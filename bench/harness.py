@@ -427,22 +427,38 @@ def happy_path(args, targets):
 def first_byte_probe(args, targets):
     """Sequential calls, one at a time: time to the response head (first byte), the first chunk
     (buffering shows here), the first content token and the end. hourglass holds a stream's head
-    until its first token, so that it can still fail over: its first byte is its first token."""
+    until its first token, so that it can still fail over: its first byte is its first token.
+
+    The targets take turns call by call (the first of each round rotates), so a slow minute of a
+    shared host weighs on every target alike rather than on whichever ran then; the calls without
+    gaps are sampled `--sequential` times per target. The whole answer is also asked of hourglass
+    with `stream_upstream = false`: the difference is what that protection costs one call (the
+    upstream streams the answer, which takes it longer, and hourglass assembles it)."""
     out = {}
-    for name, model, stream in (("non-streaming, sequential", "sim-instant", False),
-                                ("stream, 20 chunks, no gaps", "bench-20", True),
-                                ("stream, 20 chunks 10 ms apart", "bench-20-10ms", True)):
-        out[name] = {}
-        for target, t in targets.items():
-            headers = dict(h.split(": ", 1) for h in t["headers"])
-            samples = [timed_call(f"{t['url']}/chat/completions", chat(model, stream), headers) for _ in range(args.probes)]
-            out[name][target] = {
-                "head_ms": statistics.median(s["head"] for s in samples) * 1000,
-                "first_chunk_ms": statistics.median(s["first_chunk"] for s in samples) * 1000,
-                "first_token_ms": statistics.median(s["first_token"] for s in samples) * 1000,
-                "end_ms": statistics.median(s["end"] for s in samples) * 1000,
-                "ok": sum(s["status"] == 200 for s in samples) / len(samples),
+    scenarios = (("non-streaming, sequential", "sim-instant", False, args.sequential),
+                 ("stream, 20 chunks, no gaps", "bench-20", True, args.sequential),
+                 ("stream, 20 chunks 10 ms apart", "bench-20-10ms", True, args.probes))
+    for name, model, stream, count in scenarios:
+        turns = [(target, target, model) for target in targets]
+        if not stream and "hourglass" in targets:
+            turns.insert(2, ("hourglass, stream_upstream = false", "hourglass", "sim-instant-whole"))
+        samples = {label: [] for label, _, _ in turns}
+        for i in range(count):
+            for label, target, turn_model in turns[i % len(turns):] + turns[:i % len(turns)]:
+                t = targets[target]
+                headers = dict(h.split(": ", 1) for h in t["headers"])
+                samples[label].append(timed_call(f"{t['url']}/chat/completions", chat(turn_model, stream), headers))
+        out[name] = {
+            label: {
+                "head_ms": statistics.median(s["head"] for s in taken) * 1000,
+                "first_chunk_ms": statistics.median(s["first_chunk"] for s in taken) * 1000,
+                "first_token_ms": statistics.median(s["first_token"] for s in taken) * 1000,
+                "end_ms": statistics.median(s["end"] for s in taken) * 1000,
+                "samples": len(taken),
+                "ok": sum(s["status"] == 200 for s in taken) / len(taken),
             }
+            for label, taken in samples.items()
+        }
     return out
 
 
@@ -639,12 +655,15 @@ def main():
     parser.add_argument("--low-rate", type=int, default=200)
     parser.add_argument("--moderate-rate", type=int, default=2000)
     parser.add_argument("--probes", type=int, default=50, help="sequential requests per failure-path measurement")
+    parser.add_argument("--sequential", type=int, default=2000,
+                        help="calls per target for the one-at-a-time first byte, token and end (without gaps)")
     parser.add_argument("--streams", type=int, default=10000, help="concurrent slow streams")
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip LiteLLM and Portkey")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run that only proves the harness works")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.repetitions, args.probes, args.streams, args.peers = "1s", 1, 5, 200, False
+        args.sequential = 5
         args.low_rate, args.moderate_rate = 50, 200
     OUT.mkdir(parents=True, exist_ok=True)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -696,17 +715,17 @@ def render(results, happy_table):
              + ", ".join(f"{k} {v}" for k, v in results["machine"]["versions"].items()), "",
              "Idle RSS (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in results["idle_rss_mb"].items()), "",
              "### Happy path (medians of interleaved repetitions)", "", happy_table, "",
-             "### One call at a time: first byte, first token, end (medians)", "",
+             "### One call at a time: first byte, first token, end (medians; targets take turns call by call)", "",
              "hourglass sends a stream's head with its first token (until then it can still fail over), so its first",
              "byte is its first token; a plain proxy sends the head at once and the token when it comes.", "",
-             "| scenario | target | first byte ms | first chunk ms | first token ms | end ms | added end ms |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| scenario | target | first byte ms | first chunk ms | first token ms | end ms | added end ms | calls |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, by_target in results["first_chunk"].items():
         direct = by_target.get("direct")
         for target, m in by_target.items():
             added = m["end_ms"] - direct["end_ms"] if direct else float("nan")
             lines.append(f"| {name} | {target} | {m['head_ms']:.2f} | {m['first_chunk_ms']:.2f} | "
-                         f"{m['first_token_ms']:.2f} | {m['end_ms']:.2f} | {added:.2f} |")
+                         f"{m['first_token_ms']:.2f} | {m['end_ms']:.2f} | {added:.2f} | {m['samples']} |")
     lines += ["", "### Concurrent slow streams", "",
               "| target | streams | idle RSS MB | peak RSS MB | RSS after (MB) | CPU s | ok |",
               "|---|---:|---:|---:|---|---:|---:|"]
