@@ -47,6 +47,7 @@ use tokio::time::Instant;
 
 pub use commit::{Response, ResponseBody};
 pub use error::{AttemptRecord, CallError};
+pub use observation::LinesAfterPoll;
 pub use protocol::Endpoint;
 pub use request::CallRequest;
 pub use upstream::dial::{BoxFuture, BoxIo, Dial, DialFn};

@@ -3,7 +3,14 @@
 //! observer; every call ends with one log line and one event — when it really ends: at the end
 //! of a committed stream, or when the client leaves (`client_cancel`); hedges are told to the
 //! observer and the health log. The loop and the stream only decide; they call in here.
+//!
+//! A call served on a client connection writes its log line after its answer has gone out:
+//! while the gateway polls the connection under [`LinesAfterPoll`], the lines of calls that end
+//! wait and are written when the poll returns (by then hyper has written the answer to the
+//! socket), so formatting a line never delays the bytes a client waits for. Elsewhere (a
+//! background job, a test) the line is written at once.
 
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,38 +183,118 @@ impl CallEnding {
                 attempts.push_str(part);
             }
         }
+        let elapsed = self.start.elapsed();
+        if let Some(observer) = self.shared.observer() {
+            // A model nothing serves is not a label: clients could mint them without end.
+            let unrouted = matches!(
+                outcome,
+                Outcome::Failed(ErrorCode::NoRoute | ErrorCode::BadRequest)
+            );
+            let (retries, failovers) = retries_and_failovers(
+                self.trail
+                    .iter()
+                    .filter(|a| a.outcome != Outcome::HedgeCancelled)
+                    .map(|a| a.upstream.as_str()),
+            );
+            observer.call(&CallEvent {
+                model: if unrouted { "" } else { &self.model },
+                outcome,
+                attempts: self.trail.len(),
+                retries,
+                failovers,
+                elapsed: self.committed.unwrap_or(elapsed),
+            });
+        }
+        CallLine {
+            request_id: std::mem::take(&mut self.request_id),
+            model: std::mem::take(&mut self.model),
+            endpoint: self.endpoint,
+            outcome,
+            attempts,
+            elapsed_ms: (elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
+            error: message.to_owned(),
+        }
+        .write_or_hold();
+    }
+}
+
+/// One call's log line, with every value it shows taken when the call ended.
+struct CallLine {
+    request_id: String,
+    model: String,
+    endpoint: &'static str,
+    outcome: Outcome,
+    attempts: String,
+    elapsed_ms: f64,
+    error: String,
+}
+
+thread_local! {
+    /// Whether this thread is polling a client connection under [`LinesAfterPoll`].
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+    /// The lines held meanwhile, in the order their calls ended (the room is kept).
+    static HELD: RefCell<Vec<CallLine>> = const { RefCell::new(Vec::new()) };
+}
+
+impl CallLine {
+    /// Writes the line now, or holds it until the poll under way returns.
+    fn write_or_hold(self) {
+        if HOLDING.get() {
+            HELD.with_borrow_mut(|held| held.push(self));
+        } else {
+            self.write();
+        }
+    }
+
+    fn write(&self) {
         tracing::info!(
             target: "hourglass::call",
             request_id = self.request_id,
             model = self.model,
             endpoint = self.endpoint,
-            outcome = outcome.name(),
-            attempts,
-            elapsed_ms = (self.start.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
-            error = message,
+            outcome = self.outcome.name(),
+            attempts = self.attempts,
+            elapsed_ms = self.elapsed_ms,
+            error = self.error,
             "call"
         );
-        let Some(observer) = self.shared.observer() else {
+    }
+}
+
+/// Held while a client connection is polled: the log lines of calls that end meanwhile are
+/// written when it is dropped, after the poll (and the answer's write) is done. Their events,
+/// metrics and health are told at once as before; only the formatting waits. Nested, the
+/// outermost one writes.
+pub struct LinesAfterPoll {
+    outermost: bool,
+}
+
+impl LinesAfterPoll {
+    /// Starts holding this thread's call lines.
+    pub fn begin() -> LinesAfterPoll {
+        LinesAfterPoll {
+            outermost: !HOLDING.replace(true),
+        }
+    }
+}
+
+impl Drop for LinesAfterPoll {
+    fn drop(&mut self) {
+        if !self.outermost {
             return;
-        };
-        // A model nothing serves is not a label: clients could mint them without end.
-        let unrouted = matches!(
-            outcome,
-            Outcome::Failed(ErrorCode::NoRoute | ErrorCode::BadRequest)
-        );
-        let (retries, failovers) = retries_and_failovers(
-            self.trail
-                .iter()
-                .filter(|a| a.outcome != Outcome::HedgeCancelled)
-                .map(|a| a.upstream.as_str()),
-        );
-        observer.call(&CallEvent {
-            model: if unrouted { "" } else { &self.model },
-            outcome,
-            attempts: self.trail.len(),
-            retries,
-            failovers,
-            elapsed: self.committed.unwrap_or_else(|| self.start.elapsed()),
+        }
+        HOLDING.set(false);
+        // Taken out to write (a subscriber that logs while writing finds the room free), and
+        // only when a call ended: most polls end none.
+        let held = HELD.with_borrow_mut(|held| (!held.is_empty()).then(|| std::mem::take(held)));
+        let Some(mut held) = held else { return };
+        for line in held.drain(..) {
+            line.write();
+        }
+        HELD.with_borrow_mut(|room| {
+            if room.is_empty() {
+                *room = held;
+            }
         });
     }
 }
@@ -220,5 +307,87 @@ impl Drop for CallEnding {
                 "the client left before the call ended",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+    use tracing::{Event, Metadata, Subscriber, span};
+
+    /// Keeps the request id of every call line written, in order.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<String>>>);
+
+    impl Written {
+        fn ids(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl Visit for Written {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "request_id" {
+                self.0.lock().unwrap().push(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+
+    impl Subscriber for Written {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if event.metadata().target() == "hourglass::call" {
+                event.record(&mut self.clone());
+            }
+        }
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    fn line(request_id: &str) -> CallLine {
+        CallLine {
+            request_id: request_id.to_owned(),
+            model: "m".to_owned(),
+            endpoint: "chat",
+            outcome: Outcome::Ok,
+            attempts: "a:ok@done".to_owned(),
+            elapsed_ms: 1.5,
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn call_lines_wait_for_the_poll_and_are_written_in_order_when_it_returns() {
+        let written = Written::default();
+        tracing::subscriber::with_default(written.clone(), || {
+            line("a").write_or_hold();
+            assert_eq!(
+                written.ids(),
+                ["a"],
+                "outside a poll, a line is written at once"
+            );
+            {
+                let _poll = LinesAfterPoll::begin();
+                line("b").write_or_hold();
+                {
+                    let _nested = LinesAfterPoll::begin();
+                    line("c").write_or_hold();
+                }
+                assert_eq!(written.ids(), ["a"], "held while the poll runs, nested too");
+            }
+            assert_eq!(written.ids(), ["a", "b", "c"], "written when it returns");
+            line("d").write_or_hold();
+            assert_eq!(written.ids(), ["a", "b", "c", "d"], "and at once after it");
+        });
     }
 }

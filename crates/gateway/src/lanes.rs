@@ -20,6 +20,8 @@
 //! the 10,000-stream flood's peak higher (step 15). So one lane accepts, and hands over by load;
 //! accepting is a small part of a connection's cost, and a busy lane accepts between turns.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -28,6 +30,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{mpsc, oneshot, watch};
+
+use hourglass_engine::LinesAfterPoll;
 
 use crate::gateway::Gateway;
 use crate::wakes::SelfWakesInPlace;
@@ -347,9 +351,15 @@ fn serve_connection(
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
-    let connection = SelfWakesInPlace::new(graceful.watch(connection));
+    let mut connection = SelfWakesInPlace::new(graceful.watch(connection));
     tokio::spawn(async move {
-        let _ = connection.await;
+        // The log lines of calls that end during a poll are written when it returns, after
+        // hyper has written their answers.
+        let _ = std::future::poll_fn(|cx| {
+            let _lines = LinesAfterPoll::begin();
+            Pin::new(&mut connection).poll(cx)
+        })
+        .await;
         drop(open);
     });
 }

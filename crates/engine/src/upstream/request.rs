@@ -10,15 +10,24 @@ use super::RequestBody;
 use crate::error::FailureKind;
 use crate::request::CallRequest;
 
-/// Whether `name` is listed in the message's `Connection` header: such headers are hop-by-hop
-/// by declaration (RFC 9110 §7.6.1) and stop at the gateway.
-fn named_by_connection(headers: &HeaderMap, name: &str) -> bool {
+/// The names a message's `Connection` header lists: such headers are hop-by-hop by declaration
+/// (RFC 9110 §7.6.1) and stop at the gateway. Read once per message rather than once per header
+/// (a client that closes its connections sends `Connection: close` on every call); empty, with
+/// nothing allocated, when there is no such header.
+fn connection_names(headers: &HeaderMap) -> Vec<&str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case(name))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+/// Whether `name` is among the `Connection` header's `listed` names.
+fn named_by_connection(listed: &[&str], name: &str) -> bool {
+    listed.iter().any(|token| token.eq_ignore_ascii_case(name))
 }
 
 /// Headers a client sends that are not passed upstream.
@@ -77,11 +86,10 @@ pub fn build(
     // Room for every header at once, the ones added below and hyper's `content-length`
     // included: growing the map on the way reallocated it on every call.
     *headers = HeaderMap::with_capacity(request.headers.len() + upstream.headers.len() + 6);
-    // Looked up once: a client rarely sends `Connection`, and each header would look again.
-    let connection = request.headers.contains_key(header::CONNECTION);
+    let listed = connection_names(&request.headers);
     for (name, value) in &request.headers {
         if dropped_request_header(name.as_str())
-            || (connection && named_by_connection(&request.headers, name.as_str()))
+            || named_by_connection(&listed, name.as_str())
             || (upstream.api_key.is_some() && carries_a_key(name.as_str()))
         {
             continue;
@@ -160,11 +168,9 @@ fn carries_a_key(name: &str) -> bool {
 /// The upstream's headers as sent to the client, less hop-by-hop ones, plus `x-hourglass-upstream`.
 pub fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
-    let connection = upstream.contains_key(header::CONNECTION);
+    let listed = connection_names(upstream);
     for (key, value) in upstream {
-        if dropped_response_header(key.as_str())
-            || (connection && named_by_connection(upstream, key.as_str()))
-        {
+        if dropped_response_header(key.as_str()) || named_by_connection(&listed, key.as_str()) {
             continue;
         }
         headers.append(key.clone(), value.clone());
@@ -184,6 +190,23 @@ pub fn header_value(text: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_connection_header_is_read_for_the_names_it_lists() {
+        let mut headers = HeaderMap::new();
+        assert!(connection_names(&headers).is_empty());
+        headers.append(header::CONNECTION, HeaderValue::from_static("close"));
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" X-Hop ,, keep-alive"),
+        );
+        let listed = connection_names(&headers);
+        assert_eq!(listed, ["close", "X-Hop", "keep-alive"]);
+        assert!(named_by_connection(&listed, "x-hop"));
+        assert!(named_by_connection(&listed, "keep-alive"));
+        assert!(!named_by_connection(&listed, "x-end-to-end"));
+        assert!(!named_by_connection(&listed, ""));
+    }
 
     #[test]
     fn a_key_travels_sensitive_in_the_upstreams_chosen_header_and_replaces_the_clients() {
