@@ -293,50 +293,77 @@ impl StreamScript {
         }
     }
 
-    /// Queues the waits and frames of the next content chunk, or of the end of the content.
+    /// Queues the waits and frames of the next content chunks, or of the end of the content.
+    /// Chunks that fall due together (no wait between them, as with an instant model) are
+    /// written into one frame, up to [`MAX_BURST`] bytes: rendering and queueing each on its own
+    /// was most of the simulator's cost of a stream.
     fn script_token(&mut self) {
-        let seq = self.next_token;
-        let tokens = self.answer.tokens;
-        let at_end = seq == tokens;
-        let due = |after: u32| {
+        let mut burst = Vec::new();
+        loop {
+            let seq = self.next_token;
+            let tokens = self.answer.tokens;
+            let at_end = seq == tokens;
+            let due = |after: u32| {
+                if at_end {
+                    after >= tokens
+                } else {
+                    after == seq
+                }
+            };
+            let mut waited = false;
+            let mut wait = |queue: &mut VecDeque<Step>, burst: &mut Vec<u8>, wait: Duration| {
+                if !wait.is_zero() {
+                    flush(queue, burst);
+                    queue.push_back(Step::Wait(wait));
+                    waited = true;
+                }
+            };
+            if !at_end && seq > 0 {
+                let gap = self
+                    .slow_gap
+                    .unwrap_or_else(|| self.draw.gap(&mut self.rng));
+                wait(&mut self.queue, &mut burst, gap);
+            }
+            if let Some((_, stall)) = self.stall.filter(|(after, _)| due(*after)) {
+                wait(&mut self.queue, &mut burst, stall);
+            }
+            if self.cut.is_some_and(due) {
+                flush(&mut self.queue, &mut burst);
+                self.queue.push_back(Step::Cut);
+                self.stage = Stage::Done;
+                return;
+            }
+            if self.interrupt.is_some_and(due) {
+                // A clean end without the finish chunk: `[DONE]` where the API has one.
+                if let Some(done) = self.answer.interrupted_end() {
+                    burst.extend_from_slice(&done);
+                }
+                flush(&mut self.queue, &mut burst);
+                self.stage = Stage::Done;
+                return;
+            }
             if at_end {
-                after >= tokens
+                flush(&mut self.queue, &mut burst);
+                self.stage = Stage::Finish;
+                return;
+            }
+            if self.malformed == Some(seq) {
+                let mut frames = self.answer.content(seq, &mut self.event_seq);
+                frames[0] = render::malformed(&frames[0]);
+                for frame in frames {
+                    burst.extend_from_slice(&frame);
+                }
             } else {
-                after == seq
+                self.answer
+                    .content_into(seq, &mut self.event_seq, &mut burst);
             }
-        };
-        if !at_end && seq > 0 {
-            let gap = self
-                .slow_gap
-                .unwrap_or_else(|| self.draw.gap(&mut self.rng));
-            self.queue.push_back(Step::Wait(gap));
-        }
-        if let Some((_, stall)) = self.stall.filter(|(after, _)| due(*after)) {
-            self.queue.push_back(Step::Wait(stall));
-        }
-        if self.cut.is_some_and(due) {
-            self.queue.push_back(Step::Cut);
-            self.stage = Stage::Done;
-            return;
-        }
-        if self.interrupt.is_some_and(due) {
-            // A clean end without the finish chunk: `[DONE]` where the API has one.
-            if let Some(done) = self.answer.interrupted_end() {
-                self.queue.push_back(Step::Data(done));
+            self.next_token += 1;
+            // After a wait the next chunks are due later: queue what is due now.
+            if waited || burst.len() >= MAX_BURST {
+                flush(&mut self.queue, &mut burst);
+                return;
             }
-            self.stage = Stage::Done;
-            return;
         }
-        if at_end {
-            self.stage = Stage::Finish;
-            return;
-        }
-        let mut frames = self.answer.content(seq, &mut self.event_seq);
-        if self.malformed == Some(seq) {
-            frames[0] = render::malformed(&frames[0]);
-        }
-        self.queue.extend(frames.into_iter().map(Step::Data));
-        self.next_token += 1;
     }
 
     /// The wait before the first content token, one keep-alive interval at a time (so a long
@@ -353,6 +380,16 @@ impl StreamScript {
                 self.stage = Stage::Tokens;
             }
         }
+    }
+}
+
+/// Largest frame of chunks that fall due together.
+const MAX_BURST: usize = 32 * 1024;
+
+/// Queues the chunks written into `burst` as one frame, if there are any.
+fn flush(queue: &mut VecDeque<Step>, burst: &mut Vec<u8>) {
+    if !burst.is_empty() {
+        queue.push_back(Step::Data(Bytes::from(std::mem::take(burst))));
     }
 }
 

@@ -44,7 +44,7 @@ pub(crate) struct Answer {
 pub(crate) struct ChatFrame {
     /// `data: {"id":…,"choices":[{"index":`
     head: String,
-    /// `,"logprobs":null,"finish_reason":null}]…}` and the blank line.
+    /// `}]…}` and the blank line, after the choice's finish reason.
     tail: String,
 }
 
@@ -62,21 +62,76 @@ impl ChatFrame {
         } else {
             ""
         };
-        let tail = format!(",\"logprobs\":null,\"finish_reason\":null}}]{usage}}}\n\n");
+        let tail = format!("}}]{usage}}}\n\n");
         ChatFrame { head, tail }
     }
 
-    /// The content chunk of `choice` carrying `text`.
-    fn content(&self, choice: u32, text: &str) -> Bytes {
-        let mut out = Vec::with_capacity(self.head.len() + self.tail.len() + text.len() + 32);
-        out.extend_from_slice(self.head.as_bytes());
-        serde_json::to_writer(&mut out, &choice).expect("a number serializes");
-        out.extend_from_slice(b",\"delta\":{\"content\":");
-        serde_json::to_writer(&mut out, text).expect("a string serializes");
-        out.push(b'}');
-        out.extend_from_slice(self.tail.as_bytes());
-        Bytes::from(out)
+    /// Appends to `out` the chunk of `choice` with `delta` (what [`Answer::chat_chunk`] writes
+    /// for them).
+    fn write_chunk(&self, choice: u32, delta: &Delta<'_>, finish: Option<&str>, out: &mut Vec<u8>) {
+        self.write(
+            choice,
+            |out| serde_json::to_writer(out, delta).expect("a delta serializes"),
+            finish,
+            out,
+        );
     }
+
+    /// Appends to `out` the chunk of `choice` whose delta is what `delta` writes.
+    fn write(
+        &self,
+        choice: u32,
+        delta: impl FnOnce(&mut Vec<u8>),
+        finish: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
+        out.reserve(self.head.len() + self.tail.len() + 96);
+        out.extend_from_slice(self.head.as_bytes());
+        push_number(out, choice);
+        out.extend_from_slice(b",\"delta\":");
+        delta(out);
+        out.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(reason) => serde_json::to_writer(&mut *out, reason).expect("a string serializes"),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(self.tail.as_bytes());
+    }
+
+    /// Appends to `out` the content chunk of `choice` carrying token `seq` of `tag`: a token is
+    /// letters of the tag alphabet, digits, `:` and a space, so its JSON string is itself in
+    /// quotes, written without a serializer.
+    fn write_token(&self, choice: u32, tag: &str, seq: u32, out: &mut Vec<u8>) {
+        debug_assert!(!tag.contains(['"', '\\']) && tag.bytes().all(|b| b >= 0x20));
+        self.write(
+            choice,
+            |out| {
+                out.extend_from_slice(b"{\"content\":\"");
+                out.extend_from_slice(tag.as_bytes());
+                out.push(b':');
+                push_number(out, seq);
+                out.extend_from_slice(b" \"}");
+            },
+            None,
+            out,
+        );
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_number(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Token counts of one answer.
@@ -246,6 +301,15 @@ impl Answer {
         })
     }
 
+    /// [`Answer::chat_chunk`] for a delta without tool calls, written around the answer's
+    /// rendered [`ChatFrame`] rather than serialized whole.
+    fn framed_chat_chunk(&self, choice: u32, delta: &Delta<'_>, finish: Option<&str>) -> Bytes {
+        let frame = self.chat_frame.get_or_init(|| ChatFrame::new(self));
+        let mut out = Vec::new();
+        frame.write_chunk(choice, delta, finish, &mut out);
+        Bytes::from(out)
+    }
+
     fn text_chunk(&self, choice: u32, text: &str, finish: Option<&str>) -> Bytes {
         sse_data(&ChatChunk {
             id: &self.id,
@@ -285,7 +349,7 @@ impl Answer {
                         content: if self.tool.is_some() { None } else { Some("") },
                         tool_calls: None,
                     };
-                    self.chat_chunk(choice, delta, None)
+                    self.framed_chat_chunk(choice, &delta, None)
                 })
                 .collect(),
             Endpoint::Responses => {
@@ -365,6 +429,21 @@ impl Answer {
         frames
     }
 
+    /// Appends content chunk `seq` to `out`: what [`Answer::content`] gives, its frames one after
+    /// another. A chat answer's text chunks are written in place, the rest rendered as frames.
+    pub(crate) fn content_into(&self, seq: u32, event_seq: &mut u32, out: &mut Vec<u8>) {
+        if self.endpoint != Endpoint::Chat || self.tool.is_some() {
+            for frame in self.content(seq, event_seq) {
+                out.extend_from_slice(&frame);
+            }
+            return;
+        }
+        let frame = self.chat_frame.get_or_init(|| ChatFrame::new(self));
+        for (choice, tag) in self.tags.iter().enumerate() {
+            frame.write_token(choice as u32, tag, seq, out);
+        }
+    }
+
     fn content_frames(&self, seq: u32, event_seq: &mut u32) -> Vec<Bytes> {
         (0..self.tags.len() as u32)
             .map(|choice| {
@@ -373,10 +452,11 @@ impl Answer {
                     Endpoint::Chat => {
                         let delta = match &self.tool {
                             None => {
-                                return self
-                                    .chat_frame
-                                    .get_or_init(|| ChatFrame::new(self))
-                                    .content(choice, &fragment);
+                                let frame = self.chat_frame.get_or_init(|| ChatFrame::new(self));
+                                let tag = &self.tags[choice as usize];
+                                let mut out = Vec::new();
+                                frame.write_token(choice, tag, seq, &mut out);
+                                return Bytes::from(out);
                             }
                             Some((call_id, tool)) => Delta {
                                 tool_calls: Some([ToolCallDelta {
@@ -444,7 +524,7 @@ impl Answer {
         let choices = 0..self.tags.len() as u32;
         let mut frames: Vec<Bytes> = match self.endpoint {
             Endpoint::Chat => choices
-                .map(|c| self.chat_chunk(c, Delta::default(), Some(self.finish_reason)))
+                .map(|c| self.framed_chat_chunk(c, &Delta::default(), Some(self.finish_reason)))
                 .collect(),
             Endpoint::Completions => choices
                 .map(|c| self.text_chunk(c, "", Some(self.finish_reason)))
@@ -965,34 +1045,96 @@ mod tests {
     }
 
     #[test]
-    fn a_content_chunk_from_the_rendered_frame_is_the_chunk_serde_writes() {
+    fn a_chunk_from_the_rendered_frame_is_the_chunk_serde_writes() {
         for (id, model, usage) in [
             ("chatcmpl-sim0123456789abcdef", "sim-instant", false),
             ("chatcmpl-sim0123456789abcdef", "gpt-4o-mini", true),
             ("id \"quoted\" \\ \u{1}", "model/\u{e9}\n", true),
         ] {
             let answer = chat_answer(id, model, usage);
+            let same = |framed: &[u8], by_serde: &[u8], what: &str| {
+                assert_eq!(
+                    String::from_utf8_lossy(framed),
+                    String::from_utf8_lossy(by_serde),
+                    "{what}, usage {usage}"
+                );
+            };
             for choice in [0, 1, 12] {
+                let frame = answer.chat_frame.get_or_init(|| ChatFrame::new(&answer));
                 for text in ["t0:0 ", "", "a \"b\" \\ \n \u{7f} \u{1f600}"] {
+                    let delta = Delta {
+                        content: Some(text),
+                        ..Delta::default()
+                    };
+                    let mut framed = Vec::new();
+                    frame.write_chunk(choice, &delta, None, &mut framed);
+                    let by_serde = answer.chat_chunk(choice, delta, None);
+                    same(
+                        &framed,
+                        &by_serde,
+                        &format!("choice {choice}, text {text:?}"),
+                    );
+                }
+                for (tag, seq) in [
+                    ("t0", 0),
+                    ("k3xq", 7),
+                    ("abcd", 1_000_000),
+                    ("t1", u32::MAX),
+                ] {
+                    let text = content::token(tag, seq);
                     let by_serde = answer.chat_chunk(
                         choice,
                         Delta {
-                            content: Some(text),
+                            content: Some(&text),
                             ..Delta::default()
                         },
                         None,
                     );
-                    let framed = answer
-                        .chat_frame
-                        .get_or_init(|| ChatFrame::new(&answer))
-                        .content(choice, text);
-                    assert_eq!(
-                        String::from_utf8_lossy(&framed),
-                        String::from_utf8_lossy(&by_serde),
-                        "choice {choice}, text {text:?}, usage {usage}"
+                    let mut framed = Vec::new();
+                    frame.write_token(choice, tag, seq, &mut framed);
+                    same(
+                        &framed,
+                        &by_serde,
+                        &format!("choice {choice}, token {text:?}"),
                     );
                 }
+                let role = Delta {
+                    role: Some("assistant"),
+                    content: Some(""),
+                    tool_calls: None,
+                };
+                let by_serde = answer.chat_chunk(choice, role, None);
+                let role = Delta {
+                    role: Some("assistant"),
+                    content: Some(""),
+                    tool_calls: None,
+                };
+                same(
+                    &answer.framed_chat_chunk(choice, &role, None),
+                    &by_serde,
+                    "role",
+                );
+                for reason in ["stop", "length", "tool_calls"] {
+                    let by_serde = answer.chat_chunk(choice, Delta::default(), Some(reason));
+                    let framed = answer.framed_chat_chunk(choice, &Delta::default(), Some(reason));
+                    same(&framed, &by_serde, reason);
+                }
             }
+        }
+    }
+
+    /// An answer's content chunks written in place are the frames rendered one by one.
+    #[test]
+    fn content_written_in_place_is_the_content_frames() {
+        let answer = chat_answer("chatcmpl-sim0", "sim-instant", true);
+        for seq in [0, 1, 2, 9, 10, 123] {
+            let (mut at, mut in_place) = (0, Vec::new());
+            answer.content_into(seq, &mut at, &mut in_place);
+            let frames = answer.content(seq, &mut 0).concat();
+            assert_eq!(in_place, frames, "token {seq}");
+            assert!(in_place.ends_with(b"\n\n"));
+            let text = String::from_utf8(frames).unwrap();
+            assert_eq!(text.matches("data: ").count(), 2, "one chunk per choice");
         }
     }
 
