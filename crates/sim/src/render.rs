@@ -447,9 +447,11 @@ impl Answer {
     fn content_frames(&self, seq: u32, event_seq: &mut u32) -> Vec<Bytes> {
         (0..self.tags.len() as u32)
             .map(|choice| {
-                let fragment = self.fragment(choice, seq);
+                // Made only where it is needed: a chat text chunk writes its token in place.
+                let fragment = || self.fragment(choice, seq);
                 match self.endpoint {
                     Endpoint::Chat => {
+                        let arguments;
                         let delta = match &self.tool {
                             None => {
                                 let frame = self.chat_frame.get_or_init(|| ChatFrame::new(self));
@@ -458,27 +460,30 @@ impl Answer {
                                 frame.write_token(choice, tag, seq, &mut out);
                                 return Bytes::from(out);
                             }
-                            Some((call_id, tool)) => Delta {
-                                tool_calls: Some([ToolCallDelta {
-                                    index: 0,
-                                    id: (seq == 0).then_some(call_id.as_str()),
-                                    kind: (seq == 0).then_some("function"),
-                                    function: FunctionDelta {
-                                        name: (seq == 0).then_some(tool.name.as_str()),
-                                        arguments: &fragment,
-                                    },
-                                }]),
-                                ..Delta::default()
-                            },
+                            Some((call_id, tool)) => {
+                                arguments = fragment();
+                                Delta {
+                                    tool_calls: Some([ToolCallDelta {
+                                        index: 0,
+                                        id: (seq == 0).then_some(call_id.as_str()),
+                                        kind: (seq == 0).then_some("function"),
+                                        function: FunctionDelta {
+                                            name: (seq == 0).then_some(tool.name.as_str()),
+                                            arguments: &arguments,
+                                        },
+                                    }]),
+                                    ..Delta::default()
+                                }
+                            }
                         };
                         self.chat_chunk(choice, delta, None)
                     }
-                    Endpoint::Completions => self.text_chunk(choice, &fragment, None),
+                    Endpoint::Completions => self.text_chunk(choice, &fragment(), None),
                     Endpoint::Messages => {
                         let delta = match &self.tool {
-                            None => json!({"type": "text_delta", "text": fragment}),
+                            None => json!({"type": "text_delta", "text": fragment()}),
                             Some(_) => {
-                                json!({"type": "input_json_delta", "partial_json": fragment})
+                                json!({"type": "input_json_delta", "partial_json": fragment()})
                             }
                         };
                         let index = self.answer_block_index();
@@ -497,7 +502,7 @@ impl Answer {
                             event_seq,
                             kind,
                             json!({"item_id": self.item_id, "output_index": 0, "content_index": 0,
-                                   "delta": fragment, "logprobs": []}),
+                                   "delta": fragment(), "logprobs": []}),
                         )
                     }
                 }

@@ -224,3 +224,57 @@ fn time_scale_and_seed_shape_the_draw() {
     assert!((scaled.as_secs_f64() - full.as_secs_f64() / 100.0).abs() < 1e-6);
     assert_eq!(first_wait(3, 1.0), full, "same seed, same draw");
 }
+
+/// With no wait between tokens, the content chunks are written into one frame — byte for byte
+/// the chunks rendered one by one — and a frame never grows past `MAX_BURST`.
+#[test]
+fn chunks_due_together_leave_in_one_frame() {
+    let instant = |tokens: f64| ModelProfile {
+        latency: LatencyModel {
+            first_token: Spread::fixed(0.0),
+            tokens_per_s: 0.0,
+            jitter: 0.0,
+            output_tokens: Spread::fixed(tokens),
+        },
+        ..steady_model()
+    };
+    let parsed = request::parse(Endpoint::Chat, STREAM.as_bytes()).unwrap();
+    let model = instant(5.0);
+    let ctx = context(&model, 7, 1.0);
+    let Steps::Stream(script) = plan(&parsed, &FaultSet::default(), &ctx).body else {
+        panic!("a stream was planned")
+    };
+    let answer = script.answer.clone();
+    let steps = play(plan(&parsed, &FaultSet::default(), &ctx));
+    let data: Vec<&Bytes> = (steps.iter())
+        .filter_map(|step| match step {
+            Step::Data(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .all(|s| matches!(s, Step::Data(_) | Step::Wait(_))),
+        "no cut"
+    );
+    // The role chunk, the five content chunks in one frame, the finish chunk, `[DONE]`.
+    assert_eq!(data.len(), 4, "{:?}", timeline(&steps));
+    let one_by_one: Vec<u8> = (0..5)
+        .flat_map(|seq| answer.content(seq, &mut 0).concat())
+        .collect();
+    assert_eq!(data[1].as_ref(), one_by_one.as_slice());
+
+    // A long answer is cut into frames of at most MAX_BURST (plus the chunk that crossed it).
+    let model = instant(2_000.0);
+    let ctx = context(&model, 7, 1.0);
+    let steps = play(plan(&parsed, &FaultSet::default(), &ctx));
+    let sizes: Vec<usize> = (steps.iter())
+        .filter_map(|step| match step {
+            Step::Data(bytes) => Some(bytes.len()),
+            _ => None,
+        })
+        .collect();
+    assert!(sizes.len() > 4, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n < MAX_BURST + 1024), "{sizes:?}");
+}
