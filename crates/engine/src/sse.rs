@@ -100,10 +100,23 @@ fn scan(
 ) -> usize {
     let mut start = 0;
     let mut search = resume;
+    // The bytes as text, checked once for every event in them when the first one is found: a
+    // read of a fast stream holds many events, and one check costs what one event's did.
+    // `Some(None)` when they are not all UTF-8 (an event ends in a later read, mid-character, or
+    // one is not text): then each event is checked alone, as before.
+    let mut text: Option<Option<&str>> = None;
     while let Some((end, len, one_line)) = boundary(&bytes[search..], crlf) {
         let end = search + end;
+        let checked = text.get_or_insert_with(|| simdutf8::basic::from_utf8(bytes).ok());
+        // Events start and end at line ends, so the slice is on character boundaries.
+        let block_text = checked.and_then(|text| text.get(start..end));
         // A single line only when the search began at the event's start.
-        let event = parse(&bytes[start..end], crlf, one_line && search == start);
+        let event = parse(
+            &bytes[start..end],
+            block_text,
+            crlf,
+            one_line && search == start,
+        );
         start = end + len;
         each(&event, start);
         search = start;
@@ -145,29 +158,37 @@ fn boundary(bytes: &[u8], crlf: bool) -> Option<(usize, usize, bool)> {
     None
 }
 
-/// The event `block` (without the blank line that ends it); `one_line` when the boundary search
-/// already found no line end in it.
-fn parse(block: &[u8], crlf: bool, one_line: bool) -> Event<'_> {
+/// The event `block` (without the blank line that ends it), with `text`, the same bytes as text
+/// when they are known to be UTF-8; `one_line` when the boundary search already found no line end
+/// in it.
+fn parse<'a>(block: &'a [u8], text: Option<&'a str>, crlf: bool, one_line: bool) -> Event<'a> {
     // Most events are one `data: ` line: read without splitting lines.
     if let Some(value) = block.strip_prefix(b"data: ")
         && (one_line || memchr::memchr2(b'\n', b'\r', value).is_none())
-        && let Ok(value) = simdutf8::basic::from_utf8(value)
+        && let Some(value) = match text {
+            Some(text) => text.get(b"data: ".len()..),
+            None => simdutf8::basic::from_utf8(value).ok(),
+        }
     {
         return Event {
             name: None,
             data: Some(Cow::Borrowed(value)),
         };
     }
-    parse_lines(block, crlf)
+    parse_lines(text.unwrap_or_else(|| readable(block)), crlf)
 }
 
-/// An event block, line by line.
-fn parse_lines(block: &[u8], crlf: bool) -> Event<'_> {
-    let text = match std::str::from_utf8(block) {
+/// The text of `block`, or its valid start: invalid UTF-8 cannot be valid JSON, so what can be
+/// read is handed over and the classifier refuses it.
+fn readable(block: &[u8]) -> &str {
+    match std::str::from_utf8(block) {
         Ok(text) => text,
-        // Invalid UTF-8 cannot be valid JSON: hand over what can be read, the classifier refuses it.
         Err(e) => std::str::from_utf8(&block[..e.valid_up_to()]).unwrap_or_default(),
-    };
+    }
+}
+
+/// An event block's text, line by line.
+fn parse_lines(text: &str, crlf: bool) -> Event<'_> {
     let mut event = Event::default();
     let lines: &mut dyn Iterator<Item = &str> = if crlf {
         &mut text.split(['\n', '\r'])
@@ -214,20 +235,27 @@ mod tests {
             b"data:nospace",
             b": comment",
         ] {
-            for crlf in [false, true] {
+            // The text is given when the read it came in was checked whole, and only then.
+            let texts = [None, std::str::from_utf8(block).ok()];
+            for (crlf, text) in [false, true]
+                .into_iter()
+                .flat_map(|c| texts.map(|t| (c, t)))
+            {
                 assert_eq!(
-                    parse(block, crlf, false),
-                    parse_lines(block, crlf),
+                    parse(block, text, crlf, false),
+                    parse_lines(readable(block), crlf),
                     "{block:?}"
                 );
             }
             // What the boundary search says of a block without a line end changes nothing.
             if !block.contains(&b'\n') && !block.contains(&b'\r') {
-                assert_eq!(
-                    parse(block, false, true),
-                    parse_lines(block, false),
-                    "{block:?}"
-                );
+                for text in texts {
+                    assert_eq!(
+                        parse(block, text, false, true),
+                        parse_lines(readable(block), false),
+                        "{block:?}"
+                    );
+                }
             }
         }
     }
@@ -290,6 +318,32 @@ mod tests {
             assert_eq!(all[1], (None, None), "a comment is an empty event");
             assert_eq!(all[2].0.as_deref(), Some("response.created"));
             assert_eq!(all[3].1.as_deref(), Some("[DONE]"));
+        }
+    }
+
+    /// A read is checked for UTF-8 once for all its events; a read that is not all UTF-8 (one
+    /// split mid-character, or an event that is not text) gives each event exactly what it gave
+    /// when every event was checked alone.
+    #[test]
+    fn reads_split_mid_character_or_holding_bad_bytes_give_each_event_its_own_text() {
+        let stream = "data: café ☕\n\ndata: \u{1F600}x\n\nevent: é\ndata: ü\n\n".as_bytes();
+        let whole = events(&mut Scanner::new(), stream);
+        assert_eq!(
+            whole.iter().map(|e| e.1.as_deref()).collect::<Vec<_>>(),
+            [Some("café ☕"), Some("\u{1F600}x"), Some("ü")]
+        );
+        assert_eq!(whole[2].0.as_deref(), Some("é"));
+        for split in 0..stream.len() {
+            assert_eq!(split_at(stream, split), whole, "split at {split}");
+        }
+        // An event that is not UTF-8 among good ones: the good ones read as text still.
+        let mixed = b"data: ok\n\ndata: \xff\xfe{}\n\ndata: caf\xc3\xa9\n\nevent: \xc3\n\n";
+        let read = events(&mut Scanner::new(), mixed);
+        let data: Vec<_> = read.iter().map(|e| e.1.as_deref()).collect();
+        assert_eq!(data, [Some("ok"), Some(""), Some("café"), None]);
+        assert_eq!(read[3].0, Some(String::new()));
+        for split in 0..mixed.len() {
+            assert_eq!(split_at(mixed, split), read, "split at {split}");
         }
     }
 
