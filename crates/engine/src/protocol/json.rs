@@ -116,10 +116,12 @@ pub fn string_stop(bytes: &[u8]) -> Option<usize> {
         }
         at += 8;
     }
+    // The last few bytes as one more word, padded with a byte that flags nothing.
     let rest = words.remainder();
-    rest.iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|p| at + p)
+    let mut last = [b'a'; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    let found = flagged(u64::from_le_bytes(last));
+    (found != 0).then(|| at + (found.trailing_zeros() / 8) as usize)
 }
 
 /// A position in the text being checked.

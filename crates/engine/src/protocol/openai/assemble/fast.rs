@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use crate::protocol::json::{self, string_stop};
 
@@ -20,8 +19,8 @@ pub(crate) struct FastChunk<'a> {
     pub first: FirstFields<'a>,
     /// The one choice, or `None` for `"choices": []`.
     pub choice: Option<TextChunk<'a>>,
-    /// A usage that is not `null`, as the upstream wrote it.
-    pub usage: Option<Box<RawValue>>,
+    /// A usage that is not `null`, as the upstream wrote it (checked as serde checks a raw value).
+    pub usage: Option<&'a str>,
     /// Where the `obfuscation` string (quotes included) is in the chunk: OpenAI pads every
     /// chunk with a random one, so it is the one other part of a text chunk that changes.
     pub obfuscation_at: Option<(usize, usize)>,
@@ -283,7 +282,9 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
                 if kept.usage {
                     return s.skip_value();
                 }
-                chunk.usage = Some(s.value()?);
+                let start = s.at;
+                s.skip_value()?;
+                chunk.usage = Some(&s.text[start..s.at]);
                 Some(())
             }),
             // Fields the assembler does not read at all (serde ignores them too).
@@ -342,6 +343,10 @@ impl<'a> Scan<'a> {
     }
 
     fn space(&mut self) {
+        // Upstreams write chunks without spaces: one comparison for the common byte.
+        if self.bytes.get(self.at).is_none_or(|&b| b > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
             self.at += 1;
         }
@@ -451,16 +456,7 @@ impl<'a> Scan<'a> {
         Some(())
     }
 
-    /// Any JSON value, checked by serde (which says where it ended) and kept as written.
-    fn value(&mut self) -> Option<Box<RawValue>> {
-        let mut values =
-            serde_json::Deserializer::from_str(&self.text[self.at..]).into_iter::<&RawValue>();
-        let value = values.next()?.ok()?.to_owned();
-        self.at += values.byte_offset();
-        Some(value)
-    }
-
-    /// Any JSON value, checked as serde checks one it skips ([`json::value_end`]), not kept.
+    /// Any JSON value, checked as serde checks one it skips or keeps raw ([`json::value_end`]).
     fn skip_value(&mut self) -> Option<()> {
         self.at = json::value_end(self.text, self.at)?;
         Some(())
@@ -644,7 +640,7 @@ mod tests {
         );
         let last = chunk(LAST, all).expect("the last chunk");
         assert_eq!(last.choice.expect("a choice").finish_reason, Some("stop"));
-        let usage: Value = serde_json::from_str(last.usage.expect("a usage").get()).unwrap();
+        let usage: Value = serde_json::from_str(last.usage.expect("a usage")).unwrap();
         assert_eq!(usage["total_tokens"], 5);
         let usage = chunk(USAGE, all).expect("the usage chunk");
         assert_eq!((usage.choice, usage.usage.is_some()), (None, true));

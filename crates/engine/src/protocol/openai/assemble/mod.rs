@@ -26,8 +26,9 @@ struct Common {
     model: Option<Value>,
     system_fingerprint: Option<Value>,
     service_tier: Option<Value>,
-    /// Kept as the upstream wrote it: it is only passed on, never read.
-    usage: Option<Box<RawValue>>,
+    /// Kept as the upstream wrote it (JSON checked as it was read): it is only passed on, never
+    /// read.
+    usage: Option<Box<str>>,
 }
 
 /// One chunk of a chat or completions stream: the common fields and choices of type `C`. The
@@ -91,13 +92,13 @@ impl Common {
         first(&mut self.system_fingerprint, chunk.system_fingerprint);
         first(&mut self.service_tier, chunk.service_tier);
         if let Some(usage) = present(chunk.usage) {
-            self.usage = Some(usage.to_owned());
+            self.usage = Some(usage.get().into());
         }
         chunk.choices
     }
 
     /// Takes what the hand scanner read: the common fields it met first, and a usage.
-    fn take_first(&mut self, first: fast::FirstFields<'_>, usage: Option<Box<RawValue>>) {
+    fn take_first(&mut self, first: fast::FirstFields<'_>, usage: Option<&str>) {
         if let Some(id) = first.id {
             self.id = Some(id.to_owned());
         }
@@ -112,8 +113,8 @@ impl Common {
                 *kept = value;
             }
         }
-        if usage.is_some() {
-            self.usage = usage;
+        if let Some(usage) = usage {
+            self.usage = Some(usage.into());
         }
     }
 
@@ -146,8 +147,17 @@ struct Whole<'a, C> {
     #[serde(skip_serializing_if = "Option::is_none")]
     service_tier: Option<&'a Value>,
     choices: C,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "raw_json")]
+    usage: Option<&'a str>,
+}
+
+/// JSON text serialized as the value it is: it was checked as it was read, so it parses.
+fn raw_json<S: serde::Serializer>(text: &Option<&str>, to: S) -> Result<S::Ok, S::Error> {
+    let raw: Option<&RawValue> = text
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(serde::ser::Error::custom)?;
+    raw.serialize(to)
 }
 
 /// Choices that write their own JSON ([`JsonOut`]), byte for byte what serde writes for them.
@@ -183,7 +193,7 @@ impl<C: Serialize + WriteChoices> Whole<'_, C> {
         out.raw("]");
         if let Some(usage) = self.usage {
             out.raw(",\"usage\":");
-            out.raw(usage.get());
+            out.raw(usage);
         }
         out.raw("}");
         bytes::Bytes::from(out.0)
