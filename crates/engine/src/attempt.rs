@@ -446,6 +446,8 @@ struct StreamReader {
     assembler: Option<Box<dyn Assemble>>,
     /// The number of the last event, in a protocol that numbers them.
     last_sequence: Option<u64>,
+    /// Whether the stream numbers its events.
+    numbered: bool,
 }
 
 impl StreamReader {
@@ -461,6 +463,7 @@ impl StreamReader {
             last_content: None,
             assembler,
             last_sequence: None,
+            numbered: protocol.numbers_events(endpoint),
         }
     }
 
@@ -502,7 +505,7 @@ impl StreamReader {
         let (ended, finished, assembler) =
             (&mut self.ended, &mut self.finished, &mut self.assembler);
         let classifier = &mut self.classifier;
-        let last_sequence = &mut self.last_sequence;
+        let (last_sequence, numbered) = (&mut self.last_sequence, self.numbered);
         self.scanner
             .push_at(data, |event, at| {
                 // An assembler that reads an event once for both jobs does; otherwise the event
@@ -513,7 +516,7 @@ impl StreamReader {
                 };
                 let pushed = once.is_some();
                 let signal = once.unwrap_or_else(|| classifier.classify(event));
-                if let Some(n) = protocol.sequence_number(endpoint, event) {
+                if numbered && let Some(n) = protocol.sequence_number(endpoint, event) {
                     *last_sequence = Some(n);
                 }
                 if let (

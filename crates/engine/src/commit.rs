@@ -90,6 +90,8 @@ pub struct CommittedStream {
     /// The number of the last event passed on, in a protocol that numbers them (an error event
     /// takes the next).
     last_sequence: Option<u64>,
+    /// Whether the stream numbers its events.
+    numbered: bool,
     /// How the stream failed after the commit point, once its error event was sent.
     failure: Option<(ErrorCode, StatusCode, String)>,
 }
@@ -121,6 +123,7 @@ impl CommittedStream {
             Err(frames) => Bytes::from(frames.concat()),
         };
         let now = Instant::now();
+        let protocol = h.endpoint.protocol();
         CommittedStream {
             watchdog: Box::pin(tokio::time::sleep_until(h.deadlines.idle_committed(now).at)),
             shared: h.shared,
@@ -130,7 +133,7 @@ impl CommittedStream {
             held: (!held.is_empty()).then_some(held),
             deadlines: h.deadlines,
             endpoint: h.endpoint,
-            protocol: h.endpoint.protocol(),
+            protocol,
             ended: h.ended,
             finish_seen: h.finish_seen,
             pending: None,
@@ -145,6 +148,7 @@ impl CommittedStream {
             max_gap: std::time::Duration::ZERO,
             ending: None,
             last_sequence: h.last_sequence,
+            numbered: protocol.numbers_events(h.endpoint),
             failure: None,
         }
     }
@@ -291,9 +295,10 @@ impl CommittedStream {
         let (mut end, mut last) = (None::<(usize, usize)>, 0);
         let (protocol, endpoint) = (self.protocol, self.endpoint);
         let (finish_seen, last_sequence) = (&mut self.finish_seen, &mut self.last_sequence);
+        let numbered = self.numbered;
         let classifier = &mut self.classifier;
         let scanned = self.scanner.push_at(&data, |event, at| {
-            if let Some(n) = protocol.sequence_number(endpoint, event) {
+            if numbered && let Some(n) = protocol.sequence_number(endpoint, event) {
                 *last_sequence = Some(n);
             }
             match classifier.classify(event) {

@@ -258,6 +258,10 @@ pub trait Protocol: Send + Sync + 'static {
     /// `sequence_number`); `None` otherwise.
     fn sequence_number(&self, endpoint: Endpoint, event: &Event<'_>) -> Option<u64>;
 
+    /// Whether streams of `endpoint` number their events: readers that are told no never ask
+    /// [`Protocol::sequence_number`], a call per event.
+    fn numbers_events(&self, endpoint: Endpoint) -> bool;
+
     /// What keeps a stream of it alive while no content flows (heartbeats), which its clients
     /// skip.
     fn keepalive(&self) -> &'static [u8] {
@@ -562,6 +566,31 @@ pub(crate) fn model_and_span(
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// A reader asks for event numbers only where `numbers_events` says so: every endpoint that
+    /// says no must have none to give, or an error event would take a wrong number.
+    #[test]
+    fn only_endpoints_that_number_their_events_have_numbers() {
+        let data = r#"{"type":"response.output_text.delta","sequence_number":7,"delta":"a"}"#;
+        let event = Event {
+            name: Some("response.output_text.delta"),
+            data: Some(data.into()),
+        };
+        for endpoint in Endpoint::ALL {
+            let protocol = endpoint.protocol();
+            let number = protocol.sequence_number(endpoint, &event);
+            assert_eq!(
+                protocol.numbers_events(endpoint),
+                number.is_some(),
+                "{endpoint:?}"
+            );
+        }
+        assert!(
+            Endpoint::Responses
+                .protocol()
+                .numbers_events(Endpoint::Responses)
+        );
+    }
 
     #[test]
     fn the_request_asks_for_a_stream_with_usage_and_keeps_the_rest() {

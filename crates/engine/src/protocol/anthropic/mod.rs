@@ -170,6 +170,10 @@ impl Protocol for Anthropic {
         None
     }
 
+    fn numbers_events(&self, _endpoint: Endpoint) -> bool {
+        false
+    }
+
     fn keepalive(&self) -> &'static [u8] {
         PING
     }

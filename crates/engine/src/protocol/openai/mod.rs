@@ -217,6 +217,10 @@ impl Protocol for OpenAi {
         serde_json::from_str::<Numbered>(data).ok()?.sequence_number
     }
 
+    fn numbers_events(&self, endpoint: Endpoint) -> bool {
+        endpoint == Endpoint::Responses
+    }
+
     fn check_request(&self, model: &str) -> (Endpoint, &'static str, Bytes) {
         let body = json!({
             "model": model,
