@@ -247,8 +247,11 @@ impl CallLine {
     }
 
     fn write(&self) {
+        // The message as a plain field, not format arguments: the same line, but a string is
+        // written as it is where arguments go through `Debug` and an escaping formatter.
         tracing::info!(
             target: "hourglass::call",
+            message = "call",
             request_id = self.request_id,
             model = self.model,
             endpoint = self.endpoint,
@@ -256,7 +259,6 @@ impl CallLine {
             attempts = self.attempts,
             elapsed_ms = self.elapsed_ms,
             error = self.error,
-            "call"
         );
     }
 }

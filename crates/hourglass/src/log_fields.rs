@@ -310,6 +310,14 @@ mod tests {
             error = "",
             "call"
         );
+        // The call line as the engine writes it: its message a plain field.
+        tracing::info!(
+            target: "hourglass::call",
+            message = "call",
+            request_id = "7c862a3d-1a6b-4ae0-b75e-0f0c6752b07e",
+            elapsed_ms = 12.0,
+            error = "",
+        );
         tracing::info!(elapsed_ms = 4.0, whole = 12345.6, zero = 0.0, "tenths");
         tracing::info!(
             small = 0.05,
@@ -392,7 +400,7 @@ mod tests {
             let default = lines(false, ansi, every_kind_of_field);
             let plain = lines(true, ansi, every_kind_of_field);
             assert_eq!(plain, default, "ansi {ansi}");
-            assert_eq!(default.lines().count(), 11, "{default}");
+            assert_eq!(default.lines().count(), 12, "{default}");
         }
         let call = lines(true, false, every_kind_of_field);
         assert!(
@@ -401,6 +409,23 @@ mod tests {
             ),
             "{call}"
         );
+    }
+
+    /// The call line's message is a plain field: it must read as a message does.
+    #[test]
+    fn a_message_given_as_a_field_reads_as_the_message_does() {
+        let as_field =
+            || tracing::info!(target: "hourglass::call", message = "call", model = "m", n = 2u64);
+        let as_message =
+            || tracing::info!(target: "hourglass::call", model = "m", n = 2u64, "call");
+        for plain in [false, true] {
+            let line = lines(plain, false, as_field);
+            assert_eq!(line, lines(plain, false, as_message));
+            assert!(
+                line.ends_with("hourglass::call: call model=\"m\" n=2\n"),
+                "{line}"
+            );
+        }
     }
 
     #[test]
