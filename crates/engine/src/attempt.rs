@@ -16,7 +16,7 @@ use crate::health::Lease;
 use crate::protocol::{Assemble, Classify, Endpoint, Protocol, Signal};
 use crate::sse::Scanner;
 use crate::upstream::request::{self, header_value, response_headers};
-use crate::upstream::{Connection, Timeline, UpstreamBody};
+use crate::upstream::{Connection, ExchangeError, Timeline, UpstreamBody};
 use crate::vocabulary::{Outcome, Phase};
 
 /// Largest non-streaming body read into memory before it is sent on.
@@ -132,14 +132,10 @@ impl Attempt<'_> {
             let reused = connection.reused;
             match self.write_and_first_byte(connection, body.clone()).await? {
                 Ok(exchange) => return Ok(exchange),
-                Err(e)
-                    if reused
-                        && !redialed
-                        && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) =>
-                {
+                Err(e) if reused && !redialed && e.is_stale() => {
                     redialed = true;
                 }
-                Err(e) => return Err(hyper_failure(&e)),
+                Err(e) => return Err(exchange_failure(&e)),
             }
         }
     }
@@ -163,7 +159,7 @@ impl Attempt<'_> {
         &mut self,
         connection: Connection,
         body: Bytes,
-    ) -> Result<hyper::Result<(http::response::Parts, UpstreamBody)>, FailureKind> {
+    ) -> Result<Result<(http::response::Parts, UpstreamBody), ExchangeError>, FailureKind> {
         self.phase = Phase::Write;
         let upstream = &self.call.shared.config.upstreams[self.target.upstream];
         let h2 = connection.is_h2();
@@ -582,15 +578,15 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("json"))
 }
 
-fn hyper_failure(error: &hyper::Error) -> FailureKind {
-    if error.is_parse() || error.is_parse_status() {
+fn exchange_failure(error: &ExchangeError) -> FailureKind {
+    if error.is_parse() {
         FailureKind::Malformed(format!("the response is not valid HTTP: {error}"))
     } else {
         FailureKind::Closed(source_text(error))
     }
 }
 
-fn body_failure(error: &hyper::Error) -> FailureKind {
+fn body_failure(error: &ExchangeError) -> FailureKind {
     if error.is_parse() {
         FailureKind::Malformed(source_text(error))
     } else {

@@ -5,7 +5,8 @@
 //! # Why our own pool
 //! hyper-util's pooled client hides whether a connection was reused and when the request body was
 //! handed over; the connect and write clocks need both. A pool of HTTP/1.1 connections per
-//! upstream is a few lines and makes every phase measurable. An upstream that speaks HTTP/2 (by
+//! upstream is a few lines and makes every phase measurable. HTTP/1.1 itself is spoken by
+//! [`h1`], by hand. An upstream that speaks HTTP/2 (by
 //! ALPN, or configured with `http = "2"`) gets shared, multiplexed connections instead: each
 //! carries up to `http2_max_streams` calls, and another is opened when all are full, so calls
 //! never queue behind a server's stream limit. Those are kept per runtime too, like the idle
@@ -13,18 +14,18 @@
 //! serving thread has its every frame handed across threads, so it borrows another runtime's
 //! only while its own are full (or it has none) and opens one of its own beside it.
 //!
-//! # Why the body drives an HTTP/1.1 connection
-//! hyper's client connection is a future that moves bytes; spawned as its own task, every
-//! request and every chunk would cross two tasks (and often two threads). Here whoever waits on
-//! the connection polls it: [`Connection::send`] while the head is awaited, then the
-//! [`UpstreamBody`] on every read, so a proxied call stays on one task and no reader can forget
-//! to drive it. An HTTP/2 connection is shared by calls, so it runs as its own task.
+//! # Why the body reads an HTTP/1.1 connection
+//! A connection spawned as its own task would have every request and every chunk cross two
+//! tasks (and often two threads). Here whoever waits on the connection reads it:
+//! [`Connection::send`] while the head is awaited, then the [`UpstreamBody`] on every read, so
+//! a proxied call stays on one task. An HTTP/2 connection is shared by calls, so it runs as its
+//! own task.
 
 pub mod dial; // DNS, TCP, TLS, or a caller's own transport
+pub mod h1; // HTTP/1.1 by hand: the request written, the head parsed, the body framed
 pub mod request; // the upstream request: path under the base URL, headers in and out, the key
 pub mod timeline; // the moments of one attempt
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -48,8 +48,8 @@ pub use timeline::Timeline;
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused (servers close theirs too).
 pub const IDLE_EXPIRY: Duration = Duration::from_secs(60);
-/// The largest read buffer of an upstream connection, which bounds a response head: an upstream
-/// (or a proxy) sending headers larger than this gets `upstream_malformed`, not relayed.
+/// The largest response head an upstream connection reads: an upstream (or a proxy) sending
+/// headers larger than this gets `upstream_malformed`, not relayed.
 const MAX_RESPONSE_BUFFER: usize = 256 * 1024;
 /// An idle connection returned to its pool less than this long ago is taken without polling it
 /// again: it was checked as it went back.
@@ -68,18 +68,10 @@ pub const SPARE_H2_EXPIRY: Duration = Duration::from_secs(10);
 const H2_PING_EVERY: Duration = Duration::from_secs(15);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The future that runs an HTTP/1.1 connection: it reads and writes the socket.
-type Driver = hyper::client::conn::http1::Connection<TokioIo<dial::BoxIo>, RequestBody>;
-
 /// The two kinds of upstream connection.
 enum Link {
-    /// HTTP/1.1: one request at a time, driven by whoever waits on it.
-    H1 {
-        sender: SendRequest<RequestBody>,
-        /// `None` once the driver has finished (the connection closed): dropped then, so a
-        /// request handed to the connection afterwards fails at once instead of waiting.
-        driver: Option<Pin<Box<Driver>>>,
-    },
+    /// HTTP/1.1: one request at a time, read by whoever waits on it.
+    H1(h1::H1),
     /// HTTP/2: many requests over one connection, driven by a task of its own since no single
     /// call owns it. The slot counts this call among the connection's streams until dropped.
     H2 {
@@ -88,14 +80,49 @@ enum Link {
     },
 }
 
-/// Polls an HTTP/1.1 connection's driver; once it finishes (the connection closed) it is dropped,
-/// which fails every request still waiting on the connection (hyper cancels them): a request
-/// sent on a pooled connection the server closed meanwhile fails at once, and is redialed.
-fn drive(driver: &mut Option<Pin<Box<Driver>>>, cx: &mut Context<'_>) {
-    if let Some(running) = driver
-        && running.as_mut().poll(cx).is_ready()
-    {
-        *driver = None;
+/// Why an exchange with an upstream failed, from either HTTP version's client.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// From the HTTP/1.1 client.
+    H1(h1::Error),
+    /// From hyper's HTTP/2 client.
+    H2(hyper::Error),
+}
+
+impl ExchangeError {
+    /// Whether the upstream sent something that is not HTTP.
+    pub fn is_parse(&self) -> bool {
+        match self {
+            ExchangeError::H1(e) => e.is_parse(),
+            ExchangeError::H2(e) => e.is_parse() || e.is_parse_status(),
+        }
+    }
+
+    /// Whether the connection was found closed before the response began: a pooled one the
+    /// server closed meanwhile, to which the request may be sent again on a new one.
+    pub fn is_stale(&self) -> bool {
+        match self {
+            ExchangeError::H1(e) => e.is_stale(),
+            ExchangeError::H2(e) => e.is_closed() || e.is_canceled() || e.is_incomplete_message(),
+        }
+    }
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::H1(e) => e.fmt(f),
+            ExchangeError::H2(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ExchangeError::H1(_) => None,
+            ExchangeError::H2(e) => std::error::Error::source(e),
+        }
     }
 }
 
@@ -178,24 +205,6 @@ fn may_open_beside<R: PartialEq>(
     }
 }
 
-impl Link {
-    /// Polls an HTTP/1.1 connection so its socket makes progress; `Ready` once it has closed.
-    /// An HTTP/2 connection runs on its own task: always `Pending` here.
-    fn poll_driver(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self {
-            Link::H1 { driver, .. } => {
-                drive(driver, cx);
-                if driver.is_none() {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            }
-            Link::H2 { .. } => Poll::Pending,
-        }
-    }
-}
-
 /// A connection ready for one request.
 pub struct Connection {
     link: Link,
@@ -212,54 +221,66 @@ impl Connection {
         matches!(self.link, Link::H2 { .. })
     }
 
-    /// Whether an HTTP/1.1 connection can take another request now (polled once, without waiting).
+    /// Whether the connection can take another request now (polled once, without waiting).
     fn usable(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let open = self.link.poll_driver(&mut cx).is_pending();
-        match &self.link {
-            Link::H1 { sender, .. } => open && sender.is_ready(),
+        match &mut self.link {
+            Link::H1(h1) => h1.usable(),
             Link::H2 { sender, .. } => !sender.is_closed(),
         }
     }
 
-    /// Sends a request and waits for its response head, driving the connection meanwhile. The
-    /// response's body takes the connection with it.
+    /// Sends a request and waits for its response head. The response's body takes the
+    /// connection with it.
     pub async fn send(
         mut self,
         request: http::Request<RequestBody>,
-    ) -> hyper::Result<(http::response::Parts, UpstreamBody)> {
-        let response = match &mut self.link {
-            Link::H1 { sender, driver } => {
-                let mut sending = std::pin::pin!(sender.send_request(request));
-                std::future::poll_fn(|cx| {
-                    drive(driver, cx);
-                    sending.as_mut().poll(cx)
-                })
-                .await?
+    ) -> Result<(http::response::Parts, UpstreamBody), ExchangeError> {
+        match &mut self.link {
+            Link::H1(h1) => {
+                let (parts, mut body) = request.into_parts();
+                let data = body.data.take().unwrap_or_default();
+                h1.write_request(&parts, &data)
+                    .await
+                    .map_err(ExchangeError::H1)?;
+                if let Some(written) = body.written.take() {
+                    let _ = written.send(());
+                }
+                let head = (h1.read_head(parts.method == http::Method::HEAD).await)
+                    .map_err(ExchangeError::H1)?;
+                Ok((
+                    head,
+                    UpstreamBody {
+                        connection: self,
+                        h2: None,
+                    },
+                ))
             }
-            Link::H2 { sender, .. } => sender.send_request(request).await?,
-        };
-        let (parts, body) = response.into_parts();
-        Ok((
-            parts,
-            UpstreamBody {
-                connection: self,
-                body,
-            },
-        ))
+            Link::H2 { sender, .. } => {
+                let response = (sender.send_request(request).await).map_err(ExchangeError::H2)?;
+                let (parts, body) = response.into_parts();
+                Ok((
+                    parts,
+                    UpstreamBody {
+                        connection: self,
+                        h2: Some(body),
+                    },
+                ))
+            }
+        }
     }
 }
 
-/// A response body from an upstream, with the connection it arrives on: reading it drives the
+/// A response body from an upstream, with the connection it arrives on: reading it reads the
 /// connection, and a body read to its end gives the connection back to the pool.
 pub struct UpstreamBody {
     connection: Connection,
-    body: Incoming,
+    /// An HTTP/2 body; an HTTP/1.1 one is read from the connection itself.
+    h2: Option<Incoming>,
 }
 
 impl UpstreamBody {
-    /// The next frame (`None` at the end), driving the connection while it waits.
-    pub async fn frame(&mut self) -> Option<Result<Frame<Bytes>, hyper::Error>> {
+    /// The next frame (`None` at the end), reading the connection while it waits.
+    pub async fn frame(&mut self) -> Option<Result<Frame<Bytes>, ExchangeError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await
     }
 
@@ -281,19 +302,30 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ExchangeError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         let this = &mut *self;
-        let _ = this.connection.link.poll_driver(cx);
-        Pin::new(&mut this.body).poll_frame(cx)
+        match (&mut this.connection.link, &mut this.h2) {
+            (Link::H1(h1), _) => h1
+                .poll_body(cx)
+                .map(|read| read.map(|r| r.map(Frame::data).map_err(ExchangeError::H1))),
+            (Link::H2 { .. }, Some(body)) => {
+                Pin::new(body).poll_frame(cx).map_err(ExchangeError::H2)
+            }
+            (Link::H2 { .. }, None) => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match (&self.connection.link, &self.h2) {
+            (Link::H1(h1), _) => h1.body_done(),
+            (Link::H2 { .. }, Some(body)) => body.is_end_stream(),
+            (Link::H2 { .. }, None) => true,
+        }
     }
 }
 
@@ -500,11 +532,6 @@ impl Pool {
             // An upstream that negotiated HTTP/2 before and now does not (a new deployment):
             // its calls go back to the HTTP/1.1 pool instead of dialing one at a time.
             self.speaks_h2.store(false, Ordering::Release);
-            let (sender, driver) = hyper::client::conn::http1::Builder::new()
-                .max_buf_size(MAX_RESPONSE_BUFFER)
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| FailureKind::Closed(format!("the HTTP handshake failed: {e}")))?;
             // From now on this runtime's calls wait for its own connections.
             let runtime = current_runtime();
             let _ = self
@@ -513,10 +540,7 @@ impl Pool {
                 .expect("the pool lock is never poisoned")
                 .of(runtime);
             return Ok(Connection {
-                link: Link::H1 {
-                    sender,
-                    driver: Some(Box::pin(driver)),
-                },
+                link: Link::H1(h1::H1::new(io)),
                 runtime,
                 reused: false,
                 pool: self.clone(),

@@ -398,6 +398,24 @@ async fn a_response_head_larger_than_the_bound_is_malformed_not_relayed() {
     assert_eq!(error.code, "upstream_malformed", "{}", error.message);
 }
 
+/// A body whose framing does not parse (a chunk size that is not hex, a length that is not a
+/// number) is malformed — the upstream broke HTTP — not a cut connection, and is retried.
+#[tokio::test(start_paused = true)]
+async fn a_body_whose_framing_does_not_parse_is_malformed() {
+    for response in [
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\nzz\r\ndata: [DONE]\n\n\r\n0\r\n\r\n".as_slice(),
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 5, 6\r\n\r\ndata:",
+    ] {
+        let engine = setup_scripted(
+            "[models.m]\ntargets = [\"x:m\"]\nretry = { max_attempts = 2 }\n",
+            response,
+        );
+        let error = engine.call(chat("m", false, None)).await.err().unwrap();
+        assert_eq!(error.code, "upstream_malformed", "{}", error.message);
+        assert_eq!(error.trail.len(), 2, "retried: {:?}", error.trail);
+    }
+}
+
 /// A pooled connection the server closed a moment after answering (a keep-alive timeout, a
 /// restart) is taken from the pool without being polled again; writing to it fails, and the
 /// call is sent once more on a new connection — uncounted, no failure for the client.
