@@ -157,15 +157,39 @@ impl Attempt<'_> {
     /// awaited within `first_byte` (for a stream, `first_token` caps that wait too).
     async fn write_and_first_byte(
         &mut self,
-        connection: Connection,
+        mut connection: Connection,
         body: Bytes,
     ) -> Result<Result<(http::response::Parts, UpstreamBody), ExchangeError>, FailureKind> {
         self.phase = Phase::Write;
         let upstream = &self.call.shared.config.upstreams[self.target.upstream];
-        let h2 = connection.is_h2();
-        let (request, mut written) = request::build(self.call.request, upstream, body, h2)?;
         let connected = self.timeline.connected.unwrap_or(self.timeline.start);
         let write = self.deadlines.write(connected);
+        // HTTP/1.1: the request is written straight from the call, and the head read on this
+        // task, with no `http::Request` built in between.
+        if let Some(h1) = connection.h1() {
+            let call = self.call.request;
+            let head = |out: &mut Vec<u8>| request::encode_h1(call, upstream, out);
+            match timeout_at(write.at, h1.write_request(&call.method, head, &body)).await {
+                Err(_) => return Err(FailureKind::Timeout(write.limit)),
+                Ok(Err(e)) => return Ok(Err(ExchangeError::H1(e))),
+                Ok(Ok(())) => {}
+            }
+            let sent = Instant::now();
+            self.timeline.written = Some(sent);
+            self.phase = Phase::FirstByte;
+            let head = self.deadlines.headers(sent, self.call.streams_upstream());
+            let read = timeout_at(head.at, h1.read_head(call.method == http::Method::HEAD))
+                .await
+                .map_err(|_| FailureKind::Timeout(head.limit))?;
+            return Ok(match read {
+                Ok(parts) => {
+                    self.timeline.headers = Some(Instant::now());
+                    Ok((parts, connection.into_body()))
+                }
+                Err(e) => Err(ExchangeError::H1(e)),
+            });
+        }
+        let (request, mut written) = request::build(self.call.request, upstream, body, true)?;
         let send = connection.send(request);
         tokio::pin!(send);
         let early = tokio::select! {

@@ -127,11 +127,13 @@ impl H1 {
         }
     }
 
-    /// Writes a request: `parts`' method, path and headers, `content-length` when they lack
-    /// one, and `body`. Every failure is [`Error::Stale`]: nothing of the response came yet.
+    /// Writes a request: its request line and headers as `head` writes them (no framing
+    /// header: `content-length` is added here, from `body`), then `body`. Every failure is
+    /// [`Error::Stale`]: nothing of the response came yet.
     pub async fn write_request(
         &mut self,
-        parts: &http::request::Parts,
+        method: &Method,
+        head: impl FnOnce(&mut Vec<u8>),
         body: &[u8],
     ) -> Result<(), Error> {
         if self.state != State::Idle {
@@ -142,7 +144,8 @@ impl H1 {
         self.state = State::Closed;
         let mut out = std::mem::take(&mut self.write);
         out.clear();
-        encode_head(&mut out, parts, body.len());
+        head(&mut out);
+        end_head(&mut out, method, body.len());
         let inline = body.len() <= INLINE_BODY;
         if inline {
             out.extend_from_slice(body);
@@ -312,8 +315,9 @@ impl H1 {
     }
 }
 
-/// Writes the request line, the headers and, where they lack it, `content-length` to `out`.
-fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body_len: usize) {
+/// Writes `parts`' request line and headers to `out`, less any `content-length` (the
+/// connection frames the body it sends).
+pub fn encode_parts(out: &mut Vec<u8>, parts: &http::request::Parts) {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.reserve(64 + path.len() + parts.headers.len() * 32);
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -321,16 +325,28 @@ fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body_len: usize)
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if name != header::CONTENT_LENGTH {
+            header_line(out, name, value);
+        }
     }
+}
+
+/// Writes one header line to `out`.
+pub fn header_line(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a request head: `content-length` for a body, or for an empty one where the method
+/// usually carries one, then the blank line.
+fn end_head(out: &mut Vec<u8>, method: &Method, body_len: usize) {
     let bodiless = matches!(
-        parts.method,
+        *method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
-    if !parts.headers.contains_key(header::CONTENT_LENGTH) && (body_len > 0 || !bodiless) {
+    if body_len > 0 || !bodiless {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.extend_from_slice(b"\r\n");

@@ -229,6 +229,23 @@ impl Connection {
         }
     }
 
+    /// The HTTP/1.1 connection, for a request written and its head read by hand (a call does,
+    /// without building an `http::Request`; then [`Connection::into_body`]); `None` over HTTP/2.
+    pub fn h1(&mut self) -> Option<&mut h1::H1> {
+        match &mut self.link {
+            Link::H1(h1) => Some(h1),
+            Link::H2 { .. } => None,
+        }
+    }
+
+    /// The body of the response whose head was read from [`Connection::h1`].
+    pub fn into_body(self) -> UpstreamBody {
+        UpstreamBody {
+            connection: self,
+            h2: None,
+        }
+    }
+
     /// Sends a request and waits for its response head. The response's body takes the
     /// connection with it.
     pub async fn send(
@@ -239,7 +256,7 @@ impl Connection {
             Link::H1(h1) => {
                 let (parts, mut body) = request.into_parts();
                 let data = body.data.take().unwrap_or_default();
-                h1.write_request(&parts, &data)
+                (h1.write_request(&parts.method, |out| h1::encode_parts(out, &parts), &data))
                     .await
                     .map_err(ExchangeError::H1)?;
                 if let Some(written) = body.written.take() {

@@ -83,33 +83,88 @@ pub fn build(
         .method(request.method.clone())
         .uri(uri_of(upstream, &request.path, h2));
     let headers = builder.headers_mut().expect("a fresh builder has headers");
-    // Room for every header at once, the ones added below and hyper's `content-length`
-    // included: growing the map on the way reallocated it on every call.
+    // Room for every header at once, the ones added below included: growing the map on the way
+    // reallocated it on every call.
     *headers = HeaderMap::with_capacity(request.headers.len() + upstream.headers.len() + 6);
-    let listed = connection_names(&request.headers);
-    for (name, value) in &request.headers {
-        if dropped_request_header(name.as_str())
-            || named_by_connection(&listed, name.as_str())
-            || (upstream.api_key.is_some() && carries_a_key(name.as_str()))
-        {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
-    if let Some(authority) = upstream.base_url.authority()
-        && !h2
-        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    if !h2
+        && let Some(host) = host_of(upstream)
+        && let Ok(value) = HeaderValue::from_str(host)
     {
         headers.insert(header::HOST, value);
     }
-    for (name, value) in &upstream.headers {
-        headers.insert(name.clone(), value.clone());
+    each_header(request, upstream, |name, value| {
+        headers.append(name.clone(), value.clone());
+    });
+    let request = builder
+        .body(body)
+        .map_err(|e| FailureKind::Malformed(format!("cannot build the upstream request: {e}")))?;
+    Ok((request, written))
+}
+
+/// The HTTP/1.1 request line and headers for `request` on `upstream`, written to `out`: the
+/// headers [`build`] puts in its map, without building one (the connection adds the framing).
+pub fn encode_h1(request: &CallRequest, upstream: &Upstream, out: &mut Vec<u8>) {
+    let prefix = upstream.base_url.path().trim_end_matches('/');
+    out.reserve(prefix.len() + request.path.len() + 64 + request.headers.len() * 32);
+    out.extend_from_slice(request.method.as_str().as_bytes());
+    out.push(b' ');
+    if prefix.is_empty() && request.path.is_empty() {
+        out.push(b'/');
     }
-    if let Some(value) = &upstream.key_value {
-        headers.insert(upstream.key_header.header_name(), value.clone());
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(request.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(host) = host_of(upstream) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    // An upstream that speaks only Anthropic's API needs its version header on every request,
-    // health checks included; a client's own is kept.
+    each_header(request, upstream, |name, value| {
+        super::h1::header_line(out, name, value);
+    });
+}
+
+/// The `Host` an HTTP/1.1 request carries: the base URL's authority (an upstream's own headers
+/// cannot set one: the configuration refuses it).
+fn host_of(upstream: &Upstream) -> Option<&str> {
+    (upstream.base_url.authority()).map(|authority| authority.as_str())
+}
+
+/// Gives `each` every header of the upstream request but `Host`, each once, already decided:
+/// the client's (less hop-by-hop and hourglass-own ones, its keys when the upstream has its own,
+/// and the ones the gateway sets itself), the upstream's own headers (the last of a name given
+/// twice), its key in its chosen header, the protocol's default headers nobody set (an
+/// upstream that speaks only Anthropic's API needs its version header on every request, health
+/// checks included), and `accept-encoding: identity`.
+fn each_header(
+    request: &CallRequest,
+    upstream: &Upstream,
+    mut each: impl FnMut(&HeaderName, &HeaderValue),
+) {
+    let listed = connection_names(&request.headers);
+    let passed = |name: &str| {
+        !(dropped_request_header(name)
+            || named_by_connection(&listed, name)
+            || (upstream.api_key.is_some() && carries_a_key(name)))
+    };
+    let key = (upstream.key_value.as_ref()).map(|value| (upstream.key_header.header_name(), value));
+    let is_key = |name: &str| key.as_ref().is_some_and(|(k, _)| k.as_str() == name);
+    let upstream_sets = |name: &str| upstream.headers.iter().any(|(n, _)| n.as_str() == name);
+    for (name, value) in &request.headers {
+        let name_text = name.as_str();
+        if passed(name_text) && !upstream_sets(name_text) && !is_key(name_text) {
+            each(name, value);
+        }
+    }
+    for (at, (name, value)) in upstream.headers.iter().enumerate() {
+        let later = upstream.headers[at + 1..].iter().any(|(n, _)| n == name);
+        if !later && !is_key(name.as_str()) && name != header::ACCEPT_ENCODING {
+            each(name, value);
+        }
+    }
+    if let Some((name, value)) = &key {
+        each(name, value);
+    }
     let asked = request.endpoint.protocol().format();
     let spoken = if upstream.speaks(asked) {
         asked
@@ -117,21 +172,18 @@ pub fn build(
         upstream.protocols.first().copied().unwrap_or(asked)
     };
     for (name, value) in crate::protocol::of(spoken).default_headers() {
-        if !headers.contains_key(*name) {
-            headers.insert(
-                HeaderName::from_static(name),
-                HeaderValue::from_static(value),
+        let sent_by_client = request.headers.contains_key(*name) && passed(name);
+        if !sent_by_client && !upstream_sets(name) && !is_key(name) {
+            each(
+                &HeaderName::from_static(name),
+                &HeaderValue::from_static(value),
             );
         }
     }
-    headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
+    each(
+        &header::ACCEPT_ENCODING,
+        &HeaderValue::from_static("identity"),
     );
-    let request = builder
-        .body(body)
-        .map_err(|e| FailureKind::Malformed(format!("cannot build the upstream request: {e}")))?;
-    Ok((request, written))
 }
 
 /// The URI of `path` on `upstream`: absolute over HTTP/2 (`h2`), else the path alone. Pushed into
@@ -238,5 +290,101 @@ mod tests {
         }
         assert!(carries_a_key("x-api-key") && carries_a_key("authorization"));
         assert!(!carries_a_key("anthropic-version"));
+    }
+
+    /// The call path writes HTTP/1.1 heads by hand; they must carry exactly what the built
+    /// request does, for every rule of which header goes.
+    #[test]
+    fn the_http1_head_written_by_hand_carries_what_the_built_request_does() {
+        let config = hourglass_config::Config::from_toml(
+            "[upstreams.plain]\nbase_url = \"http://a.example:8080/v1/\"\n\
+             [upstreams.keyed]\nbase_url = \"http://k.example/v1\"\napi_key_env = \"K\"\n\
+             headers = { x-team = \"blue\", accept-encoding = \"gzip\", x-client = \"ours\" }\n\
+             [upstreams.claude]\nbase_url = \"https://c.example\"\nprotocol = \"anthropic\"\n\
+             api_key_env = \"K\"\napi_key_header = \"x-api-key\"\n\
+             [models.m]\ntargets = [\"plain\"]\n",
+            "t.toml",
+            &|name| (name == "K").then(|| "sk-1".to_owned()),
+        )
+        .unwrap();
+        let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+        let mut requests = Vec::new();
+        for (endpoint, path) in [
+            (crate::protocol::Endpoint::Chat, "/chat/completions?x=1"),
+            (crate::protocol::Endpoint::Messages, "/messages"),
+        ] {
+            let mut request = CallRequest::new(endpoint, path, body.clone()).unwrap();
+            for (name, value) in [
+                ("authorization", "Bearer client"),
+                ("x-api-key", "client"),
+                ("host", "client.example"),
+                ("connection", "x-hop, keep-alive"),
+                ("x-hop", "1"),
+                ("accept-encoding", "br"),
+                ("content-length", "99"),
+                ("x-hourglass-timeout", "5s"),
+                ("x-client", "theirs"),
+                ("x-keep", "a"),
+                ("x-keep", "b"),
+            ] {
+                request.headers.append(
+                    HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                );
+            }
+            requests.push(request);
+        }
+        // A client's own version header is kept over the protocol's default.
+        requests[1]
+            .headers
+            .insert("anthropic-version", HeaderValue::from_static("2099-01-01"));
+        for upstream in &config.upstreams {
+            for request in &requests {
+                let (built, _) = build(request, upstream, body.clone(), false).unwrap();
+                let mut expected: Vec<(String, Vec<u8>)> = (built.headers().iter())
+                    .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                    .collect();
+                let mut out = Vec::new();
+                encode_h1(request, upstream, &mut out);
+                out.extend_from_slice(b"\r\n");
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut parsed = httparse::Request::new(&mut headers);
+                assert!(parsed.parse(&out).unwrap().is_complete());
+                assert_eq!(parsed.method, Some(request.method.as_str()));
+                assert_eq!(parsed.path, Some(built.uri().to_string().as_str()));
+                let mut written: Vec<(String, Vec<u8>)> = (parsed.headers.iter())
+                    .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                    .collect();
+                expected.sort();
+                written.sort();
+                assert_eq!(written, expected, "{} {}", upstream.name, request.path);
+                let text: Vec<String> = (written.iter())
+                    .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+                    .collect();
+                // The rules themselves, spelled out for two cases.
+                let rules: &[&str] = match (upstream.name.as_str(), request.path.as_str()) {
+                    ("keyed", "/chat/completions?x=1") => &[
+                        "accept-encoding: identity",
+                        "authorization: Bearer sk-1",
+                        "host: k.example",
+                        "x-client: ours",
+                        "x-keep: a",
+                        "x-keep: b",
+                        "x-team: blue",
+                    ],
+                    ("claude", "/messages") => &[
+                        "accept-encoding: identity",
+                        "anthropic-version: 2099-01-01",
+                        "host: c.example",
+                        "x-api-key: sk-1",
+                        "x-client: theirs",
+                        "x-keep: a",
+                        "x-keep: b",
+                    ],
+                    _ => continue,
+                };
+                assert_eq!(text, rules, "{} {}", upstream.name, request.path);
+            }
+        }
     }
 }
