@@ -70,8 +70,10 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The two kinds of upstream connection.
 enum Link {
-    /// HTTP/1.1: one request at a time, read by whoever waits on it.
-    H1(h1::H1),
+    /// HTTP/1.1: one request at a time, read by whoever waits on it. Boxed (once per
+    /// connection, not per call): a connection is held across many of a call's awaits, and
+    /// every byte of it is paid again in each future that holds it.
+    H1(Box<h1::H1>),
     /// HTTP/2: many requests over one connection, driven by a task of its own since no single
     /// call owns it. The slot counts this call among the connection's streams until dropped.
     H2 {
@@ -247,30 +249,29 @@ impl Connection {
     }
 
     /// Sends a request and waits for its response head. The response's body takes the
-    /// connection with it.
+    /// connection with it. A call's HTTP/1.1 request is written by hand instead (see
+    /// [`Connection::h1`]); here HTTP/1.1 serves health checks.
     pub async fn send(
         mut self,
         request: http::Request<RequestBody>,
     ) -> Result<(http::response::Parts, UpstreamBody), ExchangeError> {
         match &mut self.link {
             Link::H1(h1) => {
-                let (parts, mut body) = request.into_parts();
-                let data = body.data.take().unwrap_or_default();
-                (h1.write_request(&parts.method, |out| h1::encode_parts(out, &parts), &data))
-                    .await
-                    .map_err(ExchangeError::H1)?;
-                if let Some(written) = body.written.take() {
-                    let _ = written.send(());
-                }
-                let head = (h1.read_head(parts.method == http::Method::HEAD).await)
-                    .map_err(ExchangeError::H1)?;
-                Ok((
-                    head,
-                    UpstreamBody {
-                        connection: self,
-                        h2: None,
-                    },
-                ))
+                // Boxed: the request's parts held across its awaits would otherwise grow every
+                // call's future (which holds this one for HTTP/2) by some 400 bytes.
+                let head = Box::pin(async {
+                    let (parts, mut body) = request.into_parts();
+                    let data = body.data.take().unwrap_or_default();
+                    let head = |out: &mut Vec<u8>| h1::encode_parts(out, &parts);
+                    h1.write_request(&parts.method, head, &data).await?;
+                    if let Some(written) = body.written.take() {
+                        let _ = written.send(());
+                    }
+                    h1.read_head(parts.method == http::Method::HEAD).await
+                })
+                .await
+                .map_err(ExchangeError::H1)?;
+                Ok((head, self.into_body()))
             }
             Link::H2 { sender, .. } => {
                 let response = (sender.send_request(request).await).map_err(ExchangeError::H2)?;
@@ -557,7 +558,7 @@ impl Pool {
                 .expect("the pool lock is never poisoned")
                 .of(runtime);
             return Ok(Connection {
-                link: Link::H1(h1::H1::new(io)),
+                link: Link::H1(Box::new(h1::H1::new(io))),
                 runtime,
                 reused: false,
                 pool: self.clone(),
