@@ -16,8 +16,8 @@
 //!
 //! # Why the body reads an HTTP/1.1 connection
 //! A connection spawned as its own task would have every request and every chunk cross two
-//! tasks (and often two threads). Here whoever waits on the connection reads it:
-//! [`Connection::send`] while the head is awaited, then the [`UpstreamBody`] on every read, so
+//! tasks (and often two threads). Here whoever waits on the connection reads it: the call (or
+//! [`Connection::send`]) while the head is awaited, then the [`UpstreamBody`] on every read, so
 //! a proxied call stays on one task. An HTTP/2 connection is shared by calls, so it runs as its
 //! own task.
 
