@@ -103,56 +103,64 @@ fn limited(
 }
 
 /// The call made and answered: continued from a stored response, submitted as a job, with
-/// heartbeats, or plainly.
-async fn answer(
+/// heartbeats, or plainly. An `async` block, not an `async fn`, so the future holds the request
+/// once (an `async fn` keeps its argument and the moved copy).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold the request twice in its future"
+)]
+fn answer(
     gateway: &Arc<Gateway>,
     engine: Arc<Engine>,
     endpoint: Endpoint,
     mut request: CallRequest,
     key: background::Key,
     heartbeat: Option<Duration>,
-) -> Response<GatewayBody> {
-    let protocol = endpoint.protocol();
-    // Boxed, and only for a request that continues another: the job store's future is larger
-    // than everything else a call holds, and every future above this one would carry (and copy)
-    // its room on every call.
-    if request.continues.is_some()
-        && let Err(error) = Box::pin(background::continuation(gateway, &mut request, &key)).await
-    {
-        return error_response(protocol, &error);
-    }
-    if let Some(form) = background::form(gateway, &request) {
-        return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
-    }
-    if let Some(interval) = heartbeat {
-        return with_heartbeats(gateway, engine, request, interval);
-    }
-    let result = tokio::select! {
-        result = engine.call(request) => result,
-        () = gateway.stopping.arrived() => Err(crate::stopping::error()),
-    };
-    match result {
-        Ok(response) => {
-            if endpoint == Endpoint::Responses {
-                let opening = match &response.body {
-                    ResponseBody::Full(bytes) => Some(bytes.as_ref()),
-                    ResponseBody::Stream(stream) => stream.opening(),
-                };
-                background::remember(gateway, &engine, &response.headers, opening);
-            }
-            let mut out = Response::new(match response.body {
-                ResponseBody::Full(bytes) => GatewayBody::full(bytes),
-                ResponseBody::Stream(stream) => GatewayBody::Stream {
-                    stream,
-                    stopping: gateway.stopping.wait(),
-                },
-            });
-            *out.status_mut() = response.status;
-            *out.headers_mut() = response.headers;
-            out
+) -> impl Future<Output = Response<GatewayBody>> + '_ {
+    async move {
+        let protocol = endpoint.protocol();
+        // Boxed, and only for a request that continues another: the job store's future is
+        // larger than everything else a call holds, and every future above this one would
+        // carry (and copy) its room on every call.
+        if request.continues.is_some()
+            && let Err(error) =
+                Box::pin(background::continuation(gateway, &mut request, &key)).await
+        {
+            return error_response(protocol, &error);
         }
-        // The engine logs one line per call (hourglass::call), failures with their message.
-        Err(error) => error_response(protocol, &error),
+        if let Some(form) = background::form(gateway, &request) {
+            return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
+        }
+        if let Some(interval) = heartbeat {
+            return with_heartbeats(gateway, engine, request, interval);
+        }
+        let result = tokio::select! {
+            result = engine.call(request) => result,
+            () = gateway.stopping.arrived() => Err(crate::stopping::error()),
+        };
+        match result {
+            Ok(response) => {
+                if endpoint == Endpoint::Responses {
+                    let opening = match &response.body {
+                        ResponseBody::Full(bytes) => Some(bytes.as_ref()),
+                        ResponseBody::Stream(stream) => stream.opening(),
+                    };
+                    background::remember(gateway, &engine, &response.headers, opening);
+                }
+                let mut out = Response::new(match response.body {
+                    ResponseBody::Full(bytes) => GatewayBody::full(bytes),
+                    ResponseBody::Stream(stream) => GatewayBody::Stream {
+                        stream,
+                        stopping: gateway.stopping.wait(),
+                    },
+                });
+                *out.status_mut() = response.status;
+                *out.headers_mut() = response.headers;
+                out
+            }
+            // The engine logs one line per call (hourglass::call), failures with their message.
+            Err(error) => error_response(protocol, &error),
+        }
     }
 }
 

@@ -25,27 +25,32 @@ use crate::gateway::Gateway;
 
 /// Every request: its id (the client's `x-request-id` when it is a sane one, else a new one),
 /// sent upstream and echoed to the client; the upstream's own id moves to `x-upstream-request-id`.
-pub(crate) async fn handle(
+///
+/// The id is set before the future is made, and the future is an `async` block: an `async fn`
+/// would keep the request twice in it (its argument, and the moved copy).
+pub(crate) fn handle(
     gateway: Arc<Gateway>,
     mut request: Request<Incoming>,
-) -> Result<Response<GatewayBody>, Infallible> {
+) -> impl Future<Output = Result<Response<GatewayBody>, Infallible>> {
     let id = request_id::of(request.headers());
     request
         .headers_mut()
         .insert(names::X_REQUEST_ID, id.clone());
-    let mut guard = Abandoned {
-        gateway: &gateway,
-        answered: false,
-    };
-    let mut response = route(gateway.clone(), request).await;
-    guard.answered = true;
-    let headers = response.headers_mut();
-    if let Some(upstream) = headers.insert(names::X_REQUEST_ID, id.clone())
-        && upstream != id
-    {
-        headers.insert(names::X_UPSTREAM_REQUEST_ID, upstream);
+    async move {
+        let mut guard = Abandoned {
+            gateway: &gateway,
+            answered: false,
+        };
+        let mut response = route(gateway.clone(), request).await;
+        guard.answered = true;
+        let headers = response.headers_mut();
+        if let Some(upstream) = headers.insert(names::X_REQUEST_ID, id.clone())
+            && upstream != id
+        {
+            headers.insert(names::X_UPSTREAM_REQUEST_ID, upstream);
+        }
+        Ok(response)
     }
-    Ok(response)
 }
 
 /// Counts a client that went away before its answer began: hyper drops the request's future
