@@ -12,6 +12,8 @@ use serde_json::Value;
 
 use crate::protocol::json::{self, string_stop};
 
+mod shapes; // chunks of a known shape (their changing values cut out), remembered across streams
+
 /// A chunk read by the scanner.
 #[derive(Debug, Default)]
 pub(crate) struct FastChunk<'a> {
@@ -28,6 +30,51 @@ pub(crate) struct FastChunk<'a> {
     /// fields were taken there (when no usage or padding came before it): that head is what the
     /// next chunks usually repeat byte for byte.
     head: Option<(usize, Seen, Kept)>,
+    /// Where the values that change from stream to stream (the id, `created`, the padding, the
+    /// usage) are, so that the chunk's shape can be remembered ([`shapes`]).
+    holes: Holes,
+}
+
+/// What changes from one chunk of a shape to the next: the id, `created`, the padding and the
+/// usage's counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Hole {
+    #[default]
+    Id,
+    Created,
+    Padding,
+    /// A usage object, as the scan meets it: a shape has its counts as holes.
+    Usage,
+    /// An unsigned integer in a usage.
+    Count,
+}
+
+/// Most holes a remembered shape may have.
+const MOST_HOLES: usize = 4;
+
+/// The holes of a scanned chunk in the order they came, each with where its value is.
+#[derive(Debug, Default)]
+struct Holes {
+    spans: [(Hole, usize, usize); MOST_HOLES],
+    len: usize,
+    /// Something else changing was read (a usage, more holes than fit): the chunk has no shape.
+    shapeless: bool,
+}
+
+impl Holes {
+    fn add(&mut self, hole: Hole, start: usize, end: usize) {
+        match self.spans.get_mut(self.len) {
+            Some(span) => {
+                *span = (hole, start, end);
+                self.len += 1;
+            }
+            None => self.shapeless = true,
+        }
+    }
+
+    fn spans(&self) -> &[(Hole, usize, usize)] {
+        &self.spans[..self.len]
+    }
 }
 
 /// Which of the top-level keys a scan has met (`id`, `created`, `model`, `system_fingerprint`,
@@ -104,7 +151,7 @@ impl Memo {
             && data.starts_with(self.head.as_str()))
         .then_some((self.head.len(), self.head_seen));
         // Looked at in place, not moved out and back: the chunk is a few hundred bytes.
-        let chunk = chunk_from(data, kept, resume);
+        let chunk = shapes::read_or_scan(data, kept, resume);
         if let Some(read) = &chunk {
             if resume.is_none()
                 && let Some((at, seen, taken)) = read.head
@@ -115,15 +162,19 @@ impl Memo {
                 self.head.push_str(&data[..at]);
                 self.head_seen = seen;
                 self.head_kept = kept.with(taken);
+                // The text chunk an earlier stream had after such a head: this stream's first
+                // text chunk is read by comparison too.
+                shapes::recall_text(self);
             }
-            self.remember(data, read, kept);
+            self.remember(data, read, kept, resume.map_or(0, |(at, _)| at));
         }
         chunk
     }
 
     /// Remembers `data` if the scanner read it as a text chunk with content and nothing else: no
-    /// role, finish reason, usage or newly kept field.
-    fn remember(&mut self, data: &str, chunk: &FastChunk<'_>, kept: Kept) {
+    /// role, finish reason, usage or newly kept field. `from` is where the remembered head ends
+    /// when the chunk was read from there (0 when it was read whole).
+    fn remember(&mut self, data: &str, chunk: &FastChunk<'_>, kept: Kept, from: usize) {
         let Some(choice) = &chunk.choice else { return };
         let Some((start, end)) = choice.content_at else {
             return;
@@ -150,6 +201,9 @@ impl Memo {
         }
         self.index = choice.index;
         self.kept = kept;
+        if from > 0 {
+            shapes::learn_text(self, from);
+        }
     }
 
     /// The chunk `data`, when it is the remembered one with another string as its content.
@@ -251,20 +305,22 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
         let once = |i: usize, seen: &mut [bool; 7]| !std::mem::replace(&mut seen[i], true);
         let first = &mut chunk.first;
         match key {
-            "id" if once(0, &mut seen) => {
-                if kept.id {
-                    return s.plain_string();
+            "id" if once(0, &mut seen) => (s.hole(Hole::Id, &mut chunk.holes, |s| {
+                if !kept.id {
+                    first.id = Some(s.plain_text()?);
+                    return Some(());
                 }
-                first.id = Some(s.plain_text()?);
-                Some(())
-            }
-            "created" if once(1, &mut seen) => {
-                if kept.created {
-                    return s.digits();
+                s.plain_string()
+            }))
+            .map(drop),
+            "created" if once(1, &mut seen) => (s.hole(Hole::Created, &mut chunk.holes, |s| {
+                if !kept.created {
+                    first.created = Some(Value::from(s.unsigned(18)? as u64));
+                    return Some(());
                 }
-                first.created = Some(Value::from(s.unsigned(18)? as u64));
-                Some(())
-            }
+                s.digits()
+            }))
+            .map(drop),
             "model" if once(2, &mut seen) => {
                 if kept.model {
                     return s.plain_string();
@@ -278,21 +334,19 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
             "service_tier" if once(4, &mut seen) => {
                 s.first_nullable(kept.service_tier, &mut first.service_tier)
             }
+            // Its counts change from stream to stream: they are holes of the chunk's shape.
             "usage" if once(6, &mut seen) => s.null().or_else(|| {
-                if kept.usage {
-                    return s.skip_value();
+                let (start, end) = s.hole(Hole::Usage, &mut chunk.holes, Scan::skip_value)?;
+                if !kept.usage {
+                    chunk.usage = Some(&s.text[start..end]);
                 }
-                let start = s.at;
-                s.skip_value()?;
-                chunk.usage = Some(&s.text[start..s.at]);
                 Some(())
             }),
             // Fields the assembler does not read at all (serde ignores them too).
             "object" => s.plain_string(),
             "obfuscation" => {
-                let start = s.at;
-                s.plain_string()?;
-                chunk.obfuscation_at = Some((start, s.at));
+                let padding = s.hole(Hole::Padding, &mut chunk.holes, Scan::plain_string)?;
+                chunk.obfuscation_at = Some(padding);
                 Some(())
             }
             "choices" if once(5, &mut seen) => {
@@ -417,6 +471,19 @@ impl<'a> Scan<'a> {
                 _ => return None,
             }
         }
+    }
+
+    /// A value read by `read`, noted as a hole of the chunk's shape; where it is.
+    fn hole(
+        &mut self,
+        hole: Hole,
+        holes: &mut Holes,
+        read: impl FnOnce(&mut Self) -> Option<()>,
+    ) -> Option<(usize, usize)> {
+        let start = self.at;
+        read(self)?;
+        holes.add(hole, start, self.at);
+        Some((start, self.at))
     }
 
     /// A string whose value is not needed: one without escapes (an escape would have to be
@@ -573,6 +640,17 @@ mod tests {
     /// Feeds `chunks` to an assembler with the scanner and to one without: every signal and the
     /// assembled answer must be the same.
     fn same_as_serde(chunks: &[&str]) {
+        // Twice: the second stream, with another id and time, meets the shapes the first left.
+        let again: Vec<String> = (chunks.iter())
+            .map(|chunk| {
+                (chunk.replace("chatcmpl-1", "chatcmpl-20")).replace("1700000000", "1700000009")
+            })
+            .collect();
+        same_stream_as_serde(chunks);
+        same_stream_as_serde(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    fn same_stream_as_serde(chunks: &[&str]) {
         use crate::protocol::Classify as _;
         use crate::protocol::openai::content::{ChatClassifier, classify};
         let (mut fast, mut serde) = (Assembler::new(), Assembler::without_fast_path());
@@ -781,7 +859,7 @@ mod tests {
         // A hit: the same bytes but for the content, read by comparison, give its text.
         let mut memo = Memo::default();
         let first = chunk(TEXT, ALL).expect("a text chunk");
-        memo.remember(TEXT, &first, ALL);
+        memo.remember(TEXT, &first, ALL, 0);
         let next = TEXT.replace(literal, r#""more""#);
         let read = memo.recall(&next, ALL).expect("read by comparison");
         assert_eq!(read.content.as_deref(), Some("more"));
@@ -839,6 +917,32 @@ mod tests {
         // Other fields kept: the head is not used (the scan reads what it would take).
         let first = memo.chunk(&last, Kept::default()).expect("scanned whole");
         assert_eq!(first.first.id, Some("chatcmpl-1"));
+    }
+
+    #[test]
+    fn a_later_stream_reads_its_first_text_chunk_by_comparison() {
+        let mut memo = Memo::default();
+        memo.chunk(FIRST, Kept::default()).expect("the first chunk");
+        assert_eq!(memo.recall(TEXT, ALL), None, "nothing remembered yet");
+        memo.chunk(TEXT, ALL)
+            .expect("a text chunk, scanned from the head");
+        // Another stream: another id and time, the same head otherwise.
+        let other = |chunk: &str| chunk.replace("chatcmpl-1", "chatcmpl-2");
+        let mut memo = Memo::default();
+        let other_first = other(FIRST);
+        let first = memo
+            .chunk(&other_first, Kept::default())
+            .expect("a first chunk");
+        assert_eq!(first.first.id, Some("chatcmpl-2"));
+        let text = other(&TEXT.replace("Hel", "Bye"));
+        let read = memo.recall(&text, ALL).expect("read by comparison");
+        assert_eq!(read.content.as_deref(), Some("Bye\"lo\n \u{e9}"));
+        // A head with other keys: the text kept after the first is not used.
+        let mut memo = Memo::default();
+        let headless = FIRST.replace(r#""service_tier":"default","#, "");
+        memo.chunk(&headless, Kept::default())
+            .expect("a first chunk");
+        assert!(memo.before.is_empty());
     }
 
     #[test]
