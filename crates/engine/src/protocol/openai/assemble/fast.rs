@@ -49,7 +49,8 @@ enum Hole {
     Count,
 }
 
-/// Most holes a remembered shape may have.
+/// Most holes a scan notes: the id, `created`, the padding and a usage (a chunk with more has
+/// no shape).
 const MOST_HOLES: usize = 4;
 
 /// The holes of a scanned chunk in the order they came, each with where its value is.
@@ -57,7 +58,7 @@ const MOST_HOLES: usize = 4;
 struct Holes {
     spans: [(Hole, usize, usize); MOST_HOLES],
     len: usize,
-    /// Something else changing was read (a usage, more holes than fit): the chunk has no shape.
+    /// More holes were read than fit: the chunk has no shape.
     shapeless: bool,
 }
 

@@ -210,7 +210,13 @@ impl Shape {
         kept: Kept,
         read: &FastChunk<'_>,
     ) -> Option<Shape> {
-        if read.holes.shapeless || data.len() - from > LONGEST {
+        // A text chunk is the usual chunk that has no shape: it is turned away before any work.
+        let text =
+            |choice: &TextChunk<'_>| choice.content.as_deref().is_some_and(|t| !t.is_empty());
+        if read.holes.shapeless
+            || data.len() - from > LONGEST
+            || read.choice.as_ref().is_some_and(text)
+        {
             return None;
         }
         let mut cuts = Cuts {
