@@ -1,7 +1,7 @@
 //! Chunk shapes remembered across streams, per thread. Within a stream the scanner reads a text
 //! chunk by comparing it with the last one, and every chunk from the end of the head the first
-//! one had; what was left was the chunks a stream has once — its first chunk, its finish chunk —
-//! and its first text chunk, each scanned key by key in every stream although an upstream writes
+//! one had; what was left was the chunks a stream has once — its first, finish and usage chunks
+//! — and its first text chunk, each scanned key by key in every stream although an upstream writes
 //! them the same in every stream but for the id, `created`, OpenAI's random padding and the
 //! usage's counts.
 //!
@@ -201,8 +201,9 @@ impl Shapes {
 
 impl Shape {
     /// The shape of `read`, the scan of `data` from `from`: none when the scan read something
-    /// that changes and is no hole (a usage, a text), or something the shape could not give back
-    /// as the scan did (an unescaped copy), or the chunk is long.
+    /// that changes and is no hole (a text, a usage with more than objects, plain strings and
+    /// counts), or something the shape could not give back as the scan did (an unescaped copy),
+    /// or the chunk is long.
     fn of(
         data: &str,
         from: usize,
