@@ -15,7 +15,7 @@ use crate::protocol::json::{self, string_stop};
 mod shapes; // chunks of a known shape (their changing values cut out), remembered across streams
 
 /// A chunk read by the scanner.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct FastChunk<'a> {
     /// The common fields the assembler does not keep yet, as serde would have read them.
     pub first: FirstFields<'a>,
@@ -30,9 +30,6 @@ pub(crate) struct FastChunk<'a> {
     /// fields were taken there (when no usage or padding came before it): that head is what the
     /// next chunks usually repeat byte for byte.
     head: Option<(usize, Seen, Kept)>,
-    /// Where the values that change from stream to stream (the id, `created`, the padding, the
-    /// usage) are, so that the chunk's shape can be remembered ([`shapes`]).
-    holes: Holes,
 }
 
 /// What changes from one chunk of a shape to the next: the id, `created`, the padding and the
@@ -298,7 +295,17 @@ impl TextChunk<'_> {
 
 /// The chunk `data` (already trimmed), when it is one of the common shapes; scanned from the
 /// end of a remembered head when `head` says where that is and which top-level keys it had.
-fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Option<FastChunk<'a>> {
+///
+/// `holes` notes where the values that change from stream to stream (the id, `created`, the
+/// padding, the usage) are, so that the chunk's shape can be kept ([`shapes`]). They are not
+/// part of the chunk: it is moved several times on its way to the assembler, and most chunks
+/// are read by a shape, which has no holes to note.
+fn chunk_from<'a>(
+    data: &'a str,
+    kept: Kept,
+    head: Option<(usize, Seen)>,
+    holes: &mut Holes,
+) -> Option<FastChunk<'a>> {
     let mut s = Scan::new(data);
     let mut chunk = FastChunk::default();
     let mut seen = head.map_or([false; 7], |(_, seen)| seen);
@@ -306,22 +313,8 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
         let once = |i: usize, seen: &mut [bool; 7]| !std::mem::replace(&mut seen[i], true);
         let first = &mut chunk.first;
         match key {
-            "id" if once(0, &mut seen) => (s.hole(Hole::Id, &mut chunk.holes, |s| {
-                if !kept.id {
-                    first.id = Some(s.plain_text()?);
-                    return Some(());
-                }
-                s.plain_string()
-            }))
-            .map(drop),
-            "created" if once(1, &mut seen) => (s.hole(Hole::Created, &mut chunk.holes, |s| {
-                if !kept.created {
-                    first.created = Some(Value::from(s.unsigned(18)? as u64));
-                    return Some(());
-                }
-                s.digits()
-            }))
-            .map(drop),
+            "id" if once(0, &mut seen) => s.hole(Hole::Id, kept, first, holes).map(drop),
+            "created" if once(1, &mut seen) => s.hole(Hole::Created, kept, first, holes).map(drop),
             "model" if once(2, &mut seen) => {
                 if kept.model {
                     return s.plain_string();
@@ -337,7 +330,7 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
             }
             // Its counts change from stream to stream: they are holes of the chunk's shape.
             "usage" if once(6, &mut seen) => s.null().or_else(|| {
-                let (start, end) = s.hole(Hole::Usage, &mut chunk.holes, Scan::skip_value)?;
+                let (start, end) = s.hole(Hole::Usage, kept, first, holes)?;
                 if !kept.usage {
                     chunk.usage = Some(&s.text[start..end]);
                 }
@@ -346,7 +339,7 @@ fn chunk_from<'a>(data: &'a str, kept: Kept, head: Option<(usize, Seen)>) -> Opt
             // Fields the assembler does not read at all (serde ignores them too).
             "object" => s.plain_string(),
             "obfuscation" => {
-                let padding = s.hole(Hole::Padding, &mut chunk.holes, Scan::plain_string)?;
+                let padding = s.hole(Hole::Padding, kept, first, holes)?;
                 chunk.obfuscation_at = Some(padding);
                 Some(())
             }
@@ -474,17 +467,44 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A value read by `read`, noted as a hole of the chunk's shape; where it is.
+    /// The value of `hole` here ([`Scan::hole_value`]), noted in `holes`; where it is.
     fn hole(
         &mut self,
         hole: Hole,
+        kept: Kept,
+        first: &mut FirstFields<'a>,
         holes: &mut Holes,
-        read: impl FnOnce(&mut Self) -> Option<()>,
     ) -> Option<(usize, usize)> {
         let start = self.at;
-        read(self)?;
+        self.hole_value(hole, kept, first)?;
         holes.add(hole, start, self.at);
         Some((start, self.at))
+    }
+
+    /// The value of `hole` here, by the one reader for it, whether the chunk is scanned or read
+    /// by a shape: the id and `created` are taken into `first` unless kept.
+    fn hole_value(&mut self, hole: Hole, kept: Kept, first: &mut FirstFields<'a>) -> Option<()> {
+        match hole {
+            Hole::Id if kept.id => self.plain_string(),
+            Hole::Id => {
+                first.id = Some(self.plain_text()?);
+                Some(())
+            }
+            Hole::Created if kept.created => self.digits(),
+            Hole::Created => {
+                first.created = Some(Value::from(self.unsigned(18)? as u64));
+                Some(())
+            }
+            Hole::Padding => self.plain_string(),
+            Hole::Usage => self.skip_value(),
+            // A count is a number as the usage's check reads one, and nothing but digits.
+            Hole::Count => {
+                let start = self.at;
+                self.skip_value()?;
+                let digits = &self.bytes[start..self.at];
+                (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit)).then_some(())
+            }
+        }
     }
 
     /// A string whose value is not needed: one without escapes (an escape would have to be
@@ -695,7 +715,7 @@ mod tests {
     }
 
     fn chunk(data: &str, kept: Kept) -> Option<FastChunk<'_>> {
-        chunk_from(data, kept, None)
+        chunk_from(data, kept, None, &mut Holes::default())
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::cell::RefCell;
 
 use serde_json::Value;
 
-use super::{FastChunk, FirstFields, Hole, Kept, Memo, Scan, Seen, TextChunk, chunk_from};
-use crate::protocol::json::{self, string_stop};
+use super::{FastChunk, FirstFields, Hole, Holes, Kept, Memo, Scan, Seen, TextChunk, chunk_from};
+use crate::protocol::json::string_stop;
 
 /// Most whole shapes a thread keeps: the first, finish and usage chunks of a few upstreams and
 /// models, as the assembler and the stream classifier read them.
@@ -186,8 +186,9 @@ impl Shapes {
         seen: Option<Seen>,
         kept: Kept,
         read: &FastChunk<'_>,
+        holes: &Holes,
     ) {
-        let Some(shape) = Shape::of(data, from, seen, kept, read) else {
+        let Some(shape) = Shape::of(data, from, seen, kept, read, holes) else {
             return;
         };
         if self.chunks.len() < MOST_SHAPES {
@@ -210,13 +211,12 @@ impl Shape {
         seen: Option<Seen>,
         kept: Kept,
         read: &FastChunk<'_>,
+        holes: &Holes,
     ) -> Option<Shape> {
         // A text chunk is the usual chunk that has no shape: it is turned away before any work.
         let text =
             |choice: &TextChunk<'_>| choice.content.as_deref().is_some_and(|t| !t.is_empty());
-        if read.holes.shapeless
-            || data.len() - from > LONGEST
-            || read.choice.as_ref().is_some_and(text)
+        if holes.shapeless || data.len() - from > LONGEST || read.choice.as_ref().is_some_and(text)
         {
             return None;
         }
@@ -226,7 +226,7 @@ impl Shape {
             holes: Vec::with_capacity(MOST_HOLES),
         };
         let mut usage = None;
-        for &(hole, start, end) in read.holes.spans() {
+        for &(hole, start, end) in holes.spans() {
             if hole == Hole::Usage {
                 usage = Some((start, end));
                 counts(data, start, end, &mut cuts.holes)?;
@@ -287,26 +287,9 @@ impl Shape {
             let mut s = Scan::new(data);
             s.at = at + piece.len();
             let value_at = s.at;
-            match hole {
-                Hole::Id if self.kept.id => s.plain_string()?,
-                Hole::Id => chunk.first.id = Some(s.plain_text()?),
-                Hole::Created if self.kept.created => s.digits()?,
-                Hole::Created => {
-                    chunk.first.created = Some(Value::from(s.unsigned(18)? as u64));
-                }
-                Hole::Padding => {
-                    s.plain_string()?;
-                    chunk.obfuscation_at = Some((value_at, s.at));
-                }
-                // A count is a number as the usage's check reads one, and nothing but digits.
-                Hole::Count => {
-                    s.at = json::value_end(data, value_at)?;
-                    let digits = &s.bytes[value_at..s.at];
-                    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                        return None;
-                    }
-                }
-                Hole::Usage => return None,
+            s.hole_value(*hole, self.kept, &mut chunk.first)?;
+            if *hole == Hole::Padding {
+                chunk.obfuscation_at = Some((value_at, s.at));
             }
             at = s.at;
         }
@@ -386,8 +369,9 @@ pub(super) fn read_or_scan<'a>(
         if let Some(read) = shapes.read(data, from, seen, kept) {
             return Some(read);
         }
-        let read = chunk_from(data, kept, resume)?;
-        shapes.learn(data, from, seen, kept, &read);
+        let mut holes = Holes::default();
+        let read = chunk_from(data, kept, resume, &mut holes)?;
+        shapes.learn(data, from, seen, kept, &read, &holes);
         Some(read)
     })
 }
@@ -463,15 +447,11 @@ pub(super) fn recall_text(memo: &mut Memo) {
 mod tests {
     use super::*;
 
-    /// What two reads of a chunk say, but for where its holes are.
-    fn said<'a>(read: &'a FastChunk<'a>) -> impl PartialEq + std::fmt::Debug + 'a {
-        (
-            &read.first,
-            &read.choice,
-            read.usage,
-            read.obfuscation_at,
-            read.head,
-        )
+    /// The scan of `data` and the holes it noted.
+    fn scanned(data: &str, kept: Kept) -> (FastChunk<'_>, Holes) {
+        let mut holes = Holes::default();
+        let read = chunk_from(data, kept, None, &mut holes).expect("a chunk the scan reads");
+        (read, holes)
     }
 
     const FIRST: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"obfuscation":"pad"}"#;
@@ -479,11 +459,11 @@ mod tests {
     #[test]
     fn a_chunk_of_a_kept_shape_reads_as_its_scan_does() {
         let kept = Kept::default();
-        let read = chunk_from(FIRST, kept, None).expect("a first chunk");
-        let shape = Shape::of(FIRST, 0, None, kept, &read).expect("a shape");
+        let (read, holes) = scanned(FIRST, kept);
+        let shape = Shape::of(FIRST, 0, None, kept, &read, &holes).expect("a shape");
         assert_eq!(shape.holes, [Hole::Id, Hole::Created, Hole::Padding]);
         let again = shape.read(FIRST, 0).expect("the same chunk");
-        assert_eq!(said(&again), said(&read));
+        assert_eq!(again, read);
         // Other values in the holes, good and bad, and other bytes around them: the shape
         // answers what the scan answers, or leaves the chunk to it.
         let others = [
@@ -508,11 +488,11 @@ mod tests {
         ];
         for (from, to) in others {
             let other = FIRST.replacen(from, to, 1);
-            let scanned = chunk_from(&other, kept, None);
+            let scanned = chunk_from(&other, kept, None, &mut Holes::default());
             let by_shape = shape.read(&other, 0);
             match (&scanned, &by_shape) {
                 (Some(scanned), Some(by_shape)) => {
-                    assert_eq!(said(by_shape), said(scanned), "{other}");
+                    assert_eq!(by_shape, scanned, "{other}");
                 }
                 (_, None) => {}
                 (None, Some(_)) => panic!("the shape read a chunk the scan refuses: {other}"),
@@ -528,8 +508,8 @@ mod tests {
     #[test]
     fn a_usage_chunk_of_a_kept_shape_reads_as_its_scan_does() {
         for kept in [Kept::default(), Kept::ALL] {
-            let read = chunk_from(USAGE, kept, None).expect("a usage chunk");
-            let shape = Shape::of(USAGE, 0, None, kept, &read).expect("a shape");
+            let (read, holes) = scanned(USAGE, kept);
+            let shape = Shape::of(USAGE, 0, None, kept, &read, &holes).expect("a shape");
             assert_eq!(shape.holes.len(), 5, "the id and four counts");
             let others = [
                 (":8,", ":12345678901234567890,", true),
@@ -546,10 +526,10 @@ mod tests {
             ];
             for (from, to, readable) in others {
                 let other = USAGE.replacen(from, to, 1);
-                let scanned = chunk_from(&other, kept, None);
+                let scanned = chunk_from(&other, kept, None, &mut Holes::default());
                 let by_shape = shape.read(&other, 0);
                 if let (Some(scanned), Some(by_shape)) = (&scanned, &by_shape) {
-                    assert_eq!(said(by_shape), said(scanned), "{other}");
+                    assert_eq!(by_shape, scanned, "{other}");
                 }
                 assert_eq!(by_shape.is_some(), readable, "{other}");
                 assert!(scanned.is_some() || !readable, "{other}");
@@ -572,16 +552,22 @@ mod tests {
             r#"{"choices":[],"usage":{"t\u0041":1}}"#,
             r#"{"choices":[],"usage":7}"#,
         ] {
-            let read = chunk_from(chunk, kept, None).expect("a chunk");
-            assert!(Shape::of(chunk, 0, None, kept, &read).is_none(), "{chunk}");
+            let (read, holes) = scanned(chunk, kept);
+            assert!(
+                Shape::of(chunk, 0, None, kept, &read, &holes).is_none(),
+                "{chunk}"
+            );
         }
         for chunk in [
             r#"{"choices":[]}"#,
             r#"{"choices":[],"usage":{}}"#,
             r#"{"choices":[],"usage":{"a":{"b":0},"c":"d"}}"#,
         ] {
-            let read = chunk_from(chunk, kept, None).expect("a chunk");
-            assert!(Shape::of(chunk, 0, None, kept, &read).is_some(), "{chunk}");
+            let (read, holes) = scanned(chunk, kept);
+            assert!(
+                Shape::of(chunk, 0, None, kept, &read, &holes).is_some(),
+                "{chunk}"
+            );
         }
     }
 }
