@@ -143,11 +143,16 @@ impl Attempt<'_> {
     /// Connect: a pooled connection at once, or DNS, TCP and TLS within `connect`.
     async fn connect(&mut self) -> Result<Connection, FailureKind> {
         self.phase = Phase::Connect;
-        let connect = self.deadlines.connect();
         let upstreams = &self.call.shared.upstreams;
-        let connection = timeout_at(connect.at, upstreams.connect(self.target.upstream))
-            .await
-            .map_err(|_| FailureKind::Timeout(connect.limit))??;
+        let connection = match upstreams.ready(self.target.upstream) {
+            Some(connection) => connection,
+            None => {
+                let connect = self.deadlines.connect();
+                timeout_at(connect.at, upstreams.connect(self.target.upstream))
+                    .await
+                    .map_err(|_| FailureKind::Timeout(connect.limit))??
+            }
+        };
         self.timeline.connected = Some(Instant::now());
         self.timeline.reused = connection.reused;
         Ok(connection)

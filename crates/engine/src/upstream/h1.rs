@@ -167,6 +167,12 @@ impl H1 {
     /// Reads the response head to the request just written (`head_request`: it was a `HEAD`,
     /// whose response has no body), skipping informational (1xx) ones.
     pub async fn read_head(&mut self, head_request: bool) -> Result<http::response::Parts, Error> {
+        // Room for a usual response in one read: a streamed answer of a few kilobytes, which the
+        // buffer left by the last response often had only part of, took two. The last
+        // response's bytes are usually gone, so this reuses the buffer's own memory.
+        if self.read.is_empty() && self.read.capacity() < READ_SIZE {
+            self.read.reserve(READ_SIZE);
+        }
         let mut began = false;
         loop {
             if !self.read.is_empty() {
