@@ -298,8 +298,8 @@ impl TextChunk<'_> {
 ///
 /// `holes` notes where the values that change from stream to stream (the id, `created`, the
 /// padding, the usage) are, so that the chunk's shape can be kept ([`shapes`]). They are not
-/// part of the chunk: it is moved several times on its way to the assembler, and most chunks
-/// are read by a shape, which has no holes to note.
+/// part of the chunk: it is moved several times on its way to the assembler, and only a chunk
+/// that becomes a shape needs them (most are read by comparison, with none to note).
 fn chunk_from<'a>(
     data: &'a str,
     kept: Kept,
