@@ -313,7 +313,12 @@ impl H1 {
 
     /// Reads what the socket has into the read buffer: the count read, 0 at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
+        // Everything read was taken: the next bytes go to the buffer's start again when no piece
+        // of it is still held (never allocating), so a slow stream's small pieces keep reusing
+        // the memory they already touched instead of walking through all of it: a page less
+        // of every held stream's memory (docs/benchmarks.md, issue 19's step 30).
+        let reclaimed = self.read.is_empty() && self.read.try_reclaim(READ_SIZE);
+        if !reclaimed && self.read.capacity() - self.read.len() < READ_SIZE / 4 {
             self.read.reserve(READ_SIZE);
         }
         let read = self.io.read_buf(&mut self.read);

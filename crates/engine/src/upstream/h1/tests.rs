@@ -325,3 +325,27 @@ async fn a_body_left_at_its_end_marker_is_finished_if_its_end_is_already_here() 
         assert!(!h1.usable(), "{why}");
     }
 }
+
+#[tokio::test]
+async fn a_slow_body_reuses_the_memory_its_taken_pieces_left() {
+    let head: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n";
+    let (mut h1, _) = connection(&[head, b"hello", b"world", b"again"], true);
+    exchange(&mut h1).await.unwrap();
+    let mut next = async || {
+        (std::future::poll_fn(|cx| h1.poll_body(cx)).await)
+            .unwrap()
+            .unwrap()
+    };
+    let hello = next().await;
+    let start = hello.as_ptr();
+    drop(hello);
+    // Taken and dropped: the next piece is read to the same memory, not past it.
+    let world = next().await;
+    assert_eq!(&world[..], b"world");
+    assert_eq!(world.as_ptr(), start, "the buffer started again");
+    // Still held: its bytes are left alone, and the next piece goes elsewhere.
+    let again = next().await;
+    assert_eq!(&again[..], b"again");
+    assert_ne!(again.as_ptr(), start);
+    assert_eq!(&world[..], b"world");
+}
