@@ -3,9 +3,9 @@
 
 #![no_main]
 
-use hourglass_engine::protocol::Endpoint;
 use hourglass_engine::protocol::openai::assemble::Assembler;
-use hourglass_engine::sse::Scanner;
+use hourglass_engine::protocol::{Assemble, Classify, Endpoint, Signal};
+use hourglass_engine::sse::{Event, Events, Scanner};
 use libfuzzer_sys::fuzz_target;
 
 /// Every event of `reads` in order, as (name, data).
@@ -21,6 +21,94 @@ fn events(reads: &[&[u8]]) -> Result<Vec<(Option<String>, Option<String>)>, Stri
         })?;
     }
     Ok(out)
+}
+
+/// A stream's reader assembling a whole answer: with `runs`, text chunks the assembler recalls
+/// are taken in place (`Assemble::push_run`); every other event is read by the scanner.
+struct Reader {
+    assembler: Box<Assembler>,
+    runs: bool,
+    content: bool,
+}
+
+impl Events for Reader {
+    fn event(&mut self, event: &Event<'_>, _: usize) {
+        if let Some(data) = event.data.as_deref() {
+            let signal = Assemble::push_classified(&mut *self.assembler, data);
+            self.content |= signal == Some(Signal::Content);
+        }
+    }
+
+    fn take_run(&mut self, text: &str) -> usize {
+        if !self.runs {
+            return 0;
+        }
+        let taken = self.assembler.push_run(text);
+        self.content |= taken > 0;
+        taken
+    }
+}
+
+/// The answer assembled from `reads`, with or without `runs` taken in place, and whether
+/// content came.
+fn assembled(reads: &[&[u8]], runs: bool) -> (Vec<u8>, bool) {
+    let mut reader = Reader {
+        assembler: Box::new(Assembler::new()),
+        runs,
+        content: false,
+    };
+    let mut scanner = Scanner::new();
+    for read in reads {
+        if scanner.push_to(read, &mut reader).is_err() {
+            break;
+        }
+    }
+    (reader.assembler.finish().to_vec(), reader.content)
+}
+
+/// A stream's reader classifying its events: with `runs`, text chunks the classifier recalls
+/// are read in place (`Classify::classify_run`).
+struct Classifier {
+    classifier: Box<dyn Classify>,
+    runs: bool,
+    content: bool,
+    signals: Vec<Signal>,
+}
+
+impl Events for Classifier {
+    fn event(&mut self, event: &Event<'_>, _: usize) {
+        match self.classifier.classify(event) {
+            Signal::Content => self.content = true,
+            other => self.signals.push(other),
+        }
+    }
+
+    fn take_run(&mut self, text: &str) -> usize {
+        if !self.runs {
+            return 0;
+        }
+        let taken = self.classifier.classify_run(text);
+        self.content |= taken > 0;
+        taken
+    }
+}
+
+/// Whether `reads` had content, and every other signal in order, as a chat stream's classifier
+/// reads them, with or without `runs` read in place.
+fn classified(reads: &[&[u8]], runs: bool) -> (bool, Vec<Signal>) {
+    let mut reader = Classifier {
+        classifier: Endpoint::Chat.protocol().classifier(Endpoint::Chat),
+        runs,
+        content: false,
+        signals: Vec::new(),
+    };
+    let mut scanner = Scanner::new();
+    for read in reads {
+        if scanner.push_to(read, &mut reader).is_err() {
+            break;
+        }
+    }
+    (reader.content, reader.signals)
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -59,4 +147,10 @@ fuzz_target!(|input: &[u8]| {
         }
     });
     assert_eq!(assembler.finish(), by_serde.finish());
+    // Text chunks taken in place, however the stream is split, give what reading each event
+    // gives: the same answer, and content when it had some.
+    let each = assembled(&[stream], false);
+    assert_eq!(assembled(&[first, second], true), each, "split at {at}");
+    let each = classified(&[stream], false);
+    assert_eq!(classified(&[first, second], true), each, "split at {at}");
 });

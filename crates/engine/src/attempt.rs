@@ -525,62 +525,28 @@ impl StreamReader {
     /// failure one reveals (an error event, a malformed chunk, an end marker before any finish
     /// reason).
     fn scan(&mut self, data: &Bytes) -> Result<ScanResult, FailureKind> {
-        let (protocol, endpoint) = (self.protocol, self.endpoint);
-        let (mut content, mut failure, mut end) = (false, None, None);
-        let (ended, finished, assembler) =
-            (&mut self.ended, &mut self.finished, &mut self.assembler);
-        let classifier = &mut self.classifier;
-        let (last_sequence, numbered) = (&mut self.last_sequence, self.numbered);
+        let mut reading = Reading {
+            protocol: self.protocol,
+            endpoint: self.endpoint,
+            classifier: &mut self.classifier,
+            assembler: self.assembler.as_deref_mut(),
+            ended: &mut self.ended,
+            finished: &mut self.finished,
+            last_sequence: &mut self.last_sequence,
+            numbered: self.numbered,
+            content: false,
+            failure: None,
+            end: None,
+        };
         self.scanner
-            .push_at(data, |event, at| {
-                // An assembler that reads an event once for both jobs does; otherwise the event
-                // is classified, then pushed.
-                let once = match (assembler.as_mut(), event.data.as_deref()) {
-                    (Some(assembler), Some(data)) => assembler.push_classified(data),
-                    _ => None,
-                };
-                let pushed = once.is_some();
-                let signal = once.unwrap_or_else(|| classifier.classify(event));
-                if numbered && let Some(n) = protocol.sequence_number(endpoint, event) {
-                    *last_sequence = Some(n);
-                }
-                if let (
-                    false,
-                    Some(assembler),
-                    Signal::Nothing | Signal::Content | Signal::Finish { .. } | Signal::End,
-                ) = (pushed, assembler.as_mut(), &signal)
-                    && let Some(data) = event.data.as_deref()
-                    && let Err(message) = assembler.push(data)
-                {
-                    failure.get_or_insert(FailureKind::Malformed(message));
-                }
-                match signal {
-                    Signal::Nothing => {}
-                    Signal::Content => content = true,
-                    Signal::Finish { content: with } => {
-                        content |= with;
-                        *finished = true;
-                    }
-                    Signal::End if *finished => {
-                        *ended = true;
-                        end.get_or_insert(at);
-                    }
-                    Signal::End => {
-                        failure.get_or_insert(FailureKind::Truncated);
-                    }
-                    Signal::UpstreamError(message) => {
-                        failure.get_or_insert(FailureKind::Status {
-                            status: 500,
-                            retry_after: None,
-                            body: Bytes::from(message),
-                        });
-                    }
-                    Signal::Malformed(message) => {
-                        failure.get_or_insert(FailureKind::Malformed(message));
-                    }
-                }
-            })
+            .push_to(data, &mut reading)
             .map_err(FailureKind::Malformed)?;
+        let Reading {
+            content,
+            failure,
+            end,
+            ..
+        } = reading;
         if let Some(failure) = failure {
             return Err(failure);
         }
@@ -588,6 +554,90 @@ impl StreamReader {
             self.last_content = Some(Instant::now());
         }
         Ok(ScanResult { content, end })
+    }
+}
+
+/// One read's events, as [`StreamReader::scan`] takes them: what each means, handed to the
+/// assembler when one takes them, and what they came to.
+struct Reading<'a> {
+    protocol: &'static dyn Protocol,
+    endpoint: Endpoint,
+    classifier: &'a mut Box<dyn Classify>,
+    assembler: Option<&'a mut (dyn Assemble + 'static)>,
+    ended: &'a mut bool,
+    finished: &'a mut bool,
+    last_sequence: &'a mut Option<u64>,
+    numbered: bool,
+    /// An event carried content.
+    content: bool,
+    /// The first failure an event revealed.
+    failure: Option<FailureKind>,
+    /// Where the end event ends in the read.
+    end: Option<usize>,
+}
+
+impl crate::sse::Events for Reading<'_> {
+    fn event(&mut self, event: &crate::sse::Event<'_>, at: usize) {
+        // An assembler that reads an event once for both jobs does; otherwise the event is
+        // classified, then pushed.
+        let once = match (self.assembler.as_mut(), event.data.as_deref()) {
+            (Some(assembler), Some(data)) => assembler.push_classified(data),
+            _ => None,
+        };
+        let pushed = once.is_some();
+        let signal = once.unwrap_or_else(|| self.classifier.classify(event));
+        if self.numbered
+            && let Some(n) = self.protocol.sequence_number(self.endpoint, event)
+        {
+            *self.last_sequence = Some(n);
+        }
+        if let (
+            false,
+            Some(assembler),
+            Signal::Nothing | Signal::Content | Signal::Finish { .. } | Signal::End,
+        ) = (pushed, self.assembler.as_mut(), &signal)
+            && let Some(data) = event.data.as_deref()
+            && let Err(message) = assembler.push(data)
+        {
+            self.failure.get_or_insert(FailureKind::Malformed(message));
+        }
+        match signal {
+            Signal::Nothing => {}
+            Signal::Content => self.content = true,
+            Signal::Finish { content: with } => {
+                self.content |= with;
+                *self.finished = true;
+            }
+            Signal::End if *self.finished => {
+                *self.ended = true;
+                self.end.get_or_insert(at);
+            }
+            Signal::End => {
+                self.failure.get_or_insert(FailureKind::Truncated);
+            }
+            Signal::UpstreamError(message) => {
+                self.failure.get_or_insert(FailureKind::Status {
+                    status: 500,
+                    retry_after: None,
+                    body: Bytes::from(message),
+                });
+            }
+            Signal::Malformed(message) => {
+                self.failure.get_or_insert(FailureKind::Malformed(message));
+            }
+        }
+    }
+
+    /// Runs of text chunks go straight to the assembler, or the classifier, that reads them in
+    /// place (each is content); a numbered stream's events are each read for their number.
+    fn take_run(&mut self, text: &str) -> usize {
+        let taken = match (&mut self.assembler, self.numbered) {
+            (_, true) => 0,
+            (Some(assembler), false) => assembler.push_run(text),
+            (None, false) => self.classifier.classify_run(text),
+        };
+        self.content |= taken > 0;
+        taken
     }
 }
 

@@ -50,11 +50,17 @@ impl Scanner {
     pub fn push_at(
         &mut self,
         chunk: &[u8],
-        mut each: impl FnMut(&Event<'_>, usize),
+        each: impl FnMut(&Event<'_>, usize),
     ) -> Result<(), String> {
+        self.push_to(chunk, &mut Each(each))
+    }
+
+    /// As [`Scanner::push_at`], handing the events to `events`, which may take runs of them
+    /// straight from the bytes ([`Events::take_run`]).
+    pub fn push_to(&mut self, chunk: &[u8], events: &mut impl Events) -> Result<(), String> {
         self.crlf |= memchr::memchr(b'\r', chunk).is_some();
         if self.partial.is_empty() {
-            let consumed = scan(chunk, 0, self.crlf, &mut each);
+            let consumed = scan(chunk, 0, self.crlf, events);
             self.partial.extend_from_slice(&chunk[consumed..]);
             return self.check_size();
         }
@@ -62,7 +68,7 @@ impl Scanner {
         let before = self.partial.len();
         let mut partial = std::mem::take(&mut self.partial);
         partial.extend_from_slice(chunk);
-        let mut in_chunk = |event: &Event<'_>, end: usize| each(event, end.saturating_sub(before));
+        let mut in_chunk = InChunk { events, before };
         let consumed = scan(&partial, resume, self.crlf, &mut in_chunk);
         partial.drain(..consumed);
         // A large event has ended: do not hold its buffer for the rest of the stream.
@@ -92,12 +98,7 @@ impl Scanner {
 /// Hands every complete event of `bytes` to `each` with the offset just past its end, searching
 /// for the first end from `resume` (no earlier end exists); returns how many bytes the events
 /// took.
-fn scan(
-    bytes: &[u8],
-    resume: usize,
-    crlf: bool,
-    each: &mut impl FnMut(&Event<'_>, usize),
-) -> usize {
+fn scan(bytes: &[u8], resume: usize, crlf: bool, events: &mut impl Events) -> usize {
     let mut start = 0;
     let mut search = resume;
     // The bytes as text, checked once for every event in them when the first one is found: a
@@ -105,9 +106,28 @@ fn scan(
     // `Some(None)` when they are not all UTF-8 (an event ends in a later read, mid-character, or
     // one is not text): then each event is checked alone, as before.
     let mut text: Option<Option<&str>> = None;
-    while let Some((end, len, one_line)) = boundary(&bytes[search..], crlf) {
+    // The text at the front of the bytes that is UTF-8, for the caller's runs: checked once, when
+    // the first run is offered.
+    let mut valid: Option<&str> = None;
+    loop {
+        // At an event's start, in a stream without `\r`: the caller may take a run of events.
+        if search == start && !crlf {
+            let valid = valid.get_or_insert_with(|| valid_prefix(bytes));
+            let taken = events.take_run(valid.get(start..).unwrap_or_default());
+            if taken > 0 {
+                start += taken;
+                search = start;
+                continue;
+            }
+        }
+        let Some((end, len, one_line)) = boundary(&bytes[search..], crlf) else {
+            break;
+        };
         let end = search + end;
-        let checked = text.get_or_insert_with(|| simdutf8::basic::from_utf8(bytes).ok());
+        let checked = text.get_or_insert_with(|| match valid {
+            Some(valid) if valid.len() == bytes.len() => Some(valid),
+            _ => simdutf8::basic::from_utf8(bytes).ok(),
+        });
         // Events start and end at line ends, so the slice is on character boundaries.
         let block_text = checked.and_then(|text| text.get(start..end));
         // A single line only when the search began at the event's start.
@@ -118,10 +138,59 @@ fn scan(
             one_line && search == start,
         );
         start = end + len;
-        each(&event, start);
+        events.event(&event, start);
         search = start;
     }
     start
+}
+
+/// The longest start of `bytes` that is UTF-8 (a read may end inside a character).
+fn valid_prefix(bytes: &[u8]) -> &str {
+    match simdutf8::compat::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => std::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+/// What a scanner hands the events it finds to.
+pub trait Events {
+    /// One complete event, with where in the bytes fed it ends (just past its blank line).
+    fn event(&mut self, event: &Event<'_>, end: usize);
+
+    /// Offered the text at an event's start (in a stream without `\r`; as far as the bytes are
+    /// UTF-8): takes the whole events at its front that it can read without the scanner, and
+    /// says how many bytes they were (each ends with its blank line); 0 takes none, and the
+    /// scanner reads on.
+    fn take_run(&mut self, _text: &str) -> usize {
+        0
+    }
+}
+
+/// A closure that takes every event.
+struct Each<F>(F);
+
+impl<F: FnMut(&Event<'_>, usize)> Events for Each<F> {
+    fn event(&mut self, event: &Event<'_>, end: usize) {
+        (self.0)(event, end)
+    }
+}
+
+/// Events read from a held partial event and the chunk appended to it, told where they end in
+/// the chunk.
+struct InChunk<'a, E> {
+    events: &'a mut E,
+    /// How many bytes were held before the chunk.
+    before: usize,
+}
+
+impl<E: Events> Events for InChunk<'_, E> {
+    fn event(&mut self, event: &Event<'_>, end: usize) {
+        self.events.event(event, end.saturating_sub(self.before));
+    }
+
+    fn take_run(&mut self, text: &str) -> usize {
+        self.events.take_run(text)
+    }
 }
 
 /// The end of the first event in `bytes`, the length of the blank line that ends it, and

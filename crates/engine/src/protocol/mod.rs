@@ -186,6 +186,12 @@ pub trait Assemble: Send {
     fn push_classified(&mut self, _data: &str) -> Option<Signal> {
         None
     }
+    /// Offered the text of an SSE stream at an event's start (a stream without `\r`): adds the
+    /// whole events at its front that carry text and that it reads without the SSE scanner —
+    /// each one a [`Signal::Content`] — and says how many bytes they were; 0 takes none.
+    fn push_run(&mut self, _text: &str) -> usize {
+        0
+    }
     /// The whole answer's body, in the shape of the upstream's own non-streaming answer.
     fn finish(self: Box<Self>) -> Bytes;
 }
@@ -195,6 +201,12 @@ pub trait Assemble: Send {
 pub trait Classify: Send {
     /// What `event` means.
     fn classify(&mut self, event: &Event<'_>) -> Signal;
+    /// Offered the text of an SSE stream at an event's start (a stream without `\r`): reads the
+    /// whole events at its front that it can read without the SSE scanner — each one a
+    /// [`Signal::Content`] — and says how many bytes they were; 0 reads none.
+    fn classify_run(&mut self, _text: &str) -> usize {
+        0
+    }
 }
 
 /// A classifier that keeps nothing: the protocol's `classify`, event by event.

@@ -134,6 +134,10 @@ impl crate::protocol::Classify for ChatClassifier {
         }
         classify(Endpoint::Chat, event)
     }
+
+    fn classify_run(&mut self, text: &str) -> usize {
+        self.memo.run(text, Kept::ALL, |_, _| {})
+    }
 }
 
 /// Classifies one event of a stream from `endpoint`.

@@ -377,6 +377,20 @@ impl super::WriteChoices for Vec<ChoiceOut<'_>> {
     }
 }
 
+/// Adds `text` to the content of choice `index`: what `Assembler::add_text` does with a chunk that
+/// has nothing else.
+fn add_content(choices: &mut Vec<Choice>, index: usize, text: &str) {
+    if index >= MAX_INDEX {
+        return;
+    }
+    if choices.len() <= index {
+        choices.resize_with(index + 1, Choice::default);
+    }
+    (choices[index].content)
+        .get_or_insert_with(|| String::with_capacity(FIRST_CONTENT))
+        .push_str(text);
+}
+
 impl crate::protocol::Assemble for Assembler {
     fn push(&mut self, data: &str) -> Result<(), String> {
         Assembler::push(self, data)
@@ -384,6 +398,16 @@ impl crate::protocol::Assemble for Assembler {
 
     fn push_classified(&mut self, data: &str) -> Option<Signal> {
         Some(Assembler::push_classified(self, data))
+    }
+
+    fn push_run(&mut self, text: &str) -> usize {
+        if !self.fast {
+            return 0;
+        }
+        let (memo, choices) = (&self.memo, &mut self.choices);
+        memo.run(text, self.common.kept(), |index, content| {
+            add_content(choices, index, content)
+        })
     }
 
     fn finish(self: Box<Self>) -> bytes::Bytes {
@@ -514,5 +538,200 @@ mod tests {
             }
             a.answer().assert_written_as_serde_writes(chunks);
         }
+    }
+
+    /// Assembles `reads` through the SSE scanner as a stream's reader does: with `runs`, text
+    /// chunks the memo recalls are taken in place; the answer, whether content came, and how
+    /// many bytes went by runs.
+    fn assembled(reads: &[&[u8]], runs: bool) -> (bytes::Bytes, bool, usize) {
+        use crate::protocol::Assemble;
+        use crate::sse::{Event, Events, Scanner};
+        struct Reader {
+            assembler: Box<Assembler>,
+            runs: bool,
+            content: bool,
+            ran: usize,
+        }
+        impl Events for Reader {
+            fn event(&mut self, event: &Event<'_>, _: usize) {
+                if let Some(data) = event.data.as_deref() {
+                    let signal = Assemble::push_classified(&mut *self.assembler, data);
+                    self.content |= signal == Some(Signal::Content);
+                }
+            }
+            fn take_run(&mut self, text: &str) -> usize {
+                let taken = if self.runs {
+                    self.assembler.push_run(text)
+                } else {
+                    0
+                };
+                self.content |= taken > 0;
+                self.ran += taken;
+                taken
+            }
+        }
+        let mut reader = Reader {
+            assembler: Box::new(Assembler::new()),
+            runs,
+            content: false,
+            ran: 0,
+        };
+        let mut scanner = Scanner::new();
+        for read in reads {
+            scanner.push_to(read, &mut reader).unwrap();
+        }
+        let Reader {
+            assembler,
+            content,
+            ran,
+            ..
+        } = reader;
+        (assembler.finish(), content, ran)
+    }
+
+    /// Classifies `reads` through the SSE scanner as a stream's reader does: with `runs`, text
+    /// chunks the classifier recalls are read in place. Whether content came, and every other
+    /// signal in order.
+    fn classified(reads: &[&[u8]], runs: bool) -> (bool, Vec<Signal>) {
+        use crate::protocol::Classify;
+        use crate::protocol::openai::content::ChatClassifier;
+        use crate::sse::{Event, Events, Scanner};
+        struct Reader {
+            classifier: ChatClassifier,
+            runs: bool,
+            content: bool,
+            signals: Vec<Signal>,
+        }
+        impl Events for Reader {
+            fn event(&mut self, event: &Event<'_>, _: usize) {
+                match self.classifier.classify(event) {
+                    Signal::Content => self.content = true,
+                    other => self.signals.push(other),
+                }
+            }
+            fn take_run(&mut self, text: &str) -> usize {
+                let taken = if self.runs {
+                    self.classifier.classify_run(text)
+                } else {
+                    0
+                };
+                self.content |= taken > 0;
+                taken
+            }
+        }
+        let mut reader = Reader {
+            classifier: ChatClassifier::default(),
+            runs,
+            content: false,
+            signals: Vec::new(),
+        };
+        let mut scanner = Scanner::new();
+        for read in reads {
+            scanner.push_to(read, &mut reader).unwrap();
+        }
+        (reader.content, reader.signals)
+    }
+
+    /// A stream of `contents` as the simulator and most upstreams send it; `padded` adds the
+    /// random `obfuscation` string OpenAI ends each chunk with.
+    fn text_stream(contents: &[&str], padded: bool) -> String {
+        let chunk = |delta: &str, tail: &str, i: usize| {
+            let padding = match padded {
+                true => format!(r#","obfuscation":"{}""#, &"pQ8xZ2mW4kR7"[..1 + i % 11]),
+                false => String::new(),
+            };
+            format!(
+                "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{tail}}}]{padding}}}\n\n"
+            )
+        };
+        let mut stream = chunk(r#"{"role":"assistant","content":""}"#, "null", 0);
+        for (i, content) in contents.iter().enumerate() {
+            stream.push_str(&chunk(&format!(r#"{{"content":"{content}"}}"#), "null", i));
+        }
+        stream.push_str(&chunk("{}", "\"stop\"", 0));
+        stream.push_str("data: [DONE]\n\n");
+        stream
+    }
+
+    /// Text chunks taken in place assemble byte for byte what reading each event does, and are
+    /// classified as it classifies them, however the stream is split into reads, and whatever
+    /// breaks a run: escapes, other characters, an empty content, an event of another shape, a
+    /// comment, a line end inside an event.
+    #[test]
+    fn text_chunks_taken_in_place_assemble_what_each_event_does() {
+        let plain: Vec<String> = (0..12).map(|i| format!("tok{i} ")).collect();
+        let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+        let mixed = [
+            "Hel",
+            "lo",
+            r#" \"quoted\""#,
+            " caf\u{e9}",
+            " \u{1f600}",
+            "",
+            " \\n",
+            "x",
+            "y",
+        ];
+        let mut streams = vec![
+            text_stream(&plain, false),
+            text_stream(&plain, true),
+            text_stream(&mixed, false),
+            text_stream(&mixed, true),
+        ];
+        // An event of another kind, a comment, a data line split in two and an event field in
+        // the middle of a run.
+        let mut broken = text_stream(&plain, false);
+        let third = broken
+            .match_indices("data: ")
+            .nth(4)
+            .map(|(at, _)| at)
+            .unwrap();
+        broken.insert_str(
+            third,
+            ": keep-alive\n\nevent: note\ndata: {\"id\":\"chatcmpl-1\",\n",
+        );
+        streams.push(broken);
+        for stream in &streams {
+            let bytes = stream.as_bytes();
+            let (whole, content, _) = assembled(&[bytes], false);
+            assert!(content, "{stream}");
+            let signals = classified(&[bytes], false);
+            assert!(signals.0, "{stream}");
+            for at in 0..=bytes.len() {
+                let (first, second) = bytes.split_at(at);
+                let (answer, with_content, _) = assembled(&[first, second], true);
+                assert_eq!(answer, whole, "split at {at} of {stream}");
+                assert_eq!(with_content, content, "split at {at} of {stream}");
+                let read_in_place = classified(&[first, second], true);
+                assert_eq!(read_in_place, signals, "split at {at} of {stream}");
+            }
+        }
+        // The plain stream's text chunks after the first are all taken in place (the first too
+        // when a stream of this shape came before: shapes are remembered across streams).
+        let (_, _, ran) = assembled(&[streams[0].as_bytes()], true);
+        let starts: Vec<usize> = streams[0]
+            .match_indices("data: ")
+            .map(|(at, _)| at)
+            .collect();
+        assert!(
+            ran == starts[13] - starts[2] || ran == starts[13] - starts[1],
+            "{ran} bytes taken in place"
+        );
+    }
+
+    /// A remembered chunk that was several data lines is never compared in place: its line end
+    /// would be read as a line of the event's own.
+    #[test]
+    fn a_chunk_of_several_lines_is_not_taken_in_place() {
+        let two_lines = "data: {\"id\":\"c\",\ndata: \"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n";
+        // Read in place, the second event's continuation line would be taken as data; it is a
+        // field named `"choices"` (ignored), so the event is `{"id":"c",` and malformed.
+        let stream = format!(
+            "{two_lines}{two_lines}data: {{\"id\":\"c\",\n\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"b\"}}}}]}}\n\n"
+        );
+        let reads = [stream.as_bytes()];
+        assert_eq!(assembled(&reads, true), assembled(&reads, false));
+        assert_eq!(assembled(&reads, true).2, 0);
+        assert_eq!(classified(&reads, true), classified(&reads, false));
     }
 }

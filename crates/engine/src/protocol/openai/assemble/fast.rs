@@ -240,6 +240,63 @@ impl Memo {
             content_at: Some((start, start + literal)),
         })
     }
+
+    /// Whether the remembered text has no line end: one with one would make an event's data
+    /// several lines, joined otherwise than [`Memo::recall_event`] compares them.
+    fn one_line(&self) -> bool {
+        let texts = [&self.before, &self.after].into_iter().chain(&self.tail);
+        texts
+            .into_iter()
+            .all(|t| memchr::memchr(b'\n', t.as_bytes()).is_none())
+    }
+
+    /// Reads the run of SSE events at the front of `text` (a stream without `\r`, at an event's
+    /// start) that [`Memo::recall_event`] recalls, read with `kept` fields, handing `each` the
+    /// choice and content of every one; the bytes they were (0: none).
+    pub fn run(&self, text: &str, kept: Kept, mut each: impl FnMut(usize, &str)) -> usize {
+        if self.before.is_empty() || self.kept != kept {
+            return 0;
+        }
+        let mut taken = 0;
+        while let Some((content, len)) = text.get(taken..).and_then(|at| self.recall_event(at)) {
+            // Asked once a run matched: most offers match nothing.
+            if taken == 0 && !self.one_line() {
+                return 0;
+            }
+            each(self.index, content);
+            taken += len;
+        }
+        taken
+    }
+
+    /// The SSE event at the front of `event` (`data: `, the chunk, a blank line: a stream without
+    /// `\r`), when its chunk is the remembered one with another non-empty plain string as its
+    /// content (and another plain padding string): the content, and the event's length with its
+    /// blank line. What [`Memo::recall`] reads of the event's data, found without the SSE scanner:
+    /// the whole event is compared in place, so its end is found without a search.
+    ///
+    /// `None` for anything else, and then the scanner reads the event as before: escapes, an
+    /// empty content, another event field, or an event not yet complete in `event`. Its answer
+    /// counts only for a chunk read with the remembered kept fields, when the remembered text is
+    /// [`Memo::one_line`] ([`Memo::run`] sees to both).
+    fn recall_event<'a>(&self, event: &'a str) -> Option<(&'a str, usize)> {
+        let rest = event.strip_prefix("data: ")?;
+        let rest = rest.strip_prefix(self.before.as_str())?;
+        let text = rest.strip_prefix('"')?;
+        let end = string_stop(text.as_bytes()).filter(|&end| end > 0)?;
+        let content = text.get(..end)?;
+        let mut rest = text[end..].strip_prefix('"')?;
+        rest = rest.strip_prefix(self.after.as_str())?;
+        if let Some(tail) = &self.tail {
+            // The padding is read as the scan reads it: a string without escapes.
+            let padding = rest.strip_prefix('"')?;
+            let stop = string_stop(padding.as_bytes())?;
+            rest = padding[stop..].strip_prefix('"')?;
+            rest = rest.strip_prefix(tail.as_str())?;
+        }
+        rest.strip_prefix("\n\n")?;
+        Some((content, event.len() - rest.len() + 2))
+    }
 }
 
 /// Which of the chunk's common fields the assembler already keeps: their values may be skipped.
