@@ -23,6 +23,16 @@ fn events(reads: &[&[u8]]) -> Result<Vec<(Option<String>, Option<String>)>, Stri
     Ok(out)
 }
 
+/// Hands `reads`, in order, to one scanner feeding `events`, until an event grows too large.
+fn feed(reads: &[&[u8]], events: &mut impl Events) {
+    let mut scanner = Scanner::new();
+    for read in reads {
+        if scanner.push_to(read, events).is_err() {
+            break;
+        }
+    }
+}
+
 /// A stream's reader assembling a whole answer: with `runs`, text chunks the assembler recalls
 /// are taken in place (`Assemble::push_run`); every other event is read by the scanner.
 struct Reader {
@@ -39,10 +49,11 @@ impl Events for Reader {
         }
     }
 
+    fn takes_runs(&self) -> bool {
+        self.runs
+    }
+
     fn take_run(&mut self, text: &str) -> usize {
-        if !self.runs {
-            return 0;
-        }
         let taken = self.assembler.push_run(text);
         self.content |= taken > 0;
         taken
@@ -57,12 +68,7 @@ fn assembled(reads: &[&[u8]], runs: bool) -> (Vec<u8>, bool) {
         runs,
         content: false,
     };
-    let mut scanner = Scanner::new();
-    for read in reads {
-        if scanner.push_to(read, &mut reader).is_err() {
-            break;
-        }
-    }
+    feed(reads, &mut reader);
     (reader.assembler.finish().to_vec(), reader.content)
 }
 
@@ -83,10 +89,11 @@ impl Events for Classifier {
         }
     }
 
+    fn takes_runs(&self) -> bool {
+        self.runs
+    }
+
     fn take_run(&mut self, text: &str) -> usize {
-        if !self.runs {
-            return 0;
-        }
         let taken = self.classifier.classify_run(text);
         self.content |= taken > 0;
         taken
@@ -102,12 +109,7 @@ fn classified(reads: &[&[u8]], runs: bool) -> (bool, Vec<Signal>) {
         content: false,
         signals: Vec::new(),
     };
-    let mut scanner = Scanner::new();
-    for read in reads {
-        if scanner.push_to(read, &mut reader).is_err() {
-            break;
-        }
-    }
+    feed(reads, &mut reader);
     (reader.content, reader.signals)
 }
 

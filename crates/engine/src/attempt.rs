@@ -628,13 +628,17 @@ impl crate::sse::Events for Reading<'_> {
         }
     }
 
+    /// A numbered stream's events are each read for their number.
+    fn takes_runs(&self) -> bool {
+        !self.numbered
+    }
+
     /// Runs of text chunks go straight to the assembler, or the classifier, that reads them in
-    /// place (each is content); a numbered stream's events are each read for their number.
+    /// place (each is content).
     fn take_run(&mut self, text: &str) -> usize {
-        let taken = match (&mut self.assembler, self.numbered) {
-            (_, true) => 0,
-            (Some(assembler), false) => assembler.push_run(text),
-            (None, false) => self.classifier.classify_run(text),
+        let taken = match &mut self.assembler {
+            Some(assembler) => assembler.push_run(text),
+            None => self.classifier.classify_run(text),
         };
         self.content |= taken > 0;
         taken

@@ -109,9 +109,10 @@ fn scan(bytes: &[u8], resume: usize, crlf: bool, events: &mut impl Events) -> us
     // The text at the front of the bytes that is UTF-8, for the caller's runs: checked once, when
     // the first run is offered.
     let mut valid: Option<&str> = None;
+    let runs = !crlf && events.takes_runs();
     loop {
         // At an event's start, in a stream without `\r`: the caller may take a run of events.
-        if search == start && !crlf {
+        if search == start && runs {
             let valid = valid.get_or_insert_with(|| valid_prefix(bytes));
             let taken = events.take_run(valid.get(start..).unwrap_or_default());
             if taken > 0 {
@@ -157,10 +158,16 @@ pub trait Events {
     /// One complete event, with where in the bytes fed it ends (just past its blank line).
     fn event(&mut self, event: &Event<'_>, end: usize);
 
+    /// Whether it may take runs of events ([`Events::take_run`]): when not, none is offered and
+    /// the scanner checks no text for them.
+    fn takes_runs(&self) -> bool {
+        false
+    }
+
     /// Offered the text at an event's start (in a stream without `\r`; as far as the bytes are
-    /// UTF-8): takes the whole events at its front that it can read without the scanner, and
-    /// says how many bytes they were (each ends with its blank line); 0 takes none, and the
-    /// scanner reads on.
+    /// UTF-8), when it [`Events::takes_runs`]: takes the whole events at its front that it can
+    /// read without the scanner, and says how many bytes they were (each ends with its blank
+    /// line); 0 takes none, and the scanner reads on.
     fn take_run(&mut self, _text: &str) -> usize {
         0
     }
@@ -186,6 +193,10 @@ struct InChunk<'a, E> {
 impl<E: Events> Events for InChunk<'_, E> {
     fn event(&mut self, event: &Event<'_>, end: usize) {
         self.events.event(event, end.saturating_sub(self.before));
+    }
+
+    fn takes_runs(&self) -> bool {
+        self.events.takes_runs()
     }
 
     fn take_run(&mut self, text: &str) -> usize {
@@ -289,6 +300,70 @@ fn parse_lines(text: &str, crlf: bool) -> Event<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the runs it is offered, and takes a `data: x` event when it is offered one.
+    struct Offers {
+        takes_runs: bool,
+        offered: Vec<String>,
+        events: Vec<Option<String>>,
+    }
+
+    impl Events for Offers {
+        fn event(&mut self, event: &Event<'_>, _: usize) {
+            self.events.push(event.data.as_deref().map(str::to_owned));
+        }
+
+        fn takes_runs(&self) -> bool {
+            self.takes_runs
+        }
+
+        fn take_run(&mut self, text: &str) -> usize {
+            self.offered.push(text.to_owned());
+            match text.starts_with("data: x\n\n") {
+                true => "data: x\n\n".len(),
+                false => 0,
+            }
+        }
+    }
+
+    /// Runs are offered at each event's start, only to a reader that takes them, and never in a
+    /// stream with `\r`; what a run took is not handed on as events.
+    #[test]
+    fn runs_are_offered_at_event_starts_to_a_reader_that_takes_them() {
+        let stream = b"data: x\n\ndata: y\n\ndata: x\n\n";
+        let read = |takes_runs: bool, reads: &[&[u8]]| {
+            let mut offers = Offers {
+                takes_runs,
+                offered: Vec::new(),
+                events: Vec::new(),
+            };
+            let mut scanner = Scanner::new();
+            for read in reads {
+                scanner.push_to(read, &mut offers).unwrap();
+            }
+            offers
+        };
+        let taken = read(true, &[stream]);
+        assert_eq!(taken.events, [Some("y".to_owned())]);
+        assert_eq!(
+            taken.offered,
+            [
+                "data: x\n\ndata: y\n\ndata: x\n\n",
+                "data: y\n\ndata: x\n\n",
+                "data: x\n\n",
+                ""
+            ]
+        );
+        let not_taken = read(false, &[stream]);
+        assert!(not_taken.offered.is_empty());
+        assert_eq!(not_taken.events.len(), 3);
+        // Split inside the second event: its start is offered again with the rest of it.
+        let split = read(true, &[&stream[..12], &stream[12..]]);
+        assert_eq!(split.events, [Some("y".to_owned())]);
+        let crlf = read(true, &[b"data: x\r\n\r\ndata: x\n\n"]);
+        assert!(crlf.offered.is_empty());
+        assert_eq!(crlf.events.len(), 2);
+    }
 
     #[test]
     fn a_one_line_data_event_reads_as_its_lines_do() {

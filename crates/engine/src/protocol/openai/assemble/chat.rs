@@ -545,7 +545,7 @@ mod tests {
     /// many bytes went by runs.
     fn assembled(reads: &[&[u8]], runs: bool) -> (bytes::Bytes, bool, usize) {
         use crate::protocol::Assemble;
-        use crate::sse::{Event, Events, Scanner};
+        use crate::sse::{Event, Events};
         struct Reader {
             assembler: Box<Assembler>,
             runs: bool,
@@ -559,12 +559,11 @@ mod tests {
                     self.content |= signal == Some(Signal::Content);
                 }
             }
+            fn takes_runs(&self) -> bool {
+                self.runs
+            }
             fn take_run(&mut self, text: &str) -> usize {
-                let taken = if self.runs {
-                    self.assembler.push_run(text)
-                } else {
-                    0
-                };
+                let taken = self.assembler.push_run(text);
                 self.content |= taken > 0;
                 self.ran += taken;
                 taken
@@ -576,10 +575,7 @@ mod tests {
             content: false,
             ran: 0,
         };
-        let mut scanner = Scanner::new();
-        for read in reads {
-            scanner.push_to(read, &mut reader).unwrap();
-        }
+        feed(reads, &mut reader);
         let Reader {
             assembler,
             content,
@@ -595,7 +591,7 @@ mod tests {
     fn classified(reads: &[&[u8]], runs: bool) -> (bool, Vec<Signal>) {
         use crate::protocol::Classify;
         use crate::protocol::openai::content::ChatClassifier;
-        use crate::sse::{Event, Events, Scanner};
+        use crate::sse::{Event, Events};
         struct Reader {
             classifier: ChatClassifier,
             runs: bool,
@@ -609,12 +605,11 @@ mod tests {
                     other => self.signals.push(other),
                 }
             }
+            fn takes_runs(&self) -> bool {
+                self.runs
+            }
             fn take_run(&mut self, text: &str) -> usize {
-                let taken = if self.runs {
-                    self.classifier.classify_run(text)
-                } else {
-                    0
-                };
+                let taken = self.classifier.classify_run(text);
                 self.content |= taken > 0;
                 taken
             }
@@ -625,11 +620,16 @@ mod tests {
             content: false,
             signals: Vec::new(),
         };
-        let mut scanner = Scanner::new();
-        for read in reads {
-            scanner.push_to(read, &mut reader).unwrap();
-        }
+        feed(reads, &mut reader);
         (reader.content, reader.signals)
+    }
+
+    /// Hands `reads`, in order, to one scanner feeding `events`.
+    fn feed(reads: &[&[u8]], events: &mut impl crate::sse::Events) {
+        let mut scanner = crate::sse::Scanner::new();
+        for read in reads {
+            scanner.push_to(read, events).unwrap();
+        }
     }
 
     /// A stream of `contents` as the simulator and most upstreams send it; `padded` adds the

@@ -244,10 +244,8 @@ impl Memo {
     /// Whether the remembered text has no line end: one with one would make an event's data
     /// several lines, joined otherwise than [`Memo::recall_event`] compares them.
     fn one_line(&self) -> bool {
-        let texts = [&self.before, &self.after].into_iter().chain(&self.tail);
-        texts
-            .into_iter()
-            .all(|t| memchr::memchr(b'\n', t.as_bytes()).is_none())
+        let mut texts = [&self.before, &self.after].into_iter().chain(&self.tail);
+        texts.all(|t| memchr::memchr(b'\n', t.as_bytes()).is_none())
     }
 
     /// Reads the run of SSE events at the front of `text` (a stream without `\r`, at an event's
