@@ -92,8 +92,9 @@ impl Attempt<'_> {
         (request.endpoint.protocol())
             .check_answer(request.endpoint, request.stream, content_type)
             .map_err(FailureKind::Malformed)?;
-        let headers = response_headers(&parts.headers, &self.target.name);
-        if !(self.call.streams_upstream() && is_event_stream(&parts.headers)) {
+        let event_stream = is_event_stream(&parts.headers);
+        let headers = response_headers(parts.headers, &self.target.name);
+        if !(self.call.streams_upstream() && event_stream) {
             return self.read_whole(parts.status, headers, body).await;
         }
         if self.call.assemble {

@@ -419,7 +419,7 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>,
     }
     let status = StatusCode::from_u16(code)
         .map_err(|_| Error::Parse(format!("the response's status {code} is not one")))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(count + super::request::ADDED_RESPONSE_HEADERS);
     for &(name_at, name_end, value_at, value_end) in &spans[..count] {
         let (name_at, name_end) = (name_at as usize, name_end as usize);
         let name = HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| {

@@ -26,8 +26,10 @@ fn connection_names(headers: &HeaderMap) -> Vec<&str> {
 }
 
 /// Whether `name` is among the `Connection` header's `listed` names.
-fn named_by_connection(listed: &[&str], name: &str) -> bool {
-    listed.iter().any(|token| token.eq_ignore_ascii_case(name))
+fn named_by_connection(listed: &[impl AsRef<str>], name: &str) -> bool {
+    listed
+        .iter()
+        .any(|token| token.as_ref().eq_ignore_ascii_case(name))
 }
 
 /// Headers a client sends that are not passed upstream.
@@ -217,15 +219,32 @@ fn carries_a_key(name: &str) -> bool {
     KeyHeader::ALL.iter().any(|h| h.name() == name)
 }
 
-/// The upstream's headers as sent to the client, less hop-by-hop ones, plus `x-hourglass-upstream`.
-pub fn response_headers(upstream: &HeaderMap, name: &str) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
-    let listed = connection_names(upstream);
-    for (key, value) in upstream {
-        if dropped_response_header(key.as_str()) || named_by_connection(&listed, key.as_str()) {
-            continue;
-        }
-        headers.append(key.clone(), value.clone());
+/// Headers the gateway may add to an upstream's answer: `x-hourglass-upstream`, `server-timing`,
+/// `x-hourglass-attempts` and `x-upstream-request-id`. A map with room for them never grows
+/// (a reallocation of both its tables) on the way to the client.
+pub const ADDED_RESPONSE_HEADERS: usize = 4;
+
+/// The upstream's headers as sent to the client: its own map, with the hop-by-hop headers taken
+/// out (those HTTP names and those its `Connection` header lists) and `x-hourglass-upstream`
+/// put in. Taken out in place, not copied: a usual head has one such header
+/// (`transfer-encoding`) among a handful, and rebuilding the map cost three allocations a call.
+/// Taking one out may move another name's field into its place; the order of fields of
+/// different names is not significant (RFC 9110 §5.3), and the values of one name keep theirs.
+pub fn response_headers(mut headers: HeaderMap, name: &str) -> HeaderMap {
+    // An HTTP/1.1 head was parsed with this room already; an HTTP/2 one grows here, once.
+    headers.reserve(ADDED_RESPONSE_HEADERS);
+    let listed: Vec<String> = (connection_names(&headers).into_iter())
+        .map(str::to_owned)
+        .collect();
+    // Found in one pass and then taken out: one look at each name, however many are listed.
+    let hop_by_hop: Vec<HeaderName> = (headers.keys())
+        .filter(|key| {
+            dropped_response_header(key.as_str()) || named_by_connection(&listed, key.as_str())
+        })
+        .cloned()
+        .collect();
+    for key in &hop_by_hop {
+        headers.remove(key);
     }
     headers.insert(
         crate::header_names::X_HOURGLASS_UPSTREAM,
@@ -242,6 +261,48 @@ pub fn header_value(text: &str) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstreams_map_loses_its_hop_by_hop_headers_and_keeps_every_other_value() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "text/event-stream"),
+            ("connection", "keep-alive, X-Upstream-Hop"),
+            ("x-upstream-hop", "internal"),
+            ("set-cookie", "a=1"),
+            ("transfer-encoding", "chunked"),
+            ("keep-alive", "timeout=5"),
+            ("set-cookie", "b=2"),
+            ("proxy-authenticate", "Basic"),
+            ("x-request-id", "req_1"),
+        ] {
+            upstream.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let sent = response_headers(upstream, "primary");
+        // Fields of different names may change places (their order is not significant, RFC
+        // 9110 §5.3); the values of one name keep theirs.
+        let mut names: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "content-type",
+                "set-cookie",
+                "x-hourglass-upstream",
+                "x-request-id"
+            ]
+        );
+        let cookies: Vec<&HeaderValue> = sent.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(
+            cookies,
+            ["a=1", "b=2"],
+            "values of one name keep their order"
+        );
+        assert_eq!(sent["x-hourglass-upstream"], "primary");
+    }
 
     #[test]
     fn every_connection_header_is_read_for_the_names_it_lists() {
