@@ -47,7 +47,9 @@ use tokio::time::Instant;
 
 pub use commit::{Response, ResponseBody};
 pub use error::{AttemptRecord, CallError};
-pub use observation::LinesAfterPoll;
+pub use observation::{
+    CALL_LINE_TARGET, CallLineFields, CallLineWriter, LinesAfterPoll, write_call_lines_with,
+};
 pub use protocol::Endpoint;
 pub use request::CallRequest;
 pub use upstream::dial::{BoxFuture, BoxIo, Dial, DialFn};

@@ -133,6 +133,8 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
         .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(level));
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    let call_lines_shown =
+        filter.would_enable(hourglass_engine::CALL_LINE_TARGET, &tracing::Level::INFO);
     let registry = tracing_subscriber::registry().with(filter);
     let (lines, guard) = log_writer::spawn(std::io::stderr());
     let writer = move || lines.clone();
@@ -149,6 +151,12 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
     } else {
         // Colour only for a person at a terminal: a file or a pipe gets plain text.
         let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if !colour && call_lines_shown {
+            let direct = log_fields::CallLines::new(log_time::SecondsCached, writer.clone());
+            // Installed once, here, before any call: a second install cannot happen.
+            let _ =
+                hourglass_engine::write_call_lines_with(Box::new(move |line| direct.write(line)));
+        }
         registry
             .with(
                 tracing_subscriber::fmt::layer()
