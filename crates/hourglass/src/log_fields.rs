@@ -314,7 +314,8 @@ where
         {
             return false;
         }
-        // Declined, never a panic, on a thread whose room is gone (its end) or in use.
+        // Declined where its room is gone (the thread's end) or in use (a line written from
+        // inside another's writing), instead of a panic over the buffer.
         let written = TEXT.try_with(|text| {
             let Ok(mut text) = text.try_borrow_mut() else {
                 return false;

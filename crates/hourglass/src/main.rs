@@ -127,14 +127,20 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
     } else {
         tracing::Level::INFO
     };
-    let filter = std::env::var("HOURGLASS_LOG")
-        .ok()
-        .and_then(|text| text.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(level));
+    let chosen = std::env::var("HOURGLASS_LOG").ok().and_then(|text| {
+        let filter = text.parse::<tracing_subscriber::filter::Targets>().ok()?;
+        // `target[{field}]=level` decides by an event's fields, which `would_enable` (below)
+        // does not look at: with such a directive, the call line is left to the filter.
+        Some((filter, text.contains('[')))
+    });
+    let (filter, by_fields) = chosen.unwrap_or_else(|| {
+        let default = tracing_subscriber::filter::Targets::new().with_default(level);
+        (default, false)
+    });
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let call_lines_shown =
-        filter.would_enable(hourglass_engine::CALL_LINE_TARGET, &tracing::Level::INFO);
+    let call_lines_shown = !by_fields
+        && filter.would_enable(hourglass_engine::CALL_LINE_TARGET, &tracing::Level::INFO);
     let registry = tracing_subscriber::registry().with(filter);
     let (lines, guard) = log_writer::spawn(std::io::stderr());
     let writer = move || lines.clone();

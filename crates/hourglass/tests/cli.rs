@@ -143,15 +143,29 @@ fn the_tools_print_their_report_and_the_engine_log_only_when_asked() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&verbose.stderr);
     assert!(stderr.contains("hourglass::call"), "{stderr}");
-    // The filter turns the call line off whichever way it is written (straight or by tracing).
-    let filtered = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+    // The filter turns the call line off whichever way it is written (straight or by tracing),
+    // by its target or by one of its fields.
+    for filter in [
+        "info,hourglass::call=off",
+        "info,hourglass::call[{error}]=off",
+    ] {
+        let filtered = Command::new(env!("CARGO_BIN_EXE_hourglass"))
+            .args(["probe", &url, "-n", "2", "-v"])
+            .env("HOURGLASS_LOG", filter)
+            .output()
+            .unwrap();
+        assert_eq!(filtered.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&filtered.stderr);
+        assert!(!stderr.contains("hourglass::call"), "{filter}: {stderr}");
+    }
+    // A directive on another field leaves it shown.
+    let shown = Command::new(env!("CARGO_BIN_EXE_hourglass"))
         .args(["probe", &url, "-n", "2", "-v"])
-        .env("HOURGLASS_LOG", "info,hourglass::call=off")
+        .env("HOURGLASS_LOG", "info,hourglass::call[{no_such_field}]=off")
         .output()
         .unwrap();
-    assert_eq!(filtered.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&filtered.stderr);
-    assert!(!stderr.contains("hourglass::call"), "{stderr}");
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(stderr.contains("hourglass::call"), "{stderr}");
 }
 
 #[test]

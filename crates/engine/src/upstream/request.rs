@@ -220,8 +220,9 @@ fn carries_a_key(name: &str) -> bool {
 }
 
 /// Headers the gateway may add to an upstream's answer: `x-hourglass-upstream`, `server-timing`,
-/// `x-hourglass-attempts` and `x-upstream-request-id`. A map with room for them never grows
-/// (a reallocation of both its tables) on the way to the client.
+/// `x-hourglass-attempts`, and `x-request-id` (or `x-upstream-request-id` beside it, when the
+/// upstream sent its own). A map with room for them never grows (a reallocation of both its
+/// tables) on the way to the client.
 pub const ADDED_RESPONSE_HEADERS: usize = 4;
 
 /// The upstream's headers as sent to the client: its own map, with the hop-by-hop headers taken
