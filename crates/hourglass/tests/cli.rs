@@ -128,44 +128,31 @@ fn help_lists_every_command() {
 fn the_tools_print_their_report_and_the_engine_log_only_when_asked() {
     let sim = start_sim(&["--listen", "127.0.0.1:0", "--time-scale", "0.01"], 2);
     let url = format!("http://{}/v1", address(&sim, 0));
-    let quiet = Command::new(env!("CARGO_BIN_EXE_hourglass"))
-        .args(["probe", &url, "-n", "2"])
-        .env_remove("HOURGLASS_LOG")
-        .output()
-        .unwrap();
-    assert_eq!(quiet.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&quiet.stderr);
-    assert!(!stderr.contains("hourglass::call"), "{stderr}");
-    let verbose = Command::new(env!("CARGO_BIN_EXE_hourglass"))
-        .args(["probe", &url, "-n", "2", "-v"])
-        .env_remove("HOURGLASS_LOG")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&verbose.stderr);
-    assert!(stderr.contains("hourglass::call"), "{stderr}");
+    // Whether a probe, verbose or not, under `HOURGLASS_LOG` or none, printed a call line.
+    let call_lines = |verbose: bool, filter: Option<&str>| {
+        let mut probe = Command::new(env!("CARGO_BIN_EXE_hourglass"));
+        probe.args(["probe", &url, "-n", "2"]);
+        if verbose {
+            probe.arg("-v");
+        }
+        match filter {
+            Some(filter) => probe.env("HOURGLASS_LOG", filter),
+            None => probe.env_remove("HOURGLASS_LOG"),
+        };
+        let output = probe.output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{filter:?}");
+        String::from_utf8_lossy(&output.stderr).contains("hourglass::call")
+    };
+    assert!(!call_lines(false, None));
+    assert!(call_lines(true, None));
     // The filter turns the call line off whichever way it is written (straight or by tracing),
-    // by its target or by one of its fields.
-    for filter in [
-        "info,hourglass::call=off",
-        "info,hourglass::call[{error}]=off",
-    ] {
-        let filtered = Command::new(env!("CARGO_BIN_EXE_hourglass"))
-            .args(["probe", &url, "-n", "2", "-v"])
-            .env("HOURGLASS_LOG", filter)
-            .output()
-            .unwrap();
-        assert_eq!(filtered.status.code(), Some(0));
-        let stderr = String::from_utf8_lossy(&filtered.stderr);
-        assert!(!stderr.contains("hourglass::call"), "{filter}: {stderr}");
-    }
-    // A directive on another field leaves it shown.
-    let shown = Command::new(env!("CARGO_BIN_EXE_hourglass"))
-        .args(["probe", &url, "-n", "2", "-v"])
-        .env("HOURGLASS_LOG", "info,hourglass::call[{no_such_field}]=off")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&shown.stderr);
-    assert!(stderr.contains("hourglass::call"), "{stderr}");
+    // by its target or by one of its fields; a directive on another field leaves it shown.
+    assert!(!call_lines(true, Some("info,hourglass::call=off")));
+    assert!(!call_lines(true, Some("info,hourglass::call[{error}]=off")));
+    assert!(call_lines(
+        true,
+        Some("info,hourglass::call[{no_such_field}]=off")
+    ));
 }
 
 #[test]
