@@ -15,7 +15,7 @@ use crate::error::{AttemptRecord, FailureKind};
 use crate::health::Lease;
 use crate::protocol::{Assemble, Classify, Endpoint, Protocol, Signal};
 use crate::sse::Scanner;
-use crate::upstream::request::{self, header_value, response_headers};
+use crate::upstream::request::{self, response_headers};
 use crate::upstream::{Connection, ExchangeError, Timeline, UpstreamBody};
 use crate::vocabulary::{Outcome, Phase};
 
@@ -93,7 +93,8 @@ impl Attempt<'_> {
             .check_answer(request.endpoint, request.stream, content_type)
             .map_err(FailureKind::Malformed)?;
         let event_stream = is_event_stream(&parts.headers);
-        let headers = response_headers(parts.headers, &self.target.name);
+        let upstream = &self.call.shared.upstream_names[self.target.upstream];
+        let headers = response_headers(parts.headers, upstream.clone());
         if !(self.call.streams_upstream() && event_stream) {
             return self.read_whole(parts.status, headers, body).await;
         }
@@ -330,7 +331,7 @@ impl Attempt<'_> {
         self.phase = Phase::Body;
         headers.insert(
             crate::header_names::SERVER_TIMING,
-            header_value(&self.timeline.server_timing()),
+            self.timeline.server_timing(),
         );
         if let (Some(lease), Some(written)) = (lease.as_ref(), self.timeline.written) {
             lease.first_token(first.saturating_duration_since(written));
@@ -434,7 +435,7 @@ impl Attempt<'_> {
     fn whole(&self, status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Response {
         headers.insert(
             crate::header_names::SERVER_TIMING,
-            header_value(&self.timeline.server_timing()),
+            self.timeline.server_timing(),
         );
         Response {
             status,

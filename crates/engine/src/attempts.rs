@@ -154,9 +154,12 @@ impl<'a> Attempts<'a> {
         for (pick, result) in tried {
             match result {
                 Ok(mut response) => {
-                    self.trail.append(&mut response.trail);
-                    response.trail = std::mem::take(&mut self.trail);
-                    let attempts = http::HeaderValue::from(response.trail.len());
+                    // The first try answered (nearly every call): its own trail is the whole.
+                    if !self.trail.is_empty() {
+                        self.trail.append(&mut response.trail);
+                        response.trail = std::mem::take(&mut self.trail);
+                    }
+                    let attempts = attempts_value(response.trail.len());
                     response
                         .headers
                         .insert(crate::header_names::X_HOURGLASS_ATTEMPTS, attempts);
@@ -411,9 +414,41 @@ fn choose(tried: &[bool], cooling: &[Option<Instant>], next: usize, now: Instant
     (0..len).min_by_key(|i| cooling[*i]).unwrap_or(0)
 }
 
+/// The `x-hourglass-attempts` value: a count up to nine is a value made at compile time, where
+/// `HeaderValue::from` allocates twice (a buffer, then its frozen share).
+fn attempts_value(count: usize) -> http::HeaderValue {
+    static COUNTS: [http::HeaderValue; 10] = [
+        http::HeaderValue::from_static("0"),
+        http::HeaderValue::from_static("1"),
+        http::HeaderValue::from_static("2"),
+        http::HeaderValue::from_static("3"),
+        http::HeaderValue::from_static("4"),
+        http::HeaderValue::from_static("5"),
+        http::HeaderValue::from_static("6"),
+        http::HeaderValue::from_static("7"),
+        http::HeaderValue::from_static("8"),
+        http::HeaderValue::from_static("9"),
+    ];
+    match COUNTS.get(count) {
+        Some(value) => value.clone(),
+        None => http::HeaderValue::from(count),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attempts_header_says_the_count() {
+        for count in 0..=12 {
+            assert_eq!(
+                attempts_value(count),
+                http::HeaderValue::from(count),
+                "{count}"
+            );
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn untried_targets_come_first_then_the_earliest_to_cool_down() {

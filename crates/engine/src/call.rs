@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hourglass_config::{Config, ModelRoute};
+use http::HeaderValue;
 
 use crate::deadlines::Deadlines;
 use crate::describe::Describer;
@@ -28,6 +29,9 @@ pub(crate) struct Shared {
     pub rng: Mutex<fastrand::Rng>,
     /// Who hears about calls, attempts, streams and hedges.
     pub observer: OnceLock<Arc<dyn Observer>>,
+    /// Each upstream's name as the `x-hourglass-upstream` value, in configuration order: made
+    /// once, where a value per answer cost an allocation and a copy.
+    pub upstream_names: Vec<HeaderValue>,
 }
 
 impl Shared {

@@ -138,6 +138,9 @@ impl Engine {
         }
         Ok(Arc::new(Engine {
             shared: Arc::new(call::Shared {
+                upstream_names: (config.upstreams.iter())
+                    .map(|upstream| upstream::request::header_value(&upstream.name))
+                    .collect(),
                 config: Arc::new(config),
                 upstreams: Arc::new(upstream::Upstreams::new(pools)),
                 health: Arc::new(health),
@@ -250,13 +253,13 @@ impl Engine {
             Err(error) => Err(error),
         };
         match &mut result {
-            Ok(response) => {
-                ending.committed(&response.trail);
-                match &mut response.body {
-                    ResponseBody::Stream(stream) => stream.ends(ending),
-                    ResponseBody::Full(_) => ending.ended(Outcome::Ok, "", None),
+            Ok(response) => match &mut response.body {
+                ResponseBody::Stream(stream) => {
+                    ending.committed(&response.trail);
+                    stream.ends(ending);
                 }
-            }
+                ResponseBody::Full(_) => ending.answered(&response.trail),
+            },
             Err(error) => ending.ended(
                 Outcome::Failed(error.code),
                 &error.message,

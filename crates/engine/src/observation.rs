@@ -165,19 +165,24 @@ impl CallEnding {
         self.trail = trail.to_vec();
     }
 
+    /// The call answered whole with `trail`: it committed and ended at once. The trail is read
+    /// where it is, not copied as a commit keeps it (a vector and two strings an attempt).
+    pub fn answered(mut self, trail: &[AttemptRecord]) {
+        self.committed = Some(self.start.elapsed());
+        self.tell(Outcome::Ok, "", trail);
+    }
+
     /// The call ended: `ok`, or failed with `code` and `message` (after its answer began, or
     /// before), with `trail` when no commit recorded one.
     pub fn ended(mut self, outcome: Outcome, message: &str, trail: Option<&[AttemptRecord]>) {
-        if let Some(trail) = trail {
-            self.trail = trail.to_vec();
-        }
-        self.tell(outcome, message);
+        let kept = std::mem::take(&mut self.trail);
+        self.tell(outcome, message, trail.unwrap_or(&kept));
     }
 
-    fn tell(&mut self, outcome: Outcome, message: &str) {
+    fn tell(&mut self, outcome: Outcome, message: &str, trail: &[AttemptRecord]) {
         self.told = true;
-        let mut attempts = String::with_capacity(32 * self.trail.len());
-        for a in &self.trail {
+        let mut attempts = String::with_capacity(32 * trail.len());
+        for a in trail {
             if !attempts.is_empty() {
                 attempts.push(',');
             }
@@ -193,7 +198,7 @@ impl CallEnding {
                 Outcome::Failed(ErrorCode::NoRoute | ErrorCode::BadRequest)
             );
             let (retries, failovers) = retries_and_failovers(
-                self.trail
+                trail
                     .iter()
                     .filter(|a| a.outcome != Outcome::HedgeCancelled)
                     .map(|a| a.upstream.as_str()),
@@ -201,7 +206,7 @@ impl CallEnding {
             observer.call(&CallEvent {
                 model: if unrouted { "" } else { &self.model },
                 outcome,
-                attempts: self.trail.len(),
+                attempts: trail.len(),
                 retries,
                 failovers,
                 elapsed: self.committed.unwrap_or(elapsed),
@@ -372,9 +377,11 @@ impl Drop for LinesAfterPoll {
 impl Drop for CallEnding {
     fn drop(&mut self) {
         if !self.told {
+            let kept = std::mem::take(&mut self.trail);
             self.tell(
                 Outcome::ClientCancel,
                 "the client left before the call ended",
+                &kept,
             );
         }
     }

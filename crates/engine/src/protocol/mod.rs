@@ -10,6 +10,7 @@ pub mod anthropic; // Anthropic's Messages API
 pub mod json; // a request body's top-level fields read by hand, and the string scan chunks share
 pub mod openai; // OpenAI's chat, completions, responses, embeddings and images APIs
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -299,19 +300,26 @@ pub(crate) fn check_content_type(
     stream: bool,
     content_type: Option<&str>,
 ) -> Result<(), String> {
-    let kind = content_type.map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase());
-    match kind.as_deref() {
+    // Compared without case and without lowering a copy: this runs on every answer.
+    let kind = content_type.map(|t| t.split(';').next().unwrap_or(t).trim());
+    let is = |kind: &str, expected: &str| kind.eq_ignore_ascii_case(expected);
+    let json = |kind: &str| (kind.as_bytes().windows(4)).any(|w| w.eq_ignore_ascii_case(b"json"));
+    match kind {
         // A pass-through path answers whatever it answers (audio, files, …).
         _ if passes_through => Ok(()),
-        Some("text/event-stream") => Ok(()),
+        Some(kind) if is(kind, "text/event-stream") => Ok(()),
         kind if stream => Err(format!(
             "a stream was asked for and the upstream answered {} instead of text/event-stream",
-            kind.map_or("without a content type".to_owned(), |k| format!("`{k}`"))
+            kind.map_or("without a content type".to_owned(), |k| format!(
+                "`{}`",
+                k.to_ascii_lowercase()
+            ))
         )),
         None => Ok(()),
-        Some(kind) if kind.contains("json") => Ok(()),
+        Some(kind) if json(kind) => Ok(()),
         Some(kind) => Err(format!(
-            "the upstream answered with `{kind}`, not JSON: a web page (a captive portal, an SSO login, or a base_url that points at a web UI rather than the API?)"
+            "the upstream answered with `{}`, not JSON: a web page (a captive portal, an SSO login, or a base_url that points at a web UI rather than the API?)",
+            kind.to_ascii_lowercase()
         )),
     }
 }
@@ -358,7 +366,7 @@ pub fn streaming_body(body: &[u8], usage: bool) -> Result<Vec<u8>, String> {
         return Ok(out);
     }
     match borrowed_fields(body) {
-        Some(fields) => Ok(write_streaming(body.len(), fields, usage, None)),
+        Some(fields) => Ok(write_streaming(fields.into_iter(), usage, None)),
         None => streaming_body_general(body, usage),
     }
 }
@@ -373,43 +381,53 @@ pub fn streaming_body_from(
     usage: bool,
     model: Option<&str>,
 ) -> Option<Vec<u8>> {
-    let pairs: Vec<(&[u8], &[u8])> = (fields.iter())
-        .map(|field| (&body[field.key.clone()], &body[field.value.clone()]))
-        .collect();
-    (!repeats_a_key(&pairs)).then(|| write_streaming(body.len(), pairs, usage, model))
+    let pairs = (fields.iter()).map(|field| (&body[field.key.clone()], &body[field.value.clone()]));
+    (!repeats_a_key(pairs.clone().map(|(key, _)| key)))
+        .then(|| write_streaming(pairs, usage, model))
 }
 
 /// The streaming body from a body's fields (keys unique and without escapes), `model` in place
-/// of the `model` field's value when given.
-fn write_streaming(
-    size: usize,
-    fields: Vec<(&[u8], &[u8])>,
+/// of the `model` field's value when given. Sized exactly before it is written: a buffer as long
+/// as its contents becomes `Bytes` without the second allocation a spare capacity costs.
+fn write_streaming<'a>(
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
     usage: bool,
-    model: Option<&str>,
+    model: Option<&'a str>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(size + 64 + model.map_or(0, str::len));
-    out.push(b'{');
+    let value_of = |key: &[u8], value: &'a [u8]| match key {
+        b"model" => model.map_or(value, str::as_bytes),
+        _ => value,
+    };
     let mut options = None;
-    for (key, mut value) in fields {
+    let mut size = r#"{"stream":true}"#.len();
+    for (key, value) in fields.clone() {
         match key {
-            b"stream" => continue,
-            b"stream_options" if usage => {
-                options = Some(value);
-                continue;
-            }
-            b"model" => value = model.map_or(value, str::as_bytes),
-            _ => {}
+            b"stream" => {}
+            b"stream_options" if usage => options = Some(value),
+            _ => size += key.len() + value_of(key, value).len() + r#""":,"#.len(),
         }
-        for part in [b"\"", key, b"\":", value, b","] {
+    }
+    let options = usage.then(|| stream_options_with_usage(options));
+    if let Some(options) = &options {
+        size += r#","stream_options":"#.len() + options.len();
+    }
+    let mut out = Vec::with_capacity(size);
+    out.push(b'{');
+    for (key, value) in fields {
+        if key == b"stream" || (usage && key == b"stream_options") {
+            continue;
+        }
+        for part in [b"\"", key, b"\":", value_of(key, value), b","] {
             out.extend_from_slice(part);
         }
     }
-    out.extend_from_slice(b"\"stream\":true");
-    if usage {
-        out.extend_from_slice(b",\"stream_options\":");
-        out.extend_from_slice(stream_options_with_usage(options).as_bytes());
+    out.extend_from_slice(br#""stream":true"#);
+    if let Some(options) = options {
+        out.extend_from_slice(br#","stream_options":"#);
+        out.extend_from_slice(options.as_bytes());
     }
     out.push(b'}');
+    debug_assert_eq!(out.len(), size);
     out
 }
 
@@ -445,27 +463,36 @@ fn borrowed_fields(body: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let fields: Vec<(&[u8], &[u8])> = (fields.into_iter())
         .map(|(key, value)| (key.as_bytes(), value.get().as_bytes()))
         .collect();
-    (!repeats_a_key(&fields)).then_some(fields)
+    (!repeats_a_key(fields.iter().map(|(key, _)| *key))).then_some(fields)
 }
 
-/// Whether a key comes twice. Sorted, not compared pairwise: the client chooses how many keys
-/// there are.
-fn repeats_a_key(fields: &[(&[u8], &[u8])]) -> bool {
-    let mut keys: Vec<&[u8]> = fields.iter().map(|(key, _)| *key).collect();
-    keys.sort_unstable();
-    keys.windows(2).any(|pair| pair[0] == pair[1])
+/// Whether a key comes twice. A usual body's handful of keys are compared pairwise, in place;
+/// more are sorted, not compared pairwise: the client chooses how many keys there are.
+fn repeats_a_key<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> bool {
+    if keys.len() <= 16 {
+        let mut rest = keys;
+        while let Some(key) = rest.next() {
+            if rest.clone().any(|other| other == key) {
+                return true;
+            }
+        }
+        return false;
+    }
+    let mut sorted: Vec<&[u8]> = keys.collect();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|pair| pair[0] == pair[1])
 }
 
 /// `stream_options` (an object, else nothing kept) with `include_usage: true`.
-fn stream_options_with_usage(options: Option<&[u8]>) -> String {
+fn stream_options_with_usage(options: Option<&[u8]>) -> Cow<'static, str> {
     if options.is_none() {
-        return r#"{"include_usage":true}"#.to_owned();
+        return Cow::Borrowed(r#"{"include_usage":true}"#);
     }
     let mut options: serde_json::Map<String, serde_json::Value> = options
         .and_then(|o| serde_json::from_slice(o).ok())
         .unwrap_or_default();
     options.insert("include_usage".into(), serde_json::json!(true));
-    serde_json::Value::Object(options).to_string()
+    Cow::Owned(serde_json::Value::Object(options).to_string())
 }
 
 /// [`streaming_body`] for any JSON object: escaped and repeated keys (the last one counts), and
@@ -642,6 +669,38 @@ mod tests {
                 assert_eq!(fast, general, "{}", String::from_utf8_lossy(body));
             }
         }
+        // A usual body's buffer is exactly as long as what is written in it (no second
+        // allocation when it becomes `Bytes`), with its options in place or added.
+        for body in [
+            &br#"{"model":"m","stream":false,"messages":[]}"#[..],
+            br#"{"model":"m","stream_options":{"x":1},"messages":[]}"#,
+        ] {
+            for usage in [true, false] {
+                let out = streaming_body(body, usage).unwrap();
+                assert_eq!(
+                    out.capacity(),
+                    out.len(),
+                    "{}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+        // Around the count where repeated keys are sought by sorting instead of pairwise.
+        for count in [15, 16, 17] {
+            let keys: String = (0..count).map(|i| format!("\"k{i}\":{i},")).collect();
+            let unique = format!("{{{}}}", keys.trim_end_matches(','));
+            let repeated = format!("{{{keys}\"k0\":9}}");
+            let fast: Value =
+                serde_json::from_slice(&streaming_body(unique.as_bytes(), true).unwrap()).unwrap();
+            assert_eq!(fast[format!("k{}", count - 1)], count - 1);
+            let fast: Value =
+                serde_json::from_slice(&streaming_body(repeated.as_bytes(), true).unwrap())
+                    .unwrap();
+            assert_eq!(
+                fast["k0"], 9,
+                "{count} keys: the last of a repeated key counts"
+            );
+        }
         // Many keys, one of them repeated at the very end.
         let mut many: String = (0..20_000).map(|i| format!("\"k{i}\":{i},")).collect();
         many = format!("{{{many}\"k7\":0}}");
@@ -665,5 +724,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, json!({"model": "m", "input": "hi", "stream": true}));
+    }
+
+    #[test]
+    fn an_answers_content_type_is_read_without_case_and_named_lowered_when_refused() {
+        for kind in [
+            "text/event-stream",
+            "Text/Event-Stream; charset=utf-8",
+            " TEXT/EVENT-STREAM ",
+        ] {
+            assert_eq!(
+                check_content_type(false, true, Some(kind)),
+                Ok(()),
+                "{kind}"
+            );
+            assert_eq!(
+                check_content_type(false, false, Some(kind)),
+                Ok(()),
+                "{kind}"
+            );
+        }
+        for kind in [
+            "application/json",
+            "Application/JSON; charset=UTF-8",
+            "application/problem+Json",
+        ] {
+            assert_eq!(
+                check_content_type(false, false, Some(kind)),
+                Ok(()),
+                "{kind}"
+            );
+        }
+        assert_eq!(check_content_type(false, false, None), Ok(()));
+        assert_eq!(check_content_type(true, true, Some("audio/mpeg")), Ok(()));
+        let refused = check_content_type(false, false, Some("Text/HTML; charset=utf-8"));
+        assert!(
+            refused
+                .unwrap_err()
+                .starts_with("the upstream answered with `text/html`, not JSON")
+        );
+        let refused = check_content_type(false, true, Some("Application/JSON"));
+        assert!(
+            refused
+                .unwrap_err()
+                .contains("answered `application/json` instead of text/event-stream")
+        );
+        let refused = check_content_type(false, true, None).unwrap_err();
+        assert!(refused.contains("without a content type"), "{refused}");
+        // Not a panic at a character boundary: the search for "json" goes by bytes.
+        assert!(check_content_type(false, false, Some("téxt/jsön")).is_err());
     }
 }

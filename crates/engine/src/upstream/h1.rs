@@ -422,12 +422,7 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>,
     let mut headers = HeaderMap::with_capacity(count + super::request::ADDED_RESPONSE_HEADERS);
     for &(name_at, name_end, value_at, value_end) in &spans[..count] {
         let (name_at, name_end) = (name_at as usize, name_end as usize);
-        let name = HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| {
-            Error::Parse(format!(
-                "the response header name `{}` is not one",
-                String::from_utf8_lossy(&head[name_at..name_end])
-            ))
-        })?;
+        let name = header_name(&head[name_at..name_end])?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(value_at as usize..value_end as usize))
                 .map_err(|_| {
@@ -456,6 +451,19 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>,
         framing,
         keep_alive,
     }))
+}
+
+/// A response header's name: a usual one without parsing it again.
+fn header_name(text: &[u8]) -> Result<HeaderName, Error> {
+    match crate::header_names::upstream_name(text) {
+        Some(name) => Ok(name),
+        None => HeaderName::from_bytes(text).map_err(|_| {
+            Error::Parse(format!(
+                "the response header name `{}` is not one",
+                String::from_utf8_lossy(text)
+            ))
+        }),
+    }
 }
 
 /// What is wrong with a response head the parser refused.

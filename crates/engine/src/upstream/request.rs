@@ -231,7 +231,7 @@ pub const ADDED_RESPONSE_HEADERS: usize = 4;
 /// (`transfer-encoding`) among a handful, and rebuilding the map cost three allocations a call.
 /// Taking one out may move another name's field into its place; the order of fields of
 /// different names is not significant (RFC 9110 §5.3), and the values of one name keep theirs.
-pub fn response_headers(mut headers: HeaderMap, name: &str) -> HeaderMap {
+pub fn response_headers(mut headers: HeaderMap, upstream: HeaderValue) -> HeaderMap {
     // An HTTP/1.1 head was parsed with this room already; an HTTP/2 one grows here, once.
     headers.reserve(ADDED_RESPONSE_HEADERS);
     let listed: Vec<String> = (connection_names(&headers).into_iter())
@@ -247,10 +247,7 @@ pub fn response_headers(mut headers: HeaderMap, name: &str) -> HeaderMap {
     for key in &hop_by_hop {
         headers.remove(key);
     }
-    headers.insert(
-        crate::header_names::X_HOURGLASS_UPSTREAM,
-        header_value(name),
-    );
+    headers.insert(crate::header_names::X_HOURGLASS_UPSTREAM, upstream);
     headers
 }
 
@@ -282,7 +279,7 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        let sent = response_headers(upstream, "primary");
+        let sent = response_headers(upstream, HeaderValue::from_static("primary"));
         // Fields of different names may change places (their order is not significant, RFC
         // 9110 §5.3); the values of one name keep theirs.
         let mut names: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();

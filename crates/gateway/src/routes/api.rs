@@ -3,6 +3,7 @@
 //! read by the endpoint's protocol, the client's own deadline, heartbeats, and the answer — whole,
 //! a committed stream, or an error in the protocol's shape.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -231,7 +232,11 @@ fn refuse_dot_segments(path: &str) -> Result<(), CallError> {
 }
 
 /// `path` with `%2e`, `%2f` and `%5c` (any case) decoded: the characters that make dot-segments.
-fn percent_decoded_separators(path: &str) -> String {
+fn percent_decoded_separators(path: &str) -> Cow<'_, str> {
+    // Nearly every path has no escape at all: it is itself, not a copy.
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
     let mut out = String::with_capacity(path.len());
     let mut rest = path;
     while let Some(at) = rest.find('%') {
@@ -250,7 +255,7 @@ fn percent_decoded_separators(path: &str) -> String {
         rest = &rest[at + 3..];
     }
     out.push_str(rest);
-    out
+    Cow::Owned(out)
 }
 
 /// The request body, read whole within the size and time limits.

@@ -49,11 +49,24 @@ pub(super) fn declared_body(parts: &Parts, settings: &ServerSettings) -> Result<
 
 /// The size of the request line and headers as written on the wire.
 fn head_size(parts: &Parts) -> usize {
-    let line = parts.method.as_str().len() + parts.uri.to_string().len() + "  HTTP/1.1\r\n".len();
+    let line = parts.method.as_str().len() + uri_len(&parts.uri) + "  HTTP/1.1\r\n".len();
     let headers: usize = (parts.headers.iter())
         .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
         .sum();
     line + headers + "\r\n".len()
+}
+
+/// How long `uri` is as written (its `Display`), counted without writing it: this runs on every
+/// call, and formatting the URI into a string cost an allocation and the formatter's walk.
+fn uri_len(uri: &http::Uri) -> usize {
+    let scheme = uri
+        .scheme_str()
+        .map_or(0, |scheme| scheme.len() + "://".len());
+    let authority = uri
+        .authority()
+        .map_or(0, |authority| authority.as_str().len());
+    let query = uri.query().map_or(0, |query| query.len() + 1);
+    scheme + authority + uri.path().len() + query
 }
 
 #[cfg(test)]
@@ -73,6 +86,23 @@ mod tests {
         config.server.max_header_bytes = 16 * 1024;
         config.server.max_request_body = 1024;
         config.server
+    }
+
+    #[test]
+    fn a_uri_is_counted_as_long_as_it_is_written() {
+        for uri in [
+            "/v1/chat/completions",
+            "/v1/models?limit=2&after=x",
+            "/?",
+            "*",
+            "example.com:443",
+            "http://example.com",
+            "https://user@example.com:8443/v1/a%2Fb?q=1#frag",
+            "http://[::1]:9/v1/chat/completions?",
+        ] {
+            let parsed: http::Uri = uri.parse().unwrap();
+            assert_eq!(uri_len(&parsed), parsed.to_string().len(), "{uri}");
+        }
     }
 
     #[test]

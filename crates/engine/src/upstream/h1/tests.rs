@@ -118,7 +118,8 @@ async fn a_request_goes_out_whole_and_a_kept_connection_carries_the_next() {
     assert_eq!(twos, ["a", "b"]);
     // Room for what the gateway adds on the way to the client, so that the map never grows.
     let capacity = head.headers.capacity();
-    let mut answer = crate::upstream::request::response_headers(head.headers, "a");
+    let mut answer =
+        crate::upstream::request::response_headers(head.headers, HeaderValue::from_static("a"));
     for name in [
         "server-timing",
         "x-hourglass-attempts",
