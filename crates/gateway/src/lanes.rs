@@ -27,13 +27,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use hourglass_engine::LinesAfterPoll;
 
 use crate::gateway::Gateway;
+use crate::head_timer::{HeadTimers, LaneTimer};
 use crate::wakes::SelfWakesInPlace;
 
 /// A client connection counted open until it ends (in the gateway's metrics and on its lane).
@@ -210,6 +211,7 @@ impl LaneRun {
         let gateway = self.gateway.clone();
         let graceful = GracefulShutdown::new();
         let pacing = Arc::new(AtomicBool::new(false));
+        let timer = LaneTimer::default();
         let accept = async |listener: &Option<tokio::net::TcpListener>| match listener {
             Some(listener) => listener.accept().await,
             None => std::future::pending().await,
@@ -230,9 +232,10 @@ impl LaneRun {
                 _ = self.stop.changed() => break,
             };
             if let Some((stream, open)) = served {
-                serve_connection(&gateway, &graceful, stream, open);
+                serve_connection(&gateway, &graceful, &timer, stream, open);
                 if !pacing.swap(true, Ordering::Relaxed) {
-                    tokio::spawn(pace(self.peers[self.index].load.clone(), pacing.clone()));
+                    let load = self.peers[self.index].load.clone();
+                    tokio::spawn(pace(load, pacing.clone(), timer.0.clone()));
                 }
             }
         }
@@ -241,7 +244,7 @@ impl LaneRun {
         self.handed.close();
         while let Ok((stream, open)) = self.handed.try_recv() {
             if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                serve_connection(&gateway, &graceful, stream, open);
+                serve_connection(&gateway, &graceful, &timer, stream, open);
             }
         }
         let draining = graceful.shutdown();
@@ -312,13 +315,14 @@ const PACE: std::time::Duration = std::time::Duration::from_millis(50);
 /// `pacing`) once it has none. tokio wakes a runtime's reactor (an eventfd write, and one more
 /// turn of epoll) whenever a timer is set earlier than the earliest one it last parked with,
 /// even from the runtime's own thread, where nothing needs waking. A call sets timers of its own
-/// (its deadlines; hyper's header-read timeout for the connection's next request), and often
-/// each is the earliest: 0.21 such writes per call under load, one per call made one at a time
-/// (docs/benchmarks.md). With a timer always due sooner, none is; the price is 20 wakes a second
-/// of a lane that serves.
-async fn pace(load: Arc<AtomicUsize>, pacing: Arc<AtomicBool>) {
+/// (its deadlines), and often each is the earliest: 0.21 such writes per call under load, one
+/// per call made one at a time (docs/benchmarks.md). With a timer always due sooner, none is;
+/// the price is 20 wakes a second of a lane that serves. Each tick also fires the lane's
+/// header-read timers that are due (see `head_timer`).
+async fn pace(load: Arc<AtomicUsize>, pacing: Arc<AtomicBool>, heads: Arc<HeadTimers>) {
     loop {
         tokio::time::sleep(PACE).await;
+        heads.fire_due(tokio::time::Instant::now());
         if load.load(Ordering::Relaxed) == 0 {
             pacing.store(false, Ordering::Relaxed);
             return;
@@ -330,11 +334,12 @@ async fn pace(load: Arc<AtomicUsize>, pacing: Arc<AtomicBool>) {
 /// `gateway_shutdown` error.
 const FAREWELL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Serves one client connection on this lane: HTTP/1.1 with a header-read timeout, each
-/// request handed to the routes.
+/// Serves one client connection on this lane: HTTP/1.1 with a header-read timeout (on the
+/// lane's `timer`), each request handed to the routes.
 fn serve_connection(
     gateway: &Arc<Gateway>,
     graceful: &GracefulShutdown,
+    timer: &LaneTimer,
     stream: tokio::net::TcpStream,
     open: OpenConnection,
 ) {
@@ -347,7 +352,7 @@ fn serve_connection(
     let service =
         service_fn(move |request| made_in_box(|| crate::routes::handle(gateway.clone(), request)));
     let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
+        .timer(timer.clone())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes)
         .serve_connection(TokioIo::new(stream), service);
@@ -413,7 +418,8 @@ mod tests {
     async fn the_pacemaker_ticks_while_the_lane_has_connections_and_then_ends() {
         let load = Arc::new(AtomicUsize::new(1));
         let pacing = Arc::new(AtomicBool::new(true));
-        let pacemaker = tokio::spawn(pace(load.clone(), pacing.clone()));
+        let heads = Arc::new(HeadTimers::default());
+        let pacemaker = tokio::spawn(pace(load.clone(), pacing.clone(), heads));
         tokio::time::sleep(PACE * 10).await;
         assert!(
             !pacemaker.is_finished(),

@@ -12,6 +12,7 @@ mod heartbeat; // keep-alives to the client while no content flows
 mod deadline; // x-hourglass-timeout and the OpenAI SDKs' timeout headers
 mod stopping; // the end of the shutdown grace period, told to calls and streams still running
 mod wakes; // a connection's task polled again in place when it wakes itself
+mod head_timer; // hyper's header-read timer, fired by a lane's pacemaker
 
 pub use body::GatewayBody;
 pub use deadline::{ClientTimeouts, MAX_CLIENT_TIMEOUT, client_timeouts};
