@@ -148,40 +148,10 @@ impl<T> Sharded<T> {
     }
 }
 
-/// Hashes series keys (FxHash's mixing, a word at a time): the keys are label values of
-/// configured or admitted models, upstreams and fixed names, never an unbounded set a client
-/// could grow, so a keyed hash buys nothing and SipHash cost more than the update.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct KeyHash;
-
-/// The state of one [`KeyHash`] hashing.
-#[derive(Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher::default()
-    }
-}
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-            self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-        }
-        for &byte in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// Hashes series keys: a fast seeded hash, where SipHash cost more than the update. The keys are
+/// label values of configured or admitted models, upstreams and fixed names, never an unbounded
+/// set a client could grow.
+pub(crate) type KeyHash = foldhash::fast::RandomState;
 
 /// Series of one family in one shard, by key.
 type SeriesMap<V> = HashMap<String, V, KeyHash>;

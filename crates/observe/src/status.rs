@@ -83,27 +83,28 @@ impl Recent {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let key = [model, e.upstream, e.upstream_model];
-            let kept = crate::metrics::with_key(&key, |key| {
-                if !targets.contains_key(key) {
-                    targets.insert(key.to_owned(), Kept::default());
+            let record = |kept: &mut Kept| {
+                kept.series.record(
+                    jiff::Timestamp::now().as_second(),
+                    sample.ok,
+                    e.outcome.code().map(|_| e.phase),
+                    first_token_ms,
+                );
+                let ring = &mut kept.ring;
+                while ring.len() >= PER_TARGET
+                    || ring
+                        .front()
+                        .is_some_and(|s| now.saturating_duration_since(s.at) > LONGEST)
+                {
+                    ring.pop_front();
                 }
-                targets.get_mut(key).expect("just inserted")
+                ring.push_back(sample);
+            };
+            // One lookup for a known target (nearly every attempt); a new one is inserted.
+            crate::metrics::with_key(&key, |key| match targets.get_mut(key) {
+                Some(kept) => record(kept),
+                None => record(targets.entry(key.to_owned()).or_default()),
             });
-            kept.series.record(
-                jiff::Timestamp::now().as_second(),
-                sample.ok,
-                e.outcome.code().map(|_| e.phase),
-                first_token_ms,
-            );
-            let ring = &mut kept.ring;
-            while ring.len() >= PER_TARGET
-                || ring
-                    .front()
-                    .is_some_and(|s| now.saturating_duration_since(s.at) > LONGEST)
-            {
-                ring.pop_front();
-            }
-            ring.push_back(sample);
         }
         if let Some(code) = e.outcome.code() {
             self.failure(model, e.upstream, code, e.phase);

@@ -24,6 +24,11 @@ use breaker::{Breaker, BreakerSettings, Transition};
 use ewma::PeakEwma;
 use hedge::LatencyWindow;
 
+/// How the health tables hash a model's name: looked up several times a call, where SipHash
+/// cost ~70 instructions each. Seeded per table; the tables are bounded
+/// (`MAX_MODELS_PER_UPSTREAM`), so names a client mints cannot grow one.
+type FastHash = foldhash::fast::RandomState;
+
 /// The decay time of the latency estimate.
 const EWMA_TAU: Duration = Duration::from_secs(10);
 /// The estimate of a target nothing is known about yet.
@@ -150,7 +155,7 @@ pub struct Health {
     /// Per upstream, in configuration order.
     upstreams: Vec<Arc<UpstreamHealth>>,
     /// The recent first-token latencies of each model (adaptive hedge thresholds).
-    latencies: Arc<Mutex<HashMap<String, LatencyWindow>>>,
+    latencies: Arc<Mutex<HashMap<String, LatencyWindow, FastHash>>>,
     events: Arc<Mutex<VecDeque<(Instant, Event)>>>,
     /// Where cool-downs learned here go (the gateway's shared state), if anywhere.
     sink: Arc<Mutex<Option<cooldown::Sink>>>,
@@ -161,7 +166,7 @@ pub struct Health {
 struct UpstreamHealth {
     name: String,
     /// Per model: looked up by `&str`, so a call allocates nothing here.
-    targets: Mutex<HashMap<String, TargetHealth>>,
+    targets: Mutex<HashMap<String, TargetHealth, FastHash>>,
     /// Whether active checks find it up (read on every call without a lock).
     up: std::sync::atomic::AtomicBool,
     probe: Mutex<active::ProbeState>,
@@ -173,7 +178,7 @@ impl UpstreamHealth {
     fn new(name: String) -> Arc<UpstreamHealth> {
         Arc::new(UpstreamHealth {
             name,
-            targets: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::default()),
             up: std::sync::atomic::AtomicBool::new(true),
             probe: Mutex::new(active::ProbeState::default()),
             cooldowns: cooldown::Table::default(),
@@ -207,7 +212,7 @@ impl Health {
             settings: settings(config),
             max_ejected_share: config.max_ejected_share,
             upstreams: names.into_iter().map(UpstreamHealth::new).collect(),
-            latencies: Arc::new(Mutex::new(HashMap::new())),
+            latencies: Arc::new(Mutex::new(HashMap::default())),
             events: Arc::new(Mutex::new(VecDeque::new())),
             sink: Arc::new(Mutex::new(None)),
         }
