@@ -56,19 +56,18 @@ impl Timeline {
         let mut out: &mut [u8] = &mut line;
         let mut first = true;
         let mut digits = itoa::Buffer::new();
-        let mut part = |name: &str, tenths: u64, desc: &str| {
-            let comma: &[u8] = if std::mem::take(&mut first) {
-                b""
+        // `label` is `, name;dur=`: its comma is skipped for the first part. Four pieces a part,
+        // each one copy.
+        let mut part = |label: &str, tenths: u64, desc: &str| {
+            let label = if std::mem::take(&mut first) {
+                &label[", ".len()..]
             } else {
-                b", "
+                label
             };
-            let tenth = [b'0' + (tenths % 10) as u8];
+            let tenth = [b'.', b'0' + (tenths % 10) as u8];
             for piece in [
-                comma,
-                name.as_bytes(),
-                b";dur=",
+                label.as_bytes(),
                 digits.format(tenths / 10).as_bytes(),
-                b".",
                 &tenth,
                 desc.as_bytes(),
             ] {
@@ -78,7 +77,7 @@ impl Timeline {
         };
         if let Some(d) = ms(self.start, self.connected) {
             part(
-                "connect",
+                ", connect;dur=",
                 d,
                 if self.reused { ";desc=\"reused\"" } else { "" },
             );
@@ -86,14 +85,14 @@ impl Timeline {
         if let Some(connected) = self.connected
             && let Some(d) = ms(connected, self.written)
         {
-            part("write", d, "");
+            part(", write;dur=", d, "");
         }
         if let (Some(w), h) = (self.written, self.headers) {
             if let Some(d) = ms(w, h) {
-                part("first_byte", d, "");
+                part(", first_byte;dur=", d, "");
             }
             if let Some(d) = ms(w, self.first_token) {
-                part("first_token", d, "");
+                part(", first_token;dur=", d, "");
             }
         }
         let left = out.len();
@@ -130,5 +129,28 @@ mod tests {
             timeline.server_timing().to_str().unwrap(),
             "connect;dur=0.0, write;dur=0.1, first_token;dur=12346.7"
         );
+        // Without a connect phase, the first part written has no comma before it.
+        timeline.connected = None;
+        assert_eq!(
+            timeline.server_timing().to_str().unwrap(),
+            "first_token;dur=12346.7"
+        );
+        // The longest value there can be fits whole.
+        let far = Instant::now() + Duration::from_secs(u64::from(u32::MAX) * 1_000);
+        let longest = Timeline {
+            start,
+            connected: Some(far),
+            reused: true,
+            written: Some(far),
+            headers: Some(far),
+            first_token: Some(far),
+        };
+        let value = longest.server_timing();
+        let value = value.to_str().unwrap();
+        assert!(
+            value.starts_with("connect;dur=") && value.ends_with(".0"),
+            "{value}"
+        );
+        assert_eq!(value.matches(";dur=").count(), 4, "{value}");
     }
 }
