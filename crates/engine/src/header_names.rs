@@ -51,7 +51,7 @@ static UPSTREAM_NAMES: [(&str, HeaderName); 46] = [
     ("set-cookie", header::SET_COOKIE),
     ("retry-after", header::RETRY_AFTER),
     ("content-type", header::CONTENT_TYPE),
-    ("x-request-id", HeaderName::from_static("x-request-id")),
+    ("x-request-id", X_REQUEST_ID),
     ("cache-control", header::CACHE_CONTROL),
     ("content-length", header::CONTENT_LENGTH),
     ("openai-project", HeaderName::from_static("openai-project")),

@@ -47,12 +47,21 @@ impl HeadTimers {
     /// and the sleep is ready when polled.
     pub fn fire_due(&self, now: Instant) {
         let mut due = Vec::new();
-        for waiting in self.slots().slots.iter_mut().flatten() {
-            if !waiting.fired && waiting.deadline <= now {
-                waiting.fired = true;
-                due.push(waiting.waker.clone());
+        let mut slots = self.slots();
+        let mut waiting = 0;
+        for sleep in slots.slots.iter_mut().flatten() {
+            waiting += 1;
+            if !sleep.fired && sleep.deadline <= now {
+                sleep.fired = true;
+                due.push(sleep.waker.clone());
             }
         }
+        // None waits and the list grew past 64 (a flood of connections is over): it starts again
+        // small, so the ticks from now on walk a short list.
+        if waiting == 0 && slots.slots.capacity() > 64 {
+            *slots = Slots::default();
+        }
+        drop(slots);
         // Woken outside the lock: a task polled at once takes it.
         due.into_iter().for_each(Waker::wake);
     }
@@ -76,7 +85,11 @@ pub struct LaneTimer(pub Arc<HeadTimers>);
 )]
 impl hyper::rt::Timer for LaneTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until((Instant::now() + duration).into_std())
+        // A duration past any clock is a sleep that does not end (as tokio's far future).
+        let now = Instant::now();
+        let deadline = (now.checked_add(duration))
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
+        self.sleep_until(deadline.into_std())
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -208,5 +221,22 @@ mod tests {
         timer.0.fire_due(start + Duration::from_secs(2));
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
         assert!(next.as_mut().poll(&mut cx).is_pending());
+
+        // After a flood, the list shrinks once nothing waits.
+        let mut flood: Vec<_> = (0..100)
+            .map(|_| timer.sleep(Duration::from_secs(60)))
+            .collect();
+        for sleep in &mut flood {
+            assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        }
+        drop((next, flood));
+        assert!(timer.0.slots().slots.capacity() >= 100);
+        timer.0.fire_due(start);
+        assert_eq!(timer.0.slots().slots.capacity(), 0);
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "nothing dropped was woken"
+        );
     }
 }

@@ -419,8 +419,24 @@ mod tests {
         let load = Arc::new(AtomicUsize::new(1));
         let pacing = Arc::new(AtomicBool::new(true));
         let heads = Arc::new(HeadTimers::default());
-        let pacemaker = tokio::spawn(pace(load.clone(), pacing.clone(), heads));
-        tokio::time::sleep(PACE * 10).await;
+        let pacemaker = tokio::spawn(pace(load.clone(), pacing.clone(), heads.clone()));
+        // A header-read timer of the lane is fired on the first tick after its deadline.
+        let timer = LaneTimer(heads);
+        let deadline = tokio::time::Instant::now() + PACE * 5 / 2;
+        let mut head = hyper::rt::Timer::sleep_until(&timer, deadline.into_std());
+        assert!(futures_poll_once(head.as_mut()).is_pending());
+        tokio::time::sleep(PACE * 2).await;
+        assert!(
+            futures_poll_once(head.as_mut()).is_pending(),
+            "not before its deadline"
+        );
+        // Half a tick past the tick that follows the deadline: whichever task runs first then.
+        tokio::time::sleep(PACE * 3 / 2).await;
+        assert!(
+            futures_poll_once(head.as_mut()).is_ready(),
+            "fired by the tick after it"
+        );
+        tokio::time::sleep(PACE * 7).await;
         assert!(
             !pacemaker.is_finished(),
             "a lane with a connection keeps a timer due"
@@ -433,6 +449,11 @@ mod tests {
             !pacing.load(Ordering::Relaxed),
             "the next connection starts another"
         );
+    }
+
+    /// Polls `future` once with a waker that does nothing.
+    fn futures_poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> std::task::Poll<F::Output> {
+        future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     }
 
     #[test]

@@ -120,31 +120,13 @@ pub struct PlainVisitor<'w> {
 
 /// Whether `Debug` writes `text` as it is, between quotes: printable ASCII without `"` or `\`.
 fn debug_quotes_only(text: &str) -> bool {
-    // Eight bytes at a time, each test one subtraction and two masks over the word (the call
-    // line's values are short and nearly always plain; a byte at a time took 12 instructions a
-    // byte), with no early exit; the last few bytes one by one.
-    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-    // Whether a byte of `word` is below `n` (`n` ≤ 0x80; exact when every byte is ASCII).
-    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH != 0;
-    let holds = |word: u64, b: u8| below(word ^ (ONES * u64::from(b)), 1);
-    let plain_word = |word: u64| {
-        (word & HIGH == 0)
-            & !below(word, 0x20)
-            & !holds(word, 0x7f)
-            & !holds(word, b'"')
-            & !holds(word, b'\\')
-    };
-    let plain_byte = |b: u8| (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\');
-    let mut words = text.as_bytes().chunks_exact(8);
-    let plain = (words.by_ref())
-        .map(|word| <[u8; 8]>::try_from(word).map_or(0, u64::from_le_bytes))
-        .fold(true, |plain, word| plain & plain_word(word));
-    plain
-        & words
-            .remainder()
-            .iter()
-            .fold(true, |plain, &b| plain & plain_byte(b))
+    // Each test eight bytes at a time (the call line's values are short and nearly always plain;
+    // a fold over the bytes took 12 instructions a byte): ASCII, then no quote, backslash or
+    // control character (the chunk scanner's own test), then no DEL.
+    let bytes = text.as_bytes();
+    text.is_ascii()
+        && hourglass_engine::protocol::json::string_stop(bytes).is_none()
+        && !bytes.contains(&0x7f)
 }
 
 /// A value in tenths (`elapsed_ms`) as a whole number of tenths, if it is one `Debug` writes

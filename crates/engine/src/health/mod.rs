@@ -25,8 +25,8 @@ use ewma::PeakEwma;
 use hedge::LatencyWindow;
 
 /// How the health tables hash a model's name: looked up several times a call, where SipHash
-/// cost ~70 instructions each. Seeded per table; the tables are bounded
-/// (`MAX_MODELS_PER_UPSTREAM`), so names a client mints cannot grow one.
+/// cost ~70 instructions each. Seeded per table; the targets' table is bounded
+/// (`MAX_MODELS_PER_UPSTREAM`), so names a client mints cannot grow it.
 type FastHash = foldhash::fast::RandomState;
 
 /// The decay time of the latency estimate.
