@@ -94,34 +94,58 @@ pub fn read_from<'a, T: serde::Deserialize<'a>>(text: &'a str, fields: &[Field])
     T::deserialize(map).ok()
 }
 
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const HIGH: u64 = ONES << 7;
+
+/// The high bit of each byte of `x` that ends a string's plain run (a quote, a backslash or a
+/// control character) may be set; the lowest set one is a true match (a borrow can only flag
+/// bytes above one).
+fn stops(x: u64) -> u64 {
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    (zero(quote) | zero(backslash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH
+}
+
+/// The high bit of each zero byte of `v` may be set, and is for the lowest one.
+fn zero(v: u64) -> u64 {
+    v.wrapping_sub(ONES) & !v & HIGH
+}
+
+/// The last few bytes of `rest` as one more word, padded with a byte that flags nothing.
+fn last_word(rest: &[u8]) -> u64 {
+    let mut last = [b'a'; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    u64::from_le_bytes(last)
+}
+
 /// Where the first byte that ends a string's plain run is in `bytes`: a quote, a backslash or a
 /// control character. Eight bytes at a time, as serde_json's own string reader does: a byte-wise
-/// loop was the chunk scanner's largest cost. In each lane mask the lowest flagged byte is a true
-/// match (a borrow can only flag bytes above one), so the lowest of the three is the answer.
+/// loop was the chunk scanner's largest cost.
 pub fn string_stop(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    let flagged = |x: u64| -> u64 {
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let backslash = x ^ (ONES * u64::from(b'\\'));
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
-        (zero(quote) | zero(backslash) | (x.wrapping_sub(ONES * 0x20) & !x)) & HIGH
-    };
     let mut words = bytes.chunks_exact(8);
     let mut at = 0;
     for word in &mut words {
-        let found = flagged(u64::from_le_bytes(word.try_into().ok()?));
+        let found = stops(u64::from_le_bytes(word.try_into().ok()?));
         if found != 0 {
             return Some(at + (found.trailing_zeros() / 8) as usize);
         }
         at += 8;
     }
-    // The last few bytes as one more word, padded with a byte that flags nothing.
-    let rest = words.remainder();
-    let mut last = [b'a'; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    let found = flagged(u64::from_le_bytes(last));
+    let found = stops(last_word(words.remainder()));
     (found != 0).then(|| at + (found.trailing_zeros() / 8) as usize)
+}
+
+/// Whether `bytes` is printable ASCII without a quote or a backslash (what `Debug` writes as it
+/// is between quotes): eight bytes at a time with [`string_stop`]'s masks, and no early exit.
+pub fn plain_ascii(bytes: &[u8]) -> bool {
+    const DEL: u64 = ONES * 0x7f;
+    let flags = |word: u64| word & HIGH | stops(word) | zero(word ^ DEL);
+    let mut words = bytes.chunks_exact(8);
+    let mut flagged = 0;
+    for word in &mut words {
+        flagged |= flags(<[u8; 8]>::try_from(word).map_or(HIGH, u64::from_le_bytes));
+    }
+    flagged | flags(last_word(words.remainder())) == 0
 }
 
 /// A position in the text being checked.
@@ -500,6 +524,26 @@ mod tests {
                         bytes.fill(filler);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_ascii_is_printable_ascii_without_a_quote_or_a_backslash_wherever_the_byte_is() {
+        let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';
+        for len in 0..20 {
+            let mut bytes = vec![b'm'; len];
+            assert!(plain_ascii(&bytes));
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    bytes[at] = byte;
+                    assert_eq!(
+                        plain_ascii(&bytes),
+                        plain(byte),
+                        "{byte:#x} at {at} of {len}"
+                    );
+                }
+                bytes[at] = b'm';
             }
         }
     }
