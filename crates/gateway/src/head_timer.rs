@@ -122,7 +122,7 @@ impl Future for HeadSleep {
         let this = self.get_mut();
         let mut slots = this.timers.slots();
         let Slots { slots, free } = &mut *slots;
-        if let Some(Some(waiting)) = this.slot.map(|at| &mut slots[at]) {
+        if let Some(Some(waiting)) = this.slot.and_then(|at| slots.get_mut(at)) {
             if waiting.fired {
                 return Poll::Ready(());
             }
@@ -154,8 +154,11 @@ impl Drop for HeadSleep {
     fn drop(&mut self) {
         if let Some(at) = self.slot {
             let mut slots = self.timers.slots();
-            slots.slots[at] = None;
-            slots.free.push(at);
+            // A slot is held until its sleep is dropped (the list is emptied only when none is).
+            if let Some(slot) = slots.slots.get_mut(at) {
+                *slot = None;
+                slots.free.push(at);
+            }
         }
     }
 }
