@@ -34,10 +34,13 @@ impl Lease {
             return;
         }
         let mut latencies = lock(&self.health.latencies);
-        match latencies.get_mut(&self.model) {
+        // Past the bound, a model not yet known shares one window: names a client mints on a
+        // wildcard route cannot grow the table.
+        let model = super::window_of(&latencies, &self.model);
+        match latencies.get_mut(model) {
             Some(window) => window.observe(latency),
             None => latencies
-                .entry(self.model.clone())
+                .entry(model.to_owned())
                 .or_default()
                 .observe(latency),
         }

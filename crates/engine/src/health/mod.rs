@@ -25,8 +25,8 @@ use ewma::PeakEwma;
 use hedge::LatencyWindow;
 
 /// How the health tables hash a model's name: looked up several times a call, where SipHash
-/// cost ~70 instructions each. Seeded per table; the targets' table is bounded
-/// (`MAX_MODELS_PER_UPSTREAM`), so names a client mints cannot grow it.
+/// cost ~70 instructions each. Seeded per table; both are bounded (`MAX_MODELS_PER_UPSTREAM`,
+/// `MAX_LATENCY_WINDOWS`), so names a client mints cannot grow them.
 type FastHash = foldhash::fast::RandomState;
 
 /// The decay time of the latency estimate.
@@ -37,6 +37,19 @@ const EWMA_PRIOR: Duration = Duration::from_millis(500);
 const MAX_MODELS_PER_UPSTREAM: usize = 256;
 /// The entry models past [`MAX_MODELS_PER_UPSTREAM`] share.
 const OVERFLOW_MODEL: &str = "(other)";
+/// Models whose first-token latencies are kept for a quantile hedge; later ones share the
+/// window of [`OVERFLOW_MODEL`].
+const MAX_LATENCY_WINDOWS: usize = 256;
+
+/// The window `model`'s latencies go to and are read from: its own, unless the table is full
+/// and it has none (then the shared one).
+fn window_of<'a>(latencies: &HashMap<String, LatencyWindow, FastHash>, model: &'a str) -> &'a str {
+    if latencies.len() < MAX_LATENCY_WINDOWS || latencies.contains_key(model) {
+        model
+    } else {
+        OVERFLOW_MODEL
+    }
+}
 /// The highest latency a failure can push an estimate to.
 const MAX_PENALTY: Duration = Duration::from_secs(60);
 /// Events kept for the status snapshot.
@@ -591,7 +604,9 @@ impl Health {
         hedge::threshold(
             fixed,
             quantile,
-            latencies.get(model).unwrap_or(&empty),
+            latencies
+                .get(window_of(&latencies, model))
+                .unwrap_or(&empty),
             floor,
             ceiling,
         )

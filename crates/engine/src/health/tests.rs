@@ -117,6 +117,33 @@ async fn made_up_model_names_do_not_grow_the_table_without_end() {
     assert_eq!(overflow.calls, 1000 - MAX_MODELS_PER_UPSTREAM as u64);
 }
 
+/// Found in step 34's review: the hedge's latency windows (a few KB each) were kept for every
+/// model name a lease named, so a client minting names on a wildcard route with a quantile
+/// hedge grew them without end.
+#[tokio::test(start_paused = true)]
+async fn made_up_model_names_do_not_grow_the_latency_windows_without_end() {
+    let h = health(0.5);
+    let now = Instant::now();
+    for i in 0..1000 {
+        let lease = h.lease(0, &format!("made-up-{i}"), true, now);
+        lease.first_token(Duration::from_millis(5));
+        lease.finish(false);
+    }
+    let windows = lock(&h.latencies).len();
+    assert_eq!(
+        windows,
+        MAX_LATENCY_WINDOWS + 1,
+        "the bound and one shared window"
+    );
+    // A known model keeps its own window; one past the bound reads the shared one.
+    assert!(lock(&h.latencies).contains_key("made-up-0"));
+    let fixed = None;
+    let (floor, ceiling) = (Duration::ZERO, Duration::from_secs(60));
+    let minted = h.hedge_threshold("made-up-999", fixed, Some(0.9), floor, ceiling);
+    let shared = h.hedge_threshold(OVERFLOW_MODEL, fixed, Some(0.9), floor, ceiling);
+    assert_eq!(minted, shared);
+}
+
 #[tokio::test(start_paused = true)]
 async fn weights_share_calls_within_a_tier() {
     let h = health(0.5);
