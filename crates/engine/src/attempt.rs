@@ -35,7 +35,7 @@ pub(crate) async fn run(
     n: u32,
     lease: &mut Option<Lease>,
 ) -> AttemptResult {
-    let start = Instant::now();
+    let start = crate::clock::now();
     let mut attempt = Attempt {
         call,
         target,
@@ -49,7 +49,7 @@ pub(crate) async fn run(
         upstream: target.name.clone(),
         model: target.model.clone(),
         phase: attempt.phase,
-        elapsed: start.elapsed(),
+        elapsed: crate::clock::since(start),
         outcome,
         status: attempt.status,
     };
@@ -155,7 +155,7 @@ impl Attempt<'_> {
                     .map_err(|_| FailureKind::Timeout(connect.limit))??
             }
         };
-        self.timeline.connected = Some(Instant::now());
+        self.timeline.connected = Some(crate::clock::now());
         self.timeline.reused = connection.reused;
         Ok(connection)
     }
@@ -181,7 +181,7 @@ impl Attempt<'_> {
                 Ok(Err(e)) => return Ok(Err(ExchangeError::H1(e))),
                 Ok(Ok(())) => {}
             }
-            let sent = Instant::now();
+            let sent = crate::clock::now();
             self.timeline.written = Some(sent);
             self.phase = Phase::FirstByte;
             let head = self.deadlines.headers(sent, self.call.streams_upstream());
@@ -190,7 +190,7 @@ impl Attempt<'_> {
                 .map_err(|_| FailureKind::Timeout(head.limit))?;
             return Ok(match read {
                 Ok(parts) => {
-                    self.timeline.headers = Some(Instant::now());
+                    self.timeline.headers = Some(crate::clock::now());
                     Ok((parts, connection.into_body()))
                 }
                 Err(e) => Err(ExchangeError::H1(e)),
@@ -205,7 +205,7 @@ impl Attempt<'_> {
             _ = &mut written => None,
             _ = sleep_until(write.at) => return Err(FailureKind::Timeout(write.limit)),
         };
-        let sent = Instant::now();
+        let sent = crate::clock::now();
         self.timeline.written = Some(sent);
         self.phase = Phase::FirstByte;
         let result = match early {
@@ -218,7 +218,7 @@ impl Attempt<'_> {
             }
         };
         if result.is_ok() {
-            self.timeline.headers = Some(Instant::now());
+            self.timeline.headers = Some(crate::clock::now());
         }
         Ok(result)
     }
@@ -395,7 +395,7 @@ impl Attempt<'_> {
     ) -> Result<Response, FailureKind> {
         self.phase = Phase::Body;
         let mut whole = BytesMut::new();
-        let mut last = Instant::now();
+        let mut last = crate::clock::now();
         loop {
             let idle = self.deadlines.idle(last);
             let frame = timeout_at(idle.at, body.frame())
@@ -416,7 +416,7 @@ impl Attempt<'_> {
                 )));
             }
             whole.extend_from_slice(&data);
-            last = Instant::now();
+            last = crate::clock::now();
         }
         let whole = whole.freeze();
         if is_json(&headers)
@@ -553,7 +553,7 @@ impl StreamReader {
             return Err(failure);
         }
         if content {
-            self.last_content = Some(Instant::now());
+            self.last_content = Some(crate::clock::now());
         }
         Ok(ScanResult { content, end })
     }

@@ -25,8 +25,8 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, CallError> {
     let shared = call.shared;
     let all_ejected = shared
         .health
-        .all_ejected(&call.candidates(), Instant::now());
-    shared.budget().deposit(Instant::now());
+        .all_ejected(&call.candidates(), crate::clock::now());
+    shared.budget().deposit(crate::clock::now());
     let mut error = match Attempts::new(call).run().await {
         Ok(response) => return Ok(response),
         Err(error) => error,
@@ -113,7 +113,7 @@ impl<'a> Attempts<'a> {
     /// The target of try `n`, after the budget, the backoff or cool-down and the deadline have
     /// had their say; `None` ends the loop.
     async fn next_target(&mut self, n: u32) -> Option<usize> {
-        let (call, now) = (self.call, Instant::now());
+        let (call, now) = (self.call, crate::clock::now());
         let pick = self.pick(now);
         // The upstream streams for a non-streaming client too when a whole answer is assembled:
         // then `first_token`, not `attempt`, is what a retry must get through.
@@ -144,7 +144,7 @@ impl<'a> Attempts<'a> {
             }
         }
         call.deadlines
-            .attempt_fits(Instant::now(), stream, n == 0)
+            .attempt_fits(crate::clock::now(), stream, n == 0)
             .then_some(pick)
     }
 
@@ -172,7 +172,7 @@ impl<'a> Attempts<'a> {
                         ..
                     } = &failure
                     {
-                        self.cooling[pick] = Some(Instant::now() + *after);
+                        self.cooling[pick] = Some(crate::clock::now() + *after);
                     }
                     if !failure.retryable() {
                         next = Next::Stop;
@@ -228,7 +228,7 @@ impl<'a> Attempts<'a> {
     /// The hedge's target: the best-ranked untried one on another upstream, not cooling down,
     /// when the retry budget allows a hedge.
     fn hedge_target(&self, pick: usize) -> Option<usize> {
-        let (call, now) = (self.call, Instant::now());
+        let (call, now) = (self.call, crate::clock::now());
         let second = self.rank(now).into_iter().find(|&i| {
             call.targets[i].upstream != call.targets[pick].upstream
                 && self.cooling[i].is_none_or(|until| until <= now)
@@ -244,7 +244,7 @@ impl<'a> Attempts<'a> {
         let call = self.call;
         let primary = one(call, pick, n);
         tokio::pin!(primary);
-        let started = Instant::now();
+        let started = crate::clock::now();
         tokio::select! {
             biased;
             result = &mut primary => return vec![(pick, result)],
@@ -302,7 +302,7 @@ impl<'a> Attempts<'a> {
             upstream: target.name.clone(),
             model: target.model.clone(),
             phase: Phase::FirstToken,
-            elapsed: started.elapsed(),
+            elapsed: crate::clock::since(started),
             outcome: Outcome::HedgeCancelled,
             status: None,
         }
@@ -312,7 +312,7 @@ impl<'a> Attempts<'a> {
     fn report(&mut self) -> CallError {
         let call = self.call;
         let trail = std::mem::take(&mut self.trail);
-        let elapsed = call.request.start.elapsed();
+        let elapsed = crate::clock::since(call.request.start);
         let tally = tally(&trail, call);
         let describer = call.describer();
         let Some((failure, pick)) = self.last.take() else {

@@ -122,7 +122,7 @@ impl CommittedStream {
             Ok([one]) => one,
             Err(frames) => Bytes::from(frames.concat()),
         };
-        let now = Instant::now();
+        let now = crate::clock::now();
         let protocol = h.endpoint.protocol();
         CommittedStream {
             watchdog: Box::pin(tokio::time::sleep_until(h.deadlines.idle_committed(now).at)),
@@ -225,7 +225,7 @@ impl CommittedStream {
             status,
             message,
             trail: trail.unwrap_or_default(),
-            elapsed: self.deadlines.start.elapsed(),
+            elapsed: crate::clock::since(self.deadlines.start),
             retry_after: None,
             upstream_error,
         };
@@ -257,7 +257,7 @@ impl CommittedStream {
     /// Tells the engine's observer how the stream ended.
     fn observe(&self, outcome: Outcome) {
         if let Some(observer) = self.shared.observer() {
-            let duration = self.committed.elapsed();
+            let duration = crate::clock::since(self.committed);
             let seconds = duration.as_secs_f64();
             observer.stream(&crate::events::StreamEvent {
                 model: &self.model,
@@ -274,7 +274,7 @@ impl CommittedStream {
     /// Whether the stream dripped below the breaker's floor (enough of it to judge).
     fn too_slow(&self) -> bool {
         let floor = self.shared.config.breaker.min_tokens_per_s;
-        let seconds = self.committed.elapsed().as_secs_f64();
+        let seconds = crate::clock::since(self.committed).as_secs_f64();
         floor > 0.0
             && self.content_events >= 16
             && seconds >= 2.0
@@ -326,7 +326,7 @@ impl CommittedStream {
             return self.fail(FailureKind::Malformed(message));
         }
         if content {
-            let now = Instant::now();
+            let now = crate::clock::now();
             self.max_gap = self.max_gap.max(now - self.last_content);
             self.last_content = now;
             self.content_events += 1;
@@ -424,7 +424,7 @@ impl Body for CommittedStream {
                 return Poll::Pending;
             }
             let due = this.deadlines.idle_committed(this.last_content);
-            if due.at <= Instant::now() {
+            if due.at <= crate::clock::now() {
                 return this.fail(FailureKind::Timeout(due.limit));
             }
             // Content came since it was armed: re-arm for the new deadline and poll again.

@@ -38,12 +38,12 @@ pub mod sse; // event boundaries in a byte stream (the one SSE parser)
 pub mod error; // failures, retryability, the error of a call
 pub mod vocabulary; // the documented words: error codes, phases, limits, outcomes
 pub mod header_names; // the gateway's own header names, parsed once
+pub mod clock; // the call path's clock: one reading per turn of a client connection
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hourglass_config::{CheckMode, Config};
-use tokio::time::Instant;
 
 pub use commit::{Response, ResponseBody};
 pub use error::{AttemptRecord, CallError};
@@ -68,7 +68,7 @@ impl Engine {
         config: Config,
         dials: HashMap<String, Arc<dyn Dial>>,
     ) -> Result<Arc<Engine>, String> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let names = config.upstreams.iter().map(|u| u.name.clone()).collect();
         let health = health::Health::new(&config.breaker, names);
         let budget = retry::RetryBudget::new(
@@ -171,7 +171,7 @@ impl Engine {
 
     /// How many retries the retry budget would allow now.
     pub fn retry_budget_available(&self) -> f64 {
-        self.shared.budget().available(Instant::now())
+        self.shared.budget().available(crate::clock::now())
     }
 
     /// Starts the engine's background work: the active health checks of every upstream
@@ -273,6 +273,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn a_reload_carries_the_retry_budget_and_the_health_of_the_same_upstreams() {

@@ -30,7 +30,12 @@ use crate::vocabulary::{ErrorCode, Outcome};
 pub(crate) fn lease(call: &Call<'_>, target: &Target) -> Lease {
     let adaptive = matches!(call.route.hedge, Hedge::Quantile(_));
     let health = &call.shared.health;
-    health.lease(target.upstream, &target.model, adaptive, Instant::now())
+    health.lease(
+        target.upstream,
+        &target.model,
+        adaptive,
+        crate::clock::now(),
+    )
 }
 
 /// An attempt ended (`failure` when it failed): its event, and the lease's verdict unless a
@@ -161,14 +166,14 @@ impl CallEnding {
 
     /// The call committed with `trail`: its answer began; it ends later.
     pub fn committed(&mut self, trail: &[AttemptRecord]) {
-        self.committed = Some(self.start.elapsed());
+        self.committed = Some(crate::clock::since(self.start));
         self.trail = trail.to_vec();
     }
 
     /// The call answered whole with `trail`: it committed and ended at once. The trail is read
     /// where it is, not copied as a commit keeps it (a vector and two strings an attempt).
     pub fn answered(mut self, trail: &[AttemptRecord]) {
-        self.committed = Some(self.start.elapsed());
+        self.committed = Some(crate::clock::since(self.start));
         self.tell(Outcome::Ok, "", trail);
     }
 
@@ -190,7 +195,7 @@ impl CallEnding {
                 attempts.push_str(part);
             }
         }
-        let elapsed = self.start.elapsed();
+        let elapsed = crate::clock::since(self.start);
         if let Some(observer) = self.shared.observer() {
             // A model nothing serves is not a label: clients could mint them without end.
             let unrouted = matches!(

@@ -99,7 +99,7 @@ impl CallRequest {
             fields,
             client_deadline: None,
             unattended: false,
-            start: Instant::now(),
+            start: crate::clock::now(),
             pinned: None,
         }
     }

@@ -86,7 +86,7 @@ pub struct LaneTimer(pub Arc<HeadTimers>);
 impl hyper::rt::Timer for LaneTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         // A duration past any clock is a sleep that does not end (as tokio's far future).
-        let now = Instant::now();
+        let now = hourglass_engine::clock::now();
         let deadline = (now.checked_add(duration))
             .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         self.sleep_until(deadline.into_std())
@@ -101,7 +101,7 @@ impl hyper::rt::Timer for LaneTimer {
     }
 
     fn now(&self) -> std::time::Instant {
-        Instant::now().into_std()
+        hourglass_engine::clock::now().into_std()
     }
 }
 

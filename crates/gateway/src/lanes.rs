@@ -31,7 +31,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use hourglass_engine::LinesAfterPoll;
+use hourglass_engine::{LinesAfterPoll, clock};
 
 use crate::gateway::Gateway;
 use crate::head_timer::{HeadTimers, LaneTimer};
@@ -359,8 +359,10 @@ fn serve_connection(
     let mut connection = SelfWakesInPlace::new(graceful.watch(connection));
     tokio::spawn(async move {
         // The log lines of calls that end during a poll are written when it returns, after
-        // hyper has written their answers.
+        // hyper has written their answers; everything the poll does, the lines too, reads the
+        // time once (`clock`).
         let _ = std::future::poll_fn(|cx| {
+            let _turn = clock::Turn::begin();
             let _lines = LinesAfterPoll::begin();
             Pin::new(&mut connection).poll(cx)
         })

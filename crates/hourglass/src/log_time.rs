@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
@@ -18,7 +18,7 @@ pub struct SecondsCached;
 
 impl FormatTime for SecondsCached {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        match SystemTime::now().duration_since(UNIX_EPOCH) {
+        match hourglass_engine::clock::wall().duration_since(UNIX_EPOCH) {
             Ok(since) if since.as_secs() <= CACHED_UNTIL => {
                 write_at(w, since.as_secs(), since.subsec_micros())
             }

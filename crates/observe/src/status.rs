@@ -65,7 +65,7 @@ pub struct Recent {
 impl Recent {
     /// Records an attempt (`model` already reduced to its label).
     pub fn attempt(&self, e: &AttemptEvent<'_>, model: &str) {
-        let now = Instant::now();
+        let now = hourglass_engine::clock::now();
         let first_token_ms = e
             .timeline
             .and_then(|t| t.first_token_latency())
@@ -85,7 +85,7 @@ impl Recent {
             let key = [model, e.upstream, e.upstream_model];
             let record = |kept: &mut Kept| {
                 kept.series.record(
-                    jiff::Timestamp::now().as_second(),
+                    wall_second(),
                     sample.ok,
                     e.outcome.code().map(|_| e.phase),
                     first_token_ms,
@@ -221,6 +221,13 @@ impl Recent {
             "recent_failures": failures,
         })
     }
+}
+
+/// This second on the wall clock, as the call's turn read it.
+fn wall_second() -> i64 {
+    jiff::Timestamp::try_from(hourglass_engine::clock::wall())
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .as_second()
 }
 
 fn round(v: f64) -> f64 {

@@ -117,7 +117,7 @@ pub fn spawn(
                     );
                     drop(pools);
                     let jitter = settings.interval.mul_f64(rng.f64() * 0.1);
-                    let next = Instant::now() + settings.interval + jitter;
+                    let next = crate::clock::now() + settings.interval + jitter;
                     health.probe_scheduled(index, next);
                     tokio::time::sleep_until(next).await;
                 }
@@ -158,7 +158,7 @@ pub async fn check(
     limit: Duration,
 ) -> Result<Duration, String> {
     let request = check_request(mode, upstream)?;
-    let start = Instant::now();
+    let start = crate::clock::now();
     let run = async {
         let connection = upstreams
             .connect(index)
@@ -171,7 +171,7 @@ pub async fn check(
             .send(http_request)
             .await
             .map_err(|e| format!("upstream_closed: {e}"))?;
-        let headers_latency = start.elapsed();
+        let headers_latency = crate::clock::since(start);
         let protocol = request.endpoint.protocol();
         let mut scanner = Scanner::new();
         let mut first_token = None;
@@ -185,7 +185,7 @@ pub async fn check(
                         if first_token.is_none()
                             && protocol.classify(request.endpoint, event).is_content()
                         {
-                            first_token = Some(start.elapsed());
+                            first_token = Some(crate::clock::since(start));
                         }
                     });
                 }

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::{Health, MAX_PENALTY, lock};
 
 /// One call on one target, in flight until finished or dropped.
@@ -22,7 +20,7 @@ pub struct Lease {
 impl Lease {
     /// The first meaningful token (or a whole answer) came after `latency`.
     pub fn first_token(&self, latency: Duration) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         self.health.with(self.upstream, &self.model, now, |t| {
             t.ewma.observe(latency, now)
         });
@@ -54,7 +52,7 @@ impl Lease {
     /// The call ended with the client's own error (a 4xx): no verdict on the upstream.
     pub fn finish_client_error(mut self) {
         self.done = true;
-        let now = Instant::now();
+        let now = crate::clock::now();
         self.health.with(self.upstream, &self.model, now, |t| {
             t.outstanding = t.outstanding.saturating_sub(1);
             t.calls += 1;
@@ -65,7 +63,7 @@ impl Lease {
     /// The call ended, its first token (or whole answer) having come after `latency`.
     pub fn finish_after(mut self, latency: Option<Duration>, failed: bool) {
         self.done = true;
-        let now = Instant::now();
+        let now = crate::clock::now();
         if let Some(latency) = latency {
             self.observe_window(latency);
         }
@@ -102,7 +100,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if !self.done {
             // Cancelled (a lost hedge, a client gone): no verdict on the upstream.
-            let now = Instant::now();
+            let now = crate::clock::now();
             self.health.with(self.upstream, &self.model, now, |t| {
                 t.outstanding = t.outstanding.saturating_sub(1);
                 t.breaker.abandon();

@@ -250,7 +250,7 @@ impl Health {
         let remaining = remaining.min(cooldown::MAX_COOLDOWN);
         entry
             .cooldowns
-            .set(model, remaining, reason, Instant::now());
+            .set(model, remaining, reason, crate::clock::now());
         let sink = lock(&self.sink).clone();
         if let Some(sink) = sink {
             sink(&cooldown::Cooldown {
@@ -271,14 +271,14 @@ impl Health {
             shared.model.as_deref(),
             Duration::from_millis(shared.remaining_ms),
             shared.reason,
-            Instant::now(),
+            crate::clock::now(),
         );
         true
     }
 
     /// The cool-downs in force: `(upstream, model, remaining, reason)`.
     pub fn cooldowns(&self) -> Vec<(String, Option<String>, Duration, cooldown::Reason)> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         self.upstreams
             .iter()
             .flat_map(|u| {
@@ -516,7 +516,7 @@ impl Health {
         unhealthy_threshold: u32,
         down_for: Duration,
     ) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         if let (hourglass_config::CheckMode::Completion(model), Ok(latency)) = (mode, &result) {
             self.with(index, model, now, |t| t.ewma.observe(*latency, now));
         }
@@ -614,12 +614,12 @@ impl Health {
 
     /// Records a hedge event.
     pub fn hedge_event(&self, event: Event) {
-        self.event(Instant::now(), event);
+        self.event(crate::clock::now(), event);
     }
 
     /// Every known target's state.
     pub fn snapshot(&self) -> Vec<TargetStatus> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut out: Vec<TargetStatus> = Vec::new();
         for upstream in &self.upstreams {
             for (model, t) in lock(&upstream.targets).iter_mut() {

@@ -107,7 +107,7 @@ impl DnsCache {
 
     /// The addresses of the host.
     pub async fn resolve(self: &Arc<Self>) -> Result<Vec<SocketAddr>, FailureKind> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let cached = self
             .entry
             .lock()
@@ -134,7 +134,7 @@ impl DnsCache {
             return Err(FailureKind::Dns(format!("{} has no address", self.host)));
         }
         *self.entry.lock().expect("the dns lock is never poisoned") =
-            Some((addrs.clone(), Instant::now()));
+            Some((addrs.clone(), crate::clock::now()));
         Ok(addrs)
     }
 

@@ -138,7 +138,7 @@ impl Drop for StreamSlot {
                 .0
                 .idle_since
                 .lock()
-                .expect("the pool lock is never poisoned") = Instant::now();
+                .expect("the pool lock is never poisoned") = crate::clock::now();
         }
     }
 }
@@ -313,7 +313,7 @@ impl UpstreamBody {
         let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
         idle.put(Idle {
             connection,
-            since: Instant::now(),
+            since: crate::clock::now(),
         });
     }
 }
@@ -449,7 +449,7 @@ impl Pool {
         if h2 {
             let mut attempts =
                 (self.h2_opening_beside.lock()).expect("the pool lock is never poisoned");
-            if !may_open_beside(&mut attempts, id, Instant::now()) {
+            if !may_open_beside(&mut attempts, id, crate::clock::now()) {
                 return;
             }
         } else {
@@ -473,7 +473,7 @@ impl Pool {
                 match &opened {
                     Ok(Ok(_)) => attempts.retain(|(runtime, _)| *runtime != id),
                     _ => {
-                        let retry = Some(Instant::now() + BESIDE_RETRY_AFTER);
+                        let retry = Some(crate::clock::now() + BESIDE_RETRY_AFTER);
                         for (_, state) in attempts.iter_mut().filter(|(runtime, _)| *runtime == id)
                         {
                             *state = retry;
@@ -487,7 +487,7 @@ impl Pool {
                 let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
                 idle.put(Idle {
                     connection,
-                    since: Instant::now(),
+                    since: crate::clock::now(),
                 });
             }
         });
@@ -579,7 +579,7 @@ impl Pool {
         self.speaks_h2.store(true, Ordering::Release);
         let load = Arc::new(H2Load {
             in_flight: AtomicUsize::new(1),
-            idle_since: Mutex::new(Instant::now()),
+            idle_since: Mutex::new(crate::clock::now()),
         });
         self.h2
             .lock()
@@ -666,7 +666,7 @@ impl Upstreams {
     /// CLOSE-WAIT otherwise), and HTTP/2 connections without a call for as long; the pools keep
     /// the rest. [`Upstreams::sweep_until_dropped`] runs it every [`SWEEP_EVERY`].
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         for pool in &self.pools {
             let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
             idle.retain(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
@@ -741,7 +741,7 @@ impl Upstreams {
         if pool.speaks_h2.load(Ordering::Acquire) {
             return None;
         }
-        let now = Instant::now();
+        let now = crate::clock::now();
         loop {
             let (mut idle, borrowed) = pool
                 .idle
