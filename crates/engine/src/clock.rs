@@ -13,8 +13,14 @@
 //! is never later than it would have been. Outside a turn (background jobs, active checks,
 //! tests) every reading is a fresh one.
 //!
-//! Readings come from `tokio::time::Instant::now` (ARCHITECTURE invariant 7), so a test's
-//! paused clock is what they see, in a turn or out of it.
+//! Monotonic readings come from `tokio::time::Instant::now` (ARCHITECTURE invariant 7), so a
+//! test's paused clock is what they see, in a turn or out of it; [`wall`] is `SystemTime`'s.
+//!
+//! A deadline made from a turn's reading is early by what the turn had done before it was made
+//! (microseconds): where a limit must never cut early (hyper's header-read timeout) or a check
+//! re-arms a timer until time has passed (a stream's idle watchdog), the code reads tokio's clock
+//! itself. A turn is begun and ended within one synchronous poll and never held across an
+//! `.await`: held across one, its reading would stand for the time the task slept.
 
 use std::cell::Cell;
 use std::marker::PhantomData;

@@ -424,7 +424,9 @@ impl Body for CommittedStream {
                 return Poll::Pending;
             }
             let due = this.deadlines.idle_committed(this.last_content);
-            if due.at <= crate::clock::now() {
+            // A fresh reading, not the turn's: the timer fired, so this is never a reading from
+            // before its deadline — and a loop re-armed at a passed deadline cannot spin.
+            if due.at <= Instant::now() {
                 return this.fail(FailureKind::Timeout(due.limit));
             }
             // Content came since it was armed: re-arm for the new deadline and poll again.

@@ -86,7 +86,7 @@ pub struct LaneTimer(pub Arc<HeadTimers>);
 impl hyper::rt::Timer for LaneTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
         // A duration past any clock is a sleep that does not end (as tokio's far future).
-        let now = hourglass_engine::clock::now();
+        let now = Instant::now();
         let deadline = (now.checked_add(duration))
             .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30));
         self.sleep_until(deadline.into_std())
@@ -101,7 +101,8 @@ impl hyper::rt::Timer for LaneTimer {
     }
 
     fn now(&self) -> std::time::Instant {
-        hourglass_engine::clock::now().into_std()
+        // A fresh reading, not the turn's: a head's deadline is never earlier than its timeout.
+        Instant::now().into_std()
     }
 }
 

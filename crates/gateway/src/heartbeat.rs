@@ -19,7 +19,7 @@ use hourglass_engine::{CallError, Endpoint, Response, ResponseBody};
 
 use crate::stopping::StoppingSoon;
 use http_body::{Body, Frame};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 /// The answer once the call answered: whole (taken when sent), or a committed stream.
 enum Answer {
@@ -165,7 +165,9 @@ impl Body for HeartbeatBody {
                     match Pin::new(body.as_mut()).poll_frame(cx) {
                         Poll::Ready(Some(frame)) => {
                             // Content is flowing: the next heartbeat is due an interval from now.
-                            this.tick.as_mut().reset(Instant::now() + this.interval);
+                            this.tick
+                                .as_mut()
+                                .reset(hourglass_engine::clock::now() + this.interval);
                             return Poll::Ready(Some(frame));
                         }
                         Poll::Ready(None) => {
@@ -180,7 +182,9 @@ impl Body for HeartbeatBody {
             if this.tick.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            this.tick.as_mut().reset(Instant::now() + this.interval);
+            this.tick
+                .as_mut()
+                .reset(hourglass_engine::clock::now() + this.interval);
             // A whole JSON body cannot take spaces once it has begun.
             if matches!(this.state, State::Answering(_)) && !this.stream {
                 continue;
