@@ -1,5 +1,7 @@
 """Instructions per call by function, from a callgrind dump: each function's own instructions
-(not those of what it calls), most first. Used by bench/instructions.
+(not those of what it calls), most first; and how many times a call reads the clock and
+allocates, which cost more time than their instructions say (a TSC read, a cache line of fresh
+memory). Used by bench/instructions.
 
     python3 bench/callgrind_top.py DUMP CALLS [COUNT]
 """
@@ -35,6 +37,33 @@ def own_instructions(path):
     return {names.get(f, f): c for f, c in own.items()}, total
 
 
+# Callees counted per call: the clock (libc's entry to the vDSO; std, tokio and hyper all read
+# it there) and the allocators (jemalloc's, glibc's for nginx).
+CLOCK = ("clock_gettime",)
+ALLOCATORS = ("_rjem_malloc", "_rjem_mallocx", "_rjem_calloc", "malloc", "calloc")
+
+
+def calls_into(path):
+    """How many calls the dump at `path` records into each function, by name."""
+    names, calls, callee = {}, collections.Counter(), None
+    for line in open(path, errors="replace"):
+        if line.startswith(("fn=", "cfn=")):
+            match = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
+            if match.group(2):
+                names[match.group(1)] = match.group(2)
+            if line.startswith("cfn="):
+                callee = match.group(1)
+            continue
+        if line.startswith("calls=") and callee is not None:
+            calls[callee] += int(line[len("calls="):].split()[0])
+    return {names.get(f, f): n for f, n in calls.items()}
+
+
+def counted(calls, wanted):
+    """Calls into the functions named `wanted` (a symbol version, `@@GLIBC_…`, ignored)."""
+    return sum(n for name, n in calls.items() if name.split("@")[0] in wanted)
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -42,6 +71,9 @@ def main():
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 40
     own, total = own_instructions(path)
     print(f"{total / calls:,.0f} instructions per call (own instructions by function, per call)")
+    into = calls_into(path)
+    print(f"{counted(into, CLOCK) / calls:.1f} clock readings and "
+          f"{counted(into, ALLOCATORS) / calls:.1f} allocations per call")
     for name, cost in sorted(own.items(), key=lambda item: -item[1])[:count]:
         print(f"{cost / calls:10,.0f} {cost / total * 100:5.1f} %  {name[:150]}")
 
