@@ -10,10 +10,18 @@ import re
 import sys
 
 
-def own_instructions(path):
-    """Each function's own instructions in the dump at `path`, and the total."""
-    names, own, total = {}, collections.Counter(), 0
-    function, skip_next = None, False
+# Callees counted per call: the clock (libc's entry to the vDSO; std, tokio and hyper all read
+# it there) and the allocators (jemalloc's, glibc's for nginx).
+CLOCK = ("clock_gettime",)
+ALLOCATORS = ("_rjem_malloc", "_rjem_mallocx", "_rjem_calloc", "malloc", "calloc")
+
+
+def read_dump(path):
+    """From the dump at `path`, in one pass: each function's own instructions, their total, and
+    how many calls it records into each function, all by name."""
+    names, own, calls, total = {}, collections.Counter(), collections.Counter(), 0
+    function = callee = None
+    skip_next = False
     for line in open(path, errors="replace"):
         if line.startswith(("fn=", "cfn=")):
             match = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
@@ -21,8 +29,12 @@ def own_instructions(path):
                 names[match.group(1)] = match.group(2)
             if line.startswith("fn="):
                 function = match.group(1)
+            else:
+                callee = match.group(1)
             continue
         if line.startswith("calls="):
+            if callee is not None:
+                calls[callee] += int(line[len("calls="):].split()[0])
             skip_next = True  # the next cost line is the call's, counted in the callee
             continue
         if line[:1] in "0123456789+-*":
@@ -34,29 +46,10 @@ def own_instructions(path):
                 cost = int(fields[1])
                 own[function] += cost
                 total += cost
-    return {names.get(f, f): c for f, c in own.items()}, total
+    def by_name(counts):
+        return {names.get(f, f): n for f, n in counts.items()}
 
-
-# Callees counted per call: the clock (libc's entry to the vDSO; std, tokio and hyper all read
-# it there) and the allocators (jemalloc's, glibc's for nginx).
-CLOCK = ("clock_gettime",)
-ALLOCATORS = ("_rjem_malloc", "_rjem_mallocx", "_rjem_calloc", "malloc", "calloc")
-
-
-def calls_into(path):
-    """How many calls the dump at `path` records into each function, by name."""
-    names, calls, callee = {}, collections.Counter(), None
-    for line in open(path, errors="replace"):
-        if line.startswith(("fn=", "cfn=")):
-            match = re.match(r"c?fn=\((\d+)\)(?: (.*))?", line.strip())
-            if match.group(2):
-                names[match.group(1)] = match.group(2)
-            if line.startswith("cfn="):
-                callee = match.group(1)
-            continue
-        if line.startswith("calls=") and callee is not None:
-            calls[callee] += int(line[len("calls="):].split()[0])
-    return {names.get(f, f): n for f, n in calls.items()}
+    return by_name(own), total, by_name(calls)
 
 
 def counted(calls, wanted):
@@ -69,9 +62,8 @@ def main():
         sys.exit(__doc__)
     path, calls = sys.argv[1], int(sys.argv[2])
     count = int(sys.argv[3]) if len(sys.argv) > 3 else 40
-    own, total = own_instructions(path)
+    own, total, into = read_dump(path)
     print(f"{total / calls:,.0f} instructions per call (own instructions by function, per call)")
-    into = calls_into(path)
     print(f"{counted(into, CLOCK) / calls:.1f} clock readings and "
           f"{counted(into, ALLOCATORS) / calls:.1f} allocations per call")
     for name, cost in sorted(own.items(), key=lambda item: -item[1])[:count]:
