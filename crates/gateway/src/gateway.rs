@@ -63,6 +63,13 @@ pub struct Cluster {
 /// restart).
 pub struct Settings(Arc<Engine>);
 
+impl Settings {
+    /// The engine these settings are of: the one a call that read them goes through.
+    pub fn into_engine(self) -> Arc<Engine> {
+        self.0
+    }
+}
+
 impl Deref for Settings {
     type Target = ServerSettings;
 

@@ -59,7 +59,24 @@ impl Stopping {
         if self.has_come() {
             return;
         }
-        notified.await;
+        let mut notified = std::pin::pin!(notified);
+        // The waker the `Notified` holds. A call's future is polled many times, nearly always
+        // with the same waker; each poll of a waiting `Notified` takes its `Notify`'s lock to
+        // look at it, so with the same waker only the flag is read (it is set before the
+        // waiters are woken), and the `Notified` is polled when the flag is up or the waker
+        // changed.
+        let mut registered: Option<std::task::Waker> = None;
+        std::future::poll_fn(|cx| {
+            if !self.has_come() && registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
+            }
+            let polled = notified.as_mut().poll(cx);
+            if polled.is_pending() {
+                registered = Some(cx.waker().clone());
+            }
+            polled
+        })
+        .await;
     }
 
     /// Resolves when the grace period runs out (at once if it has), owned: for a body.

@@ -32,6 +32,9 @@ pub(crate) struct SelfWakesInPlace<F> {
     state: Arc<WakeState>,
     /// The waker `inner` is polled with (a handle on `state`), made once.
     waker: Waker,
+    /// The scheduler's waker `state` holds, as last handed to it: a poll with the same one
+    /// (nearly every poll) leaves `state`'s lock alone.
+    scheduler: Option<Waker>,
 }
 
 impl<F: Future> SelfWakesInPlace<F> {
@@ -44,6 +47,7 @@ impl<F: Future> SelfWakesInPlace<F> {
             inner: Box::pin(inner),
             waker: Waker::from(state.clone()),
             state,
+            scheduler: None,
         }
     }
 }
@@ -53,12 +57,18 @@ impl<F: Future> Future for SelfWakesInPlace<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        this.state.remember(cx.waker());
+        if !(this.scheduler.as_ref()).is_some_and(|known| known.will_wake(cx.waker())) {
+            this.state.remember(cx.waker());
+            this.scheduler = Some(cx.waker().clone());
+        }
         let mut own = Context::from_waker(&this.waker);
         for _ in 0..MAX_POLLS_IN_A_ROW {
-            this.state.phase.store(POLLING, Ordering::SeqCst);
+            // A plain store (not an exchange): a wake that still reads IDLE goes to the
+            // scheduler, which polls again; one that reads POLLING marks it, and the exchange
+            // below sees the mark (both are read-modify-writes of `phase`, so ordered).
+            this.state.phase.store(POLLING, Ordering::Release);
             if let Poll::Ready(output) = this.inner.as_mut().poll(&mut own) {
-                this.state.phase.store(IDLE, Ordering::SeqCst);
+                this.state.phase.store(IDLE, Ordering::Release);
                 return Poll::Ready(output);
             }
             // A wake that came after this exchange finds IDLE and goes to tokio.
@@ -71,7 +81,7 @@ impl<F: Future> Future for SelfWakesInPlace<F> {
                 return Poll::Pending;
             }
         }
-        this.state.phase.store(IDLE, Ordering::SeqCst);
+        this.state.phase.store(IDLE, Ordering::Release);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -84,7 +94,8 @@ struct WakeState {
 }
 
 impl WakeState {
-    /// Keeps the waker of the poll under way (tokio's is the same each time: a cheap check).
+    /// Keeps the waker of the poll under way (tokio's is the same each time: a cheap check;
+    /// [`SelfWakesInPlace`] calls this only when it changed).
     fn remember(&self, waker: &Waker) {
         let mut scheduler = self
             .scheduler

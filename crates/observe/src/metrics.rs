@@ -24,51 +24,44 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Tokens-per-second buckets.
 pub const RATE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
-/// One histogram series.
+/// One histogram series: plain numbers, updated only under its shard's lock (an atomic would
+/// add a locked instruction per field to every observation for nothing).
 #[derive(Debug)]
 struct Histogram {
     bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    /// The sum, as f64 bits.
-    sum: AtomicU64,
+    buckets: Vec<u64>,
+    count: u64,
+    sum: f64,
 }
 
 impl Histogram {
     /// Adds `other`'s observations (of the same bounds) to these.
-    fn add(&self, other: &Histogram) {
-        for (mine, theirs) in self.buckets.iter().zip(&other.buckets) {
-            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+    fn add(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
         }
-        self.count
-            .fetch_add(other.count.load(Ordering::Relaxed), Ordering::Relaxed);
-        let sum = f64::from_bits(self.sum.load(Ordering::Relaxed))
-            + f64::from_bits(other.sum.load(Ordering::Relaxed));
-        self.sum.store(sum.to_bits(), Ordering::Relaxed);
+        self.count += other.count;
+        self.sum += other.sum;
     }
 
     fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0f64.to_bits()),
+            buckets: vec![0; bounds.len()],
+            count: 0,
+            sum: 0.0,
         }
     }
 
-    fn observe(&self, value: f64) {
+    fn observe(&mut self, value: f64) {
         if !value.is_finite() {
             return;
         }
         if let Some(i) = self.bounds.iter().position(|b| value <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            self.buckets[i] += 1;
         }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .sum
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + value).to_bits())
-            });
+        self.count += 1;
+        self.sum += value;
     }
 }
 
@@ -123,7 +116,7 @@ struct Padded<T>(T);
 
 /// One value per shard.
 #[derive(Debug)]
-struct Sharded<T>([Padded<Mutex<T>>; SHARDS]);
+pub(crate) struct Sharded<T>([Padded<Mutex<T>>; SHARDS]);
 
 impl<T: Default> Default for Sharded<T> {
     fn default() -> Self {
@@ -133,12 +126,12 @@ impl<T: Default> Default for Sharded<T> {
 
 impl<T> Sharded<T> {
     /// The calling thread's shard.
-    fn local(&self) -> std::sync::MutexGuard<'_, T> {
+    pub(crate) fn local(&self) -> std::sync::MutexGuard<'_, T> {
         (self.0[shard()].0.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every shard in turn.
-    fn each(&self, mut f: impl FnMut(&T)) {
+    pub(crate) fn each(&self, mut f: impl FnMut(&T)) {
         for padded in &self.0 {
             f(&padded
                 .0
@@ -204,10 +197,10 @@ impl Histograms {
     fn observe(&self, labels: &[&str], value: f64) {
         with_key(labels, |key| {
             let mut map = self.series.local();
-            match map.get(key) {
+            match map.get_mut(key) {
                 Some(histogram) => histogram.observe(value),
                 None => {
-                    let histogram = Histogram::new(self.bounds);
+                    let mut histogram = Histogram::new(self.bounds);
                     histogram.observe(value);
                     map.insert(key.to_owned(), histogram);
                 }
@@ -898,7 +891,7 @@ fn histogram(out: &mut String, name: &str, help: &str, labels: &[&str], family: 
     for (values, h) in family.snapshot() {
         let mut cumulative = 0;
         for (bound, bucket) in h.bounds.iter().zip(&h.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
+            cumulative += bucket;
             let le = number(*bound);
             let _ = writeln!(
                 out,
@@ -906,7 +899,7 @@ fn histogram(out: &mut String, name: &str, help: &str, labels: &[&str], family: 
                 label_text(labels, &values, Some(("le", &le)))
             );
         }
-        let count = h.count.load(Ordering::Relaxed);
+        let count = h.count;
         let _ = writeln!(
             out,
             "{name}_bucket{} {count}",
@@ -916,7 +909,7 @@ fn histogram(out: &mut String, name: &str, help: &str, labels: &[&str], family: 
             out,
             "{name}_sum{} {}",
             label_text(labels, &values, None),
-            number(f64::from_bits(h.sum.load(Ordering::Relaxed)))
+            number(h.sum)
         );
         let _ = writeln!(
             out,
@@ -1022,14 +1015,9 @@ mod tests {
         assert_eq!(rows.len(), 1);
         let (labels, h) = &rows[0];
         assert_eq!(labels, &["a".to_owned()]);
-        let buckets: Vec<u64> = h
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(buckets, [10, 10]);
-        assert_eq!(h.count.load(Ordering::Relaxed), 20);
-        let sum = f64::from_bits(h.sum.load(Ordering::Relaxed));
+        assert_eq!(h.buckets, [10, 10]);
+        assert_eq!(h.count, 20);
+        let sum = h.sum;
         assert!((sum - 5.5).abs() < 1e-9, "{sum}");
         assert_eq!(metrics.models.lock().unwrap().len(), 1);
     }

@@ -45,6 +45,18 @@ impl Step {
         }
     }
 
+    /// Adds `other`'s counts (the same step, seen by another thread): the first-token
+    /// latencies both kept are pooled.
+    fn add(&mut self, other: &Step) {
+        self.attempts += other.attempts;
+        self.ok += other.ok;
+        for (mine, theirs) in self.failures.iter_mut().zip(&other.failures) {
+            *mine += theirs;
+        }
+        self.first_tokens.extend_from_slice(&other.first_tokens);
+        self.seen += other.seen;
+    }
+
     fn keep(&mut self, first_token_ms: f64) {
         self.seen += 1;
         if self.first_tokens.len() < KEPT {
@@ -111,6 +123,34 @@ impl Series {
         if let Some(ms) = first_token_ms {
             step.keep(ms);
         }
+    }
+
+    /// Adds `other`'s steps to these (another thread's attempts at the same target, for
+    /// `/status`): counts of the same step add up, and the first-token latencies kept are
+    /// pooled.
+    pub fn add(&mut self, other: &Series) {
+        let mut joined = VecDeque::with_capacity(self.steps.len().max(other.steps.len()));
+        let mut mine = std::mem::take(&mut self.steps).into_iter().peekable();
+        let mut theirs = other.steps.iter().peekable();
+        loop {
+            let order = match (mine.peek(), theirs.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(a), Some(b)) => a.start.cmp(&b.start),
+            };
+            match order {
+                std::cmp::Ordering::Less => joined.extend(mine.next()),
+                std::cmp::Ordering::Greater => joined.extend(theirs.next().cloned()),
+                std::cmp::Ordering::Equal => {
+                    if let (Some(mut step), Some(other)) = (mine.next(), theirs.next()) {
+                        step.add(other);
+                        joined.push_back(step);
+                    }
+                }
+            }
+        }
+        self.steps = joined;
     }
 
     /// The fifteen minutes that end with the step of `now_s`, one entry per step in each
@@ -240,5 +280,28 @@ mod tests {
         // An even sample of 0..99: the median is near 50.
         let p50 = v["first_token_p50_ms"][STEPS - 1].as_f64().unwrap();
         assert!((35.0..=65.0).contains(&p50), "{p50}");
+    }
+
+    #[test]
+    fn two_threads_series_add_up_step_by_step() {
+        let t0 = 1_764_500_000;
+        let (mut a, mut b) = (Series::default(), Series::default());
+        a.record(t0, true, None, Some(10.0));
+        a.record(t0 + 20, false, Some(Phase::Connect), None);
+        b.record(t0 + 10, true, None, Some(30.0));
+        b.record(t0 + 20, true, None, Some(20.0));
+        b.record(t0 + 20, false, Some(Phase::Connect), None);
+        a.add(&b);
+        let starts: Vec<i64> = a.steps.iter().map(|s| s.start).collect();
+        assert_eq!(starts, [t0, t0 + 10, t0 + 20], "one step each, in order");
+        let v = a.render(t0 + 20);
+        let n = v["attempts"].as_array().unwrap();
+        assert_eq!(n[STEPS - 3..], [1, 1, 3]);
+        assert_eq!(v["success_rate"][STEPS - 1], 0.333);
+        assert_eq!(v["failures"]["connect"][STEPS - 1], 2);
+        assert_eq!(v["first_token_p50_ms"][STEPS - 1], 20.0);
+        assert_eq!(v["first_token_p50_ms"][STEPS - 2], 30.0);
+        // `b` is unchanged.
+        assert_eq!(b.steps.len(), 2);
     }
 }

@@ -13,12 +13,12 @@ use hourglass_engine::{Engine, ErrorCode, Phase};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::metrics::KeyHash;
+use crate::metrics::{KeyHash, Sharded};
 use crate::series::Series;
 
 /// The longest window reported.
 const LONGEST: Duration = Duration::from_secs(300);
-/// Attempts kept per model and upstream (the oldest go first past this).
+/// Attempts kept per model and upstream by each serving thread (the oldest go first past this).
 const PER_TARGET: usize = 4096;
 /// Failures kept for the feed.
 const FAILURES: usize = 50;
@@ -53,12 +53,21 @@ struct Kept {
     series: Series,
 }
 
+/// One target's attempts as `/status` reads them: every shard's, joined.
+#[derive(Debug, Default)]
+struct Joined {
+    ring: Vec<Sample>,
+    series: Series,
+}
+
 /// Recent attempts and failures.
 #[derive(Debug, Default)]
 pub struct Recent {
     /// By model, upstream and upstream model, joined as a metric series key is (so a lookup
-    /// allocates nothing), hashed as series keys are.
-    targets: Mutex<HashMap<String, Kept, KeyHash>>,
+    /// allocates nothing), hashed as series keys are. Sharded by thread as the metrics are: each
+    /// serving thread records into its own, so an attempt takes no lock the others take and
+    /// writes no cache line they write; `/status` joins the shards.
+    targets: Sharded<HashMap<String, Kept, KeyHash>>,
     failures: Mutex<VecDeque<Failure>>,
 }
 
@@ -78,10 +87,7 @@ impl Recent {
             total_ms: e.elapsed.as_secs_f64() * 1000.0,
         };
         {
-            let mut targets = self
-                .targets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut targets = self.targets.local();
             let key = [model, e.upstream, e.upstream_model];
             let record = |kept: &mut Kept| {
                 kept.series.record(
@@ -129,16 +135,26 @@ impl Recent {
         });
     }
 
+    /// Each target's attempts from every thread's shard, joined.
+    fn joined(&self) -> HashMap<String, Joined> {
+        let mut map: HashMap<String, Joined> = HashMap::new();
+        self.targets.each(|shard| {
+            for (key, kept) in shard {
+                let joined = map.entry(key.clone()).or_default();
+                joined.ring.extend(kept.ring.iter().copied());
+                joined.series.add(&kept.series);
+            }
+        });
+        map
+    }
+
     /// The `/status` document.
     pub fn status(&self, engine: &Engine) -> Value {
         let now = Instant::now();
         let now_s = jiff::Timestamp::now().as_second();
         let health = engine.health().snapshot();
         let mut targets: Vec<Value> = {
-            let map = self
-                .targets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = self.joined();
             map.iter()
                 .map(|(key, kept)| {
                     let mut parts = key.split(crate::metrics::SEP);
@@ -264,4 +280,56 @@ fn window(samples: &[&Sample]) -> Value {
         "first_token_ms": percentiles(samples.iter().filter(|s| s.ok).filter_map(|s| s.first_token_ms).collect()),
         "total_ms": percentiles(samples.iter().filter(|s| s.ok).map(|s| s.total_ms).collect()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hourglass_engine::Outcome;
+
+    #[test]
+    fn every_threads_attempts_are_joined_per_target() {
+        let recent = Recent::default();
+        let attempt = |upstream: &str, ok: bool| {
+            recent.attempt(
+                &AttemptEvent {
+                    model: "m",
+                    upstream,
+                    upstream_model: "um",
+                    outcome: if ok {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Failed(ErrorCode::ConnectTimeout)
+                    },
+                    phase: Phase::Connect,
+                    timeline: None,
+                    elapsed: Duration::from_millis(5),
+                },
+                "m",
+            );
+        };
+        std::thread::scope(|scope| {
+            for i in 0..4 {
+                let attempt = &attempt;
+                scope.spawn(move || {
+                    for _ in 0..10 {
+                        attempt("a", i != 0);
+                    }
+                    attempt("b", true);
+                });
+            }
+        });
+        let joined = recent.joined();
+        assert_eq!(joined.len(), 2, "{:?}", joined.keys());
+        let a = &joined[&["m", "a", "um"].join(&crate::metrics::SEP.to_string())];
+        assert_eq!(a.ring.len(), 40);
+        assert_eq!(a.ring.iter().filter(|s| s.ok).count(), 30);
+        assert_eq!(a.ring.iter().filter(|s| s.timeout).count(), 10);
+        let b = &joined[&["m", "b", "um"].join(&crate::metrics::SEP.to_string())];
+        assert_eq!(b.ring.len(), 4);
+        let series = a.series.render(wall_second());
+        let steps = series["attempts"].as_array().unwrap();
+        assert_eq!(steps.iter().filter_map(Value::as_u64).sum::<u64>(), 40);
+        assert_eq!(recent.failures.lock().unwrap().len(), 10);
+    }
 }

@@ -426,6 +426,10 @@ struct Pool {
     /// Set once the upstream negotiated HTTP/2 (or is configured for it): from then on a call
     /// that finds every connection full waits for the one being opened instead of dialing its own.
     speaks_h2: AtomicBool,
+    /// Set when the first HTTP/2 connection opens, never cleared: until then a call does not
+    /// take `h2`'s lock to find it empty (every call on an HTTP/1.1 upstream would, and the
+    /// serving threads would pass that lock's cache line back and forth).
+    opened_h2: AtomicBool,
     /// Held while an HTTP/2 connection is opened: a burst of calls opens one, not one each.
     h2_dialing: tokio::sync::Mutex<()>,
     /// The runtimes opening an HTTP/2 connection of their own beside calls that borrowed
@@ -499,6 +503,9 @@ impl Pool {
         self: &Arc<Self>,
         runtime: Option<tokio::runtime::Id>,
     ) -> Option<(Connection, bool)> {
+        if !self.opened_h2.load(Ordering::Acquire) {
+            return None;
+        }
         let mut shared = self.h2.lock().expect("the pool lock is never poisoned");
         shared.retain(|c| !c.sender.is_closed());
         let open = (shared.iter()).map(|c| (c.runtime, c.load.in_flight.load(Ordering::Acquire)));
@@ -581,14 +588,14 @@ impl Pool {
             in_flight: AtomicUsize::new(1),
             idle_since: Mutex::new(crate::clock::now()),
         });
-        self.h2
-            .lock()
-            .expect("the pool lock is never poisoned")
-            .push(SharedH2 {
-                sender: sender.clone(),
-                load: load.clone(),
-                runtime,
-            });
+        let mut shared = self.h2.lock().expect("the pool lock is never poisoned");
+        self.opened_h2.store(true, Ordering::Release);
+        shared.push(SharedH2 {
+            sender: sender.clone(),
+            load: load.clone(),
+            runtime,
+        });
+        drop(shared);
         Ok(Connection {
             link: Link::H2 {
                 sender,
@@ -654,6 +661,7 @@ impl Upstreams {
                         idle: Mutex::new(IdleConnections::default()),
                         h2: Mutex::new(Vec::new()),
                         speaks_h2: AtomicBool::new(settings.http == HttpVersion::Http2),
+                        opened_h2: AtomicBool::new(false),
                         h2_dialing: tokio::sync::Mutex::new(()),
                         h2_opening_beside: Mutex::new(Vec::new()),
                     })

@@ -48,14 +48,13 @@ pub(super) fn anthropic_client(headers: &HeaderMap) -> bool {
 /// One API call: the request prepared, then answered (with heartbeats while it runs when asked).
 pub(super) async fn call(
     gateway: Arc<Gateway>,
+    engine: Arc<Engine>,
     endpoint: Endpoint,
     parts: Parts,
     body: Incoming,
     pinned: Option<String>,
 ) -> Response<GatewayBody> {
     let start = hourglass_engine::clock::now();
-    // One engine for the whole call, even if a reload swaps it meanwhile.
-    let engine = gateway.engine();
     let protocol = endpoint.protocol();
     // Whose jobs and stored responses these are: read before the gateway's key is removed.
     let key = background::Key::of(&parts.headers);

@@ -71,7 +71,9 @@ impl Drop for Abandoned<'_> {
 /// The gateway's own endpoints first, then the API; anything else is `not_found`.
 async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<GatewayBody> {
     let (mut parts, body) = request.into_parts();
-    if let Err(error) = framing::check(&parts, &gateway.settings()) {
+    // One engine for the whole call, even if a reload swaps it meanwhile: read once, here.
+    let settings = gateway.settings();
+    if let Err(error) = framing::check(&parts, &settings) {
         return error_response(client_protocol(&parts.headers), &error);
     }
     if let Some(response) = admin::answer(&gateway, &parts) {
@@ -99,7 +101,10 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Ga
     };
     let path = parts.uri.path().trim_end_matches('/');
     match api::endpoint(&parts.method, path, &parts.headers) {
-        Some(endpoint) => api::call(gateway, endpoint, parts, body, pinned).await,
+        Some(endpoint) => {
+            let engine = settings.into_engine();
+            api::call(gateway, engine, endpoint, parts, body, pinned).await
+        }
         None => {
             let message = format!(
                 "Invalid URL ({} {}); the gateway serves /v1/*",
