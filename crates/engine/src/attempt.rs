@@ -379,10 +379,18 @@ impl Attempt<'_> {
             .assembler
             .expect("assemble_whole made its reader with an assembler")
             .finish();
+        // The headers of a whole answer, not of the stream it was assembled from: its content
+        // type, and without the `no-cache` an event stream is sent with (any other caching
+        // directive the upstream gave is kept).
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if (headers.get(header::CACHE_CONTROL))
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+        {
+            headers.remove(header::CACHE_CONTROL);
+        }
         Ok(self.whole(status, headers, whole))
     }
 

@@ -26,6 +26,13 @@ async fn a_completion_carries_the_attempt_upstream_and_phase_headers() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.header("x-hourglass-attempts"), Some("1"));
     assert_eq!(reply.header("x-hourglass-upstream"), Some("a"));
+    // Assembled from the upstream's stream, it has a whole answer's headers, not the stream's.
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.header("cache-control"),
+        None,
+        "an event stream's no-cache"
+    );
     let timing = reply.header("server-timing").unwrap();
     assert!(
         timing.contains("connect;dur=") && timing.contains("first_byte;dur="),
@@ -50,6 +57,7 @@ async fn a_stream_passes_through_intact() {
             .unwrap()
             .starts_with("text/event-stream")
     );
+    assert_eq!(reply.header("cache-control"), Some("no-cache"), "passed on");
     assert!(reply.body.ends_with("data: [DONE]\n\n"));
     assert_eq!(
         content::check(&stream_text(&reply.body)).unwrap().tokens,
