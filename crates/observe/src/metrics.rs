@@ -1,12 +1,12 @@
 //! Prometheus metrics: counters and histograms fed by the engine's events, gauges read from the
-//! engine at scrape time, and the text exposition format (0.0.4). Hand-written: a handful of
-//! atomics and a renderer, no registry crate. Label values are escaped; models nothing serves
+//! engine at scrape time, and the text exposition format (0.0.4). Hand-written: series kept per
+//! thread under locks only that thread takes, and a renderer; no registry crate. Label values are escaped; models nothing serves
 //! never become labels (the engine reports them with an empty model).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hourglass_engine::Engine;
@@ -208,7 +208,7 @@ impl Histograms {
         });
     }
 
-    fn snapshot(&self) -> Vec<(Labels, Arc<Histogram>)> {
+    fn snapshot(&self) -> Vec<(Labels, Histogram)> {
         let mut total: HashMap<String, Histogram> = HashMap::new();
         self.series.each(|map| {
             for (k, h) in map {
@@ -217,9 +217,8 @@ impl Histograms {
                     .add(h);
             }
         });
-        let mut rows: Vec<(Labels, Arc<Histogram>)> = (total.into_iter())
-            .map(|(k, h)| (unkey(&k), Arc::new(h)))
-            .collect();
+        let mut rows: Vec<(Labels, Histogram)> =
+            (total.into_iter()).map(|(k, h)| (unkey(&k), h)).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         rows
     }
