@@ -1,7 +1,8 @@
 //! Prometheus metrics: counters and histograms fed by the engine's events, gauges read from the
 //! engine at scrape time, and the text exposition format (0.0.4). Hand-written: series kept per
-//! thread under locks only that thread takes, and a renderer; no registry crate. Label values are escaped; models nothing serves
-//! never become labels (the engine reports them with an empty model).
+//! thread under locks only that thread takes, and a renderer; no registry crate. Label values
+//! are escaped; models nothing serves never become labels (the engine reports them with an
+//! empty model).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
