@@ -1,8 +1,9 @@
 //! Prometheus metrics: counters and histograms fed by the engine's events, gauges read from the
 //! engine at scrape time, and the text exposition format (0.0.4). Hand-written: series kept per
-//! thread under locks only that thread takes, and a renderer; no registry crate. Label values
-//! are escaped; models nothing serves never become labels (the engine reports them with an
-//! empty model).
+//! thread under locks only that thread takes, and a renderer; no registry crate. An attempt's
+//! series (and its `/status` record) and a call's are kept together under their first labels,
+//! so an event is one lookup. Label values are escaped; models nothing serves never become
+//! labels (the engine reports them with an empty model).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -27,7 +28,7 @@ pub const RATE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0
 
 /// One histogram series: plain numbers, updated only under its shard's lock (an atomic would
 /// add a locked instruction per field to every observation for nothing).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Histogram {
     bounds: &'static [f64],
     buckets: Vec<u64>,
@@ -168,15 +169,7 @@ impl Counters {
     }
 
     fn snapshot(&self) -> Vec<(Labels, u64)> {
-        let mut total: HashMap<String, u64> = HashMap::new();
-        self.0.each(|map| {
-            for (k, v) in map {
-                *total.entry(k.clone()).or_default() += v;
-            }
-        });
-        let mut rows: Vec<(Labels, u64)> = total.into_iter().map(|(k, v)| (unkey(&k), v)).collect();
-        rows.sort();
-        rows
+        joined_rows(&self.0, usize::MAX, |count, row| row(None, count))
     }
 }
 
@@ -210,18 +203,113 @@ impl Histograms {
     }
 
     fn snapshot(&self) -> Vec<(Labels, Histogram)> {
-        let mut total: HashMap<String, Histogram> = HashMap::new();
-        self.series.each(|map| {
-            for (k, h) in map {
-                (total.entry(k.clone()))
-                    .or_insert_with(|| Histogram::new(self.bounds))
-                    .add(h);
+        joined_rows(&self.series, usize::MAX, |histogram, row| {
+            row(None, histogram)
+        })
+    }
+}
+
+/// What adds up across shards when a scrape joins them.
+trait Join: Clone {
+    fn join(&mut self, other: &Self);
+}
+
+impl Join for u64 {
+    fn join(&mut self, other: &u64) {
+        *self += other;
+    }
+}
+
+impl Join for Histogram {
+    fn join(&mut self, other: &Histogram) {
+        self.add(other);
+    }
+}
+
+/// The rows of a family, its series of every shard joined, sorted by their labels. `entries`
+/// hands the rows a kept value holds: its own (`None`), or, for a group of series under their
+/// first labels (see [`AttemptSeries`]), each one's last label and value. `labels` of each key's
+/// labels are the row's (the rest, a group's finer labels, are joined over).
+fn joined_rows<V, T: Join>(
+    shards: &Sharded<SeriesMap<V>>,
+    labels: usize,
+    entries: impl Fn(&V, &mut dyn FnMut(Option<&str>, &T)),
+) -> Vec<(Labels, T)> {
+    let mut total: HashMap<String, T> = HashMap::new();
+    shards.each(|map| {
+        for (key, kept) in map {
+            let key = match key.match_indices(SEP).nth(labels.saturating_sub(1)) {
+                Some((end, _)) => &key[..end],
+                None => key.as_str(),
+            };
+            entries(kept, &mut |last, value| {
+                let key = match last {
+                    Some(last) => format!("{key}{SEP}{last}"),
+                    None => key.to_owned(),
+                };
+                match total.get_mut(&key) {
+                    Some(sum) => sum.join(value),
+                    None => {
+                        total.insert(key, value.clone());
+                    }
+                }
+            });
+        }
+    });
+    let mut rows: Vec<(Labels, T)> = total.into_iter().map(|(k, v)| (unkey(&k), v)).collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// The phases of `hourglass_phase_duration_seconds`, in [`AttemptSeries::phases`]' order.
+const PHASES: [&str; 3] = ["connect", "first_byte", "first_token"];
+
+/// What one shard keeps for the attempts of one model (its label) at one upstream and upstream
+/// model: the attempts by outcome, the phases' histograms (their rows join the upstream models)
+/// and the `/status` record, found by one lookup an attempt rather than one a family (issue 19:
+/// a key built and hashed once per event, not per update).
+#[derive(Debug, Default)]
+struct AttemptSeries {
+    /// Attempts by outcome: an upstream's attempts end in few ways, so a short list.
+    outcomes: Vec<(&'static str, u64)>,
+    /// Each of [`PHASES`], from its first observation.
+    phases: [Option<Histogram>; 3],
+    recent: crate::status::Kept,
+}
+
+impl AttemptSeries {
+    fn add(&mut self, outcome: &'static str, phases: [Option<f64>; 3]) {
+        match self.outcomes.iter_mut().find(|(name, _)| *name == outcome) {
+            Some((_, n)) => *n += 1,
+            None => self.outcomes.push((outcome, 1)),
+        }
+        for (histogram, value) in self.phases.iter_mut().zip(phases) {
+            if let Some(value) = value {
+                (histogram.get_or_insert_with(|| Histogram::new(LATENCY_BUCKETS))).observe(value);
             }
-        });
-        let mut rows: Vec<(Labels, Histogram)> =
-            (total.into_iter()).map(|(k, h)| (unkey(&k), h)).collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        rows
+        }
+    }
+}
+
+/// What one shard keeps for the calls of one model (its label): by outcome, how many and how
+/// long they took (`hourglass_calls_total` and `hourglass_call_duration_seconds`, one lookup).
+#[derive(Debug, Default)]
+struct CallSeries {
+    outcomes: Vec<(&'static str, u64, Histogram)>,
+}
+
+impl CallSeries {
+    fn add(&mut self, outcome: &'static str, seconds: f64) {
+        let at = match self.outcomes.iter().position(|(name, ..)| *name == outcome) {
+            Some(at) => at,
+            None => {
+                (self.outcomes).push((outcome, 0, Histogram::new(LATENCY_BUCKETS)));
+                self.outcomes.len() - 1
+            }
+        };
+        let (_, count, histogram) = &mut self.outcomes[at];
+        *count += 1;
+        histogram.observe(seconds);
     }
 }
 
@@ -238,9 +326,11 @@ pub struct Metrics {
     /// here, without the lock every thread shares.
     admitted: Sharded<std::collections::HashSet<String, KeyHash>>,
     /// Recent attempts and failures, for `/status`.
-    recent: crate::status::Recent,
-    calls: Counters,
-    attempts: Counters,
+    pub(crate) recent: crate::status::Recent,
+    /// Calls by model label.
+    calls: Sharded<SeriesMap<CallSeries>>,
+    /// Attempts by model label, upstream and upstream model.
+    attempts: Sharded<SeriesMap<AttemptSeries>>,
     retries: Counters,
     failovers: Counters,
     hedges: Counters,
@@ -251,8 +341,6 @@ pub struct Metrics {
     connections_refused: AtomicU64,
     /// When a refused connection was last logged (seconds since the Unix epoch).
     refusal_logged: AtomicU64,
-    call_seconds: Histograms,
-    phase_seconds: Histograms,
     gap_seconds: Histograms,
     tokens_per_second: Histograms,
 }
@@ -263,8 +351,8 @@ impl Default for Metrics {
             models: Mutex::new(std::collections::HashSet::new()),
             admitted: Sharded::default(),
             recent: crate::status::Recent::default(),
-            calls: Counters::default(),
-            attempts: Counters::default(),
+            calls: Sharded::default(),
+            attempts: Sharded::default(),
             retries: Counters::default(),
             failovers: Counters::default(),
             hedges: Counters::default(),
@@ -274,8 +362,6 @@ impl Default for Metrics {
             connections_open: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             refusal_logged: AtomicU64::new(0),
-            call_seconds: Histograms::new(LATENCY_BUCKETS),
-            phase_seconds: Histograms::new(LATENCY_BUCKETS),
             gap_seconds: Histograms::new(LATENCY_BUCKETS),
             tokens_per_second: Histograms::new(RATE_BUCKETS),
         }
@@ -320,45 +406,70 @@ impl Metrics {
         self.admitted.local().insert(model.to_owned());
         model
     }
+
+    /// Updates by `f` the calling thread's group of `labels` (the model's name first) in
+    /// `groups`, and returns the model's label. A group is kept under a model's own name only
+    /// once the model was admitted, so finding one is the admission check as well: one lookup
+    /// for a known model. Else the label is decided ([`Metrics::model`]) and its group found or
+    /// made.
+    fn update<'a, V: Default, const N: usize>(
+        &self,
+        groups: &Sharded<SeriesMap<V>>,
+        mut labels: [&'a str; N],
+        succeeded: bool,
+        f: impl FnOnce(&mut V),
+    ) -> &'a str {
+        {
+            let mut map = groups.local();
+            let map = &mut *map;
+            if let Some(group) = with_key(&labels, move |key| map.get_mut(key)) {
+                f(group);
+                return labels[0];
+            }
+        }
+        labels[0] = self.model(labels[0], succeeded);
+        let mut map = groups.local();
+        with_key(&labels, |key| match map.get_mut(key) {
+            Some(group) => f(group),
+            None => f(map.entry(key.to_owned()).or_default()),
+        });
+        labels[0]
+    }
 }
 
 impl Observer for Metrics {
     fn attempt(&self, e: &AttemptEvent<'_>) {
-        let model = self.model(e.model, e.outcome.is_ok());
-        let e = &AttemptEvent { model, ..*e };
-        self.recent.attempt(e, model);
-        self.attempts
-            .add(&[e.model, e.upstream, e.outcome.name()], 1);
+        let mut phases = [None; 3];
         if let Some(t) = e.timeline {
-            let labels = |phase: &'static str| [e.model, e.upstream, phase];
             if let (Some(connected), false) = (t.connected, t.reused) {
-                self.phase_seconds
-                    .observe(&labels("connect"), seconds(connected - t.start));
+                phases[0] = Some(seconds(connected - t.start));
             }
             if let Some(written) = t.written {
-                if let Some(headers) = t.headers {
-                    self.phase_seconds
-                        .observe(&labels("first_byte"), seconds(headers - written));
-                }
-                if let Some(first) = t.first_token {
-                    self.phase_seconds
-                        .observe(&labels("first_token"), seconds(first - written));
-                }
+                phases[1] = t.headers.map(|headers| seconds(headers - written));
+                phases[2] = t.first_token.map(|first| seconds(first - written));
             }
+        }
+        let outcome = e.outcome.name();
+        let labels = [e.model, e.upstream, e.upstream_model];
+        let model = self.update(&self.attempts, labels, e.outcome.is_ok(), |series| {
+            series.add(outcome, phases);
+            series.recent.record(e);
+        });
+        if let Some(code) = e.outcome.code() {
+            self.recent.failure(model, e.upstream, code, e.phase);
         }
     }
 
     fn call(&self, e: &CallEvent<'_>) {
-        let model = self.model(e.model, e.outcome.is_ok());
-        let e = &CallEvent { model, ..*e };
-        self.calls.add(&[e.model, e.outcome.name()], 1);
-        self.call_seconds
-            .observe(&[e.model, e.outcome.name()], seconds(e.elapsed));
+        let (outcome, elapsed) = (e.outcome.name(), seconds(e.elapsed));
+        let model = self.update(&self.calls, [e.model], e.outcome.is_ok(), |series| {
+            series.add(outcome, elapsed);
+        });
         if e.retries > 0 {
-            self.retries.add(&[e.model], e.retries as u64);
+            self.retries.add(&[model], e.retries as u64);
         }
         if e.failovers > 0 {
-            self.failovers.add(&[e.model], e.failovers as u64);
+            self.failovers.add(&[model], e.failovers as u64);
         }
     }
 
@@ -425,7 +536,7 @@ impl Metrics {
 
     /// The `/status` document (see [`crate::status`]).
     pub fn status(&self, engine: &Engine) -> serde_json::Value {
-        let mut status = self.recent.status(engine);
+        let mut status = self.recent.status(engine, self.recent_attempts());
         // Totals since start, per model: what the retry loop did.
         let mut models: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
         let mut add = |rows: Vec<(Labels, u64)>, field: &str| {
@@ -457,6 +568,18 @@ impl Metrics {
         status
     }
 
+    /// Each target's recent attempts, every thread's record joined (by model label, upstream
+    /// and upstream model, joined as a series key is).
+    pub(crate) fn recent_attempts(&self) -> HashMap<String, crate::status::Joined> {
+        let mut joined: HashMap<String, crate::status::Joined> = HashMap::new();
+        self.attempts.each(|shard| {
+            for (key, series) in shard {
+                joined.entry(key.clone()).or_default().add(&series.recent);
+            }
+        });
+        joined
+    }
+
     /// The exposition text: every metric, plus the engine's state read now.
     pub fn render(&self, engine: &Engine) -> String {
         let mut out = String::with_capacity(16 * 1024);
@@ -465,28 +588,46 @@ impl Metrics {
             "hourglass_calls_total",
             "Calls by the model asked for and how they ended: ok, the error code (after the first token too) or client_cancel.",
             &["model", "outcome"],
-            &self.calls.snapshot(),
+            &joined_rows(&self.calls, 1, |series, row| {
+                for (outcome, count, _) in &series.outcomes {
+                    row(Some(outcome), count);
+                }
+            }),
         );
         histogram(
             &mut out,
             "hourglass_call_duration_seconds",
             "Time to the answer (a stream's first token) or the error before it, counted when the call ends.",
             &["model", "outcome"],
-            &self.call_seconds,
+            &joined_rows(&self.calls, 1, |series, row| {
+                for (outcome, _, histogram) in &series.outcomes {
+                    row(Some(outcome), histogram);
+                }
+            }),
         );
         counter(
             &mut out,
             "hourglass_attempts_total",
             "Attempts by model, upstream and outcome.",
             &["model", "upstream", "outcome"],
-            &self.attempts.snapshot(),
+            &joined_rows(&self.attempts, 2, |series, row| {
+                for (outcome, count) in &series.outcomes {
+                    row(Some(outcome), count);
+                }
+            }),
         );
         histogram(
             &mut out,
             "hourglass_phase_duration_seconds",
             "Successful attempts' phases: connect (new connections), first_byte and first_token (from the request written).",
             &["model", "upstream", "phase"],
-            &self.phase_seconds,
+            &joined_rows(&self.attempts, 2, |series, row| {
+                for (phase, histogram) in PHASES.iter().zip(&series.phases) {
+                    if let Some(histogram) = histogram {
+                        row(Some(phase), histogram);
+                    }
+                }
+            }),
         );
         counter(
             &mut out,
@@ -521,14 +662,14 @@ impl Metrics {
             "hourglass_stream_max_gap_seconds",
             "The longest silence between content events of each stream.",
             &["model", "upstream"],
-            &self.gap_seconds,
+            &self.gap_seconds.snapshot(),
         );
         histogram(
             &mut out,
             "hourglass_stream_tokens_per_second",
             "Content events per second of each stream after its first token.",
             &["model", "upstream"],
-            &self.tokens_per_second,
+            &self.tokens_per_second.snapshot(),
         );
         scalar(
             &mut out,
@@ -886,9 +1027,15 @@ fn series(
     }
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, labels: &[&str], family: &Histograms) {
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    rows: &[(Labels, Histogram)],
+) {
     header(out, name, help, "histogram");
-    for (values, h) in family.snapshot() {
+    for (values, h) in rows {
         let mut cumulative = 0;
         for (bound, bucket) in h.bounds.iter().zip(&h.buckets) {
             cumulative += bucket;
@@ -896,25 +1043,25 @@ fn histogram(out: &mut String, name: &str, help: &str, labels: &[&str], family: 
             let _ = writeln!(
                 out,
                 "{name}_bucket{} {cumulative}",
-                label_text(labels, &values, Some(("le", &le)))
+                label_text(labels, values, Some(("le", &le)))
             );
         }
         let count = h.count;
         let _ = writeln!(
             out,
             "{name}_bucket{} {count}",
-            label_text(labels, &values, Some(("le", "+Inf")))
+            label_text(labels, values, Some(("le", "+Inf")))
         );
         let _ = writeln!(
             out,
             "{name}_sum{} {}",
-            label_text(labels, &values, None),
+            label_text(labels, values, None),
             number(h.sum)
         );
         let _ = writeln!(
             out,
             "{name}_count{} {count}",
-            label_text(labels, &values, None)
+            label_text(labels, values, None)
         );
     }
 }
@@ -935,7 +1082,7 @@ mod tests {
             "t_seconds",
             "help",
             &["model", "upstream"],
-            &family,
+            &family.snapshot(),
         );
         assert!(
             out.contains("t_seconds_bucket{model=\"m\\\"x\",upstream=\"a\",le=\"0.1\"} 1\n"),
@@ -989,6 +1136,139 @@ mod tests {
                 (vec!["b".to_owned(), "idle_timeout".to_owned()], 1)
             ]
         );
+    }
+
+    /// An attempt's counts and phases, and a call's count and duration, each found by one
+    /// lookup of their group: the rows are what a family per metric gave, with a model's label
+    /// decided as before (a failure admits nothing, a success admits it) and every thread's
+    /// groups joined.
+    #[test]
+    fn grouped_families_give_the_rows_a_family_each_gave() {
+        use hourglass_engine::upstream::Timeline;
+        use hourglass_engine::{ErrorCode, Outcome, Phase};
+        let metrics = Metrics::with_models(["configured"]);
+        let start = tokio::time::Instant::now();
+        let ms = |n: u64| Some(start + Duration::from_millis(n));
+        let mut fresh = Timeline::new(start);
+        (fresh.connected, fresh.written, fresh.headers) = (ms(2), ms(3), ms(20));
+        fresh.first_token = ms(30);
+        let pooled = Timeline {
+            reused: true,
+            first_token: None,
+            ..fresh
+        };
+        fn attempt<'a>(
+            model: &'a str,
+            outcome: Outcome,
+            timeline: Option<&'a Timeline>,
+        ) -> AttemptEvent<'a> {
+            AttemptEvent {
+                model,
+                upstream: "up",
+                upstream_model: "m",
+                outcome,
+                phase: Phase::Body,
+                timeline,
+                elapsed: Duration::from_millis(30),
+            }
+        }
+        let call = |model, outcome| CallEvent {
+            model,
+            outcome,
+            attempts: 1,
+            retries: 0,
+            failovers: 0,
+            elapsed: Duration::from_millis(700),
+        };
+        let timeout = Outcome::Failed(ErrorCode::FirstTokenTimeout);
+        std::thread::scope(|scope| {
+            // More threads than shards: some share one.
+            for _ in 0..(SHARDS + 4) {
+                let metrics = &metrics;
+                scope.spawn(move || {
+                    metrics.attempt(&attempt("configured", Outcome::Ok, Some(&fresh)));
+                    metrics.attempt(&attempt("configured", timeout, None));
+                    metrics.call(&call("configured", Outcome::Ok));
+                });
+            }
+        });
+        // Another upstream model of the same upstream: its own `/status` target, the same rows.
+        metrics.attempt(&AttemptEvent {
+            upstream_model: "m2",
+            ..attempt("configured", Outcome::Ok, None)
+        });
+        // Not admitted yet: counted as `other`; once it answers, under its own name.
+        metrics.attempt(&attempt("new-model", timeout, None));
+        metrics.call(&call("new-model", timeout));
+        metrics.attempt(&attempt("new-model", Outcome::Ok, Some(&pooled)));
+        metrics.call(&call("new-model", Outcome::Ok));
+        metrics.attempt(&attempt("new-model", timeout, None));
+        let labels = |labels: &[&str]| labels.iter().map(|l| l.to_string()).collect::<Labels>();
+        let n = SHARDS as u64 + 4;
+        let attempts: Vec<(Labels, u64)> = joined_rows(&metrics.attempts, 2, |series, row| {
+            for (outcome, count) in &series.outcomes {
+                row(Some(outcome), count);
+            }
+        });
+        let code = ErrorCode::FirstTokenTimeout.name();
+        assert_eq!(
+            attempts,
+            [
+                (labels(&["configured", "up", code]), n),
+                (labels(&["configured", "up", "ok"]), n + 1),
+                (labels(&["new-model", "up", code]), 1),
+                (labels(&["new-model", "up", "ok"]), 1),
+                (labels(&["other", "up", code]), 1),
+            ]
+        );
+        let phases = joined_rows(&metrics.attempts, 2, |series, row| {
+            for (phase, histogram) in PHASES.iter().zip(&series.phases) {
+                if let Some(histogram) = histogram {
+                    row(Some(phase), histogram);
+                }
+            }
+        });
+        let phases: Vec<(Labels, u64, f64)> = (phases.into_iter())
+            .map(|(labels, h)| (labels, h.count, (h.sum * 1e3).round()))
+            .collect();
+        // A pooled connection has no connect phase, and no first token here.
+        let (f, nf) = (n, n as f64);
+        assert_eq!(
+            phases,
+            [
+                (labels(&["configured", "up", "connect"]), f, 2.0 * nf),
+                (labels(&["configured", "up", "first_byte"]), f, 17.0 * nf),
+                (labels(&["configured", "up", "first_token"]), f, 27.0 * nf),
+                (labels(&["new-model", "up", "first_byte"]), 1, 17.0),
+            ]
+        );
+        let calls = joined_rows(&metrics.calls, 1, |series, row| {
+            for (outcome, count, _) in &series.outcomes {
+                row(Some(outcome), count);
+            }
+        });
+        assert_eq!(
+            calls,
+            [
+                (labels(&["configured", "ok"]), n),
+                (labels(&["new-model", "ok"]), 1),
+                (labels(&["other", code]), 1),
+            ]
+        );
+        let durations = joined_rows(&metrics.calls, 1, |series, row| {
+            for (outcome, _, histogram) in &series.outcomes {
+                row(Some(outcome), histogram);
+            }
+        });
+        let (_, configured) = &durations[0];
+        assert_eq!((configured.count, configured.buckets[6]), (n, 0));
+        assert_eq!(configured.buckets[7], n, "0.7 s falls in the 1 s bucket");
+        // `/status` keeps the upstream models apart.
+        let recent = metrics.recent_attempts();
+        let key = |labels: &[&str]| labels.join(&SEP.to_string());
+        assert!(recent.contains_key(&key(&["configured", "up", "m2"])));
+        assert!(recent.contains_key(&key(&["configured", "up", "m"])));
+        assert_eq!(recent.len(), 4, "{:?}", recent.keys());
     }
 
     #[test]

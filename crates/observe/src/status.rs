@@ -2,7 +2,8 @@
 //! rates and latency percentiles over the last minute and five minutes, fifteen minutes of them
 //! in ten-second steps ([`crate::series`]), joined with the engine's health (breaker and when it
 //! changes next, in flight, latency estimate, checks), and the last failures with their
-//! one-line diagnoses. Kept in bounded rings fed by the engine's attempt events.
+//! one-line diagnoses. Kept in bounded rings fed by the engine's attempt events; a thread's
+//! record of a target sits in the metrics' group of the target's attempts (`crate::metrics`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -13,7 +14,6 @@ use hourglass_engine::{Engine, ErrorCode, Phase};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::metrics::{KeyHash, Sharded};
 use crate::series::Series;
 
 /// The longest window reported.
@@ -44,36 +44,19 @@ struct Failure {
     phase: Phase,
 }
 
-/// One target's recent attempts.
+/// One target's recent attempts on one thread, kept in the metrics' group of the target's
+/// attempts (`crate::metrics`), so an attempt finds both with one lookup.
 #[derive(Debug, Default)]
-struct Kept {
+pub(crate) struct Kept {
     /// The last five minutes' attempts, for the windows.
     ring: VecDeque<Sample>,
     /// The last fifteen minutes in steps, for the charts.
     series: Series,
 }
 
-/// One target's attempts as `/status` reads them: every shard's, joined.
-#[derive(Debug, Default)]
-struct Joined {
-    ring: Vec<Sample>,
-    series: Series,
-}
-
-/// Recent attempts and failures.
-#[derive(Debug, Default)]
-pub struct Recent {
-    /// By model, upstream and upstream model, joined as a metric series key is (so a lookup
-    /// allocates nothing), hashed as series keys are. Sharded by thread as the metrics are: each
-    /// serving thread records into its own, so an attempt takes no lock the others take and
-    /// writes no cache line they write; `/status` joins the shards.
-    targets: Sharded<HashMap<String, Kept, KeyHash>>,
-    failures: Mutex<VecDeque<Failure>>,
-}
-
-impl Recent {
-    /// Records an attempt (`model` already reduced to its label).
-    pub fn attempt(&self, e: &AttemptEvent<'_>, model: &str) {
+impl Kept {
+    /// Records an attempt of this target (its failure goes to the feed: [`Recent::failure`]).
+    pub(crate) fn record(&mut self, e: &AttemptEvent<'_>) {
         let now = hourglass_engine::clock::now();
         let first_token_ms = e
             .timeline
@@ -86,37 +69,46 @@ impl Recent {
             first_token_ms,
             total_ms: e.elapsed.as_secs_f64() * 1000.0,
         };
+        self.series.record(
+            wall_second(),
+            sample.ok,
+            e.outcome.code().map(|_| e.phase),
+            first_token_ms,
+        );
+        let ring = &mut self.ring;
+        while ring.len() >= PER_TARGET
+            || ring
+                .front()
+                .is_some_and(|s| now.saturating_duration_since(s.at) > LONGEST)
         {
-            let mut targets = self.targets.local();
-            let key = [model, e.upstream, e.upstream_model];
-            let record = |kept: &mut Kept| {
-                kept.series.record(
-                    wall_second(),
-                    sample.ok,
-                    e.outcome.code().map(|_| e.phase),
-                    first_token_ms,
-                );
-                let ring = &mut kept.ring;
-                while ring.len() >= PER_TARGET
-                    || ring
-                        .front()
-                        .is_some_and(|s| now.saturating_duration_since(s.at) > LONGEST)
-                {
-                    ring.pop_front();
-                }
-                ring.push_back(sample);
-            };
-            // One lookup for a known target (nearly every attempt); a new one is inserted.
-            crate::metrics::with_key(&key, |key| match targets.get_mut(key) {
-                Some(kept) => record(kept),
-                None => record(targets.entry(key.to_owned()).or_default()),
-            });
+            ring.pop_front();
         }
-        if let Some(code) = e.outcome.code() {
-            self.failure(model, e.upstream, code, e.phase);
-        }
+        ring.push_back(sample);
     }
+}
 
+/// One target's attempts as `/status` reads them: every shard's, joined.
+#[derive(Debug, Default)]
+pub(crate) struct Joined {
+    ring: Vec<Sample>,
+    series: Series,
+}
+
+impl Joined {
+    /// Adds one thread's record of the target.
+    pub(crate) fn add(&mut self, kept: &Kept) {
+        self.ring.extend(kept.ring.iter().copied());
+        self.series.add(&kept.series);
+    }
+}
+
+/// Recent failures, and `/status` from them and the targets' records.
+#[derive(Debug, Default)]
+pub struct Recent {
+    failures: Mutex<VecDeque<Failure>>,
+}
+
+impl Recent {
     /// Records a failure for the feed: an attempt's, or a committed stream's after its start.
     pub fn failure(&self, model: &str, upstream: &str, code: ErrorCode, phase: Phase) {
         let mut failures = self
@@ -135,27 +127,15 @@ impl Recent {
         });
     }
 
-    /// Each target's attempts from every thread's shard, joined.
-    fn joined(&self) -> HashMap<String, Joined> {
-        let mut map: HashMap<String, Joined> = HashMap::new();
-        self.targets.each(|shard| {
-            for (key, kept) in shard {
-                let joined = map.entry(key.clone()).or_default();
-                joined.ring.extend(kept.ring.iter().copied());
-                joined.series.add(&kept.series);
-            }
-        });
-        map
-    }
-
-    /// The `/status` document.
-    pub fn status(&self, engine: &Engine) -> Value {
+    /// The `/status` document, with `joined`, each target's attempts (by model, upstream and
+    /// upstream model, joined as a metric series key is) from every thread's record.
+    pub(crate) fn status(&self, engine: &Engine, joined: HashMap<String, Joined>) -> Value {
         let now = Instant::now();
         let now_s = jiff::Timestamp::now().as_second();
         let health = engine.health().snapshot();
         let mut targets: Vec<Value> = {
-            let map = self.joined();
-            map.iter()
+            joined
+                .iter()
                 .map(|(key, kept)| {
                     let mut parts = key.split(crate::metrics::SEP);
                     let mut part = || parts.next().unwrap_or_default();
@@ -289,24 +269,22 @@ mod tests {
 
     #[test]
     fn every_threads_attempts_are_joined_per_target() {
-        let recent = Recent::default();
+        use hourglass_engine::events::Observer;
+        let metrics = crate::metrics::Metrics::with_models(["m"]);
         let attempt = |upstream: &str, ok: bool| {
-            recent.attempt(
-                &AttemptEvent {
-                    model: "m",
-                    upstream,
-                    upstream_model: "um",
-                    outcome: if ok {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Failed(ErrorCode::ConnectTimeout)
-                    },
-                    phase: Phase::Connect,
-                    timeline: None,
-                    elapsed: Duration::from_millis(5),
+            metrics.attempt(&AttemptEvent {
+                model: "m",
+                upstream,
+                upstream_model: "um",
+                outcome: if ok {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed(ErrorCode::ConnectTimeout)
                 },
-                "m",
-            );
+                phase: Phase::Connect,
+                timeline: None,
+                elapsed: Duration::from_millis(5),
+            });
         };
         std::thread::scope(|scope| {
             for i in 0..4 {
@@ -319,7 +297,7 @@ mod tests {
                 });
             }
         });
-        let joined = recent.joined();
+        let joined = metrics.recent_attempts();
         assert_eq!(joined.len(), 2, "{:?}", joined.keys());
         let a = &joined[&["m", "a", "um"].join(&crate::metrics::SEP.to_string())];
         assert_eq!(a.ring.len(), 40);
@@ -330,6 +308,6 @@ mod tests {
         let series = a.series.render(wall_second());
         let steps = series["attempts"].as_array().unwrap();
         assert_eq!(steps.iter().filter_map(Value::as_u64).sum::<u64>(), 40);
-        assert_eq!(recent.failures.lock().unwrap().len(), 10);
+        assert_eq!(metrics.recent.failures.lock().unwrap().len(), 10);
     }
 }
