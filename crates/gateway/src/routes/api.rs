@@ -134,7 +134,9 @@ fn answer(
         if let Some(interval) = heartbeat {
             return with_heartbeats(gateway, engine, request, interval);
         }
+        // Biased: the call first, with no random draw a poll (the stop is rarely there).
         let result = tokio::select! {
+            biased;
             result = engine.call(request) => result,
             () = gateway.stopping.arrived() => Err(crate::stopping::error()),
         };
