@@ -568,6 +568,45 @@ impl Metrics {
         status
     }
 
+    /// `hourglass_calls_total`'s rows: by model and outcome.
+    fn call_rows(&self) -> Vec<(Labels, u64)> {
+        joined_rows(&self.calls, 1, |series, row| {
+            for (outcome, count, _) in &series.outcomes {
+                row(Some(outcome), count);
+            }
+        })
+    }
+
+    /// `hourglass_call_duration_seconds`'s rows: by model and outcome.
+    fn duration_rows(&self) -> Vec<(Labels, Histogram)> {
+        joined_rows(&self.calls, 1, |series, row| {
+            for (outcome, _, histogram) in &series.outcomes {
+                row(Some(outcome), histogram);
+            }
+        })
+    }
+
+    /// `hourglass_attempts_total`'s rows: by model, upstream and outcome (upstream models joined).
+    fn attempt_rows(&self) -> Vec<(Labels, u64)> {
+        joined_rows(&self.attempts, 2, |series, row| {
+            for (outcome, count) in &series.outcomes {
+                row(Some(outcome), count);
+            }
+        })
+    }
+
+    /// `hourglass_phase_duration_seconds`'s rows: by model, upstream and phase (upstream models
+    /// joined).
+    fn phase_rows(&self) -> Vec<(Labels, Histogram)> {
+        joined_rows(&self.attempts, 2, |series, row| {
+            for (phase, histogram) in PHASES.iter().zip(&series.phases) {
+                if let Some(histogram) = histogram {
+                    row(Some(phase), histogram);
+                }
+            }
+        })
+    }
+
     /// Each target's recent attempts, every thread's record joined (by model label, upstream
     /// and upstream model, joined as a series key is).
     pub(crate) fn recent_attempts(&self) -> HashMap<String, crate::status::Joined> {
@@ -588,46 +627,28 @@ impl Metrics {
             "hourglass_calls_total",
             "Calls by the model asked for and how they ended: ok, the error code (after the first token too) or client_cancel.",
             &["model", "outcome"],
-            &joined_rows(&self.calls, 1, |series, row| {
-                for (outcome, count, _) in &series.outcomes {
-                    row(Some(outcome), count);
-                }
-            }),
+            &self.call_rows(),
         );
         histogram(
             &mut out,
             "hourglass_call_duration_seconds",
             "Time to the answer (a stream's first token) or the error before it, counted when the call ends.",
             &["model", "outcome"],
-            &joined_rows(&self.calls, 1, |series, row| {
-                for (outcome, _, histogram) in &series.outcomes {
-                    row(Some(outcome), histogram);
-                }
-            }),
+            &self.duration_rows(),
         );
         counter(
             &mut out,
             "hourglass_attempts_total",
             "Attempts by model, upstream and outcome.",
             &["model", "upstream", "outcome"],
-            &joined_rows(&self.attempts, 2, |series, row| {
-                for (outcome, count) in &series.outcomes {
-                    row(Some(outcome), count);
-                }
-            }),
+            &self.attempt_rows(),
         );
         histogram(
             &mut out,
             "hourglass_phase_duration_seconds",
             "Successful attempts' phases: connect (new connections), first_byte and first_token (from the request written).",
             &["model", "upstream", "phase"],
-            &joined_rows(&self.attempts, 2, |series, row| {
-                for (phase, histogram) in PHASES.iter().zip(&series.phases) {
-                    if let Some(histogram) = histogram {
-                        row(Some(phase), histogram);
-                    }
-                }
-            }),
+            &self.phase_rows(),
         );
         counter(
             &mut out,
@@ -1205,11 +1226,7 @@ mod tests {
         metrics.attempt(&attempt("new-model", timeout, None));
         let labels = |labels: &[&str]| labels.iter().map(|l| l.to_string()).collect::<Labels>();
         let n = SHARDS as u64 + 4;
-        let attempts: Vec<(Labels, u64)> = joined_rows(&metrics.attempts, 2, |series, row| {
-            for (outcome, count) in &series.outcomes {
-                row(Some(outcome), count);
-            }
-        });
+        let attempts = metrics.attempt_rows();
         let code = ErrorCode::FirstTokenTimeout.name();
         assert_eq!(
             attempts,
@@ -1221,13 +1238,7 @@ mod tests {
                 (labels(&["other", "up", code]), 1),
             ]
         );
-        let phases = joined_rows(&metrics.attempts, 2, |series, row| {
-            for (phase, histogram) in PHASES.iter().zip(&series.phases) {
-                if let Some(histogram) = histogram {
-                    row(Some(phase), histogram);
-                }
-            }
-        });
+        let phases = metrics.phase_rows();
         let phases: Vec<(Labels, u64, f64)> = (phases.into_iter())
             .map(|(labels, h)| (labels, h.count, (h.sum * 1e3).round()))
             .collect();
@@ -1242,11 +1253,7 @@ mod tests {
                 (labels(&["new-model", "up", "first_byte"]), 1, 17.0),
             ]
         );
-        let calls = joined_rows(&metrics.calls, 1, |series, row| {
-            for (outcome, count, _) in &series.outcomes {
-                row(Some(outcome), count);
-            }
-        });
+        let calls = metrics.call_rows();
         assert_eq!(
             calls,
             [
@@ -1255,11 +1262,7 @@ mod tests {
                 (labels(&["other", code]), 1),
             ]
         );
-        let durations = joined_rows(&metrics.calls, 1, |series, row| {
-            for (outcome, _, histogram) in &series.outcomes {
-                row(Some(outcome), histogram);
-            }
-        });
+        let durations = metrics.duration_rows();
         let (_, configured) = &durations[0];
         assert_eq!((configured.count, configured.buckets[6]), (n, 0));
         assert_eq!(configured.buckets[7], n, "0.7 s falls in the 1 s bucket");
