@@ -33,7 +33,7 @@ pub(crate) async fn run(
     call: &Call<'_>,
     target: &Target,
     n: u32,
-    lease: &mut Option<Lease>,
+    lease: &mut Option<Lease<'_>>,
 ) -> AttemptResult {
     let start = crate::clock::now();
     let mut attempt = Attempt {
@@ -79,7 +79,7 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     /// The phases in order, then the ending the response calls for.
-    async fn go(&mut self, lease: &mut Option<Lease>) -> Result<Response, FailureKind> {
+    async fn go(&mut self, lease: &mut Option<Lease<'_>>) -> Result<Response, FailureKind> {
         let body = self.request_body()?;
         let (parts, mut body) = self.exchange(body).await?;
         self.status = Some(parts.status.as_u16());
@@ -325,7 +325,7 @@ impl Attempt<'_> {
         body: UpstreamBody,
         reader: StreamReader,
         held: Vec<Bytes>,
-        lease: &mut Option<Lease>,
+        lease: &mut Option<Lease<'_>>,
     ) -> Response {
         let first = *self.timeline.first_token.get_or_insert_with(Instant::now);
         self.phase = Phase::Body;
@@ -338,7 +338,7 @@ impl Attempt<'_> {
         }
         let stream = CommittedStream::new(Handover {
             model: self.call.route.name.clone(),
-            lease: lease.take(),
+            lease: lease.take().map(Lease::for_stream),
             shared: self.call.shared.clone(),
             body,
             scanner: reader.scanner,

@@ -26,7 +26,7 @@ pub(crate) async fn run(call: &Call<'_>) -> Result<Response, CallError> {
     let all_ejected = shared
         .health
         .all_ejected(&call.candidates(), crate::clock::now());
-    shared.budget().deposit(crate::clock::now());
+    shared.budget.deposit(crate::clock::now());
     let mut error = match Attempts::new(call).run().await {
         Ok(response) => return Ok(response),
         Err(error) => error,
@@ -119,7 +119,7 @@ impl<'a> Attempts<'a> {
         // then `first_token`, not `attempt`, is what a retry must get through.
         let stream = call.streams_upstream();
         if n > 0 {
-            if !call.shared.budget().try_withdraw(now) {
+            if !call.shared.budget.try_withdraw(now) {
                 self.budget_spent = true;
                 return None;
             }
@@ -233,7 +233,7 @@ impl<'a> Attempts<'a> {
             call.targets[i].upstream != call.targets[pick].upstream
                 && self.cooling[i].is_none_or(|until| until <= now)
         })?;
-        call.shared.budget().try_withdraw(now).then_some(second)
+        call.shared.budget.try_withdraw(now).then_some(second)
     }
 
     /// Runs try `n` on `pick`; if it has not committed after `after`, starts a hedge on another

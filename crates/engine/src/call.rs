@@ -12,7 +12,7 @@ use crate::describe::Describer;
 use crate::events::Observer;
 use crate::health::{Candidate, Health};
 use crate::request::CallRequest;
-use crate::retry::RetryBudget;
+use crate::retry::Budget;
 use crate::upstream::Upstreams;
 
 /// The engine's parts every call shares.
@@ -24,7 +24,7 @@ pub(crate) struct Shared {
     /// Every upstream-and-model's health (carried across reloads).
     pub health: Arc<Health>,
     /// The retry budget (carried across reloads).
-    pub budget: Arc<Mutex<RetryBudget>>,
+    pub budget: Arc<Budget>,
     /// Draws for backoff jitter and balancing.
     pub rng: Mutex<fastrand::Rng>,
     /// Who hears about calls, attempts, streams and hedges.
@@ -38,13 +38,6 @@ impl Shared {
     /// The observer, if one is set.
     pub fn observer(&self) -> Option<&dyn Observer> {
         self.observer.get().map(|o| o.as_ref())
-    }
-
-    /// The retry budget, locked.
-    pub fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
-        self.budget
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The random draws, locked.

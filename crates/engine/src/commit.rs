@@ -77,7 +77,7 @@ pub struct CommittedStream {
     finished: bool,
     /// The upstream's health verdict, given when the stream ends (dropped unfinished when the
     /// client leaves: no verdict).
-    lease: Option<Lease>,
+    lease: Option<Lease<'static>>,
     /// Content events since the commit point, and when it was: a stream that drips below the
     /// breaker's tokens-per-second floor counts against the upstream.
     content_events: u32,
@@ -86,7 +86,7 @@ pub struct CommittedStream {
     model: String,
     max_gap: std::time::Duration,
     /// The call this stream answers: it ends when the stream does.
-    ending: Option<CallEnding>,
+    ending: Option<CallEnding<'static>>,
     /// The number of the last event passed on, in a protocol that numbers them (an error event
     /// takes the next).
     last_sequence: Option<u64>,
@@ -100,7 +100,7 @@ pub struct CommittedStream {
 pub(crate) struct Handover {
     /// The model the client asked for (for observers).
     pub model: String,
-    pub lease: Option<Lease>,
+    pub lease: Option<Lease<'static>>,
     pub shared: Arc<Shared>,
     pub body: UpstreamBody,
     pub scanner: Scanner,
@@ -154,7 +154,7 @@ impl CommittedStream {
     }
 
     /// The call ends when this stream does (dropped unfinished: the client left).
-    pub(crate) fn ends(&mut self, ending: CallEnding) {
+    pub(crate) fn ends(&mut self, ending: CallEnding<'static>) {
         self.ending = Some(ending);
     }
 

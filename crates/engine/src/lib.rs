@@ -27,6 +27,7 @@ mod observation; // leases and events per attempt; a call's log line and event w
 mod route; // a model's route and targets, then its fallbacks'
 mod call; // what a call works with: the engine's shared parts, targets, deadlines
 pub mod health; // breakers, latency estimates, target ranking, hedge thresholds, active checks
+mod held; // shared state borrowed by a call, counted only by a stream that outlives it
 pub mod events; // what observers hear: attempts, calls, streams, hedges
 pub mod retry; // backoff, Retry-After, the retry budget
 mod describe; // the words of a failure: which limit, its value, where it is set
@@ -76,7 +77,7 @@ impl Engine {
             config.retry_budget.min_per_s,
             now,
         );
-        Engine::assemble(config, dials, health, Arc::new(Mutex::new(budget)))
+        Engine::assemble(config, dials, health, Arc::new(retry::Budget::new(budget)))
     }
 
     /// An engine for a reloaded `config` that carries this one's state: the health of every
@@ -100,7 +101,7 @@ impl Engine {
             .health
             .carried_over(&config.breaker, names, same);
         self.shared
-            .budget()
+            .budget
             .reconfigure(config.retry_budget.ratio, config.retry_budget.min_per_s);
         let engine = Engine::assemble(config, dials, health, self.shared.budget.clone())?;
         if let Some(observer) = self.shared.observer.get() {
@@ -113,7 +114,7 @@ impl Engine {
         config: Config,
         mut dials: HashMap<String, Arc<dyn Dial>>,
         health: health::Health,
-        budget: Arc<Mutex<retry::RetryBudget>>,
+        budget: Arc<retry::Budget>,
     ) -> Result<Arc<Engine>, String> {
         let mut tls = HashMap::new();
         let mut pools = Vec::with_capacity(config.upstreams.len());
@@ -171,7 +172,7 @@ impl Engine {
 
     /// How many retries the retry budget would allow now.
     pub fn retry_budget_available(&self) -> f64 {
-        self.shared.budget().available(crate::clock::now())
+        self.shared.budget.available(crate::clock::now())
     }
 
     /// Starts the engine's background work: the active health checks of every upstream
@@ -241,7 +242,7 @@ impl Engine {
             .unwrap_or_default();
         let model = request.model.as_deref().unwrap_or_default();
         let endpoint = request.endpoint.name();
-        let mut ending =
+        let ending =
             observation::CallEnding::new(shared, model, endpoint, request_id, request.start);
         let mut result = match route::route(&shared.config, request) {
             Ok(route) => match route::targets_of(&shared.config, &route, request) {
@@ -254,10 +255,7 @@ impl Engine {
         };
         match &mut result {
             Ok(response) => match &mut response.body {
-                ResponseBody::Stream(stream) => {
-                    ending.committed(&response.trail);
-                    stream.ends(ending);
-                }
+                ResponseBody::Stream(stream) => stream.ends(ending.committed(&response.trail)),
                 ResponseBody::Full(_) => ending.answered(&response.trail),
             },
             Err(error) => ending.ended(
@@ -283,7 +281,7 @@ mod tests {
         for _ in 0..5 {
             health.lease(0, "m", false, Instant::now()).finish(true);
         }
-        while engine.shared.budget().try_withdraw(Instant::now()) {}
+        while engine.shared.budget.try_withdraw(Instant::now()) {}
         assert_eq!(engine.retry_budget_available(), 0.0);
         assert_eq!(engine.health().snapshot()[0].breaker, "open");
 

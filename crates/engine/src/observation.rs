@@ -23,11 +23,12 @@ use crate::call::{Call, Shared, Target};
 use crate::error::{AttemptRecord, FailureKind};
 use crate::events::{AttemptEvent, CallEvent, HedgeOutcome, retries_and_failovers};
 use crate::health::{Event, Lease};
+use crate::held::Held;
 use crate::upstream::Timeline;
 use crate::vocabulary::{ErrorCode, Outcome};
 
 /// A lease on `target`'s health for an attempt of `call`: it counts the attempt in flight.
-pub(crate) fn lease(call: &Call<'_>, target: &Target) -> Lease {
+pub(crate) fn lease<'a>(call: &Call<'a>, target: &Target) -> Lease<'a> {
     let adaptive = matches!(call.route.hedge, Hedge::Quantile(_));
     let health = &call.shared.health;
     health.lease(
@@ -46,7 +47,7 @@ pub(crate) fn attempt_ended(
     record: &AttemptRecord,
     timeline: Option<&Timeline>,
     failure: Option<&FailureKind>,
-    lease: Option<Lease>,
+    lease: Option<Lease<'_>>,
 ) {
     if let Some(observer) = call.shared.observer() {
         observer.attempt(&AttemptEvent {
@@ -128,8 +129,8 @@ pub(crate) fn hedge(shared: &Shared, model: &str, outcome: HedgeOutcome, event: 
 /// A call, until it ends: then one log line (its id, model, outcome, every attempt, the time
 /// taken) and one event. Dropped before it was told how the call ended, it tells
 /// `client_cancel`: the client left.
-pub(crate) struct CallEnding {
-    shared: Arc<Shared>,
+pub(crate) struct CallEnding<'a> {
+    shared: Held<'a, Shared>,
     model: String,
     request_id: String,
     /// The API called (`chat`, `messages`, … — see `Endpoint::name`).
@@ -142,18 +143,18 @@ pub(crate) struct CallEnding {
     told: bool,
 }
 
-impl CallEnding {
+impl<'a> CallEnding<'a> {
     /// A call of `model` (as the client named it) to `endpoint`, with `request_id`, that arrived
     /// at `start`.
     pub fn new(
-        shared: &Arc<Shared>,
+        shared: &'a Arc<Shared>,
         model: &str,
         endpoint: &'static str,
         request_id: &str,
         start: Instant,
-    ) -> CallEnding {
+    ) -> CallEnding<'a> {
         CallEnding {
-            shared: shared.clone(),
+            shared: Held::Call(shared),
             model: model.to_owned(),
             endpoint,
             request_id: request_id.to_owned(),
@@ -164,10 +165,21 @@ impl CallEnding {
         }
     }
 
-    /// The call committed with `trail`: its answer began; it ends later.
-    pub fn committed(&mut self, trail: &[AttemptRecord]) {
-        self.committed = Some(crate::clock::since(self.start));
-        self.trail = trail.to_vec();
+    /// The call committed with `trail`: its answer began, a stream that ends later, when this
+    /// (the ending the stream takes) tells how.
+    pub fn committed(mut self, trail: &[AttemptRecord]) -> CallEnding<'static> {
+        // This one is the stream's now: dropped here, it tells nothing.
+        self.told = true;
+        CallEnding {
+            shared: self.shared.for_stream(),
+            model: std::mem::take(&mut self.model),
+            request_id: std::mem::take(&mut self.request_id),
+            endpoint: self.endpoint,
+            start: self.start,
+            committed: Some(crate::clock::since(self.start)),
+            trail: trail.to_vec(),
+            told: false,
+        }
     }
 
     /// The call answered whole with `trail`: it committed and ended at once. The trail is read
@@ -379,7 +391,7 @@ impl Drop for LinesAfterPoll {
     }
 }
 
-impl Drop for CallEnding {
+impl Drop for CallEnding<'_> {
     fn drop(&mut self) {
         if !self.told {
             let kept = std::mem::take(&mut self.trail);

@@ -7,6 +7,8 @@
 //! of recent calls plus a small floor, over a 10-second window: a blip is retried, an outage is not
 //! amplified.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -72,8 +74,16 @@ impl RetryBudget {
         self.min_per_s = min_per_s;
     }
 
+    /// The second of the budget's clock `now` falls in.
+    fn second_of(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_secs()
+    }
+
     fn advance(&mut self, now: Instant) {
-        let second = now.saturating_duration_since(self.origin).as_secs();
+        self.advance_to(self.second_of(now));
+    }
+
+    fn advance_to(&mut self, second: u64) {
         if second > self.second {
             let stale = (second - self.second).min(WINDOW as u64);
             for offset in 1..=stale {
@@ -85,8 +95,16 @@ impl RetryBudget {
 
     /// Records a call (each call deposits `ratio` of a retry).
     pub fn deposit(&mut self, now: Instant) {
-        self.advance(now);
-        self.slots[(self.second % WINDOW as u64) as usize].0 += 1;
+        self.deposit_at(self.second_of(now), 1);
+    }
+
+    /// Records `calls` calls made in second `second` of the budget's clock (counted elsewhere
+    /// first); calls older than the window count for nothing.
+    fn deposit_at(&mut self, second: u64, calls: u64) {
+        self.advance_to(second);
+        if second + WINDOW as u64 > self.second {
+            self.slots[(second % WINDOW as u64) as usize].0 += calls;
+        }
     }
 
     /// Takes one retry if the budget allows it.
@@ -116,9 +134,146 @@ impl RetryBudget {
     }
 }
 
+/// Slots the calls are counted in before they reach the budget: more than the serving threads
+/// there usually are, so each thread nearly always has one of its own.
+const CALL_SLOTS: usize = 8;
+
+/// The retry budget that the calls of an engine, and the engines that follow it, share. Each
+/// serving thread counts its calls in a slot of its own, a second's worth at a time, and folds
+/// them into the budget when the second turns; a retry, or a read of what is left, folds every
+/// slot in first. Counted in the budget itself, every call of every thread wrote its lines:
+/// they moved between the cores call after call.
+pub struct Budget {
+    budget: Mutex<RetryBudget>,
+    /// The budget's clock (its `origin`), to tell a call's second without its lock.
+    origin: Instant,
+    slots: [Slot; CALL_SLOTS],
+}
+
+/// Calls counted on some thread and not yet in the budget: all of second `second`. Aligned so
+/// that no two slots share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct Slot(Mutex<(u64, u64)>);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// This thread's slot.
+fn slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % CALL_SLOTS;
+    }
+    SLOT.with(|slot| *slot)
+}
+
+impl Budget {
+    /// Shares `budget`.
+    pub fn new(budget: RetryBudget) -> Budget {
+        Budget {
+            origin: budget.origin,
+            budget: Mutex::new(budget),
+            slots: Default::default(),
+        }
+    }
+
+    /// Records a call.
+    pub fn deposit(&self, now: Instant) {
+        let second = now.saturating_duration_since(self.origin).as_secs();
+        let earlier = {
+            let mut counted = lock(&self.slots[slot()].0);
+            let (at, calls) = *counted;
+            *counted = if at == second {
+                (second, calls + 1)
+            } else {
+                (second, 1)
+            };
+            (at != second && calls > 0).then_some((at, calls))
+        };
+        // Once a second a thread: the second before goes into the budget (the slot's lock is
+        // not held meanwhile, so the budget's lock is never waited for under it).
+        if let Some((at, calls)) = earlier {
+            lock(&self.budget).deposit_at(at, calls);
+        }
+    }
+
+    /// The budget, with every call counted so far in it.
+    fn folded(&self) -> MutexGuard<'_, RetryBudget> {
+        let mut budget = lock(&self.budget);
+        for slot in &self.slots {
+            let (at, calls) = std::mem::take(&mut *lock(&slot.0));
+            if calls > 0 {
+                budget.deposit_at(at, calls);
+            }
+        }
+        budget
+    }
+
+    /// Takes one retry if the budget allows it.
+    pub fn try_withdraw(&self, now: Instant) -> bool {
+        self.folded().try_withdraw(now)
+    }
+
+    /// Retries still allowed now (for the status API and error messages).
+    pub fn available(&self, now: Instant) -> f64 {
+        self.folded().available(now)
+    }
+
+    /// Applies new settings (a reload) and keeps the calls and retries counted so far.
+    pub fn reconfigure(&self, ratio: f64, min_per_s: f64) {
+        lock(&self.budget).reconfigure(ratio, min_per_s);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_counted_on_many_threads_reach_the_shared_budget_in_their_own_seconds() {
+        let start = Instant::now();
+        let at = move |seconds: u64| start + Duration::from_secs(seconds);
+        let budget = std::sync::Arc::new(Budget::new(RetryBudget::new(0.5, 0.0, start)));
+        let on_a_thread = |calls: usize, second: u64| {
+            let budget = budget.clone();
+            std::thread::spawn(move || {
+                for _ in 0..calls {
+                    budget.deposit(at(second));
+                }
+            })
+            .join()
+            .unwrap();
+        };
+        for _ in 0..4 {
+            on_a_thread(20, 0);
+        }
+        assert_eq!(budget.available(at(0)), 40.0, "half of 80 calls");
+        let taken = (0..100).take_while(|_| budget.try_withdraw(at(0))).count();
+        assert_eq!(taken, 40);
+
+        // A thread whose slot still holds calls of second 5 when it counts one of second 11:
+        // those reach the budget in their own second, and leave the window with it.
+        let budget_of_one_thread = budget.clone();
+        std::thread::spawn(move || {
+            for _ in 0..10 {
+                budget_of_one_thread.deposit(at(5));
+            }
+            budget_of_one_thread.deposit(at(11));
+            // Second 0 (80 calls, 40 retries) has left the window; 5 and 11 are in it.
+            assert_eq!(budget_of_one_thread.available(at(11)), 5.5);
+            assert_eq!(
+                budget_of_one_thread.available(at(15)),
+                0.5,
+                "second 5 left too"
+            );
+        })
+        .join()
+        .unwrap();
+    }
 
     #[test]
     fn backoff_is_full_jitter_under_a_doubling_ceiling() {

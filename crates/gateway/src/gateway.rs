@@ -3,7 +3,8 @@
 //! over), the metrics every engine reports into, and the background jobs service.
 
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hourglass_config::ServerSettings;
 use hourglass_engine::Engine;
@@ -17,6 +18,9 @@ pub type Reloader = Box<dyn Fn(&Engine) -> Result<Arc<Engine>, String> + Send + 
 /// The gateway: its engine (swapped whole on reload) and metrics.
 pub struct Gateway {
     engine: Arc<std::sync::RwLock<Arc<Engine>>>,
+    /// How many times a reload swapped the engine: a connection keeps the engine its last
+    /// request read until this moves on (see [`Connected`]).
+    generation: AtomicU64,
     /// The metrics `GET /metrics` exposes (the engines' observer).
     pub metrics: Arc<Metrics>,
     /// Background calls, when the gateway takes them.
@@ -78,6 +82,45 @@ impl Deref for Settings {
     }
 }
 
+/// The engine a call goes through, as the connection it came on holds it: see [`Connected`].
+pub(crate) type HeldEngine = Arc<Arc<Engine>>;
+
+/// The gateway as one client connection's requests reach it. Each request clones this, a count
+/// only that connection's thread writes, rather than the gateway and its engine, whose counts
+/// (and the engine's lock) every serving thread wrote on every request: their cache lines moved
+/// between the cores call after call. It keeps the engine its last request read, and reads it
+/// again once a reload has swapped it: a call still runs on the engine in effect when it
+/// arrived, and keeps it to its end.
+pub(crate) struct Connected {
+    /// The gateway.
+    pub(crate) gateway: Arc<Gateway>,
+    /// The engine read last, with the gateway's generation it was read at.
+    engine: Mutex<(u64, HeldEngine)>,
+}
+
+impl Connected {
+    /// `gateway` for a connection that has just arrived.
+    pub(crate) fn new(gateway: Arc<Gateway>) -> Connected {
+        let generation = gateway.generation.load(Ordering::Acquire);
+        let engine = Arc::new(gateway.engine());
+        Connected {
+            gateway,
+            engine: Mutex::new((generation, engine)),
+        }
+    }
+
+    /// The engine new calls go through (the one the last request read, unless a reload has
+    /// swapped it since).
+    pub(crate) fn engine(&self) -> HeldEngine {
+        let generation = self.gateway.generation.load(Ordering::Acquire);
+        let mut held = (self.engine.lock()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.0 != generation {
+            *held = (generation, Arc::new(self.gateway.engine()));
+        }
+        held.1.clone()
+    }
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reloaded {
@@ -106,6 +149,7 @@ impl Gateway {
         Gateway {
             restart_only,
             engine: Arc::new(std::sync::RwLock::new(engine)),
+            generation: AtomicU64::new(0),
             metrics,
             jobs: None,
             reloader: None,
@@ -275,14 +319,54 @@ impl Gateway {
                 "[jobs] changed: the job store, its limits and webhooks need a restart; the running ones stay".to_owned(),
             );
         }
-        *self
-            .engine
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = engine;
+        {
+            let mut current =
+                (self.engine.write()).unwrap_or_else(std::sync::PoisonError::into_inner);
+            *current = engine;
+            // Under the lock: a connection that reads the new generation finds the new engine.
+            self.generation.fetch_add(1, Ordering::Release);
+        }
         tracing::info!(?models, ?not_applied, "configuration reloaded");
         Ok(Reloaded {
             models,
             not_applied,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_keeps_the_engine_its_last_request_read_until_a_reload() {
+        let engine = |url: &str| {
+            let config = hourglass_config::Config::single_upstream("local", url);
+            Engine::new(config, HashMap::new()).unwrap()
+        };
+        let gateway = Gateway::new(engine("http://127.0.0.1:9/v1"))
+            .with_reloader(Box::new(move |_| Ok(engine("http://127.0.0.1:10/v1"))));
+        let gateway = Arc::new(gateway);
+        let connected = Connected::new(gateway.clone());
+        let first = connected.engine();
+        assert!(Arc::ptr_eq(&first, &connected.engine()), "read once, kept");
+        assert!(Arc::ptr_eq(&*first, &gateway.engine()));
+
+        gateway.reload().unwrap();
+        let next = connected.engine();
+        assert!(
+            Arc::ptr_eq(&*next, &gateway.engine()),
+            "the next request on the connection goes through the reloaded engine"
+        );
+        assert!(!Arc::ptr_eq(&*next, &*first));
+        let url = |e: &Engine| e.config().upstreams[0].base_url.to_string();
+        assert_eq!(
+            url(&first),
+            "http://127.0.0.1:9/v1",
+            "a call in flight keeps its own"
+        );
+        assert_eq!(url(&next), "http://127.0.0.1:10/v1");
     }
 }

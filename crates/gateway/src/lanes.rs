@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use hourglass_engine::{LinesAfterPoll, clock};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Connected, Gateway};
 use crate::head_timer::{HeadTimers, LaneTimer};
 use crate::wakes::SelfWakesInPlace;
 
@@ -344,13 +344,15 @@ fn serve_connection(
     open: OpenConnection,
 ) {
     // Each connection takes the settings in effect when it arrives.
-    let settings = gateway.settings();
-    let gateway = gateway.clone();
+    let connected = Arc::new(Connected::new(gateway.clone()));
+    let engine = connected.engine();
+    let settings = &engine.config().server;
     // Boxed: hyper keeps room for one in-flight request's future for as long as the connection
     // lives; a box makes that room a pointer, so a streamed answer does not hold the finished
     // handler's ~6.5 KB (docs/benchmarks.md). Made in its box, not moved there (`made_in_box`).
-    let service =
-        service_fn(move |request| made_in_box(|| crate::routes::handle(gateway.clone(), request)));
+    let service = service_fn(move |request| {
+        made_in_box(|| crate::routes::handle(connected.clone(), request))
+    });
     let connection = http1::Builder::new()
         .timer(timer.clone())
         .header_read_timeout(settings.header_read_timeout)

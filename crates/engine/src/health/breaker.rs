@@ -186,6 +186,11 @@ impl Breaker {
         }
     }
 
+    /// Whether it is closed (neither ejected nor on trial).
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
     /// How many times it has been ejected.
     pub fn ejections(&self) -> u32 {
         self.ejections

@@ -2,14 +2,14 @@
 //! and gives the health verdict when the call ends — a stream's at its end. A dropped lease (a
 //! lost hedge, a client gone) gives none.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Health, MAX_PENALTY, lock};
+use crate::held::Held;
 
 /// One call on one target, in flight until finished or dropped.
-pub struct Lease {
-    pub(super) health: Arc<Health>,
+pub struct Lease<'a> {
+    pub(super) health: Held<'a, Health>,
     pub(super) upstream: usize,
     pub(super) model: String,
     /// Whether the model's latency window is kept (adaptive hedging).
@@ -17,7 +17,21 @@ pub struct Lease {
     pub(super) done: bool,
 }
 
-impl Lease {
+impl Lease<'_> {
+    /// The same lease, for a committed stream to hold past the call (its verdict comes at the
+    /// stream's end).
+    pub fn for_stream(mut self) -> Lease<'static> {
+        // This one is the stream's now: dropped here, it ends nothing.
+        self.done = true;
+        Lease {
+            health: self.health.for_stream(),
+            upstream: self.upstream,
+            model: std::mem::take(&mut self.model),
+            window: self.window,
+            done: false,
+        }
+    }
+
     /// The first meaningful token (or a whole answer) came after `latency`.
     pub fn first_token(&self, latency: Duration) {
         let now = crate::clock::now();
@@ -96,7 +110,7 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if !self.done {
             // Cancelled (a lost hedge, a client gone): no verdict on the upstream.

@@ -182,6 +182,10 @@ struct UpstreamHealth {
     targets: Mutex<HashMap<String, TargetHealth, FastHash>>,
     /// Whether active checks find it up (read on every call without a lock).
     up: std::sync::atomic::AtomicBool,
+    /// How many of its targets' breakers are not closed (open or half-open): while none is, a
+    /// call finds its target available without the lock (read on every call; written only when
+    /// a breaker opens or closes).
+    unclosed: std::sync::atomic::AtomicUsize,
     probe: Mutex<active::ProbeState>,
     /// Its cool-downs, by model.
     cooldowns: cooldown::Table,
@@ -193,9 +197,21 @@ impl UpstreamHealth {
             name,
             targets: Mutex::new(HashMap::default()),
             up: std::sync::atomic::AtomicBool::new(true),
+            unclosed: std::sync::atomic::AtomicUsize::new(0),
             probe: Mutex::new(active::ProbeState::default()),
             cooldowns: cooldown::Table::default(),
         })
+    }
+
+    /// Counts a breaker that opened (`was_closed`, not `closed` now) or closed again, under the
+    /// targets' lock.
+    fn closed_or_not(&self, was_closed: bool, closed: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match (was_closed, closed) {
+            (true, false) => self.unclosed.fetch_add(1, Relaxed),
+            (false, true) => self.unclosed.fetch_sub(1, Relaxed),
+            _ => return,
+        };
     }
 }
 
@@ -340,8 +356,10 @@ impl Health {
             let mut models = lock(&self.upstreams[upstream].targets);
             // A known target (nearly every call) is found with one hash of its name.
             if let Some(entry) = models.get_mut(model) {
+                let was_closed = entry.breaker.is_closed();
                 let result = f(entry);
                 let pending = entry.breaker.take_pending();
+                self.upstreams[upstream].closed_or_not(was_closed, entry.breaker.is_closed());
                 drop(models);
                 return self.told(now, upstream, model, result, pending);
             }
@@ -366,8 +384,11 @@ impl Health {
                 );
             }
             let entry = models.get_mut(model).expect("inserted above");
+            let was_closed = entry.breaker.is_closed();
             let result = f(entry);
-            (result, entry.breaker.take_pending())
+            let pending = entry.breaker.take_pending();
+            self.upstreams[upstream].closed_or_not(was_closed, entry.breaker.is_closed());
+            (result, pending)
         };
         self.told(now, upstream, model, result, pending)
     }
@@ -499,10 +520,13 @@ impl Health {
     /// Whether a target may take a call now: its breaker admits one, active checks have not
     /// found its upstream down, and it is not cooling down.
     fn available(&self, c: &Candidate<'_>, now: Instant) -> bool {
-        let up = self.upstreams.get(c.upstream).is_none_or(|u| {
-            u.up.load(std::sync::atomic::Ordering::Relaxed) && !u.cooldowns.cooling(c.model, now)
-        });
-        up && self.with(c.upstream, c.model, now, |t| t.breaker.available(now))
+        use std::sync::atomic::Ordering::Relaxed;
+        let upstream = self.upstreams.get(c.upstream);
+        let up = upstream.is_none_or(|u| u.up.load(Relaxed) && !u.cooldowns.cooling(c.model, now));
+        // Every breaker of the upstream closed (nearly always): the target's admits a call, and
+        // the lock, which every serving thread takes, is not taken to read it.
+        let all_closed = upstream.is_some_and(|u| u.unclosed.load(Relaxed) == 0);
+        up && (all_closed || self.with(c.upstream, c.model, now, |t| t.breaker.available(now)))
     }
 
     /// Records an active check of upstream `index`; a completion check's latency also feeds the
@@ -576,13 +600,13 @@ impl Health {
         model: &str,
         window: bool,
         now: Instant,
-    ) -> Lease {
+    ) -> Lease<'_> {
         self.with(upstream, model, now, |t| {
             t.outstanding += 1;
             t.breaker.admit(now);
         });
         Lease {
-            health: self.clone(),
+            health: crate::held::Held::Call(self),
             upstream,
             model: model.to_owned(),
             window,

@@ -200,9 +200,16 @@ async fn tiers_come_in_order_and_a_dropped_lease_frees_its_slot() {
         [0, 2]
     );
     let lease = h.lease(1, "m", false, now);
-    assert_eq!(h.snapshot()[1].outstanding, 1);
+    let outstanding = |h: &Health| {
+        let status = h.snapshot();
+        status
+            .iter()
+            .find(|t| t.upstream == "b")
+            .map(|t| t.outstanding)
+    };
+    assert_eq!(outstanding(&h), Some(1));
     drop(lease);
-    assert_eq!(h.snapshot()[1].outstanding, 0);
+    assert_eq!(outstanding(&h), Some(0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -347,4 +354,45 @@ async fn a_cooldown_is_capped_and_a_shorter_one_does_not_shorten_a_longer() {
     assert_eq!(left, cooldown::MAX_COOLDOWN);
     h.learned(0, None, Duration::from_secs(1), Reason::Overloaded);
     assert_eq!(h.cooldowns()[0].2, cooldown::MAX_COOLDOWN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_is_read_available_without_the_lock_only_while_its_breakers_are_closed() {
+    let h = health(0.5);
+    let one = [candidates()[0]];
+    let other = [Candidate {
+        model: "n",
+        ..one[0]
+    }];
+    let unclosed = |h: &Health| {
+        h.upstreams[0]
+            .unclosed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(!h.all_ejected(&one, Instant::now()));
+    for _ in 0..2 {
+        h.lease(0, "m", false, Instant::now()).finish(true);
+    }
+    assert_eq!(unclosed(&h), 1);
+    assert!(h.all_ejected(&one, Instant::now()), "ejected");
+    assert!(
+        !h.all_ejected(&other, Instant::now()),
+        "another model of the upstream, read under the lock, is not"
+    );
+
+    // The ejection ends: half-open, trials may go; enough of them succeed and it closes.
+    tokio::time::advance(h.settings.ejection).await;
+    assert!(!h.all_ejected(&one, Instant::now()), "half-open");
+    for _ in 0..h.settings.half_open_calls {
+        h.lease(0, "m", false, Instant::now()).finish(false);
+    }
+    assert_eq!(h.snapshot()[0].breaker, "closed");
+    assert_eq!(unclosed(&h), 0, "read without the lock again");
+
+    // And opens again.
+    for _ in 0..2 {
+        h.lease(0, "m", false, Instant::now()).finish(true);
+    }
+    assert_eq!(unclosed(&h), 1);
+    assert!(h.all_ejected(&one, Instant::now()));
 }

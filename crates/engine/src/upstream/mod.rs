@@ -310,8 +310,7 @@ impl UpstreamBody {
             return;
         }
         let pool = connection.pool.clone();
-        let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
-        idle.put(Idle {
+        pool.idle.put(Idle {
             connection,
             since: crate::clock::now(),
         });
@@ -390,14 +389,22 @@ impl IdleConnections {
         }
     }
 
-    /// A connection for a call on `runtime`: the one it returned last, or, for a runtime that
-    /// has opened none, one from the runtime keeping the most — then `borrowed` is true.
-    fn take(&mut self, runtime: Option<tokio::runtime::Id>) -> Option<(Idle, bool)> {
-        if let Some((_, kept)) = self.0.iter_mut().find(|(r, _)| *r == runtime) {
-            return kept.pop().map(|idle| (idle, false));
-        }
+    /// For a runtime that has opened connections (`None` if it has not): the one it returned
+    /// last, if one is idle.
+    fn take_own(&mut self, runtime: Option<tokio::runtime::Id>) -> Option<Option<Idle>> {
+        let (_, kept) = self.0.iter_mut().find(|(r, _)| *r == runtime)?;
+        Some(kept.pop())
+    }
+
+    /// How many the runtime keeping the most keeps.
+    fn most(&self) -> usize {
+        self.0.iter().map(|(_, kept)| kept.len()).max().unwrap_or(0)
+    }
+
+    /// One of the runtime keeping the most.
+    fn take_most(&mut self) -> Option<Idle> {
         let (_, most) = self.0.iter_mut().max_by_key(|(_, kept)| kept.len())?;
-        most.pop().map(|idle| (idle, true))
+        most.pop()
     }
 
     /// Keeps only the connections `keep` says to, over every runtime; a runtime left with none
@@ -415,12 +422,78 @@ impl IdleConnections {
     }
 }
 
+/// Slots the idle connections are kept in, by runtime: more than the serving threads there
+/// usually are, so each serving thread's runtime nearly always has a slot of its own.
+const IDLE_SLOTS: usize = 8;
+
+/// Idle HTTP/1.1 connections, kept per runtime in slots that each have their own lock. A call
+/// takes its connection from its runtime's slot and gives it back there: under one lock, every
+/// call of every serving thread took it twice, and its cache line moved between the cores call
+/// after call.
+#[derive(Default)]
+struct IdleSlots([IdleSlot; IDLE_SLOTS]);
+
+/// Aligned so that no two slots share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct IdleSlot(Mutex<IdleConnections>);
+
+impl IdleSlots {
+    /// The slot of `runtime`, locked.
+    fn of(
+        &self,
+        runtime: Option<tokio::runtime::Id>,
+    ) -> std::sync::MutexGuard<'_, IdleConnections> {
+        use std::hash::BuildHasher as _;
+        let at = runtime.map_or(0, |id| {
+            foldhash::fast::FixedState::default().hash_one(id) as usize % IDLE_SLOTS
+        });
+        lock_idle(&self.0[at])
+    }
+
+    /// Keeps `idle` for its runtime's calls (see [`IdleConnections::put`]).
+    fn put(&self, idle: Idle) {
+        self.of(idle.connection.runtime).put(idle);
+    }
+
+    /// Makes `runtime` one that takes only its own connections from now on.
+    fn open_for(&self, runtime: Option<tokio::runtime::Id>) {
+        let _ = self.of(runtime).of(runtime);
+    }
+
+    /// A connection for a call on `runtime`: the one it returned last, or, for a runtime that
+    /// has opened none, one from the runtime keeping the most — then `borrowed` is true.
+    fn take(&self, runtime: Option<tokio::runtime::Id>) -> Option<(Idle, bool)> {
+        if let Some(own) = self.of(runtime).take_own(runtime) {
+            return own.map(|idle| (idle, false));
+        }
+        let fullest = self.0.iter().max_by_key(|slot| lock_idle(slot).most())?;
+        lock_idle(fullest).take_most().map(|idle| (idle, true))
+    }
+
+    /// Keeps only the connections `keep` says to (see [`IdleConnections::retain`]).
+    fn retain(&self, mut keep: impl FnMut(&mut Idle) -> bool) {
+        for slot in &self.0 {
+            lock_idle(slot).retain(&mut keep);
+        }
+    }
+
+    /// How many are kept, over every runtime.
+    fn len(&self) -> usize {
+        self.0.iter().map(|slot| lock_idle(slot).len()).sum()
+    }
+}
+
+fn lock_idle(slot: &IdleSlot) -> std::sync::MutexGuard<'_, IdleConnections> {
+    slot.0.lock().expect("the pool lock is never poisoned")
+}
+
 /// One upstream's dialer, idle HTTP/1.1 connections and shared HTTP/2 connections.
 struct Pool {
     dial: Arc<dyn Dial>,
     http: HttpVersion,
     h2_max_streams: usize,
-    idle: Mutex<IdleConnections>,
+    idle: IdleSlots,
     /// The open HTTP/2 connections, once the upstream speaks it.
     h2: Mutex<Vec<SharedH2>>,
     /// Set once the upstream negotiated HTTP/2 (or is configured for it): from then on a call
@@ -457,9 +530,7 @@ impl Pool {
                 return;
             }
         } else {
-            let _ = (self.idle.lock())
-                .expect("the pool lock is never poisoned")
-                .of(Some(id));
+            self.idle.open_for(Some(id));
         }
         let pool = self.clone();
         runtime.spawn(async move {
@@ -488,8 +559,7 @@ impl Pool {
             if let Ok(Ok(connection)) = opened
                 && !connection.is_h2()
             {
-                let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
-                idle.put(Idle {
+                pool.idle.put(Idle {
                     connection,
                     since: crate::clock::now(),
                 });
@@ -559,11 +629,7 @@ impl Pool {
             self.speaks_h2.store(false, Ordering::Release);
             // From now on this runtime's calls wait for its own connections.
             let runtime = current_runtime();
-            let _ = self
-                .idle
-                .lock()
-                .expect("the pool lock is never poisoned")
-                .of(runtime);
+            self.idle.open_for(runtime);
             return Ok(Connection {
                 link: Link::H1(Box::new(h1::H1::new(io))),
                 runtime,
@@ -658,7 +724,7 @@ impl Upstreams {
                         dial: settings.dial,
                         http: settings.http,
                         h2_max_streams: settings.h2_max_streams.max(1),
-                        idle: Mutex::new(IdleConnections::default()),
+                        idle: IdleSlots::default(),
                         h2: Mutex::new(Vec::new()),
                         speaks_h2: AtomicBool::new(settings.http == HttpVersion::Http2),
                         opened_h2: AtomicBool::new(false),
@@ -676,9 +742,8 @@ impl Upstreams {
     pub fn sweep(&self) {
         let now = crate::clock::now();
         for pool in &self.pools {
-            let mut idle = pool.idle.lock().expect("the pool lock is never poisoned");
-            idle.retain(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
-            drop(idle);
+            (pool.idle)
+                .retain(|i| now.duration_since(i.since) < IDLE_EXPIRY && i.connection.usable());
             // HTTP/2: a connection without calls is kept IDLE_EXPIRY if it is its runtime's
             // only one idle, SPARE_H2_EXPIRY if another idle one of that runtime could take its
             // calls (what a burst opened).
@@ -717,14 +782,7 @@ impl Upstreams {
 
     /// How many idle connections each upstream's pool holds, in configuration order.
     pub fn idle(&self) -> Vec<usize> {
-        (self.pools.iter())
-            .map(|pool| {
-                pool.idle
-                    .lock()
-                    .expect("the pool lock is never poisoned")
-                    .len()
-            })
-            .collect()
+        (self.pools.iter()).map(|pool| pool.idle.len()).collect()
     }
 
     /// How many HTTP/2 connections each upstream has open, in configuration order.
@@ -751,11 +809,7 @@ impl Upstreams {
         }
         let now = crate::clock::now();
         loop {
-            let (mut idle, borrowed) = pool
-                .idle
-                .lock()
-                .expect("the pool lock is never poisoned")
-                .take(runtime)?;
+            let (mut idle, borrowed) = pool.idle.take(runtime)?;
             // One that went back to the pool a moment ago was found usable then; the server
             // closing it since is rare and costs one uncounted redial (`Attempt::exchange`).
             let idle_for = now.duration_since(idle.since);

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::{auth, background, error_response, framing};
 use crate::body::GatewayBody;
 use crate::deadline;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, HeldEngine};
 use crate::heartbeat::{self, HeartbeatBody};
 
 /// The API a path is, or `None` when it is not under `/v1/`. Another `/v1/*` path is passed
@@ -47,8 +47,8 @@ pub(super) fn anthropic_client(headers: &HeaderMap) -> bool {
 
 /// One API call: the request prepared, then answered (with heartbeats while it runs when asked).
 pub(super) async fn call(
-    gateway: Arc<Gateway>,
-    engine: Arc<Engine>,
+    gateway: &Arc<Gateway>,
+    engine: HeldEngine,
     endpoint: Endpoint,
     parts: Parts,
     body: Incoming,
@@ -73,7 +73,7 @@ pub(super) async fn call(
     } else {
         None
     };
-    let response = answer(&gateway, engine, endpoint, request, key, heartbeat).await;
+    let response = answer(gateway, engine, endpoint, request, key, heartbeat).await;
     match permit {
         Some(permit) => response.map(|inner| GatewayBody::Counted {
             inner: Box::new(inner),
@@ -111,7 +111,7 @@ fn limited(
 )]
 fn answer(
     gateway: &Arc<Gateway>,
-    engine: Arc<Engine>,
+    engine: HeldEngine,
     endpoint: Endpoint,
     mut request: CallRequest,
     key: background::Key,
@@ -132,7 +132,7 @@ fn answer(
             return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
         }
         if let Some(interval) = heartbeat {
-            return with_heartbeats(gateway, engine, request, interval);
+            return with_heartbeats(gateway, Arc::clone(&*engine), request, interval);
         }
         // Biased: the call first, with no random draw a poll (the stop is rarely there).
         let result = tokio::select! {

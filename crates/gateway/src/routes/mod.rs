@@ -21,7 +21,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::body::GatewayBody;
-use crate::gateway::Gateway;
+use crate::gateway::{Connected, Gateway};
 
 /// Every request: its id (the client's `x-request-id` when it is a sane one, else a new one),
 /// sent upstream and echoed to the client; the upstream's own id moves to `x-upstream-request-id`.
@@ -29,7 +29,7 @@ use crate::gateway::Gateway;
 /// The id is set before the future is made, and the future is an `async` block: an `async fn`
 /// would keep the request twice in it (its argument, and the moved copy).
 pub(crate) fn handle(
-    gateway: Arc<Gateway>,
+    connected: Arc<Connected>,
     mut request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<GatewayBody>, Infallible>> {
     let id = request_id::of(request.headers());
@@ -38,10 +38,10 @@ pub(crate) fn handle(
         .insert(names::X_REQUEST_ID, id.clone());
     async move {
         let mut guard = Abandoned {
-            gateway: &gateway,
+            gateway: &connected.gateway,
             answered: false,
         };
-        let mut response = route(gateway.clone(), request).await;
+        let mut response = route(&connected, request).await;
         guard.answered = true;
         let headers = response.headers_mut();
         if let Some(upstream) = headers.insert(names::X_REQUEST_ID, id.clone())
@@ -69,21 +69,23 @@ impl Drop for Abandoned<'_> {
 }
 
 /// The gateway's own endpoints first, then the API; anything else is `not_found`.
-async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<GatewayBody> {
+async fn route(connected: &Connected, request: Request<Incoming>) -> Response<GatewayBody> {
     let (mut parts, body) = request.into_parts();
+    let gateway = &connected.gateway;
     // One engine for the whole call, even if a reload swaps it meanwhile: read once, here.
-    let settings = gateway.settings();
-    if let Err(error) = framing::check(&parts, &settings) {
+    let engine = connected.engine();
+    let settings = &engine.config().server;
+    if let Err(error) = framing::check(&parts, settings) {
         return error_response(client_protocol(&parts.headers), &error);
     }
-    if let Some(response) = admin::answer(&gateway, &parts) {
+    if let Some(response) = admin::answer(gateway, &parts) {
         return response;
     }
     // Boxed, and only for the paths it may answer: the job store's futures are larger than
     // everything else a call holds, and every future above this one would carry (and copy)
     // their room on every call.
     let routed = if background::may_answer(parts.uri.path()) {
-        Box::pin(background::route(&gateway, &parts)).await
+        Box::pin(background::route(gateway, &parts)).await
     } else {
         background::Routed::PassThrough {
             pinned: None,
@@ -101,10 +103,7 @@ async fn route(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<Ga
     };
     let path = parts.uri.path().trim_end_matches('/');
     match api::endpoint(&parts.method, path, &parts.headers) {
-        Some(endpoint) => {
-            let engine = settings.into_engine();
-            api::call(gateway, engine, endpoint, parts, body, pinned).await
-        }
+        Some(endpoint) => api::call(gateway, engine, endpoint, parts, body, pinned).await,
         None => {
             let message = format!(
                 "Invalid URL ({} {}); the gateway serves /v1/*",
