@@ -150,8 +150,8 @@ pub struct Budget {
     slots: [Slot; CALL_SLOTS],
 }
 
-/// Calls counted on some thread and not yet in the budget: all of second `second`. Aligned so
-/// that no two slots share a cache line.
+/// Calls counted on some thread and not yet in the budget: the second of the budget's clock
+/// they were made in, and how many. Aligned so that no two slots share a cache line.
 #[derive(Default)]
 #[repr(align(128))]
 struct Slot(Mutex<(u64, u64)>);
