@@ -40,6 +40,7 @@ pub mod error; // failures, retryability, the error of a call
 pub mod vocabulary; // the documented words: error codes, phases, limits, outcomes
 pub mod header_names; // the gateway's own header names, parsed once
 pub mod clock; // the call path's clock: one reading per turn of a client connection
+pub mod slots; // per-thread slots on cache lines of their own, and the engine's lock
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

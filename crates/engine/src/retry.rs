@@ -7,8 +7,9 @@
 //! of recent calls plus a small floor, over a 10-second window: a blip is retried, an outage is not
 //! amplified.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+use crate::slots::{Slots, lock};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -147,28 +148,9 @@ pub struct Budget {
     budget: Mutex<RetryBudget>,
     /// The budget's clock (its `origin`), to tell a call's second without its lock.
     origin: Instant,
-    slots: [Slot; CALL_SLOTS],
-}
-
-/// Calls counted on some thread and not yet in the budget: the second of the budget's clock
-/// they were made in, and how many. Aligned so that no two slots share a cache line.
-#[derive(Default)]
-#[repr(align(128))]
-struct Slot(Mutex<(u64, u64)>);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// This thread's slot.
-fn slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % CALL_SLOTS;
-    }
-    SLOT.with(|slot| *slot)
+    /// Calls counted on some thread and not yet in the budget: the second of the budget's
+    /// clock they were made in, and how many.
+    calls: Slots<(u64, u64), CALL_SLOTS>,
 }
 
 impl Budget {
@@ -177,7 +159,7 @@ impl Budget {
         Budget {
             origin: budget.origin,
             budget: Mutex::new(budget),
-            slots: Default::default(),
+            calls: Slots::default(),
         }
     }
 
@@ -185,7 +167,7 @@ impl Budget {
     pub fn deposit(&self, now: Instant) {
         let second = now.saturating_duration_since(self.origin).as_secs();
         let earlier = {
-            let mut counted = lock(&self.slots[slot()].0);
+            let mut counted = self.calls.local();
             let (at, calls) = *counted;
             *counted = if at == second {
                 (second, calls + 1)
@@ -204,8 +186,8 @@ impl Budget {
     /// The budget, with every call counted so far in it.
     fn folded(&self) -> MutexGuard<'_, RetryBudget> {
         let mut budget = lock(&self.budget);
-        for slot in &self.slots {
-            let (at, calls) = std::mem::take(&mut *lock(&slot.0));
+        for mut slot in self.calls.each() {
+            let (at, calls) = std::mem::take(&mut *slot);
             if calls > 0 {
                 budget.deposit_at(at, calls);
             }

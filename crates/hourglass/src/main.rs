@@ -142,8 +142,7 @@ fn init_logging(json: bool, quiet: bool) -> log_writer::Guard {
     let call_lines_shown = !by_fields
         && filter.would_enable(hourglass_engine::CALL_LINE_TARGET, &tracing::Level::INFO);
     let registry = tracing_subscriber::registry().with(filter);
-    let (lines, guard) = log_writer::spawn(std::io::stderr());
-    let writer = move || lines.clone();
+    let (writer, guard) = log_writer::spawn(std::io::stderr());
     if json {
         registry
             .with(

@@ -8,11 +8,12 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hourglass_engine::Engine;
 use hourglass_engine::events::{AttemptEvent, CallEvent, HedgeOutcome, Observer, StreamEvent};
+use hourglass_engine::slots::{Slots, thread_number};
 use hourglass_engine::{Outcome, Phase};
 
 /// Log lines dropped because the log writer's queue was full (the process has one log writer;
@@ -104,44 +105,11 @@ pub const SHARDS: usize = 16;
 /// The shard of the calling thread, below [`SHARDS`] (threads are numbered as they first ask;
 /// threads past `SHARDS` share).
 pub fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|shard| *shard)
+    thread_number() % SHARDS
 }
-
-/// A value on cache lines of its own.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// One value per shard.
-#[derive(Debug)]
-pub(crate) struct Sharded<T>([Padded<Mutex<T>>; SHARDS]);
-
-impl<T: Default> Default for Sharded<T> {
-    fn default() -> Self {
-        Sharded(std::array::from_fn(|_| Padded::default()))
-    }
-}
-
-impl<T> Sharded<T> {
-    /// The calling thread's shard.
-    pub(crate) fn local(&self) -> std::sync::MutexGuard<'_, T> {
-        (self.0[shard()].0.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Every shard in turn.
-    pub(crate) fn each(&self, mut f: impl FnMut(&T)) {
-        for padded in &self.0 {
-            f(&padded
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner));
-        }
-    }
-}
+pub(crate) type Sharded<T> = Slots<T, SHARDS>;
 
 /// Hashes series keys: a fast seeded hash, where SipHash cost more than the update. The keys are
 /// label values of configured or admitted models, upstreams and fixed names, never an unbounded
@@ -236,8 +204,8 @@ fn joined_rows<V, T: Join>(
     entries: impl Fn(&V, &mut dyn FnMut(Option<&str>, &T)),
 ) -> Vec<(Labels, T)> {
     let mut total: HashMap<String, T> = HashMap::new();
-    shards.each(|map| {
-        for (key, kept) in map {
+    for map in shards.each() {
+        for (key, kept) in map.iter() {
             let key = match key.match_indices(SEP).nth(labels.saturating_sub(1)) {
                 Some((end, _)) => &key[..end],
                 None => key.as_str(),
@@ -255,7 +223,7 @@ fn joined_rows<V, T: Join>(
                 }
             });
         }
-    });
+    }
     let mut rows: Vec<(Labels, T)> = total.into_iter().map(|(k, v)| (unkey(&k), v)).collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows
@@ -611,11 +579,11 @@ impl Metrics {
     /// and upstream model, joined as a series key is).
     pub(crate) fn recent_attempts(&self) -> HashMap<String, crate::status::Joined> {
         let mut joined: HashMap<String, crate::status::Joined> = HashMap::new();
-        self.attempts.each(|shard| {
-            for (key, series) in shard {
+        for shard in self.attempts.each() {
+            for (key, series) in shard.iter() {
                 joined.entry(key.clone()).or_default().add(&series.recent);
             }
-        });
+        }
         joined
     }
 

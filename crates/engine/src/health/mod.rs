@@ -20,6 +20,8 @@ use std::time::Duration;
 use hourglass_config::{Balance, BreakerConfig};
 use tokio::time::Instant;
 
+use crate::slots::lock;
+
 use breaker::{Breaker, BreakerSettings, Transition};
 use ewma::PeakEwma;
 use hedge::LatencyWindow;
@@ -213,12 +215,6 @@ impl UpstreamHealth {
             _ => return,
         };
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A candidate target as the ranking sees it.

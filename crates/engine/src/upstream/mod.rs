@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::FailureKind;
+use crate::slots::Slots;
 use dial::Dial;
 use hourglass_config::HttpVersion;
 pub use timeline::Timeline;
@@ -431,12 +432,7 @@ const IDLE_SLOTS: usize = 8;
 /// call of every serving thread took it twice, and its cache line moved between the cores call
 /// after call.
 #[derive(Default)]
-struct IdleSlots([IdleSlot; IDLE_SLOTS]);
-
-/// Aligned so that no two slots share a cache line.
-#[derive(Default)]
-#[repr(align(128))]
-struct IdleSlot(Mutex<IdleConnections>);
+struct IdleSlots(Slots<IdleConnections, IDLE_SLOTS>);
 
 impl IdleSlots {
     /// The slot of `runtime`, locked.
@@ -446,9 +442,9 @@ impl IdleSlots {
     ) -> std::sync::MutexGuard<'_, IdleConnections> {
         use std::hash::BuildHasher as _;
         let at = runtime.map_or(0, |id| {
-            foldhash::fast::FixedState::default().hash_one(id) as usize % IDLE_SLOTS
+            foldhash::fast::FixedState::default().hash_one(id) as usize
         });
-        lock_idle(&self.0[at])
+        self.0.at(at)
     }
 
     /// Keeps `idle` for its runtime's calls (see [`IdleConnections::put`]).
@@ -467,25 +463,21 @@ impl IdleSlots {
         if let Some(own) = self.of(runtime).take_own(runtime) {
             return own.map(|idle| (idle, false));
         }
-        let fullest = self.0.iter().max_by_key(|slot| lock_idle(slot).most())?;
-        lock_idle(fullest).take_most().map(|idle| (idle, true))
+        let fullest = (0..IDLE_SLOTS).max_by_key(|&at| self.0.at(at).most())?;
+        self.0.at(fullest).take_most().map(|idle| (idle, true))
     }
 
     /// Keeps only the connections `keep` says to (see [`IdleConnections::retain`]).
     fn retain(&self, mut keep: impl FnMut(&mut Idle) -> bool) {
-        for slot in &self.0 {
-            lock_idle(slot).retain(&mut keep);
+        for mut slot in self.0.each() {
+            slot.retain(&mut keep);
         }
     }
 
     /// How many are kept, over every runtime.
     fn len(&self) -> usize {
-        self.0.iter().map(|slot| lock_idle(slot).len()).sum()
+        self.0.each().map(|slot| slot.len()).sum()
     }
-}
-
-fn lock_idle(slot: &IdleSlot) -> std::sync::MutexGuard<'_, IdleConnections> {
-    slot.0.lock().expect("the pool lock is never poisoned")
 }
 
 /// One upstream's dialer, idle HTTP/1.1 connections and shared HTTP/2 connections.
