@@ -374,7 +374,8 @@ impl Attempt<'_> {
         let mut reader = StreamReader::new(endpoint, Some(assembler));
         self.first_token(&mut body, &mut reader, true).await?;
         self.phase = Phase::Done;
-        body.release();
+        let upstreams = &self.call.shared.upstreams;
+        upstreams.release(self.target.upstream, body);
         let whole = reader
             .assembler
             .expect("assemble_whole made its reader with an assembler")
@@ -435,7 +436,8 @@ impl Attempt<'_> {
             )));
         }
         self.phase = Phase::Done;
-        body.release();
+        let upstreams = &self.call.shared.upstreams;
+        upstreams.release(self.target.upstream, body);
         Ok(self.whole(status, headers, whole))
     }
 

@@ -304,13 +304,20 @@ impl UpstreamBody {
     }
 
     /// Returns the connection to its pool: for a body read to its end (an HTTP/2 one stays
-    /// shared in any case; one that cannot take another request is closed).
+    /// shared in any case; one that cannot take another request is closed). Where the caller
+    /// holds the pool's upstreams, [`Upstreams::release`] does the same without counting the
+    /// pool up and down.
     pub fn release(self) {
+        let pool = self.connection.pool.clone();
+        self.release_to(&pool);
+    }
+
+    /// [`UpstreamBody::release`] into `pool`, the one the connection came from.
+    fn release_to(self, pool: &Pool) {
         let mut connection = self.connection;
         if connection.is_h2() || !connection.usable() {
             return;
         }
-        let pool = connection.pool.clone();
         pool.idle.put(Idle {
             connection,
             since: crate::clock::now(),
@@ -785,6 +792,17 @@ impl Upstreams {
                 shared.iter().filter(|c| !c.sender.is_closed()).count()
             })
             .collect()
+    }
+
+    /// [`UpstreamBody::release`] for a body of upstream `index`'s, given back through the pool
+    /// these upstreams hold: the pool's count, which both serving threads write, is not taken
+    /// and dropped again for it. A body from another set of pools (a reload's) goes back to its
+    /// own.
+    pub fn release(&self, index: usize, body: UpstreamBody) {
+        match self.pools.get(index) {
+            Some(pool) if Arc::ptr_eq(pool, &body.connection.pool) => body.release_to(pool),
+            _ => body.release(),
+        }
     }
 
     /// A connection to upstream `index` that needs no waiting: a stream on a shared HTTP/2 one

@@ -76,6 +76,26 @@ async fn takes_only_its_own(
         .unwrap();
 }
 
+/// A whole answer is assembled from a streamed upstream answer, and its connection goes back
+/// through the engine's pools (`Upstreams::release`), not through the connection's own count of
+/// its pool: it must land in the same pool, for this runtime, every time.
+#[tokio::test]
+async fn a_whole_answers_connection_goes_back_to_its_pool_for_the_next_call() {
+    let setup =
+        setup("[models.m]\ntargets = [\"a:sim-instant\"]\n[health_check]\nmode = \"off\"\n");
+    let engine = setup.engine.clone();
+    let dialed = || setup.sims["a"].stats().connections;
+    for call in 0..3 {
+        let response = engine.call(chat("m", false, None)).await.unwrap();
+        assert!(
+            matches!(response.body, ResponseBody::Full(_)),
+            "a whole answer"
+        );
+        assert_eq!(response.timeline.as_ref().unwrap().reused, call > 0);
+        assert_eq!((dialed(), engine.idle_connections()), (1, vec![1, 0]));
+    }
+}
+
 #[tokio::test]
 async fn a_runtime_reuses_its_own_connections_and_opens_its_own_beside_the_one_it_borrows() {
     let setup =
