@@ -8,12 +8,12 @@
 //! amplified.
 
 use std::sync::{Mutex, MutexGuard};
-
-use crate::slots::{Slots, lock};
 use std::time::Duration;
 
 use http::HeaderMap;
 use tokio::time::Instant;
+
+use crate::slots::{Slots, lock};
 
 /// Backoff before try `n` (1 = the first retry): uniform in `[0, min(cap, base × 2^(n-1))]`.
 pub fn backoff(n: u32, base: Duration, cap: Duration, rng: &mut fastrand::Rng) -> Duration {

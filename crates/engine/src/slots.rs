@@ -47,8 +47,8 @@ impl<T, const N: usize> Slots<T, N> {
         lock(&self.0[i % N].0)
     }
 
-    /// Every slot, each locked in turn (one at a time: a guard is dropped before the next
-    /// slot is locked when the caller lets it go).
+    /// Every slot, each locked as the iterator reaches it: a caller that drops each guard
+    /// before taking the next holds one lock at a time.
     pub fn each(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
         self.0.iter().map(|slot| lock(&slot.0))
     }
