@@ -148,11 +148,17 @@ impl Attempt<'_> {
         let upstreams = &self.call.shared.upstreams;
         let connection = match upstreams.ready(self.target.upstream) {
             Some(connection) => connection,
+            // Dialing boxed, and only when taken: its future (DNS, TCP, TLS, the HTTP/2
+            // handshake) is larger than the rest of an attempt's, and every future above this
+            // one would carry its room, and copy it, on every call.
             None => {
                 let connect = self.deadlines.connect();
-                timeout_at(connect.at, upstreams.connect(self.target.upstream))
-                    .await
-                    .map_err(|_| FailureKind::Timeout(connect.limit))??
+                timeout_at(
+                    connect.at,
+                    Box::pin(upstreams.connect(self.target.upstream)),
+                )
+                .await
+                .map_err(|_| FailureKind::Timeout(connect.limit))??
             }
         };
         self.timeline.connected = Some(crate::clock::now());
@@ -196,6 +202,19 @@ impl Attempt<'_> {
                 Err(e) => Err(ExchangeError::H1(e)),
             });
         }
+        // HTTP/2 boxed, as dialing is: its futures would double the room of every attempt's.
+        Box::pin(self.write_and_first_byte_h2(connection, body, write)).await
+    }
+
+    /// [`Attempt::write_and_first_byte`] on an HTTP/2 connection: the request handed to the
+    /// connection within `write`, then its response head awaited within `first_byte`.
+    async fn write_and_first_byte_h2(
+        &mut self,
+        connection: Connection,
+        body: Bytes,
+        write: crate::deadlines::Bound,
+    ) -> Result<Result<(http::response::Parts, UpstreamBody), ExchangeError>, FailureKind> {
+        let upstream = &self.call.shared.config.upstreams[self.target.upstream];
         let (request, mut written) = request::build(self.call.request, upstream, body, true)?;
         let send = connection.send(request);
         tokio::pin!(send);
@@ -363,82 +382,98 @@ impl Attempt<'_> {
 
     /// Assemble a whole answer: the stream is read to its end (so every failure up to it can
     /// still be retried) and put together in the shape of a non-streaming answer.
-    async fn assemble_whole(
+    ///
+    /// An `async` block, not an `async fn`: an `async fn` keeps its arguments twice in its
+    /// future (as given, and as moved into its body), here the head's headers and the body.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice in its future"
+    )]
+    fn assemble_whole(
         &mut self,
         status: StatusCode,
         mut headers: HeaderMap,
         mut body: UpstreamBody,
-    ) -> Result<Response, FailureKind> {
-        let endpoint = self.call.request.endpoint;
-        let assembler = endpoint.protocol().assembler(endpoint);
-        let mut reader = StreamReader::new(endpoint, Some(assembler));
-        self.first_token(&mut body, &mut reader, true).await?;
-        self.phase = Phase::Done;
-        let upstreams = &self.call.shared.upstreams;
-        upstreams.release(self.target.upstream, body);
-        let whole = reader
-            .assembler
-            .expect("assemble_whole made its reader with an assembler")
-            .finish();
-        // The headers of a whole answer, not of the stream it was assembled from: its content
-        // type, and without the `no-cache` an event stream is sent with (any other caching
-        // directive the upstream gave is kept).
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if (headers.get(header::CACHE_CONTROL))
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
-        {
-            headers.remove(header::CACHE_CONTROL);
+    ) -> impl Future<Output = Result<Response, FailureKind>> {
+        async move {
+            let endpoint = self.call.request.endpoint;
+            let assembler = endpoint.protocol().assembler(endpoint);
+            let mut reader = StreamReader::new(endpoint, Some(assembler));
+            self.first_token(&mut body, &mut reader, true).await?;
+            self.phase = Phase::Done;
+            let upstreams = &self.call.shared.upstreams;
+            upstreams.release(self.target.upstream, body);
+            let whole = reader
+                .assembler
+                .expect("assemble_whole made its reader with an assembler")
+                .finish();
+            // The headers of a whole answer, not of the stream it was assembled from: its content
+            // type, and without the `no-cache` an event stream is sent with (any other caching
+            // directive the upstream gave is kept).
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            if (headers.get(header::CACHE_CONTROL))
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+            {
+                headers.remove(header::CACHE_CONTROL);
+            }
+            Ok(self.whole(status, headers, whole))
         }
-        Ok(self.whole(status, headers, whole))
     }
 
-    /// Read a whole body, each read within `idle`; a JSON body must parse.
-    async fn read_whole(
+    /// Read a whole body, each read within `idle`; a JSON body must parse. An `async` block,
+    /// as [`Attempt::assemble_whole`] is.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold its arguments twice in its future"
+    )]
+    fn read_whole(
         &mut self,
         status: StatusCode,
         headers: HeaderMap,
         mut body: UpstreamBody,
-    ) -> Result<Response, FailureKind> {
-        self.phase = Phase::Body;
-        let mut whole = BytesMut::new();
-        let mut last = crate::clock::now();
-        loop {
-            let idle = self.deadlines.idle(last);
-            let frame = timeout_at(idle.at, body.frame())
-                .await
-                .map_err(|_| FailureKind::Timeout(idle.limit))?;
-            let data = match frame {
-                None => break,
-                Some(Err(e)) => return Err(body_failure(&e)),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
-            };
-            if whole.len() + data.len() > MAX_WHOLE_BODY {
+    ) -> impl Future<Output = Result<Response, FailureKind>> {
+        async move {
+            self.phase = Phase::Body;
+            let mut whole = BytesMut::new();
+            let mut last = crate::clock::now();
+            loop {
+                let idle = self.deadlines.idle(last);
+                let frame = timeout_at(idle.at, body.frame())
+                    .await
+                    .map_err(|_| FailureKind::Timeout(idle.limit))?;
+                let data = match frame {
+                    None => break,
+                    Some(Err(e)) => return Err(body_failure(&e)),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue,
+                    },
+                };
+                if whole.len() + data.len() > MAX_WHOLE_BODY {
+                    return Err(FailureKind::Malformed(format!(
+                        "the response is larger than {} MiB",
+                        MAX_WHOLE_BODY >> 20
+                    )));
+                }
+                whole.extend_from_slice(&data);
+                last = crate::clock::now();
+            }
+            let whole = whole.freeze();
+            if is_json(&headers)
+                && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&whole)
+            {
                 return Err(FailureKind::Malformed(format!(
-                    "the response is larger than {} MiB",
-                    MAX_WHOLE_BODY >> 20
+                    "the response body is not valid JSON: {e}"
                 )));
             }
-            whole.extend_from_slice(&data);
-            last = crate::clock::now();
+            self.phase = Phase::Done;
+            let upstreams = &self.call.shared.upstreams;
+            upstreams.release(self.target.upstream, body);
+            Ok(self.whole(status, headers, whole))
         }
-        let whole = whole.freeze();
-        if is_json(&headers)
-            && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&whole)
-        {
-            return Err(FailureKind::Malformed(format!(
-                "the response body is not valid JSON: {e}"
-            )));
-        }
-        self.phase = Phase::Done;
-        let upstreams = &self.call.shared.upstreams;
-        upstreams.release(self.target.upstream, body);
-        Ok(self.whole(status, headers, whole))
     }
 
     /// A whole answer, with its phases in `server-timing`.

@@ -349,7 +349,7 @@ fn serve_connection(
     let settings = &engine.config().server;
     // Boxed: hyper keeps room for one in-flight request's future for as long as the connection
     // lives; a box makes that room a pointer, so a streamed answer does not hold the finished
-    // handler's ~6.5 KB (docs/benchmarks.md). Made in its box, not moved there (`made_in_box`).
+    // handler's ~3.7 KB (docs/benchmarks.md). Made in its box, not moved there (`made_in_box`).
     let service = service_fn(move |request| {
         made_in_box(|| crate::routes::handle(connected.clone(), request))
     });

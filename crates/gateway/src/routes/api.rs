@@ -46,11 +46,13 @@ pub(super) fn anthropic_client(headers: &HeaderMap) -> bool {
 }
 
 /// One API call: the request prepared, then answered (with heartbeats while it runs when asked).
+/// The request's head is borrowed, and the call's request is made here and borrowed by the
+/// engine: held once across the upstream's wait, and never copied from future to future.
 pub(super) async fn call(
     gateway: &Arc<Gateway>,
     engine: HeldEngine,
     endpoint: Endpoint,
-    parts: Parts,
+    parts: &mut Parts,
     body: Incoming,
     pinned: Option<String>,
 ) -> Response<GatewayBody> {
@@ -73,7 +75,17 @@ pub(super) async fn call(
     } else {
         None
     };
-    let response = answer(gateway, engine, endpoint, request, key, heartbeat).await;
+    // The usual call here; the rest — continuing a stored response, a background call,
+    // heartbeats — boxed, and only when taken, so its room is not in every call's future.
+    let response = if request.continues.is_some()
+        || heartbeat.is_some()
+        || background::form(gateway, &request).is_some()
+    {
+        Box::pin(answer(gateway, engine, endpoint, request, key, heartbeat)).await
+    } else {
+        let result = call_until_stopping(gateway, &engine, &request).await;
+        answered(gateway, &engine, endpoint, result)
+    };
     match permit {
         Some(permit) => response.map(|inner| GatewayBody::Counted {
             inner: Box::new(inner),
@@ -103,66 +115,75 @@ fn limited(
 }
 
 /// The call made and answered: continued from a stored response, submitted as a job, with
-/// heartbeats, or plainly. An `async` block, not an `async fn`, so the future holds the request
-/// once (an `async fn` keeps its argument and the moved copy).
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would hold the request twice in its future"
-)]
-fn answer(
+/// heartbeats, or plainly.
+async fn answer(
     gateway: &Arc<Gateway>,
     engine: HeldEngine,
     endpoint: Endpoint,
     mut request: CallRequest,
     key: background::Key,
     heartbeat: Option<Duration>,
-) -> impl Future<Output = Response<GatewayBody>> + '_ {
-    async move {
-        let protocol = endpoint.protocol();
-        // Boxed, and only for a request that continues another: the job store's future is
-        // larger than everything else a call holds, and every future above this one would
-        // carry (and copy) its room on every call.
-        if request.continues.is_some()
-            && let Err(error) =
-                Box::pin(background::continuation(gateway, &mut request, &key)).await
-        {
-            return error_response(protocol, &error);
-        }
-        if let Some(form) = background::form(gateway, &request) {
-            return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
-        }
-        if let Some(interval) = heartbeat {
-            return with_heartbeats(gateway, Arc::clone(&*engine), request, interval);
-        }
-        // Biased: the call first, with no random draw a poll (the stop is rarely there).
-        let result = tokio::select! {
-            biased;
-            result = engine.call(request) => result,
-            () = gateway.stopping.arrived() => Err(crate::stopping::error()),
-        };
-        match result {
-            Ok(response) => {
-                if endpoint == Endpoint::Responses {
-                    let opening = match &response.body {
-                        ResponseBody::Full(bytes) => Some(bytes.as_ref()),
-                        ResponseBody::Stream(stream) => stream.opening(),
-                    };
-                    background::remember(gateway, &engine, &response.headers, opening);
-                }
-                let mut out = Response::new(match response.body {
-                    ResponseBody::Full(bytes) => GatewayBody::full(bytes),
-                    ResponseBody::Stream(stream) => GatewayBody::Stream {
-                        stream,
-                        stopping: gateway.stopping.wait(),
-                    },
-                });
-                *out.status_mut() = response.status;
-                *out.headers_mut() = response.headers;
-                out
+) -> Response<GatewayBody> {
+    let protocol = endpoint.protocol();
+    // Boxed: the job store's future is larger than everything else a call holds.
+    if request.continues.is_some()
+        && let Err(error) = Box::pin(background::continuation(gateway, &mut request, &key)).await
+    {
+        return error_response(protocol, &error);
+    }
+    if let Some(form) = background::form(gateway, &request) {
+        return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
+    }
+    if let Some(interval) = heartbeat {
+        return with_heartbeats(gateway, Arc::clone(&*engine), request, interval);
+    }
+    let result = call_until_stopping(gateway, &engine, &request).await;
+    answered(gateway, &engine, endpoint, result)
+}
+
+/// The engine's call of `request`, or the stop's error when the gateway stops first.
+async fn call_until_stopping(
+    gateway: &Gateway,
+    engine: &Engine,
+    request: &CallRequest,
+) -> Result<hourglass_engine::Response, CallError> {
+    // Biased: the call first, with no random draw a poll (the stop is rarely there).
+    tokio::select! {
+        biased;
+        result = engine.call_borrowed(request) => result,
+        () = gateway.stopping.arrived() => Err(crate::stopping::error()),
+    }
+}
+
+/// The client's answer of a call's result.
+fn answered(
+    gateway: &Arc<Gateway>,
+    engine: &Engine,
+    endpoint: Endpoint,
+    result: Result<hourglass_engine::Response, CallError>,
+) -> Response<GatewayBody> {
+    match result {
+        Ok(response) => {
+            if endpoint == Endpoint::Responses {
+                let opening = match &response.body {
+                    ResponseBody::Full(bytes) => Some(bytes.as_ref()),
+                    ResponseBody::Stream(stream) => stream.opening(),
+                };
+                background::remember(gateway, engine, &response.headers, opening);
             }
-            // The engine logs one line per call (hourglass::call), failures with their message.
-            Err(error) => error_response(protocol, &error),
+            let mut out = Response::new(match response.body {
+                ResponseBody::Full(bytes) => GatewayBody::full(bytes),
+                ResponseBody::Stream(stream) => GatewayBody::Stream {
+                    stream,
+                    stopping: gateway.stopping.wait(),
+                },
+            });
+            *out.status_mut() = response.status;
+            *out.headers_mut() = response.headers;
+            out
         }
+        // The engine logs one line per call (hourglass::call), failures with their message.
+        Err(error) => error_response(endpoint.protocol(), &error),
     }
 }
 
@@ -170,7 +191,7 @@ fn answer(
 async fn prepare(
     engine: &Engine,
     endpoint: Endpoint,
-    parts: Parts,
+    parts: &mut Parts,
     body: Incoming,
     start: Instant,
 ) -> Result<(CallRequest, Option<Duration>), CallError> {
@@ -178,7 +199,7 @@ async fn prepare(
     let settings = &engine.config().server;
     auth::client(settings, &parts.headers)?;
     refuse_dot_segments(parts.uri.path())?;
-    framing::declared_body(&parts, settings)?;
+    framing::declared_body(parts, settings)?;
     let bytes = read_body(settings, body).await?;
     let head = if endpoint.passes_through() {
         Default::default()
@@ -202,8 +223,9 @@ async fn prepare(
     let uri = &parts.uri;
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let path = path_and_query.strip_prefix("/v1").unwrap_or(path_and_query);
-    let mut request = CallRequest::with_head(endpoint, parts.method, path, bytes, head);
-    request.headers = parts.headers;
+    let method = std::mem::take(&mut parts.method);
+    let mut request = CallRequest::with_head(endpoint, method, path, bytes, head);
+    request.headers = std::mem::take(&mut parts.headers);
     if !settings.client_keys.is_empty() {
         // The gateway's client key, in whichever header the client sent it: never passed on.
         request.headers.remove(header::AUTHORIZATION);

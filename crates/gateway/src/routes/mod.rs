@@ -17,6 +17,7 @@ use bytes::Bytes;
 use hourglass_engine::header_names as names;
 use hourglass_engine::protocol::Protocol;
 use hourglass_engine::{CallError, ErrorCode};
+use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
@@ -26,22 +27,22 @@ use crate::gateway::{Connected, Gateway};
 /// Every request: its id (the client's `x-request-id` when it is a sane one, else a new one),
 /// sent upstream and echoed to the client; the upstream's own id moves to `x-upstream-request-id`.
 ///
-/// The id is set before the future is made, and the future is an `async` block: an `async fn`
-/// would keep the request twice in it (its argument, and the moved copy).
+/// The id is set before the future is made, and the future is an `async` block that owns the
+/// request's head: the futures under it borrow the head rather than take it, since a future
+/// that takes a value keeps room for it beside its caller's (moved-from) own, and copies it in.
 pub(crate) fn handle(
     connected: Arc<Connected>,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<GatewayBody>, Infallible>> {
-    let id = request_id::of(request.headers());
-    request
-        .headers_mut()
-        .insert(names::X_REQUEST_ID, id.clone());
+    let (mut parts, body) = request.into_parts();
+    let id = request_id::of(&parts.headers);
+    parts.headers.insert(names::X_REQUEST_ID, id.clone());
     async move {
         let mut guard = Abandoned {
             gateway: &connected.gateway,
             answered: false,
         };
-        let mut response = route(&connected, request).await;
+        let mut response = route(&connected, &mut parts, body).await;
         guard.answered = true;
         let headers = response.headers_mut();
         if let Some(upstream) = headers.insert(names::X_REQUEST_ID, id.clone())
@@ -69,23 +70,22 @@ impl Drop for Abandoned<'_> {
 }
 
 /// The gateway's own endpoints first, then the API; anything else is `not_found`.
-async fn route(connected: &Connected, request: Request<Incoming>) -> Response<GatewayBody> {
-    let (mut parts, body) = request.into_parts();
+async fn route(connected: &Connected, parts: &mut Parts, body: Incoming) -> Response<GatewayBody> {
     let gateway = &connected.gateway;
     // One engine for the whole call, even if a reload swaps it meanwhile: read once, here.
     let engine = connected.engine();
     let settings = &engine.config().server;
-    if let Err(error) = framing::check(&parts, settings) {
+    if let Err(error) = framing::check(parts, settings) {
         return error_response(client_protocol(&parts.headers), &error);
     }
-    if let Some(response) = admin::answer(gateway, &parts) {
+    if let Some(response) = admin::answer(gateway, parts) {
         return response;
     }
     // Boxed, and only for the paths it may answer: the job store's futures are larger than
     // everything else a call holds, and every future above this one would carry (and copy)
     // their room on every call.
     let routed = if background::may_answer(parts.uri.path()) {
-        Box::pin(background::route(gateway, &parts)).await
+        Box::pin(background::route(gateway, parts)).await
     } else {
         background::Routed::PassThrough {
             pinned: None,
