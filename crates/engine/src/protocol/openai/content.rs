@@ -9,7 +9,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::assemble::fast::{Kept, Memo};
+use super::assemble::fast::{FastChunk, Kept, Memo};
 use crate::protocol::{Endpoint, Signal, excerpt};
 use crate::sse::Event;
 
@@ -126,7 +126,8 @@ impl crate::protocol::Classify for ChatClassifier {
         if let Some(choice) = self.memo.recall(data, Kept::ALL) {
             return choice.signal();
         }
-        if let Some(chunk) = self.memo.chunk(data, Kept::ALL) {
+        let mut chunk = FastChunk::default();
+        if self.memo.chunk_into(data, Kept::ALL, &mut chunk) {
             return chunk
                 .choice
                 .as_ref()

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::fast::FastChunk;
 use super::{ChunkIn, Common, present};
 use crate::protocol::openai::content::filled;
 use crate::protocol::{Signal, excerpt};
@@ -161,7 +162,8 @@ impl Assembler {
             if let Some(choice) = self.memo.recall(data, kept) {
                 return self.add_text(choice);
             }
-            if let Some(chunk) = self.memo.chunk(data, kept) {
+            let mut chunk = FastChunk::default();
+            if self.memo.chunk_into(data, kept, &mut chunk) {
                 self.common.take_first(chunk.first, chunk.usage);
                 return match chunk.choice {
                     Some(choice) => self.add_text(choice),

@@ -141,18 +141,27 @@ pub(crate) struct Memo {
 }
 
 impl Memo {
-    /// The chunk `data` read by the scanner ([`chunk_from`]), from the end of the remembered head
-    /// when it starts with it; what it says is remembered for the next one.
+    /// The chunk [`Memo::chunk_into`] reads, returned (for tests).
+    #[cfg(test)]
     pub fn chunk<'a>(&mut self, data: &'a str, kept: Kept) -> Option<FastChunk<'a>> {
+        let mut chunk = FastChunk::default();
+        self.chunk_into(data, kept, &mut chunk).then_some(chunk)
+    }
+
+    /// The chunk `data` read by the scanner ([`chunk_from`]), from the end of the remembered head
+    /// when it starts with it, into `chunk` (which holds nothing of use when this is `false`);
+    /// what it says is remembered for the next one. Read into the caller's room, not returned:
+    /// the chunk is a few hundred bytes, which each function and closure it was returned through
+    /// copied again.
+    pub fn chunk_into<'a>(&mut self, data: &'a str, kept: Kept, chunk: &mut FastChunk<'a>) -> bool {
         let resume = (!self.head.is_empty()
             && self.head_kept == kept
             && data.starts_with(self.head.as_str()))
         .then_some((self.head.len(), self.head_seen));
-        // Looked at in place, not moved out and back: the chunk is a few hundred bytes.
-        let chunk = shapes::read_or_scan(data, kept, resume);
-        if let Some(read) = &chunk {
+        let read = shapes::read_or_scan(data, kept, resume, chunk);
+        if read {
             if resume.is_none()
-                && let Some((at, seen, taken)) = read.head
+                && let Some((at, seen, taken)) = chunk.head
             {
                 // What the head gave is kept from now on, so read again with it kept, the head
                 // gives nothing: the first chunk's head serves the second, whose would too.
@@ -164,9 +173,9 @@ impl Memo {
                 // text chunk is read by comparison too.
                 shapes::recall_text(self);
             }
-            self.remember(data, read, kept, resume.map_or(0, |(at, _)| at));
+            self.remember(data, chunk, kept, resume.map_or(0, |(at, _)| at));
         }
-        chunk
+        read
     }
 
     /// Remembers `data` if the scanner read it as a text chunk with content and nothing else: no

@@ -17,7 +17,7 @@ use std::cell::RefCell;
 
 use serde_json::Value;
 
-use super::{FastChunk, FirstFields, Hole, Holes, Kept, Memo, Scan, Seen, TextChunk, chunk_from};
+use super::{FastChunk, Hole, Holes, Kept, Memo, Scan, Seen, TextChunk, chunk_from};
 use crate::protocol::json::string_stop;
 
 /// Most whole shapes a thread keeps: the first, finish and usage chunks of a few upstreams and
@@ -172,10 +172,11 @@ impl Shapes {
         from: usize,
         seen: Option<Seen>,
         kept: Kept,
-    ) -> Option<FastChunk<'a>> {
+        chunk: &mut FastChunk<'a>,
+    ) -> bool {
         (self.chunks.iter())
             .filter(|shape| shape.kept == kept && shape.seen == seen)
-            .find_map(|shape| shape.read(data, from))
+            .any(|shape| shape.read(data, from, chunk).is_some())
     }
 
     /// Keeps the shape of `read`, the scan of `data` from `from`, if it has one.
@@ -274,9 +275,11 @@ impl Shape {
 
     /// `data` from `from`, when it is this shape with other values in its holes, each one the
     /// scan reads (by the scan's own readers): what the scan of it gives.
-    fn read<'a>(&self, data: &'a str, from: usize) -> Option<FastChunk<'a>> {
+    /// Read into `chunk` (which holds nothing of use on `None`), not returned: the chunk is a few
+    /// hundred bytes, which each function and closure it was returned through copied again.
+    fn read<'a>(&self, data: &'a str, from: usize, chunk: &mut FastChunk<'a>) -> Option<()> {
         let mut starts = [0; MOST_HOLES + 1];
-        let mut chunk = FastChunk::default();
+        *chunk = FastChunk::default();
         let mut at = from;
         let (last, pieces) = self.pieces.split_last()?;
         for ((piece, hole), start) in pieces.iter().zip(&self.holes).zip(&mut starts) {
@@ -299,12 +302,9 @@ impl Shape {
         }
         let at = |pos: Pos| starts[pos.piece] + pos.at;
         let text = |(start, end): (Pos, Pos)| &data[at(start)..at(end)];
-        chunk.first = FirstFields {
-            model: self.model.clone(),
-            system_fingerprint: self.system_fingerprint.clone(),
-            service_tier: self.service_tier.clone(),
-            ..chunk.first
-        };
+        chunk.first.model = self.model.clone();
+        chunk.first.system_fingerprint = self.system_fingerprint.clone();
+        chunk.first.service_tier = self.service_tier.clone();
         chunk.usage = self.usage.map(text);
         chunk.choice = self.choice.as_ref().map(|choice| TextChunk {
             index: choice.index,
@@ -314,7 +314,7 @@ impl Shape {
             content_at: choice.content_at.map(|(start, end)| (at(start), at(end))),
         });
         chunk.head = self.head.map(|(pos, seen, taken)| (at(pos), seen, taken));
-        Some(chunk)
+        Some(())
     }
 }
 
@@ -363,16 +363,20 @@ pub(super) fn read_or_scan<'a>(
     data: &'a str,
     kept: Kept,
     resume: Option<(usize, Seen)>,
-) -> Option<FastChunk<'a>> {
+    chunk: &mut FastChunk<'a>,
+) -> bool {
     let (from, seen) = (resume.map_or(0, |(at, _)| at), resume.map(|(_, seen)| seen));
     SHAPES.with_borrow_mut(|shapes| {
-        if let Some(read) = shapes.read(data, from, seen, kept) {
-            return Some(read);
+        if shapes.read(data, from, seen, kept, chunk) {
+            return true;
         }
         let mut holes = Holes::default();
-        let read = chunk_from(data, kept, resume, &mut holes)?;
+        let Some(read) = chunk_from(data, kept, resume, &mut holes) else {
+            return false;
+        };
         shapes.learn(data, from, seen, kept, &read, &holes);
-        Some(read)
+        *chunk = read;
+        true
     })
 }
 
@@ -447,6 +451,12 @@ pub(super) fn recall_text(memo: &mut Memo) {
 mod tests {
     use super::*;
 
+    /// The chunk `shape` reads from `data` at `from`, returned.
+    fn shape_read<'a>(shape: &Shape, data: &'a str, from: usize) -> Option<FastChunk<'a>> {
+        let mut chunk = FastChunk::default();
+        shape.read(data, from, &mut chunk).map(|()| chunk)
+    }
+
     /// The scan of `data` and the holes it noted.
     fn scanned(data: &str, kept: Kept) -> (FastChunk<'_>, Holes) {
         let mut holes = Holes::default();
@@ -462,7 +472,7 @@ mod tests {
         let (read, holes) = scanned(FIRST, kept);
         let shape = Shape::of(FIRST, 0, None, kept, &read, &holes).expect("a shape");
         assert_eq!(shape.holes, [Hole::Id, Hole::Created, Hole::Padding]);
-        let again = shape.read(FIRST, 0).expect("the same chunk");
+        let again = shape_read(&shape, FIRST, 0).expect("the same chunk");
         assert_eq!(again, read);
         // Other values in the holes, good and bad, and other bytes around them: the shape
         // answers what the scan answers, or leaves the chunk to it.
@@ -489,7 +499,7 @@ mod tests {
         for (from, to) in others {
             let other = FIRST.replacen(from, to, 1);
             let scanned = chunk_from(&other, kept, None, &mut Holes::default());
-            let by_shape = shape.read(&other, 0);
+            let by_shape = shape_read(&shape, &other, 0);
             match (&scanned, &by_shape) {
                 (Some(scanned), Some(by_shape)) => {
                     assert_eq!(by_shape, scanned, "{other}");
@@ -527,7 +537,7 @@ mod tests {
             for (from, to, readable) in others {
                 let other = USAGE.replacen(from, to, 1);
                 let scanned = chunk_from(&other, kept, None, &mut Holes::default());
-                let by_shape = shape.read(&other, 0);
+                let by_shape = shape_read(&shape, &other, 0);
                 if let (Some(scanned), Some(by_shape)) = (&scanned, &by_shape) {
                     assert_eq!(by_shape, scanned, "{other}");
                 }
