@@ -77,14 +77,16 @@ pub(super) async fn call(
     };
     // The usual call here; the rest — continuing a stored response, a background call,
     // heartbeats — boxed, and only when taken, so its room is not in every call's future.
-    let response = if request.continues.is_some()
-        || heartbeat.is_some()
-        || background::form(gateway, &request).is_some()
-    {
-        Box::pin(answer(gateway, engine, endpoint, request, key, heartbeat)).await
-    } else {
+    let asks = Asks {
+        continues: request.continues.is_some(),
+        background: background::form(gateway, &request),
+        heartbeat,
+    };
+    let response = if asks.only_the_call() {
         let result = call_until_stopping(gateway, &engine, &request).await;
         answered(gateway, &engine, endpoint, result)
+    } else {
+        Box::pin(answer(gateway, engine, endpoint, request, key, asks)).await
     };
     match permit {
         Some(permit) => response.map(|inner| GatewayBody::Counted {
@@ -114,27 +116,46 @@ fn limited(
     response
 }
 
-/// The call made and answered: continued from a stored response, submitted as a job, with
-/// heartbeats, or plainly.
+/// What a prepared call asks for beyond the call itself, decided once: the usual path takes the
+/// call when it asks for nothing more, and `answer` does what it asks, so the two cannot
+/// disagree on which calls are usual.
+struct Asks {
+    /// It continues a stored response (`previous_response_id`).
+    continues: bool,
+    /// It is to run in the background, in this form.
+    background: Option<background::Form>,
+    /// It is to be sent heartbeats at this interval while it runs.
+    heartbeat: Option<Duration>,
+}
+
+impl Asks {
+    /// Whether the call is all it asks for.
+    fn only_the_call(&self) -> bool {
+        !self.continues && self.background.is_none() && self.heartbeat.is_none()
+    }
+}
+
+/// The call made and answered as it asks: continued from a stored response, submitted as a
+/// job, with heartbeats, or plainly (a continuation that asks nothing more).
 async fn answer(
     gateway: &Arc<Gateway>,
     engine: HeldEngine,
     endpoint: Endpoint,
     mut request: CallRequest,
     key: background::Key,
-    heartbeat: Option<Duration>,
+    asks: Asks,
 ) -> Response<GatewayBody> {
     let protocol = endpoint.protocol();
     // Boxed: the job store's future is larger than everything else a call holds.
-    if request.continues.is_some()
+    if asks.continues
         && let Err(error) = Box::pin(background::continuation(gateway, &mut request, &key)).await
     {
         return error_response(protocol, &error);
     }
-    if let Some(form) = background::form(gateway, &request) {
+    if let Some(form) = asks.background {
         return Box::pin(background::submit(gateway, &engine, request, key, form)).await;
     }
-    if let Some(interval) = heartbeat {
+    if let Some(interval) = asks.heartbeat {
         return with_heartbeats(gateway, Arc::clone(&*engine), request, interval);
     }
     let result = call_until_stopping(gateway, &engine, &request).await;

@@ -370,6 +370,21 @@ async fn responses_the_gateway_did_not_make_go_to_the_upstream_that_made_them() 
     assert_eq!(continued.status, 200, "{}", continued.body);
     assert_eq!(continued.header("x-hourglass-upstream"), Some("b"));
     assert_eq!((gateway.requests("a"), gateway.requests("b")), (a, b + 1));
+
+    // A continuation that is itself a background call: both asked of one call, both done — it
+    // is stored and answered later, and made by the upstream that made what it continues.
+    let (a, b) = (gateway.requests("a"), gateway.requests("b"));
+    let next = format!(
+        r#"{{"model":"m","input":"and then?","previous_response_id":"{id}","background":true}}"#
+    );
+    let queued = send(gateway.addr, "POST", "/v1/responses", &[], next).await;
+    assert_eq!(queued.status, 200, "{}", queued.body);
+    let later = queued.json()["id"].as_str().unwrap().to_owned();
+    assert!(later.starts_with("resp_hg"), "{}", queued.body);
+    assert_ne!(later, id);
+    let done = settle_response(&gateway, &later, &[]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!((gateway.requests("a"), gateway.requests("b")), (a, b + 1));
 }
 
 /// A webhook receiver: records every request (headers and body) and answers 204.
