@@ -2,7 +2,8 @@
 //! (`model`, its span, `stream`), the client's timeout headers and its heartbeat interval. No
 //! panic; a model's span points at exactly its JSON string, so the alias splice cannot corrupt a
 //! body; the hand scan of a body's fields takes nothing serde refuses; and a body rewritten to
-//! ask for a stream is the client's with the alias, `stream` and `stream_options` changed.
+//! ask for a stream is the client's with the alias, `stream` and `stream_options` changed; the
+//! whole-answer check takes nothing serde refuses either.
 
 #![no_main]
 
@@ -43,11 +44,21 @@ fuzz_target!(|input: &[u8]| {
         assert!(interval <= hourglass_gateway::MAX_HEARTBEAT);
     }
 
+    // serde reads a raw value as it skips one: what it refuses here, it would refuse to skip.
+    let refused = |json: &str| serde_json::from_str::<&serde_json::value::RawValue>(json).is_err();
+    // A whole upstream answer taken by the scan is one serde would skip too (its check).
+    if let Ok(text) = std::str::from_utf8(body)
+        && hourglass_engine::protocol::json::one_value(body)
+    {
+        assert!(
+            !refused(text),
+            "the whole-answer scan took a body serde refuses"
+        );
+    }
+
     if let Ok(text) = std::str::from_utf8(body)
         && let Some(fields) = hourglass_engine::protocol::json::fields(text)
     {
-        let refused =
-            |json: &str| serde_json::from_str::<&serde_json::value::RawValue>(json).is_err();
         assert!(!refused(text), "the scan took a body serde refuses");
         for field in &fields {
             let (key, value) = field.in_text(text);

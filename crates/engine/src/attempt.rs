@@ -13,7 +13,7 @@ use crate::commit::{CommittedStream, Handover, Response, ResponseBody};
 use crate::deadlines::AttemptDeadlines;
 use crate::error::{AttemptRecord, FailureKind};
 use crate::health::Lease;
-use crate::protocol::{Assemble, Classify, Endpoint, Protocol, Signal};
+use crate::protocol::{Assemble, Classify, Endpoint, Protocol, Signal, json};
 use crate::sse::Scanner;
 use crate::upstream::request::{self, response_headers};
 use crate::upstream::{Connection, ExchangeError, Timeline, UpstreamBody};
@@ -462,7 +462,10 @@ impl Attempt<'_> {
                 last = crate::clock::now();
             }
             let whole = whole.freeze();
+            // Checked by the scan (a tenth of serde's instructions for an answer); serde only
+            // for what the scan does not take, for its verdict and message.
             if is_json(&headers)
+                && !json::one_value(&whole)
                 && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&whole)
             {
                 return Err(FailureKind::Malformed(format!(

@@ -81,6 +81,22 @@ pub fn value_end(text: &str, at: usize) -> Option<usize> {
     Some(s.at)
 }
 
+/// Whether `bytes` are one JSON value with whitespace around it at most, which serde would skip
+/// without error (a whole upstream answer checked before it is relayed). `false` when serde
+/// would refuse it, and when the scan cannot tell (nesting too deep for it): the caller asks
+/// serde then, for the verdict and its message. Bytes are scanned as serde's reader of a slice
+/// scans what it skips: inside a string any byte but a quote, a backslash or a control character
+/// passes, UTF-8 or not; outside one only JSON's own.
+pub fn one_value(bytes: &[u8]) -> bool {
+    let mut s = Scan { bytes, at: 0 };
+    s.space();
+    if s.value(0).is_none() {
+        return false;
+    }
+    s.space();
+    s.at == bytes.len()
+}
+
 /// Reads `T` from fields found by [`fields`], as serde reads it from the whole object: each value
 /// `T` names is read by serde from its text; the others are not read again. `None` when serde
 /// refuses (the caller reads the whole body with serde then, for its exact message).
@@ -387,6 +403,63 @@ mod tests {
     /// What serde says of `text` as a whole body: skipped without error, an object.
     fn serde_takes(text: &str) -> bool {
         serde_json::from_str::<IgnoredAny>(text).is_ok() && text.trim_start().starts_with('{')
+    }
+
+    /// The whole-answer check says yes only where serde's does, and for the answers upstreams
+    /// send (and every usual shape of JSON) it says what serde says.
+    #[test]
+    fn one_value_is_valid_only_where_serde_skips_the_whole_body() {
+        let serde_takes = |bytes: &[u8]| serde_json::from_slice::<IgnoredAny>(bytes).is_ok();
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH + 5),
+            "]".repeat(MAX_DEPTH + 5)
+        );
+        let same: &[&[u8]] = &[
+            br#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"h\u00e9 \"x\"\n"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            b" \r\n\t{} \n",
+            b"[]",
+            b"[1, -0.5e+3, 2E-2, true, false, null, \"s\", {\"a\": []}]",
+            b"\"just a string\"",
+            b"0",
+            "{\"t\":\"caf\u{e9} \u{1F600}\"}".as_bytes(),
+            // Not UTF-8 inside a string: serde's slice reader skips it, and so does the scan.
+            b"{\"t\":\"\xff\xfe\"}",
+            // What serde refuses, the scan refuses.
+            b"",
+            b"   ",
+            b"{",
+            b"{\"a\":1,}",
+            b"[1,]",
+            b"{\"a\" 1}",
+            b"{} {}",
+            b"{}x",
+            b"01",
+            b"1.",
+            b"-",
+            b"1e",
+            b"tru",
+            b"nul",
+            b"\"\\x\"",
+            b"\"\\u12g4\"",
+            b"\"tab\there\"",
+            b"\"open",
+            b"{1:2}",
+            b"\xff",
+            b"NaN",
+            b"<html>502 Bad Gateway</html>",
+        ];
+        for &bytes in same {
+            assert_eq!(
+                one_value(bytes),
+                serde_takes(bytes),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        // Deeper than the scan goes: it cannot tell, and says no; serde decides (here: yes).
+        assert!(!one_value(deep.as_bytes()));
+        assert!(serde_takes(deep.as_bytes()));
     }
 
     #[test]
