@@ -462,8 +462,9 @@ impl Attempt<'_> {
                 last = crate::clock::now();
             }
             let whole = whole.freeze();
-            // Checked by the scan (a tenth of serde's instructions for an answer); serde only
-            // for what the scan does not take, for its verdict and message.
+            // Checked by the scan, which reads as much as serde but without its reader's set-up
+            // and allocation (a fifth less for a usual answer); serde only for what the scan
+            // does not take, for its verdict and message.
             if is_json(&headers)
                 && !json::one_value(&whole)
                 && let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&whole)
