@@ -361,7 +361,8 @@ impl Attempt<'_> {
             shared: self.call.shared.clone(),
             body,
             scanner: reader.scanner,
-            classifier: reader.classifier,
+            classifier: (reader.classifier)
+                .unwrap_or_else(|| reader.protocol.classifier(reader.endpoint)),
             held,
             deadlines: self.deadlines,
             endpoint: reader.endpoint,
@@ -510,8 +511,9 @@ struct StreamReader {
     endpoint: Endpoint,
     protocol: &'static dyn Protocol,
     scanner: Scanner,
-    /// Reads what each event means (handed on to the committed stream).
-    classifier: Box<dyn Classify>,
+    /// Reads what each event means (handed on to the committed stream). Made when first needed
+    /// while an assembler reads the events, which reads nearly every one itself.
+    classifier: Option<Box<dyn Classify>>,
     /// The end marker was seen.
     ended: bool,
     /// A finish reason was seen (or the endpoint needs none).
@@ -533,7 +535,7 @@ impl StreamReader {
             endpoint,
             protocol,
             scanner: Scanner::new(),
-            classifier: protocol.classifier(endpoint),
+            classifier: assembler.is_none().then(|| protocol.classifier(endpoint)),
             ended: false,
             finished: !protocol.needs_finish_reason(endpoint),
             last_content: None,
@@ -613,7 +615,7 @@ impl StreamReader {
 struct Reading<'a> {
     protocol: &'static dyn Protocol,
     endpoint: Endpoint,
-    classifier: &'a mut Box<dyn Classify>,
+    classifier: &'a mut Option<Box<dyn Classify>>,
     assembler: Option<&'a mut (dyn Assemble + 'static)>,
     ended: &'a mut bool,
     finished: &'a mut bool,
@@ -627,6 +629,14 @@ struct Reading<'a> {
     end: Option<usize>,
 }
 
+impl Reading<'_> {
+    /// The reader's classifier, made now if it was not yet.
+    fn classifier(&mut self) -> &mut dyn Classify {
+        let (protocol, endpoint) = (self.protocol, self.endpoint);
+        &mut **(self.classifier).get_or_insert_with(|| protocol.classifier(endpoint))
+    }
+}
+
 impl crate::sse::Events for Reading<'_> {
     fn event(&mut self, event: &crate::sse::Event<'_>, at: usize) {
         // An assembler that reads an event once for both jobs does; otherwise the event is
@@ -636,7 +646,7 @@ impl crate::sse::Events for Reading<'_> {
             _ => None,
         };
         let pushed = once.is_some();
-        let signal = once.unwrap_or_else(|| self.classifier.classify(event));
+        let signal = once.unwrap_or_else(|| self.classifier().classify(event));
         if self.numbered
             && let Some(n) = self.protocol.sequence_number(self.endpoint, event)
         {
@@ -689,7 +699,7 @@ impl crate::sse::Events for Reading<'_> {
     fn take_run(&mut self, text: &str) -> usize {
         let taken = match &mut self.assembler {
             Some(assembler) => assembler.push_run(text),
-            None => self.classifier.classify_run(text),
+            None => self.classifier().classify_run(text),
         };
         self.content |= taken > 0;
         taken

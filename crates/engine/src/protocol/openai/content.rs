@@ -6,6 +6,8 @@
 //! complete only when a choice carried a `finish_reason` before `[DONE]`. llama.cpp's server,
 //! interrupted by a newer request, ends with a bare `[DONE]`: that answer is truncated.
 
+use std::cell::Cell;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -112,9 +114,32 @@ pub(crate) fn filled(value: Option<&RawValue>) -> bool {
 /// Classifies the events of one chat stream as [`classify`] does, faster: the common chunk
 /// shapes are read by the assembler's hand scanner, and a chunk that differs from the last text
 /// chunk only in its text by comparison with it (see `assemble::fast`). Anything else, serde.
-#[derive(Default)]
 pub struct ChatClassifier {
     memo: Memo,
+}
+
+thread_local! {
+    /// The memo of the last classifier dropped on this thread, cleared, for the thread's next
+    /// stream: its buffers were allocated again for every one.
+    static SPARE_MEMO: Cell<Option<Memo>> = const { Cell::new(None) };
+}
+
+impl Default for ChatClassifier {
+    /// A classifier that has read nothing, with the thread's spare memo when it has one.
+    fn default() -> ChatClassifier {
+        ChatClassifier {
+            memo: (SPARE_MEMO.try_with(Cell::take).ok().flatten()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for ChatClassifier {
+    fn drop(&mut self) {
+        let mut memo = std::mem::take(&mut self.memo);
+        memo.clear();
+        // Not kept when the thread is being torn down.
+        let _ = SPARE_MEMO.try_with(|spare| spare.set(Some(memo)));
+    }
 }
 
 impl crate::protocol::Classify for ChatClassifier {
@@ -123,6 +148,11 @@ impl crate::protocol::Classify for ChatClassifier {
             return Signal::Nothing;
         };
         let data = crate::protocol::trimmed(data);
+        // The end marker first: every stream has one, and the scanner and its shapes would each
+        // have looked at it before serde said what it is.
+        if data == "[DONE]" {
+            return Signal::End;
+        }
         if let Some(choice) = self.memo.recall(data, Kept::ALL) {
             return choice.signal();
         }

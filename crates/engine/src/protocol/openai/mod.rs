@@ -147,7 +147,7 @@ impl Protocol for OpenAi {
         match endpoint {
             Endpoint::Completions => Box::new(assemble::CompletionAssembler::default()),
             Endpoint::Responses => Box::new(assemble::ResponseAssembler::default()),
-            _ => Box::new(assemble::Assembler::new()),
+            _ => assemble::Assembler::boxed(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! upstream's own non-streaming answer.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -124,10 +125,48 @@ const MAX_INDEX: usize = 128;
 /// The bytes a choice's content starts with room for.
 const FIRST_CONTENT: usize = 256;
 
+/// Most choices a recycled assembler keeps room for.
+const KEPT_CHOICES: usize = 8;
+
+thread_local! {
+    /// The last assembler to finish on this thread, emptied, for the thread's next whole answer:
+    /// its box, its list of choices and its memo's buffers were allocated again for every one.
+    static SPARE: Cell<Option<Box<Assembler>>> = const { Cell::new(None) };
+}
+
 impl Assembler {
     /// A new, empty answer.
     pub fn new() -> Assembler {
         Assembler::default()
+    }
+
+    /// A new, empty answer, in the thread's spare assembler when it has one.
+    pub fn boxed() -> Box<Assembler> {
+        SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Empties a finished assembler, as new but for the room it has, and keeps it as the thread's
+    /// spare.
+    fn recycle(mut self: Box<Self>) {
+        let Assembler {
+            common,
+            choices,
+            fast,
+            memo,
+        } = &mut *self;
+        *common = Common::default();
+        choices.clear();
+        if choices.capacity() > KEPT_CHOICES {
+            *choices = Vec::new();
+        }
+        *fast = true;
+        memo.clear();
+        // Not kept when the thread is being torn down.
+        let _ = SPARE.try_with(|spare| spare.set(Some(self)));
     }
 
     /// An assembler that parses every chunk with serde, never with the hand scanner: what the
@@ -421,7 +460,9 @@ impl crate::protocol::Assemble for Assembler {
                 kept + calls + 160
             })
             .sum();
-        self.answer().to_bytes(text)
+        let answer = self.answer().to_bytes(text);
+        self.recycle();
+        answer
     }
 }
 
@@ -546,6 +587,15 @@ mod tests {
     /// chunks the memo recalls are taken in place; the answer, whether content came, and how
     /// many bytes went by runs.
     fn assembled(reads: &[&[u8]], runs: bool) -> (bytes::Bytes, bool, usize) {
+        assembled_in(Box::new(Assembler::new()), reads, runs)
+    }
+
+    /// [`assembled`] by `assembler`.
+    fn assembled_in(
+        assembler: Box<Assembler>,
+        reads: &[&[u8]],
+        runs: bool,
+    ) -> (bytes::Bytes, bool, usize) {
         use crate::protocol::Assemble;
         use crate::sse::{Event, Events};
         struct Reader {
@@ -572,7 +622,7 @@ mod tests {
             }
         }
         let mut reader = Reader {
-            assembler: Box::new(Assembler::new()),
+            assembler,
             runs,
             content: false,
             ran: 0,
@@ -653,6 +703,48 @@ mod tests {
         stream.push_str(&chunk("{}", "\"stop\"", 0));
         stream.push_str("data: [DONE]\n\n");
         stream
+    }
+
+    /// A finished assembler is its thread's spare, and answers the next stream as a new one
+    /// does: nothing of the stream it read before (its common fields, its choices, the chunks
+    /// it remembered) carries over, whatever the two streams had.
+    #[test]
+    fn a_recycled_assembler_answers_as_a_new_one_does() {
+        let plain: Vec<String> = (0..6).map(|i| format!("tok{i} ")).collect();
+        let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+        let two_choices = concat!(
+            "data: {\"id\":\"c2\",\"model\":\"other\",\"system_fingerprint\":\"fp\",\"choices\":",
+            "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"a\"}},",
+            "{\"index\":1,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let without_common_fields = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok0 \"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok1 \"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let streams = [
+            text_stream(&plain, true),
+            two_choices.to_owned(),
+            text_stream(&plain, false),
+            without_common_fields.to_owned(),
+            text_stream(&plain, true),
+        ];
+        for (at, stream) in streams.iter().enumerate() {
+            let recycled = Assembler::boxed();
+            if at > 0 {
+                assert!(
+                    recycled.choices.capacity() > 0,
+                    "stream {at} is read by the last stream's assembler"
+                );
+            }
+            let by_recycled = assembled_in(recycled, &[stream.as_bytes()], true);
+            let by_new = assembled(&[stream.as_bytes()], true);
+            assert_eq!(by_recycled.0, by_new.0, "stream {at}");
+            assert_eq!(by_recycled.1, by_new.1, "stream {at}");
+        }
     }
 
     /// Text chunks taken in place assemble byte for byte what reading each event does, and are

@@ -140,7 +140,29 @@ pub(crate) struct Memo {
     kept: Kept,
 }
 
+/// Longest buffer a cleared memo keeps for the next stream: a usual chunk's text fits many times.
+const KEPT_BUFFER: usize = 4096;
+
 impl Memo {
+    /// Forgets everything remembered, as a new memo knows nothing, keeping the buffers' room (up
+    /// to [`KEPT_BUFFER`]) for the next stream.
+    pub fn clear(&mut self) {
+        let reuse = |buffer: &mut String| {
+            let mut buffer = std::mem::take(buffer);
+            buffer.clear();
+            if buffer.capacity() > KEPT_BUFFER {
+                buffer = String::new();
+            }
+            buffer
+        };
+        *self = Memo {
+            head: reuse(&mut self.head),
+            before: reuse(&mut self.before),
+            after: reuse(&mut self.after),
+            ..Memo::default()
+        };
+    }
+
     /// The chunk [`Memo::chunk_into`] reads, returned (for tests).
     #[cfg(test)]
     pub fn chunk<'a>(&mut self, data: &'a str, kept: Kept) -> Option<FastChunk<'a>> {
@@ -1028,6 +1050,25 @@ mod tests {
         memo.chunk(&headless, Kept::default())
             .expect("a first chunk");
         assert!(memo.before.is_empty());
+    }
+
+    /// A cleared memo knows what a new one knows, nothing, and keeps its buffers' room for the
+    /// next stream (but not a large one's).
+    #[test]
+    fn a_cleared_memo_remembers_nothing_and_keeps_its_room() {
+        let mut memo = Memo::default();
+        memo.chunk(FIRST, Kept::default()).expect("the first chunk");
+        memo.chunk(TEXT, ALL).expect("a text chunk");
+        assert!(memo.recall(TEXT, ALL).is_some(), "remembered");
+        memo.clear();
+        assert_eq!(memo.recall(TEXT, ALL), None, "forgotten");
+        assert_eq!(memo.run(&format!("data: {TEXT}\n\n"), ALL, |_, _| {}), 0);
+        assert!(memo.head.is_empty() && memo.before.is_empty() && memo.after.is_empty());
+        assert!(memo.tail.is_none() && memo.head_kept == Kept::default());
+        assert!(memo.before.capacity() >= TEXT.len() / 2, "its room kept");
+        memo.before.push_str(&"x".repeat(KEPT_BUFFER + 1));
+        memo.clear();
+        assert_eq!(memo.before.capacity(), 0, "a large buffer is not kept");
     }
 
     #[test]
