@@ -648,6 +648,29 @@ def table(runs, targets):
     return "\n".join(lines), summary
 
 
+def repetitions(runs):
+    """Each repetition's figures, in the order they ran: a target's repetition i ran in the same
+    round as every other target's, so the pairs say how far one round moves the medians."""
+    keys = ("rps", "p50_ms", "p99_ms", "cpu_us")
+    return {name: {target: [{k: r[k] for k in keys} for r in results] for target, results in by_target.items()}
+            for name, by_target in runs.items()}
+
+
+def beside_nginx(repeated):
+    """A line per scenario: each round's hourglass ÷ nginx req/s and both p99s, where both ran."""
+    lines = []
+    for name, by_target in repeated.items():
+        ours, theirs = by_target.get("hourglass") or [], by_target.get("nginx") or []
+        if not ours or not theirs:
+            continue
+        rounds = list(zip(ours, theirs))
+        ratios = ", ".join(f"{h['rps'] / n['rps']:.2f}" if n["rps"] else "nan" for h, n in rounds)
+        p99s = ", ".join(f"{h['p99_ms']:.2f} against {n['p99_ms']:.2f}" for h, n in rounds)
+        under = sum(h["p99_ms"] <= n["p99_ms"] for h, n in rounds)
+        lines.append(f"| {name} | {ratios} | {p99s} | {under} of {len(rounds)} |")
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", default="10s", help="per load run (oha -z)")
@@ -679,6 +702,7 @@ def main():
         print("happy path", flush=True)
         runs = happy_path(args, targets)
         text, results["happy"] = table(runs, targets)
+        results["happy_repetitions"] = repetitions(runs)
         results["first_chunk"] = first_byte_probe(args, targets)
         print("concurrent slow streams", flush=True)
         results["streams"] = concurrent_streams(args, targets)
@@ -715,6 +739,9 @@ def render(results, happy_table):
              + ", ".join(f"{k} {v}" for k, v in results["machine"]["versions"].items()), "",
              "Idle RSS (MB): " + ", ".join(f"{k} {v:.1f}" for k, v in results["idle_rss_mb"].items()), "",
              "### Happy path (medians of interleaved repetitions)", "", happy_table, "",
+             "### Each round, hourglass beside nginx (the rounds the medians above are taken from)", "",
+             "| scenario | req/s, hourglass ÷ nginx | p99 ms, hourglass against nginx | hourglass's p99 the lower or equal |",
+             "|---|---|---|---:|", *beside_nginx(results["happy_repetitions"]), "",
              "### One call at a time: first byte, first token, end (medians; targets take turns call by call)", "",
              "hourglass sends a stream's head with its first token (until then it can still fail over), so its first",
              "byte is its first token; a plain proxy sends the head at once and the token when it comes.", "",
