@@ -158,7 +158,7 @@ impl Assembler {
             fast,
             memo,
         } = &mut *self;
-        *common = Common::default();
+        common.clear();
         choices.clear();
         if choices.capacity() > KEPT_CHOICES {
             *choices = Vec::new();
@@ -580,6 +580,53 @@ mod tests {
                 a.push(chunk).unwrap();
             }
             a.answer().assert_written_as_serde_writes(chunks);
+        }
+    }
+
+    /// The common fields are written as serde writes their values however the upstream wrote
+    /// them: as written when the scanner reads them (it takes only what serde would write so),
+    /// and with spaces, escapes and a number's other forms made plain when serde reads them.
+    #[test]
+    fn the_common_fields_are_written_as_serde_writes_their_values() {
+        let cases = [
+            (
+                r#"{"id":"c1","object":"chat.completion.chunk","created":5,"model":"m","system_fingerprint":"fp","service_tier":"default","choices":[]}"#,
+                r#"{"id":"c1","object":"chat.completion","created":5,"model":"m","system_fingerprint":"fp","service_tier":"default","choices":[]}"#,
+            ),
+            (
+                r#"{"id":"c\u0031","created": 1.5e3 ,"model":"m\u00e9","system_fingerprint":{ "a" : [1, 2] },"service_tier":"\/t","choices":[]}"#,
+                r#"{"id":"c1","object":"chat.completion","created":1500.0,"model":"mé","system_fingerprint":{"a":[1,2]},"service_tier":"/t","choices":[]}"#,
+            ),
+        ];
+        for (chunk, answer) in cases {
+            for mut assembler in [Assembler::new(), Assembler::without_fast_path()] {
+                assembler.push(chunk).unwrap();
+                let written = assembler.answer().to_bytes(0);
+                assert_eq!(String::from_utf8_lossy(&written), answer, "{chunk}");
+            }
+        }
+    }
+
+    /// A usage in every chunk (as some servers send one) is kept in room for one: the last.
+    #[test]
+    fn a_usage_in_every_chunk_is_kept_in_room_for_one() {
+        for mut assembler in [Assembler::new(), Assembler::without_fast_path()] {
+            let first = r#"{"id":"c1","created":5,"model":"m","choices":[]}"#;
+            assembler.push(first).unwrap();
+            for n in 0..1000 {
+                let chunk = format!(
+                    r#"{{"id":"c1","created":5,"model":"m","choices":[{{"index":0,"delta":{{"content":"x"}}}}],"usage":{{"total_tokens":{n}}}}}"#
+                );
+                assembler.push(&chunk).unwrap();
+            }
+            let kept = assembler.common.text.len();
+            assert!(kept < 64, "{kept} bytes kept");
+            let answer = assembler.answer().to_bytes(0);
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.ends_with(r#""usage":{"total_tokens":999}}"#),
+                "{answer}"
+            );
         }
     }
 

@@ -8,8 +8,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::Value;
-
 use crate::protocol::json::{self, string_stop};
 
 mod shapes; // chunks of a known shape (their changing values cut out), remembered across streams
@@ -79,14 +77,17 @@ impl Holes {
 /// `service_tier`, `choices`, `usage`): each may come once.
 type Seen = [bool; 7];
 
-/// Common fields met for the first time (each `None` when absent or already kept).
+/// Common fields met for the first time (each `None` when absent or already kept): the id's
+/// text, and the others as the JSON text serde writes for the value (the scanner takes only
+/// values written that way: an unsigned integer without a leading zero, a string without
+/// escapes), borrowed from the chunk, so that keeping them parses and allocates nothing.
 #[derive(Debug, PartialEq, Default)]
 pub(crate) struct FirstFields<'a> {
     pub id: Option<&'a str>,
-    pub created: Option<Value>,
-    pub model: Option<Value>,
-    pub system_fingerprint: Option<Value>,
-    pub service_tier: Option<Value>,
+    pub created: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub system_fingerprint: Option<&'a str>,
+    pub service_tier: Option<&'a str>,
 }
 
 impl FirstFields<'_> {
@@ -405,7 +406,7 @@ fn chunk_from<'a>(
                 if kept.model {
                     return s.plain_string();
                 }
-                first.model = Some(Value::from(s.plain_text()?));
+                first.model = Some(s.plain_json_string()?);
                 Some(())
             }
             "system_fingerprint" if once(3, &mut seen) => {
@@ -578,7 +579,9 @@ impl<'a> Scan<'a> {
             }
             Hole::Created if kept.created => self.digits(),
             Hole::Created => {
-                first.created = Some(Value::from(self.unsigned(18)? as u64));
+                let start = self.at;
+                self.digits()?;
+                first.created = Some(&self.text[start..self.at]);
                 Some(())
             }
             Hole::Padding => self.plain_string(),
@@ -617,15 +620,23 @@ impl<'a> Scan<'a> {
         (!escaped).then_some(text)
     }
 
+    /// A string without escapes, quotes included: the JSON text serde writes for its value (it
+    /// escapes nothing a string without escapes can hold).
+    fn plain_json_string(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        self.plain_text()?;
+        Some(&self.text[start..self.at])
+    }
+
     /// `null` or a string without escapes, skipped when `kept` or `null` (which serde reads as
-    /// absent), else put in `slot`.
-    fn first_nullable(&mut self, kept: bool, slot: &mut Option<Value>) -> Option<()> {
+    /// absent), else put in `slot` as its JSON text.
+    fn first_nullable(&mut self, kept: bool, slot: &mut Option<&'a str>) -> Option<()> {
         if self.null().is_some() {
             return Some(());
         }
-        let text = self.plain_text()?;
+        let text = self.plain_json_string()?;
         if !kept {
-            *slot = Some(Value::from(text));
+            *slot = Some(text);
         }
         Some(())
     }
@@ -817,15 +828,15 @@ mod tests {
         );
         let first = chunk(FIRST, Kept::default()).expect("the first chunk");
         assert_eq!(first.first.id, Some("chatcmpl-1"));
-        assert_eq!(first.first.created, Some(Value::from(1_700_000_000u64)));
-        assert_eq!(first.first.service_tier, Some(Value::from("default")));
+        assert_eq!(first.first.created, Some("1700000000"));
+        assert_eq!(first.first.service_tier, Some(r#""default""#));
         assert_eq!(
             first.choice.expect("a choice").role.as_deref(),
             Some("assistant")
         );
         let last = chunk(LAST, all).expect("the last chunk");
         assert_eq!(last.choice.expect("a choice").finish_reason, Some("stop"));
-        let usage: Value = serde_json::from_str(last.usage.expect("a usage")).unwrap();
+        let usage: serde_json::Value = serde_json::from_str(last.usage.expect("a usage")).unwrap();
         assert_eq!(usage["total_tokens"], 5);
         let usage = chunk(USAGE, all).expect("the usage chunk");
         assert_eq!((usage.choice, usage.usage.is_some()), (None, true));
@@ -988,7 +999,7 @@ mod tests {
     fn a_chunk_with_the_remembered_head_is_scanned_from_its_end() {
         let mut memo = Memo::default();
         let first = memo.chunk(FIRST, Kept::default()).expect("the first chunk");
-        assert_eq!(first.first.model, Some(Value::from("gpt-4o-mini")));
+        assert_eq!(first.first.model, Some(r#""gpt-4o-mini""#));
         // Remembered with what it gave kept: read again so, it gives nothing.
         let head = &TEXT[..TEXT.find(r#""choices""#).unwrap()];
         assert_eq!(memo.head, head);
@@ -1007,7 +1018,7 @@ mod tests {
             ..Kept::default()
         };
         let whole = memo.chunk(TEXT, partly).expect("scanned whole");
-        assert_eq!(whole.first.model, Some(Value::from("gpt-4o-mini")));
+        assert_eq!(whole.first.model, Some(r#""gpt-4o-mini""#));
         assert_eq!(whole.first.id, None);
         assert_eq!(memo.head_kept, ALL);
         // The same head, then what the full scan also reads.

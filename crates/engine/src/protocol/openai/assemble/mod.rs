@@ -18,18 +18,27 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// The fields every chunk of a chat or completions stream repeats, kept from the first chunk
-/// that has each, and the usage from the chunk that reports it.
+/// that has each, and the usage from the chunk that reports it: their text one after another in
+/// one buffer, which a recycled assembler keeps (each in its own `String` and `serde_json::Value`,
+/// parsed and written out again, they were a whole answer's largest allocations but the text's).
 #[derive(Debug, Default)]
 struct Common {
-    id: Option<String>,
-    created: Option<Value>,
-    model: Option<Value>,
-    system_fingerprint: Option<Value>,
-    service_tier: Option<Value>,
+    /// The kept fields' text, each at its span below.
+    text: String,
+    /// The id, unescaped.
+    id: Option<Span>,
+    /// The JSON text serde writes for each of these values (what the answer says).
+    created: Option<Span>,
+    model: Option<Span>,
+    system_fingerprint: Option<Span>,
+    service_tier: Option<Span>,
     /// Kept as the upstream wrote it (JSON checked as it was read): it is only passed on, never
     /// read.
-    usage: Option<Box<str>>,
+    usage: Option<Span>,
 }
+
+/// Where a kept field is in [`Common::text`].
+type Span = std::ops::Range<usize>;
 
 /// One chunk of a chat or completions stream: the common fields and choices of type `C`. The
 /// common fields are borrowed from the chunk's text and parsed only the first time each comes:
@@ -55,13 +64,11 @@ struct ChunkIn<'a, C> {
     choices: Vec<C>,
 }
 
-/// The value of a field seen for the first time, parsed (a raw value is valid JSON).
-fn first(kept: &mut Option<Value>, raw: Option<&RawValue>) {
-    if kept.is_none()
-        && let Some(raw) = raw
-    {
-        *kept = serde_json::from_str(raw.get()).ok();
-    }
+/// The JSON text serde writes for a raw value (which is valid JSON): the upstream's own text
+/// may have spaces, escapes or a number's other forms, which the answer does not repeat.
+fn written_as_serde_writes(raw: &RawValue) -> Option<String> {
+    let value: Value = serde_json::from_str(raw.get()).ok()?;
+    serde_json::to_string(&value).ok()
 }
 
 /// Whether a raw JSON value is something: not `null`.
@@ -70,6 +77,43 @@ pub(super) fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
 }
 
 impl Common {
+    /// Forgets every field, keeping the buffer's room (up to [`KEPT_TEXT`]).
+    fn clear(&mut self) {
+        let mut text = std::mem::take(&mut self.text);
+        text.clear();
+        if text.capacity() > KEPT_TEXT {
+            text = String::new();
+        }
+        *self = Common {
+            text,
+            ..Common::default()
+        };
+    }
+
+    /// `value` added to the buffer; where it is.
+    fn keep(&mut self, value: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(value);
+        start..self.text.len()
+    }
+
+    /// Keeps `usage` in place of the one kept: a stream may report one in every chunk, so the
+    /// one replaced is taken off the buffer when it is the last there (it is but when a field
+    /// came first after it, once).
+    fn keep_usage(&mut self, usage: &str) {
+        if let Some(replaced) = self.usage.take()
+            && replaced.end == self.text.len()
+        {
+            self.text.truncate(replaced.start);
+        }
+        self.usage = Some(self.keep(usage));
+    }
+
+    /// The text of a kept field.
+    fn get(&self, span: &Option<Span>) -> Option<&str> {
+        span.clone().map(|span| &self.text[span])
+    }
+
     /// Which common fields are kept already (a later chunk's values for them are not read).
     fn kept(&self) -> fast::Kept {
         fast::Kept {
@@ -84,37 +128,51 @@ impl Common {
 
     /// Takes a chunk's common fields; returns its choices.
     fn push<C>(&mut self, chunk: ChunkIn<'_, C>) -> Vec<C> {
-        if self.id.is_none() {
-            self.id = chunk.id.map(Cow::into_owned);
+        if self.id.is_none()
+            && let Some(id) = chunk.id
+        {
+            self.id = Some(self.keep(&id));
         }
-        first(&mut self.created, chunk.created);
-        first(&mut self.model, chunk.model);
-        first(&mut self.system_fingerprint, chunk.system_fingerprint);
-        first(&mut self.service_tier, chunk.service_tier);
+        self.first(chunk.created, |c| &mut c.created);
+        self.first(chunk.model, |c| &mut c.model);
+        self.first(chunk.system_fingerprint, |c| &mut c.system_fingerprint);
+        self.first(chunk.service_tier, |c| &mut c.service_tier);
         if let Some(usage) = present(chunk.usage) {
-            self.usage = Some(usage.get().into());
+            self.keep_usage(usage.get());
         }
         chunk.choices
     }
 
-    /// Takes what the hand scanner read: the common fields it met first, and a usage.
+    /// Keeps the field `slot` names, seen for the first time, as serde writes its value.
+    fn first(&mut self, raw: Option<&RawValue>, slot: fn(&mut Self) -> &mut Option<Span>) {
+        if slot(self).is_none()
+            && let Some(text) = raw.and_then(written_as_serde_writes)
+        {
+            let span = self.keep(&text);
+            *slot(self) = Some(span);
+        }
+    }
+
+    /// Takes what the hand scanner read: the common fields it met first (their JSON text as
+    /// serde writes it), and a usage.
     fn take_first(&mut self, first: fast::FirstFields<'_>, usage: Option<&str>) {
         if let Some(id) = first.id {
-            self.id = Some(id.to_owned());
+            self.id = Some(self.keep(id));
         }
-        let fields = [
-            (&mut self.created, first.created),
-            (&mut self.model, first.model),
-            (&mut self.system_fingerprint, first.system_fingerprint),
-            (&mut self.service_tier, first.service_tier),
-        ];
-        for (kept, value) in fields {
-            if value.is_some() {
-                *kept = value;
-            }
+        if let Some(created) = first.created {
+            self.created = Some(self.keep(created));
+        }
+        if let Some(model) = first.model {
+            self.model = Some(self.keep(model));
+        }
+        if let Some(fingerprint) = first.system_fingerprint {
+            self.system_fingerprint = Some(self.keep(fingerprint));
+        }
+        if let Some(tier) = first.service_tier {
+            self.service_tier = Some(self.keep(tier));
         }
         if let Some(usage) = usage {
-            self.usage = Some(usage.into());
+            self.keep_usage(usage);
         }
     }
 
@@ -123,29 +181,34 @@ impl Common {
     /// `serde_json::Value` first cost more than the rest of the assembling.
     fn whole<'a, C: Serialize>(&'a self, object: &'a str, choices: C) -> Whole<'a, C> {
         Whole {
-            id: self.id.as_deref(),
+            id: self.get(&self.id),
             object,
-            created: self.created.as_ref(),
-            model: self.model.as_ref(),
-            system_fingerprint: self.system_fingerprint.as_ref(),
-            service_tier: self.service_tier.as_ref(),
+            created: self.get(&self.created),
+            model: self.get(&self.model),
+            system_fingerprint: self.get(&self.system_fingerprint),
+            service_tier: self.get(&self.service_tier),
             choices,
-            usage: self.usage.as_deref(),
+            usage: self.get(&self.usage),
         }
     }
 }
+
+/// Longest buffer of kept fields a cleared [`Common`] keeps for the next answer.
+const KEPT_TEXT: usize = 1024;
 
 /// A whole chat or completions answer, borrowed from its assembler.
 #[derive(Serialize)]
 struct Whole<'a, C> {
     id: Option<&'a str>,
     object: &'a str,
-    created: Option<&'a Value>,
-    model: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    system_fingerprint: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service_tier: Option<&'a Value>,
+    #[serde(serialize_with = "raw_json")]
+    created: Option<&'a str>,
+    #[serde(serialize_with = "raw_json")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "raw_json")]
+    system_fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "raw_json")]
+    service_tier: Option<&'a str>,
     choices: C,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "raw_json")]
     usage: Option<&'a str>,
@@ -177,16 +240,16 @@ impl<C: Serialize + WriteChoices> Whole<'_, C> {
         out.raw(",\"object\":");
         out.string(self.object);
         out.raw(",\"created\":");
-        out.value(self.created);
+        out.raw(self.created.unwrap_or("null"));
         out.raw(",\"model\":");
-        out.value(self.model);
+        out.raw(self.model.unwrap_or("null"));
         if let Some(fingerprint) = self.system_fingerprint {
             out.raw(",\"system_fingerprint\":");
-            out.value(Some(fingerprint));
+            out.raw(fingerprint);
         }
         if let Some(tier) = self.service_tier {
             out.raw(",\"service_tier\":");
-            out.value(Some(tier));
+            out.raw(tier);
         }
         out.raw(",\"choices\":[");
         self.choices.write(&mut out);

@@ -15,8 +15,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 
-use serde_json::Value;
-
 use super::{FastChunk, Hole, Holes, Kept, Memo, Scan, Seen, TextChunk, chunk_from};
 use crate::protocol::json::string_stop;
 
@@ -61,10 +59,10 @@ struct Shape {
     /// the chunk.
     pieces: Vec<Box<str>>,
     holes: Vec<Hole>,
-    /// The common fields it gave that are the same in every chunk of the shape.
-    model: Option<Value>,
-    system_fingerprint: Option<Value>,
-    service_tier: Option<Value>,
+    /// Where the common fields it gave are that are the same in every chunk of the shape.
+    model: Option<(Pos, Pos)>,
+    system_fingerprint: Option<(Pos, Pos)>,
+    service_tier: Option<(Pos, Pos)>,
     /// Where the usage it gave is.
     usage: Option<(Pos, Pos)>,
     choice: Option<ChoiceShape>,
@@ -239,6 +237,11 @@ impl Shape {
             return None;
         }
         let pos = |at: usize| cuts.pos(at);
+        // Where a common field given is (`Some(None)` for none; `None` when it is in a hole).
+        let span = |part: Option<&str>| match part {
+            Some(part) => cuts.span(part).map(Some),
+            None => Some(None),
+        };
         let choice = match &read.choice {
             None => None,
             Some(choice) => Some(ChoiceShape::of(choice, &cuts)?),
@@ -264,9 +267,9 @@ impl Shape {
             seen,
             pieces,
             holes: cuts.holes.iter().map(|&(hole, _, _)| hole).collect(),
-            model: read.first.model.clone(),
-            system_fingerprint: read.first.system_fingerprint.clone(),
-            service_tier: read.first.service_tier.clone(),
+            model: span(read.first.model)?,
+            system_fingerprint: span(read.first.system_fingerprint)?,
+            service_tier: span(read.first.service_tier)?,
             usage,
             choice,
             head,
@@ -302,9 +305,9 @@ impl Shape {
         }
         let at = |pos: Pos| starts[pos.piece] + pos.at;
         let text = |(start, end): (Pos, Pos)| &data[at(start)..at(end)];
-        chunk.first.model = self.model.clone();
-        chunk.first.system_fingerprint = self.system_fingerprint.clone();
-        chunk.first.service_tier = self.service_tier.clone();
+        chunk.first.model = self.model.map(text);
+        chunk.first.system_fingerprint = self.system_fingerprint.map(text);
+        chunk.first.service_tier = self.service_tier.map(text);
         chunk.usage = self.usage.map(text);
         chunk.choice = self.choice.as_ref().map(|choice| TextChunk {
             index: choice.index,
