@@ -694,6 +694,15 @@ def main():
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip LiteLLM and Portkey")
     parser.add_argument("--smoke", action="store_true", help="seconds-long run that only proves the harness works")
     args = parser.parse_args()
+    for name in ("repetitions", "low_rate", "moderate_rate", "probes", "sequential", "streams"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    try:
+        positive = seconds(args.duration) > 0
+    except ValueError:
+        positive = False
+    if not positive:
+        parser.error(f"--duration must be a positive oha duration such as 5s, got {args.duration!r}")
     if args.smoke:
         args.duration, args.repetitions, args.probes, args.streams, args.peers = "1s", 1, 5, 200, False
         args.sequential = 5
