@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hourglass_observe::metrics::LOG_LINES_DROPPED;
@@ -41,6 +41,9 @@ struct Shared {
     wake: Condvar,
     /// The output, held while a batch is written so batches never interleave or reorder.
     out: Mutex<Box<dyn Write + Send>>,
+    /// How many times a line woke the writer thread.
+    #[cfg(test)]
+    wakes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -103,6 +106,8 @@ impl Write for &Lines {
         if waiting.asleep || waiting.bytes.len() >= WAKE_BYTES {
             waiting.asleep = false;
             self.shared.wake.notify_one();
+            #[cfg(test)]
+            self.shared.wakes.fetch_add(1, Ordering::Relaxed);
         }
         Ok(line.len())
     }
@@ -133,6 +138,8 @@ pub fn spawn(out: impl Write + Send + 'static) -> (Lines, Guard) {
         }),
         wake: Condvar::new(),
         out: Mutex::new(Box::new(out)),
+        #[cfg(test)]
+        wakes: Default::default(),
     });
     let writer = shared.clone();
     let thread = std::thread::Builder::new()
@@ -154,29 +161,45 @@ pub fn spawn(out: impl Write + Send + 'static) -> (Lines, Guard) {
 
 /// Every tick (or sooner when much is waiting), writes out what waits; after a tick with
 /// nothing, sleeps until a line comes, then gives the lines a tick to gather.
+///
+/// A tick passes after each write before the thread looks for lines: looked for at once, the
+/// buffer the write had just emptied was found empty, so under steady load the thread went to
+/// sleep after every write and a serving thread's next line paid a `futex` wake, and often its
+/// core, to the writer: 50 times a second (docs/benchmarks.md, issue 19's step 55).
 fn write_lines(shared: &Shared) {
     let mut spare = Vec::with_capacity(64 << 10);
+    let lock = || {
+        shared
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    };
+    let mut waiting = lock();
     loop {
-        {
-            let mut waiting = shared
-                .waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if waiting.bytes.is_empty() {
-                waiting.asleep = true;
-                while waiting.asleep {
-                    waiting = shared
-                        .wake
-                        .wait(waiting)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
+        if waiting.bytes.is_empty() {
+            waiting.asleep = true;
+            while waiting.asleep {
+                waiting = (shared.wake)
+                    .wait(waiting)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
-            if waiting.bytes.len() < WAKE_BYTES {
-                let _ = shared.wake.wait_timeout(waiting, TICK);
-            }
+            waiting = gather(shared, waiting);
         }
+        drop(waiting);
         shared.write_waiting(&mut spare);
+        waiting = gather(shared, lock());
     }
+}
+
+/// Waits a tick for lines to gather, cut short when much is waiting.
+fn gather<'a>(shared: &'a Shared, waiting: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+    if waiting.bytes.len() >= WAKE_BYTES {
+        return waiting;
+    }
+    (shared.wake)
+        .wait_timeout(waiting, TICK)
+        .unwrap_or_else(PoisonError::into_inner)
+        .0
 }
 
 #[cfg(test)]
@@ -244,6 +267,28 @@ mod tests {
         assert!(until(|| written(8)));
         assert_eq!(kept.0.lock().unwrap().as_slice(), b"one\ntwo\n");
         drop(guard);
+    }
+
+    #[test]
+    fn lines_that_keep_coming_never_wake_the_writer() {
+        let kept = Kept::default();
+        let (lines, guard) = spawn(kept.clone());
+        let mut lines2 = lines.clone();
+        // A line every millisecond for 20 ticks: each tick finds lines, so the writer never
+        // sleeps and no line has to wake it but the first. (It slept after each of its writes,
+        // and the next line woke it: about 20 wakes.) A few are allowed for a test machine
+        // that holds this thread up for a whole tick.
+        let started = tokio::time::Instant::now();
+        let mut count = 0;
+        while started.elapsed() < 20 * TICK {
+            lines2.write_all(b"line\n").unwrap();
+            count += 1;
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+        let wakes = lines.shared.wakes.load(Ordering::Relaxed);
+        assert!(wakes <= 5, "{wakes} wakes for {count} lines over 20 ticks");
+        drop(guard);
+        assert_eq!(kept.0.lock().unwrap().len(), 5 * count);
     }
 
     #[test]
