@@ -145,6 +145,9 @@ def main():
         calls = [c for c in chains(found) if "sim_read" in c and "answered" in c]
         oha = json.load(open(f"{out}/oha-{who}.json"))
         served = sum(oha["statusCodeDistribution"].values())
+        if len(calls) < served / 2:
+            sys.exit(f"bench/sections: only {len(calls):,} of {who}'s {served:,} calls could be read "
+                     f"from its trace ({out}/{who}.txt): were the syscall tracepoints recorded?")
         figures = {}
         for name, start, end in sections:
             if start is None:
