@@ -111,8 +111,8 @@ def chains(found):
 
 
 def preemptions(found, calls):
-    """How often a serving thread was switched out while it could still run, a call, by what
-    took its core."""
+    """How often a serving thread was switched out while it could still run, for each of the
+    `calls` served while the trace ran, by what took its core."""
     taken = collections.Counter(
         (NEXT.search(rest).group(1) if NEXT.search(rest) else "?")
         for at, comm, tid, event, fd, rest in found
@@ -158,7 +158,8 @@ def main():
         latency = oha["latencyPercentiles"]
         figures["end to end (oha)"] = tuple(latency[p] * 1e6 for p in ("p50", "p90", "p99"))
         rows[who] = figures
-        taken = ", ".join(f"{w} {n:.2f}" for w, n in preemptions(found, len(calls)).items())
+        # Per call served: the trace covers the whole run, also the calls no chain was read for.
+        taken = ", ".join(f"{w} {n:.2f}" for w, n in preemptions(found, served).items())
         notes.append(f"- {who}: {len(calls):,} calls traced of {served:,} served; serving threads "
                      f"preempted a call, by what took the core: {taken or 'none'}")
     print(f"Sections of a whole answer at {rate} req/s, {seconds} s each, at {commit} "
