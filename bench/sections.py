@@ -6,6 +6,7 @@ OUT holds, for each proxy (hourglass, nginx), `NAME.txt` (`perf script -F comm,t
 of the proxy's serving threads and the simulator's) and `oha-NAME.json`. A proxy's serving thread
 is one named `hourglass-lane-` or `nginx`; every other traced thread is the simulator's.
 """
+import bisect
 import collections
 import json
 import re
@@ -121,6 +122,24 @@ def preemptions(found, calls):
     return {who: count / max(calls, 1) for who, count in taken.most_common(4)}
 
 
+def switched_in_response(found, calls):
+    """How many of `calls` had their serving thread switched out (for any reason) between its
+    read of the answer and its write of its own, and the response section's p50, p90 and p99 over
+    the calls that had not: the section's own length, without the other threads' turns in it."""
+    switches = collections.defaultdict(list)
+    for at, comm, tid, event, fd, rest in found:
+        if event == "sched:sched_switch" and serving(comm):
+            switches[tid].append(at)
+    switched, clean = 0, []
+    for call in calls:
+        times = switches.get(call["client"][0], [])
+        if bisect.bisect_left(times, call["written"]) > bisect.bisect_left(times, call["back"]):
+            switched += 1
+        else:
+            clean.append(call["written"] - call["back"])
+    return switched, tuple(quantile(clean, q) for q in (0.5, 0.9, 0.99))
+
+
 def quantile(values, q):
     ordered = sorted(values)
     return ordered[int(q * (len(ordered) - 1))] if ordered else float("nan")
@@ -160,8 +179,12 @@ def main():
         rows[who] = figures
         # Per call served: the trace covers the whole run, also the calls no chain was read for.
         taken = ", ".join(f"{w} {n:.2f}" for w, n in preemptions(found, served).items())
+        switched, clean = switched_in_response(found, calls)
         notes.append(f"- {who}: {len(calls):,} calls traced of {served:,} served; serving threads "
-                     f"preempted a call, by what took the core: {taken or 'none'}")
+                     f"preempted a call, by what took the core: {taken or 'none'}; the thread "
+                     f"switched out within the response section of {switched:,} calls "
+                     f"({switched / len(calls):.1%}); the section without them "
+                     + " / ".join(f"{v:.0f}" for v in clean) + " µs")
     print(f"Sections of a whole answer at {rate} req/s, {seconds} s each, at {commit} "
           "(µs, p50 / p90 / p99):\n")
     print("| section | hourglass | nginx |")
