@@ -270,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_that_keep_coming_never_wake_the_writer() {
+    fn lines_that_keep_coming_seldom_wake_the_writer() {
         let kept = Kept::default();
         let (lines, guard) = spawn(kept.clone());
         let mut lines2 = lines.clone();
