@@ -5,7 +5,7 @@
 //! the health table, the dashboard's record, the log line — about twenty readings, most of them
 //! microseconds apart in the same poll of the connection. Each reading is a `clock_gettime`
 //! through the vDSO, about 20 ns on the project's virtual machine (the TSC read is the cost):
-//! some 4 % of a lane's own time at full load (docs/benchmarks.md, issue 19's step 35). While a
+//! some 4 % of a lane's own time at full load (docs/benchmarks-log.md, issue 19's step 35). While a
 //! [`Turn`] is alive on a thread — the gateway keeps one around each poll of a client
 //! connection — the first reading is kept and every later one in the turn is that reading. A
 //! moment is then the time its turn began reading, not the instant the line ran: the

@@ -288,7 +288,7 @@ mod tests {
     /// A guard on the shape of a call: what its future holds across the upstream's wait is
     /// touched on every call, and a value held twice (an `async fn`'s moved argument, a matched
     /// result kept beside its bindings) or a rare path's room kept inline grows it by hundreds of
-    /// bytes at once (docs/benchmarks.md, step 45: 3,904 bytes before that step, 2,696 after).
+    /// bytes at once (docs/benchmarks-log.md, step 45: 3,904 bytes before that step, 2,696 after).
     #[tokio::test]
     async fn a_call_future_holds_no_value_twice_and_no_rare_paths_room() {
         let engine = Engine::new(

@@ -4,9 +4,9 @@
 //! next one on a kept-alive connection), and drops it when the head has come: once per request.
 //! tokio's timer made each a timer entry in the runtime's wheel, boxed, inserted when first polled
 //! and taken out when dropped: about 500 instructions a request (`bench/instructions`,
-//! docs/benchmarks.md). Here a sleep takes a slot in the lane's list when first polled and gives
-//! it back when dropped, and the lane's pacemaker (`lanes::pace`, every 50 ms while the lane has
-//! a connection) wakes those whose deadline has passed. A head that does not come is cut within
+//! docs/benchmarks-log.md). Here a sleep takes a slot in the lane's list when first polled and
+//! gives it back when dropped, and the lane's pacemaker (`lanes::pace`, every 50 ms while the lane
+//! has a connection) wakes those whose deadline has passed. A head that does not come is cut within
 //! a tick of `server.header_read_timeout`, never before it.
 
 use std::future::Future;

@@ -7,7 +7,7 @@
 //! A proxied call is one task that mostly waits on sockets. Under tokio's work-stealing
 //! scheduler that task and its data move between cores, and idle workers are woken to steal it.
 //! Measured on the project's 2-core machine, serving this way took a call from 34 to 29 µs of
-//! CPU and let 16-18 % more calls through (docs/benchmarks.md, issue 19's step 9). nginx serves
+//! CPU and let 16-18 % more calls through (docs/benchmarks-log.md, issue 19's step 9). nginx serves
 //! the same way: one event loop per core. The price is balance: a connection stays on its lane,
 //! so the accepting lane hands a new connection to another when that one has fewer open;
 //! otherwise it serves it itself, with no other thread woken.
@@ -316,7 +316,7 @@ const PACE: std::time::Duration = std::time::Duration::from_millis(50);
 /// turn of epoll) whenever a timer is set earlier than the earliest one it last parked with,
 /// even from the runtime's own thread, where nothing needs waking. A call sets timers of its own
 /// (its deadlines), and often each is the earliest: 0.21 such writes per call under load, one
-/// per call made one at a time (docs/benchmarks.md). With a timer always due sooner, none is;
+/// per call made one at a time (docs/benchmarks-log.md). With a timer always due sooner, none is;
 /// the price is 20 wakes a second of a lane that serves. Each tick also fires the lane's
 /// header-read timers that are due (see `head_timer`).
 async fn pace(load: Arc<AtomicUsize>, pacing: Arc<AtomicBool>, heads: Arc<HeadTimers>) {
@@ -349,7 +349,7 @@ fn serve_connection(
     let settings = &engine.config().server;
     // Boxed: hyper keeps room for one in-flight request's future for as long as the connection
     // lives; a box makes that room a pointer, so a streamed answer does not hold the finished
-    // handler's ~3.7 KB (docs/benchmarks.md). Made in its box, not moved there (`made_in_box`).
+    // handler's ~3.7 KB (docs/benchmarks-log.md). Made in its box, not moved there (`made_in_box`).
     let service = service_fn(move |request| {
         made_in_box(|| crate::routes::handle(connected.clone(), request))
     });

@@ -6,7 +6,7 @@
 //! back to the pool is polled once more. tokio treats a task woken during its own poll as a
 //! yield: it goes to the back of the run queue and a parked worker is woken to steal it, a
 //! futex wake and two context switches each time (about 3 per call when calls come one by one;
-//! docs/benchmarks.md). Here such a wake only marks the task, and the poll runs again in place;
+//! docs/benchmarks-log.md). Here such a wake only marks the task, and the poll runs again in place;
 //! wakes from anywhere else (the socket, a timer) go to tokio as they are.
 
 use std::future::Future;

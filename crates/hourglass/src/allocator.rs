@@ -1,5 +1,5 @@
 //! The process's memory allocator: jemalloc. Measured against glibc's malloc on 10,000
-//! concurrent streams (docs/benchmarks.md): glibc kept a flood's high-water mark for ever
+//! concurrent streams (docs/benchmarks-log.md): glibc kept a flood's high-water mark for ever
 //! (fragmented arenas are only trimmed at their top), jemalloc gives pages back a second after
 //! they are freed, and costs less CPU per call.
 
@@ -11,8 +11,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// How long a freed page stays unused before it goes back to the system: a second, not
 /// jemalloc's ten. 10,000 slow streams over HTTP/2 a minute after a flood over HTTP/1.1 peaked
 /// at 178–196 MB with it against 192–209 MB with the default, and a flood's memory was back
-/// within 5 s (docs/benchmarks.md, step 18), at no cost in instructions per call: the background
-/// threads do the purging.
+/// within 5 s (docs/benchmarks-log.md, step 18), at no cost in instructions per call: the
+/// background threads do the purging.
 const DIRTY_DECAY_MS: isize = 1000;
 /// jemalloc's own default; any other value was chosen in `_RJEM_MALLOC_CONF` and is kept.
 const JEMALLOC_DIRTY_DECAY_MS: isize = 10_000;

@@ -165,7 +165,7 @@ pub fn spawn(out: impl Write + Send + 'static) -> (Lines, Guard) {
 /// A tick passes after each write before the thread looks for lines: looked for at once, the
 /// buffer the write had just emptied was found empty, so under steady load the thread went to
 /// sleep after every write and a serving thread's next line paid a `futex` wake, and often its
-/// core, to the writer: 50 times a second (docs/benchmarks.md, issue 19's step 55).
+/// core, to the writer: 50 times a second (docs/benchmarks-log.md, issue 19's step 55).
 fn write_lines(shared: &Shared) {
     let mut spare = Vec::with_capacity(64 << 10);
     let lock = || {

@@ -316,7 +316,7 @@ impl H1 {
         // Everything read was taken: the next bytes go to the buffer's start again when no piece
         // of it is still held (never allocating), so a slow stream's small pieces keep reusing
         // the memory they already touched instead of walking through all of it: a page less
-        // of every held stream's memory (docs/benchmarks.md, issue 19's step 30).
+        // of every held stream's memory (docs/benchmarks-log.md, issue 19's step 30).
         let reclaimed = self.read.is_empty() && self.read.try_reclaim(READ_SIZE);
         if !reclaimed && self.read.capacity() - self.read.len() < READ_SIZE / 4 {
             self.read.reserve(READ_SIZE);
