@@ -378,12 +378,14 @@ enum Parsed {
 }
 
 /// Parses the response head at the front of `read` and takes it from there; `None` while it is
-/// incomplete. The header values share the read buffer's memory rather than being copied.
+/// incomplete. The header values share the read buffer's memory rather than being copied. The
+/// framing headers (`transfer-encoding`, `content-length`) are read for the body's framing and
+/// left out of the map: they frame this hop's body, and the client's answer is framed anew.
 fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, Error> {
     // Each header's name and value as offsets into the head, gathered before the head is
-    // taken out of the buffer (the parser borrows it).
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, code, minor, count) = {
+    // taken out of the buffer (the parser borrows it); as many as the head has, not room for
+    // the most a head may have zeroed on every call.
+    let (len, code, minor, spans) = {
         // Left unfilled: the parser writes the headers it finds, and filling a hundred empty
         // ones first cost more than parsing a usual head.
         let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
@@ -400,18 +402,20 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>,
         };
         let base = read.as_ptr() as usize;
         let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
-        for (span, header) in spans.iter_mut().zip(response.headers.iter()) {
-            let name = offset(header.name.as_bytes());
-            let value = offset(header.value);
-            *span = (
-                name,
-                name + header.name.len() as u32,
-                value,
-                value + header.value.len() as u32,
-            );
-        }
+        let spans: Vec<(u32, u32, u32, u32)> = (response.headers.iter())
+            .map(|header| {
+                let name = offset(header.name.as_bytes());
+                let value = offset(header.value);
+                (
+                    name,
+                    name + header.name.len() as u32,
+                    value,
+                    value + header.value.len() as u32,
+                )
+            })
+            .collect();
         let code = response.code.expect("a complete head has a status code");
-        (len, code, response.version, response.headers.len())
+        (len, code, response.version, spans)
     };
     let head = read.split_to(len).freeze();
     if (100..200).contains(&code) && code != 101 {
@@ -419,25 +423,13 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>,
     }
     let status = StatusCode::from_u16(code)
         .map_err(|_| Error::Parse(format!("the response's status {code} is not one")))?;
-    let mut headers = HeaderMap::with_capacity(count + super::request::ADDED_RESPONSE_HEADERS);
-    for &(name_at, name_end, value_at, value_end) in &spans[..count] {
-        let (name_at, name_end) = (name_at as usize, name_end as usize);
-        let name = header_name(&head[name_at..name_end])?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(value_at as usize..value_end as usize))
-                .map_err(|_| {
-                    Error::Parse(format!(
-                        "the response header `{name}` has a byte no header value may hold"
-                    ))
-                })?;
-        headers.append(name, value);
-    }
+    let (headers, framing_headers) = read_headers(&head, spans)?;
     let version = if minor == Some(0) {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let framing = framing(&headers, status, head_request)?;
+    let framing = framing_headers.framing(status, head_request)?;
     let keep_alive = version == Version::HTTP_11
         && framing != Framing::UntilClose
         && status != StatusCode::SWITCHING_PROTOCOLS
@@ -451,6 +443,38 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>,
         framing,
         keep_alive,
     }))
+}
+
+/// The head's headers at `spans` (offsets of each name and value into `head`): the map of all
+/// but the framing headers, whose values share the head's memory, and what the framing headers
+/// said.
+fn read_headers(
+    head: &Bytes,
+    spans: Vec<(u32, u32, u32, u32)>,
+) -> Result<(HeaderMap, FramingHeaders), Error> {
+    let mut headers =
+        HeaderMap::with_capacity(spans.len() + super::request::ADDED_RESPONSE_HEADERS);
+    let mut framing = FramingHeaders::default();
+    for (name_at, name_end, value_at, value_end) in spans {
+        let (value_at, value_end) = (value_at as usize, value_end as usize);
+        let name = header_name(&head[name_at as usize..name_end as usize])?;
+        if name == header::TRANSFER_ENCODING {
+            framing.transfer_encoding(&head[value_at..value_end]);
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            framing.content_length(&head[value_at..value_end]);
+            continue;
+        }
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(value_at..value_end)).map_err(|_| {
+                Error::Parse(format!(
+                    "the response header `{name}` has a byte no header value may hold"
+                ))
+            })?;
+        headers.append(name, value);
+    }
+    Ok((headers, framing))
 }
 
 /// A response header's name: a usual one without parsing it again.
@@ -476,49 +500,102 @@ fn head_error(error: httparse::Error) -> Error {
     })
 }
 
-/// How a response's body is framed (RFC 9112 §6.3): none for a `HEAD`, 1xx, 204 and 304;
-/// chunked when that is the last transfer coding, else until the connection closes; else
-/// `content-length`; else until the connection closes.
-fn framing(headers: &HeaderMap, status: StatusCode, head_request: bool) -> Result<Framing, Error> {
-    if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Length(0));
+/// What a head's framing headers said, read as the head is: the last transfer coding named, and
+/// the one length its `content-length` values give (or what was wrong with them, told only if
+/// the framing comes to the length).
+#[derive(Default)]
+struct FramingHeaders {
+    /// A `transfer-encoding` header came; with the last coding its values name, if any.
+    transfer_encoding: Option<Option<TransferCoding>>,
+    /// The length the `content-length` values so far agree on.
+    length: Option<u64>,
+    /// Why the `content-length` values are not one length: the first that is not.
+    bad_length: Option<String>,
+}
+
+/// The last transfer coding a response names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TransferCoding {
+    Chunked,
+    Other,
+}
+
+impl FramingHeaders {
+    /// One `transfer-encoding` value: its codings, in order. A value that is not visible ASCII
+    /// names none.
+    fn transfer_encoding(&mut self, value: &[u8]) {
+        let mut last = self.transfer_encoding.flatten();
+        if let Some(text) = visible_ascii(value) {
+            for coding in text.split(',').map(str::trim) {
+                if !coding.is_empty() {
+                    last = Some(if coding.eq_ignore_ascii_case("chunked") {
+                        TransferCoding::Chunked
+                    } else {
+                        TransferCoding::Other
+                    });
+                }
+            }
+        }
+        self.transfer_encoding = Some(last);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let last = (headers.get_all(header::TRANSFER_ENCODING).iter())
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::UntilClose,
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+
+    /// One `content-length` value: one or more comma-separated lengths, each the same as every
+    /// one before it.
+    fn content_length(&mut self, value: &[u8]) {
+        if self.bad_length.is_some() {
+            return;
+        }
+        for part in value.split(|&b| b == b',') {
             let part = part.trim_ascii();
             let parsed =
                 (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
                     .then(|| part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
-            match (parsed, length) {
-                (Some(n), None) => length = Some(n),
+            match (parsed, self.length) {
+                (Some(n), None) => self.length = Some(n),
                 (Some(n), Some(before)) if n == before => {}
                 _ => {
-                    let text = String::from_utf8_lossy(value.as_bytes());
+                    let text = String::from_utf8_lossy(value);
                     let text: String = text.chars().take(40).collect();
-                    return Err(Error::Parse(format!(
+                    self.bad_length = Some(format!(
                         "the response's content-length `{text}` is not one length"
-                    )));
+                    ));
+                    return;
                 }
             }
         }
     }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+
+    /// How the body is framed (RFC 9112 §6.3): none for a `HEAD`, 1xx, 204 and 304; chunked when
+    /// that is the last transfer coding, else until the connection closes; else
+    /// `content-length`; else until the connection closes.
+    fn framing(self, status: StatusCode, head_request: bool) -> Result<Framing, Error> {
+        if head_request
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok(Framing::Length(0));
+        }
+        if let Some(last) = self.transfer_encoding {
+            return Ok(match last {
+                Some(TransferCoding::Chunked) => Framing::Chunked(Chunk::Size),
+                _ => Framing::UntilClose,
+            });
+        }
+        if let Some(bad) = self.bad_length {
+            return Err(Error::Parse(bad));
+        }
+        Ok(self.length.map_or(Framing::UntilClose, Framing::Length))
+    }
+}
+
+/// `value` as text when every byte of it is visible ASCII, a space or a tab (what
+/// `HeaderValue::to_str` accepts).
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    if !(value.iter()).all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()
 }
 
 /// Whether a header of `name` lists `token` (compared without case).

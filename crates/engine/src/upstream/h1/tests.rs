@@ -116,6 +116,9 @@ async fn a_request_goes_out_whole_and_a_kept_connection_carries_the_next() {
     assert_eq!(head.headers["content-type"], "text/plain");
     let twos: Vec<_> = head.headers.get_all("x-two").iter().collect();
     assert_eq!(twos, ["a", "b"]);
+    // The framing header is read for the body and left out of the map: the client's answer
+    // never carries it.
+    assert!(!head.headers.contains_key("content-length"));
     // Room for what the gateway adds on the way to the client, so that the map never grows.
     let capacity = head.headers.capacity();
     let mut answer =
@@ -171,7 +174,8 @@ async fn a_chunked_body_reads_the_same_wherever_the_reads_split_it() {
     }
     let bytes: Vec<&[u8]> = response.chunks(1).collect();
     let (mut h1, _) = connection(&bytes, true);
-    exchange(&mut h1).await.unwrap();
+    let head = exchange(&mut h1).await.unwrap();
+    assert!(!head.headers.contains_key("transfer-encoding"));
     assert_eq!(body(&mut h1).await.unwrap(), whole, "a byte at a time");
     // A body cut anywhere is an error that is not the upstream's grammar.
     for cut in head_len..response.len() {
@@ -364,4 +368,23 @@ async fn a_slow_body_reuses_the_memory_its_taken_pieces_left() {
     assert_eq!(&again[..], b"again");
     assert_ne!(again.as_ptr(), start);
     assert_eq!(&world[..], b"world");
+}
+
+#[tokio::test]
+async fn a_length_that_does_not_frame_the_body_is_not_read() {
+    // Chunks frame the first body, and a 204 has none: their `content-length` is never
+    // consulted, so one that is not a length is no error.
+    let responses: [(&[u8], &[u8]); 2] = [
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: nope\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"ok",
+        ),
+        (b"HTTP/1.1 204 No Content\r\ncontent-length: nope\r\n\r\n", b""),
+    ];
+    for (response, expected) in responses {
+        let (mut h1, _) = connection(&[response], true);
+        exchange(&mut h1).await.unwrap();
+        assert_eq!(body(&mut h1).await.unwrap(), expected);
+        assert!(h1.usable());
+    }
 }
