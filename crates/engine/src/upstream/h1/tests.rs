@@ -116,8 +116,8 @@ async fn a_request_goes_out_whole_and_a_kept_connection_carries_the_next() {
     assert_eq!(head.headers["content-type"], "text/plain");
     let twos: Vec<_> = head.headers.get_all("x-two").iter().collect();
     assert_eq!(twos, ["a", "b"]);
-    // The framing header is read for the body and left out of the map: the client's answer
-    // never carries it.
+    // The framing header is read for the body and left out of the map: it frames this hop's
+    // body, and the client's answer is framed anew.
     assert!(!head.headers.contains_key("content-length"));
     // Room for what the gateway adds on the way to the client, so that the map never grows.
     let capacity = head.headers.capacity();
