@@ -194,10 +194,7 @@ impl H1 {
                     }
                     Ok(None) if self.read.len() >= super::MAX_RESPONSE_BUFFER => {
                         self.state = State::Closed;
-                        return Err(Error::Parse(format!(
-                            "the response head is larger than {} KiB",
-                            super::MAX_RESPONSE_BUFFER >> 10
-                        )));
+                        return Err(head_too_large());
                     }
                     Ok(None) => {}
                 }
@@ -396,6 +393,10 @@ fn parse_head(read: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>,
             &mut headers,
         );
         let len = match parsed {
+            // Over the bound even when its end came in the same read as the bound was passed.
+            Ok(httparse::Status::Complete(len)) if len >= super::MAX_RESPONSE_BUFFER => {
+                return Err(head_too_large());
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(head_error(e)),
@@ -488,6 +489,14 @@ fn header_name(text: &[u8]) -> Result<HeaderName, Error> {
             ))
         }),
     }
+}
+
+/// A response head longer than an upstream connection reads.
+fn head_too_large() -> Error {
+    Error::Parse(format!(
+        "the response head is larger than {} KiB",
+        super::MAX_RESPONSE_BUFFER >> 10
+    ))
 }
 
 /// What is wrong with a response head the parser refused.
@@ -621,13 +630,15 @@ fn dechunk(chunk: &mut Chunk, read: &mut BytesMut) -> Result<Dechunked, Error> {
     loop {
         match chunk {
             Chunk::Size => {
-                let Some(at) = memchr::memchr(b'\n', read) else {
-                    if read.len() > MAX_CHUNK_LINE {
-                        return Err(Error::Parse(format!(
-                            "a chunk-size line is longer than {} KiB",
-                            MAX_CHUNK_LINE >> 10
-                        )));
-                    }
+                // The bound holds whether the line's end came in this read or has yet to.
+                let found = memchr::memchr(b'\n', read);
+                if found.unwrap_or(read.len()) > MAX_CHUNK_LINE {
+                    return Err(Error::Parse(format!(
+                        "a chunk-size line is longer than {} KiB",
+                        MAX_CHUNK_LINE >> 10
+                    )));
+                }
+                let Some(at) = found else {
                     return Ok(Dechunked::More);
                 };
                 let size = chunk_size(&read[..at])?;
@@ -663,13 +674,16 @@ fn dechunk(chunk: &mut Chunk, read: &mut BytesMut) -> Result<Dechunked, Error> {
                 *chunk = Chunk::Size;
             }
             Chunk::Trailers(seen) => {
-                let Some(at) = memchr::memchr(b'\n', read) else {
-                    if *seen + read.len() > MAX_TRAILERS {
-                        return Err(Error::Parse(format!(
-                            "the trailers are longer than {} KiB",
-                            MAX_TRAILERS >> 10
-                        )));
-                    }
+                // Counted to the end of the line, or of what is here of it: the bound holds
+                // for many short lines as for one long one, however they arrive.
+                let found = memchr::memchr(b'\n', read);
+                if *seen + found.map_or(read.len(), |at| at + 1) > MAX_TRAILERS {
+                    return Err(Error::Parse(format!(
+                        "the trailers are longer than {} KiB",
+                        MAX_TRAILERS >> 10
+                    )));
+                }
+                let Some(at) = found else {
                     return Ok(Dechunked::More);
                 };
                 let empty = at == 0 || (at == 1 && read[0] == b'\r');

@@ -388,3 +388,62 @@ async fn a_length_that_does_not_frame_the_body_is_not_read() {
         assert!(h1.usable());
     }
 }
+
+#[tokio::test]
+async fn a_chunk_line_or_trailers_over_their_bound_are_refused_however_they_arrive() {
+    // A chunk-size line (with an extension) longer than the bound, and trailers of many short
+    // lines adding up to more than theirs: each refused whether it comes in one read, where
+    // every line's end is already there, or a byte at a time.
+    let long_line = format!("2;x={}\r\nok\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_LINE));
+    let many_trailers = format!(
+        "2\r\nok\r\n0\r\n{}\r\n",
+        "x-t: 1\r\n".repeat(MAX_TRAILERS / 8 + 1)
+    );
+    for (body_text, says) in [
+        (long_line.as_str(), "a chunk-size line is longer than 4 KiB"),
+        (
+            many_trailers.as_str(),
+            "the trailers are longer than 16 KiB",
+        ),
+    ] {
+        let response = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{body_text}");
+        let bytes: Vec<&[u8]> = response.as_bytes().chunks(1).collect();
+        for pieces in [vec![response.as_bytes()], bytes] {
+            let (mut h1, _) = connection(&pieces, true);
+            exchange(&mut h1).await.unwrap();
+            let error = body(&mut h1).await.unwrap_err();
+            assert!(error.is_parse(), "{error}");
+            assert_eq!(error.to_string(), says);
+            assert!(!h1.usable());
+        }
+    }
+    // At the bounds, both are read.
+    let at_bounds = format!(
+        "{:x};{}\r\nok\r\n0\r\n{}\r\n",
+        2,
+        "e".repeat(MAX_CHUNK_LINE - 3),
+        "x-t: 1\r\n".repeat(MAX_TRAILERS / 8 - 1)
+    );
+    let response = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{at_bounds}");
+    let (mut h1, _) = connection(&[response.as_bytes()], true);
+    exchange(&mut h1).await.unwrap();
+    assert_eq!(body(&mut h1).await.unwrap(), b"ok");
+    assert!(h1.usable());
+}
+
+#[tokio::test]
+async fn a_head_over_its_bound_is_refused_however_it_arrives() {
+    let bound = super::super::MAX_RESPONSE_BUFFER;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nx-huge: {}\r\ncontent-length: 2\r\n\r\nok",
+        "h".repeat(bound + bound / 2)
+    );
+    let response = response.as_bytes();
+    for size in [response.len(), bound - 100, 64 * 1024, 4096] {
+        let pieces: Vec<&[u8]> = response.chunks(size).collect();
+        let (mut h1, _) = connection(&pieces, true);
+        let error = exchange(&mut h1).await.unwrap_err();
+        assert!(error.is_parse(), "pieces of {size}: {error}");
+        assert!(error.to_string().contains("larger than 256 KiB"), "{error}");
+    }
+}
