@@ -19,7 +19,8 @@ use crate::upstream::request::{self, response_headers};
 use crate::upstream::{Connection, ExchangeError, Timeline, UpstreamBody};
 use crate::vocabulary::{Outcome, Phase};
 
-/// Largest non-streaming body read into memory before it is sent on.
+/// Largest body read into memory before it is sent on: a non-streaming one, a stream assembled
+/// into a whole answer, or what a stream sends before its first token (held until then).
 const MAX_WHOLE_BODY: usize = 256 * 1024 * 1024;
 /// Largest error body kept from an upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -304,7 +305,22 @@ impl Attempt<'_> {
         let sent = self.timeline.written.or(self.timeline.headers);
         let sent = sent.unwrap_or(self.timeline.start);
         let mut held = Vec::new();
+        let mut read = 0;
         while let Some(mut data) = reader.next(body, &self.deadlines, sent).await? {
+            // What is read here is kept (assembled, or held to be sent first), so it is bounded
+            // as a whole body is: an upstream that streams without end would otherwise fill
+            // memory until the call's deadline.
+            read += data.len();
+            if read > MAX_WHOLE_BODY {
+                return Err(FailureKind::Malformed(if to_end {
+                    too_large()
+                } else {
+                    format!(
+                        "the stream sent more than {} MiB before its first token",
+                        MAX_WHOLE_BODY >> 20
+                    )
+                }));
+            }
             let ScanResult { content, end } =
                 reader.scan(&data).map_err(|failure| match failure {
                     FailureKind::Status {
@@ -454,10 +470,7 @@ impl Attempt<'_> {
                     },
                 };
                 if whole.len() + data.len() > MAX_WHOLE_BODY {
-                    return Err(FailureKind::Malformed(format!(
-                        "the response is larger than {} MiB",
-                        MAX_WHOLE_BODY >> 20
-                    )));
+                    return Err(FailureKind::Malformed(too_large()));
                 }
                 whole.extend_from_slice(&data);
                 last = crate::clock::now();
@@ -712,6 +725,11 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// Why a body over [`MAX_WHOLE_BODY`] was refused.
+fn too_large() -> String {
+    format!("the response is larger than {} MiB", MAX_WHOLE_BODY >> 20)
 }
 
 /// Whether a response says it is JSON.

@@ -468,3 +468,68 @@ async fn a_pooled_connection_the_server_closed_is_redialed_not_failed() {
     assert!(!second.timeline.unwrap().reused, "on a new connection");
     assert_eq!(dialed.load(Ordering::SeqCst), 2);
 }
+
+/// An upstream that answers with `head` and `first`, then sends SSE comments without end
+/// (until the gateway lets go of the connection).
+fn endless(
+    head: &'static [u8],
+    first: &'static [u8],
+) -> std::sync::Arc<dyn hourglass_engine::Dial> {
+    use hourglass_engine::{BoxFuture, BoxIo, DialFn, error::FailureKind};
+    std::sync::Arc::new(DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+        Box::pin(async move {
+            let (client, mut server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = server.read(&mut request).await;
+                // A comment of 64 KiB and the blank line that ends its event.
+                let mut line = vec![b'x'; 64 * 1024];
+                line[0] = b':';
+                let end = line.len() - 2;
+                line[end..].copy_from_slice(b"\n\n");
+                let lines = line.repeat(64);
+                let mut sent = server
+                    .write_all(head)
+                    .await
+                    .and(server.write_all(first).await);
+                while sent.is_ok() {
+                    sent = server.write_all(&lines).await;
+                }
+            });
+            Ok(Box::new(client) as BoxIo)
+        })
+    }))
+}
+
+/// Found by reading the code after a fuzz target found the HTTP/1.1 reader's bounds: a whole
+/// answer assembled from a stream, and what a stream sends before its first token, were kept
+/// in memory without bound, where a whole body read as one stops at 256 MiB. An upstream that
+/// streams without end now meets the same bound, not the call's deadline with memory full.
+#[tokio::test(start_paused = true)]
+async fn a_stream_without_end_is_refused_at_the_whole_bodys_bound() {
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+    const FIRST: &[u8] =
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+    let model = "[models.m]\ntargets = [\"x:m\"]\nretry = { max_attempts = 1 }\n\
+                 timeouts = { first_token = \"600s\", idle = \"600s\", total = \"900s\" }\n";
+    // A whole answer assembled from the stream: its first token came, then no end.
+    // And a stream that never sends a token: all it sends is held until one comes.
+    for (first, stream, says) in [
+        (FIRST, false, "the response is larger than 256 MiB"),
+        (
+            &b""[..],
+            true,
+            "the stream sent more than 256 MiB before its first token",
+        ),
+    ] {
+        let text = format!("[upstreams.x]\nbase_url = \"http://x.invalid/v1\"\n{model}");
+        let config = hourglass_config::Config::from_toml(&text, "test.toml", &|_| None).unwrap();
+        let dials = std::collections::HashMap::from([("x".to_owned(), endless(HEAD, first))]);
+        let engine = hourglass_engine::Engine::new(config, dials).unwrap();
+        let error = engine.call(chat("m", stream, None)).await.err().unwrap();
+        assert_eq!(error.code, "upstream_malformed", "{}", error.message);
+        assert!(error.message.contains(says), "{}", error.message);
+        assert_eq!(error.trail.len(), 1);
+    }
+}
