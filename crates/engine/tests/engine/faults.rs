@@ -421,12 +421,11 @@ async fn a_body_whose_framing_does_not_parse_is_malformed() {
 /// call is sent once more on a new connection — uncounted, no failure for the client.
 #[tokio::test(start_paused = true)]
 async fn a_pooled_connection_the_server_closed_is_redialed_not_failed() {
-    use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use hourglass_engine::error::FailureKind;
-    use hourglass_engine::{BoxFuture, BoxIo, DialFn, Engine};
+    use hourglass_engine::{BoxFuture, BoxIo, DialFn};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const ANSWER: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
@@ -454,9 +453,7 @@ async fn a_pooled_connection_the_server_closed_is_redialed_not_failed() {
             Ok(Box::new(client) as BoxIo)
         })
     }));
-    let text = "[upstreams.x]\nbase_url = \"http://x.invalid/v1\"\n[models.m]\ntargets = [\"x\"]\n";
-    let config = hourglass_config::Config::from_toml(text, "test.toml", &|_| None).unwrap();
-    let engine = Engine::new(config, HashMap::from([("x".to_owned(), dial as _)])).unwrap();
+    let engine = setup_dialed("[models.m]\ntargets = [\"x\"]\n", dial);
     let first = engine.call(chat("m", false, None)).await.unwrap();
     assert!(!first.timeline.unwrap().reused);
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -523,10 +520,7 @@ async fn a_stream_without_end_is_refused_at_the_whole_bodys_bound() {
             "the stream sent more than 256 MiB before its first token",
         ),
     ] {
-        let text = format!("[upstreams.x]\nbase_url = \"http://x.invalid/v1\"\n{model}");
-        let config = hourglass_config::Config::from_toml(&text, "test.toml", &|_| None).unwrap();
-        let dials = std::collections::HashMap::from([("x".to_owned(), endless(HEAD, first))]);
-        let engine = hourglass_engine::Engine::new(config, dials).unwrap();
+        let engine = setup_dialed(model, endless(HEAD, first));
         let error = engine.call(chat("m", stream, None)).await.err().unwrap();
         assert_eq!(error.code, "upstream_malformed", "{}", error.message);
         assert!(error.message.contains(says), "{}", error.message);

@@ -240,8 +240,13 @@ pub fn scripted(response: &'static [u8]) -> Arc<dyn Dial> {
 
 /// An engine whose one upstream `x` is [`scripted`] with `response`, configured by `extra`.
 pub fn setup_scripted(extra: &str, response: &'static [u8]) -> Arc<Engine> {
+    setup_dialed(extra, scripted(response))
+}
+
+/// An engine whose one upstream `x` is reached through `dial` (a hand-written upstream),
+/// configured by `extra` (its models and policies).
+pub fn setup_dialed(extra: &str, dial: Arc<dyn Dial>) -> Arc<Engine> {
     let text = format!("[upstreams.x]\nbase_url = \"http://x.invalid/v1\"\n{extra}");
     let config = Config::from_toml(&text, "test.toml", &|_| None).unwrap();
-    let dials = HashMap::from([("x".to_owned(), scripted(response))]);
-    Engine::new(config, dials).unwrap()
+    Engine::new(config, HashMap::from([("x".to_owned(), dial)])).unwrap()
 }
