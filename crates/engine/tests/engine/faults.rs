@@ -424,34 +424,29 @@ async fn a_pooled_connection_the_server_closed_is_redialed_not_failed() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use hourglass_engine::error::FailureKind;
-    use hourglass_engine::{BoxFuture, BoxIo, DialFn};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use hourglass_engine::DialFn;
+    use tokio::io::AsyncWriteExt;
 
     const ANSWER: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
                           data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
                           data: [DONE]\n\n";
+    let upstream = hand_written(|mut server| async move {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+            ANSWER.len()
+        );
+        let _ = server.write_all(head.as_bytes()).await;
+        let _ = server.write_all(ANSWER.as_bytes()).await;
+        // Keep-alive, then the server closes it 10 ms later.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        drop(server);
+    });
+    // Every connection opened is counted, whether or not a request reaches it.
     let dialed = Arc::new(AtomicUsize::new(0));
     let count = dialed.clone();
-    let dial = Arc::new(DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+    let dial = Arc::new(DialFn(move || {
         count.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move {
-            let (client, mut server) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(async move {
-                let mut request = vec![0u8; 64 * 1024];
-                let _ = server.read(&mut request).await;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
-                    ANSWER.len()
-                );
-                let _ = server.write_all(head.as_bytes()).await;
-                let _ = server.write_all(ANSWER.as_bytes()).await;
-                // Keep-alive, then the server closes it 10 ms later.
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                drop(server);
-            });
-            Ok(Box::new(client) as BoxIo)
-        })
+        upstream.dial()
     }));
     let engine = setup_dialed("[models.m]\ntargets = [\"x\"]\n", dial);
     let first = engine.call(chat("m", false, None)).await.unwrap();
@@ -472,31 +467,22 @@ fn endless(
     head: &'static [u8],
     first: &'static [u8],
 ) -> std::sync::Arc<dyn hourglass_engine::Dial> {
-    use hourglass_engine::{BoxFuture, BoxIo, DialFn, error::FailureKind};
-    std::sync::Arc::new(DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
-        Box::pin(async move {
-            let (client, mut server) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut request = vec![0u8; 64 * 1024];
-                let _ = server.read(&mut request).await;
-                // A comment of 64 KiB and the blank line that ends its event.
-                let mut line = vec![b'x'; 64 * 1024];
-                line[0] = b':';
-                let end = line.len() - 2;
-                line[end..].copy_from_slice(b"\n\n");
-                let lines = line.repeat(64);
-                let mut sent = server
-                    .write_all(head)
-                    .await
-                    .and(server.write_all(first).await);
-                while sent.is_ok() {
-                    sent = server.write_all(&lines).await;
-                }
-            });
-            Ok(Box::new(client) as BoxIo)
-        })
-    }))
+    hand_written(move |mut server| async move {
+        use tokio::io::AsyncWriteExt;
+        // A comment of 64 KiB and the blank line that ends its event.
+        let mut line = vec![b'x'; 64 * 1024];
+        line[0] = b':';
+        let end = line.len() - 2;
+        line[end..].copy_from_slice(b"\n\n");
+        let lines = line.repeat(64);
+        let mut sent = server
+            .write_all(head)
+            .await
+            .and(server.write_all(first).await);
+        while sent.is_ok() {
+            sent = server.write_all(&lines).await;
+        }
+    })
 }
 
 /// Found by reading the code after a fuzz target found the HTTP/1.1 reader's bounds: a whole

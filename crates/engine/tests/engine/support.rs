@@ -219,23 +219,38 @@ pub fn setup_seeded(names: &[&str], extra: &str) -> Setup {
     build(names, &upstream_tables(names, extra), true)
 }
 
-/// A hand-written upstream over in-memory pipes: every connection reads one request, writes
-/// `response` (raw HTTP/1.1) and then holds the connection open without another byte.
-pub fn scripted(response: &'static [u8]) -> Arc<dyn Dial> {
+/// A hand-written upstream over in-memory pipes: every connection reads one request, then `serve`
+/// answers on the server's end of the pipe (the connection ends when it lets go of it).
+pub fn hand_written<F, Fut>(serve: F) -> Arc<dyn Dial>
+where
+    F: Fn(tokio::io::DuplexStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let serve = Arc::new(serve);
     Arc::new(DialFn(move || -> BoxFuture<Result<BoxIo, FailureKind>> {
+        let serve = serve.clone();
         Box::pin(async move {
             let (client, mut server) = tokio::io::duplex(64 * 1024);
             tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                use tokio::io::AsyncReadExt;
                 let mut request = vec![0u8; 64 * 1024];
                 let _ = server.read(&mut request).await;
-                let _ = server.write_all(response).await;
-                std::future::pending::<()>().await;
-                drop(server);
+                serve(server).await;
             });
             Ok(Box::new(client) as BoxIo)
         })
     }))
+}
+
+/// A [`hand_written`] upstream that writes `response` (raw HTTP/1.1) and then holds the
+/// connection open without another byte.
+pub fn scripted(response: &'static [u8]) -> Arc<dyn Dial> {
+    hand_written(move |mut server| async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = server.write_all(response).await;
+        std::future::pending::<()>().await;
+        drop(server);
+    })
 }
 
 /// An engine whose one upstream `x` is [`scripted`] with `response`, configured by `extra`.
