@@ -670,8 +670,7 @@ impl crate::sse::Events for Reading<'_> {
             Some(assembler),
             Signal::Nothing | Signal::Content | Signal::Finish { .. } | Signal::End,
         ) = (pushed, self.assembler.as_mut(), &signal)
-            && let Some(data) = event.data.as_deref()
-            && let Err(message) = assembler.push(data)
+            && let Err(message) = assembler.push_event(event)
         {
             self.failure.get_or_insert(FailureKind::Malformed(message));
         }

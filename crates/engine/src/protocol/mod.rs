@@ -179,8 +179,14 @@ pub struct BadBody {
 
 /// Puts a whole answer together from the events of a stream.
 pub trait Assemble: Send {
-    /// Adds the data of one event (not the end marker).
+    /// Adds the data of one event.
     fn push(&mut self, data: &str) -> Result<(), String>;
+    /// Adds one event: its data, read with its name by a protocol whose events say their type
+    /// in the name when their data does not (as its `classify` reads them), so the assembler
+    /// and the classifier agree on which event ends the answer.
+    fn push_event(&mut self, event: &Event<'_>) -> Result<(), String> {
+        event.data.as_deref().map_or(Ok(()), |data| self.push(data))
+    }
     /// Reads one event's data once for both jobs: adds it to the answer and says what it means
     /// (the same [`Signal`] the protocol's `classify` gives), for an assembler that can; `None`
     /// when it cannot, and then the caller classifies the event and pushes it.

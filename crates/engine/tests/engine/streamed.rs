@@ -234,3 +234,46 @@ async fn a_silent_upstream_of_a_whole_response_is_caught_by_first_token_and_fail
     let answer: serde_json::Value = serde_json::from_str(&outcome.ok().body).unwrap();
     assert_eq!(answer["status"], "completed");
 }
+
+/// `events` as a chunked HTTP/1.1 event stream (one chunk each), the upstream's whole response.
+fn event_stream(events: &[&str]) -> &'static [u8] {
+    let mut response = String::from(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+    );
+    for event in events {
+        let event = format!("data: {event}\n\n");
+        response.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
+    }
+    response.push_str("0\r\n\r\n");
+    Box::leak(response.into_bytes().into_boxed_slice())
+}
+
+/// What a reasoning model's server streams beside the answer (`reasoning_content`) and a search
+/// model's citations reach the client's whole answer, as the upstream's own whole answer carries
+/// them; they were dropped.
+#[tokio::test(start_paused = true)]
+async fn reasoning_text_and_citations_reach_a_whole_answer() {
+    let engine = setup_scripted(
+        "[models.m]\ntargets = [\"x:m\"]\nretry = { max_attempts = 1 }\n",
+        event_stream(&[
+            r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":null,"reasoning_content":"First, "},"finish_reason":null}]}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":null,"reasoning_content":"think."},"finish_reason":null}]}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"Paris."},"finish_reason":null}]}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"annotations":[{"type":"url_citation","url_citation":{"url":"https://a.example/"}}]},"finish_reason":null}]}"#,
+            r#"{"id":"c1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            "[DONE]",
+        ]),
+    );
+    let response = engine.call(chat("m", false, None)).await.unwrap();
+    let hourglass_engine::ResponseBody::Full(body) = response.body else {
+        panic!("a whole answer");
+    };
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["content"], "Paris.");
+    assert_eq!(message["reasoning_content"], "First, think.");
+    assert_eq!(
+        message["annotations"],
+        serde_json::json!([{"type": "url_citation", "url_citation": {"url": "https://a.example/"}}])
+    );
+}

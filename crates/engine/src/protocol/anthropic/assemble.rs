@@ -100,7 +100,14 @@ impl MessageAssembler {
                     }
                 }
             }
-            // message_stop, ping and kinds this gateway does not know add nothing.
+            // The message is complete: a block whose stop never came (a proxy or a server that
+            // drops it) is closed now, so its tool input, sent in pieces, is not lost.
+            "message_stop" => {
+                for block in self.blocks.iter_mut().flatten() {
+                    block.close()?;
+                }
+            }
+            // ping and kinds this gateway does not know add nothing.
             _ => {}
         }
         Ok(())
@@ -258,6 +265,35 @@ mod tests {
             json!({"input_tokens": 12, "output_tokens": 42})
         );
         assert_eq!(message["id"], "msg_1");
+    }
+
+    /// A stream whose tool block never got its `content_block_stop` (a proxy or a server that
+    /// drops it): the input sent in pieces is not lost when the message stops, and pieces that
+    /// do not parse fail the answer as they would at the block's stop.
+    #[test]
+    fn a_tool_block_left_open_is_closed_by_the_message_stop() {
+        let stream = |pieces: &[&str]| {
+            let mut events = vec![
+                json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"usage":{"input_tokens":3}}}),
+                json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}}),
+            ];
+            for piece in pieces {
+                events.push(json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":piece}}));
+            }
+            events.push(json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}));
+            events.push(json!({"type":"message_stop"}));
+            let mut assembler = MessageAssembler::default();
+            let pushed: Result<(), String> =
+                (events.iter()).try_for_each(|event| assembler.push(&event.to_string()));
+            pushed.map(|()| assembler.finish())
+        };
+        let message = stream(&["{\"city\": \"Par", "is\"}"]).unwrap();
+        assert_eq!(
+            message["content"],
+            json!([{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}])
+        );
+        let broken = stream(&["{\"city\": \"Par"]).unwrap_err();
+        assert!(broken.contains("did not parse once whole"), "{broken}");
     }
 
     #[test]

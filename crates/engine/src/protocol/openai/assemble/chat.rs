@@ -1,7 +1,9 @@
 //! One chat completion body assembled from a chat completion stream, for non-streaming clients
 //! whose call the gateway streamed from the upstream (so `first_token` and `idle` protect it):
-//! content, refusals, tool calls, finish reasons and usage, choice by choice, in the shape of the
-//! upstream's own non-streaming answer.
+//! content, refusals, annotations (a search model's citations), tool calls, a legacy
+//! `function_call`, the reasoning text servers of reasoning models stream (`reasoning_content`,
+//! `reasoning`), finish reasons and usage, choice by choice, in the shape of the upstream's own
+//! non-streaming answer.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -42,8 +44,86 @@ struct Choice {
     role: Option<String>,
     content: Option<String>,
     refusal: Option<String>,
+    /// What a search model cites (`url_citation`s), as the deltas listed them.
+    annotations: Vec<Box<RawValue>>,
+    /// The reasoning text DeepSeek, vLLM and llama.cpp stream (and put in a whole answer's
+    /// message under the same name).
+    reasoning_content: Option<String>,
+    /// The same, under the name OpenRouter, Ollama and newer vLLM give it.
+    reasoning: Option<String>,
     tool_calls: Vec<ToolCall>,
+    /// The legacy (`functions`) call, in pieces as tool calls are.
+    function_call: Option<FunctionCall>,
     finish_reason: Option<Value>,
+}
+
+impl Choice {
+    /// Adds what one delta of this choice carries.
+    fn apply(&mut self, delta: DeltaIn<'_>) -> Result<(), String> {
+        if let Some(role) = delta.role {
+            self.role = Some(role.into_owned());
+        }
+        if let Some(text) = delta.content {
+            self.content.get_or_insert_with(String::new).push_str(&text);
+        }
+        if let Some(text) = delta.refusal {
+            self.refusal.get_or_insert_with(String::new).push_str(&text);
+        }
+        if let Some(raw) = present(delta.annotations) {
+            let listed: Vec<Box<RawValue>> = serde_json::from_str(raw.get())
+                .map_err(|_| "a delta's `annotations` is not a list".to_owned())?;
+            self.annotations.extend(listed);
+        }
+        for (field, raw, kept) in [
+            (
+                "reasoning_content",
+                delta.reasoning_content,
+                &mut self.reasoning_content,
+            ),
+            ("reasoning", delta.reasoning, &mut self.reasoning),
+        ] {
+            if let Some(raw) = present(raw) {
+                let text: Cow<'_, str> = serde_json::from_str(raw.get())
+                    .map_err(|_| format!("a delta's `{field}` is not a string"))?;
+                kept.get_or_insert_with(String::new).push_str(&text);
+            }
+        }
+        if let Some(raw) = present(delta.function_call) {
+            let function: FunctionIn<'_> = serde_json::from_str(raw.get()).map_err(|_| {
+                "a delta's `function_call` is not a function call's name and arguments".to_owned()
+            })?;
+            let call = self.function_call.get_or_insert_with(FunctionCall::default);
+            call.name = call.name.take().or(function.name.map(Cow::into_owned));
+            if let Some(arguments) = function.arguments {
+                call.arguments.push_str(&arguments);
+            }
+        }
+        for call in delta.tool_calls {
+            if call.index >= MAX_INDEX {
+                return Err(format!("tool call index {} is out of range", call.index));
+            }
+            if self.tool_calls.len() <= call.index {
+                self.tool_calls
+                    .resize_with(call.index + 1, ToolCall::default);
+            }
+            let slot = &mut self.tool_calls[call.index];
+            slot.id = slot.id.take().or(call.id.map(Cow::into_owned));
+            slot.kind = slot.kind.take().or(call.kind.map(Cow::into_owned));
+            if let Some(function) = call.function {
+                slot.name = slot.name.take().or(function.name.map(Cow::into_owned));
+                if let Some(arguments) = function.arguments {
+                    slot.arguments.push_str(&arguments);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct FunctionCall {
+    name: Option<String>,
+    arguments: String,
 }
 
 #[derive(Debug, Default)]
@@ -75,13 +155,18 @@ struct DeltaIn<'a> {
     refusal: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     tool_calls: Vec<ToolCallIn<'a>>,
-    // Not assembled, but content for the clocks (as `content::classify` counts it).
+    // Read as raw values first: content for the clocks whatever their shape (as
+    // `content::classify` counts it); then assembled when they have the shape they should.
     #[serde(borrow)]
     reasoning_content: Option<&'a RawValue>,
     #[serde(borrow)]
     reasoning: Option<&'a RawValue>,
     #[serde(borrow)]
     function_call: Option<&'a RawValue>,
+    // A search model's citations: not content, but kept.
+    #[serde(borrow)]
+    annotations: Option<&'a RawValue>,
+    // Not assembled: a request that asks for audio is not assembled either.
     #[serde(borrow)]
     audio: Option<&'a RawValue>,
 }
@@ -271,40 +356,8 @@ impl Assembler {
             if let Some(reason) = present(c.finish_reason) {
                 choice.finish_reason = serde_json::from_str(reason.get()).ok();
             }
-            let Some(delta) = c.delta else { continue };
-            if let Some(role) = delta.role {
-                choice.role = Some(role.into_owned());
-            }
-            if let Some(text) = delta.content {
-                choice
-                    .content
-                    .get_or_insert_with(String::new)
-                    .push_str(&text);
-            }
-            if let Some(text) = delta.refusal {
-                choice
-                    .refusal
-                    .get_or_insert_with(String::new)
-                    .push_str(&text);
-            }
-            for call in delta.tool_calls {
-                if call.index >= MAX_INDEX {
-                    return Err(format!("tool call index {} is out of range", call.index));
-                }
-                if choice.tool_calls.len() <= call.index {
-                    choice
-                        .tool_calls
-                        .resize_with(call.index + 1, ToolCall::default);
-                }
-                let slot = &mut choice.tool_calls[call.index];
-                slot.id = slot.id.take().or(call.id.map(Cow::into_owned));
-                slot.kind = slot.kind.take().or(call.kind.map(Cow::into_owned));
-                if let Some(function) = call.function {
-                    slot.name = slot.name.take().or(function.name.map(Cow::into_owned));
-                    if let Some(arguments) = function.arguments {
-                        slot.arguments.push_str(&arguments);
-                    }
-                }
+            if let Some(delta) = c.delta {
+                choice.apply(delta)?;
             }
         }
         Ok(())
@@ -323,7 +376,13 @@ impl Assembler {
                     role: c.role.as_deref().unwrap_or("assistant"),
                     content: c.content.as_deref(),
                     refusal: c.refusal.as_deref(),
-                    annotations: [],
+                    annotations: &c.annotations,
+                    reasoning_content: c.reasoning_content.as_deref(),
+                    reasoning: c.reasoning.as_deref(),
+                    function_call: c.function_call.as_ref().map(|f| FunctionOut {
+                        name: f.name.as_deref(),
+                        arguments: &f.arguments,
+                    }),
                     tool_calls: (c.tool_calls.iter())
                         .map(|t| ToolCallOut {
                             id: t.id.as_deref(),
@@ -357,7 +416,13 @@ struct MessageOut<'a> {
     role: &'a str,
     content: Option<&'a str>,
     refusal: Option<&'a str>,
-    annotations: [(); 0],
+    annotations: &'a [Box<RawValue>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    function_call: Option<FunctionOut<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
 }
@@ -392,7 +457,29 @@ impl super::WriteChoices for Vec<ChoiceOut<'_>> {
             out.option_string(message.content);
             out.raw(",\"refusal\":");
             out.option_string(message.refusal);
-            out.raw(",\"annotations\":[]");
+            out.raw(",\"annotations\":[");
+            for (k, annotation) in message.annotations.iter().enumerate() {
+                if k > 0 {
+                    out.raw(",");
+                }
+                out.raw(annotation.get());
+            }
+            out.raw("]");
+            if let Some(text) = message.reasoning_content {
+                out.raw(",\"reasoning_content\":");
+                out.string(text);
+            }
+            if let Some(text) = message.reasoning {
+                out.raw(",\"reasoning\":");
+                out.string(text);
+            }
+            if let Some(call) = &message.function_call {
+                out.raw(",\"function_call\":{\"name\":");
+                out.option_string(call.name);
+                out.raw(",\"arguments\":");
+                out.string(call.arguments);
+                out.raw("}");
+            }
             for (j, call) in message.tool_calls.iter().enumerate() {
                 out.raw(if j == 0 {
                     ",\"tool_calls\":[{\"id\":"
@@ -454,10 +541,18 @@ impl crate::protocol::Assemble for Assembler {
     fn finish(self: Box<Self>) -> bytes::Bytes {
         let text = (self.choices.iter())
             .map(|c| {
-                let kept = [&c.role, &c.content, &c.refusal];
+                let kept = [
+                    &c.role,
+                    &c.content,
+                    &c.refusal,
+                    &c.reasoning_content,
+                    &c.reasoning,
+                ];
                 let kept: usize = kept.iter().map(|t| t.as_ref().map_or(0, String::len)).sum();
                 let calls: usize = (c.tool_calls.iter()).map(|t| t.arguments.len() + 128).sum();
-                kept + calls + 160
+                let legacy = (c.function_call.as_ref()).map_or(0, |f| f.arguments.len() + 64);
+                let cited: usize = (c.annotations.iter()).map(|a| a.get().len() + 1).sum();
+                kept + calls + legacy + cited + 160
             })
             .sum();
         let answer = self.answer().to_bytes(text);
@@ -553,6 +648,72 @@ mod tests {
         );
     }
 
+    /// What servers of reasoning models stream beside the answer (DeepSeek, vLLM and llama.cpp
+    /// as `reasoning_content`, OpenRouter and Ollama as `reasoning`), a search model's citations
+    /// (OpenAI's search models list them in a delta of their own) and a legacy `functions` call
+    /// reach a whole answer's message as their own non-streaming answers put them; a value of
+    /// the wrong shape fails the answer, naming the field, rather than being dropped.
+    #[test]
+    fn reasoning_citations_and_a_legacy_function_call_are_put_back_together() {
+        let assembled = |chunks: &[&str]| {
+            let mut a = Assembler::new();
+            for chunk in chunks {
+                a.push(chunk)?;
+            }
+            Ok::<_, String>(a.finish())
+        };
+        let body = assembled(&[
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":null,"reasoning_content":"Two "}}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":null,"reasoning_content":"steps."}}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Done"}}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{"annotations":[{"type":"url_citation","url_citation":{"start_index":0,"end_index":4,"url":"https://a.example/"}}]}}]}"#,
+            r#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        ])
+        .unwrap();
+        let message = &body["choices"][0]["message"];
+        assert_eq!(message["reasoning_content"], "Two steps.");
+        assert_eq!(message["content"], "Done");
+        assert_eq!(
+            message["annotations"],
+            serde_json::json!([{"type": "url_citation", "url_citation": {"start_index": 0, "end_index": 4, "url": "https://a.example/"}}])
+        );
+        assert!(message.get("reasoning").is_none() && message.get("function_call").is_none());
+
+        let body = assembled(&[
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","reasoning":"Hm"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"function_call":{"name":"get_weather","arguments":""}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"function_call":{"arguments":"{\"city\":"}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"function_call":{"arguments":"\"Paris\"}"}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"function_call"}]}"#,
+        ])
+        .unwrap();
+        let message = &body["choices"][0]["message"];
+        assert_eq!(message["reasoning"], "Hm");
+        assert_eq!(
+            message["function_call"],
+            serde_json::json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+        );
+        assert_eq!(body["choices"][0]["finish_reason"], "function_call");
+
+        for (chunk, field) in [
+            (
+                r#"{"choices":[{"index":0,"delta":{"reasoning_content":{"text":"x"}}}]}"#,
+                "`reasoning_content`",
+            ),
+            (
+                r#"{"choices":[{"index":0,"delta":{"function_call":"auto"}}]}"#,
+                "`function_call`",
+            ),
+            (
+                r#"{"choices":[{"index":0,"delta":{"annotations":{"type":"url_citation"}}}]}"#,
+                "`annotations`",
+            ),
+        ] {
+            let refused = assembled(&[chunk]).unwrap_err();
+            assert!(refused.contains(field), "{refused}");
+        }
+    }
+
     /// The answer written by hand is byte for byte serde's, whatever the chunks held.
     #[test]
     fn the_hand_written_answer_is_serdes() {
@@ -572,6 +733,13 @@ mod tests {
             &[
                 r#"{"model":"m","created":1.5e3,"choices":[{"index":0,"delta":{"content":"plain text that is long enough to span a few words"}}]}"#,
                 r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]}}]}"#,
+            ],
+            &[
+                r#"{"choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"Let \"me\"\n"}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"reasoning":"think"}},{"index":1,"delta":{"function_call":{"name":"f","arguments":"{\"a\""}}}]}"#,
+                r#"{"choices":[{"index":1,"delta":{"function_call":{"arguments":":1}"}}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"annotations":[{ "type" : "url_citation", "url_citation":{"url":"https://a.example/\u00e9"}}]}}]}"#,
+                r#"{"choices":[{"index":0,"delta":{"annotations":[{"type":"url_citation"},{"type":"x"}]}}]}"#,
             ],
         ];
         for chunks in streams {
