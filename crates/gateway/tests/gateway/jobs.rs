@@ -442,12 +442,13 @@ async fn receive_webhooks(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_reach_a_receiver_that_was_down_and_the_python_sdk_verifies_them() {
-    // A port with nobody listening on it yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port bound but not listening: connections to it are refused (the receiver is down),
+    // and no other test is given it meanwhile. A port bound and let go was, once, in CI: the
+    // receiver could not bind it back (`AddrInUse`).
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = held.local_addr().unwrap().as_socket().unwrap().port();
     let extra = format!(
         "[jobs.webhooks.test]\nurl = \"http://127.0.0.1:{port}/hook?token=t\"\nsecret_env = \"HOURGLASS_TEST_WEBHOOK_SECRET\"\n{MODELS}"
     );
@@ -493,9 +494,9 @@ async fn webhooks_reach_a_receiver_that_was_down_and_the_python_sdk_verifies_the
     assert_eq!(status["jobs"]["webhooks_delivered"], 0);
 
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    held.listen(128).unwrap();
+    held.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(held.into()).unwrap();
     tokio::spawn(receive_webhooks(listener, got.clone()));
     let start = tokio::time::Instant::now();
     while got.lock().unwrap().len() < 2 {
