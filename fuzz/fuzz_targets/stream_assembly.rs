@@ -88,7 +88,8 @@ impl Events for Reader {
 }
 
 /// The answer assembled from `reads` for `endpoint` (with runs of text chunks taken in place,
-/// or not), and whether the engine would send it: `None` when the stream failed or did not end.
+/// or not), the first failure, and whether the stream ended: the engine sends the answer only
+/// when no failure came and the stream ended.
 fn assembled(endpoint: Endpoint, reads: &[&[u8]], runs: bool) -> (Vec<u8>, Option<String>, bool) {
     let mut reader = Reader::new(endpoint, runs);
     let mut scanner = Scanner::new();
